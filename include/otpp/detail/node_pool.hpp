@@ -1,0 +1,205 @@
+#pragma once
+// Per-thread pools of small fixed-size blocks for message nodes, reply slots
+// and process objects.
+//
+// Contract: pool_allocate(n) / pool_deallocate(p, n) with the same n. A block
+// may be freed on any thread. Each thread keeps a free list per size class
+// (16-byte steps up to 512 bytes); lists exchange whole batches with a central
+// pool under a mutex, so a thread that only produces (a sender) and a thread
+// that only consumes (the receiving worker) trade memory one lock per batch,
+// and the steady state touches no global allocator. This is the tcmalloc
+// thread-cache / central-list split, kept deliberately simple.
+//
+// Under AddressSanitizer every request goes to operator new, so ASan sees each
+// node's lifetime exactly (use-after-free in message handling stays visible).
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "platform.hpp"
+
+namespace otpp::detail {
+
+inline constexpr std::size_t pool_granule = 16;
+inline constexpr std::size_t pool_max_size = 512;
+inline constexpr std::size_t pool_classes = pool_max_size / pool_granule;
+
+struct free_block {
+  free_block* next;
+};
+
+constexpr std::size_t pool_class_of(std::size_t n) noexcept { return (n - 1) / pool_granule; }
+constexpr std::size_t pool_class_size(std::size_t c) noexcept { return (c + 1) * pool_granule; }
+constexpr std::uint32_t pool_batch(std::size_t c) noexcept {
+  std::size_t by_bytes = 16384 / pool_class_size(c);
+  return static_cast<std::uint32_t>(by_bytes < 16 ? 16 : (by_bytes > 128 ? 128 : by_bytes));
+}
+
+class central_pool {
+ public:
+  struct batch {
+    free_block* head;
+    std::uint32_t count;
+  };
+
+  // Never destroyed: blocks may be freed by static destructors and by threads
+  // that outlive main's statics; a leaked singleton stays reachable (no LSan
+  // report) and valid until the process image goes away.
+  static central_pool& instance() {
+    static central_pool* p = new central_pool;
+    return *p;
+  }
+
+  batch take(std::size_t c) {
+    {
+      std::lock_guard lock{mutex_};
+      auto& l = lists_[c];
+      if (!l.empty()) {
+        batch b = l.back();
+        l.pop_back();
+        return b;
+      }
+    }
+    return carve(c);
+  }
+
+  void give(std::size_t c, batch b) {
+    std::lock_guard lock{mutex_};
+    lists_[c].push_back(b);
+  }
+
+  void give_one(std::size_t c, free_block* blk) {
+    std::lock_guard lock{mutex_};
+    auto& l = lists_[c];
+    if (!l.empty() && l.back().count < pool_batch(c)) {
+      blk->next = l.back().head;
+      l.back().head = blk;
+      ++l.back().count;
+    } else {
+      blk->next = nullptr;
+      l.push_back({blk, 1});
+    }
+  }
+
+ private:
+  batch carve(std::size_t c) {
+    const std::size_t size = pool_class_size(c);
+    const std::uint32_t n = pool_batch(c);
+    auto* mem = static_cast<char*>(::operator new(size * n, std::align_val_t{pool_granule}));
+    {
+      std::lock_guard lock{mutex_};
+      slabs_.push_back(mem);
+    }
+    free_block* head = nullptr;
+    for (std::uint32_t i = n; i-- > 0;) {
+      auto* b = reinterpret_cast<free_block*>(mem + i * size);
+      b->next = head;
+      head = b;
+    }
+    return {head, n};
+  }
+
+  std::mutex mutex_;
+  std::vector<batch> lists_[pool_classes];
+  std::vector<char*> slabs_;  // keeps every slab reachable
+};
+
+// Trivially destructible, so it stays usable while thread_local destructors
+// and static destructors run; `retired` routes late frees to the central pool.
+struct thread_cache {
+  free_block* head[pool_classes];
+  std::uint32_t count[pool_classes];
+  bool retired;
+  bool guarded;
+};
+inline thread_local thread_cache tls_cache{};
+
+struct thread_cache_guard {
+  thread_cache_guard() noexcept = default;
+  ~thread_cache_guard() {
+    auto& tc = tls_cache;
+    auto& central = central_pool::instance();
+    for (std::size_t c = 0; c < pool_classes; ++c) {
+      if (tc.head[c]) central.give(c, {tc.head[c], tc.count[c]});
+      tc.head[c] = nullptr;
+      tc.count[c] = 0;
+    }
+    tc.retired = true;
+  }
+};
+inline thread_local thread_cache_guard tls_cache_guard;
+
+[[gnu::noinline]] inline void* pool_refill(std::size_t c) {
+  auto& tc = tls_cache;
+  if (!tc.guarded) {
+    tc.guarded = true;
+    // odr-use registers the flushing destructor for this thread
+    [[maybe_unused]] auto* volatile g = &tls_cache_guard;
+  }
+  auto b = central_pool::instance().take(c);
+  free_block* blk = b.head;
+  tc.head[c] = blk->next;
+  tc.count[c] = b.count - 1;
+  return blk;
+}
+
+[[gnu::noinline]] inline void pool_flush(std::size_t c) {
+  auto& tc = tls_cache;
+  const std::uint32_t n = pool_batch(c);
+  free_block* head = tc.head[c];
+  free_block* tail = head;
+  for (std::uint32_t i = 1; i < n; ++i) tail = tail->next;
+  tc.head[c] = tail->next;
+  tc.count[c] -= n;
+  tail->next = nullptr;
+  central_pool::instance().give(c, {head, n});
+}
+
+[[nodiscard]] inline void* pool_allocate(std::size_t n) {
+  if constexpr (address_sanitizer) {
+    return ::operator new(n);
+  } else {
+    if (n > pool_max_size) return ::operator new(n);
+    const std::size_t c = pool_class_of(n);
+    auto& tc = tls_cache;
+    if (free_block* b = tc.head[c]) [[likely]] {
+      tc.head[c] = b->next;
+      --tc.count[c];
+      return b;
+    }
+    if (tc.retired) {
+      // rare: allocation while this thread's locals are being torn down
+      auto& central = central_pool::instance();
+      auto b = central.take(c);
+      if (b.count > 1) central.give(c, {b.head->next, b.count - 1});
+      return b.head;
+    }
+    return pool_refill(c);
+  }
+}
+
+inline void pool_deallocate(void* p, std::size_t n) noexcept {
+  if constexpr (address_sanitizer) {
+    ::operator delete(p);
+  } else {
+    if (n > pool_max_size) {
+      ::operator delete(p);
+      return;
+    }
+    const std::size_t c = pool_class_of(n);
+    auto& tc = tls_cache;
+    auto* b = static_cast<free_block*>(p);
+    if (tc.retired) [[unlikely]] {
+      central_pool::instance().give_one(c, b);
+      return;
+    }
+    b->next = tc.head[c];
+    tc.head[c] = b;
+    if (++tc.count[c] >= 2 * pool_batch(c)) [[unlikely]] pool_flush(c);
+  }
+}
+
+}  // namespace otpp::detail

@@ -1,0 +1,61 @@
+#pragma once
+// Small platform helpers shared by the lock-free machinery: spin hints,
+// sanitizer detection and compile-time type names for logs.
+
+#include <cstddef>
+#include <string_view>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace otpp::detail {
+
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool address_sanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool address_sanitizer = true;
+#else
+inline constexpr bool address_sanitizer = false;
+#endif
+#else
+inline constexpr bool address_sanitizer = false;
+#endif
+
+/// Tells the core we are spinning, so a sibling hyper-thread gets the pipeline.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+inline constexpr std::size_t cache_line = 64;
+
+// The compiler spells the template argument inside __PRETTY_FUNCTION__; we cut
+// it out at compile time so logs can name message and server types without RTTI.
+template <class T>
+constexpr std::string_view type_name() noexcept {
+#if defined(__clang__) || defined(__GNUC__)
+  std::string_view p = __PRETTY_FUNCTION__;
+  auto start = p.find("T = ");
+  if (start == std::string_view::npos) return "?";
+  start += 4;
+  auto end = p.find_first_of(";]", start);
+  return p.substr(start, end - start);
+#else
+  return "?";
+#endif
+}
+
+/// One distinct address per type: cheaper than typeid and needs no RTTI.
+template <class T>
+struct type_tag {
+  static constexpr char id = 0;
+};
+template <class T>
+inline constexpr const void* type_id = &type_tag<T>::id;
+
+}  // namespace otpp::detail

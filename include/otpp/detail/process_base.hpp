@@ -1,0 +1,366 @@
+#pragma once
+// The type-independent half of a process: refcount, mailbox, run state,
+// exit handling. gen_server<Impl> adds the typed half (process_of<Impl>).
+//
+// Lifetime: one allocation holds this header followed by the Impl object.
+// `refs_` counts handles (pid, server<Impl>, in-flight calls) plus one "alive"
+// reference held from start until the process has fully exited. The Impl is
+// destroyed when the process exits; the memory when the last handle goes, so
+// a pid stays a valid handle after death (it answers noproc).
+//
+// Run state (`state_`): bit `scheduled` means one party owns the right to run
+// the process (or, once dead, to drain its mailbox); `dead` is set once, by
+// that owner, when the process exits. Whoever pushes a message and then flips
+// `scheduled` 0→1 schedules the process, exactly once (or drains it if dead).
+
+#include <atomic>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "../exit_reason.hpp"
+#include "mpsc_queue.hpp"
+#include "node_pool.hpp"
+#include "platform.hpp"
+#include "reply_slot.hpp"
+
+namespace otpp::detail {
+
+class process_base;
+class runtime_core;
+struct worker_slot;
+
+enum class msg_op : std::uint8_t { invoke, discard };
+
+/// A mailbox entry. `fn` knows the payload's type: it handles the message
+/// (invoke) or disposes of it unhandled (discard, failing a call with *why),
+/// and in both cases frees the node.
+struct message_node : mpsc_node {
+  using fn_t = void (*)(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept;
+  fn_t fn = nullptr;
+};
+
+template <class Node, class... A>
+Node* make_node(A&&... a) {
+  static_assert(alignof(Node) <= pool_granule, "over-aligned message types are not supported yet");
+  void* m = pool_allocate(sizeof(Node));
+  try {
+    return ::new (m) Node(std::forward<A>(a)...);
+  } catch (...) {
+    pool_deallocate(m, sizeof(Node));
+    throw;
+  }
+}
+
+template <class Node>
+void free_node(Node* n) noexcept {
+  n->~Node();
+  pool_deallocate(n, sizeof(Node));
+}
+
+/// Per-thread execution context.
+struct thread_ctx {
+  runtime_core* rt = nullptr;     // the runtime whose worker this thread is
+  worker_slot* slot = nullptr;    // the queues this thread currently serves
+  process_base* current = nullptr;  // the process whose code is running
+  unsigned inline_depth = 0;      // nested inline calls on this stack
+};
+inline thread_local thread_ctx tls{};
+
+/// Makes `p` the current process for a scope (inline calls, start, turns).
+class current_scope {
+ public:
+  explicit current_scope(process_base* p) noexcept : saved_{tls.current} { tls.current = p; }
+  ~current_scope() { tls.current = saved_; }
+  current_scope(const current_scope&) = delete;
+  current_scope& operator=(const current_scope&) = delete;
+
+ private:
+  process_base* saved_;
+};
+
+enum class turn_result : std::uint8_t { idle, yielded, dead };
+
+/// Rarely used state, allocated on first need so an idle process stays small.
+struct process_cold {
+  exit_reason exit;
+  std::string_view crash_message;  // type of the message whose handler threw
+  std::string_view crash_kind;     // "call", "cast", "info", ...
+  message_node* continuation = nullptr;
+  std::vector<reply_slot_base*> deferred;  // calls answered later via reply_to
+  std::size_t deferred_prune_at = 16;
+  struct stop_waiter {
+    reply_slot<void>* slot;
+    exit_reason requested;
+  };
+  std::vector<stop_waiter> stop_waiters;
+  std::vector<message_node*> held_replies;  // sent after terminate (stop from handle_call)
+};
+
+class process_base {
+ public:
+  static constexpr std::uint32_t scheduled = 1;
+  static constexpr std::uint32_t dead = 2;
+
+  // local_ flags: owned by whoever holds `scheduled`.
+  static constexpr std::uint32_t exit_pending = 1;
+  static constexpr std::uint32_t call_terminate = 2;
+  static constexpr std::uint32_t has_continue = 4;
+  static constexpr std::uint32_t has_cold = 8;
+
+  explicit process_base(runtime_core* rt) noexcept : rt_{rt} {}
+  process_base(const process_base&) = delete;
+  process_base& operator=(const process_base&) = delete;
+
+  // -- typed half ----------------------------------------------------------
+  virtual void dispatch_untyped(message_node* n) noexcept = 0;
+  /// Runs Impl::terminate if it exists; a throw replaces `reason`.
+  virtual void run_terminate(exit_reason& reason) noexcept = 0;
+  virtual void destroy_state() noexcept = 0;
+  [[nodiscard]] virtual std::string_view type_name() const noexcept = 0;
+
+  // -- references ------------------------------------------------------------
+  void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    // acq_rel: the freeing thread must see all writes of the other owners.
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) deallocate_();
+  }
+
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  [[nodiscard]] bool alive() const noexcept { return (state_.load(std::memory_order_acquire) & dead) == 0; }
+  [[nodiscard]] runtime_core* rt() const noexcept { return rt_; }
+
+  // -- mailbox ---------------------------------------------------------------
+  /// Any thread. Delivers `n`, scheduling the process if it was idle; a dead
+  /// process's messages are discarded (calls fail with noproc). Returns false
+  /// if the process was already known dead (the node is discarded).
+  inline bool enqueue(message_node* n) noexcept;
+
+  /// Any thread. Takes the run right of an idle process with an empty
+  /// mailbox, to run a call inline. Pair with release_inline.
+  [[nodiscard]] bool try_claim() noexcept {
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    if (s != 0) return false;
+    // acquire: see everything the previous owner did with the process.
+    if (!state_.compare_exchange_strong(s, scheduled, std::memory_order_acquire, std::memory_order_relaxed)) return false;
+    if (mailbox_.empty()) return true;
+    // Messages are queued ahead of us: they must be handled first, so run the
+    // process the normal way and let the caller enqueue behind them.
+    schedule_owned();
+    return false;
+  }
+
+  /// Owner only: gives up the run right after an inline operation. Pending
+  /// continuations are scheduled; queued messages are handled here, up to a
+  /// small budget (combining: the thread that holds the process drains what
+  /// piled up instead of handing it to another core).
+  inline void release_inline() noexcept;
+
+  /// Owner only: handle up to `budget` messages. On `dead`, do not touch the
+  /// process again (the caller's own handle may keep the memory).
+  inline turn_result run_turn(unsigned budget) noexcept;
+
+  // -- exit ------------------------------------------------------------------
+  /// Owner only (inside a callback): exit with `r` once the callback returns.
+  void request_exit(exit_reason r, bool with_terminate) {
+    auto& c = cold();
+    if (local_ & exit_pending) return;  // first request wins
+    c.exit = std::move(r);
+    local_ |= exit_pending | (with_terminate ? call_terminate : 0);
+  }
+  void crash(std::exception_ptr e, std::string_view msg_type, std::string_view kind) noexcept {
+    try {
+      auto& c = cold();
+      c.crash_message = msg_type;
+      c.crash_kind = kind;
+      local_ &= ~exit_pending;  // a crash overrides a stop asked for in the same callback
+      request_exit(exit_reason::from_exception(std::move(e)), true);
+    } catch (...) {
+      local_ |= exit_pending | call_terminate;
+    }
+  }
+  [[nodiscard]] bool exit_requested() const noexcept { return (local_ & exit_pending) != 0; }
+  /// init failed: OTP does not call terminate then.
+  void suppress_terminate() noexcept { local_ &= ~call_terminate; }
+  /// Owner only: a reply to send once terminate has run.
+  inline void hold_reply(message_node* n);
+
+  /// The starter's last step: the process becomes runnable by anyone.
+  void publish_started() noexcept {
+    if (local_ & has_continue) {
+      schedule_owned();
+      return;
+    }
+    state_.store(0, std::memory_order_seq_cst);
+    if (mailbox_.empty_after_release()) return;
+    std::uint32_t expected = 0;
+    if (state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) schedule_owned();
+  }
+
+  /// Owner only: completes an exit (terminate, crash log, mailbox drain,
+  /// waiters) and returns the final reason.
+  inline exit_reason finish_exit() noexcept;
+
+  /// Owner only: the stop protocol of otpp::stop.
+  void add_stop_waiter(reply_slot<void>* s, exit_reason requested) {
+    cold().stop_waiters.push_back({s, std::move(requested)});
+  }
+
+  void set_continuation(message_node* n) {
+    auto& c = cold();
+    if (c.continuation) c.continuation->fn(*this, c.continuation, msg_op::discard, nullptr);
+    c.continuation = n;
+    local_ |= has_continue;
+  }
+
+  /// Owner only: a deferred reply that this process owes; failed with the
+  /// exit reason if the process dies first.
+  void track_deferred(reply_slot_base* s) {
+    auto& c = cold();
+    if (c.deferred.size() >= c.deferred_prune_at) {
+      std::erase_if(c.deferred, [](reply_slot_base* d) {
+        if (d->open()) return false;
+        d->release();
+        return true;
+      });
+      c.deferred_prune_at = c.deferred.size() * 2 + 16;
+    }
+    s->add_ref();
+    c.deferred.push_back(s);
+  }
+
+  [[nodiscard]] bool mailbox_probably_empty() const noexcept { return mailbox_.probably_empty(); }
+
+  // -- for the runtime -------------------------------------------------------
+  process_base* live_prev_ = nullptr;  // intrusive list of live processes
+  process_base* live_next_ = nullptr;
+  std::uint64_t id_ = 0;
+  std::atomic<std::uint32_t> state_{scheduled};  // born owned by its starter
+
+  inline void schedule_owned() noexcept;
+
+ protected:
+  using dealloc_fn = void (*)(process_base*) noexcept;
+  void set_deallocator(dealloc_fn f) noexcept { dealloc_ = f; }
+
+  process_cold& cold() {
+    if (!(local_ & has_cold)) {
+      cold_ = new process_cold;
+      local_ |= has_cold;
+    }
+    return *cold_;
+  }
+
+ private:
+  void deallocate_() noexcept {
+    if (local_ & has_cold) delete cold_;
+    dealloc_(this);
+  }
+  inline void run_continuation() noexcept;
+  inline void drain(const exit_reason& why) noexcept;
+  inline void drain_dead() noexcept;
+
+  std::atomic<std::uint32_t> refs_{1};
+  std::uint32_t local_ = 0;
+  mpsc_queue mailbox_;
+  runtime_core* rt_;
+  process_cold* cold_ = nullptr;
+  dealloc_fn dealloc_ = nullptr;
+};
+
+// -- inline definitions that need nothing but this header ---------------------
+
+inline bool process_base::enqueue(message_node* n) noexcept {
+  if (state_.load(std::memory_order_acquire) & dead) {
+    static const exit_reason noproc = exit_reason::noproc();
+    n->fn(*this, n, msg_op::discard, &noproc);
+    return false;
+  }
+  mailbox_.push(n);
+  // seq_cst: ordered after the push (Dekker pairing with run_turn's go-idle
+  // store and re-check): either we see the owner gone idle, or it sees our node.
+  std::uint32_t s = state_.load(std::memory_order_seq_cst);
+  while (!(s & scheduled)) {
+    if (state_.compare_exchange_weak(s, s | scheduled, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+      if (s & dead) {
+        drain_dead();
+      } else {
+        schedule_owned();
+      }
+      break;
+    }
+  }
+  return true;
+}
+
+inline void process_base::drain(const exit_reason& why) noexcept {
+  for (;;) {
+    message_node* n = static_cast<message_node*>(mailbox_.pop());
+    if (n) {
+      n->fn(*this, n, msg_op::discard, &why);
+      continue;
+    }
+    if (mailbox_.empty()) return;
+    cpu_relax();  // a push is half done: its node will be linked in a moment
+  }
+}
+
+inline void process_base::drain_dead() noexcept {
+  static const exit_reason noproc = exit_reason::noproc();
+  for (;;) {
+    drain(noproc);
+    state_.store(dead, std::memory_order_seq_cst);
+    if (mailbox_.empty_after_release()) return;
+    std::uint32_t expected = dead;
+    if (!state_.compare_exchange_strong(expected, dead | scheduled, std::memory_order_acq_rel)) return;
+  }
+}
+
+inline void process_base::run_continuation() noexcept {
+  message_node* n = cold_->continuation;
+  cold_->continuation = nullptr;
+  local_ &= ~has_continue;
+  n->fn(*this, n, msg_op::invoke, nullptr);
+}
+
+inline turn_result process_base::run_turn(unsigned budget) noexcept {
+  current_scope scope{this};
+  unsigned spins = 0;
+  for (;;) {
+    if (local_ & (has_continue | exit_pending)) {
+      if (local_ & exit_pending) {
+        finish_exit();
+        return turn_result::dead;
+      }
+      run_continuation();
+      continue;
+    }
+    message_node* n = static_cast<message_node*>(mailbox_.pop());
+    if (n == nullptr) {
+      if (!mailbox_.empty()) {
+        // A producer is between its exchange and its link. Give it a moment,
+        // then let others run rather than spin on a preempted thread.
+        if (++spins < 128) {
+          cpu_relax();
+          continue;
+        }
+        return turn_result::yielded;
+      }
+      // Go idle, then re-check (seq_cst pairs with enqueue's load). After the
+      // store we no longer own the mailbox, so the re-check reads only `tail`.
+      state_.store(0, std::memory_order_seq_cst);
+      if (mailbox_.empty_after_release()) return turn_result::idle;
+      std::uint32_t expected = 0;
+      if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return turn_result::idle;
+      continue;
+    }
+    n->fn(*this, n, msg_op::invoke, nullptr);
+    if (budget > 1) {
+      --budget;
+    } else if (!(local_ & (exit_pending | has_continue))) {
+      return turn_result::yielded;
+    }
+  }
+}
+
+}  // namespace otpp::detail

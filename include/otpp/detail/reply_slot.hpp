@@ -1,0 +1,169 @@
+#pragma once
+// The rendezvous between a blocked caller and whoever replies to it.
+//
+// Two references from birth: the caller's and the reply side's (the call
+// message, later a reply_to). Exactly one resolution wins, through a CAS from
+// pending/waiting to `claimed`; the winner writes the value or error and then
+// publishes with a release store of `ready`/`failed`. A caller that gives up
+// (timeout) CASes to `abandoned`, so a late reply finds the slot closed and is
+// dropped: late replies never reach anyone (OTP 24+ alias semantics).
+// `waiting` tells the resolver that the caller sleeps on the futex, so a wake
+// system call is made only then.
+
+#include <atomic>
+#include <cstdint>
+#include <new>
+#include <utility>
+
+#include "../exit_reason.hpp"
+#include "node_pool.hpp"
+#include "parking.hpp"
+#include "platform.hpp"
+
+namespace otpp::detail {
+
+class reply_slot_base {
+ public:
+  enum : std::uint32_t { pending = 0, waiting = 1, claimed = 2, ready = 3, failed = 4, abandoned = 5 };
+
+  reply_slot_base(const reply_slot_base&) = delete;
+  reply_slot_base& operator=(const reply_slot_base&) = delete;
+
+  void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    // acq_rel: the last owner must see every write made by the others.
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_(this);
+  }
+
+  /// Resolver side: fail with `why` unless already resolved or abandoned.
+  bool fail(const exit_reason& why) noexcept {
+    std::uint32_t prev;
+    if (!claim(prev)) return false;
+    try {
+      error_ = why;
+    } catch (...) {
+    }
+    publish(failed, prev);
+    return true;
+  }
+
+  [[nodiscard]] bool resolved() const noexcept {
+    auto s = state_.load(std::memory_order_acquire);
+    return s == ready || s == failed;
+  }
+  [[nodiscard]] bool open() const noexcept {
+    auto s = state_.load(std::memory_order_acquire);
+    return s == pending || s == waiting;
+  }
+
+  /// Caller side: wait until resolved or the deadline passes. Returns the
+  /// final state: ready, failed, or abandoned (timed out).
+  std::uint32_t wait_until(steady::time_point deadline) noexcept {
+    for (;;) {
+      std::uint32_t s = state_.load(std::memory_order_acquire);
+      if (s == ready || s == failed) return s;
+      if (s == claimed) {  // a reply is being written: it is a matter of nanoseconds
+        cpu_relax();
+        continue;
+      }
+      if (steady::now() >= deadline) {
+        if (state_.compare_exchange_strong(s, abandoned, std::memory_order_acq_rel)) return abandoned;
+        continue;
+      }
+      if (s == pending) {
+        if (!state_.compare_exchange_weak(s, waiting, std::memory_order_acq_rel)) continue;
+      }
+      park(state_, waiting, deadline);
+    }
+  }
+
+  [[nodiscard]] const exit_reason& error() const noexcept { return error_; }
+
+ protected:
+  using destroy_fn = void (*)(reply_slot_base*) noexcept;
+  explicit reply_slot_base(destroy_fn d) noexcept : destroy_{d} {}
+
+  bool claim(std::uint32_t& prev) noexcept {
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    while (s == pending || s == waiting) {
+      // acquire: nothing; release: nothing yet. The publish below is the edge.
+      if (state_.compare_exchange_weak(s, claimed, std::memory_order_acquire, std::memory_order_relaxed)) {
+        prev = s;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void publish(std::uint32_t final_state, std::uint32_t prev) noexcept {
+    // release: the caller's acquire load of the state sees the value/error.
+    state_.store(final_state, std::memory_order_release);
+    if (prev == waiting) unpark_one(state_);
+  }
+
+  std::atomic<std::uint32_t> state_{pending};
+  std::atomic<std::uint32_t> refs_{2};
+  destroy_fn destroy_ = nullptr;
+  exit_reason error_;
+};
+
+template <class R>
+class reply_slot final : public reply_slot_base {
+ public:
+  static reply_slot* make() {
+    void* m = pool_allocate(sizeof(reply_slot));
+    return ::new (m) reply_slot;
+  }
+
+  template <class... A>
+  bool set_value(A&&... a) noexcept(std::is_nothrow_constructible_v<R, A&&...>) {
+    std::uint32_t prev;
+    if (!claim(prev)) return false;
+    ::new (static_cast<void*>(&value_)) R(std::forward<A>(a)...);
+    publish(ready, prev);
+    return true;
+  }
+
+  /// Precondition: the state is ready; called once, by the caller.
+  R take() noexcept(std::is_nothrow_move_constructible_v<R>) { return std::move(value_); }
+
+ private:
+  reply_slot() noexcept : reply_slot_base{&destroy} {}
+  ~reply_slot() {
+    if (state_.load(std::memory_order_relaxed) == ready) value_.~R();
+  }
+  static void destroy(reply_slot_base* b) noexcept {
+    auto* s = static_cast<reply_slot*>(b);
+    s->~reply_slot();
+    pool_deallocate(s, sizeof(reply_slot));
+  }
+  union {
+    R value_;
+  };
+};
+
+template <>
+class reply_slot<void> final : public reply_slot_base {
+ public:
+  static reply_slot* make() {
+    void* m = pool_allocate(sizeof(reply_slot));
+    return ::new (m) reply_slot;
+  }
+  bool set_value() noexcept {
+    std::uint32_t prev;
+    if (!claim(prev)) return false;
+    publish(ready, prev);
+    return true;
+  }
+  void take() noexcept {}
+
+ private:
+  reply_slot() noexcept : reply_slot_base{&destroy} {}
+  static void destroy(reply_slot_base* b) noexcept {
+    auto* s = static_cast<reply_slot*>(b);
+    s->~reply_slot();
+    pool_deallocate(s, sizeof(reply_slot));
+  }
+};
+
+}  // namespace otpp::detail

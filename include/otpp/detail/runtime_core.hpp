@@ -1,0 +1,581 @@
+#pragma once
+// The scheduler and process table behind otpp::runtime.
+//
+// Threads and slots: a slot is one worker's queues (a Chase–Lev deque plus a
+// LIFO slot for the process just woken). N slots are served by N threads.
+// When a thread is about to block in a call, it hands its slot to a spare
+// thread (created on demand, parked when not needed) so the slot's processes
+// keep running: a blocking call never starves the pool. The blocked thread,
+// once its call returns and its process's turn ends, becomes a spare itself.
+// (ForkJoinPool's managed blocking, specialised to a thread-per-slot model.)
+//
+// Idle threads spin for a short while, then park on a futex word. A push
+// wakes a parked thread only when no thread is spinning, so the common cost of
+// a wake-up check is one fence and two loads, and an idle runtime uses no CPU.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "../exit_reason.hpp"
+#include "../log.hpp"
+#include "parking.hpp"
+#include "platform.hpp"
+#include "process_base.hpp"
+#include "work_stealing_deque.hpp"
+
+namespace otpp {
+
+/// Settings of a runtime. Zero workers means one per hardware thread.
+struct runtime_config {
+  unsigned workers = 0;
+  /// Messages a process handles per turn before others get the worker.
+  unsigned batch = 64;
+  /// Upper bound on threads, counting spares that stand in for threads
+  /// blocked in calls. Beyond it a blocked call simply blocks its worker.
+  unsigned max_threads = 512;
+  /// How long runtime shutdown waits for each process to stop.
+  std::chrono::milliseconds shutdown_timeout{5000};
+  /// How long an idle worker spins before it parks.
+  std::chrono::microseconds spin{50};
+};
+
+namespace detail {
+
+struct worker_slot {
+  explicit worker_slot(unsigned i) : index{i}, rng{0x9e3779b97f4a7c15ull * (i + 1)} {}
+  work_stealing_deque<process_base*> deque;
+  process_base* lifo = nullptr;  // owner only
+  unsigned lifo_streak = 0;
+  unsigned tick = 0;
+  unsigned index;
+  std::uint64_t rng;
+};
+
+inline std::atomic<std::uint64_t> next_process_id{1};
+
+class runtime_core {
+ public:
+  explicit runtime_core(runtime_config cfg) : cfg_{cfg} {
+    unsigned n = cfg_.workers ? cfg_.workers : std::max(1u, std::thread::hardware_concurrency());
+    cfg_.workers = n;
+    if (cfg_.batch == 0) cfg_.batch = 1;
+    for (unsigned i = 0; i < n; ++i) slots_.push_back(std::make_unique<worker_slot>(i));
+    std::lock_guard lock{spare_mutex_};
+    for (unsigned i = 0; i < n; ++i) start_thread(slots_[i].get());
+  }
+
+  runtime_core(const runtime_core&) = delete;
+  runtime_core& operator=(const runtime_core&) = delete;
+
+  ~runtime_core() = default;
+
+  [[nodiscard]] const runtime_config& config() const noexcept { return cfg_; }
+  [[nodiscard]] bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+
+  // -- scheduling --------------------------------------------------------------
+
+  /// `p` is owned (its `scheduled` bit is ours): queue it to run.
+  void schedule(process_base* p) noexcept {
+    worker_slot* s = tls.slot;
+    if (s != nullptr && tls.rt == this) {
+      if (s->lifo != nullptr) {
+        s->deque.push(s->lifo);
+        notify();
+      }
+      s->lifo = p;
+      return;
+    }
+    push_injection(p);
+    notify();
+  }
+
+  // -- the process table ---------------------------------------------------------
+
+  void register_process(process_base* p) {
+    p->id_ = next_process_id.fetch_add(1, std::memory_order_relaxed);
+    auto& sh = shards_[p->id_ % shard_count];
+    std::lock_guard lock{sh.mutex};
+    p->live_next_ = sh.head;
+    if (sh.head) sh.head->live_prev_ = p;
+    sh.head = p;
+    ++sh.count;
+  }
+
+  void unregister_process(process_base* p) noexcept {
+    auto& sh = shards_[p->id_ % shard_count];
+    std::lock_guard lock{sh.mutex};
+    if (p->live_prev_) {
+      p->live_prev_->live_next_ = p->live_next_;
+    } else {
+      sh.head = p->live_next_;
+    }
+    if (p->live_next_) p->live_next_->live_prev_ = p->live_prev_;
+    p->live_prev_ = p->live_next_ = nullptr;
+    --sh.count;
+  }
+
+  /// Live processes, each with a reference the caller must release.
+  std::vector<process_base*> live_processes() {
+    std::vector<process_base*> out;
+    for (auto& sh : shards_) {
+      std::lock_guard lock{sh.mutex};
+      for (process_base* p = sh.head; p; p = p->live_next_) {
+        p->add_ref();
+        out.push_back(p);
+      }
+    }
+    std::sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->id() < b->id(); });
+    return out;
+  }
+
+  [[nodiscard]] std::size_t live_count() noexcept {
+    std::size_t n = 0;
+    for (auto& sh : shards_) {
+      std::lock_guard lock{sh.mutex};
+      n += sh.count;
+    }
+    return n;
+  }
+
+  // -- blocking ------------------------------------------------------------------
+
+  /// Called by a worker thread about to block: its slot goes to a spare.
+  void hand_off_slot() {
+    worker_slot* s = tls.slot;
+    if (s == nullptr || tls.rt != this) return;
+    std::lock_guard lock{spare_mutex_};
+    if (!idle_spares_.empty()) {
+      thread_record* t = idle_spares_.back();
+      idle_spares_.pop_back();
+      t->assigned = s;
+      tls.slot = nullptr;
+      t->word.store(1, std::memory_order_release);
+      unpark_one(t->word);
+      return;
+    }
+    if (threads_.size() < cfg_.max_threads && !terminating_.load(std::memory_order_relaxed)) {
+      tls.slot = nullptr;
+      start_thread(s);
+      return;
+    }
+    // Over the thread budget: keep the slot and block with it (the pool may
+    // stall until the call returns or times out, as a cycle would in Erlang).
+  }
+
+  // -- shutdown ------------------------------------------------------------------
+
+  /// Stops accepting processes, stops the live ones in reverse start order
+  /// (their terminate runs), then joins the threads. Idempotent. Returns false
+  /// if some thread could not be joined (stuck in a handler); the core is then
+  /// leaked rather than freed under a running thread.
+  template <class StopFn>
+  bool shutdown(StopFn&& stop_one) {
+    bool expected = false;
+    if (!closed_.compare_exchange_strong(expected, true)) return !leaked_;
+    if (tls.rt == this && tls.current != nullptr) {
+      log(log_level::error, "otpp: runtime shutdown from inside one of its processes; stopping processes only");
+    }
+    for (int round = 0; round < 4; ++round) {
+      auto procs = live_processes();
+      if (procs.empty()) break;
+      for (auto it = procs.rbegin(); it != procs.rend(); ++it) {
+        stop_one(*it);
+        (*it)->release();
+      }
+    }
+    if (tls.rt == this) return true;  // cannot join ourselves
+    terminating_.store(true, std::memory_order_seq_cst);
+    const auto deadline = steady::now() + cfg_.shutdown_timeout;
+    std::vector<thread_record*> records;
+    {
+      std::lock_guard lock{spare_mutex_};
+      for (auto& t : threads_) records.push_back(t.get());
+      for (thread_record* t : idle_spares_) {
+        t->assigned = nullptr;
+        t->word.store(1, std::memory_order_release);
+        unpark_one(t->word);
+      }
+      idle_spares_.clear();
+    }
+    wake_all();
+    bool all = true;
+    for (thread_record* t : records) {
+      while (t->finished.load(std::memory_order_acquire) == 0 && steady::now() < deadline) {
+        wake_all();
+        park(t->finished, 0, std::min(deadline, steady::now() + std::chrono::milliseconds(5)));
+      }
+      if (t->finished.load(std::memory_order_acquire) == 0) all = false;
+    }
+    std::lock_guard lock{spare_mutex_};
+    for (auto& t : threads_) {
+      if (t->finished.load(std::memory_order_acquire)) {
+        t->thread.join();
+      } else {
+        t->thread.detach();
+      }
+    }
+    if (!all) {
+      leaked_ = true;
+      log(log_level::error, "otpp: runtime shutdown left threads stuck in handlers; their state is leaked");
+    }
+    return all;
+  }
+
+  [[nodiscard]] bool leaked() const noexcept { return leaked_; }
+
+ private:
+  struct thread_record {
+    std::thread thread;
+    std::atomic<std::uint32_t> word{0};      // spare: 1 when assigned or released
+    std::atomic<std::uint32_t> finished{0};  // 1 when the thread function returned
+    worker_slot* assigned = nullptr;
+  };
+
+  struct alignas(cache_line) shard {
+    std::mutex mutex;
+    process_base* head = nullptr;
+    std::size_t count = 0;
+  };
+  static constexpr std::size_t shard_count = 64;
+
+  // Called with spare_mutex_ held.
+  void start_thread(worker_slot* s) {
+    auto rec = std::make_unique<thread_record>();
+    thread_record* r = rec.get();
+    threads_.push_back(std::move(rec));
+    r->thread = std::thread([this, r, s] { thread_main(r, s); });
+  }
+
+  void thread_main(thread_record* me, worker_slot* initial) noexcept {
+    tls.rt = this;
+    tls.slot = initial;
+    for (;;) {
+      if (tls.slot == nullptr) {
+        tls.slot = wait_for_slot(me);
+        if (tls.slot == nullptr) break;
+      }
+      worker_slot& s = *tls.slot;
+      if (process_base* p = find_work(s)) {
+        run(p);
+        continue;
+      }
+      if (terminating_.load(std::memory_order_acquire)) break;
+      idle(s);
+    }
+    tls = {};
+    me->finished.store(1, std::memory_order_release);
+    unpark_one(me->finished);
+  }
+
+  worker_slot* wait_for_slot(thread_record* me) {
+    std::unique_lock lock{spare_mutex_};
+    if (!orphans_.empty()) {
+      worker_slot* s = orphans_.back();
+      orphans_.pop_back();
+      return s;
+    }
+    if (terminating_.load(std::memory_order_acquire)) return nullptr;
+    me->assigned = nullptr;
+    me->word.store(0, std::memory_order_relaxed);
+    idle_spares_.push_back(me);
+    lock.unlock();
+    while (me->word.load(std::memory_order_acquire) == 0) park(me->word, 0);
+    lock.lock();
+    return me->assigned;
+  }
+
+  void run(process_base* p) noexcept {
+    for (;;) {
+      if (p->run_turn(cfg_.batch) != turn_result::yielded) return;
+      worker_slot* s = tls.slot;
+      // Nobody else waiting: keep going without a trip through the queues.
+      if (s != nullptr && s->lifo == nullptr && s->deque.empty() &&
+          injection_size_.load(std::memory_order_relaxed) == 0)
+        continue;
+      // Fairness: a process that used its whole batch goes to the back of the
+      // global queue, behind everyone already waiting.
+      push_injection(p);
+      notify();
+      return;
+    }
+  }
+
+  process_base* find_work(worker_slot& s) noexcept {
+    if (++s.tick % 61 == 0) {
+      if (process_base* p = pop_injection()) return p;
+    }
+    if (s.lifo != nullptr) {
+      process_base* p = s.lifo;
+      s.lifo = nullptr;
+      if (s.lifo_streak++ < 32) return p;
+      s.deque.push(p);  // ping-pong pairs must not starve the deque
+    }
+    s.lifo_streak = 0;
+    if (process_base* p = s.deque.pop()) return p;
+    if (process_base* p = pop_injection()) return p;
+    return steal(s);
+  }
+
+  process_base* steal(worker_slot& s) noexcept {
+    const std::size_t n = slots_.size();
+    if (n < 2) return nullptr;
+    s.rng ^= s.rng << 13;
+    s.rng ^= s.rng >> 7;
+    s.rng ^= s.rng << 17;
+    const std::size_t start = s.rng % n;
+    for (std::size_t i = 0; i < n; ++i) {
+      worker_slot& v = *slots_[(start + i) % n];
+      if (&v == &s) continue;
+      if (process_base* p = v.deque.steal()) return p;
+    }
+    return nullptr;
+  }
+
+  [[nodiscard]] bool has_work(const worker_slot& s) const noexcept {
+    if (s.lifo != nullptr || !s.deque.empty()) return true;
+    if (injection_size_.load(std::memory_order_relaxed) != 0) return true;
+    for (auto& v : slots_)
+      if (!v->deque.empty()) return true;
+    return false;
+  }
+
+  void idle(worker_slot& s) noexcept {
+    spinners_.fetch_add(1, std::memory_order_seq_cst);
+    const auto until = steady::now() + cfg_.spin;
+    for (unsigned i = 0;; ++i) {
+      if (has_work(s) || terminating_.load(std::memory_order_relaxed)) {
+        spinners_.fetch_sub(1, std::memory_order_seq_cst);
+        return;
+      }
+      cpu_relax();
+      if ((i & 63) == 63) {
+        if (steady::now() >= until) break;
+        std::this_thread::yield();
+      }
+    }
+    spinners_.fetch_sub(1, std::memory_order_seq_cst);
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const std::uint32_t epoch = epoch_.load(std::memory_order_seq_cst);
+    if (!has_work(s) && !terminating_.load(std::memory_order_seq_cst)) park(epoch_, epoch);
+    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+  void notify() noexcept {
+    // Dekker pairing with idle(): the work we just published is visible to a
+    // thread that counted itself as a sleeper before our load, or we see it.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (spinners_.load(std::memory_order_seq_cst) == 0 && sleepers_.load(std::memory_order_seq_cst) > 0) {
+      epoch_.fetch_add(1, std::memory_order_seq_cst);
+      unpark_one(epoch_);
+    }
+  }
+
+  void wake_all() noexcept {
+    epoch_.fetch_add(1, std::memory_order_seq_cst);
+    unpark_all(epoch_);
+  }
+
+  void push_injection(process_base* p) {
+    std::lock_guard lock{injection_mutex_};
+    injection_.push_back(p);
+    injection_size_.fetch_add(1, std::memory_order_release);
+  }
+
+  process_base* pop_injection() noexcept {
+    if (injection_size_.load(std::memory_order_acquire) == 0) return nullptr;
+    std::lock_guard lock{injection_mutex_};
+    if (injection_.empty()) return nullptr;
+    process_base* p = injection_.front();
+    injection_.pop_front();
+    injection_size_.fetch_sub(1, std::memory_order_relaxed);
+    return p;
+  }
+
+  runtime_config cfg_;
+  std::vector<std::unique_ptr<worker_slot>> slots_;
+
+  alignas(cache_line) std::atomic<std::size_t> injection_size_{0};
+  std::mutex injection_mutex_;
+  std::deque<process_base*> injection_;
+
+  alignas(cache_line) std::atomic<std::uint32_t> epoch_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<int> spinners_{0};
+
+  alignas(cache_line) std::mutex spare_mutex_;
+  std::vector<std::unique_ptr<thread_record>> threads_;
+  std::vector<thread_record*> idle_spares_;
+  std::vector<worker_slot*> orphans_;
+
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> terminating_{false};
+  bool leaked_ = false;
+
+  shard shards_[shard_count];
+};
+
+// -- process_base members that need the runtime ------------------------------
+
+inline void process_base::schedule_owned() noexcept { rt_->schedule(this); }
+
+inline void process_base::release_inline() noexcept {
+  if (local_ & exit_pending) {
+    finish_exit();
+    return;
+  }
+  if (local_ & has_continue) {
+    schedule_owned();
+    return;
+  }
+  state_.store(0, std::memory_order_seq_cst);
+  if (mailbox_.empty_after_release()) return;
+  std::uint32_t expected = 0;
+  if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return;
+  if (run_turn(16) == turn_result::yielded) schedule_owned();
+}
+
+inline exit_reason process_base::finish_exit() noexcept {
+  process_cold& c = cold();  // exit_pending implies it exists
+  exit_reason reason = std::move(c.exit);
+  local_ &= ~exit_pending;
+  if (local_ & call_terminate) run_terminate(reason);
+  for (message_node* n : c.held_replies) n->fn(*this, n, msg_op::invoke, nullptr);
+  c.held_replies.clear();
+  if (!reason.is_sane()) {
+    if (!c.crash_message.empty()) {
+      log(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}; last message: {} ({})", id_, type_name(),
+          reason, c.crash_message, c.crash_kind);
+    } else {
+      log(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}", id_, type_name(), reason);
+    }
+  }
+  if (c.continuation) {
+    message_node* n = c.continuation;
+    c.continuation = nullptr;
+    local_ &= ~has_continue;
+    n->fn(*this, n, msg_op::discard, &reason);
+  }
+  destroy_state();
+  state_.store(dead | scheduled, std::memory_order_seq_cst);
+  drain(reason);
+  for (reply_slot_base* d : c.deferred) {
+    d->fail(reason);
+    d->release();
+  }
+  c.deferred.clear();
+  rt_->unregister_process(this);
+  for (auto& w : c.stop_waiters) {
+    if (w.requested == reason) {
+      w.slot->set_value();
+    } else {
+      w.slot->fail(reason);
+    }
+    w.slot->release();
+  }
+  c.stop_waiters.clear();
+  state_.store(dead, std::memory_order_seq_cst);
+  if (!mailbox_.empty_after_release()) {
+    std::uint32_t expected = dead;
+    if (state_.compare_exchange_strong(expected, dead | scheduled, std::memory_order_acq_rel)) drain_dead();
+  }
+  release();  // the "alive" reference; `this` may be gone now
+  return reason;
+}
+
+/// The stop protocol message (Erlang's system terminate request).
+struct stop_node final : message_node {
+  stop_node(exit_reason r, reply_slot<void>* s) : reason{std::move(r)}, slot{s} { fn = &handle; }
+  exit_reason reason;
+  reply_slot<void>* slot;
+
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
+    auto* self = static_cast<stop_node*>(n);
+    if (op == msg_op::invoke) {
+      try {
+        p.add_stop_waiter(self->slot, self->reason);
+        p.request_exit(std::move(self->reason), true);
+      } catch (...) {
+        self->slot->fail(exit_reason::error("out of memory"));
+        self->slot->release();
+      }
+    } else {
+      self->slot->fail(*why);
+      self->slot->release();
+    }
+    free_node(self);
+  }
+};
+
+/// Waits for a reply the way a worker must: spin briefly (a reply from the
+/// other core takes about a microsecond), run the callee here if it sits in
+/// our own LIFO slot, then hand our slot to a spare and sleep.
+inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadline, process_base* callee) noexcept {
+  const auto spin_until = std::min(deadline, steady::now() + std::chrono::microseconds(20));
+  for (unsigned i = 0;; ++i) {
+    if (slot->resolved()) return slot->wait_until(deadline);
+    cpu_relax();
+    if ((i & 31) == 31) {
+      worker_slot* s = tls.slot;
+      if (s != nullptr && callee != nullptr && s->lifo == callee && tls.rt == callee->rt()) {
+        s->lifo = nullptr;
+        if (callee->run_turn(callee->rt()->config().batch) == turn_result::yielded) callee->schedule_owned();
+        continue;
+      }
+      if (steady::now() >= spin_until) break;
+    }
+  }
+  if (tls.slot != nullptr && tls.rt != nullptr) {
+    try {
+      tls.rt->hand_off_slot();
+    } catch (...) {
+    }
+  }
+  return slot->wait_until(deadline);
+}
+
+inline steady::time_point deadline_after(steady::duration d) noexcept {
+  auto now = steady::now();
+  if (d >= steady::time_point::max() - now) return steady::time_point::max();
+  return now + d;
+}
+
+/// otpp::stop for any process.
+inline result<void> stop_process(process_base* p, exit_reason reason, steady::duration timeout) {
+  if (p == nullptr || !p->alive()) return exit_reason::noproc();
+  if (p == tls.current) return exit_reason::calling_self();
+  if (p->try_claim()) {
+    exit_reason final;
+    {
+      current_scope scope{p};
+      p->request_exit(reason, true);
+      p->add_ref();  // finish_exit drops the alive reference
+      final = p->finish_exit();
+    }
+    p->release();
+    if (final == reason) return {};
+    return final;
+  }
+  auto* slot = reply_slot<void>::make();
+  p->enqueue(make_node<stop_node>(std::move(reason), slot));
+  auto st = await_reply(slot, deadline_after(timeout), p);
+  result<void> out;
+  if (st == reply_slot_base::failed) {
+    out = slot->error();
+  } else if (st == reply_slot_base::abandoned) {
+    out = exit_reason::timeout();
+  }
+  slot->release();
+  return out;
+}
+
+}  // namespace detail
+}  // namespace otpp

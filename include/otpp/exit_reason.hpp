@@ -1,0 +1,212 @@
+#pragma once
+// Why a process ended, or why an operation on one failed.
+//
+// exit_reason mirrors Erlang's exit reasons: normal, shutdown (optionally with
+// a detail, Elixir's {:shutdown, term}), kill (the untrappable signal),
+// killed (what a killed process's links see), noproc, timeout, calling_self,
+// an exception that escaped a callback, and custom reasons. Erlang reasons are
+// arbitrary terms; ours carry a string detail, which is what logs and tests
+// read. "Sane" reasons (normal and shutdown) are not crash-logged.
+//
+//   auto r = otpp::try_call(srv, get{});
+//   if (!r && r.error().kind() == otpp::exit_kind::noproc) { ... }
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+#include <cxxabi.h>
+#include <typeinfo>
+
+#include <fmt/core.h>
+
+namespace otpp {
+
+enum class exit_kind : std::uint8_t {
+  normal,
+  shutdown,
+  kill,
+  killed,
+  noproc,
+  timeout,
+  calling_self,
+  exception,
+  custom,
+  ignore,
+  already_started,
+};
+
+class exit_reason {
+ public:
+  /// A default reason is `normal`.
+  exit_reason() noexcept = default;
+
+  static exit_reason normal() noexcept { return {}; }
+  static exit_reason shutdown() noexcept { return exit_reason{exit_kind::shutdown}; }
+  /// Elixir's {:shutdown, detail}: sane, so not logged and no transient restart.
+  static exit_reason shutdown(std::string detail) { return exit_reason{exit_kind::shutdown, std::move(detail)}; }
+  static exit_reason kill() noexcept { return exit_reason{exit_kind::kill}; }
+  static exit_reason killed() noexcept { return exit_reason{exit_kind::killed}; }
+  static exit_reason noproc() noexcept { return exit_reason{exit_kind::noproc}; }
+  static exit_reason timeout() noexcept { return exit_reason{exit_kind::timeout}; }
+  static exit_reason calling_self() noexcept { return exit_reason{exit_kind::calling_self}; }
+  /// init() asked not to start (start returns this as its error).
+  static exit_reason ignore() noexcept { return exit_reason{exit_kind::ignore}; }
+  /// A custom reason; `what` is what logs and comparisons see.
+  static exit_reason error(std::string what) { return exit_reason{exit_kind::custom, std::move(what)}; }
+  /// The reason of a process whose callback threw `e`.
+  static exit_reason from_exception(std::exception_ptr e) {
+    exit_reason r{exit_kind::exception, describe(e)};
+    r.payload_ = std::make_shared<payload>(payload{r.payload_->detail, std::move(e)});
+    return r;
+  }
+  /// Used by start when the name is taken; detail names the holder.
+  static exit_reason already_started(std::string holder) {
+    return exit_reason{exit_kind::already_started, std::move(holder)};
+  }
+
+  [[nodiscard]] exit_kind kind() const noexcept { return kind_; }
+  [[nodiscard]] bool is_normal() const noexcept { return kind_ == exit_kind::normal; }
+  /// normal and shutdown: not crash-logged, no restart of transient children.
+  [[nodiscard]] bool is_sane() const noexcept { return kind_ == exit_kind::normal || kind_ == exit_kind::shutdown; }
+  /// shutdown detail, custom text, or the exception's type and message.
+  [[nodiscard]] std::string_view detail() const noexcept { return payload_ ? std::string_view{payload_->detail} : std::string_view{}; }
+  [[nodiscard]] std::exception_ptr exception() const noexcept { return payload_ ? payload_->error : nullptr; }
+
+  [[nodiscard]] std::string to_string() const {
+    std::string s{kind_name(kind_)};
+    if (payload_ && !payload_->detail.empty()) {
+      s += '(';
+      s += payload_->detail;
+      s += ')';
+    }
+    return s;
+  }
+
+  friend bool operator==(const exit_reason& a, const exit_reason& b) noexcept {
+    if (a.kind_ != b.kind_) return false;
+    if (a.kind_ == exit_kind::exception) return a.exception() == b.exception();
+    return a.detail() == b.detail();
+  }
+
+  static constexpr std::string_view kind_name(exit_kind k) noexcept {
+    switch (k) {
+      case exit_kind::normal: return "normal";
+      case exit_kind::shutdown: return "shutdown";
+      case exit_kind::kill: return "kill";
+      case exit_kind::killed: return "killed";
+      case exit_kind::noproc: return "noproc";
+      case exit_kind::timeout: return "timeout";
+      case exit_kind::calling_self: return "calling_self";
+      case exit_kind::exception: return "exception";
+      case exit_kind::custom: return "error";
+      case exit_kind::ignore: return "ignore";
+      case exit_kind::already_started: return "already_started";
+    }
+    return "?";
+  }
+
+ private:
+  struct payload {
+    std::string detail;
+    std::exception_ptr error;
+  };
+
+  explicit exit_reason(exit_kind k) noexcept : kind_{k} {}
+  exit_reason(exit_kind k, std::string detail) : kind_{k}, payload_{std::make_shared<payload>(payload{std::move(detail), nullptr})} {}
+
+  static std::string describe(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      return demangle(typeid(ex).name()) + ": " + ex.what();
+    } catch (...) {
+      return "non-standard exception";
+    }
+  }
+
+  static std::string demangle(const char* mangled) {
+    int status = 0;
+    std::unique_ptr<char, void (*)(void*)> p{abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free};
+    return status == 0 && p ? std::string{p.get()} : std::string{mangled};
+  }
+
+  exit_kind kind_ = exit_kind::normal;
+  std::shared_ptr<const payload> payload_;
+};
+
+/// Thrown by call, stop and result::value when the operation failed; carries
+/// the reason (Erlang's `exit({Reason, {gen_server, call, ...}})`).
+class exit_error : public std::runtime_error {
+ public:
+  explicit exit_error(exit_reason r) : std::runtime_error{"otpp exit: " + r.to_string()}, reason_{std::move(r)} {}
+  [[nodiscard]] const exit_reason& reason() const noexcept { return reason_; }
+
+ private:
+  exit_reason reason_;
+};
+
+/// A value or the exit_reason that prevented it (std::expected-like, C++20).
+template <class T>
+class [[nodiscard]] result {
+ public:
+  result(T v) : v_{std::in_place_index<0>, std::move(v)} {}  // NOLINT: implicit like expected
+  result(exit_reason e) : v_{std::in_place_index<1>, std::move(e)} {}  // NOLINT
+
+  [[nodiscard]] bool has_value() const noexcept { return v_.index() == 0; }
+  explicit operator bool() const noexcept { return has_value(); }
+  /// The value, or throws exit_error with the reason.
+  T& value() & {
+    if (!has_value()) throw exit_error{std::get<1>(v_)};
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    if (!has_value()) throw exit_error{std::get<1>(v_)};
+    return std::move(std::get<0>(v_));
+  }
+  const T& value() const& {
+    if (!has_value()) throw exit_error{std::get<1>(v_)};
+    return std::get<0>(v_);
+  }
+  T& operator*() & noexcept { return std::get<0>(v_); }
+  const T& operator*() const& noexcept { return std::get<0>(v_); }
+  T* operator->() noexcept { return &std::get<0>(v_); }
+  const T* operator->() const noexcept { return &std::get<0>(v_); }
+  /// Precondition: !has_value().
+  [[nodiscard]] const exit_reason& error() const noexcept { return std::get<1>(v_); }
+
+ private:
+  std::variant<T, exit_reason> v_;
+};
+
+template <>
+class [[nodiscard]] result<void> {
+ public:
+  result() = default;
+  result(exit_reason e) : error_{std::move(e)}, failed_{true} {}  // NOLINT
+  [[nodiscard]] bool has_value() const noexcept { return !failed_; }
+  explicit operator bool() const noexcept { return !failed_; }
+  void value() const {
+    if (failed_) throw exit_error{error_};
+  }
+  [[nodiscard]] const exit_reason& error() const noexcept { return error_; }
+
+ private:
+  exit_reason error_;
+  bool failed_ = false;
+};
+
+}  // namespace otpp
+
+template <>
+struct fmt::formatter<otpp::exit_reason> : fmt::formatter<std::string_view> {
+  template <class Ctx>
+  auto format(const otpp::exit_reason& r, Ctx& ctx) const {
+    return fmt::formatter<std::string_view>::format(r.to_string(), ctx);
+  }
+};

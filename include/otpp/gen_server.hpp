@@ -1,0 +1,707 @@
+#pragma once
+// gen_server<Impl>: a process whose state is an Impl object and whose
+// callbacks are Impl's member overloads, found at compile time.
+//
+//   class counter : public otpp::gen_server<counter> {
+//    public:
+//     struct increment {};   // call, replies int
+//     struct reset {};       // cast
+//     explicit counter(int start) : value_{start} {}
+//     int  handle_call(increment, otpp::from) { return ++value_; }
+//     void handle_cast(reset) { value_ = 0; }
+//    private:
+//     int value_;
+//   };
+//
+//   auto c = otpp::start<counter>(10).value();   // otpp::server<counter>
+//   otpp::call(c, counter::increment{});         // 11
+//   otpp::cast(c, counter::reset{});
+//   otpp::stop(c);
+//
+// Callbacks (all optional but the ones you send to; handlers must be public):
+//   init()                       runs in the new process before start returns;
+//                                returns void or init_result (ok, ignore(),
+//                                error(r), stop(r), continue_with(x))
+//   R handle_call(Req[, from])   the reply type is R (void replies too)
+//   void handle_call(Req, reply_to<Req::reply_type>)
+//                                deferred: reply later, from any thread
+//   handle_cast(Msg), handle_info(Msg), handle_continue(T)
+//   handle_info(const message&)  catch-all for untyped sends
+//   terminate(const exit_reason&)
+// Info types matched at run time for untyped sends (send(pid, m)) are listed
+// as `using info_types = otpp::type_list<A, B>;`.
+//
+// Directives, from inside a callback: stop(reason), continue_with(x), self().
+//
+// Semantics follow OTP's gen_server (see the project's OTP_SEMANTICS notes):
+// an exception escaping any callback crashes the process with a reason that
+// holds it; a crash report is logged; calls pending on it fail at once with
+// that reason. Where C++ differs: a call or cast with no matching handler
+// does not compile; a caller that is not a process is never killed.
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <new>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "detail/process_base.hpp"
+#include "detail/runtime_core.hpp"
+#include "exit_reason.hpp"
+#include "process.hpp"
+#include "runtime.hpp"
+
+namespace otpp {
+
+template <class... T>
+struct type_list {};
+
+/// The default call timeout, as in GenServer.call/2.
+inline constexpr std::chrono::milliseconds default_call_timeout{5000};
+/// Wait forever.
+inline constexpr std::chrono::steady_clock::duration infinity = std::chrono::steady_clock::duration::max();
+
+template <class Impl>
+class gen_server;
+template <class Impl>
+class server;
+
+/// Identifies the caller of a call, inside a handle_call. A borrowed view:
+/// valid only during the handler.
+class from {
+ public:
+  /// The calling process, or an empty pid when the caller is a plain thread.
+  [[nodiscard]] pid caller() const noexcept { return detail::pid_access::make(caller_); }
+  explicit from(detail::process_base* caller) noexcept : caller_{caller} {}
+
+ private:
+  detail::process_base* caller_;
+};
+
+/// The right to answer a call later, from any thread (GenServer.reply). Copy
+/// it freely; the first reply wins, later ones and replies after the caller
+/// gave up are no-ops. If the server dies before anyone replies, the caller
+/// gets the server's exit reason at once.
+template <class R>
+class reply_to {
+ public:
+  reply_to(const reply_to& o) noexcept : slot_{o.slot_} { slot_->add_ref(); }
+  reply_to(reply_to&& o) noexcept : slot_{std::exchange(o.slot_, nullptr)} {}
+  reply_to& operator=(reply_to o) noexcept {
+    std::swap(slot_, o.slot_);
+    return *this;
+  }
+  ~reply_to() {
+    if (slot_) slot_->release();
+  }
+
+  /// Returns true if this reply reached the caller.
+  template <class... A>
+  bool reply(A&&... value) const {
+    return slot_ != nullptr && slot_->set_value(std::forward<A>(value)...);
+  }
+
+  explicit reply_to(detail::reply_slot<R>* s) noexcept : slot_{s} { slot_->add_ref(); }
+
+ private:
+  detail::reply_slot<R>* slot_;
+};
+
+/// What init() may return: ok (the default), ignore(), error(r), stop(r), or
+/// continue_with(x); see gen_server.
+class init_result {
+ public:
+  enum class kind : unsigned char { ok, ignore, error, stop };
+  init_result() noexcept = default;
+  init_result(kind k, exit_reason r) : kind_{k}, reason_{std::move(r)} {}
+  [[nodiscard]] kind outcome() const noexcept { return kind_; }
+  [[nodiscard]] const exit_reason& reason() const noexcept { return reason_; }
+
+ private:
+  kind kind_ = kind::ok;
+  exit_reason reason_;
+};
+
+// -- what a server accepts -------------------------------------------------------
+
+namespace detail {
+template <class Impl, class Req>
+concept sync_call_with_from = requires(Impl& i, Req&& r, const from& f) { i.handle_call(std::move(r), f); };
+template <class Impl, class Req>
+concept sync_call_plain = requires(Impl& i, Req&& r) { i.handle_call(std::move(r)); };
+template <class Req>
+concept names_reply_type = requires { typename Req::reply_type; };
+}  // namespace detail
+
+/// Impl answers Req synchronously: `R handle_call(Req[, from])`.
+template <class Impl, class Req>
+concept handles_sync_call = detail::sync_call_with_from<Impl, Req> || detail::sync_call_plain<Impl, Req>;
+
+/// Impl answers Req later: `void handle_call(Req, reply_to<Req::reply_type>)`.
+template <class Impl, class Req>
+concept handles_deferred_call = detail::names_reply_type<Req> &&
+    requires(Impl& i, Req&& r, reply_to<typename Req::reply_type> t) { i.handle_call(std::move(r), std::move(t)); };
+
+template <class Impl, class Req>
+concept handles_call = handles_sync_call<Impl, Req> || handles_deferred_call<Impl, Req>;
+
+template <class Impl, class Msg>
+concept handles_cast = requires(Impl& i, Msg&& m) { i.handle_cast(std::move(m)); };
+
+template <class Impl, class Msg>
+concept handles_info = requires(Impl& i, Msg&& m) { i.handle_info(std::move(m)); };
+
+namespace detail {
+
+template <class Impl, class Req>
+decltype(auto) invoke_sync(Impl& i, Req&& r, const from& f) {
+  if constexpr (sync_call_with_from<Impl, Req>) {
+    return i.handle_call(std::move(r), f);
+  } else {
+    return i.handle_call(std::move(r));
+  }
+}
+
+template <class Impl, class Req>
+struct call_reply {
+  using type = typename Req::reply_type;
+};
+template <class Impl, class Req>
+  requires handles_sync_call<Impl, Req>
+struct call_reply<Impl, Req> {
+  using type = std::decay_t<decltype(invoke_sync(std::declval<Impl&>(), std::declval<Req>(), std::declval<const from&>()))>;
+};
+
+template <class Impl>
+concept has_init = requires(Impl& i) { i.init(); };
+template <class Impl>
+concept has_terminate = requires(Impl& i, const exit_reason& r) { i.terminate(r); };
+template <class Impl>
+concept has_catch_all_info = requires(Impl& i, const message& m) { i.handle_info(m); };
+template <class Impl>
+concept declares_info_types = requires { typename Impl::info_types; };
+
+template <class Impl>
+class process_of;
+
+}  // namespace detail
+
+/// The reply type of calling Impl with Req.
+template <class Impl, class Req>
+  requires handles_call<Impl, Req>
+using call_reply_t = typename detail::call_reply<Impl, Req>::type;
+
+// -- server<Impl> ----------------------------------------------------------------
+
+/// A typed handle to a gen_server<Impl>: calls and casts to it are checked
+/// against Impl's handlers at compile time. Converts to pid.
+template <class Impl>
+class server {
+ public:
+  server() noexcept = default;
+  [[nodiscard]] const otpp::pid& pid() const noexcept { return pid_; }
+  operator const otpp::pid&() const noexcept { return pid_; }  // NOLINT: a server is a pid
+  explicit operator bool() const noexcept { return static_cast<bool>(pid_); }
+  [[nodiscard]] bool alive() const noexcept { return pid_.alive(); }
+  [[nodiscard]] std::uint64_t id() const noexcept { return pid_.id(); }
+  friend bool operator==(const server& a, const server& b) noexcept { return a.pid_ == b.pid_; }
+
+  explicit server(otpp::pid p) noexcept : pid_{std::move(p)} {}
+
+ private:
+  otpp::pid pid_;
+};
+
+// -- the typed half of a process ---------------------------------------------------
+
+namespace detail {
+
+template <class Impl>
+class process_of final : public process_base {
+ public:
+  static constexpr std::size_t impl_offset =
+      (sizeof(process_base) + alignof(Impl) - 1) / alignof(Impl) * alignof(Impl);
+  static constexpr std::size_t alloc_size = impl_offset + sizeof(Impl);
+  static constexpr bool pooled = alignof(Impl) <= pool_granule;
+
+  static process_of* allocate(runtime_core* rt) {
+    static_assert(sizeof(process_of) == sizeof(process_base), "process_of adds no data members");
+    void* m = pooled ? pool_allocate(alloc_size) : ::operator new(alloc_size, std::align_val_t{alignof(Impl)});
+    return ::new (m) process_of(rt);
+  }
+
+  void* impl_storage() noexcept { return reinterpret_cast<char*>(this) + impl_offset; }
+  Impl& impl() noexcept { return *std::launder(static_cast<Impl*>(impl_storage())); }
+  static process_of* from_impl(const Impl* i) noexcept {
+    return reinterpret_cast<process_of*>(reinterpret_cast<char*>(const_cast<Impl*>(i)) - impl_offset);
+  }
+
+  void dispatch_untyped(message_node* n) noexcept override {
+    auto* u = static_cast<untyped_node_base*>(n);
+    try {
+      bool handled = false;
+      if constexpr (declares_info_types<Impl>) handled = dispatch_listed(u, typename Impl::info_types{});
+      if (!handled) {
+        if constexpr (has_catch_all_info<Impl>) {
+          impl().handle_info(message{u});
+        } else {
+          log(log_level::warning, "otpp: process <0.{}.0> ({}) dropped an unexpected message of type {}", id(),
+              type_name(), u->name);
+        }
+      }
+    } catch (...) {
+      crash(std::current_exception(), u->name, "info");
+    }
+  }
+
+  void run_terminate(exit_reason& reason) noexcept override {
+    if constexpr (has_terminate<Impl>) {
+      try {
+        impl().terminate(std::as_const(reason));
+      } catch (...) {
+        reason = exit_reason::from_exception(std::current_exception());
+      }
+    }
+  }
+
+  void destroy_state() noexcept override { impl().~Impl(); }
+  [[nodiscard]] std::string_view type_name() const noexcept override { return detail::type_name<Impl>(); }
+
+
+ private:
+  explicit process_of(runtime_core* rt) noexcept : process_base{rt} { set_deallocator(&deallocate); }
+
+  template <class... T>
+  bool dispatch_listed(untyped_node_base* u, type_list<T...>) {
+    static_assert((handles_info<Impl, T> && ...), "every type in Impl::info_types needs a handle_info overload");
+    return ((u->type == type_id<T> ? (impl().handle_info(std::move(*static_cast<T*>(u->value))), true) : false) || ...);
+  }
+
+  static void deallocate(process_base* b) noexcept {
+    auto* p = static_cast<process_of*>(b);
+    p->~process_of();
+    if constexpr (pooled) {
+      pool_deallocate(p, alloc_size);
+    } else {
+      ::operator delete(p, std::align_val_t{alignof(Impl)});
+    }
+  }
+};
+
+template <class Impl>
+Impl& impl_of(process_base& p) noexcept {
+  return static_cast<process_of<Impl>&>(p).impl();
+}
+
+template <class Impl, class Msg>
+struct cast_node final : message_node {
+  template <class U>
+  explicit cast_node(U&& m) : msg{std::forward<U>(m)} {
+    fn = &handle;
+  }
+  Msg msg;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<cast_node*>(n);
+    if (op == msg_op::invoke) {
+      try {
+        impl_of<Impl>(p).handle_cast(std::move(self->msg));
+      } catch (...) {
+        p.crash(std::current_exception(), type_name<Msg>(), "cast");
+      }
+    }
+    free_node(self);
+  }
+};
+
+template <class Impl, class Msg>
+struct info_node final : message_node {
+  template <class U>
+  explicit info_node(U&& m) : msg{std::forward<U>(m)} {
+    fn = &handle;
+  }
+  Msg msg;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<info_node*>(n);
+    if (op == msg_op::invoke) {
+      try {
+        impl_of<Impl>(p).handle_info(std::move(self->msg));
+      } catch (...) {
+        p.crash(std::current_exception(), type_name<Msg>(), "info");
+      }
+    }
+    free_node(self);
+  }
+};
+
+template <class Impl, class Arg>
+struct continue_node final : message_node {
+  template <class U>
+  explicit continue_node(U&& a) : arg{std::forward<U>(a)} {
+    fn = &handle;
+  }
+  Arg arg;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<continue_node*>(n);
+    if (op == msg_op::invoke) {
+      try {
+        impl_of<Impl>(p).handle_continue(std::move(self->arg));
+      } catch (...) {
+        p.crash(std::current_exception(), type_name<Arg>(), "continue");
+      }
+    }
+    free_node(self);
+  }
+};
+
+/// A reply held back until terminate has run (handle_call returned a reply
+/// and asked to stop: OTP runs terminate first, then replies).
+template <class R>
+struct held_reply_node final : message_node {
+  template <class... A>
+  explicit held_reply_node(reply_slot<R>* s, A&&... v) : slot{s}, value{std::forward<A>(v)...} {
+    fn = &handle;
+    slot->add_ref();
+  }
+  reply_slot<R>* slot;
+  R value;
+  static void handle(process_base&, message_node* n, msg_op, const exit_reason*) noexcept {
+    auto* self = static_cast<held_reply_node*>(n);
+    self->slot->set_value(std::move(self->value));
+    self->slot->release();
+    free_node(self);
+  }
+};
+template <>
+struct held_reply_node<void> final : message_node {
+  explicit held_reply_node(reply_slot<void>* s) : slot{s} {
+    fn = &handle;
+    slot->add_ref();
+  }
+  reply_slot<void>* slot;
+  static void handle(process_base&, message_node* n, msg_op, const exit_reason*) noexcept {
+    auto* self = static_cast<held_reply_node*>(n);
+    self->slot->set_value();
+    self->slot->release();
+    free_node(self);
+  }
+};
+
+template <class Impl, class Req, class R>
+struct call_node final : message_node {
+  template <class U>
+  call_node(U&& r, reply_slot<R>* s, process_base* c) : req{std::forward<U>(r)}, slot{s}, caller{c} {
+    fn = &handle;
+    if (caller) caller->add_ref();
+  }
+  Req req;
+  reply_slot<R>* slot;
+  process_base* caller;
+
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
+    auto* self = static_cast<call_node*>(n);
+    if (op == msg_op::invoke) {
+      Impl& impl = impl_of<Impl>(p);
+      try {
+        if constexpr (handles_sync_call<Impl, Req>) {
+          const from f{self->caller};
+          if constexpr (std::is_void_v<R>) {
+            invoke_sync(impl, std::move(self->req), f);
+            if (p.exit_requested()) {
+              p.hold_reply(make_node<held_reply_node<void>>(self->slot));
+            } else {
+              self->slot->set_value();
+            }
+          } else {
+            if (p.exit_requested()) {  // stop() already asked for in an earlier step
+              R r = invoke_sync(impl, std::move(self->req), f);
+              p.hold_reply(make_node<held_reply_node<R>>(self->slot, std::move(r)));
+            } else {
+              R r = invoke_sync(impl, std::move(self->req), f);
+              if (p.exit_requested()) {
+                p.hold_reply(make_node<held_reply_node<R>>(self->slot, std::move(r)));
+              } else {
+                self->slot->set_value(std::move(r));
+              }
+            }
+          }
+        } else {
+          p.track_deferred(self->slot);
+          impl.handle_call(std::move(self->req), reply_to<R>{self->slot});
+        }
+      } catch (...) {
+        p.crash(std::current_exception(), type_name<Req>(), "call");
+        try {
+          p.track_deferred(self->slot);  // failed with the final reason at exit
+        } catch (...) {
+          self->slot->fail(exit_reason::error("out of memory"));
+        }
+      }
+    } else {
+      self->slot->fail(*why);
+    }
+    if (self->caller) self->caller->release();
+    self->slot->release();
+    free_node(self);
+  }
+};
+
+}  // namespace detail
+
+// -- the base class ----------------------------------------------------------------
+
+/// CRTP base of every server: `class my_server : public otpp::gen_server<my_server>`.
+/// Its protected members are the directives a callback may give.
+template <class Impl>
+class gen_server {
+ protected:
+  gen_server() noexcept = default;
+
+  /// This server's own handle. Valid in the constructor and every callback.
+  [[nodiscard]] server<Impl> self() const noexcept {
+    return server<Impl>{detail::pid_access::make(proc())};
+  }
+
+  /// Exit with `reason` when the current callback returns (terminate runs;
+  /// a reply returned by this handle_call is still sent, after terminate).
+  /// In init: start fails with `reason`, terminate does not run.
+  init_result stop(exit_reason reason = {}) {
+    proc()->request_exit(reason, true);
+    return init_result{init_result::kind::stop, std::move(reason)};
+  }
+
+  /// Run handle_continue(arg) before any other message (in init: after start
+  /// has returned).
+  template <class T>
+  init_result continue_with(T&& arg) {
+    using A = std::remove_cvref_t<T>;
+    static_assert(requires(Impl& i, A a) { i.handle_continue(std::move(a)); },
+                  "continue_with(x) needs a handle_continue overload for x's type");
+    proc()->set_continuation(detail::make_node<detail::continue_node<Impl, A>>(std::forward<T>(arg)));
+    return {};
+  }
+
+  /// init only: do not start; start returns exit_kind::ignore.
+  static init_result ignore() { return init_result{init_result::kind::ignore, exit_reason::ignore()}; }
+  /// init only: do not start; start returns `reason`; exits normally.
+  static init_result error(exit_reason reason) { return init_result{init_result::kind::error, std::move(reason)}; }
+
+ private:
+  detail::process_of<Impl>* proc() const noexcept {
+    return detail::process_of<Impl>::from_impl(static_cast<const Impl*>(this));
+  }
+};
+
+// -- starting --------------------------------------------------------------------------
+
+namespace detail {
+
+inline void process_base::hold_reply(message_node* n) { cold().held_replies.push_back(n); }
+
+template <class Impl, class... Args>
+result<server<Impl>> start_in(runtime_core& rt, Args&&... args) {
+  static_assert(std::is_base_of_v<gen_server<Impl>, Impl>, "a server type must derive from otpp::gen_server<itself>");
+  if (rt.closed()) return exit_reason::shutdown("runtime stopped");
+  auto* p = process_of<Impl>::allocate(&rt);
+  {
+    current_scope scope{p};
+    try {
+      ::new (p->impl_storage()) Impl(std::forward<Args>(args)...);
+    } catch (...) {
+      auto why = exit_reason::from_exception(std::current_exception());
+      p->release();  // never registered, never ran: just free it
+      return why;
+    }
+  }
+  rt.register_process(p);
+  server<Impl> ref{pid_access::make(p)};
+  init_result res;
+  {
+    current_scope scope{p};
+    if constexpr (has_init<Impl>) {
+      try {
+        if constexpr (std::is_void_v<decltype(p->impl().init())>) {
+          p->impl().init();
+        } else {
+          res = p->impl().init();
+        }
+      } catch (...) {
+        p->crash(std::current_exception(), "init", "init");
+      }
+    }
+    if (p->exit_requested()) {
+      // init crashed or returned stop(r): exit with that reason, no terminate.
+      p->suppress_terminate();
+      return p->finish_exit();
+    }
+    if (res.outcome() == init_result::kind::ignore || res.outcome() == init_result::kind::error) {
+      p->request_exit(exit_reason::normal(), false);
+      p->finish_exit();
+      return res.reason();
+    }
+  }
+  p->publish_started();
+  return ref;
+}
+
+}  // namespace detail
+
+template <class Impl, class... Args>
+result<server<Impl>> runtime::start(Args&&... args) {
+  return detail::start_in<Impl>(*core_, std::forward<Args>(args)...);
+}
+
+/// Starts a gen_server<Impl> constructed from `args`, runs its init() and
+/// returns its handle once init has returned. The process joins the calling
+/// process's runtime, or the default one. A throwing constructor or init, or
+/// init returning ignore()/error(r)/stop(r), is a start error (the result
+/// holds the reason); it never aborts the caller.
+template <class Impl, class... Args>
+[[nodiscard]] result<server<Impl>> start(Args&&... args) {
+  return detail::start_in<Impl>(detail::current_core(), std::forward<Args>(args)...);
+}
+
+// -- calling -------------------------------------------------------------------------
+
+namespace detail {
+
+class inline_depth_scope {
+ public:
+  inline_depth_scope() noexcept { ++tls.inline_depth; }
+  ~inline_depth_scope() { --tls.inline_depth; }
+  inline_depth_scope(const inline_depth_scope&) = delete;
+  inline_depth_scope& operator=(const inline_depth_scope&) = delete;
+};
+
+// Deep chains of calls each run inline on one stack; past this depth, calls
+// go through the mailbox so the stack stays bounded.
+inline constexpr unsigned max_inline_depth = 64;
+
+template <class R>
+result<R> collect(reply_slot<R>* slot, std::uint32_t st) {
+  if constexpr (std::is_void_v<R>) {
+    if (st == reply_slot_base::ready) return {};
+  } else {
+    if (st == reply_slot_base::ready) return result<R>{slot->take()};
+  }
+  if (st == reply_slot_base::failed) return slot->error();
+  return exit_reason::timeout();
+}
+
+// The callee was idle and is now ours: run its handler on this thread.
+template <class Impl, class Req, class R>
+result<R> call_inline(process_of<Impl>* p, Req&& req) {
+  inline_depth_scope depth;
+  std::optional<std::conditional_t<std::is_void_v<R>, char, R>> value;
+  process_base* const caller = tls.current;
+  {
+    current_scope scope{p};
+    try {
+      const from f{caller};
+      if constexpr (std::is_void_v<R>) {
+        invoke_sync(p->impl(), std::move(req), f);
+        value.emplace('\0');
+      } else {
+        value.emplace(invoke_sync(p->impl(), std::move(req), f));
+      }
+    } catch (...) {
+      p->crash(std::current_exception(), type_name<std::remove_cvref_t<Req>>(), "call");
+    }
+    if (p->exit_requested()) {
+      p->add_ref();  // keep the memory while we read the outcome
+      exit_reason final = p->finish_exit();
+      p->release();
+      if (!value) return final;
+    } else {
+      p->release_inline();
+    }
+  }
+  if constexpr (std::is_void_v<R>) {
+    return {};
+  } else {
+    return result<R>{std::move(*value)};
+  }
+}
+
+}  // namespace detail
+
+/// Calls `s` with `req` and returns the reply, or the reason it failed:
+/// timeout (the server keeps running; a late reply is dropped), noproc (dead
+/// or empty handle), calling_self, or the server's exit reason if it died
+/// before replying (reported at once, not at the timeout).
+template <class Impl, class Req>
+[[nodiscard]] auto try_call(const server<Impl>& s, Req&& req,
+                            std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  using Q = std::remove_cvref_t<Req>;
+  static_assert(handles_call<Impl, Q>,
+                "otpp::call: the server has no handle_call overload for this request type "
+                "(R handle_call(Req[, otpp::from]) or void handle_call(Req, otpp::reply_to<Req::reply_type>))");
+  using R = call_reply_t<Impl, Q>;
+  using out_t = result<R>;
+  auto* p = static_cast<detail::process_of<Impl>*>(detail::pid_access::get(s.pid()));
+  if (p == nullptr) return out_t{exit_reason::noproc()};
+  if (p == detail::tls.current) return out_t{exit_reason::calling_self()};
+  if constexpr (handles_sync_call<Impl, Q>) {
+    if (detail::tls.inline_depth < detail::max_inline_depth && p->try_claim()) {
+      return detail::call_inline<Impl, Q, R>(p, std::forward<Req>(req));
+    }
+  }
+  if (!p->alive()) return out_t{exit_reason::noproc()};
+  auto* slot = detail::reply_slot<R>::make();
+  p->enqueue(detail::make_node<detail::call_node<Impl, Q, R>>(std::forward<Req>(req), slot, detail::tls.current));
+  auto st = detail::await_reply(slot, detail::deadline_after(timeout), p);
+  auto out = detail::collect<R>(slot, st);
+  slot->release();
+  return out;
+}
+
+/// Like try_call, but returns the reply itself and throws exit_error on failure
+/// (GenServer.call exits the caller).
+template <class Impl, class Req>
+auto call(const server<Impl>& s, Req&& req, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  return try_call(s, std::forward<Req>(req), timeout).value();
+}
+
+/// Sends `msg` to handle_cast. Never fails and never blocks: a cast to a dead
+/// or empty handle is dropped.
+template <class Impl, class Msg>
+void cast(const server<Impl>& s, Msg&& msg) {
+  using M = std::remove_cvref_t<Msg>;
+  static_assert(handles_cast<Impl, M>, "otpp::cast: the server has no handle_cast overload for this message type");
+  detail::process_base* p = detail::pid_access::get(s.pid());
+  if (p == nullptr) return;
+  p->enqueue(detail::make_node<detail::cast_node<Impl, M>>(std::forward<Msg>(msg)));
+}
+
+/// Sends `msg` to handle_info, dispatched at compile time. Never fails.
+template <class Impl, class Msg>
+void send(const server<Impl>& s, Msg&& msg) {
+  using M = std::remove_cvref_t<Msg>;
+  static_assert(handles_info<Impl, M>, "otpp::send: the server has no handle_info overload for this message type");
+  detail::process_base* p = detail::pid_access::get(s.pid());
+  if (p == nullptr) return;
+  p->enqueue(detail::make_node<detail::info_node<Impl, M>>(std::forward<Msg>(msg)));
+}
+
+/// Stops a process and waits until it has exited: terminate(reason) runs
+/// (whether or not it traps exits). Fails with noproc, calling_self, timeout,
+/// or the different reason it exited with.
+inline result<void> try_stop(const pid& p, exit_reason reason = {}, std::chrono::steady_clock::duration timeout = infinity) {
+  return detail::stop_process(detail::pid_access::get(p), std::move(reason), timeout);
+}
+
+/// Like try_stop, throwing exit_error on failure (GenServer.stop).
+inline void stop(const pid& p, exit_reason reason = {}, std::chrono::steady_clock::duration timeout = infinity) {
+  try_stop(p, std::move(reason), timeout).value();
+}
+
+}  // namespace otpp
+
+template <class Impl>
+struct fmt::formatter<otpp::server<Impl>> : fmt::formatter<otpp::pid> {
+  template <class Ctx>
+  auto format(const otpp::server<Impl>& s, Ctx& ctx) const {
+    return fmt::formatter<otpp::pid>::format(s.pid(), ctx);
+  }
+};

@@ -1,0 +1,72 @@
+#pragma once
+// The logger that crash reports and dropped-message warnings go to.
+//
+// Default: one line per event on stderr. Replace it with set_logger (for
+// example, to route into spdlog or to capture in tests); pass an empty
+// handler to restore the default. The handler may be called from any worker
+// thread, concurrently; it must not throw (a throw is swallowed).
+//
+//   otpp::set_logger([](otpp::log_level lvl, std::string_view line) { my_log(lvl, line); });
+
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace otpp {
+
+enum class log_level { debug, info, warning, error };
+
+using log_handler = std::function<void(log_level, std::string_view)>;
+
+namespace detail {
+struct logger_state {
+  std::mutex mutex;
+  std::shared_ptr<const log_handler> handler;
+  // Leaked on purpose: processes may log during static destruction.
+  static logger_state& instance() {
+    static logger_state* s = new logger_state;
+    return *s;
+  }
+};
+}  // namespace detail
+
+inline void set_logger(log_handler handler) {
+  auto& s = detail::logger_state::instance();
+  std::shared_ptr<const log_handler> h;
+  if (handler) h = std::make_shared<const log_handler>(std::move(handler));
+  std::lock_guard lock{s.mutex};
+  s.handler = std::move(h);
+}
+
+inline void log_line(log_level level, std::string_view line) noexcept {
+  auto& s = detail::logger_state::instance();
+  std::shared_ptr<const log_handler> h;
+  {
+    std::lock_guard lock{s.mutex};
+    h = s.handler;
+  }
+  if (h) {
+    try {
+      (*h)(level, line);
+    } catch (...) {
+    }
+    return;
+  }
+  static constexpr const char* names[] = {"debug", "info", "warning", "error"};
+  std::fprintf(stderr, "[otpp %s] %.*s\n", names[static_cast<int>(level)], static_cast<int>(line.size()), line.data());
+}
+
+template <class... Args>
+void log(log_level level, fmt::format_string<Args...> f, Args&&... args) noexcept {
+  try {
+    log_line(level, fmt::format(f, std::forward<Args>(args)...));
+  } catch (...) {
+  }
+}
+
+}  // namespace otpp

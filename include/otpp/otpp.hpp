@@ -1,0 +1,8 @@
+#pragma once
+// otpp: Erlang/Elixir OTP for C++20. The umbrella header.
+
+#include "exit_reason.hpp"    // IWYU pragma: export
+#include "gen_server.hpp"     // IWYU pragma: export
+#include "log.hpp"            // IWYU pragma: export
+#include "process.hpp"        // IWYU pragma: export
+#include "runtime.hpp"        // IWYU pragma: export

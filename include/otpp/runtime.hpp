@@ -1,0 +1,91 @@
+#pragma once
+// The runtime: worker threads, their queues, and the table of live processes.
+//
+// A program needs no set-up: the first start() outside any runtime uses
+// default_runtime(), created on first use with one worker per hardware
+// thread and shut down at exit. Tests and embedders create their own:
+//
+//   otpp::runtime rt{{.workers = 2}};
+//   auto c = rt.start<counter>(0).value();
+//
+// Shutdown (explicit, or at destruction) refuses new processes, stops every
+// live process in reverse start order (each gets terminate(shutdown), with
+// runtime_config::shutdown_timeout to finish), then joins the threads. A
+// handler that never returns cannot be interrupted in C++: shutdown gives up
+// on it after the timeout, logs it, and leaves that thread and its state
+// behind rather than hang or free memory under it.
+
+#include <cstddef>
+#include <utility>
+
+#include "detail/runtime_core.hpp"
+#include "exit_reason.hpp"
+#include "process.hpp"
+
+namespace otpp {
+
+template <class Impl>
+class server;
+
+namespace detail {
+struct runtime_access;
+}
+
+class runtime {
+ public:
+  explicit runtime(runtime_config cfg = {}) : core_{new detail::runtime_core{cfg}} {}
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+  ~runtime() {
+    shutdown();
+    if (!core_->leaked()) delete core_;
+  }
+
+  /// Starts a gen_server in this runtime (defined in gen_server.hpp).
+  template <class Impl, class... Args>
+  [[nodiscard]] result<server<Impl>> start(Args&&... args);
+
+  /// Stops all processes, then the threads. Idempotent; must not be called
+  /// from one of this runtime's own processes.
+  void shutdown() {
+    const auto timeout = core_->config().shutdown_timeout;
+    core_->shutdown([timeout](detail::process_base* p) {
+      auto r = detail::stop_process(p, exit_reason::shutdown(), timeout);
+      if (!r && r.error().kind() == exit_kind::timeout) {
+        log(log_level::error, "otpp: process <0.{}.0> ({}) did not stop within the shutdown timeout", p->id(),
+            p->type_name());
+      }
+    });
+  }
+
+  /// Processes started and not yet exited.
+  [[nodiscard]] std::size_t process_count() const { return core_->live_count(); }
+  [[nodiscard]] unsigned workers() const noexcept { return core_->config().workers; }
+
+ private:
+  friend struct detail::runtime_access;
+  detail::runtime_core* core_;
+};
+
+namespace detail {
+struct runtime_access {
+  static runtime_core& core(runtime& rt) noexcept { return *rt.core_; }
+};
+}  // namespace detail
+
+/// The process-wide runtime used when no other is in scope.
+inline runtime& default_runtime() {
+  static runtime rt;
+  return rt;
+}
+
+namespace detail {
+/// The runtime a new process joins: the caller's own, else the default.
+inline runtime_core& current_core() {
+  if (tls.current != nullptr) return *tls.current->rt();
+  if (tls.rt != nullptr) return *tls.rt;
+  return runtime_access::core(default_runtime());
+}
+}  // namespace detail
+
+}  // namespace otpp

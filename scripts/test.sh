@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds otpp's tests and runs them. Usage: scripts/test.sh [plain|address|thread]
+#   plain   (default) optimised build with assertions
+#   address ASan + UBSan
+#   thread  TSan
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-plain}
+bash scripts/deps.sh
+build=build/test-$mode
+san=""; type=RelWithDebInfo
+case $mode in
+  plain) ;;
+  address) san=address; type=Debug ;;
+  thread) san=thread; type=RelWithDebInfo ;;
+  *) echo "unknown mode $mode" >&2; exit 2 ;;
+esac
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=$type -DOTPP_SANITIZE=$san \
+  -DOTPP_BUILD_EXAMPLES=ON -DOTPP_BUILD_BENCHMARKS=OFF -DOTPP_BUILD_TESTS=ON >/dev/null
+cmake --build "$build" -j"$(nproc)"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+run=(ctest --test-dir "$build" --output-on-failure -j2 --timeout 600)
+if [ "$mode" = thread ] && command -v setarch >/dev/null; then
+  # TSan's shadow mapping needs the classic address-space layout on newer kernels.
+  setarch "$(uname -m)" -R "${run[@]}"
+else
+  "${run[@]}"
+fi

@@ -1,0 +1,270 @@
+// The runtime: workers, shutdown, and blocking calls that must not starve the
+// pool (chains of calls, fan-in, callees that need another process to run).
+
+#include <atomic>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <otpp/otpp.hpp>
+
+#include "catch.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+struct order_log {
+  std::mutex mutex;
+  std::vector<int> stopped;
+};
+
+class tracked : public otpp::gen_server<tracked> {
+ public:
+  struct get {};
+  tracked(int n, std::shared_ptr<order_log> log) : n_{n}, log_{std::move(log)} {}
+  int handle_call(get) { return n_; }
+  void terminate(const otpp::exit_reason& r) {
+    CHECK(r.kind() == otpp::exit_kind::shutdown);
+    std::lock_guard lock{log_->mutex};
+    log_->stopped.push_back(n_);
+  }
+
+ private:
+  int n_;
+  std::shared_ptr<order_log> log_;
+};
+
+}  // namespace
+
+TEST_CASE("runtime shutdown stops every process in reverse start order, calling terminate") {
+  auto log = std::make_shared<order_log>();
+  std::vector<otpp::server<tracked>> servers;
+  {
+    otpp::runtime rt{{.workers = 2}};
+    CHECK(rt.workers() == 2);
+    for (int i = 0; i < 5; ++i) servers.push_back(rt.start<tracked>(i, log).value());
+    CHECK(rt.process_count() == 5);
+    CHECK(otpp::call(servers[3], tracked::get{}) == 3);
+    rt.shutdown();
+    CHECK(rt.process_count() == 0);
+    auto late = rt.start<tracked>(9, log);
+    REQUIRE_FALSE(late);
+    CHECK(late.error().kind() == otpp::exit_kind::shutdown);
+    rt.shutdown();  // idempotent
+  }
+  CHECK(log->stopped == std::vector<int>{4, 3, 2, 1, 0});
+  for (auto& s : servers) CHECK_FALSE(s.alive());
+}
+
+TEST_CASE("destroying a runtime with live processes stops them") {
+  auto log = std::make_shared<order_log>();
+  otpp::server<tracked> s;
+  {
+    otpp::runtime rt{{.workers = 1}};
+    s = rt.start<tracked>(1, log).value();
+  }
+  CHECK_FALSE(s.alive());
+  CHECK(log->stopped == std::vector<int>{1});
+}
+
+namespace {
+
+// Each link calls the next; the last answers.
+class chain_link : public otpp::gen_server<chain_link> {
+ public:
+  struct depth {};
+  explicit chain_link(otpp::server<chain_link> next) : next_{std::move(next)} {}
+  int handle_call(depth) { return next_ ? otpp::call(next_, depth{}) + 1 : 1; }
+
+ private:
+  otpp::server<chain_link> next_;
+};
+
+class chain_driver : public otpp::gen_server<chain_driver> {
+ public:
+  struct run {
+    otpp::server<chain_link> head;
+    int times;
+    std::atomic<int>* sum;
+    std::latch* done;
+  };
+  void handle_cast(run r) {
+    for (int i = 0; i < r.times; ++i) r.sum->fetch_add(otpp::call(r.head, chain_link::depth{}));
+    r.done->count_down();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a chain of 50 processes each calling the next completes on 2 workers") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::server<chain_link> head;
+  for (int i = 0; i < 50; ++i) head = rt.start<chain_link>(head).value();
+  CHECK(otpp::call(head, chain_link::depth{}) == 50);
+  // Several processes drive the chain at once, so links are often busy and
+  // calls block instead of running inline.
+  constexpr int drivers = 8;
+  std::atomic<int> sum{0};
+  std::latch done{drivers};
+  std::vector<otpp::server<chain_driver>> ds;
+  for (int i = 0; i < drivers; ++i) {
+    ds.push_back(rt.start<chain_driver>().value());
+    otpp::cast(ds.back(), chain_driver::run{head, 50, &sum, &done});
+  }
+  done.wait();
+  CHECK(sum.load() == drivers * 50 * 50);
+}
+
+namespace {
+
+class hub : public otpp::gen_server<hub> {
+ public:
+  struct bump {
+    unsigned client;
+    unsigned seq;
+  };
+  struct total {};
+  explicit hub(unsigned clients) : last_(clients, 0) {}
+  std::uint64_t handle_call(bump b) {
+    if (b.seq != last_[b.client] + 1) ++out_of_order_;
+    last_[b.client] = b.seq;
+    return ++count_;
+  }
+  std::pair<std::uint64_t, std::uint64_t> handle_call(total) { return {count_, out_of_order_}; }
+
+ private:
+  std::vector<unsigned> last_;
+  std::uint64_t count_ = 0;
+  std::uint64_t out_of_order_ = 0;
+};
+
+class hub_client : public otpp::gen_server<hub_client> {
+ public:
+  struct go {
+    otpp::server<hub> h;
+    unsigned id;
+    unsigned calls;
+    std::latch* done;
+  };
+  void handle_cast(go g) {
+    for (unsigned i = 1; i <= g.calls; ++i) otpp::call(g.h, hub::bump{g.id, i});
+    g.done->count_down();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("64 processes all calling one server complete on 2 workers, in order per caller") {
+  otpp::runtime rt{{.workers = 2}};
+  constexpr unsigned clients = 64;
+  constexpr unsigned calls = 2000;
+  auto h = rt.start<hub>(clients).value();
+  std::latch done{clients};
+  std::vector<otpp::server<hub_client>> cs;
+  for (unsigned i = 0; i < clients; ++i) cs.push_back(rt.start<hub_client>().value());
+  for (unsigned i = 0; i < clients; ++i) otpp::cast(cs[i], hub_client::go{h, i, calls, &done});
+  done.wait();
+  auto [count, disorder] = otpp::call(h, hub::total{});
+  CHECK(count == std::uint64_t{clients} * calls);
+  CHECK(disorder == 0);
+}
+
+namespace {
+
+// Replies to `wait` only after `open` arrives from another process: callers
+// block their workers, and the opener must still get to run.
+class gate : public otpp::gen_server<gate> {
+ public:
+  struct wait {
+    using reply_type = int;
+  };
+  struct open {};
+  struct waiting {};
+  void handle_call(wait, otpp::reply_to<int> to) { waiters_.push_back(std::move(to)); }
+  std::size_t handle_call(waiting) { return waiters_.size(); }
+  void handle_cast(open) {
+    for (auto& w : waiters_) w.reply(1);
+    waiters_.clear();
+  }
+
+ private:
+  std::vector<otpp::reply_to<int>> waiters_;
+};
+
+class waiter : public otpp::gen_server<waiter> {
+ public:
+  struct go {
+    otpp::server<gate> g;
+    std::atomic<int>* got;
+    std::latch* done;
+  };
+  void handle_cast(go x) {
+    x.got->fetch_add(otpp::call(x.g, gate::wait{}, 30s));
+    x.done->count_down();
+  }
+};
+
+class opener : public otpp::gen_server<opener> {
+ public:
+  struct go {
+    otpp::server<gate> g;
+    std::size_t expect;
+  };
+  void handle_cast(go x) {
+    // Runs only if some worker is free while the waiters block theirs.
+    while (otpp::call(x.g, gate::waiting{}) < x.expect) std::this_thread::yield();
+    otpp::cast(x.g, gate::open{});
+  }
+};
+
+}  // namespace
+
+TEST_CASE("workers blocked in calls hand their queues over, so other processes still run") {
+  otpp::runtime rt{{.workers = 2}};
+  auto g = rt.start<gate>().value();
+  constexpr int waiters = 6;  // more blocked callers than workers
+  std::atomic<int> got{0};
+  std::latch done{waiters};
+  std::vector<otpp::server<waiter>> ws;
+  for (int i = 0; i < waiters; ++i) ws.push_back(rt.start<waiter>().value());
+  for (auto& w : ws) otpp::cast(w, waiter::go{g, &got, &done});
+  auto o = rt.start<opener>().value();
+  otpp::cast(o, opener::go{g, static_cast<std::size_t>(waiters)});
+  done.wait();
+  CHECK(got.load() == waiters);
+}
+
+TEST_CASE("the default runtime needs no set-up") {
+  auto log = std::make_shared<order_log>();
+  auto s = otpp::start<tracked>(7, log).value();
+  CHECK(otpp::default_runtime().workers() >= 1);
+  CHECK(otpp::call(s, tracked::get{}) == 7);
+  otpp::stop(s, otpp::exit_reason::shutdown());
+}
+
+namespace {
+class spawner : public otpp::gen_server<spawner> {
+ public:
+  struct spawn_one {};
+  std::uint64_t handle_call(spawn_one) {
+    auto child = otpp::start<chain_link>(otpp::server<chain_link>{}).value();
+    children_.push_back(child);
+    return child.id();
+  }
+  std::vector<otpp::server<chain_link>> children_;
+};
+}  // namespace
+
+TEST_CASE("a process started from inside a process joins its runtime") {
+  otpp::runtime rt{{.workers = 1}};
+  auto s = rt.start<spawner>().value();
+  CHECK(rt.process_count() == 1);
+  (void)otpp::call(s, spawner::spawn_one{});
+  CHECK(rt.process_count() == 2);
+  rt.shutdown();
+  CHECK(rt.process_count() == 0);
+}

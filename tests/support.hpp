@@ -1,0 +1,51 @@
+#pragma once
+// Helpers shared by the tests.
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <otpp/log.hpp>
+
+namespace otpp_test {
+
+/// Captures log lines for the life of the object (restores the default after).
+class log_capture {
+ public:
+  log_capture() {
+    otpp::set_logger([this](otpp::log_level lvl, std::string_view line) {
+      std::lock_guard lock{mutex_};
+      lines_.push_back({lvl, std::string{line}});
+    });
+  }
+  ~log_capture() { otpp::set_logger({}); }
+  log_capture(const log_capture&) = delete;
+  log_capture& operator=(const log_capture&) = delete;
+
+  [[nodiscard]] bool contains(std::string_view needle) const {
+    std::lock_guard lock{mutex_};
+    for (auto& l : lines_)
+      if (l.text.find(needle) != std::string::npos) return true;
+    return false;
+  }
+  [[nodiscard]] std::size_t size() const {
+    std::lock_guard lock{mutex_};
+    return lines_.size();
+  }
+  [[nodiscard]] std::string all() const {
+    std::lock_guard lock{mutex_};
+    std::string s;
+    for (auto& l : lines_) s += l.text + "\n";
+    return s;
+  }
+
+ private:
+  struct line {
+    otpp::log_level level;
+    std::string text;
+  };
+  mutable std::mutex mutex_;
+  std::vector<line> lines_;
+};
+
+}  // namespace otpp_test
