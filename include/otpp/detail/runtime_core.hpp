@@ -292,9 +292,13 @@ class runtime_core {
     return me->assigned;
   }
 
+  /// Runs a queued process; consumes its ticket (see schedule_owned).
   void run(process_base* p) noexcept {
     for (;;) {
-      if (p->run_turn(cfg_.batch) != turn_result::yielded) return;
+      if (p->run_turn(cfg_.batch) != turn_result::yielded) {
+        p->release();
+        return;
+      }
       worker_slot* s = tls.slot;
       // Nobody else waiting: keep going without a trip through the queues.
       if (s != nullptr && s->lifo == nullptr && s->deque.empty() &&
@@ -425,7 +429,13 @@ class runtime_core {
 
 // -- process_base members that need the runtime ------------------------------
 
-inline void process_base::schedule_owned() noexcept { rt_->schedule(this); }
+// A queued process carries a reference (its "ticket"): a worker that has just
+// let it go idle still reads its mailbox tail, and by then another thread may
+// have stopped it and dropped every other reference.
+inline void process_base::schedule_owned() noexcept {
+  add_ref();
+  rt_->schedule(this);
+}
 
 inline void process_base::release_inline() noexcept {
   if (local_ & exit_pending) {
@@ -526,8 +536,9 @@ inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadl
     if ((i & 31) == 31) {
       worker_slot* s = tls.slot;
       if (s != nullptr && callee != nullptr && s->lifo == callee && tls.rt == callee->rt()) {
-        s->lifo = nullptr;
+        s->lifo = nullptr;  // we take its ticket
         if (callee->run_turn(callee->rt()->config().batch) == turn_result::yielded) callee->schedule_owned();
+        callee->release();
         continue;
       }
       if (steady::now() >= spin_until) break;
