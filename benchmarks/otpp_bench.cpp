@@ -154,6 +154,7 @@ void call_concurrent(otpp::runtime& rt) {
   auto n = otpp::call(c, counter::get{});
   if (n != static_cast<std::uint64_t>(clients) * calls) std::printf("# call_concurrent_64: counted %llu\n", (unsigned long long)n);
   figure("call_concurrent_64", clients * static_cast<double>(calls) / dt, "calls/s");
+  if (rt.thread_count() > rt.workers()) std::printf("# call_concurrent_64: %zu threads (spares started)\n", rt.thread_count());
   for (auto& cl : cs) otpp::stop(cl);
   otpp::stop(c);
 }
@@ -216,7 +217,7 @@ void spawn_stop(otpp::runtime& rt, bool want_spawn, bool want_bytes, bool want_s
   const std::size_t n = 1'000'000 / scale;
   std::vector<otpp::server<idle_server>> servers;
   servers.resize(n);  // the handles' own memory is touched before measuring
-  std::memset(static_cast<void*>(servers.data()), 0, n * sizeof(servers[0]));
+  std::memset(static_cast<void*>(servers.data()), 0, n * sizeof(servers[0]));  // pre-touch: excluded from the figure
   long rss0 = rss_bytes();
   auto t0 = clk::now();
   for (std::size_t i = 0; i < n; ++i) servers[i] = rt.start<idle_server>(static_cast<int>(i)).value();

@@ -26,6 +26,7 @@ TEST_CASE("mpsc_queue: 8 producers, per-sender order, nothing lost or duplicated
   constexpr unsigned producers = 8;
   constexpr unsigned per = 50'000;
   otpp::detail::mpsc_queue q;
+  otpp::detail::mpsc_node* head = q.consumer_head();
   std::latch start{producers + 1};
   std::vector<std::thread> ts;
   for (unsigned p = 0; p < producers; ++p) {
@@ -45,7 +46,7 @@ TEST_CASE("mpsc_queue: 8 producers, per-sender order, nothing lost or duplicated
   unsigned received = 0;
   bool ordered = true;
   while (received < producers * per) {
-    auto* n = static_cast<item*>(q.pop());
+    auto* n = static_cast<item*>(q.pop(head));
     if (!n) {
       std::this_thread::yield();
       continue;
@@ -57,8 +58,8 @@ TEST_CASE("mpsc_queue: 8 producers, per-sender order, nothing lost or duplicated
   }
   for (auto& t : ts) t.join();
   CHECK(ordered);
-  CHECK(q.pop() == nullptr);
-  CHECK(q.empty());
+  CHECK(q.pop(head) == nullptr);
+  CHECK(q.empty(head));
   CHECK(q.empty_after_release());
   for (unsigned p = 0; p < producers; ++p) CHECK(next[p] == per);
 }

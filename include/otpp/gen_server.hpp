@@ -223,12 +223,15 @@ class process_of final : public process_base {
  public:
   static constexpr std::size_t impl_offset =
       (sizeof(process_base) + alignof(Impl) - 1) / alignof(Impl) * alignof(Impl);
-  static constexpr std::size_t alloc_size = impl_offset + sizeof(Impl);
-  static constexpr bool pooled = alignof(Impl) <= pool_granule;
+  // Rounded to whole cache lines so pooled blocks are line-aligned and the
+  // header's sender line and consumer line never share (see process_base).
+  static constexpr std::size_t alloc_size = (impl_offset + sizeof(Impl) + cache_line - 1) / cache_line * cache_line;
+  static constexpr bool pooled = alignof(Impl) <= cache_line && alloc_size <= pool_max_size && !address_sanitizer;
+  static constexpr std::size_t alloc_align = alignof(Impl) > cache_line ? alignof(Impl) : cache_line;
 
   static process_of* allocate(runtime_core* rt) {
     static_assert(sizeof(process_of) == sizeof(process_base), "process_of adds no data members");
-    void* m = pooled ? pool_allocate(alloc_size) : ::operator new(alloc_size, std::align_val_t{alignof(Impl)});
+    void* m = pooled ? pool_allocate(alloc_size) : ::operator new(alloc_size, std::align_val_t{alloc_align});
     return ::new (m) process_of(rt);
   }
 
@@ -285,7 +288,7 @@ class process_of final : public process_base {
     if constexpr (pooled) {
       pool_deallocate(p, alloc_size);
     } else {
-      ::operator delete(p, std::align_val_t{alignof(Impl)});
+      ::operator delete(p, std::align_val_t{alloc_align});
     }
   }
 };

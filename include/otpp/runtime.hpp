@@ -61,6 +61,9 @@ class runtime {
   /// Processes started and not yet exited.
   [[nodiscard]] std::size_t process_count() const { return core_->live_count(); }
   [[nodiscard]] unsigned workers() const noexcept { return core_->config().workers; }
+  /// Threads started so far: the workers plus spares started to stand in for
+  /// workers blocked in calls.
+  [[nodiscard]] std::size_t thread_count() const { return core_->thread_count(); }
 
  private:
   friend struct detail::runtime_access;

@@ -9,8 +9,11 @@
 // which is what the mailbox's go-idle handshake needs (the consumer must not
 // go idle while a push is half done, or it would never be rescheduled).
 //
-// The three words sit side by side: a process must stay a few words when idle,
-// and a million mailboxes padded to cache lines would cost 200 MB.
+// Two words here plus the consumer's head pointer, kept by the consumer: a
+// process must stay a few words when idle (a million mailboxes padded to
+// cache lines would cost 200 MB), so instead of padding, the process object
+// is laid out with the producers' word and the consumer's words on different
+// cache lines.
 
 #include <atomic>
 
@@ -22,9 +25,16 @@ struct mpsc_node {
 
 class mpsc_queue {
  public:
-  mpsc_queue() noexcept : head_{&stub_}, tail_{&stub_} {}
+  /// The consumer keeps the head pointer itself (see `consumer_head`), so
+  /// that it can live on a different cache line than `tail_`: the producers
+  /// write `tail_` on every push and the consumer `head` on every pop, and on
+  /// one shared line each message would cost two cache-line transfers.
+  mpsc_queue() noexcept : tail_{&stub_} {}
   mpsc_queue(const mpsc_queue&) = delete;
   mpsc_queue& operator=(const mpsc_queue&) = delete;
+
+  /// The initial value of the consumer's head pointer.
+  [[nodiscard]] mpsc_node* consumer_head() noexcept { return &stub_; }
 
   /// Any thread. seq_cst on the exchange: the mailbox's wake-up check loads the
   /// process state right after, and that load must not be ordered before the
@@ -38,7 +48,7 @@ class mpsc_queue {
 
   /// Consumer only. Returns nullptr when empty or when the newest push is not
   /// linked yet.
-  [[nodiscard]] mpsc_node* pop() noexcept {
+  [[nodiscard]] mpsc_node* pop(mpsc_node*& head_) noexcept {
     mpsc_node* head = head_;
     mpsc_node* next = head->next_.load(std::memory_order_acquire);
     if (head == &stub_) {
@@ -62,8 +72,7 @@ class mpsc_queue {
   }
 
   /// Consumer only. seq_cst pairs with the producers' exchange (see push).
-  [[nodiscard]] bool empty() const noexcept {
-    mpsc_node* head = head_;
+  [[nodiscard]] bool empty(const mpsc_node* head) const noexcept {
     if (head->next_.load(std::memory_order_acquire) != nullptr) return false;
     return tail_.load(std::memory_order_seq_cst) == head && head == &stub_;
   }
@@ -82,7 +91,6 @@ class mpsc_queue {
   }
 
  private:
-  mpsc_node* head_;  // consumer-owned
   std::atomic<mpsc_node*> tail_;
   mpsc_node stub_;
 };

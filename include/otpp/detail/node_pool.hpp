@@ -88,7 +88,9 @@ class central_pool {
   batch carve(std::size_t c) {
     const std::size_t size = pool_class_size(c);
     const std::uint32_t n = pool_batch(c);
-    auto* mem = static_cast<char*>(::operator new(size * n, std::align_val_t{pool_granule}));
+    // 64-byte aligned slabs: blocks of a class whose size is a multiple of 64
+    // are then cache-line aligned (process objects rely on it, see process_base).
+    auto* mem = static_cast<char*>(::operator new(size * n, std::align_val_t{cache_line}));
     {
       std::lock_guard lock{mutex_};
       slabs_.push_back(mem);

@@ -81,6 +81,9 @@ class current_scope {
 
 enum class turn_result : std::uint8_t { idle, yielded, dead };
 
+/// True on a worker of `rt` whose queues are empty (defined with the runtime).
+inline bool worker_has_nothing_else(const runtime_core* rt) noexcept;
+
 /// Rarely used state, allocated on first need so an idle process stays small.
 struct process_cold {
   exit_reason exit;
@@ -143,7 +146,7 @@ class process_base {
     if (s != 0) return false;
     // acquire: see everything the previous owner did with the process.
     if (!state_.compare_exchange_strong(s, scheduled, std::memory_order_acquire, std::memory_order_relaxed)) return false;
-    if (mailbox_.empty()) return true;
+    if (mailbox_.empty(head_)) return true;
     // Messages are queued ahead of us: they must be handled first, so run the
     // process the normal way and let the caller enqueue behind them.
     schedule_owned();
@@ -200,6 +203,8 @@ class process_base {
   /// Owner only: completes an exit (terminate, crash log, mailbox drain,
   /// waiters) and returns the final reason.
   inline exit_reason finish_exit() noexcept;
+  /// Owner only: exits at once with `reason` (inline stop; no cold state needed).
+  inline exit_reason exit_now(exit_reason reason, bool with_terminate) noexcept;
 
   /// Owner only: the stop protocol of otpp::stop.
   void add_stop_waiter(reply_slot<void>* s, exit_reason requested) {
@@ -232,11 +237,28 @@ class process_base {
   [[nodiscard]] bool mailbox_probably_empty() const noexcept { return mailbox_.probably_empty(); }
 
   // -- for the runtime -------------------------------------------------------
-  process_base* live_prev_ = nullptr;  // intrusive list of live processes
-  process_base* live_next_ = nullptr;
-  std::uint64_t id_ = 0;
-  std::atomic<std::uint32_t> state_{scheduled};  // born owned by its starter
+  // Layout (offsets for a 64-byte aligned object, vptr at 0): the first cache
+  // line holds what senders touch (mailbox tail, state, refs) and cold
+  // bookkeeping; the second what the running consumer touches per message
+  // (head, local flags) followed by the Impl. See process_of::alloc_size.
+ private:
+  mpsc_queue mailbox_;                              // 8: tail + stub
+ public:
+  std::atomic<std::uint32_t> state_{scheduled};     // 24: born owned by its starter
+ private:
+  std::atomic<std::uint32_t> refs_{1};              // 28
+  runtime_core* rt_;                                // 32
+ public:
+  std::uint64_t id_ = 0;                            // 40
+  process_base* live_prev_ = nullptr;               // 48: intrusive list of live processes
+  process_base* live_next_ = nullptr;               // 56
+ private:
+  mpsc_node* head_ = mailbox_.consumer_head();      // 64: consumer's cursor
+  std::uint32_t local_ = 0;                         // 72
+  process_cold* cold_ = nullptr;                    // 80
+  void (*dealloc_)(process_base*) noexcept = nullptr;  // 88
 
+ public:
   inline void schedule_owned() noexcept;
 
  protected:
@@ -259,13 +281,6 @@ class process_base {
   inline void run_continuation() noexcept;
   inline void drain(const exit_reason& why) noexcept;
   inline void drain_dead() noexcept;
-
-  std::atomic<std::uint32_t> refs_{1};
-  std::uint32_t local_ = 0;
-  mpsc_queue mailbox_;
-  runtime_core* rt_;
-  process_cold* cold_ = nullptr;
-  dealloc_fn dealloc_ = nullptr;
 };
 
 // -- inline definitions that need nothing but this header ---------------------
@@ -295,12 +310,12 @@ inline bool process_base::enqueue(message_node* n) noexcept {
 
 inline void process_base::drain(const exit_reason& why) noexcept {
   for (;;) {
-    message_node* n = static_cast<message_node*>(mailbox_.pop());
+    message_node* n = static_cast<message_node*>(mailbox_.pop(head_));
     if (n) {
       n->fn(*this, n, msg_op::discard, &why);
       continue;
     }
-    if (mailbox_.empty()) return;
+    if (mailbox_.empty(head_)) return;
     cpu_relax();  // a push is half done: its node will be linked in a moment
   }
 }
@@ -326,6 +341,7 @@ inline void process_base::run_continuation() noexcept {
 inline turn_result process_base::run_turn(unsigned budget) noexcept {
   current_scope scope{this};
   unsigned spins = 0;
+  bool lingered = false;
   for (;;) {
     if (local_ & (has_continue | exit_pending)) {
       if (local_ & exit_pending) {
@@ -335,9 +351,9 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
       run_continuation();
       continue;
     }
-    message_node* n = static_cast<message_node*>(mailbox_.pop());
+    message_node* n = static_cast<message_node*>(mailbox_.pop(head_));
     if (n == nullptr) {
-      if (!mailbox_.empty()) {
+      if (!mailbox_.empty(head_)) {
         // A producer is between its exchange and its link. Give it a moment,
         // then let others run rather than spin on a preempted thread.
         if (++spins < 128) {
@@ -345,6 +361,19 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
           continue;
         }
         return turn_result::yielded;
+      }
+      // A busy sender is usually a few hundred nanoseconds behind: when this
+      // worker has nothing else to do, wait that long for it rather than go
+      // idle and make the sender pay for rescheduling us (the difference
+      // between a consumer that keeps up and one that thrashes).
+      if (!lingered && worker_has_nothing_else(rt_)) {
+        lingered = true;
+        // Poll sparsely: each poll pulls the line the sender is about to
+        // write; letting it run ahead a little turns lockstep into batches.
+        for (unsigned i = 0; i < 8 && mailbox_.empty(head_); ++i) {
+          for (unsigned k = 0; k < 48; ++k) cpu_relax();
+        }
+        if (!mailbox_.empty(head_)) continue;
       }
       // Go idle, then re-check (seq_cst pairs with enqueue's load). After the
       // store we no longer own the mailbox, so the re-check reads only `tail`.
@@ -355,6 +384,7 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
       continue;
     }
     n->fn(*this, n, msg_op::invoke, nullptr);
+    lingered = false;
     if (budget > 1) {
       --budget;
     } else if (!(local_ & (exit_pending | has_continue))) {

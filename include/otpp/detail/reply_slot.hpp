@@ -77,6 +77,22 @@ class reply_slot_base {
     }
   }
 
+  /// Caller side: sleeps until resolved or `until`, without giving up.
+  /// Returns whether the slot is resolved.
+  bool wait_for(steady::time_point until) noexcept {
+    for (;;) {
+      std::uint32_t s = state_.load(std::memory_order_acquire);
+      if (s == ready || s == failed) return true;
+      if (s == claimed) {
+        cpu_relax();
+        continue;
+      }
+      if (steady::now() >= until) return false;
+      if (s == pending && !state_.compare_exchange_weak(s, waiting, std::memory_order_acq_rel)) continue;
+      park(state_, waiting, until);
+    }
+  }
+
   [[nodiscard]] const exit_reason& error() const noexcept { return error_; }
 
  protected:

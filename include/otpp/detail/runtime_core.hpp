@@ -170,6 +170,12 @@ class runtime_core {
     // stall until the call returns or times out, as a cycle would in Erlang).
   }
 
+  /// Whether processes are queued that a blocked holder of `s` would keep
+  /// from running.
+  [[nodiscard]] bool others_waiting(const worker_slot& s) const noexcept {
+    return s.lifo != nullptr || !s.deque.empty() || injection_size_.load(std::memory_order_relaxed) != 0;
+  }
+
   // -- shutdown ------------------------------------------------------------------
 
   /// Stops accepting processes, stops the live ones in reverse start order
@@ -230,6 +236,12 @@ class runtime_core {
   }
 
   [[nodiscard]] bool leaked() const noexcept { return leaked_; }
+
+  /// Threads started so far: workers plus spares that stood in for blocked ones.
+  [[nodiscard]] std::size_t thread_count() {
+    std::lock_guard lock{spare_mutex_};
+    return threads_.size();
+  }
 
  private:
   struct thread_record {
@@ -320,7 +332,15 @@ class runtime_core {
       process_base* p = s.lifo;
       s.lifo = nullptr;
       if (s.lifo_streak++ < 32) return p;
-      s.deque.push(p);  // ping-pong pairs must not starve the deque
+      // A ping-pong pair must not starve the rest of the queue: past the
+      // streak, run something else first if there is anything else.
+      s.lifo_streak = 0;
+      process_base* other = s.deque.pop();
+      if (other == nullptr) other = pop_injection();
+      if (other == nullptr) return p;
+      s.deque.push(p);
+      notify();
+      return other;
     }
     s.lifo_streak = 0;
     if (process_base* p = s.deque.pop()) return p;
@@ -356,7 +376,14 @@ class runtime_core {
     const auto until = steady::now() + cfg_.spin;
     for (unsigned i = 0;; ++i) {
       if (has_work(s) || terminating_.load(std::memory_order_relaxed)) {
-        spinners_.fetch_sub(1, std::memory_order_seq_cst);
+        // The last spinner leaving with work wakes a sleeper to spin in its
+        // place (Go's rule): a push that saw us spinning woke nobody, and
+        // there may be more queued than this thread will take.
+        if (spinners_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+            sleepers_.load(std::memory_order_seq_cst) > 0 && injection_size_.load(std::memory_order_relaxed) > 1) {
+          epoch_.fetch_add(1, std::memory_order_seq_cst);
+          unpark_one(epoch_);
+        }
         return;
       }
       cpu_relax();
@@ -429,6 +456,11 @@ class runtime_core {
 
 // -- process_base members that need the runtime ------------------------------
 
+inline bool worker_has_nothing_else(const runtime_core* rt) noexcept {
+  worker_slot* s = tls.slot;
+  return s != nullptr && tls.rt == rt && !rt->others_waiting(*s);
+}
+
 // A queued process carries a reference (its "ticket"): a worker that has just
 // let it go idle still reads its mailbox tail, and by then another thread may
 // have stopped it and dropped every other reference.
@@ -454,44 +486,56 @@ inline void process_base::release_inline() noexcept {
 }
 
 inline exit_reason process_base::finish_exit() noexcept {
-  process_cold& c = cold();  // exit_pending implies it exists
+  process_cold& c = *cold_;  // exit_pending implies it exists
   exit_reason reason = std::move(c.exit);
-  local_ &= ~exit_pending;
-  if (local_ & call_terminate) run_terminate(reason);
-  for (message_node* n : c.held_replies) n->fn(*this, n, msg_op::invoke, nullptr);
-  c.held_replies.clear();
+  const bool with_terminate = (local_ & call_terminate) != 0;
+  local_ &= ~(exit_pending | call_terminate);
+  return exit_now(std::move(reason), with_terminate);
+}
+
+inline exit_reason process_base::exit_now(exit_reason reason, bool with_terminate) noexcept {
+  process_cold* c = (local_ & has_cold) ? cold_ : nullptr;
+  if (with_terminate) run_terminate(reason);
+  if (c) {
+    for (message_node* n : c->held_replies) n->fn(*this, n, msg_op::invoke, nullptr);
+    c->held_replies.clear();
+  }
   if (!reason.is_sane()) {
-    if (!c.crash_message.empty()) {
+    if (c && !c->crash_message.empty()) {
       log(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}; last message: {} ({})", id_, type_name(),
-          reason, c.crash_message, c.crash_kind);
+          reason, c->crash_message, c->crash_kind);
     } else {
       log(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}", id_, type_name(), reason);
     }
   }
-  if (c.continuation) {
-    message_node* n = c.continuation;
-    c.continuation = nullptr;
+  if (c && c->continuation) {
+    message_node* n = c->continuation;
+    c->continuation = nullptr;
     local_ &= ~has_continue;
     n->fn(*this, n, msg_op::discard, &reason);
   }
   destroy_state();
   state_.store(dead | scheduled, std::memory_order_seq_cst);
   drain(reason);
-  for (reply_slot_base* d : c.deferred) {
-    d->fail(reason);
-    d->release();
-  }
-  c.deferred.clear();
-  rt_->unregister_process(this);
-  for (auto& w : c.stop_waiters) {
-    if (w.requested == reason) {
-      w.slot->set_value();
-    } else {
-      w.slot->fail(reason);
+  if (c) {
+    for (reply_slot_base* d : c->deferred) {
+      d->fail(reason);
+      d->release();
     }
-    w.slot->release();
+    c->deferred.clear();
   }
-  c.stop_waiters.clear();
+  rt_->unregister_process(this);
+  if (c) {
+    for (auto& w : c->stop_waiters) {
+      if (w.requested == reason) {
+        w.slot->set_value();
+      } else {
+        w.slot->fail(reason);
+      }
+      w.slot->release();
+    }
+    c->stop_waiters.clear();
+  }
   state_.store(dead, std::memory_order_seq_cst);
   if (!mailbox_.empty_after_release()) {
     std::uint32_t expected = dead;
@@ -525,29 +569,50 @@ struct stop_node final : message_node {
   }
 };
 
-/// Waits for a reply the way a worker must: spin briefly (a reply from the
-/// other core takes about a microsecond), run the callee here if it sits in
-/// our own LIFO slot, then hand our slot to a spare and sleep.
+/// Waits for a reply the way a worker must. A reply from the other core
+/// takes about a microsecond, so spin first (running the callee here if it
+/// sits in our own LIFO slot). Then sleep in short slices: a worker holding
+/// the callee may just be descheduled. Only a wait that outlasts
+/// `handoff_after`, while other processes are queued behind us, hands our
+/// slot to a spare thread: handing off at every contended call would start
+/// a thread per caller and oversubscribe the cores.
 inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadline, process_base* callee) noexcept {
-  const auto spin_until = std::min(deadline, steady::now() + std::chrono::microseconds(20));
+  constexpr auto spin_for = std::chrono::microseconds(20);
+  constexpr auto handoff_after = std::chrono::microseconds(1000);
+  const auto start = steady::now();
+  auto help = [&]() noexcept {
+    worker_slot* s = tls.slot;
+    if (s == nullptr || callee == nullptr || s->lifo != callee || tls.rt != callee->rt()) return false;
+    s->lifo = nullptr;  // we take its ticket
+    if (callee->run_turn(callee->rt()->config().batch) == turn_result::yielded) callee->schedule_owned();
+    callee->release();
+    return true;
+  };
   for (unsigned i = 0;; ++i) {
     if (slot->resolved()) return slot->wait_until(deadline);
     cpu_relax();
     if ((i & 31) == 31) {
-      worker_slot* s = tls.slot;
-      if (s != nullptr && callee != nullptr && s->lifo == callee && tls.rt == callee->rt()) {
-        s->lifo = nullptr;  // we take its ticket
-        if (callee->run_turn(callee->rt()->config().batch) == turn_result::yielded) callee->schedule_owned();
-        callee->release();
-        continue;
-      }
-      if (steady::now() >= spin_until) break;
+      if (help()) continue;
+      if ((i & 255) == 255) std::this_thread::yield();
+      auto now = steady::now();
+      if (now >= deadline || now - start >= spin_for) break;
     }
   }
-  if (tls.slot != nullptr && tls.rt != nullptr) {
-    try {
-      tls.rt->hand_off_slot();
-    } catch (...) {
+  runtime_core* rt = tls.rt;
+  if (tls.slot != nullptr && rt != nullptr) {
+    auto slice = std::chrono::microseconds(50);
+    for (;;) {
+      auto now = steady::now();
+      if (now >= deadline || now - start >= handoff_after) break;
+      if (slot->wait_for(std::min(deadline, now + slice))) return slot->wait_until(deadline);
+      help();
+      slice = std::min(slice * 2, std::chrono::microseconds(400));
+    }
+    if (!slot->resolved() && tls.slot != nullptr && rt->others_waiting(*tls.slot)) {
+      try {
+        rt->hand_off_slot();
+      } catch (...) {
+      }
     }
   }
   return slot->wait_until(deadline);
@@ -567,9 +632,8 @@ inline result<void> stop_process(process_base* p, exit_reason reason, steady::du
     exit_reason final;
     {
       current_scope scope{p};
-      p->request_exit(reason, true);
-      p->add_ref();  // finish_exit drops the alive reference
-      final = p->finish_exit();
+      p->add_ref();  // exit_now drops the alive reference
+      final = p->exit_now(reason, true);
     }
     p->release();
     if (final == reason) return {};
