@@ -12,6 +12,7 @@
 //   spawn_1m            start 1M idle servers (from the main thread)
 //   bytes_per_server    RSS growth per idle server
 //   stop_1m             stop those 1M servers, one by one
+//   idle_cpu            CPU used by an idle runtime with 1,000 live servers
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <otpp/otpp.hpp>
@@ -233,6 +235,26 @@ void spawn_stop(otpp::runtime& rt, bool want_spawn, bool want_bytes, bool want_s
   if (want_stop) figure("stop_1m", stop_s * (1'000'000.0 / n), "s");
 }
 
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// CPU used by a runtime with live but idle processes, as % of one core.
+void idle_cpu(otpp::runtime& rt) {
+  std::vector<otpp::server<idle_server>> servers;
+  for (int i = 0; i < 1000; ++i) servers.push_back(rt.start<idle_server>(i).value());
+  (void)otpp::call(servers.back(), idle_server::get{});
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let the workers park
+  const double c0 = cpu_seconds();
+  const auto t0 = clk::now();
+  std::this_thread::sleep_for(std::chrono::seconds(scale > 1 ? 1 : 2));
+  const double used = cpu_seconds() - c0;
+  figure("idle_cpu", 100.0 * used / seconds_since(t0), "%");
+  for (auto& s : servers) otpp::stop(s);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -254,6 +276,7 @@ int main(int argc, char** argv) {
   if (want("call_process")) call_process(rt);
   if (want("call_concurrent_64")) call_concurrent(rt);
   if (want("ring_1000")) ring(rt);
+  if (want("idle_cpu")) idle_cpu(rt);
   if (want("spawn_1m") || want("bytes_per_server") || want("stop_1m"))
     spawn_stop(rt, want("spawn_1m"), want("bytes_per_server"), want("stop_1m"));
   return 0;

@@ -250,7 +250,7 @@ class process_of final : public process_base {
         if constexpr (has_catch_all_info<Impl>) {
           impl().handle_info(message{u});
         } else {
-          log(log_level::warning, "otpp: process <0.{}.0> ({}) dropped an unexpected message of type {}", id(),
+          detail::log_rt(log_level::warning, "otpp: process <0.{}.0> ({}) dropped an unexpected message of type {}", id(),
               type_name(), u->name);
         }
       }

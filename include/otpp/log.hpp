@@ -69,4 +69,16 @@ void log(log_level level, fmt::format_string<Args...> f, Args&&... args) noexcep
   }
 }
 
+namespace detail {
+// The library's own log lines: formatted at run time, so the many call sites
+// in headers do not each instantiate fmt's compile-time format checking.
+template <class... Args>
+void log_rt(log_level level, std::string_view f, const Args&... args) noexcept {
+  try {
+    log_line(level, fmt::vformat(f, fmt::make_format_args(args...)));
+  } catch (...) {
+  }
+}
+}  // namespace detail
+
 }  // namespace otpp

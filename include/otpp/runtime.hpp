@@ -52,7 +52,7 @@ class runtime {
     core_->shutdown([timeout](detail::process_base* p) {
       auto r = detail::stop_process(p, exit_reason::shutdown(), timeout);
       if (!r && r.error().kind() == exit_kind::timeout) {
-        log(log_level::error, "otpp: process <0.{}.0> ({}) did not stop within the shutdown timeout", p->id(),
+        detail::log_rt(log_level::error, "otpp: process <0.{}.0> ({}) did not stop within the shutdown timeout", p->id(),
             p->type_name());
       }
     });

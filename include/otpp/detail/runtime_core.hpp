@@ -20,7 +20,6 @@
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <thread>
 #include <vector>
 
@@ -187,7 +186,7 @@ class runtime_core {
     bool expected = false;
     if (!closed_.compare_exchange_strong(expected, true)) return !leaked_;
     if (tls.rt == this && tls.current != nullptr) {
-      log(log_level::error, "otpp: runtime shutdown from inside one of its processes; stopping processes only");
+      detail::log_rt(log_level::error, "otpp: runtime shutdown from inside one of its processes; stopping processes only");
     }
     for (int round = 0; round < 4; ++round) {
       auto procs = live_processes();
@@ -230,7 +229,7 @@ class runtime_core {
     }
     if (!all) {
       leaked_ = true;
-      log(log_level::error, "otpp: runtime shutdown left threads stuck in handlers; their state is leaked");
+      detail::log_rt(log_level::error, "otpp: runtime shutdown left threads stuck in handlers; their state is leaked");
     }
     return all;
   }
@@ -502,10 +501,10 @@ inline exit_reason process_base::exit_now(exit_reason reason, bool with_terminat
   }
   if (!reason.is_sane()) {
     if (c && !c->crash_message.empty()) {
-      log(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}; last message: {} ({})", id_, type_name(),
+      detail::log_rt(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}; last message: {} ({})", id_, type_name(),
           reason, c->crash_message, c->crash_kind);
     } else {
-      log(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}", id_, type_name(), reason);
+      detail::log_rt(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}", id_, type_name(), reason);
     }
   }
   if (c && c->continuation) {
