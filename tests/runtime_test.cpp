@@ -268,3 +268,10 @@ TEST_CASE("a process started from inside a process joins its runtime") {
   rt.shutdown();
   CHECK(rt.process_count() == 0);
 }
+
+TEST_CASE("a chain deeper than the inline limit still completes") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::server<chain_link> head;
+  for (int i = 0; i < 300; ++i) head = rt.start<chain_link>(head).value();
+  CHECK(otpp::call(head, chain_link::depth{}, std::chrono::seconds(30)) == 300);
+}
