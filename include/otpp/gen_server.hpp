@@ -417,16 +417,11 @@ struct call_node final : message_node {
               self->slot->set_value();
             }
           } else {
-            if (p.exit_requested()) {  // stop() already asked for in an earlier step
-              R r = invoke_sync(impl, std::move(self->req), f);
+            R r = invoke_sync(impl, std::move(self->req), f);
+            if (p.exit_requested()) {
               p.hold_reply(make_node<held_reply_node<R>>(self->slot, std::move(r)));
             } else {
-              R r = invoke_sync(impl, std::move(self->req), f);
-              if (p.exit_requested()) {
-                p.hold_reply(make_node<held_reply_node<R>>(self->slot, std::move(r)));
-              } else {
-                self->slot->set_value(std::move(r));
-              }
+              self->slot->set_value(std::move(r));
             }
           }
         } else {

@@ -85,11 +85,6 @@ class mpsc_queue {
     return tail_.load(std::memory_order_seq_cst) == &stub_;
   }
 
-  /// Any thread; approximate (for introspection only).
-  [[nodiscard]] bool probably_empty() const noexcept {
-    return tail_.load(std::memory_order_relaxed) == &stub_;
-  }
-
  private:
   std::atomic<mpsc_node*> tail_;
   mpsc_node stub_;

@@ -234,8 +234,6 @@ class process_base {
     c.deferred.push_back(s);
   }
 
-  [[nodiscard]] bool mailbox_probably_empty() const noexcept { return mailbox_.probably_empty(); }
-
   // -- for the runtime -------------------------------------------------------
   // Layout (offsets for a 64-byte aligned object, vptr at 0): the first cache
   // line holds what senders touch (mailbox tail, state, refs) and cold
