@@ -49,3 +49,14 @@ class log_capture {
 };
 
 }  // namespace otpp_test
+
+#include <otpp/exit_reason.hpp>
+#include "catch.hpp"
+
+// Readable exit reasons in assertion failures.
+namespace Catch {
+template <>
+struct StringMaker<otpp::exit_reason> {
+  static std::string convert(const otpp::exit_reason& r) { return r.to_string(); }
+};
+}  // namespace Catch

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
@@ -155,7 +156,15 @@ class exit_error : public std::runtime_error {
 template <class T>
 class [[nodiscard]] result {
  public:
-  result(T v) : v_{std::in_place_index<0>, std::move(v)} {}  // NOLINT: implicit like expected
+  /// A value. (An exit_reason always converts to the error; to hold an
+  /// exit_reason as the value, as await_exit does, use std::in_place.)
+  template <class U = T>
+    requires(!std::is_same_v<std::remove_cvref_t<U>, exit_reason> && !std::is_same_v<std::remove_cvref_t<U>, result> &&
+             std::is_constructible_v<T, U &&>)
+  result(U&& v) : v_{std::in_place_index<0>, std::forward<U>(v)} {}  // NOLINT: implicit like expected
+  template <class... A>
+  explicit result(std::in_place_t, A&&... a) : v_{std::in_place_index<0>, std::forward<A>(a)...} {}
+  /// The error.
   result(exit_reason e) : v_{std::in_place_index<1>, std::move(e)} {}  // NOLINT
 
   [[nodiscard]] bool has_value() const noexcept { return v_.index() == 0; }

@@ -60,8 +60,6 @@ struct type_list {};
 
 /// The default call timeout, as in GenServer.call/2.
 inline constexpr std::chrono::milliseconds default_call_timeout{5000};
-/// Wait forever.
-inline constexpr std::chrono::steady_clock::duration infinity = std::chrono::steady_clock::duration::max();
 
 template <class Impl>
 class gen_server;
@@ -270,6 +268,9 @@ class process_of final : public process_base {
   }
 
   void destroy_state() noexcept override { impl().~Impl(); }
+
+  void dispatch_info(exit_signal& m) noexcept override { dispatch_system(m); }
+  void dispatch_info(down& m) noexcept override { dispatch_system(m); }
   [[nodiscard]] std::string_view type_name() const noexcept override { return detail::type_name<Impl>(); }
 
 
@@ -280,6 +281,26 @@ class process_of final : public process_base {
   bool dispatch_listed(untyped_node_base* u, type_list<T...>) {
     static_assert((handles_info<Impl, T> && ...), "every type in Impl::info_types needs a handle_info overload");
     return ((u->type == type_id<T> ? (impl().handle_info(std::move(*static_cast<T*>(u->value))), true) : false) || ...);
+  }
+
+  template <class T>
+  void dispatch_system(T& m) noexcept {
+    try {
+      if constexpr (handles_info<Impl, T>) {
+        impl().handle_info(std::move(m));
+      } else if constexpr (has_catch_all_info<Impl>) {
+        untyped_node_base view;
+        view.type = type_id<T>;
+        view.name = detail::type_name<T>();
+        view.value = &m;
+        impl().handle_info(message{&view});
+      } else {
+        detail::log_rt(log_level::warning, "otpp: process <0.{}.0> ({}) dropped an unexpected message of type {}", id(),
+                       type_name(), detail::type_name<T>());
+      }
+    } catch (...) {
+      crash(std::current_exception(), detail::type_name<T>(), "info");
+    }
   }
 
   static void deallocate(process_base* b) noexcept {
@@ -480,6 +501,12 @@ class gen_server {
     return {};
   }
 
+  /// Trap exit signals: they arrive as handle_info(const otpp::exit_signal&)
+  /// instead of killing this process (except `kill`). An exit signal from
+  /// the parent (the process that start_link-ed this one) makes it run
+  /// terminate and exit with that reason.
+  void trap_exit(bool on = true) noexcept { proc()->set_trap_exit(on); }
+
   /// init only: do not start; start returns exit_kind::ignore.
   static init_result ignore() { return init_result{init_result::kind::ignore, exit_reason::ignore()}; }
   /// init only: do not start; start returns `reason`; exits normally.
@@ -497,10 +524,40 @@ namespace detail {
 
 inline void process_base::hold_reply(message_node* n) { cold().held_replies.push_back(n); }
 
+// start_link: link the new process with the calling one before init runs,
+// both ways, and remember the caller as its parent. Owner-only on both sides:
+// the caller is running this code and the child is not published yet.
+inline void link_parent(process_base* parent, process_base* child) {
+  auto& pc = parent->cold_state();
+  auto& cc = child->cold_state();
+  pc.links.reserve(pc.links.size() + 1);
+  cc.links.reserve(1);
+  parent->add_ref();
+  cc.links.push_back(parent);
+  parent->add_ref();
+  cc.parent = parent;
+  child->add_ref();
+  pc.links.push_back(child);
+}
+
+// A failed start_link leaves no exit signal behind (OTP 26+): the link is
+// undone before the child exits; a caller that does not trap exits is then
+// killed by hand when init stopped or crashed (not for ignore/error).
+inline void unlink_parent(process_base* parent, process_base* child) noexcept {
+  if (process_cold* pc = parent->cold_if_any()) remove_link(*pc, child);
+  process_cold& cc = *child->cold_if_any();
+  remove_link(cc, parent);
+  if (cc.parent) {
+    cc.parent->release();
+    cc.parent = nullptr;
+  }
+}
+
 template <class Impl, class... Args>
-result<server<Impl>> start_in(runtime_core& rt, Args&&... args) {
+result<server<Impl>> start_in(runtime_core& rt, bool link, Args&&... args) {
   static_assert(std::is_base_of_v<gen_server<Impl>, Impl>, "a server type must derive from otpp::gen_server<itself>");
   if (rt.closed()) return exit_reason::shutdown("runtime stopped");
+  process_base* const parent = link ? tls.current : nullptr;
   auto* p = process_of<Impl>::allocate(&rt);
   {
     current_scope scope{p};
@@ -514,6 +571,7 @@ result<server<Impl>> start_in(runtime_core& rt, Args&&... args) {
   }
   rt.register_process(p);
   server<Impl> ref{pid_access::make(p)};
+  if (parent != nullptr) link_parent(parent, p);
   init_result res;
   {
     current_scope scope{p};
@@ -531,9 +589,13 @@ result<server<Impl>> start_in(runtime_core& rt, Args&&... args) {
     if (p->exit_requested()) {
       // init crashed or returned stop(r): exit with that reason, no terminate.
       p->suppress_terminate();
-      return p->finish_exit();
+      if (parent != nullptr) unlink_parent(parent, p);
+      exit_reason why = p->finish_exit();
+      if (parent != nullptr && !parent->traps_exits() && !why.is_normal()) parent->request_exit(why, false);
+      return why;
     }
     if (res.outcome() == init_result::kind::ignore || res.outcome() == init_result::kind::error) {
+      if (parent != nullptr) unlink_parent(parent, p);
       p->request_exit(exit_reason::normal(), false);
       p->finish_exit();
       return res.reason();
@@ -547,7 +609,7 @@ result<server<Impl>> start_in(runtime_core& rt, Args&&... args) {
 
 template <class Impl, class... Args>
 result<server<Impl>> runtime::start(Args&&... args) {
-  return detail::start_in<Impl>(*core_, std::forward<Args>(args)...);
+  return detail::start_in<Impl>(*core_, false, std::forward<Args>(args)...);
 }
 
 /// Starts a gen_server<Impl> constructed from `args`, runs its init() and
@@ -557,7 +619,19 @@ result<server<Impl>> runtime::start(Args&&... args) {
 /// holds the reason); it never aborts the caller.
 template <class Impl, class... Args>
 [[nodiscard]] result<server<Impl>> start(Args&&... args) {
-  return detail::start_in<Impl>(detail::current_core(), std::forward<Args>(args)...);
+  return detail::start_in<Impl>(detail::current_core(), false, std::forward<Args>(args)...);
+}
+
+/// Like start, and links the new process with the calling process before
+/// init runs; the caller becomes its parent (an exit signal from the parent
+/// makes a trapping child run terminate). If init stops or throws, start_link
+/// returns the reason and leaves no exit signal behind; a calling process
+/// that does not trap exits is then marked to exit with that reason when its
+/// current callback returns (OTP kills it). From a plain thread, start_link
+/// is start: a thread is never linked.
+template <class Impl, class... Args>
+[[nodiscard]] result<server<Impl>> start_link(Args&&... args) {
+  return detail::start_in<Impl>(detail::current_core(), true, std::forward<Args>(args)...);
 }
 
 // -- calling -------------------------------------------------------------------------
@@ -581,7 +655,7 @@ result<R> collect(reply_slot<R>* slot, std::uint32_t st) {
   if constexpr (std::is_void_v<R>) {
     if (st == reply_slot_base::ready) return {};
   } else {
-    if (st == reply_slot_base::ready) return result<R>{slot->take()};
+    if (st == reply_slot_base::ready) return result<R>{std::in_place, slot->take()};
   }
   if (st == reply_slot_base::failed) return slot->error();
   return exit_reason::timeout();
@@ -618,7 +692,7 @@ result<R> call_inline(process_of<Impl>* p, Req&& req) {
   if constexpr (std::is_void_v<R>) {
     return {};
   } else {
-    return result<R>{std::move(*value)};
+    return result<R>{std::in_place, std::move(*value)};
   }
 }
 

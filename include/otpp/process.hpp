@@ -1,6 +1,18 @@
 #pragma once
 // Processes as values: pid handles, untyped sends, and the current process.
 //
+// Links, monitors and exit signals follow Erlang (the table in the project's
+// OTP semantics notes, §3): a process that dies sends its reason to every
+// linked process; one that does not trap exits dies with it (unless it is
+// `normal`), one that traps receives handle_info(const otpp::exit_signal&);
+// `kill` sent with otpp::exit cannot be trapped and makes the target die with
+// `killed`. Signals are handled before the target's next queued message, but
+// a running handler is never interrupted: C++ cannot stop a thread, so a
+// process stuck in a handler dies when that handler returns.
+// Differences from Erlang: a plain thread (main, a test) is not a process; it
+// cannot be linked or killed, and it watches a process with await_exit
+// instead of monitor.
+//
 // A pid is a counted handle. It stays valid after the process dies (it then
 // answers alive() == false, sends to it are dropped and calls fail with
 // noproc), so holding a pid never dangles. Equality and ordering follow the
@@ -8,6 +20,8 @@
 //
 //   otpp::send(some_pid, tick{});   // delivered to handle_info, see gen_server.hpp
 
+#include <algorithm>
+#include <chrono>
 #include <compare>
 #include <cstdint>
 #include <functional>
@@ -129,6 +143,176 @@ void send(const pid& to, Msg&& msg) {
   if (p == nullptr) return;
   using T = std::remove_cvref_t<Msg>;
   p->enqueue(detail::make_node<detail::untyped_node<T>>(std::forward<Msg>(msg)));
+}
+
+/// Wait forever.
+inline constexpr std::chrono::steady_clock::duration infinity = std::chrono::steady_clock::duration::max();
+
+/// Names one monitor: returned by monitor(), carried by its down message.
+class monitor_ref {
+ public:
+  monitor_ref() noexcept = default;
+  monitor_ref(std::uint64_t id, pid target) noexcept : id_{id}, target_{std::move(target)} {}
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  [[nodiscard]] const pid& target() const noexcept { return target_; }
+  explicit operator bool() const noexcept { return id_ != 0; }
+  friend bool operator==(const monitor_ref& a, const monitor_ref& b) noexcept { return a.id_ == b.id_; }
+
+ private:
+  std::uint64_t id_ = 0;
+  pid target_;
+};
+
+/// A trapped exit signal, delivered to handle_info (Erlang's {'EXIT', From, Reason}).
+struct exit_signal {
+  pid from;  // empty when sent by a plain thread
+  exit_reason reason;
+};
+
+/// A monitored process went away (Erlang's {'DOWN', Ref, process, Pid, Reason}).
+/// Monitoring a process that is already gone gives reason noproc.
+struct down {
+  monitor_ref ref;
+  pid process;
+  exit_reason reason;
+};
+
+}  // namespace otpp
+
+#include "detail/links.hpp"
+
+namespace otpp {
+
+/// Links the calling process with `other`, both ways (idempotent). If `other`
+/// is already gone, the caller receives an exit signal `noproc`. Returns
+/// false outside a process (a plain thread cannot be linked).
+inline bool link(const pid& other) {
+  detail::process_base* me = detail::tls.current;
+  detail::process_base* o = detail::pid_access::get(other);
+  if (me == nullptr) return false;
+  if (o == nullptr) {
+    me->enqueue_signal(detail::make_node<detail::exit_signal_node>(nullptr, exit_reason::noproc(), false));
+    return true;
+  }
+  if (o == me) return true;
+  auto& c = me->cold_state();
+  if (std::find(c.links.begin(), c.links.end(), o) != c.links.end()) return true;
+  c.links.reserve(c.links.size() + 1);
+  auto* node = detail::make_node<detail::link_node>(me);
+  o->add_ref();
+  c.links.push_back(o);
+  o->enqueue_signal(node);
+  return true;
+}
+
+/// Removes the link between the calling process and `other`, if any. After
+/// it returns, no exit signal through that link reaches the caller.
+inline void unlink(const pid& other) {
+  detail::process_base* me = detail::tls.current;
+  detail::process_base* o = detail::pid_access::get(other);
+  if (me == nullptr || o == nullptr || o == me) return;
+  detail::process_cold* c = me->cold_if_any();
+  if (c == nullptr || !detail::remove_link(*c, o)) return;
+  o->enqueue_signal(detail::make_node<detail::unlink_node>(me));
+}
+
+/// Sends an exit signal with `reason` to `target` (Process.exit/2): `kill`
+/// cannot be trapped; `normal` is ignored by a process that does not trap
+/// exits (unless it is the caller itself). Never fails.
+inline void exit(const pid& target, exit_reason reason) {
+  detail::process_base* t = detail::pid_access::get(target);
+  if (t == nullptr) return;
+  t->enqueue_signal(detail::make_node<detail::exit_signal_node>(detail::tls.current, std::move(reason), false));
+}
+
+/// Monitors `target` from the calling process: when it exits (or at once, if
+/// it is already gone) the caller receives handle_info(const otpp::down&).
+/// Monitors stack: each call makes a new one. Outside a process, returns an
+/// empty ref (use await_exit).
+[[nodiscard]] inline monitor_ref monitor(const pid& target) {
+  detail::process_base* me = detail::tls.current;
+  if (me == nullptr) return {};
+  const std::uint64_t id = detail::next_monitor_ref.fetch_add(1, std::memory_order_relaxed);
+  auto& c = me->cold_state();
+  c.watching.push_back(id);
+  detail::process_base* t = detail::pid_access::get(target);
+  if (t == nullptr) {
+    me->enqueue(detail::make_node<detail::down_node>(id, pid{}, exit_reason::noproc()));
+  } else {
+    t->enqueue_signal(detail::make_node<detail::monitor_node>(id, me, nullptr));
+  }
+  return monitor_ref{id, target};
+}
+
+/// Removes a monitor of the calling process. A down message for it that is
+/// already queued is dropped too (Erlang's demonitor with flush). Returns
+/// whether the monitor was still active.
+inline bool demonitor(const monitor_ref& ref) {
+  detail::process_base* me = detail::tls.current;
+  if (me == nullptr || !ref) return false;
+  detail::process_cold* c = me->cold_if_any();
+  if (c == nullptr) return false;
+  auto it = std::find(c->watching.begin(), c->watching.end(), ref.id());
+  if (it == c->watching.end()) return false;
+  c->watching.erase(it);
+  if (detail::process_base* t = detail::pid_access::get(ref.target()))
+    t->enqueue_signal(detail::make_node<detail::demonitor_node>(ref.id()));
+  return true;
+}
+
+/// A plain thread's monitor: watches `target` from construction on, so a
+/// death that happens after construction is reported with its reason (a
+/// target already gone reports noproc). Waiting works from any thread.
+///
+///   otpp::exit_watch w{srv};
+///   otpp::exit(srv, otpp::exit_reason::kill());
+///   assert(w.wait()->kind() == otpp::exit_kind::killed);
+class exit_watch {
+ public:
+  explicit exit_watch(const pid& target) : target_{target} {
+    detail::process_base* t = detail::pid_access::get(target_);
+    if (t == nullptr) return;
+    slot_ = detail::reply_slot<exit_reason>::make();
+    id_ = detail::next_monitor_ref.fetch_add(1, std::memory_order_relaxed);
+    t->enqueue_signal(detail::make_node<detail::monitor_node>(id_, nullptr, slot_));
+  }
+  exit_watch(const exit_watch&) = delete;
+  exit_watch& operator=(const exit_watch&) = delete;
+  ~exit_watch() {
+    if (slot_ == nullptr) return;
+    if (!slot_->resolved())
+      detail::pid_access::get(target_)->enqueue_signal(detail::make_node<detail::demonitor_node>(id_));
+    slot_->release();
+  }
+
+  /// The target's exit reason once it has exited, or timeout. May be called
+  /// again after a timeout.
+  [[nodiscard]] result<exit_reason> wait(std::chrono::steady_clock::duration timeout = infinity) {
+    detail::process_base* t = detail::pid_access::get(target_);
+    if (t == nullptr) return exit_reason::noproc();
+    if (t == detail::tls.current) return exit_reason::calling_self();
+    if (!detail::await_resolution(slot_, detail::deadline_after(timeout), t)) return exit_reason::timeout();
+    if (!taken_) {
+      reason_ = slot_->take();
+      taken_ = true;
+    }
+    return result<exit_reason>{std::in_place, reason_};
+  }
+
+ private:
+  pid target_;
+  detail::reply_slot<exit_reason>* slot_ = nullptr;
+  std::uint64_t id_ = 0;
+  exit_reason reason_;
+  bool taken_ = false;
+};
+
+/// Waits until `target` exits and returns its exit reason (noproc if it is
+/// already gone), or fails with timeout. To catch a death you are about to
+/// cause, create an exit_watch first.
+inline result<exit_reason> await_exit(const pid& target, std::chrono::steady_clock::duration timeout = infinity) {
+  exit_watch w{target};
+  return w.wait(timeout);
 }
 
 }  // namespace otpp

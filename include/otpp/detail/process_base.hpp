@@ -24,6 +24,11 @@
 #include "platform.hpp"
 #include "reply_slot.hpp"
 
+namespace otpp {
+struct exit_signal;
+struct down;
+}  // namespace otpp
+
 namespace otpp::detail {
 
 class process_base;
@@ -98,6 +103,19 @@ struct process_cold {
   };
   std::vector<stop_waiter> stop_waiters;
   std::vector<message_node*> held_replies;  // sent after terminate (stop from handle_call)
+
+  // Links and monitors (see detail/links.hpp). Every pointer holds a reference.
+  std::vector<process_base*> links;
+  process_base* parent = nullptr;  // the process that start_link-ed us
+  struct monitor_entry {
+    std::uint64_t ref;
+    process_base* watcher;               // a process, or
+    reply_slot<exit_reason>* waiter;     // a plain thread in await_exit
+  };
+  std::vector<monitor_entry> monitors;   // who watches us
+  std::vector<std::uint64_t> watching;   // monitor refs we hold, not yet fired
+
+  ~process_cold();
 };
 
 class process_base {
@@ -110,6 +128,7 @@ class process_base {
   static constexpr std::uint32_t call_terminate = 2;
   static constexpr std::uint32_t has_continue = 4;
   static constexpr std::uint32_t has_cold = 8;
+  static constexpr std::uint32_t trapping = 16;
 
   explicit process_base(runtime_core* rt) noexcept : rt_{rt} {}
   process_base(const process_base&) = delete;
@@ -121,6 +140,9 @@ class process_base {
   virtual void run_terminate(exit_reason& reason) noexcept = 0;
   virtual void destroy_state() noexcept = 0;
   [[nodiscard]] virtual std::string_view type_name() const noexcept = 0;
+  /// handle_info for the runtime's own messages (trapped exits, monitors).
+  virtual void dispatch_info(exit_signal& m) noexcept = 0;
+  virtual void dispatch_info(down& m) noexcept = 0;
 
   // -- references ------------------------------------------------------------
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
@@ -138,6 +160,10 @@ class process_base {
   /// process's messages are discarded (calls fail with noproc). Returns false
   /// if the process was already known dead (the node is discarded).
   inline bool enqueue(message_node* n) noexcept;
+  /// Any thread. Delivers a system signal (link, exit, monitor...): handled
+  /// before the next message, not behind the queued ones. Never refused: a
+  /// dead process's signals are discarded, and their fn answers for it.
+  inline void enqueue_signal(message_node* n) noexcept;
 
   /// Any thread. Takes the run right of an idle process with an empty
   /// mailbox, to run a call inline. Pair with release_inline.
@@ -146,7 +172,7 @@ class process_base {
     if (s != 0) return false;
     // acquire: see everything the previous owner did with the process.
     if (!state_.compare_exchange_strong(s, scheduled, std::memory_order_acquire, std::memory_order_relaxed)) return false;
-    if (mailbox_.empty(head_)) return true;
+    if (mailbox_.empty(head_) && signals_.empty(sig_head_)) return true;
     // Messages are queued ahead of us: they must be handled first, so run the
     // process the normal way and let the caller enqueue behind them.
     schedule_owned();
@@ -183,6 +209,11 @@ class process_base {
     }
   }
   [[nodiscard]] bool exit_requested() const noexcept { return (local_ & exit_pending) != 0; }
+  void set_trap_exit(bool on) noexcept { local_ = on ? (local_ | trapping) : (local_ & ~trapping); }
+  [[nodiscard]] bool traps_exits() const noexcept { return (local_ & trapping) != 0; }
+  /// Owner only; the cold state, created on demand.
+  process_cold& cold_state() { return cold(); }
+  [[nodiscard]] process_cold* cold_if_any() noexcept { return (local_ & has_cold) ? cold_ : nullptr; }
   /// init failed: OTP does not call terminate then.
   void suppress_terminate() noexcept { local_ &= ~call_terminate; }
   /// Owner only: a reply to send once terminate has run.
@@ -195,7 +226,7 @@ class process_base {
       return;
     }
     state_.store(0, std::memory_order_seq_cst);
-    if (mailbox_.empty_after_release()) return;
+    if (queues_empty_after_release()) return;
     std::uint32_t expected = 0;
     if (state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) schedule_owned();
   }
@@ -255,6 +286,8 @@ class process_base {
   std::uint32_t local_ = 0;                         // 72
   process_cold* cold_ = nullptr;                    // 80
   void (*dealloc_)(process_base*) noexcept = nullptr;  // 88
+  mpsc_queue signals_;                              // 96: tail + stub, rarely written
+  mpsc_node* sig_head_ = signals_.consumer_head();  // 112
 
  public:
   inline void schedule_owned() noexcept;
@@ -277,6 +310,9 @@ class process_base {
     dealloc_(this);
   }
   inline void run_continuation() noexcept;
+  inline bool run_signals() noexcept;
+  inline void wake_after_push() noexcept;
+  inline bool queues_empty_after_release() const noexcept;
   inline void drain(const exit_reason& why) noexcept;
   inline void drain_dead() noexcept;
 };
@@ -290,6 +326,16 @@ inline bool process_base::enqueue(message_node* n) noexcept {
     return false;
   }
   mailbox_.push(n);
+  wake_after_push();
+  return true;
+}
+
+inline void process_base::enqueue_signal(message_node* n) noexcept {
+  signals_.push(n);
+  wake_after_push();
+}
+
+inline void process_base::wake_after_push() noexcept {
   // seq_cst: ordered after the push (Dekker pairing with run_turn's go-idle
   // store and re-check): either we see the owner gone idle, or it sees our node.
   std::uint32_t s = state_.load(std::memory_order_seq_cst);
@@ -300,20 +346,24 @@ inline bool process_base::enqueue(message_node* n) noexcept {
       } else {
         schedule_owned();
       }
-      break;
+      return;
     }
   }
-  return true;
+}
+
+inline bool process_base::queues_empty_after_release() const noexcept {
+  return mailbox_.empty_after_release() && signals_.empty_after_release();
 }
 
 inline void process_base::drain(const exit_reason& why) noexcept {
   for (;;) {
-    message_node* n = static_cast<message_node*>(mailbox_.pop(head_));
+    auto* n = static_cast<message_node*>(signals_.pop(sig_head_));
+    if (n == nullptr) n = static_cast<message_node*>(mailbox_.pop(head_));
     if (n) {
       n->fn(*this, n, msg_op::discard, &why);
       continue;
     }
-    if (mailbox_.empty(head_)) return;
+    if (mailbox_.empty(head_) && signals_.empty(sig_head_)) return;
     cpu_relax();  // a push is half done: its node will be linked in a moment
   }
 }
@@ -323,7 +373,7 @@ inline void process_base::drain_dead() noexcept {
   for (;;) {
     drain(noproc);
     state_.store(dead, std::memory_order_seq_cst);
-    if (mailbox_.empty_after_release()) return;
+    if (queues_empty_after_release()) return;
     std::uint32_t expected = dead;
     if (!state_.compare_exchange_strong(expected, dead | scheduled, std::memory_order_acq_rel)) return;
   }
@@ -336,11 +386,24 @@ inline void process_base::run_continuation() noexcept {
   n->fn(*this, n, msg_op::invoke, nullptr);
 }
 
+inline bool process_base::run_signals() noexcept {
+  bool any = false;
+  while (auto* n = static_cast<message_node*>(signals_.pop(sig_head_))) {
+    n->fn(*this, n, msg_op::invoke, nullptr);
+    any = true;
+  }
+  return any;
+}
+
 inline turn_result process_base::run_turn(unsigned budget) noexcept {
   current_scope scope{this};
   unsigned spins = 0;
   bool lingered = false;
   for (;;) {
+    // Signals first: an exit signal takes effect before any queued message.
+    // The check reads the signal stub on the consumer's own cache line.
+    if (sig_head_->next_.load(std::memory_order_acquire) != nullptr || sig_head_ != signals_.consumer_head())
+      run_signals();
     if (local_ & (has_continue | exit_pending)) {
       if (local_ & exit_pending) {
         finish_exit();
@@ -351,7 +414,7 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
     }
     message_node* n = static_cast<message_node*>(mailbox_.pop(head_));
     if (n == nullptr) {
-      if (!mailbox_.empty(head_)) {
+      if (!mailbox_.empty(head_) || !signals_.empty(sig_head_)) {
         // A producer is between its exchange and its link. Give it a moment,
         // then let others run rather than spin on a preempted thread.
         if (++spins < 128) {
@@ -373,10 +436,11 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
         }
         if (!mailbox_.empty(head_)) continue;
       }
-      // Go idle, then re-check (seq_cst pairs with enqueue's load). After the
-      // store we no longer own the mailbox, so the re-check reads only `tail`.
+      // Go idle, then re-check (seq_cst pairs with wake_after_push's load).
+      // After the store we no longer own the queues, so the re-check reads
+      // only their tails.
       state_.store(0, std::memory_order_seq_cst);
-      if (mailbox_.empty_after_release()) return turn_result::idle;
+      if (queues_empty_after_release()) return turn_result::idle;
       std::uint32_t expected = 0;
       if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return turn_result::idle;
       continue;

@@ -455,6 +455,9 @@ class runtime_core {
 
 // -- process_base members that need the runtime ------------------------------
 
+/// Sends exit signals to links and downs to monitors (defined in links.hpp).
+inline void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) noexcept;
+
 inline bool worker_has_nothing_else(const runtime_core* rt) noexcept {
   worker_slot* s = tls.slot;
   return s != nullptr && tls.rt == rt && !rt->others_waiting(*s);
@@ -478,7 +481,7 @@ inline void process_base::release_inline() noexcept {
     return;
   }
   state_.store(0, std::memory_order_seq_cst);
-  if (mailbox_.empty_after_release()) return;
+  if (queues_empty_after_release()) return;
   std::uint32_t expected = 0;
   if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return;
   if (run_turn(16) == turn_result::yielded) schedule_owned();
@@ -516,6 +519,7 @@ inline exit_reason process_base::exit_now(exit_reason reason, bool with_terminat
   destroy_state();
   state_.store(dead | scheduled, std::memory_order_seq_cst);
   drain(reason);
+  if (c) signal_exit(*this, *c, reason);
   if (c) {
     for (reply_slot_base* d : c->deferred) {
       d->fail(reason);
@@ -536,7 +540,7 @@ inline exit_reason process_base::exit_now(exit_reason reason, bool with_terminat
     c->stop_waiters.clear();
   }
   state_.store(dead, std::memory_order_seq_cst);
-  if (!mailbox_.empty_after_release()) {
+  if (!queues_empty_after_release()) {
     std::uint32_t expected = dead;
     if (state_.compare_exchange_strong(expected, dead | scheduled, std::memory_order_acq_rel)) drain_dead();
   }
@@ -615,6 +619,23 @@ inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadl
     }
   }
   return slot->wait_until(deadline);
+}
+
+/// Like await_reply, without giving the slot up at the deadline: returns
+/// whether it was resolved (exit_watch may wait again).
+inline bool await_resolution(reply_slot_base* slot, steady::time_point deadline, process_base* target) noexcept {
+  if (tls.slot != nullptr && tls.rt != nullptr) {
+    // A worker thread: the same spin, short sleeps and slot hand-off as a call.
+    if (slot->wait_for(std::min(deadline, steady::now() + std::chrono::microseconds(1000)))) return true;
+    if (tls.slot != nullptr && tls.rt->others_waiting(*tls.slot)) {
+      try {
+        tls.rt->hand_off_slot();
+      } catch (...) {
+      }
+    }
+  }
+  (void)target;
+  return slot->wait_for(deadline);
 }
 
 inline steady::time_point deadline_after(steady::duration d) noexcept {

@@ -1,0 +1,233 @@
+#pragma once
+// Links, monitors and exit signals: the signal messages and what a process
+// does when it receives one. Included at the end of process.hpp.
+//
+// Every operation is a signal to the other side, delivered through its signal
+// queue (handled before its next message). A signal to a dead process is
+// discarded, and its discard answers as Erlang does: a link to a dead process
+// yields an exit signal `noproc` (or the reason it died with while the link
+// was in flight); a monitor of a dead process yields a `down` with the same.
+
+#include <algorithm>
+
+#include "../process.hpp"
+
+namespace otpp::detail {
+
+inline process_cold::~process_cold() {
+  for (process_base* l : links) l->release();
+  if (parent) parent->release();
+  for (auto& m : monitors) {
+    if (m.watcher) m.watcher->release();
+    if (m.waiter) m.waiter->release();
+  }
+}
+
+inline bool remove_link(process_cold& c, process_base* other) noexcept {
+  auto it = std::find(c.links.begin(), c.links.end(), other);
+  if (it == c.links.end()) return false;
+  c.links.erase(it);
+  other->release();
+  return true;
+}
+
+/// A trapped exit, turned into a message at the end of the mailbox.
+struct exit_info_node final : message_node {
+  exit_info_node(pid f, exit_reason r) : value{std::move(f), std::move(r)} { fn = &handle; }
+  exit_signal value;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<exit_info_node*>(n);
+    if (op == msg_op::invoke) p.dispatch_info(self->value);
+    free_node(self);
+  }
+};
+
+/// An exit signal from `from` (empty for a plain thread), through a link or
+/// sent with otpp::exit.
+struct exit_signal_node final : message_node {
+  exit_signal_node(process_base* f, exit_reason r, bool link) : from{f}, reason{std::move(r)}, via_link{link} {
+    fn = &handle;
+    if (from) from->add_ref();
+  }
+  process_base* from;
+  exit_reason reason;
+  bool via_link;
+
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<exit_signal_node*>(n);
+    if (op == msg_op::invoke) receive(p, self->from, std::move(self->reason), self->via_link);
+    if (self->from) self->from->release();
+    free_node(self);
+  }
+
+  // The table of OTP_SEMANTICS §3, and §1.2 for the parent's signal.
+  static void receive(process_base& p, process_base* from, exit_reason reason, bool via_link) noexcept {
+    try {
+      process_cold* c = p.cold_if_any();
+      if (via_link) {
+        if (c == nullptr || !remove_link(*c, from)) return;  // unlinked meanwhile
+      }
+      if (!via_link && reason.kind() == exit_kind::kill) {
+        p.request_exit(exit_reason::killed(), false);  // untrappable
+        return;
+      }
+      if (p.traps_exits()) {
+        if (from != nullptr && c != nullptr && from == c->parent) {
+          p.request_exit(std::move(reason), true);  // the parent went: terminate runs
+          return;
+        }
+        p.enqueue(make_node<exit_info_node>(pid_access::make(from), std::move(reason)));
+        return;
+      }
+      if (reason.is_normal() && from != &p) return;
+      p.request_exit(std::move(reason), false);
+    } catch (...) {
+      p.request_exit(exit_reason::error("out of memory"), false);
+    }
+  }
+};
+
+struct link_node final : message_node {
+  explicit link_node(process_base* f) : from{f} {
+    fn = &handle;
+    from->add_ref();
+  }
+  process_base* from;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
+    auto* self = static_cast<link_node*>(n);
+    if (op == msg_op::invoke) {
+      try {
+        auto& c = p.cold_state();
+        if (std::find(c.links.begin(), c.links.end(), self->from) == c.links.end()) {
+          c.links.push_back(self->from);
+          self->from = nullptr;  // the reference moved into the link set
+        }
+      } catch (...) {
+      }
+    } else {
+      // Linked to a process that is gone: the linker hears why, as an exit
+      // signal through the link it already recorded.
+      self->from->enqueue_signal(make_node<exit_signal_node>(&p, *why, true));
+    }
+    if (self->from) self->from->release();
+    free_node(self);
+  }
+};
+
+struct unlink_node final : message_node {
+  explicit unlink_node(process_base* f) : from{f} {
+    fn = &handle;
+    from->add_ref();
+  }
+  process_base* from;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<unlink_node*>(n);
+    if (op == msg_op::invoke) {
+      if (process_cold* c = p.cold_if_any()) remove_link(*c, self->from);
+    }
+    self->from->release();
+    free_node(self);
+  }
+};
+
+/// A down message for a watcher process; dropped if the watcher has
+/// demonitored meanwhile (so demonitor also flushes).
+struct down_node final : message_node {
+  down_node(std::uint64_t ref, pid target, exit_reason r) : value{monitor_ref{ref, target}, target, std::move(r)} {
+    fn = &handle;
+  }
+  down value;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<down_node*>(n);
+    if (op == msg_op::invoke) {
+      if (process_cold* c = p.cold_if_any()) {
+        auto it = std::find(c->watching.begin(), c->watching.end(), self->value.ref.id());
+        if (it != c->watching.end()) {
+          c->watching.erase(it);
+          p.dispatch_info(self->value);
+        }
+      }
+    }
+    free_node(self);
+  }
+};
+
+inline void deliver_down(process_base& target, const process_cold::monitor_entry& m, const exit_reason& reason) noexcept {
+  try {
+    if (m.watcher) {
+      m.watcher->enqueue(make_node<down_node>(m.ref, pid_access::make(&target), reason));
+      m.watcher->release();
+    }
+    if (m.waiter) {
+      m.waiter->set_value(reason);
+      m.waiter->release();
+    }
+  } catch (...) {
+  }
+}
+
+struct monitor_node final : message_node {
+  // Takes a reference on the watcher; adopts the waiter slot's reply-side one.
+  monitor_node(std::uint64_t r, process_base* w, reply_slot<exit_reason>* s) : entry{r, w, s} {
+    fn = &handle;
+    if (w) w->add_ref();
+  }
+  process_cold::monitor_entry entry;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
+    auto* self = static_cast<monitor_node*>(n);
+    bool kept = false;
+    if (op == msg_op::invoke) {
+      try {
+        p.cold_state().monitors.push_back(self->entry);
+        kept = true;
+      } catch (...) {
+      }
+    }
+    if (!kept) deliver_down(p, self->entry, op == msg_op::invoke ? exit_reason::error("out of memory") : *why);
+    free_node(self);
+  }
+};
+
+struct demonitor_node final : message_node {
+  explicit demonitor_node(std::uint64_t r) : ref{r} { fn = &handle; }
+  std::uint64_t ref;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<demonitor_node*>(n);
+    if (op == msg_op::invoke) {
+      if (process_cold* c = p.cold_if_any()) {
+        auto it = std::find_if(c->monitors.begin(), c->monitors.end(), [&](auto& m) { return m.ref == self->ref; });
+        if (it != c->monitors.end()) {
+          if (it->watcher) it->watcher->release();
+          if (it->waiter) {
+            it->waiter->fail(exit_reason::timeout());
+            it->waiter->release();
+          }
+          c->monitors.erase(it);
+        }
+      }
+    }
+    free_node(self);
+  }
+};
+
+inline void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) noexcept {
+  for (process_base* l : c.links) {
+    try {
+      l->enqueue_signal(make_node<exit_signal_node>(&p, reason, true));
+    } catch (...) {
+    }
+    l->release();
+  }
+  c.links.clear();
+  if (c.parent) {
+    c.parent->release();
+    c.parent = nullptr;
+  }
+  for (auto& m : c.monitors) deliver_down(p, m, reason);
+  c.monitors.clear();
+  c.watching.clear();
+}
+
+inline std::atomic<std::uint64_t> next_monitor_ref{1};
+
+}  // namespace otpp::detail
