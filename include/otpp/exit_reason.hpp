@@ -63,12 +63,15 @@ class exit_reason {
   /// The reason of a process whose callback threw `e`.
   static exit_reason from_exception(std::exception_ptr e) {
     exit_reason r{exit_kind::exception, describe(e)};
-    r.payload_ = std::make_shared<payload>(payload{r.payload_->detail, std::move(e)});
+    r.payload_ = std::make_shared<payload>(payload{r.payload_->detail, std::move(e), nullptr});
     return r;
   }
-  /// Used by start when the name is taken; detail names the holder.
-  static exit_reason already_started(std::string holder) {
-    return exit_reason{exit_kind::already_started, std::move(holder)};
+  /// Used by start when the name is taken: detail names the holder, and
+  /// `holder` (see otpp::holder in process.hpp) is a handle to it.
+  static exit_reason already_started(std::string holder_text, std::shared_ptr<const void> holder = nullptr) {
+    exit_reason r{exit_kind::already_started};
+    r.payload_ = std::make_shared<payload>(payload{std::move(holder_text), nullptr, std::move(holder)});
+    return r;
   }
 
   [[nodiscard]] exit_kind kind() const noexcept { return kind_; }
@@ -78,6 +81,11 @@ class exit_reason {
   /// shutdown detail, custom text, or the exception's type and message.
   [[nodiscard]] std::string_view detail() const noexcept { return payload_ ? std::string_view{payload_->detail} : std::string_view{}; }
   [[nodiscard]] std::exception_ptr exception() const noexcept { return payload_ ? payload_->error : nullptr; }
+  /// Extra data some reasons carry (the holder of a taken name).
+  [[nodiscard]] const std::shared_ptr<const void>& related() const noexcept {
+    static const std::shared_ptr<const void> none;
+    return payload_ ? payload_->related : none;
+  }
 
   [[nodiscard]] std::string to_string() const {
     std::string s{kind_name(kind_)};
@@ -116,10 +124,12 @@ class exit_reason {
   struct payload {
     std::string detail;
     std::exception_ptr error;
+    std::shared_ptr<const void> related;
   };
 
   explicit exit_reason(exit_kind k) noexcept : kind_{k} {}
-  exit_reason(exit_kind k, std::string detail) : kind_{k}, payload_{std::make_shared<payload>(payload{std::move(detail), nullptr})} {}
+  exit_reason(exit_kind k, std::string detail)
+      : kind_{k}, payload_{std::make_shared<payload>(payload{std::move(detail), nullptr, nullptr})} {}
 
   static std::string describe(const std::exception_ptr& e) {
     try {

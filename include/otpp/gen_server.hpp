@@ -44,6 +44,7 @@
 #include <cstddef>
 #include <new>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -554,22 +555,41 @@ inline void unlink_parent(process_base* parent, process_base* child) noexcept {
 }
 
 template <class Impl, class... Args>
-result<server<Impl>> start_in(runtime_core& rt, bool link, Args&&... args) {
+result<server<Impl>> start_in(runtime_core& rt, bool link, std::string name, Args&&... args) {
   static_assert(std::is_base_of_v<gen_server<Impl>, Impl>, "a server type must derive from otpp::gen_server<itself>");
   if (rt.closed()) return exit_reason::shutdown("runtime stopped");
   process_base* const parent = link ? tls.current : nullptr;
   auto* p = process_of<Impl>::allocate(&rt);
+  rt.register_process(p);
+  if (!name.empty()) {
+    // Registered before the Impl exists: on a clash no user code runs.
+    if (process_base* holder = name_table::instance().add(name, p, type_id<Impl>)) {
+      auto held = std::make_shared<const pid>(pid_access::make(holder));
+      holder->release();
+      p->request_exit(exit_reason::normal(), false);
+      p->finish_exit();
+      std::string text = fmt::format("<0.{}.0>", held->id());
+      return exit_reason::already_started(std::move(text), std::move(held));
+    }
+    try {
+      p->cold_state().name = std::move(name);
+    } catch (...) {
+      name_table::instance().remove(name, p);
+      throw;
+    }
+  }
   {
     current_scope scope{p};
     try {
       ::new (p->impl_storage()) Impl(std::forward<Args>(args)...);
     } catch (...) {
       auto why = exit_reason::from_exception(std::current_exception());
-      p->release();  // never registered, never ran: just free it
+      p->request_exit(why, false);
+      p->finish_exit();  // releases the name; the Impl never existed
       return why;
     }
+    p->mark_constructed();
   }
-  rt.register_process(p);
   server<Impl> ref{pid_access::make(p)};
   if (parent != nullptr) link_parent(parent, p);
   init_result res;
@@ -607,19 +627,49 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, Args&&... args) {
 
 }  // namespace detail
 
+/// Registers the process under `value` (Erlang's local name), before init
+/// runs; released when it exits. Pass as the first argument of start:
+/// `otpp::start<cache>(otpp::name("cache"), args...)`.
+struct name_t {
+  std::string value;
+};
+[[nodiscard]] inline name_t name(std::string n) { return name_t{std::move(n)}; }
+/// Registers the process under its type's name (Elixir's `name: __MODULE__`):
+/// `otpp::start<cache>(otpp::named)`, then `otpp::call<cache>(req)`.
+struct named_t {};
+inline constexpr named_t named{};
+
+namespace detail {
+template <class Impl, class... Args>
+result<server<Impl>> start_with(runtime_core& rt, bool link, Args&&... args) {
+  return start_in<Impl>(rt, link, std::string{}, std::forward<Args>(args)...);
+}
+template <class Impl, class... Args>
+result<server<Impl>> start_with(runtime_core& rt, bool link, name_t n, Args&&... args) {
+  if (n.value.empty()) return exit_reason::error("empty process name");
+  return start_in<Impl>(rt, link, std::move(n.value), std::forward<Args>(args)...);
+}
+template <class Impl, class... Args>
+result<server<Impl>> start_with(runtime_core& rt, bool link, named_t, Args&&... args) {
+  return start_in<Impl>(rt, link, std::string{type_name<Impl>()}, std::forward<Args>(args)...);
+}
+}  // namespace detail
+
 template <class Impl, class... Args>
 result<server<Impl>> runtime::start(Args&&... args) {
-  return detail::start_in<Impl>(*core_, false, std::forward<Args>(args)...);
+  return detail::start_with<Impl>(*core_, false, std::forward<Args>(args)...);
 }
 
 /// Starts a gen_server<Impl> constructed from `args`, runs its init() and
 /// returns its handle once init has returned. The process joins the calling
 /// process's runtime, or the default one. A throwing constructor or init, or
 /// init returning ignore()/error(r)/stop(r), is a start error (the result
-/// holds the reason); it never aborts the caller.
+/// holds the reason); it never aborts the caller. With a name first
+/// (otpp::name("x") or otpp::named), a taken name fails with already_started
+/// (otpp::holder(reason) is the holder) and nothing of Impl runs.
 template <class Impl, class... Args>
 [[nodiscard]] result<server<Impl>> start(Args&&... args) {
-  return detail::start_in<Impl>(detail::current_core(), false, std::forward<Args>(args)...);
+  return detail::start_with<Impl>(detail::current_core(), false, std::forward<Args>(args)...);
 }
 
 /// Like start, and links the new process with the calling process before
@@ -631,7 +681,7 @@ template <class Impl, class... Args>
 /// is start: a thread is never linked.
 template <class Impl, class... Args>
 [[nodiscard]] result<server<Impl>> start_link(Args&&... args) {
-  return detail::start_in<Impl>(detail::current_core(), true, std::forward<Args>(args)...);
+  return detail::start_with<Impl>(detail::current_core(), true, std::forward<Args>(args)...);
 }
 
 // -- calling -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 #include "exit_reason.hpp"    // IWYU pragma: export
 #include "gen_server.hpp"     // IWYU pragma: export
+#include "registry.hpp"       // IWYU pragma: export
 #include "log.hpp"            // IWYU pragma: export
 #include "process.hpp"        // IWYU pragma: export
 #include "runtime.hpp"        // IWYU pragma: export

@@ -145,6 +145,13 @@ void send(const pid& to, Msg&& msg) {
   p->enqueue(detail::make_node<detail::untyped_node<T>>(std::forward<Msg>(msg)));
 }
 
+/// The process holding a name, from an already_started start error (empty
+/// for any other reason).
+[[nodiscard]] inline pid holder(const exit_reason& r) {
+  if (r.kind() != exit_kind::already_started || !r.related()) return {};
+  return *static_cast<const pid*>(r.related().get());
+}
+
 /// Wait forever.
 inline constexpr std::chrono::steady_clock::duration infinity = std::chrono::steady_clock::duration::max();
 
@@ -180,6 +187,7 @@ struct down {
 }  // namespace otpp
 
 #include "detail/links.hpp"
+#include "detail/name_table.hpp"
 
 namespace otpp {
 

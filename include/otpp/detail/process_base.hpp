@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -114,6 +115,7 @@ struct process_cold {
   };
   std::vector<monitor_entry> monitors;   // who watches us
   std::vector<std::uint64_t> watching;   // monitor refs we hold, not yet fired
+  std::string name;                      // registered name, if any
 
   ~process_cold();
 };
@@ -129,6 +131,7 @@ class process_base {
   static constexpr std::uint32_t has_continue = 4;
   static constexpr std::uint32_t has_cold = 8;
   static constexpr std::uint32_t trapping = 16;
+  static constexpr std::uint32_t constructed = 32;  // the Impl exists
 
   explicit process_base(runtime_core* rt) noexcept : rt_{rt} {}
   process_base(const process_base&) = delete;
@@ -209,6 +212,7 @@ class process_base {
     }
   }
   [[nodiscard]] bool exit_requested() const noexcept { return (local_ & exit_pending) != 0; }
+  void mark_constructed() noexcept { local_ |= constructed; }
   void set_trap_exit(bool on) noexcept { local_ = on ? (local_ | trapping) : (local_ & ~trapping); }
   [[nodiscard]] bool traps_exits() const noexcept { return (local_ & trapping) != 0; }
   /// Owner only; the cold state, created on demand.

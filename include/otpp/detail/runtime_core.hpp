@@ -455,6 +455,8 @@ class runtime_core {
 
 // -- process_base members that need the runtime ------------------------------
 
+/// Frees the process's registered name (defined in name_table.hpp).
+inline void release_name(process_base& p, process_cold& c) noexcept;
 /// Sends exit signals to links and downs to monitors (defined in links.hpp).
 inline void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) noexcept;
 
@@ -516,7 +518,11 @@ inline exit_reason process_base::exit_now(exit_reason reason, bool with_terminat
     local_ &= ~has_continue;
     n->fn(*this, n, msg_op::discard, &reason);
   }
-  destroy_state();
+  if (local_ & constructed) destroy_state();
+  local_ &= ~constructed;
+  // The name goes first, so whoever learns of the death (a supervisor about
+  // to restart the child under the same name) finds it free.
+  if (c) release_name(*this, *c);
   state_.store(dead | scheduled, std::memory_order_seq_cst);
   drain(reason);
   if (c) signal_exit(*this, *c, reason);
