@@ -181,3 +181,175 @@ TEST_CASE("by the time a monitor's down arrives, the name is free again") {
   CHECK(seen);
   otpp::stop(w);
 }
+
+// -- otpp::registry ------------------------------------------------------------------
+
+namespace {
+
+using str_registry = otpp::registry<std::string, int>;
+
+// Registers keys on request; a registry member.
+class member : public otpp::gen_server<member> {
+ public:
+  struct add {
+    std::string key;
+    int value;
+  };
+  struct remove {
+    std::string key;
+  };
+  struct add_many {
+    std::vector<std::string> keys;
+  };
+  struct news {
+    std::string text;
+  };
+  struct inbox {};
+  explicit member(str_registry reg) : reg_{std::move(reg)} {}
+  otpp::result<void> handle_call(add a) { return reg_.register_key(a.key, a.value); }
+  bool handle_call(remove r) { return reg_.unregister_key(r.key); }
+  std::size_t handle_call(add_many a) {
+    std::size_t ok = 0;
+    for (auto& k : a.keys) ok += reg_.register_key(k, 0).has_value() ? 1 : 0;
+    return ok;
+  }
+  void handle_cast(news n) { inbox_.push_back(n.text); }
+  std::vector<std::string> handle_call(inbox) { return inbox_; }
+
+ private:
+  str_registry reg_;
+  std::vector<std::string> inbox_;
+};
+
+class session : public otpp::gen_server<session> {
+ public:
+  struct who {};
+  explicit session(std::string user) : user_{std::move(user)} {}
+  std::string handle_call(who) { return user_; }
+
+ private:
+  std::string user_;
+};
+
+}  // namespace
+
+TEST_CASE("registry, unique keys: register, lookup, clash, unregister, owner death") {
+  str_registry reg{otpp::registry_keys::unique};
+  auto a = otpp::start<member>(reg).value();
+  auto b = otpp::start<member>(reg).value();
+  CHECK(otpp::call(a, member::add{"k", 1}).has_value());
+  auto clash = otpp::call(b, member::add{"k", 2});
+  REQUIRE_FALSE(clash);
+  CHECK(clash.error().kind() == otpp::exit_kind::already_started);
+  CHECK(otpp::holder(clash.error()) == a.pid());
+  auto found = reg.lookup("k");
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].first == a.pid());
+  CHECK(found[0].second == 1);
+  CHECK(reg.whereis("k") == a.pid());
+  CHECK(otpp::call(a, member::remove{"k"}));
+  CHECK_FALSE(otpp::call(a, member::remove{"k"}));
+  CHECK(reg.lookup("k").empty());
+  CHECK(otpp::call(b, member::add{"k", 2}).has_value());
+  otpp::exit_watch wb{b};
+  otpp::stop(b);
+  CHECK(wb.wait(10s));
+  CHECK(reg.lookup("k").empty());  // gone with its owner
+  CHECK(reg.count() == 0);
+  CHECK(reg.register_key("from a thread").error().kind() == otpp::exit_kind::noproc);
+  otpp::stop(a);
+}
+
+TEST_CASE("registry, duplicate keys: pub/sub dispatch to every subscriber") {
+  str_registry topics{otpp::registry_keys::duplicate};
+  std::vector<otpp::server<member>> subs;
+  for (int i = 0; i < 3; ++i) {
+    subs.push_back(otpp::start<member>(topics).value());
+    CHECK(otpp::call(subs.back(), member::add{"news", i}).has_value());
+  }
+  CHECK(topics.lookup("news").size() == 3);
+  topics.dispatch("news", [](const otpp::pid& p, int) {
+    otpp::cast(otpp::server<member>{p}, member::news{"hello"});
+  });
+  for (auto& s : subs) CHECK(otpp::call(s, member::inbox{}) == std::vector<std::string>{"hello"});
+  otpp::stop(subs[1]);
+  CHECK(topics.lookup("news").size() == 2);
+  for (auto& s : subs)
+    if (s.alive()) otpp::stop(s);
+  CHECK(topics.count() == 0);
+}
+
+TEST_CASE("registry as a name: start via a unique registry, found and called through it") {
+  otpp::registry<std::string> sessions{otpp::registry_keys::unique};
+  auto s = otpp::start<session>(otpp::via(sessions, std::string{"alice"}), "alice").value();
+  CHECK(sessions.whereis<session>("alice") == s);
+  CHECK_FALSE(sessions.whereis<member>("alice"));  // another type
+  CHECK(otpp::call(sessions.whereis<session>("alice"), session::who{}) == "alice");
+  auto twice = otpp::start<session>(otpp::via(sessions, std::string{"alice"}), "alice");
+  REQUIRE_FALSE(twice);
+  CHECK(otpp::holder(twice.error()) == s.pid());
+  otpp::stop(s);
+  CHECK_FALSE(sessions.whereis("alice"));
+  auto again = otpp::start<session>(otpp::via(sessions, std::string{"alice"}), "alice");
+  CHECK(again);
+  otpp::stop(*again);
+}
+
+TEST_CASE("registry stress: 8 threads registering, unregistering and looking up while owners die") {
+  constexpr int threads = 8;
+  constexpr int rounds = 25;
+  constexpr int keys_per_member = 500;  // 8 x 25 x 500 = 100k registrations
+  otpp_test::log_capture quiet;  // the killed members' crash reports
+  str_registry reg{otpp::registry_keys::unique};
+  std::vector<otpp::pid> dying;
+  otpp::runtime rt{{.workers = 2}};
+  std::mutex kept_mutex;
+  std::vector<std::pair<otpp::server<member>, std::vector<std::string>>> kept;
+  std::atomic<long> lookups{0};
+  std::atomic<long> failures{0};  // Catch2 assertions are not thread-safe: count, check after
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      for (int r = 0; r < rounds; ++r) {
+        std::vector<std::string> keys;
+        for (int k = 0; k < keys_per_member; ++k) keys.push_back(fmt::format("{}-{}-{}", t, r, k));
+        auto m = rt.start<member>(reg).value();
+        if (otpp::call(m, member::add_many{keys}) != keys.size()) failures.fetch_add(1);
+        for (int k = 0; k < keys_per_member; k += 50) {
+          if (reg.whereis(keys[k]) == m.pid()) lookups.fetch_add(1);
+        }
+        // Drop every other key, then either let the member die or keep it.
+        std::vector<std::string> left;
+        for (int k = 0; k < keys_per_member; ++k) {
+          if (k % 2 == 0) {
+            if (!otpp::call(m, member::remove{keys[k]})) failures.fetch_add(1);
+          } else {
+            left.push_back(keys[k]);
+          }
+        }
+        if (r % 3 == 0) {
+          std::lock_guard lock{kept_mutex};
+          kept.emplace_back(m, std::move(left));
+        } else {
+          otpp::exit(m, r % 2 ? otpp::exit_reason::kill() : otpp::exit_reason::error("die"));
+          std::lock_guard lock{kept_mutex};
+          dying.push_back(m);
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  CHECK(failures.load() == 0);
+  CHECK(lookups.load() == threads * rounds * (keys_per_member / 50));
+  // Dying members' entries vanish; wait for every non-kept member to be gone.
+  std::size_t expected = 0;
+  for (auto& [m, keys] : kept) {
+    expected += keys.size();
+    for (auto& k : keys) CHECK(reg.whereis(k) == m.pid());
+  }
+  // A process's registry entries are gone before anyone can see it dead.
+  for (auto& p : dying) CHECK(otpp::await_exit(p, 30s).has_value());
+  CHECK(reg.count() == expected);
+  rt.shutdown();
+  CHECK(reg.count() == 0);
+}

@@ -273,6 +273,7 @@ class process_of final : public process_base {
   void dispatch_info(exit_signal& m) noexcept override { dispatch_system(m); }
   void dispatch_info(down& m) noexcept override { dispatch_system(m); }
   [[nodiscard]] std::string_view type_name() const noexcept override { return detail::type_name<Impl>(); }
+  [[nodiscard]] const void* impl_type() const noexcept override { return type_id<Impl>; }
 
 
  private:
@@ -554,20 +555,20 @@ inline void unlink_parent(process_base* parent, process_base* child) noexcept {
   }
 }
 
-template <class Impl, class... Args>
-result<server<Impl>> start_in(runtime_core& rt, bool link, std::string name, Args&&... args) {
-  static_assert(std::is_base_of_v<gen_server<Impl>, Impl>, "a server type must derive from otpp::gen_server<itself>");
-  if (rt.closed()) return exit_reason::shutdown("runtime stopped");
-  process_base* const parent = link ? tls.current : nullptr;
-  auto* p = process_of<Impl>::allocate(&rt);
-  rt.register_process(p);
-  if (!name.empty()) {
-    // Registered before the Impl exists: on a clash no user code runs.
-    if (process_base* holder = name_table::instance().add(name, p, type_id<Impl>)) {
+/// No name: registration always succeeds.
+struct no_registration {
+  std::optional<exit_reason> operator()(process_base*) const noexcept { return std::nullopt; }
+};
+
+/// A local name (otpp::name, otpp::named).
+struct local_registration {
+  std::string name;
+  const void* type;
+  std::optional<exit_reason> operator()(process_base* p) {
+    if (name.empty()) return exit_reason::error("empty process name");
+    if (process_base* holder = name_table::instance().add(name, p, type)) {
       auto held = std::make_shared<const pid>(pid_access::make(holder));
       holder->release();
-      p->request_exit(exit_reason::normal(), false);
-      p->finish_exit();
       std::string text = fmt::format("<0.{}.0>", held->id());
       return exit_reason::already_started(std::move(text), std::move(held));
     }
@@ -577,6 +578,28 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, std::string name, Arg
       name_table::instance().remove(name, p);
       throw;
     }
+    return std::nullopt;
+  }
+};
+
+template <class Impl, class Registrar, class... Args>
+result<server<Impl>> start_in(runtime_core& rt, bool link, Registrar&& registrar, Args&&... args) {
+  static_assert(std::is_base_of_v<gen_server<Impl>, Impl>, "a server type must derive from otpp::gen_server<itself>");
+  if (rt.closed()) return exit_reason::shutdown("runtime stopped");
+  process_base* const parent = link ? tls.current : nullptr;
+  auto* p = process_of<Impl>::allocate(&rt);
+  rt.register_process(p);
+  // The name is registered before the Impl exists: on a clash no user code runs.
+  std::optional<exit_reason> refused;
+  try {
+    refused = registrar(p);
+  } catch (...) {
+    refused = exit_reason::from_exception(std::current_exception());
+  }
+  if (refused) {
+    p->request_exit(exit_reason::normal(), false);
+    p->finish_exit();
+    return std::move(*refused);
   }
   {
     current_scope scope{p};
@@ -642,16 +665,24 @@ inline constexpr named_t named{};
 namespace detail {
 template <class Impl, class... Args>
 result<server<Impl>> start_with(runtime_core& rt, bool link, Args&&... args) {
-  return start_in<Impl>(rt, link, std::string{}, std::forward<Args>(args)...);
+  return start_in<Impl>(rt, link, no_registration{}, std::forward<Args>(args)...);
 }
 template <class Impl, class... Args>
 result<server<Impl>> start_with(runtime_core& rt, bool link, name_t n, Args&&... args) {
-  if (n.value.empty()) return exit_reason::error("empty process name");
-  return start_in<Impl>(rt, link, std::move(n.value), std::forward<Args>(args)...);
+  return start_in<Impl>(rt, link, local_registration{std::move(n.value), type_id<Impl>}, std::forward<Args>(args)...);
 }
 template <class Impl, class... Args>
 result<server<Impl>> start_with(runtime_core& rt, bool link, named_t, Args&&... args) {
-  return start_in<Impl>(rt, link, std::string{type_name<Impl>()}, std::forward<Args>(args)...);
+  return start_in<Impl>(rt, link, local_registration{std::string{type_name<Impl>()}, type_id<Impl>},
+                        std::forward<Args>(args)...);
+}
+/// Anything with `register_for(process_base*)` names a process through a
+/// registry of its own (otpp::via).
+template <class Impl, class Via, class... Args>
+  requires requires(Via& v, process_base* p) { v.register_for(p); }
+result<server<Impl>> start_with(runtime_core& rt, bool link, Via v, Args&&... args) {
+  return start_in<Impl>(
+      rt, link, [&v](process_base* p) { return v.register_for(p); }, std::forward<Args>(args)...);
 }
 }  // namespace detail
 

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -90,6 +91,16 @@ enum class turn_result : std::uint8_t { idle, yielded, dead };
 /// True on a worker of `rt` whose queues are empty (defined with the runtime).
 inline bool worker_has_nothing_else(const runtime_core* rt) noexcept;
 
+/// Something to tidy when a process exits (a registry's entries for it).
+/// Runs on the exiting process's thread, owner of its state.
+class exit_hook {
+ public:
+  virtual ~exit_hook() = default;
+  virtual void on_exit(process_base& p) noexcept = 0;
+  /// Identifies the registry the hook belongs to.
+  [[nodiscard]] virtual const void* owner_tag() const noexcept = 0;
+};
+
 /// Rarely used state, allocated on first need so an idle process stays small.
 struct process_cold {
   exit_reason exit;
@@ -116,6 +127,7 @@ struct process_cold {
   std::vector<monitor_entry> monitors;   // who watches us
   std::vector<std::uint64_t> watching;   // monitor refs we hold, not yet fired
   std::string name;                      // registered name, if any
+  std::vector<std::shared_ptr<exit_hook>> exit_hooks;  // registries we are in
 
   ~process_cold();
 };
@@ -143,6 +155,9 @@ class process_base {
   virtual void run_terminate(exit_reason& reason) noexcept = 0;
   virtual void destroy_state() noexcept = 0;
   [[nodiscard]] virtual std::string_view type_name() const noexcept = 0;
+  /// type_id of the server's Impl: lets an untyped lookup be checked before
+  /// it becomes a server<Impl>.
+  [[nodiscard]] virtual const void* impl_type() const noexcept = 0;
   /// handle_info for the runtime's own messages (trapped exits, monitors).
   virtual void dispatch_info(exit_signal& m) noexcept = 0;
   virtual void dispatch_info(down& m) noexcept = 0;

@@ -522,7 +522,11 @@ inline exit_reason process_base::exit_now(exit_reason reason, bool with_terminat
   local_ &= ~constructed;
   // The name goes first, so whoever learns of the death (a supervisor about
   // to restart the child under the same name) finds it free.
-  if (c) release_name(*this, *c);
+  if (c) {
+    release_name(*this, *c);
+    for (auto& h : c->exit_hooks) h->on_exit(*this);
+    c->exit_hooks.clear();
+  }
   state_.store(dead | scheduled, std::memory_order_seq_cst);
   drain(reason);
   if (c) signal_exit(*this, *c, reason);
