@@ -761,6 +761,7 @@ result<R> call_inline(process_of<Impl>* p, Req&& req) {
     } catch (...) {
       p->crash(std::current_exception(), type_name<std::remove_cvref_t<Req>>(), "call");
     }
+    p->note_handled();
     if (p->exit_requested()) {
       p->add_ref();  // keep the memory while we read the outcome
       exit_reason final = p->finish_exit();

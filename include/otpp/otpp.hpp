@@ -7,3 +7,4 @@
 #include "log.hpp"            // IWYU pragma: export
 #include "process.hpp"        // IWYU pragma: export
 #include "runtime.hpp"        // IWYU pragma: export
+#include "sys.hpp"            // IWYU pragma: export

@@ -127,6 +127,7 @@ struct process_cold {
   std::vector<monitor_entry> monitors;   // who watches us
   std::vector<std::uint64_t> watching;   // monitor refs we hold, not yet fired
   std::string name;                      // registered name, if any
+  std::uint64_t handled_high = 0;        // messages handled, bits 32 and up
   std::vector<std::shared_ptr<exit_hook>> exit_hooks;  // registries we are in
 
   ~process_cold();
@@ -233,6 +234,22 @@ class process_base {
   /// Owner only; the cold state, created on demand.
   process_cold& cold_state() { return cold(); }
   [[nodiscard]] process_cold* cold_if_any() noexcept { return (local_ & has_cold) ? cold_ : nullptr; }
+
+  // -- introspection (owner only) --------------------------------------------
+  void note_handled() {
+    if (++handled_ == 0) ++cold().handled_high;
+  }
+  [[nodiscard]] std::uint64_t messages_handled() noexcept {
+    process_cold* c = cold_if_any();
+    return (c ? c->handled_high << 32 : 0) | handled_;
+  }
+  /// Walks the queue: nodes between head and tail belong to the owner.
+  [[nodiscard]] std::size_t mailbox_length() noexcept {
+    std::size_t n = 0;
+    for (mpsc_node* x = head_; x != nullptr; x = x->next_.load(std::memory_order_acquire))
+      if (x != mailbox_.consumer_head()) ++n;
+    return n;
+  }
   /// init failed: OTP does not call terminate then.
   void suppress_terminate() noexcept { local_ &= ~call_terminate; }
   /// Owner only: a reply to send once terminate has run.
@@ -303,6 +320,7 @@ class process_base {
  private:
   mpsc_node* head_ = mailbox_.consumer_head();      // 64: consumer's cursor
   std::uint32_t local_ = 0;                         // 72
+  std::uint32_t handled_ = 0;                       // 76: messages handled, low bits
   process_cold* cold_ = nullptr;                    // 80
   void (*dealloc_)(process_base*) noexcept = nullptr;  // 88
   mpsc_queue signals_;                              // 96: tail + stub, rarely written
@@ -465,6 +483,7 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
       continue;
     }
     n->fn(*this, n, msg_op::invoke, nullptr);
+    note_handled();
     lingered = false;
     if (budget > 1) {
       --budget;

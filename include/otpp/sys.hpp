@@ -1,0 +1,195 @@
+#pragma once
+// Introspection, like Erlang's sys and erlang:process_info: read or replace a
+// server's state, count what it handled, list live processes.
+//
+// Everything that reads a process's own data runs on that process (a system
+// request handled between its messages, or inline when it is idle), so it
+// sees a consistent state and never races the process. A visitor or mutator
+// that throws fails the request with the exception and leaves the process
+// running, its state as the function left it.
+//
+//   auto n = otpp::sys::get_state(counter, [](const counter_impl& c) { return c.value(); });
+//   otpp::sys::replace_state(counter, [](counter_impl& c) { c.reset(); });
+
+#include <chrono>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "gen_server.hpp"
+#include "process.hpp"
+#include "runtime.hpp"
+
+namespace otpp::sys {
+
+/// What process_info reports (erlang:process_info/1, the useful part).
+struct process_info {
+  otpp::pid pid;
+  std::string name;                // registered name, or empty
+  std::string type;                // the server's Impl type
+  std::size_t mailbox_length = 0;  // messages waiting
+  std::uint64_t messages_handled = 0;
+  std::vector<otpp::pid> links;
+  std::size_t monitored_by = 0;    // monitors others hold on it
+  std::size_t monitoring = 0;      // monitors it holds
+  bool trap_exit = false;
+};
+
+struct statistics_t {
+  std::uint64_t messages_handled = 0;
+  std::size_t mailbox_length = 0;
+};
+
+namespace detail {
+
+using otpp::detail::msg_op;
+using otpp::detail::process_base;
+
+template <class R, class F>
+struct exec_node final : otpp::detail::message_node {
+  exec_node(F f, otpp::detail::reply_slot<R>* s) : fn_{std::move(f)}, slot{s} { fn = &handle; }
+  F fn_;
+  otpp::detail::reply_slot<R>* slot;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
+    auto* self = static_cast<exec_node*>(n);
+    if (op == msg_op::invoke) {
+      try {
+        if constexpr (std::is_void_v<R>) {
+          self->fn_(p);
+          self->slot->set_value();
+        } else {
+          self->slot->set_value(self->fn_(p));
+        }
+      } catch (...) {
+        self->slot->fail(exit_reason::from_exception(std::current_exception()));
+      }
+    } else {
+      self->slot->fail(*why);
+    }
+    self->slot->release();
+    otpp::detail::free_node(self);
+  }
+};
+
+/// Runs f(process_base&) on the process: inline if it is idle, else as a
+/// system request in its mailbox.
+template <class F>
+auto run_on(const pid& target, F f, std::chrono::steady_clock::duration timeout)
+    -> result<std::invoke_result_t<F&, process_base&>> {
+  using R = std::invoke_result_t<F&, process_base&>;
+  process_base* p = otpp::detail::pid_access::get(target);
+  if (p == nullptr) return exit_reason::noproc();
+  if (p == otpp::detail::tls.current) {
+    // Asking about oneself: run it right here.
+    try {
+      if constexpr (std::is_void_v<R>) {
+        f(*p);
+        return {};
+      } else {
+        return result<R>{std::in_place, f(*p)};
+      }
+    } catch (...) {
+      return exit_reason::from_exception(std::current_exception());
+    }
+  }
+  if (p->try_claim()) {
+    result<R> out = exit_reason::noproc();
+    {
+      otpp::detail::current_scope scope{p};
+      try {
+        if constexpr (std::is_void_v<R>) {
+          f(*p);
+          out = result<R>{};
+        } else {
+          out = result<R>{std::in_place, f(*p)};
+        }
+      } catch (...) {
+        out = exit_reason::from_exception(std::current_exception());
+      }
+      p->release_inline();
+    }
+    return out;
+  }
+  if (!p->alive()) return exit_reason::noproc();
+  auto* slot = otpp::detail::reply_slot<R>::make();
+  p->enqueue(otpp::detail::make_node<exec_node<R, F>>(std::move(f), slot));
+  auto st = otpp::detail::await_reply(slot, otpp::detail::deadline_after(timeout), p);
+  auto out = otpp::detail::collect<R>(slot, st);
+  slot->release();
+  return out;
+}
+
+template <class Impl>
+Impl& impl(process_base& p) {
+  return static_cast<otpp::detail::process_of<Impl>&>(p).impl();
+}
+
+}  // namespace detail
+
+/// Runs `visit(const Impl&)` on the server and returns its result.
+template <class Impl, class F>
+[[nodiscard]] auto get_state(const server<Impl>& s, F visit, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  return detail::run_on(
+      s.pid(), [v = std::move(visit)](detail::process_base& p) mutable { return v(std::as_const(detail::impl<Impl>(p))); },
+      timeout);
+}
+
+/// A copy of the server's state.
+template <class Impl>
+  requires std::is_copy_constructible_v<Impl>
+[[nodiscard]] result<Impl> get_state(const server<Impl>& s, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  return get_state(s, [](const Impl& i) { return i; }, timeout);
+}
+
+/// Runs `mutate(Impl&)` on the server (sys:replace_state).
+template <class Impl, class F>
+result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  return detail::run_on(
+      s.pid(), [m = std::move(mutate)](detail::process_base& p) mutable { m(detail::impl<Impl>(p)); }, timeout);
+}
+
+/// Messages handled so far and messages waiting.
+[[nodiscard]] inline result<statistics_t> statistics(const pid& p, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  return detail::run_on(
+      p, [](detail::process_base& proc) { return statistics_t{proc.messages_handled(), proc.mailbox_length()}; }, timeout);
+}
+
+/// Name, type, mailbox, links, monitors and trap_exit of a live process.
+[[nodiscard]] inline result<process_info> info(const pid& p, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  return detail::run_on(
+      p,
+      [](detail::process_base& proc) {
+        process_info i;
+        i.pid = otpp::detail::pid_access::make(&proc);
+        i.type = std::string{proc.type_name()};
+        i.mailbox_length = proc.mailbox_length();
+        i.messages_handled = proc.messages_handled();
+        i.trap_exit = proc.traps_exits();
+        if (auto* c = proc.cold_if_any()) {
+          i.name = c->name;
+          for (auto* l : c->links) i.links.push_back(otpp::detail::pid_access::make(l));
+          i.monitored_by = c->monitors.size();
+          i.monitoring = c->watching.size();
+        }
+        return i;
+      },
+      timeout);
+}
+
+/// Every live process of `rt`, oldest first.
+[[nodiscard]] inline std::vector<pid> processes(runtime& rt) {
+  auto procs = otpp::detail::runtime_access::core(rt).live_processes();
+  std::vector<pid> out;
+  out.reserve(procs.size());
+  for (auto* p : procs) {
+    out.push_back(otpp::detail::pid_access::make(p));
+    p->release();
+  }
+  return out;
+}
+
+/// Every live process of the default runtime.
+[[nodiscard]] inline std::vector<pid> processes() { return processes(default_runtime()); }
+
+}  // namespace otpp::sys
