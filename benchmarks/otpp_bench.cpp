@@ -13,6 +13,9 @@
 //   bytes_per_server    RSS growth per idle server
 //   stop_1m             stop those 1M servers, one by one
 //   idle_cpu            CPU used by an idle runtime with 1,000 live servers
+//   monitor_ns          a process monitors and demonitors another, per pair
+//   whereis_ns          look a registered name up, from a plain thread
+//   call_by_name_ns     call a named server by name (compare call_external)
 
 #include <algorithm>
 #include <atomic>
@@ -235,6 +238,50 @@ void spawn_stop(otpp::runtime& rt, bool want_spawn, bool want_bytes, bool want_s
   if (want_stop) figure("stop_1m", stop_s * (1'000'000.0 / n), "s");
 }
 
+class watcher : public otpp::gen_server<watcher> {
+ public:
+  struct run {
+    otpp::pid target;
+    int n;
+  };
+  double handle_call(run r) {
+    auto t0 = clk::now();
+    for (int i = 0; i < r.n; ++i) {
+      auto ref = otpp::monitor(r.target);
+      (void)otpp::demonitor(ref);
+    }
+    return seconds_since(t0);
+  }
+};
+
+void names(otpp::runtime& rt, bool want_monitor, bool want_whereis, bool want_call) {
+  const int n = 1'000'000 / static_cast<int>(scale);
+  auto c = rt.start<counter>(otpp::name("bench.counter")).value();
+  if (want_monitor) {
+    auto w = rt.start<watcher>().value();
+    (void)otpp::call(w, watcher::run{c, 1000});
+    double dt = otpp::call(w, watcher::run{c, n}, std::chrono::seconds(60));
+    figure("monitor_ns", dt * 1e9 / n, "ns");
+    otpp::stop(w);
+  }
+  if (want_whereis) {
+    std::uint64_t found = 0;
+    auto t0 = clk::now();
+    for (int i = 0; i < n; ++i) found += otpp::whereis("bench.counter").id() != 0;
+    double dt = seconds_since(t0);
+    if (found != static_cast<std::uint64_t>(n)) std::printf("# whereis: missed\n");
+    figure("whereis_ns", dt * 1e9 / n, "ns");
+  }
+  if (want_call) {
+    for (int i = 0; i < 1000; ++i) (void)otpp::call<counter>("bench.counter", counter::increment{});
+    auto t0 = clk::now();
+    for (int i = 0; i < n; ++i) (void)otpp::call<counter>("bench.counter", counter::increment{});
+    double dt = seconds_since(t0);
+    figure("call_by_name_ns", dt * 1e9 / n, "ns");
+  }
+  otpp::stop(c);
+}
+
 double cpu_seconds() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -277,6 +324,8 @@ int main(int argc, char** argv) {
   if (want("call_concurrent_64")) call_concurrent(rt);
   if (want("ring_1000")) ring(rt);
   if (want("idle_cpu")) idle_cpu(rt);
+  if (want("monitor_ns") || want("whereis_ns") || want("call_by_name_ns"))
+    names(rt, want("monitor_ns"), want("whereis_ns"), want("call_by_name_ns"));
   if (want("spawn_1m") || want("bytes_per_server") || want("stop_1m"))
     spawn_stop(rt, want("spawn_1m"), want("bytes_per_server"), want("stop_1m"));
   return 0;
