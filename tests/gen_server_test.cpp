@@ -38,19 +38,7 @@ class counter : public otpp::gen_server<counter> {
   int value_;
 };
 
-// Records what happens to it in a log shared with the test.
-struct journal {
-  std::mutex mutex;
-  std::vector<std::string> events;
-  void add(std::string e) {
-    std::lock_guard lock{mutex};
-    events.push_back(std::move(e));
-  }
-  std::vector<std::string> get() {
-    std::lock_guard lock{mutex};
-    return events;
-  }
-};
+using otpp_test::journal;
 
 class recorder : public otpp::gen_server<recorder> {
  public:

@@ -17,22 +17,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct journal {
-  std::mutex mutex;
-  std::vector<std::string> events;
-  void add(std::string e) {
-    std::lock_guard lock{mutex};
-    events.push_back(std::move(e));
-  }
-  std::vector<std::string> get() {
-    std::lock_guard lock{mutex};
-    return events;
-  }
-  bool has(const std::string& e) {
-    std::lock_guard lock{mutex};
-    return std::find(events.begin(), events.end(), e) != events.end();
-  }
-};
+using otpp_test::journal;
 
 // A process that does what the test asks and writes down what happens to it.
 class probe : public otpp::gen_server<probe> {

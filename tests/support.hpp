@@ -9,6 +9,26 @@
 
 namespace otpp_test {
 
+/// What processes did, written from their threads, read by the test.
+struct journal {
+  std::mutex mutex;
+  std::vector<std::string> events;
+  void add(std::string e) {
+    std::lock_guard lock{mutex};
+    events.push_back(std::move(e));
+  }
+  std::vector<std::string> get() {
+    std::lock_guard lock{mutex};
+    return events;
+  }
+  bool has(const std::string& e) {
+    std::lock_guard lock{mutex};
+    for (auto& x : events)
+      if (x == e) return true;
+    return false;
+  }
+};
+
 /// Captures log lines for the life of the object (restores the default after).
 class log_capture {
  public:
