@@ -62,8 +62,8 @@ class exit_reason {
   static exit_reason error(std::string what) { return exit_reason{exit_kind::custom, std::move(what)}; }
   /// The reason of a process whose callback threw `e`.
   static exit_reason from_exception(std::exception_ptr e) {
-    exit_reason r{exit_kind::exception, describe(e)};
-    r.payload_ = std::make_shared<payload>(payload{r.payload_->detail, std::move(e), nullptr});
+    exit_reason r{exit_kind::exception};
+    r.payload_ = std::make_shared<payload>(payload{describe(e), std::move(e), nullptr});
     return r;
   }
   /// Used by start when the name is taken: detail names the holder, and

@@ -249,8 +249,7 @@ class process_of final : public process_base {
         if constexpr (has_catch_all_info<Impl>) {
           impl().handle_info(message{u});
         } else {
-          detail::log_rt(log_level::warning, "otpp: process <0.{}.0> ({}) dropped an unexpected message of type {}", id(),
-              type_name(), u->name);
+          log_dropped(u->name);
         }
       }
     } catch (...) {
@@ -285,6 +284,12 @@ class process_of final : public process_base {
     return ((u->type == type_id<T> ? (impl().handle_info(std::move(*static_cast<T*>(u->value))), true) : false) || ...);
   }
 
+  // Erlang's default handle_info: log and drop what nothing handles.
+  void log_dropped(std::string_view message_type) const noexcept {
+    detail::log_rt(log_level::warning, "otpp: process <0.{}.0> ({}) dropped an unexpected message of type {}", id(),
+                   type_name(), message_type);
+  }
+
   template <class T>
   void dispatch_system(T& m) noexcept {
     try {
@@ -297,8 +302,7 @@ class process_of final : public process_base {
         view.value = &m;
         impl().handle_info(message{&view});
       } else {
-        detail::log_rt(log_level::warning, "otpp: process <0.{}.0> ({}) dropped an unexpected message of type {}", id(),
-                       type_name(), detail::type_name<T>());
+        log_dropped(detail::type_name<T>());
       }
     } catch (...) {
       crash(std::current_exception(), detail::type_name<T>(), "info");
@@ -567,10 +571,9 @@ struct local_registration {
   std::optional<exit_reason> operator()(process_base* p) {
     if (name.empty()) return exit_reason::error("empty process name");
     if (process_base* holder = name_table::instance().add(name, p, type)) {
-      auto held = std::make_shared<const pid>(pid_access::make(holder));
+      auto why = already_started_by(holder);
       holder->release();
-      std::string text = fmt::format("<0.{}.0>", held->id());
-      return exit_reason::already_started(std::move(text), std::move(held));
+      return why;
     }
     try {
       p->cold_state().name = std::move(name);
@@ -730,17 +733,6 @@ class inline_depth_scope {
 // Deep chains of calls each run inline on one stack; past this depth, calls
 // go through the mailbox so the stack stays bounded.
 inline constexpr unsigned max_inline_depth = 64;
-
-template <class R>
-result<R> collect(reply_slot<R>* slot, std::uint32_t st) {
-  if constexpr (std::is_void_v<R>) {
-    if (st == reply_slot_base::ready) return {};
-  } else {
-    if (st == reply_slot_base::ready) return result<R>{std::in_place, slot->take()};
-  }
-  if (st == reply_slot_base::failed) return slot->error();
-  return exit_reason::timeout();
-}
 
 // The callee was idle and is now ours: run its handler on this thread.
 template <class Impl, class Req, class R>

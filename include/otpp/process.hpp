@@ -152,6 +152,15 @@ void send(const pid& to, Msg&& msg) {
   return *static_cast<const pid*>(r.related().get());
 }
 
+namespace detail {
+/// The already_started reason naming `holder` (see otpp::holder).
+inline exit_reason already_started_by(process_base* holder) {
+  auto held = std::make_shared<const pid>(pid_access::make(holder));
+  std::string text = fmt::format("<0.{}.0>", held->id());
+  return exit_reason::already_started(std::move(text), std::move(held));
+}
+}  // namespace detail
+
 /// Wait forever.
 inline constexpr std::chrono::steady_clock::duration infinity = std::chrono::steady_clock::duration::max();
 

@@ -64,14 +64,8 @@ template <class Impl>
 inline bool register_name(std::string name) {
   detail::process_base* me = detail::tls.current;
   if (me == nullptr || name.empty()) return false;
-  auto& c = me->cold_state();
-  if (!c.name.empty()) return false;
-  if (detail::process_base* holder = detail::name_table::instance().add(name, me, nullptr)) {
-    holder->release();
-    return false;
-  }
-  c.name = std::move(name);
-  return true;
+  if (!me->cold_state().name.empty()) return false;
+  return !detail::local_registration{std::move(name), nullptr}(me);
 }
 
 /// Removes the calling process's name. Returns false if it had none.
@@ -252,12 +246,7 @@ class registry {
     {
       std::unique_lock lock{sh.mutex};
       auto& es = sh.map[key];
-      if (state_->kind == registry_keys::unique && !es.empty()) {
-        auto held = std::make_shared<const pid>(detail::pid_access::make(es.front().owner));
-        lock.unlock();
-        std::string text = fmt::format("<0.{}.0>", held->id());
-        return exit_reason::already_started(std::move(text), std::move(held));
-      }
+      if (state_->kind == registry_keys::unique && !es.empty()) return detail::already_started_by(es.front().owner);
       es.push_back(entry{p, std::move(value)});
     }
     m->keys.push_back(std::move(key));

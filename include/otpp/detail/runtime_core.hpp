@@ -582,14 +582,15 @@ struct stop_node final : message_node {
   }
 };
 
-/// Waits for a reply the way a worker must. A reply from the other core
-/// takes about a microsecond, so spin first (running the callee here if it
-/// sits in our own LIFO slot). Then sleep in short slices: a worker holding
-/// the callee may just be descheduled. Only a wait that outlasts
-/// `handoff_after`, while other processes are queued behind us, hands our
-/// slot to a spare thread: handing off at every contended call would start
-/// a thread per caller and oversubscribe the cores.
-inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadline, process_base* callee) noexcept {
+/// Waits until `slot` is resolved or the deadline passes, the way a worker
+/// must, without giving the slot up (exit_watch may wait again). A reply from
+/// the other core takes about a microsecond, so spin first (running the
+/// callee here if it sits in our own LIFO slot). Then sleep in short slices:
+/// a worker holding the callee may just be descheduled. Only a wait that
+/// outlasts `handoff_after`, while other processes are queued behind us,
+/// hands our slot to a spare thread: handing off at every contended call
+/// would start a thread per caller and oversubscribe the cores.
+inline bool await_resolution(reply_slot_base* slot, steady::time_point deadline, process_base* callee) noexcept {
   constexpr auto spin_for = std::chrono::microseconds(20);
   constexpr auto handoff_after = std::chrono::microseconds(1000);
   const auto start = steady::now();
@@ -602,7 +603,7 @@ inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadl
     return true;
   };
   for (unsigned i = 0;; ++i) {
-    if (slot->resolved()) return slot->wait_until(deadline);
+    if (slot->resolved()) return true;
     cpu_relax();
     if ((i & 31) == 31) {
       if (help()) continue;
@@ -617,7 +618,7 @@ inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadl
     for (;;) {
       auto now = steady::now();
       if (now >= deadline || now - start >= handoff_after) break;
-      if (slot->wait_for(std::min(deadline, now + slice))) return slot->wait_until(deadline);
+      if (slot->wait_for(std::min(deadline, now + slice))) return true;
       help();
       slice = std::min(slice * 2, std::chrono::microseconds(400));
     }
@@ -628,24 +629,26 @@ inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadl
       }
     }
   }
+  return slot->wait_for(deadline);
+}
+
+/// A caller's wait: as await_resolution, then the slot is given up at the
+/// deadline so a late reply is dropped. Returns ready, failed or abandoned.
+inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadline, process_base* callee) noexcept {
+  (void)await_resolution(slot, deadline, callee);
   return slot->wait_until(deadline);
 }
 
-/// Like await_reply, without giving the slot up at the deadline: returns
-/// whether it was resolved (exit_watch may wait again).
-inline bool await_resolution(reply_slot_base* slot, steady::time_point deadline, process_base* target) noexcept {
-  if (tls.slot != nullptr && tls.rt != nullptr) {
-    // A worker thread: the same spin, short sleeps and slot hand-off as a call.
-    if (slot->wait_for(std::min(deadline, steady::now() + std::chrono::microseconds(1000)))) return true;
-    if (tls.slot != nullptr && tls.rt->others_waiting(*tls.slot)) {
-      try {
-        tls.rt->hand_off_slot();
-      } catch (...) {
-      }
-    }
+/// The caller's result from a finished wait.
+template <class R>
+result<R> collect(reply_slot<R>* slot, std::uint32_t st) {
+  if constexpr (std::is_void_v<R>) {
+    if (st == reply_slot_base::ready) return {};
+  } else {
+    if (st == reply_slot_base::ready) return result<R>{std::in_place, slot->take()};
   }
-  (void)target;
-  return slot->wait_for(deadline);
+  if (st == reply_slot_base::failed) return slot->error();
+  return exit_reason::timeout();
 }
 
 inline steady::time_point deadline_after(steady::duration d) noexcept {
@@ -671,13 +674,7 @@ inline result<void> stop_process(process_base* p, exit_reason reason, steady::du
   }
   auto* slot = reply_slot<void>::make();
   p->enqueue(make_node<stop_node>(std::move(reason), slot));
-  auto st = await_reply(slot, deadline_after(timeout), p);
-  result<void> out;
-  if (st == reply_slot_base::failed) {
-    out = slot->error();
-  } else if (st == reply_slot_base::abandoned) {
-    out = exit_reason::timeout();
-  }
+  auto out = collect<void>(slot, await_reply(slot, deadline_after(timeout), p));
   slot->release();
   return out;
 }
