@@ -27,11 +27,15 @@
 //                                deferred: reply later, from any thread
 //   handle_cast(Msg), handle_info(Msg), handle_continue(T)
 //   handle_info(const message&)  catch-all for untyped sends
+//   handle_info(otpp::timeout)   the idle timeout of set_timeout passed
+//   on_hibernate()               drop caches: the process is going to sleep
 //   terminate(const exit_reason&)
 // Info types matched at run time for untyped sends (send(pid, m)) are listed
 // as `using info_types = otpp::type_list<A, B>;`.
 //
-// Directives, from inside a callback: stop(reason), continue_with(x), self().
+// Directives, from inside a callback: stop(reason), continue_with(x), self(),
+// set_timeout(d) (handle_info(otpp::timeout) after d without a message),
+// hibernate() (on_hibernate() runs; the process sleeps till the next message).
 //
 // Semantics follow OTP's gen_server (see the project's OTP_SEMANTICS notes):
 // an exception escaping any callback crashes the process with a reason that
@@ -39,6 +43,7 @@
 // that reason. Where C++ differs: a call or cast with no matching handler
 // does not compile; a caller that is not a process is never killed.
 
+#include <algorithm>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -58,6 +63,10 @@ namespace otpp {
 
 template <class... T>
 struct type_list {};
+
+/// Delivered to handle_info when the time given to set_timeout passes with
+/// no message arriving (Erlang's `timeout`).
+struct timeout {};
 
 /// The default call timeout, as in GenServer.call/2.
 inline constexpr std::chrono::milliseconds default_call_timeout{5000};
@@ -181,6 +190,8 @@ template <class Impl>
 concept has_catch_all_info = requires(Impl& i, const message& m) { i.handle_info(m); };
 template <class Impl>
 concept declares_info_types = requires { typename Impl::info_types; };
+template <class Impl>
+concept has_on_hibernate = requires(Impl& i) { i.on_hibernate(); };
 
 template <class Impl>
 class process_of;
@@ -271,6 +282,19 @@ class process_of final : public process_base {
 
   void dispatch_info(exit_signal& m) noexcept override { dispatch_system(m); }
   void dispatch_info(down& m) noexcept override { dispatch_system(m); }
+  void dispatch_timeout() noexcept override {
+    timeout t;
+    dispatch_system(t);
+  }
+  void run_on_hibernate() noexcept override {
+    if constexpr (has_on_hibernate<Impl>) {
+      try {
+        impl().on_hibernate();
+      } catch (...) {
+        crash(std::current_exception(), "hibernate", "hibernate");
+      }
+    }
+  }
   [[nodiscard]] std::string_view type_name() const noexcept override { return detail::type_name<Impl>(); }
   [[nodiscard]] const void* impl_type() const noexcept override { return type_id<Impl>; }
 
@@ -513,6 +537,28 @@ class gen_server {
   /// terminate and exit with that reason.
   void trap_exit(bool on = true) noexcept { proc()->set_trap_exit(on); }
 
+  /// When this callback returns, wait at most `d` for a message: if none
+  /// comes, handle_info(otpp::timeout) runs. Any message cancels it (re-arm
+  /// it from that message's callback); so does a message already waiting.
+  /// `otpp::infinity` clears it. In init: `return set_timeout(d);`.
+  init_result set_timeout(std::chrono::steady_clock::duration d) {
+    static_assert(handles_info<Impl, timeout> || detail::has_catch_all_info<Impl>,
+                  "set_timeout needs a handle_info(otpp::timeout) overload");
+    proc()->request_timeout(d == infinity ? -1 : std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                      std::max(d, std::chrono::steady_clock::duration::zero()))
+                                                      .count());
+    return {};
+  }
+
+  /// When this callback returns and no message is waiting, release what can
+  /// be released (Impl::on_hibernate() if it exists, spare internal capacity)
+  /// and sleep until the next message. Replaces a set_timeout of the same
+  /// callback, and the other way round.
+  init_result hibernate() {
+    proc()->request_hibernate();
+    return {};
+  }
+
   /// init only: do not start; start returns exit_kind::ignore.
   static init_result ignore() { return init_result{init_result::kind::ignore, exit_reason::ignore()}; }
   /// init only: do not start; start returns `reason`; exits normally.
@@ -585,8 +631,13 @@ struct local_registration {
   }
 };
 
+/// Start options other than the name.
+struct start_options {
+  std::int64_t hibernate_after = -1;  // ns; negative: never
+};
+
 template <class Impl, class Registrar, class... Args>
-result<server<Impl>> start_in(runtime_core& rt, bool link, Registrar&& registrar, Args&&... args) {
+result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, Registrar&& registrar, Args&&... args) {
   static_assert(std::is_base_of_v<gen_server<Impl>, Impl>, "a server type must derive from otpp::gen_server<itself>");
   if (rt.closed()) return exit_reason::shutdown("runtime stopped");
   process_base* const parent = link ? tls.current : nullptr;
@@ -595,6 +646,7 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, Registrar&& registrar
   // The name is registered before the Impl exists: on a clash no user code runs.
   std::optional<exit_reason> refused;
   try {
+    if (opts.hibernate_after >= 0) p->set_hibernate_after(opts.hibernate_after);
     refused = registrar(p);
   } catch (...) {
     refused = exit_reason::from_exception(std::current_exception());
@@ -665,26 +717,56 @@ struct name_t {
 struct named_t {};
 inline constexpr named_t named{};
 
+/// Start option: hibernate after `d` without a message, unless a timeout is
+/// pending (Elixir's `hibernate_after:`). Goes after the name, if any:
+/// `otpp::start<cache>(otpp::name("cache"), otpp::hibernate_after(5s), args...)`.
+struct hibernate_after_t {
+  std::chrono::steady_clock::duration value;
+};
+[[nodiscard]] inline hibernate_after_t hibernate_after(std::chrono::steady_clock::duration d) { return {d}; }
+
 namespace detail {
+template <class T>
+inline constexpr bool is_start_option =
+    std::is_same_v<T, name_t> || std::is_same_v<T, named_t> || std::is_same_v<T, hibernate_after_t>;
+
+template <class Impl, class Registrar, class... Args>
+result<server<Impl>> start_opts(runtime_core& rt, bool link, Registrar&& r, Args&&... args) {
+  static_assert(!(is_start_option<std::remove_cvref_t<Args>> || ...),
+                "otpp::start: options go first, the name before hibernate_after");
+  return start_in<Impl>(rt, link, start_options{}, std::forward<Registrar>(r), std::forward<Args>(args)...);
+}
+template <class Impl, class Registrar, class... Args>
+result<server<Impl>> start_opts(runtime_core& rt, bool link, Registrar&& r, hibernate_after_t h, Args&&... args) {
+  static_assert(!(is_start_option<std::remove_cvref_t<Args>> || ...),
+                "otpp::start: options go first, the name before hibernate_after");
+  start_options o;
+  o.hibernate_after = h.value == infinity ? -1
+                                          : std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                std::max(h.value, std::chrono::steady_clock::duration::zero()))
+                                                .count();
+  return start_in<Impl>(rt, link, o, std::forward<Registrar>(r), std::forward<Args>(args)...);
+}
+
 template <class Impl, class... Args>
 result<server<Impl>> start_with(runtime_core& rt, bool link, Args&&... args) {
-  return start_in<Impl>(rt, link, no_registration{}, std::forward<Args>(args)...);
+  return start_opts<Impl>(rt, link, no_registration{}, std::forward<Args>(args)...);
 }
 template <class Impl, class... Args>
 result<server<Impl>> start_with(runtime_core& rt, bool link, name_t n, Args&&... args) {
-  return start_in<Impl>(rt, link, local_registration{std::move(n.value), type_id<Impl>}, std::forward<Args>(args)...);
+  return start_opts<Impl>(rt, link, local_registration{std::move(n.value), type_id<Impl>}, std::forward<Args>(args)...);
 }
 template <class Impl, class... Args>
 result<server<Impl>> start_with(runtime_core& rt, bool link, named_t, Args&&... args) {
-  return start_in<Impl>(rt, link, local_registration{std::string{type_name<Impl>()}, type_id<Impl>},
-                        std::forward<Args>(args)...);
+  return start_opts<Impl>(rt, link, local_registration{std::string{type_name<Impl>()}, type_id<Impl>},
+                          std::forward<Args>(args)...);
 }
 /// Anything with `register_for(process_base*)` names a process through a
 /// registry of its own (otpp::via).
 template <class Impl, class Via, class... Args>
   requires requires(Via& v, process_base* p) { v.register_for(p); }
 result<server<Impl>> start_with(runtime_core& rt, bool link, Via v, Args&&... args) {
-  return start_in<Impl>(
+  return start_opts<Impl>(
       rt, link, [&v](process_base* p) { return v.register_for(p); }, std::forward<Args>(args)...);
 }
 }  // namespace detail
@@ -742,6 +824,7 @@ result<R> call_inline(process_of<Impl>* p, Req&& req) {
   process_base* const caller = tls.current;
   {
     current_scope scope{p};
+    p->note_message();
     try {
       const from f{caller};
       if constexpr (std::is_void_v<R>) {

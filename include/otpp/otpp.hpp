@@ -8,3 +8,4 @@
 #include "process.hpp"        // IWYU pragma: export
 #include "runtime.hpp"        // IWYU pragma: export
 #include "sys.hpp"            // IWYU pragma: export
+#include "timer.hpp"          // IWYU pragma: export

@@ -204,4 +204,16 @@ inline void pool_deallocate(void* p, std::size_t n) noexcept {
   }
 }
 
+/// Gives this thread's cached blocks back to the central pool, keeping at
+/// most one batch per size class (a hibernating process's share).
+inline void pool_trim() noexcept {
+  if constexpr (!address_sanitizer) {
+    auto& tc = tls_cache;
+    if (tc.retired) return;
+    for (std::size_t c = 0; c < pool_classes; ++c) {
+      while (tc.count[c] > pool_batch(c)) pool_flush(c);
+    }
+  }
+}
+
 }  // namespace otpp::detail

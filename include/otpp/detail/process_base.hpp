@@ -36,6 +36,7 @@ namespace otpp::detail {
 class process_base;
 class runtime_core;
 struct worker_slot;
+struct timer_node;
 
 enum class msg_op : std::uint8_t { invoke, discard };
 
@@ -130,6 +131,16 @@ struct process_cold {
   std::uint64_t handled_high = 0;        // messages handled, bits 32 and up
   std::vector<std::shared_ptr<exit_hook>> exit_hooks;  // registries we are in
 
+  // The idle timer behind set_timeout and hibernate_after (see idle_timer in
+  // runtime_core.hpp). One live timer at most: re-arming to a later deadline
+  // keeps it, and it re-arms itself when it comes due early.
+  timer_node* idle_timer = nullptr;       // a handle reference
+  std::int64_t idle_timer_due = 0;        // its deadline, ns on the runtime's clock
+  std::uint64_t idle_gen = 0;             // generation of the live timer or message
+  std::int64_t idle_due = 0;              // when the armed timeout or hibernation is due
+  std::int64_t timeout_requested = 0;     // ns, from set_timeout in the current callback
+  std::int64_t hibernate_after = 0;       // ns; the hibernate_after start option
+
   ~process_cold();
 };
 
@@ -145,6 +156,14 @@ class process_base {
   static constexpr std::uint32_t has_cold = 8;
   static constexpr std::uint32_t trapping = 16;
   static constexpr std::uint32_t constructed = 32;  // the Impl exists
+  // Idle-time directives (set_timeout, hibernate, hibernate_after).
+  static constexpr std::uint32_t timeout_asked = 64;     // set_timeout in this callback
+  static constexpr std::uint32_t hibernate_asked = 128;  // hibernate() in this callback
+  static constexpr std::uint32_t idle_armed = 256;       // a timeout/hibernation waits for idleness to last
+  static constexpr std::uint32_t armed_hibernate = 512;  // ...and it is a hibernation
+  static constexpr std::uint32_t auto_hibernate = 1024;  // hibernate_after is set
+  static constexpr std::uint32_t hibernated = 2048;      // no message since the last hibernation
+  static constexpr std::uint32_t idle_flags = timeout_asked | hibernate_asked | idle_armed | auto_hibernate;
 
   explicit process_base(runtime_core* rt) noexcept : rt_{rt} {}
   process_base(const process_base&) = delete;
@@ -162,6 +181,10 @@ class process_base {
   /// handle_info for the runtime's own messages (trapped exits, monitors).
   virtual void dispatch_info(exit_signal& m) noexcept = 0;
   virtual void dispatch_info(down& m) noexcept = 0;
+  /// handle_info(otpp::timeout): the set_timeout idle time passed.
+  virtual void dispatch_timeout() noexcept = 0;
+  /// Runs Impl::on_hibernate if it exists (a throw crashes the process).
+  virtual void run_on_hibernate() noexcept = 0;
 
   // -- references ------------------------------------------------------------
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
@@ -231,6 +254,29 @@ class process_base {
   void mark_constructed() noexcept { local_ |= constructed; }
   void set_trap_exit(bool on) noexcept { local_ = on ? (local_ | trapping) : (local_ & ~trapping); }
   [[nodiscard]] bool traps_exits() const noexcept { return (local_ & trapping) != 0; }
+  /// Owner only (inside a callback): set_timeout. A negative duration clears it.
+  void request_timeout(std::int64_t ns) {
+    local_ &= ~(timeout_asked | hibernate_asked);
+    if (ns < 0) return;
+    cold().timeout_requested = ns;
+    local_ |= timeout_asked;
+  }
+  /// Owner only (inside a callback): hibernate once it returns.
+  void request_hibernate() noexcept { local_ = (local_ & ~timeout_asked) | hibernate_asked; }
+  /// Owner only, before the process is published.
+  void set_hibernate_after(std::int64_t ns) {
+    cold().hibernate_after = ns;
+    local_ |= auto_hibernate;
+  }
+  /// Owner only: a message (not our own idle timer) is about to be handled:
+  /// a pending timeout or hibernation is off ("reset by any message").
+  void note_message() noexcept { local_ &= ~(timeout_asked | hibernate_asked | idle_armed | hibernated); }
+  /// Owner only, about to go idle: arms what set_timeout, hibernate or
+  /// hibernate_after asked for (defined in runtime_core.hpp).
+  inline void settle_idle() noexcept;
+  /// Owner only: our idle timer of generation `gen` came due.
+  inline void idle_timer_due(std::uint64_t gen) noexcept;
+
   /// Owner only; the cold state, created on demand.
   process_cold& cold_state() { return cold(); }
   [[nodiscard]] process_cold* cold_if_any() noexcept { return (local_ & has_cold) ? cold_ : nullptr; }
@@ -250,6 +296,8 @@ class process_base {
       if (x != mailbox_.consumer_head()) ++n;
     return n;
   }
+  /// Owner only: whether a message is queued (or being pushed).
+  [[nodiscard]] bool mailbox_waiting() const noexcept { return !mailbox_.empty(head_); }
   /// init failed: OTP does not call terminate then.
   void suppress_terminate() noexcept { local_ &= ~call_terminate; }
   /// Owner only: a reply to send once terminate has run.
@@ -257,7 +305,8 @@ class process_base {
 
   /// The starter's last step: the process becomes runnable by anyone.
   void publish_started() noexcept {
-    if (local_ & has_continue) {
+    if (local_ & idle_flags) settle_idle();
+    if (local_ & (has_continue | exit_pending)) {
       schedule_owned();
       return;
     }
@@ -352,6 +401,19 @@ class process_base {
   inline bool queues_empty_after_release() const noexcept;
   inline void drain(const exit_reason& why) noexcept;
   inline void drain_dead() noexcept;
+  inline void arm_idle(std::int64_t due, bool hibernation) noexcept;
+  inline void hibernate_now() noexcept;
+};
+
+/// A message from our own idle timer; the handler lives in runtime_core.hpp.
+struct idle_timer_node final : message_node {
+  explicit idle_timer_node(std::uint64_t g) noexcept : gen{g} { fn = &handle; }
+  std::uint64_t gen;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<idle_timer_node*>(n);
+    if (op == msg_op::invoke) p.idle_timer_due(self->gen);
+    free_node(self);
+  }
 };
 
 // -- inline definitions that need nothing but this header ---------------------
@@ -473,6 +535,10 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
         }
         if (!mailbox_.empty(head_)) continue;
       }
+      if (local_ & idle_flags) {
+        settle_idle();
+        if (local_ & exit_pending) continue;  // on_hibernate threw
+      }
       // Go idle, then re-check (seq_cst pairs with wake_after_push's load).
       // After the store we no longer own the queues, so the re-check reads
       // only their tails.
@@ -482,6 +548,7 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
       if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return turn_result::idle;
       continue;
     }
+    if ((local_ & (idle_flags | hibernated)) && n->fn != &idle_timer_node::handle) note_message();
     n->fn(*this, n, msg_op::invoke, nullptr);
     note_handled();
     lingered = false;

@@ -28,6 +28,7 @@
 #include "parking.hpp"
 #include "platform.hpp"
 #include "process_base.hpp"
+#include "timer_service.hpp"
 #include "work_stealing_deque.hpp"
 
 namespace otpp {
@@ -44,6 +45,10 @@ struct runtime_config {
   std::chrono::milliseconds shutdown_timeout{5000};
   /// How long an idle worker spins before it parks.
   std::chrono::microseconds spin{50};
+  /// The time timers and gen_server timeouts follow. Empty: the steady
+  /// clock. Tests pass an otpp::testing::virtual_clock (otpp/testing.hpp).
+  /// Call and stop timeouts always follow the steady clock.
+  std::shared_ptr<detail::clock_source> clock = nullptr;
 };
 
 namespace detail {
@@ -74,7 +79,7 @@ class runtime_core {
   runtime_core(const runtime_core&) = delete;
   runtime_core& operator=(const runtime_core&) = delete;
 
-  ~runtime_core() = default;
+  ~runtime_core() { delete timers_.load(std::memory_order_acquire); }
 
   [[nodiscard]] const runtime_config& config() const noexcept { return cfg_; }
   [[nodiscard]] bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
@@ -94,6 +99,31 @@ class runtime_core {
     }
     push_injection(p);
     notify();
+  }
+
+  // -- timers --------------------------------------------------------------------
+
+  /// The timer service, started on first use.
+  timer_service& timers() {
+    if (timer_service* t = timers_.load(std::memory_order_acquire)) [[likely]] return *t;
+    std::lock_guard lock{spare_mutex_};
+    if (timer_service* t = timers_.load(std::memory_order_relaxed)) return *t;
+    auto* t = new timer_service{cfg_.clock, cfg_.workers, this};
+    timers_.store(t, std::memory_order_release);
+    return *t;
+  }
+  [[nodiscard]] timer_service* timers_if_started() const noexcept { return timers_.load(std::memory_order_acquire); }
+
+  /// No process is running or queued: every slot's thread sits in idle()
+  /// (so its LIFO slot is empty) and every queue is empty. A snapshot, for
+  /// the virtual clock; processes run inline by other threads are not seen.
+  [[nodiscard]] bool quiescent() const noexcept {
+    const int idle = spinners_.load(std::memory_order_seq_cst) + sleepers_.load(std::memory_order_seq_cst);
+    if (idle < static_cast<int>(slots_.size())) return false;
+    if (injection_size_.load(std::memory_order_seq_cst) != 0) return false;
+    for (auto& s : slots_)
+      if (!s->deque.empty()) return false;
+    return true;
   }
 
   // -- the process table ---------------------------------------------------------
@@ -196,6 +226,7 @@ class runtime_core {
         (*it)->release();
       }
     }
+    if (timer_service* t = timers_if_started()) t->stop();
     if (tls.rt == this) return true;  // cannot join ourselves
     terminating_.store(true, std::memory_order_seq_cst);
     const auto deadline = steady::now() + cfg_.shutdown_timeout;
@@ -446,6 +477,7 @@ class runtime_core {
   std::vector<thread_record*> idle_spares_;
   std::vector<worker_slot*> orphans_;
 
+  std::atomic<timer_service*> timers_{nullptr};
   std::atomic<bool> closed_{false};
   std::atomic<bool> terminating_{false};
   bool leaked_ = false;
@@ -482,11 +514,129 @@ inline void process_base::release_inline() noexcept {
     schedule_owned();
     return;
   }
+  if (local_ & idle_flags) {
+    settle_idle();
+    if (local_ & exit_pending) {
+      finish_exit();
+      return;
+    }
+  }
   state_.store(0, std::memory_order_seq_cst);
   if (queues_empty_after_release()) return;
   std::uint32_t expected = 0;
   if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return;
   if (run_turn(16) == turn_result::yielded) schedule_owned();
+}
+
+inline bool runtime_quiescent(const runtime_core* rt) noexcept { return rt->quiescent(); }
+
+/// The inbox a timer scheduled by this thread goes to: its worker slot's own.
+inline unsigned timer_inbox(const timer_service& s) noexcept {
+  return tls.slot != nullptr && tls.rt == s.runtime() ? tls.slot->index : s.outsider_inbox();
+}
+
+// -- the idle timer: set_timeout, hibernate, hibernate_after ---------------------
+
+/// An idle timer's node: delivers an idle_timer_node of its generation.
+struct idle_timer final : timer_node {
+  explicit idle_timer(std::uint64_t g) noexcept : gen{g} {
+    deliver = &do_deliver;
+    destroy = &do_destroy;
+  }
+  std::uint64_t gen;
+  static bool do_deliver(timer_node* t, bool) noexcept {
+    auto* self = static_cast<idle_timer*>(t);
+    try {
+      return self->dest->enqueue(make_node<idle_timer_node>(self->gen));
+    } catch (...) {
+      return false;  // out of memory: the timeout is lost, as a dropped message would be
+    }
+  }
+  static void do_destroy(timer_node* t) noexcept { free_node(static_cast<idle_timer*>(t)); }
+};
+
+inline void process_base::settle_idle() noexcept {
+  if (local_ & timeout_asked) {
+    local_ &= ~timeout_asked;
+    const auto& svc = rt_->timers();
+    arm_idle(svc.now_ns() + cold_->timeout_requested, false);
+    return;
+  }
+  if (local_ & hibernate_asked) {
+    local_ &= ~hibernate_asked;
+    if (mailbox_waiting()) return;  // a message is waiting: go on at once
+    hibernate_now();
+    return;
+  }
+  if ((local_ & (auto_hibernate | idle_armed | hibernated)) == auto_hibernate) {
+    arm_idle(rt_->timers().now_ns() + cold_->hibernate_after, true);
+  }
+}
+
+// Arms the idle timer for `due`, keeping the live one if it fires no later
+// (it re-arms itself then): re-arming on every message costs no timer churn.
+inline void process_base::arm_idle(std::int64_t due, bool hibernation) noexcept {
+  process_cold& c = *cold_;
+  local_ = (local_ & ~armed_hibernate) | idle_armed | (hibernation ? armed_hibernate : 0);
+  c.idle_due = due;
+  if (c.idle_timer != nullptr && c.idle_timer_due <= due) return;
+  timer_service& svc = rt_->timers();
+  if (c.idle_timer != nullptr) {
+    (void)svc.cancel(c.idle_timer, timer_inbox(svc));  // if it already fired, its message is stale
+    c.idle_timer->release();
+    c.idle_timer = nullptr;
+  }
+  const std::uint64_t gen = ++c.idle_gen;
+  try {
+    if (due <= svc.now_ns()) {
+      // Due now (a zero timeout): a message behind whatever is queued.
+      enqueue(make_node<idle_timer_node>(gen));
+      return;
+    }
+    auto* t = make_node<idle_timer>(gen);
+    add_ref();
+    t->dest = this;
+    t->deadline.store(due, std::memory_order_relaxed);
+    c.idle_timer = t;
+    c.idle_timer_due = due;
+    svc.schedule(t, timer_inbox(svc));
+  } catch (...) {
+    local_ &= ~idle_armed;  // out of memory: no timeout rather than a crash
+  }
+}
+
+inline void process_base::idle_timer_due(std::uint64_t gen) noexcept {
+  process_cold& c = *cold_;
+  if (gen != c.idle_gen) return;  // superseded
+  if (c.idle_timer != nullptr) {
+    c.idle_timer->release();
+    c.idle_timer = nullptr;
+  }
+  if (!(local_ & idle_armed)) return;
+  if (rt_->timers().now_ns() < c.idle_due) {
+    arm_idle(c.idle_due, (local_ & armed_hibernate) != 0);  // re-armed later meanwhile
+    return;
+  }
+  local_ &= ~idle_armed;
+  if (local_ & armed_hibernate) {
+    hibernate_now();
+    return;
+  }
+  dispatch_timeout();
+}
+
+inline void process_base::hibernate_now() noexcept {
+  local_ |= hibernated;
+  run_on_hibernate();
+  if (process_cold* c = cold_if_any()) {
+    c->links.shrink_to_fit();
+    c->monitors.shrink_to_fit();
+    c->watching.shrink_to_fit();
+    c->deferred.shrink_to_fit();
+    c->stop_waiters.shrink_to_fit();
+    c->held_replies.shrink_to_fit();
+  }
+  pool_trim();
 }
 
 inline exit_reason process_base::finish_exit() noexcept {
@@ -500,6 +650,13 @@ inline exit_reason process_base::finish_exit() noexcept {
 inline exit_reason process_base::exit_now(exit_reason reason, bool with_terminate) noexcept {
   process_cold* c = (local_ & has_cold) ? cold_ : nullptr;
   if (with_terminate) run_terminate(reason);
+  if (c && c->idle_timer) {
+    // The timer holds a reference to us: cancel it to break the cycle.
+    timer_service& svc = rt_->timers();
+    (void)svc.cancel(c->idle_timer, timer_inbox(svc));
+    c->idle_timer->release();
+    c->idle_timer = nullptr;
+  }
   if (c) {
     for (message_node* n : c->held_replies) n->fn(*this, n, msg_op::invoke, nullptr);
     c->held_replies.clear();

@@ -1,0 +1,156 @@
+#pragma once
+// A hierarchical timing wheel (Varghese & Lauck): six levels of 64 slots.
+// Level k's slots each span 64^k ticks, so with 1 ms ticks the levels reach
+// 64 ms, 4 s, 4.4 min, 4.7 h, 12.4 days and 2.2 years; later deadlines park
+// in the top level and are re-placed when it comes round.
+//
+// An entry goes to the level of the highest bit in which its tick differs
+// from the wheel's current tick, so every entry of level k expires before any
+// entry of level k+1, and the earliest expiry is found from six 64-bit
+// occupancy masks without touching entries. Insert and remove are O(1) list
+// splices; each entry is re-placed at most once per level on its way down
+// (cascading happens only when a slot comes due, never on a sweep).
+//
+// Single-threaded: the timer service's thread owns the wheel.
+
+#include <bit>
+#include <cstdint>
+#include <optional>
+
+namespace otpp::detail {
+
+struct wheel_entry {
+  wheel_entry* wprev = nullptr;
+  wheel_entry* wnext = nullptr;
+  std::uint64_t when = 0;  // the tick at which it is due
+  static constexpr std::uint16_t no_slot = 0xffff;
+  std::uint16_t slot = no_slot;  // level * 64 + index while in the wheel
+
+  [[nodiscard]] bool in_wheel() const noexcept { return slot != no_slot; }
+};
+
+class timer_wheel {
+ public:
+  static constexpr unsigned levels = 6;
+  static constexpr unsigned slot_bits = 6;
+  static constexpr unsigned slots = 1u << slot_bits;
+  static constexpr std::uint64_t span = std::uint64_t{1} << (levels * slot_bits);  // ticks covered
+
+  /// The tick up to which the wheel has been advanced.
+  [[nodiscard]] std::uint64_t now() const noexcept { return elapsed_; }
+  [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+
+  /// Adds `e`, due at e->when, which must be after now().
+  void insert(wheel_entry* e) noexcept {
+    const std::uint64_t when = e->when - elapsed_ >= span ? elapsed_ + span - 1 : e->when;
+    const unsigned level = level_for(when);
+    const unsigned index = static_cast<unsigned>(when >> (level * slot_bits)) & (slots - 1);
+    const unsigned s = level * slots + index;
+    e->slot = static_cast<std::uint16_t>(s);
+    e->wprev = nullptr;
+    e->wnext = heads_[s];
+    if (heads_[s]) heads_[s]->wprev = e;
+    heads_[s] = e;
+    occupied_[level] |= std::uint64_t{1} << index;
+    ++count_;
+  }
+
+  void remove(wheel_entry* e) noexcept {
+    const unsigned s = e->slot;
+    if (e->wprev) {
+      e->wprev->wnext = e->wnext;
+    } else {
+      heads_[s] = e->wnext;
+    }
+    if (e->wnext) e->wnext->wprev = e->wprev;
+    if (heads_[s] == nullptr) occupied_[s / slots] &= ~(std::uint64_t{1} << (s % slots));
+    e->slot = wheel_entry::no_slot;
+    e->wprev = e->wnext = nullptr;
+    --count_;
+  }
+
+  /// The tick at which the next slot comes due (an upper bound on how long
+  /// one may sleep), or nothing when empty.
+  [[nodiscard]] std::optional<std::uint64_t> next_due() const noexcept {
+    for (unsigned level = 0; level < levels; ++level) {
+      if (occupied_[level] == 0) continue;
+      return slot_start(level, next_index(level));
+    }
+    return std::nullopt;
+  }
+
+  /// Takes every entry out, handing each to `f`.
+  template <class F>
+  void clear(F&& f) {
+    for (unsigned s = 0; s < levels * slots; ++s) {
+      while (wheel_entry* e = heads_[s]) {
+        remove(e);
+        f(e);
+      }
+    }
+  }
+
+  /// Moves time forward to `tick`, handing every entry due by then to `due`
+  /// (taken out of the wheel first; `due` may insert or free it).
+  template <class F>
+  void advance(std::uint64_t tick, F&& due) {
+    while (auto next = next_due()) {
+      if (*next > tick) break;
+      // The lowest occupied level holds the earliest slot.
+      unsigned level = 0;
+      while (occupied_[level] == 0) ++level;
+      const unsigned index = next_index(level);
+      const unsigned s = level * slots + index;
+      wheel_entry* list = heads_[s];
+      heads_[s] = nullptr;
+      occupied_[level] &= ~(std::uint64_t{1} << index);
+      if (*next > elapsed_) elapsed_ = *next;
+      while (list) {
+        wheel_entry* e = list;
+        list = e->wnext;
+        e->slot = wheel_entry::no_slot;
+        e->wprev = e->wnext = nullptr;
+        --count_;
+        if (e->when <= elapsed_) {
+          due(e);
+        } else {
+          insert(e);  // cascades to a lower level
+        }
+      }
+    }
+    if (tick > elapsed_) elapsed_ = tick;
+  }
+
+ private:
+  [[nodiscard]] unsigned level_for(std::uint64_t when) const noexcept {
+    const std::uint64_t diff = (elapsed_ ^ when) | (slots - 1);
+    const unsigned significant = 63u - static_cast<unsigned>(std::countl_zero(diff));
+    const unsigned level = significant / slot_bits;
+    return level < levels ? level : levels - 1;
+  }
+
+  // The first occupied slot of `level` at or after the current position.
+  [[nodiscard]] unsigned next_index(unsigned level) const noexcept {
+    const unsigned pos = static_cast<unsigned>(elapsed_ >> (level * slot_bits)) & (slots - 1);
+    const std::uint64_t rotated = std::rotr(occupied_[level], static_cast<int>(pos));
+    return (pos + static_cast<unsigned>(std::countr_zero(rotated))) & (slots - 1);
+  }
+
+  [[nodiscard]] std::uint64_t slot_start(unsigned level, unsigned index) const noexcept {
+    const unsigned shift = level * slot_bits;
+    const std::uint64_t level_span = shift + slot_bits >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << (shift + slot_bits));
+    const std::uint64_t base = elapsed_ & ~(level_span - 1);
+    std::uint64_t start = base + (std::uint64_t{index} << shift);
+    const unsigned pos = static_cast<unsigned>(elapsed_ >> shift) & (slots - 1);
+    if (index < pos) start += level_span;  // the slot comes round in the next rotation
+    return start;
+  }
+
+  std::uint64_t elapsed_ = 0;
+  std::size_t count_ = 0;
+  std::uint64_t occupied_[levels] = {};
+  wheel_entry* heads_[levels * slots] = {};
+};
+
+}  // namespace otpp::detail

@@ -1,0 +1,158 @@
+// Timers on the real clock: many timers, none early, none lost; cancels from
+// many threads racing the firing thread (each timer fires or is cancelled,
+// never both, never neither). Run under TSan by CI.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <otpp/otpp.hpp>
+
+#include "catch.hpp"
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+struct fired {
+  std::uint32_t id;
+  steady::time_point earliest;  // no delivery may come before this
+};
+
+// Counts deliveries per id; answers `wait_for` once `n` have arrived.
+class collector : public otpp::gen_server<collector> {
+ public:
+  struct wait_for {
+    using reply_type = bool;
+    std::size_t n;
+  };
+  struct counts {};
+  struct early {};
+
+  explicit collector(std::size_t ids) : counts_(ids, 0) {}
+
+  void handle_info(fired f) {
+    if (steady::now() < f.earliest) ++early_;
+    ++counts_.at(f.id);
+    ++total_;
+    if (waiter_ && total_ >= want_) {
+      waiter_->reply(true);
+      waiter_.reset();
+    }
+  }
+  void handle_call(wait_for w, otpp::reply_to<bool> to) {
+    if (total_ >= w.n) {
+      to.reply(true);
+      return;
+    }
+    want_ = w.n;
+    waiter_ = std::move(to);
+  }
+  std::vector<int> handle_call(counts) { return counts_; }
+  int handle_call(early) { return early_; }
+
+ private:
+  std::vector<int> counts_;
+  std::size_t total_ = 0;
+  std::size_t want_ = 0;
+  int early_ = 0;
+  std::optional<otpp::reply_to<bool>> waiter_;
+};
+
+}  // namespace
+
+TEST_CASE("10k timers with random delays all fire, none early", "[timer][real_clock]") {
+  otpp::runtime rt{{.workers = 2}};
+  constexpr std::uint32_t n = 10'000;
+  auto c = rt.start<collector>(std::size_t{n}).value();
+  std::mt19937 rng{7};
+  std::uniform_int_distribution<int> delay_ms{0, 200};
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const auto d = std::chrono::milliseconds(delay_ms(rng));
+    otpp::send_after(c, fired{i, steady::now() + d}, d);
+  }
+  REQUIRE(otpp::call(c, collector::wait_for{n}, 30s));
+  CHECK(otpp::call(c, collector::early{}) == 0);
+  auto counts = otpp::call(c, collector::counts{});
+  CHECK(std::all_of(counts.begin(), counts.end(), [](int k) { return k == 1; }));
+}
+
+TEST_CASE("cancels racing the timer thread: fired or cancelled, exactly one", "[timer][real_clock][stress]") {
+  otpp::runtime rt{{.workers = 2}};
+  constexpr std::uint32_t threads = 4;
+  constexpr std::uint32_t per_thread = 5'000;
+  constexpr std::uint32_t n = threads * per_thread;
+  auto c = rt.start<collector>(std::size_t{n}).value();
+  std::vector<otpp::timer_ref> refs(n);
+  std::vector<char> cancelled(n, 0);
+  std::vector<std::thread> workers;
+  for (std::uint32_t t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      std::mt19937 rng{t + 1};
+      std::uniform_int_distribution<int> delay_us{0, 3000};
+      const std::uint32_t base = t * per_thread;
+      for (std::uint32_t i = 0; i < per_thread; ++i) {
+        const auto d = std::chrono::microseconds(delay_us(rng));
+        refs[base + i] = otpp::send_after(c, fired{base + i, steady::now() + d}, d);
+        // Cancel an earlier timer of ours, likely near its deadline.
+        if (i >= 64 && (i % 2) == 0) {
+          const std::uint32_t victim = base + i - 64;
+          cancelled[victim] = otpp::cancel_timer(refs[victim]).has_value() ? 1 : 0;
+        }
+      }
+      // And the rest of the even ones, some of which fire meanwhile.
+      for (std::uint32_t i = per_thread - 64; i < per_thread; i += 2) {
+        cancelled[base + i] = otpp::cancel_timer(refs[base + i]).has_value() ? 1 : 0;
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  const auto n_cancelled = static_cast<std::size_t>(std::count(cancelled.begin(), cancelled.end(), 1));
+  INFO("cancelled " << n_cancelled << " of " << n);
+  REQUIRE(otpp::call(c, collector::wait_for{n - n_cancelled}, 30s));
+  // Every timer is settled now: fired (delivered) or cancelled.
+  for (auto& r : refs) CHECK_FALSE(otpp::read_timer(r));
+  auto counts = otpp::call(c, collector::counts{});
+  std::size_t wrong = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (counts[i] != (cancelled[i] ? 0 : 1)) ++wrong;
+  }
+  CHECK(wrong == 0);
+  CHECK(otpp::call(c, collector::early{}) == 0);
+  CHECK(n_cancelled > 0);
+}
+
+TEST_CASE("many threads schedule intervals and cancel them", "[timer][real_clock][stress]") {
+  otpp::runtime rt{{.workers = 2}};
+  constexpr std::uint32_t threads = 4;
+  auto c = rt.start<collector>(std::size_t{threads + 1}).value();
+  std::vector<std::thread> workers;
+  std::atomic<int> failures{0};
+  for (std::uint32_t t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      auto ref = otpp::send_interval(c, fired{t, steady::time_point{}}, 1ms);
+      for (int i = 0; i < 200; ++i) (void)otpp::read_timer(ref);
+      if (!otpp::cancel_timer(ref)) failures.fetch_add(1);
+      if (otpp::cancel_timer(ref)) failures.fetch_add(1);
+      if (otpp::read_timer(ref)) failures.fetch_add(1);
+    });
+  }
+  for (auto& w : workers) w.join();
+  CHECK(failures.load() == 0);
+  // After the cancels nothing more arrives: two flushes a while apart agree.
+  auto before = otpp::call(c, collector::counts{});
+  std::size_t total = 0;
+  for (int k : before) total += static_cast<std::size_t>(k);
+  // A marker 20 ms later: once it is in, later interval messages would be too.
+  otpp::send_after(c, fired{threads, steady::time_point{}}, 20ms);
+  REQUIRE(otpp::call(c, collector::wait_for{total + 1}, 5s));
+  auto after = otpp::call(c, collector::counts{});
+  CHECK(after[threads] == 1);
+  for (std::uint32_t i = 0; i < threads; ++i) CHECK(after[i] == before[i]);
+}
