@@ -16,6 +16,10 @@
 //   monitor_ns          a process monitors and demonitors another, per pair
 //   whereis_ns          look a registered name up, from a plain thread
 //   call_by_name_ns     call a named server by name (compare call_external)
+//   timers_schedule_1m  a process sets 1M send_after (delays 0..1000 ms) to
+//                       another; the time to set them (all fire, checked)
+//   timer_lateness_p99  of those, delivery time minus deadline, 99th percentile
+//   timer_cancel        a process cancels 1M live timers, per cancel
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +29,8 @@
 #include <fstream>
 #include <future>
 #include <latch>
+#include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -282,6 +288,110 @@ void names(otpp::runtime& rt, bool want_monitor, bool want_whereis, bool want_ca
   otpp::stop(c);
 }
 
+// -- timers ----------------------------------------------------------------------------
+
+struct due_msg {
+  clk::time_point due;
+};
+
+// Receives timer messages and records how late each one came.
+class timer_sink : public otpp::gen_server<timer_sink> {
+ public:
+  struct wait_all {
+    using reply_type = std::vector<std::int64_t>;
+    std::size_t n;
+  };
+  void handle_info(due_msg m) {
+    late_.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(clk::now() - m.due).count());
+    if (waiter_ && late_.size() >= want_) reply();
+  }
+  void handle_call(wait_all w, otpp::reply_to<std::vector<std::int64_t>> to) {
+    want_ = w.n;
+    waiter_ = std::move(to);
+    if (late_.size() >= want_) reply();
+  }
+
+ private:
+  void reply() {
+    waiter_->reply(std::move(late_));
+    waiter_.reset();
+    late_.clear();
+  }
+  std::vector<std::int64_t> late_;
+  std::size_t want_ = 0;
+  std::optional<otpp::reply_to<std::vector<std::int64_t>>> waiter_;
+};
+
+// Sets and cancels timers from inside a process, as the BEAM program does.
+class timer_source : public otpp::gen_server<timer_source> {
+ public:
+  struct schedule {
+    const std::vector<int>* delays_ms;
+    otpp::server<timer_sink> sink;
+  };
+  struct cancel_all {};
+  double handle_call(schedule s) {
+    refs_.clear();
+    refs_.reserve(s.delays_ms->size());
+    auto t0 = clk::now();
+    auto base = t0;
+    std::size_t i = 0;
+    for (int d : *s.delays_ms) {
+      if ((i++ & 1023) == 0) base = clk::now();  // no later than the real send time
+      const auto delay = std::chrono::milliseconds(d);
+      refs_.push_back(otpp::send_after(s.sink, due_msg{base + delay}, delay));
+    }
+    return seconds_since(t0);
+  }
+  std::pair<double, std::size_t> handle_call(cancel_all) {
+    std::size_t hit = 0;
+    auto t0 = clk::now();
+    for (auto& r : refs_) hit += otpp::cancel_timer(r).has_value();
+    double dt = seconds_since(t0);
+    refs_.clear();
+    return {dt, hit};
+  }
+
+ private:
+  std::vector<otpp::timer_ref> refs_;
+};
+
+void timers(otpp::runtime& rt, bool want_schedule, bool want_lateness, bool want_cancel) {
+  const std::size_t n = 1'000'000 / scale;
+  auto sink = rt.start<timer_sink>().value();
+  auto src = rt.start<timer_source>().value();
+  std::mt19937 rng{42};
+  std::uniform_int_distribution<int> dist{0, 1000};
+  std::vector<int> delays(n);
+  for (auto& d : delays) d = dist(rng);
+  if (want_schedule || want_lateness) {
+    auto t0 = clk::now();
+    double dt = otpp::call(src, timer_source::schedule{&delays, sink}, std::chrono::seconds(60));
+    auto late = otpp::call(sink, timer_sink::wait_all{n}, std::chrono::seconds(60));
+    double all = seconds_since(t0);
+    std::sort(late.begin(), late.end());
+    if (want_schedule) figure("timers_schedule_1m", dt * (1'000'000.0 / static_cast<double>(n)), "s");
+    if (want_lateness) figure("timer_lateness_p99", static_cast<double>(late[late.size() * 99 / 100]) / 1e6, "ms");
+    std::printf("# timers: %zu fired of %zu (all fired %.2f s after the first was set); lateness min %.3f ms, "
+                "median %.3f ms, max %.3f ms\n",
+                late.size(), n, all, late.front() / 1e6, late[late.size() / 2] / 1e6, late.back() / 1e6);
+  }
+  if (want_cancel) {
+    std::vector<int> far(n);
+    for (std::size_t i = 0; i < n; ++i) far[i] = 10'000 + static_cast<int>(i % 1000);
+    double sched = otpp::call(src, timer_source::schedule{&far, sink}, std::chrono::seconds(60));
+    std::printf("# timer_cancel: setting the 1M timers to cancel (10 s out) took %.3f s\n", sched * 1e6 / static_cast<double>(n));
+    (void)otpp::call(src, timer_source::cancel_all{}, std::chrono::seconds(60));
+    sched = otpp::call(src, timer_source::schedule{&far, sink}, std::chrono::seconds(60));
+    std::printf("# timer_cancel: again, on recycled memory: %.3f s\n", sched * 1e6 / static_cast<double>(n));
+    auto [dt, hit] = otpp::call(src, timer_source::cancel_all{}, std::chrono::seconds(60));
+    if (hit != n) std::printf("# timer_cancel: only %zu of %zu cancels found a live timer\n", hit, n);
+    figure("timer_cancel", dt * 1e9 / static_cast<double>(n), "ns");
+  }
+  otpp::stop(src);
+  otpp::stop(sink);
+}
+
 double cpu_seconds() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -326,6 +436,8 @@ int main(int argc, char** argv) {
   if (want("idle_cpu")) idle_cpu(rt);
   if (want("monitor_ns") || want("whereis_ns") || want("call_by_name_ns"))
     names(rt, want("monitor_ns"), want("whereis_ns"), want("call_by_name_ns"));
+  if (want("timers_schedule_1m") || want("timer_lateness_p99") || want("timer_cancel"))
+    timers(rt, want("timers_schedule_1m"), want("timer_lateness_p99"), want("timer_cancel"));
   if (want("spawn_1m") || want("bytes_per_server") || want("stop_1m"))
     spawn_stop(rt, want("spawn_1m"), want("bytes_per_server"), want("stop_1m"));
   return 0;

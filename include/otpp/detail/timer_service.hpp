@@ -316,7 +316,7 @@ class timer_service {
         }
         t->release();  // the cancel stack's
       });
-      wheel_.advance(static_cast<std::uint64_t>(now_tick), [&](wheel_entry* e) { due_.push_back(static_cast<timer_node*>(e)); });
+      wheel_.advance(static_cast<std::uint64_t>(now_tick), [&](wheel_entry* e) { add_due(static_cast<timer_node*>(e)); });
       fire_due(now_tick);
       wheel_size_.store(wheel_.size(), std::memory_order_relaxed);
       if (sync != synced) {
@@ -337,9 +337,12 @@ class timer_service {
         park(wake_word_, epoch);  // virtual time moves only through catch_up
         continue;
       }
-      auto until = steady::time_point{std::chrono::nanoseconds{origin_ + next_tick * tick_ns}};
-      if (next) until = std::min(until, steady::now() + reclaim_interval);
-      park(wake_word_, epoch, next ? until : steady::time_point::max());
+      if (!next) {
+        park(wake_word_, epoch);
+        continue;
+      }
+      const auto due_at = steady::time_point{std::chrono::nanoseconds{origin_ + next_tick * tick_ns}};
+      park(wake_word_, epoch, std::min(due_at, steady::now() + reclaim_interval));
     }
   }
 
@@ -353,20 +356,36 @@ class timer_service {
     const std::int64_t due = tick_of(t->deadline.load(std::memory_order_relaxed));
     t->when = static_cast<std::uint64_t>(due);
     if (due <= now_tick || static_cast<std::uint64_t>(due) <= wheel_.now()) {
-      due_.push_back(t);
+      add_due(t);
     } else {
       wheel_.insert(t);
     }
   }
 
+  // The sort key is copied out of the node while it is in cache: sorting
+  // then touches no node.
+  struct due_entry {
+    std::int64_t deadline;
+    std::uint64_t seq;
+    timer_node* t;
+  };
+
+  void add_due(timer_node* t) {
+    try {
+      due_.push_back({t->deadline.load(std::memory_order_relaxed), t->seq, t});
+    } catch (...) {
+      t->release();  // out of memory in the timer thread: this timer is lost
+    }
+  }
+
   void fire_due(std::int64_t now_tick) noexcept {
     if (due_.empty()) return;
-    auto earlier = [](const timer_node* a, const timer_node* b) {
-      const auto da = a->deadline.load(std::memory_order_relaxed), db = b->deadline.load(std::memory_order_relaxed);
-      return da != db ? da < db : a->seq < b->seq;
+    auto earlier = [](const due_entry& a, const due_entry& b) {
+      return a.deadline != b.deadline ? a.deadline < b.deadline : a.seq < b.seq;
     };
     if (!std::is_sorted(due_.begin(), due_.end(), earlier)) std::sort(due_.begin(), due_.end(), earlier);
-    for (timer_node* t : due_) {
+    for (const due_entry& d : due_) {
+      timer_node* t = d.t;
       if (t->period == 0) {
         // `firing` until the message is in the mailbox: a cancel that loses
         // the race returns only once the message can be seen there.
@@ -432,7 +451,7 @@ class timer_service {
   // Owner thread only.
   alignas(cache_line) std::vector<mpsc_node*> heads_;
   timer_wheel wheel_;
-  std::vector<timer_node*> due_;
+  std::vector<due_entry> due_;
   std::uint64_t next_seq_ = 0;
   std::atomic<std::size_t> wheel_size_{0};
 

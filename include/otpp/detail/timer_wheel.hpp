@@ -1,13 +1,15 @@
 #pragma once
-// A hierarchical timing wheel (Varghese & Lauck): six levels of 64 slots.
-// Level k's slots each span 64^k ticks, so with 1 ms ticks the levels reach
-// 64 ms, 4 s, 4.4 min, 4.7 h, 12.4 days and 2.2 years; later deadlines park
-// in the top level and are re-placed when it comes round.
+// A hierarchical timing wheel (Varghese & Lauck): four levels of 1024 slots.
+// Level k's slots each span 1024^k ticks, so with 1 ms ticks the levels reach
+// 1 s, 17 min, 12 days and 35 years; later deadlines park in the top level
+// and are re-placed when it comes round. Wide levels matter more than many:
+// a cascade walks a slot's list, one cache miss per timer, and with 1024
+// slots a timer under a second away is placed once or cascades once.
 //
 // An entry goes to the level of the highest bit in which its tick differs
 // from the wheel's current tick, so every entry of level k expires before any
-// entry of level k+1, and the earliest expiry is found from six 64-bit
-// occupancy masks without touching entries. Insert and remove are O(1) list
+// entry of level k+1, and the earliest expiry is found from occupancy
+// bitmaps without touching entries. Insert and remove are O(1) list
 // splices; each entry is re-placed at most once per level on its way down
 // (cascading happens only when a slot comes due, never on a sweep).
 //
@@ -31,9 +33,10 @@ struct wheel_entry {
 
 class timer_wheel {
  public:
-  static constexpr unsigned levels = 6;
-  static constexpr unsigned slot_bits = 6;
+  static constexpr unsigned levels = 4;
+  static constexpr unsigned slot_bits = 10;
   static constexpr unsigned slots = 1u << slot_bits;
+  static constexpr unsigned words = slots / 64;  // bitmap words per level
   static constexpr std::uint64_t span = std::uint64_t{1} << (levels * slot_bits);  // ticks covered
 
   /// The tick up to which the wheel has been advanced.
@@ -52,7 +55,7 @@ class timer_wheel {
     e->wnext = heads_[s];
     if (heads_[s]) heads_[s]->wprev = e;
     heads_[s] = e;
-    occupied_[level] |= std::uint64_t{1} << index;
+    occupied_[level][index / 64] |= std::uint64_t{1} << (index % 64);
     ++count_;
   }
 
@@ -64,7 +67,10 @@ class timer_wheel {
       heads_[s] = e->wnext;
     }
     if (e->wnext) e->wnext->wprev = e->wprev;
-    if (heads_[s] == nullptr) occupied_[s / slots] &= ~(std::uint64_t{1} << (s % slots));
+    if (heads_[s] == nullptr) {
+      const unsigned index = s % slots;
+      occupied_[s / slots][index / 64] &= ~(std::uint64_t{1} << (index % 64));
+    }
     e->slot = wheel_entry::no_slot;
     e->wprev = e->wnext = nullptr;
     --count_;
@@ -74,8 +80,8 @@ class timer_wheel {
   /// one may sleep), or nothing when empty.
   [[nodiscard]] std::optional<std::uint64_t> next_due() const noexcept {
     for (unsigned level = 0; level < levels; ++level) {
-      if (occupied_[level] == 0) continue;
-      return slot_start(level, next_index(level));
+      const int index = next_index(level);
+      if (index >= 0) return slot_start(level, static_cast<unsigned>(index));
     }
     return std::nullopt;
   }
@@ -99,12 +105,13 @@ class timer_wheel {
       if (*next > tick) break;
       // The lowest occupied level holds the earliest slot.
       unsigned level = 0;
-      while (occupied_[level] == 0) ++level;
-      const unsigned index = next_index(level);
+      int found = next_index(0);
+      while (found < 0) found = next_index(++level);
+      const auto index = static_cast<unsigned>(found);
       const unsigned s = level * slots + index;
       wheel_entry* list = heads_[s];
       heads_[s] = nullptr;
-      occupied_[level] &= ~(std::uint64_t{1} << index);
+      occupied_[level][index / 64] &= ~(std::uint64_t{1} << (index % 64));
       if (*next > elapsed_) elapsed_ = *next;
       while (list) {
         wheel_entry* e = list;
@@ -130,11 +137,21 @@ class timer_wheel {
     return level < levels ? level : levels - 1;
   }
 
-  // The first occupied slot of `level` at or after the current position.
-  [[nodiscard]] unsigned next_index(unsigned level) const noexcept {
+  // The first occupied slot of `level` at or after the current position,
+  // going round; -1 if the level is empty.
+  [[nodiscard]] int next_index(unsigned level) const noexcept {
     const unsigned pos = static_cast<unsigned>(elapsed_ >> (level * slot_bits)) & (slots - 1);
-    const std::uint64_t rotated = std::rotr(occupied_[level], static_cast<int>(pos));
-    return (pos + static_cast<unsigned>(std::countr_zero(rotated))) & (slots - 1);
+    const std::uint64_t* occ = occupied_[level];
+    const unsigned w0 = pos / 64;
+    const std::uint64_t first = occ[w0] & (~std::uint64_t{0} << (pos % 64));
+    if (first) return static_cast<int>(w0 * 64 + static_cast<unsigned>(std::countr_zero(first)));
+    for (unsigned i = 1; i <= words; ++i) {
+      const unsigned w = (w0 + i) % words;
+      std::uint64_t bits = occ[w];
+      if (i == words) bits &= (std::uint64_t{1} << (pos % 64)) - 1;  // back to the start: below pos
+      if (bits) return static_cast<int>(w * 64 + static_cast<unsigned>(std::countr_zero(bits)));
+    }
+    return -1;
   }
 
   [[nodiscard]] std::uint64_t slot_start(unsigned level, unsigned index) const noexcept {
@@ -149,7 +166,7 @@ class timer_wheel {
 
   std::uint64_t elapsed_ = 0;
   std::size_t count_ = 0;
-  std::uint64_t occupied_[levels] = {};
+  std::uint64_t occupied_[levels][words] = {};
   wheel_entry* heads_[levels * slots] = {};
 };
 
