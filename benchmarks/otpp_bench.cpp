@@ -13,6 +13,7 @@
 //   bytes_per_server    RSS growth per idle server
 //   stop_1m             stop those 1M servers, one by one
 //   idle_cpu            CPU used by an idle runtime with 1,000 live servers
+//                       and 1,000 timers due in 10+ minutes
 //   monitor_ns          a process monitors and demonitors another, per pair
 //   whereis_ns          look a registered name up, from a plain thread
 //   call_by_name_ns     call a named server by name (compare call_external)
@@ -402,6 +403,8 @@ double cpu_seconds() {
 void idle_cpu(otpp::runtime& rt) {
   std::vector<otpp::server<idle_server>> servers;
   for (int i = 0; i < 1000; ++i) servers.push_back(rt.start<idle_server>(i).value());
+  // Timers pending far in the future must not keep the runtime awake.
+  for (int i = 0; i < 1000; ++i) otpp::send_after(otpp::pid{servers[i]}, i, std::chrono::minutes(10 + i));
   (void)otpp::call(servers.back(), idle_server::get{});
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let the workers park
   const double c0 = cpu_seconds();
