@@ -506,3 +506,28 @@ TEST_CASE("an exception in on_hibernate crashes the process", "[hibernate]") {
   CHECK(why->kind() == otpp::exit_kind::exception);
   CHECK(why->to_string().find("cannot sleep") != std::string::npos);
 }
+
+TEST_CASE("a runtime shut down with timers pending cancels and frees them", "[timer]") {
+  otpp::timer_ref one_shot, interval, named;
+  {
+    fixture f;
+    auto r = f.start_receiver();
+    auto s = f.rt.start<starter>().value();
+    one_shot = otpp::send_after(r, tick{1}, 1h);
+    interval = otpp::send_interval(r, tick{2}, 10ms);
+    named = otpp::call(s, starter::after{"timer_test_nobody", 3});
+    f.clock->advance(30ms);
+    CHECK(fixture::seen(r).size() == 3);
+  }  // the runtime goes; the refs outlive it
+  CHECK_FALSE(otpp::read_timer(one_shot));
+  CHECK_FALSE(otpp::cancel_timer(interval));
+  CHECK_FALSE(otpp::cancel_timer(named));
+}
+
+TEST_CASE("send_after to a process of a stopped runtime sets nothing", "[timer]") {
+  fixture f;
+  auto r = f.start_receiver();
+  otpp::pid p = r;
+  f.rt.shutdown();
+  CHECK_FALSE(otpp::send_after(p, tick{1}, 1ms));
+}

@@ -17,9 +17,12 @@
 // exits. Cancelling is exact: once cancel_timer has returned, the timer
 // delivers nothing more; a message it already delivered stays delivered.
 //
-// Resolution is 1 ms; a timer never fires early. Time comes from the
-// destination's runtime clock (runtime_config::clock), which tests replace
-// with otpp::testing::virtual_clock.
+// Resolution is 1 ms; a timer never fires early. A timer belongs to its
+// destination's runtime (a timer to a name: the calling process's runtime,
+// else the default one) and follows that runtime's clock
+// (runtime_config::clock), which tests replace with
+// otpp::testing::virtual_clock. When the runtime shuts down, its pending
+// timers are cancelled; their refs stay safe to use.
 
 #include <chrono>
 #include <optional>
@@ -236,7 +239,7 @@ timer_ref send_interval(std::string_view name, Msg&& msg, std::chrono::steady_cl
 /// `t` is empty. After it returns the timer delivers nothing more.
 inline std::optional<std::chrono::nanoseconds> cancel_timer(const timer_ref& t) noexcept {
   detail::timer_node* n = detail::timer_access::get(t);
-  if (n == nullptr || n->service == nullptr) return std::nullopt;
+  if (n == nullptr || !n->live()) return std::nullopt;
   return n->service->cancel(n, detail::timer_inbox(*n->service));
 }
 
@@ -244,7 +247,7 @@ inline std::optional<std::chrono::nanoseconds> cancel_timer(const timer_ref& t) 
 /// nothing if it has fired, was cancelled or lost its destination.
 [[nodiscard]] inline std::optional<std::chrono::nanoseconds> read_timer(const timer_ref& t) noexcept {
   detail::timer_node* n = detail::timer_access::get(t);
-  if (n == nullptr || n->service == nullptr) return std::nullopt;
+  if (n == nullptr || !n->live()) return std::nullopt;
   return n->service->read(n);
 }
 

@@ -92,6 +92,11 @@ struct timer_node : mpsc_node, wheel_entry {
       destroy(this);
     }
   }
+  /// Not fired (for good) nor cancelled: only then is `service` alive for sure.
+  [[nodiscard]] bool live() const noexcept {
+    const std::uint32_t s = state.load(std::memory_order_acquire);
+    return s == pending || s == firing;
+  }
   /// The destination (or the owner of a named interval) has exited.
   [[nodiscard]] bool orphaned() const noexcept {
     return (dest != nullptr && !dest->alive()) || (owner != nullptr && !owner->alive());
@@ -119,10 +124,17 @@ class timer_service {
   ~timer_service() {
     stop();
     if (clock_) clock_->detach(this);
-    // Nothing schedules any more: free what is left.
-    drain_inboxes([](timer_node* t) { t->release(); });
+    // Nothing schedules any more: free what is left. A timer that never
+    // fired is marked cancelled, so that a timer_ref outliving the runtime
+    // answers without touching the service.
+    auto drop = [](timer_node* t) {
+      std::uint32_t s = pending;
+      t->state.compare_exchange_strong(s, cancelled, std::memory_order_acq_rel);
+      t->release();
+    };
+    drain_inboxes(drop);
     drain_cancels([](timer_node* t) { t->release(); });
-    wheel_.clear([](wheel_entry* e) { static_cast<timer_node*>(e)->release(); });
+    wheel_.clear([&](wheel_entry* e) { drop(static_cast<timer_node*>(e)); });
   }
 
   [[nodiscard]] std::int64_t now_ns() const noexcept {
