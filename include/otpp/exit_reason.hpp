@@ -184,7 +184,8 @@ class [[nodiscard]] result {
     if (!has_value()) throw exit_error{std::get<1>(v_)};
     return std::get<0>(v_);
   }
-  T&& value() && {
+  /// By value: `for (auto& x : f().value())` must not dangle.
+  T value() && {
     if (!has_value()) throw exit_error{std::get<1>(v_)};
     return std::move(std::get<0>(v_));
   }

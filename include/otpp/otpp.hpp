@@ -7,5 +7,6 @@
 #include "log.hpp"            // IWYU pragma: export
 #include "process.hpp"        // IWYU pragma: export
 #include "runtime.hpp"        // IWYU pragma: export
+#include "supervisor.hpp"     // IWYU pragma: export
 #include "sys.hpp"            // IWYU pragma: export
 #include "timer.hpp"          // IWYU pragma: export
