@@ -560,34 +560,35 @@ class supervisor : public gen_server<supervisor> {
 
 // -- the child API ------------------------------------------------------------------
 
+namespace detail {
+// The supervisor's answer, or why the call itself failed (noproc...).
+template <class T>
+result<T> flatten(result<result<T>> r) {
+  if (!r) return r.error();
+  return std::move(*r);
+}
+}  // namespace detail
+
 /// Adds a child and starts it; returns its pid (empty if it ignored the start).
 /// Fails with already_started (id running), error("already_present") (id
 /// known, not running), a validation error, or the start's error.
 inline result<pid> start_child(const server<supervisor>& sup, child_spec spec) {
-  auto r = try_call(sup, supervisor::start_child_req{std::move(spec)}, infinity);
-  if (!r) return r.error();
-  return std::move(*r);
+  return detail::flatten(try_call(sup, supervisor::start_child_req{std::move(spec)}, infinity));
 }
 
 /// Stops a child by its shutdown policy; a temporary child's spec goes too.
 inline result<void> terminate_child(const server<supervisor>& sup, std::string id) {
-  auto r = try_call(sup, supervisor::terminate_child_req{std::move(id)}, infinity);
-  if (!r) return r.error();
-  return *r;
+  return detail::flatten(try_call(sup, supervisor::terminate_child_req{std::move(id)}, infinity));
 }
 
 /// Starts a stopped child again from its spec.
 inline result<pid> restart_child(const server<supervisor>& sup, std::string id) {
-  auto r = try_call(sup, supervisor::restart_child_req{std::move(id)}, infinity);
-  if (!r) return r.error();
-  return std::move(*r);
+  return detail::flatten(try_call(sup, supervisor::restart_child_req{std::move(id)}, infinity));
 }
 
 /// Forgets a stopped child's spec.
 inline result<void> delete_child(const server<supervisor>& sup, std::string id) {
-  auto r = try_call(sup, supervisor::delete_child_req{std::move(id)}, infinity);
-  if (!r) return r.error();
-  return *r;
+  return detail::flatten(try_call(sup, supervisor::delete_child_req{std::move(id)}, infinity));
 }
 
 /// The children, newest-started first.
