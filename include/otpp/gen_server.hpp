@@ -498,6 +498,16 @@ struct call_node final : message_node {
 
 }  // namespace detail
 
+namespace detail {
+/// An idle time for set_timeout / hibernate_after in ns; -1 for infinity
+/// (never), negative durations count as zero.
+inline std::int64_t idle_ns(std::chrono::steady_clock::duration d) noexcept {
+  if (d == infinity) return -1;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::max(d, std::chrono::steady_clock::duration::zero()))
+      .count();
+}
+}  // namespace detail
+
 // -- the base class ----------------------------------------------------------------
 
 /// CRTP base of every server: `class my_server : public otpp::gen_server<my_server>`.
@@ -544,9 +554,7 @@ class gen_server {
   init_result set_timeout(std::chrono::steady_clock::duration d) {
     static_assert(handles_info<Impl, timeout> || detail::has_catch_all_info<Impl>,
                   "set_timeout needs a handle_info(otpp::timeout) overload");
-    proc()->request_timeout(d == infinity ? -1 : std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                      std::max(d, std::chrono::steady_clock::duration::zero()))
-                                                      .count());
+    proc()->request_timeout(detail::idle_ns(d));
     return {};
   }
 
@@ -741,10 +749,7 @@ result<server<Impl>> start_opts(runtime_core& rt, bool link, Registrar&& r, hibe
   static_assert(!(is_start_option<std::remove_cvref_t<Args>> || ...),
                 "otpp::start: options go first, the name before hibernate_after");
   start_options o;
-  o.hibernate_after = h.value == infinity ? -1
-                                          : std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                std::max(h.value, std::chrono::steady_clock::duration::zero()))
-                                                .count();
+  o.hibernate_after = idle_ns(h.value);
   return start_in<Impl>(rt, link, o, std::forward<Registrar>(r), std::forward<Args>(args)...);
 }
 

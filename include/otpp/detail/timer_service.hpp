@@ -141,7 +141,6 @@ class timer_service {
     const auto t = clock_ ? clock_->now() : steady::now();
     return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   }
-  [[nodiscard]] bool virtual_time() const noexcept { return clock_ != nullptr; }
   /// The runtime whose worker slots own inboxes 0..slots-1.
   [[nodiscard]] const runtime_core* runtime() const noexcept { return rt_; }
   /// The inbox shared by threads that are not this runtime's workers.
@@ -244,9 +243,6 @@ class timer_service {
     }
   }
 
-  /// Live timers in the wheel (owner thread's view; for tests and stats).
-  [[nodiscard]] std::size_t size() const noexcept { return wheel_size_.load(std::memory_order_relaxed); }
-
  private:
   static constexpr std::int64_t awake = -1;
   static constexpr std::int64_t never = INT64_MAX;
@@ -330,7 +326,6 @@ class timer_service {
       });
       wheel_.advance(static_cast<std::uint64_t>(now_tick), [&](wheel_entry* e) { add_due(static_cast<timer_node*>(e)); });
       fire_due(now_tick);
-      wheel_size_.store(wheel_.size(), std::memory_order_relaxed);
       if (sync != synced) {
         synced = sync;
         sync_done_.store(sync, std::memory_order_release);
@@ -465,7 +460,6 @@ class timer_service {
   timer_wheel wheel_;
   std::vector<due_entry> due_;
   std::uint64_t next_seq_ = 0;
-  std::atomic<std::size_t> wheel_size_{0};
 
   std::mutex start_mutex_;
   std::thread thread_;
