@@ -1,6 +1,8 @@
 #pragma once
 // otpp: Erlang/Elixir OTP for C++20. The umbrella header.
 
+#include "child_spec.hpp"     // IWYU pragma: export
+#include "dynamic_supervisor.hpp"  // IWYU pragma: export
 #include "exit_reason.hpp"    // IWYU pragma: export
 #include "gen_server.hpp"     // IWYU pragma: export
 #include "registry.hpp"       // IWYU pragma: export

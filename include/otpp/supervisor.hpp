@@ -44,8 +44,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <deque>
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,7 +52,9 @@
 
 #include <fmt/core.h>
 
+#include "child_spec.hpp"
 #include "detail/runtime_core.hpp"
+#include "detail/supervision.hpp"
 #include "exit_reason.hpp"
 #include "gen_server.hpp"
 #include "log.hpp"
@@ -63,113 +63,12 @@
 
 namespace otpp {
 
-enum class restart_type { permanent, transient, temporary };
-enum class child_type { worker, supervisor };
-
-/// How a supervisor stops a child.
-class shutdown_policy {
- public:
-  enum class kind : unsigned char { brutal_kill, timeout, infinity };
-  /// exit(child, kill) at once.
-  static shutdown_policy brutal_kill() noexcept { return {kind::brutal_kill, {}}; }
-  /// exit(child, shutdown) (a trapping child runs terminate), then kill if it
-  /// has not exited after `t`. Negative `t` is rejected when the spec is checked.
-  static shutdown_policy timeout(std::chrono::milliseconds t) noexcept { return {kind::timeout, t}; }
-  /// exit(child, shutdown) and wait as long as it takes (the default for
-  /// supervisor children).
-  static shutdown_policy infinity() noexcept { return {kind::infinity, {}}; }
-
-  [[nodiscard]] kind policy() const noexcept { return kind_; }
-  [[nodiscard]] std::chrono::milliseconds time() const noexcept { return time_; }
-
- private:
-  shutdown_policy(kind k, std::chrono::milliseconds t) noexcept : kind_{k}, time_{t} {}
-  kind kind_;
-  std::chrono::milliseconds time_;
-};
-
-/// Opt-in exponential restart delay: `initial`, doubled at each restart that
-/// follows a crash within `max` of the previous start, capped at `max`.
-struct restart_backoff {
-  std::chrono::milliseconds initial{100};
-  std::chrono::milliseconds max{10'000};
-};
-
-/// What a supervisor knows of a child (Erlang's child spec).
-struct child_spec {
-  /// Unique within its supervisor.
-  std::string id;
-  /// Starts the child; runs inside the supervisor, so start_link links the
-  /// child to it. An error whose kind is ignore means "do not start".
-  std::function<result<pid>()> start;
-  restart_type restart = restart_type::permanent;
-  /// Empty: 5 s for a worker, infinity for a supervisor.
-  std::optional<shutdown_policy> shutdown;
-  child_type type = child_type::worker;
-  /// Its exit for good can shut the supervisor down (supervisor_flags::auto_shutdown).
-  bool significant = false;
-  std::optional<restart_backoff> backoff;
-
-  child_spec&& with_id(std::string i) && {
-    id = std::move(i);
-    return std::move(*this);
-  }
-  child_spec&& with_restart(restart_type r) && {
-    restart = r;
-    return std::move(*this);
-  }
-  child_spec&& with_shutdown(shutdown_policy s) && {
-    shutdown = s;
-    return std::move(*this);
-  }
-  child_spec&& with_type(child_type t) && {
-    type = t;
-    return std::move(*this);
-  }
-  child_spec&& with_significant(bool s = true) && {
-    significant = s;
-    return std::move(*this);
-  }
-  child_spec&& with_backoff(restart_backoff b) && {
-    backoff = b;
-    return std::move(*this);
-  }
-};
-
 class supervisor;
 
 namespace detail {
-template <class Impl>
-std::string default_child_id(const name_t* n) {
-  return n ? n->value : std::string{type_name<Impl>()};
-}
-template <class First, class... Rest>
-const name_t* leading_name(const First& f, const Rest&...) {
-  if constexpr (std::is_same_v<std::decay_t<First>, name_t>) {
-    return &f;
-  } else {
-    return nullptr;
-  }
-}
-inline const name_t* leading_name() { return nullptr; }
+template <>
+inline constexpr bool is_supervisor_type<supervisor> = true;
 }  // namespace detail
-
-/// The spec of a gen_server<Impl> child started as start_link<Impl>(args...)
-/// with copies of `args` at every (re)start (Elixir's `{Module, arg}`). Its
-/// id is the name if the first argument is otpp::name(...), else the type's
-/// name. A child that is itself a supervisor gets type supervisor.
-template <class Impl, class... Args>
-[[nodiscard]] child_spec child(Args&&... args) {
-  child_spec s;
-  s.id = detail::default_child_id<Impl>(detail::leading_name(args...));
-  s.start = [... a = std::decay_t<Args>(std::forward<Args>(args))]() -> result<pid> {
-    auto r = start_link<Impl>(a...);
-    if (!r) return r.error();
-    return r->pid();
-  };
-  if constexpr (std::is_same_v<Impl, supervisor>) s.type = child_type::supervisor;
-  return s;
-}
 
 enum class strategy { one_for_one, one_for_all, rest_for_one };
 enum class auto_shutdown { never, any_significant, all_significant };
@@ -341,6 +240,7 @@ class supervisor : public gen_server<supervisor> {
   void handle_info(retry r) {
     entry* c = find(r.id);
     if (c == nullptr || c->epoch != r.epoch || c->state != child_info::status::restarting) return;
+    if (detail::runtime_closing()) return;
     if (r.counts && !add_restart()) return;
     restart_group(*c);
   }
@@ -365,15 +265,11 @@ class supervisor : public gen_server<supervisor> {
 
   std::optional<std::string> check_spec(const child_spec& s) const {
     if (s.id.empty()) return std::string{"missing_id"};
-    if (!s.start) return std::string{"missing_start"};
-    if (s.shutdown && s.shutdown->policy() == shutdown_policy::kind::timeout && s.shutdown->time().count() < 0)
-      return fmt::format("invalid_shutdown: {}", s.shutdown->time().count());
+    if (auto bad = detail::check_child(s)) return bad;
     if (s.significant && s.restart == restart_type::permanent)
       return fmt::format("bad_combination: {}: significant with permanent", s.id);
     if (s.significant && flags_.auto_shutdown == auto_shutdown::never)
       return fmt::format("bad_combination: {}: significant with auto_shutdown never", s.id);
-    if (s.backoff && (s.backoff->initial.count() < 0 || s.backoff->max < s.backoff->initial))
-      return fmt::format("invalid_backoff: {}", s.id);
     return std::nullopt;
   }
 
@@ -392,16 +288,9 @@ class supervisor : public gen_server<supervisor> {
     children_.erase(children_.begin() + (&c - children_.data()));
   }
 
-  [[nodiscard]] std::int64_t now_ns() const { return detail::tls.current->rt()->timers().now_ns(); }
-
   // Starts c; an ignore leaves it not running (state ignored), no error.
   result<void> start_one(entry& c) {
-    result<pid> r = exit_reason::error("missing_start");
-    try {
-      r = c.spec.start();
-    } catch (...) {
-      r = exit_reason::from_exception(std::current_exception());
-    }
+    result<pid> r = detail::invoke_start(c.spec.start);
     if (!r) {
       if (r.error().kind() == exit_kind::ignore) {
         c.process = pid{};
@@ -412,39 +301,14 @@ class supervisor : public gen_server<supervisor> {
     }
     c.process = std::move(*r);
     c.state = child_info::status::running;
-    c.started_at = now_ns();
+    c.started_at = detail::runtime_now_ns();
     return {};
   }
 
   // Stops a running child by its policy and waits for it (see the header).
   void stop_child(entry& c) {
     if (!c.process) return;
-    pid p = std::exchange(c.process, pid{});
-    exit_watch w{p};
-    unlink(p);
-    const shutdown_policy pol = c.spec.shutdown.value_or(
-        c.spec.type == child_type::supervisor ? shutdown_policy::infinity() : shutdown_policy::timeout(std::chrono::seconds(5)));
-    auto killed = [&] {
-      exit(p, exit_reason::kill());
-      if (!w.wait(flags_.abandon_after)) {
-        detail::log_rt(log_level::error,
-                       "otpp: supervisor {} abandoned child {} ({}): it did not exit within {} ms of a kill", self(),
-                       c.spec.id, p, flags_.abandon_after.count());
-      }
-    };
-    switch (pol.policy()) {
-      case shutdown_policy::kind::brutal_kill:
-        killed();
-        break;
-      case shutdown_policy::kind::timeout:
-        exit(p, exit_reason::shutdown());
-        if (!w.wait(pol.time())) killed();
-        break;
-      case shutdown_policy::kind::infinity:
-        exit(p, exit_reason::shutdown());
-        (void)w.wait();
-        break;
-    }
+    detail::stop_children({{std::exchange(c.process, pid{}), c.spec.shutdown_or_default(), c.spec.id}}, flags_.abandon_after);
   }
 
   // Every running child, in reverse start order.
@@ -455,17 +319,8 @@ class supervisor : public gen_server<supervisor> {
     }
   }
 
-  [[nodiscard]] static bool wants_restart(const entry& c, const exit_reason& why) noexcept {
-    switch (c.spec.restart) {
-      case restart_type::permanent: return true;
-      case restart_type::transient: return !why.is_sane();
-      case restart_type::temporary: return false;
-    }
-    return false;
-  }
-
   void child_exited(entry& c, const exit_reason& why) {
-    if (!wants_restart(c, why)) {
+    if (!detail::wants_restart(c.spec.restart, why) || detail::runtime_closing()) {
       const bool significant = c.spec.significant;
       if (c.spec.restart == restart_type::temporary) erase(c);
       if (significant) check_auto_shutdown();
@@ -481,11 +336,7 @@ class supervisor : public gen_server<supervisor> {
 
   // Counts one restart; false (and the supervisor is stopping) past the limit.
   bool add_restart() {
-    const std::int64_t now = now_ns();
-    const std::int64_t window = std::chrono::duration_cast<std::chrono::nanoseconds>(flags_.max_seconds).count();
-    restarts_.push_back(now);
-    while (!restarts_.empty() && restarts_.front() + window <= now) restarts_.pop_front();
-    if (static_cast<int>(restarts_.size()) <= flags_.max_restarts) return true;
+    if (restarts_.add()) return true;
     detail::log_rt(log_level::error, "otpp: supervisor {} reached max restart intensity ({} in {} ms); shutting down",
                    self(), flags_.max_restarts, flags_.max_seconds.count());
     stop(exit_reason::shutdown());  // terminate stops every child, newest first
@@ -532,13 +383,7 @@ class supervisor : public gen_server<supervisor> {
   // Delays the restart by the child's backoff: doubled when it crashed
   // again within `max` of its last start, else back to `initial`.
   void schedule_backoff(entry& c) {
-    const auto& b = *c.spec.backoff;
-    const std::int64_t up_for = now_ns() - c.started_at;
-    if (c.delay.count() == 0 || up_for > std::chrono::duration_cast<std::chrono::nanoseconds>(b.max).count()) {
-      c.delay = b.initial;
-    } else {
-      c.delay = std::min(c.delay * 2, b.max);
-    }
+    c.delay = detail::next_backoff(*c.spec.backoff, c.delay, detail::runtime_now_ns() - c.started_at);
     c.state = child_info::status::restarting;
     send_after(self(), retry{c.spec.id, ++c.epoch, false}, c.delay);
   }
@@ -555,7 +400,7 @@ class supervisor : public gen_server<supervisor> {
   std::vector<child_spec> specs_;  // until init has started them
   supervisor_flags flags_;
   std::vector<entry> children_;    // in start order
-  std::deque<std::int64_t> restarts_;
+  detail::restart_window restarts_{flags_.max_restarts, flags_.max_seconds};
 };
 
 // -- the child API ------------------------------------------------------------------
