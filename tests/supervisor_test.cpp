@@ -62,18 +62,6 @@ otpp::pid child_pid(const otpp::server<otpp::supervisor>& sup, const std::string
   return {};
 }
 
-// The supervisor handles a child's exit asynchronously: wait until `id`
-// runs under a pid other than `old` (a test helper, bounded).
-otpp::pid await_restart(const otpp::server<otpp::supervisor>& sup, const std::string& id, const otpp::pid& old) {
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    otpp::pid p = child_pid(sup, id);
-    if (p && p != old) return p;
-    std::this_thread::yield();
-  }
-  return {};
-}
-
 // Waits (bounded) until the supervisor's counts satisfy `ok`.
 template <class F>
 bool await_counts(const otpp::server<otpp::supervisor>& sup, F ok) {
@@ -147,7 +135,7 @@ TEST_CASE("one_for_one restarts only the child that died", "[supervisor]") {
   auto sup = f.start({spec("a", f.j), spec("b", f.j), spec("c", f.j)}).value();
   auto a = child_pid(sup, "a"), b = child_pid(sup, "b"), c = child_pid(sup, "c");
   kill(b);
-  auto b2 = await_restart(sup, "b", b);
+  auto b2 = otpp::testing::await_child(sup, "b", b);
   REQUIRE(b2);
   CHECK(child_pid(sup, "a") == a);
   CHECK(child_pid(sup, "c") == c);
@@ -159,7 +147,7 @@ TEST_CASE("one_for_all restarts every child, in order, after stopping the rest n
   auto sup = f.start({spec("a", f.j), spec("b", f.j), spec("c", f.j)}, {.strategy = otpp::strategy::one_for_all}).value();
   auto a = child_pid(sup, "a");
   kill(child_pid(sup, "b"));
-  REQUIRE(await_restart(sup, "a", a));
+  REQUIRE(otpp::testing::await_child(sup, "a", a));
   (void)otpp::which_children(sup);
   CHECK(f.j->get() == std::vector<std::string>{"start a", "start b", "start c", "stop c shutdown", "stop a shutdown",
                                                "start a", "start b", "start c"});
@@ -170,7 +158,7 @@ TEST_CASE("rest_for_one restarts the child and the ones started after it", "[sup
   auto sup = f.start({spec("a", f.j), spec("b", f.j), spec("c", f.j)}, {.strategy = otpp::strategy::rest_for_one}).value();
   auto a = child_pid(sup, "a"), c = child_pid(sup, "c");
   kill(child_pid(sup, "b"));
-  REQUIRE(await_restart(sup, "c", c));
+  REQUIRE(otpp::testing::await_child(sup, "c", c));
   CHECK(child_pid(sup, "a") == a);
   CHECK(f.j->get() == std::vector<std::string>{"start a", "start b", "start c", "stop c shutdown", "start b", "start c"});
 }
@@ -183,7 +171,7 @@ TEST_CASE("restart types decide by exit reason", "[supervisor]") {
   // A permanent child is restarted even after a normal exit.
   auto perm = child_pid(sup, "perm");
   otpp::stop(perm);
-  REQUIRE(await_restart(sup, "perm", perm));
+  REQUIRE(otpp::testing::await_child(sup, "perm", perm));
   // A transient child: not after shutdown, but after a crash.
   auto trans = child_pid(sup, "trans");
   {
@@ -206,7 +194,7 @@ TEST_CASE("a transient child that crashes is restarted", "[supervisor]") {
   auto sup = f.start({spec("t", f.j).with_restart(otpp::restart_type::transient)}).value();
   auto t = child_pid(sup, "t");
   (void)otpp::try_call(otpp::server<worker>{t}, worker::crash{});
-  CHECK(await_restart(sup, "t", t));
+  CHECK(otpp::testing::await_child(sup, "t", t));
 }
 
 TEST_CASE("restart intensity: max 0 gives up at the first crash", "[supervisor][intensity]") {
@@ -230,7 +218,7 @@ TEST_CASE("restart intensity: exactly max restarts survive, one more inside the 
   for (int i = 0; i < 3; ++i) {
     auto a = child_pid(sup, "a");
     kill(a);
-    REQUIRE(await_restart(sup, "a", a));
+    REQUIRE(otpp::testing::await_child(sup, "a", a));
     f.clock->advance(1s);
   }
   CHECK(sup.alive());
@@ -246,7 +234,7 @@ TEST_CASE("restart intensity: crashes spaced beyond the window never add up", "[
   for (int i = 0; i < 6; ++i) {
     auto a = child_pid(sup, "a");
     kill(a);
-    REQUIRE(await_restart(sup, "a", a));
+    REQUIRE(otpp::testing::await_child(sup, "a", a));
     f.clock->advance(5s);
   }
   CHECK(sup.alive());
@@ -359,7 +347,7 @@ TEST_CASE("named children come back under their name", "[supervisor]") {
   REQUIRE(first);
   CHECK(child_pid(sup, "sup_test_named") == first);
   kill(first);
-  auto second = await_restart(sup, "sup_test_named", first);
+  auto second = otpp::testing::await_child(sup, "sup_test_named", first);
   REQUIRE(second);
   CHECK(otpp::whereis("sup_test_named") == second);
 }
@@ -376,7 +364,7 @@ TEST_CASE("nested supervisors: an inner one that gives up is restarted by the ou
   otpp::exit_watch w{inner};
   kill(child_pid(inner_sup, "leaf"));
   REQUIRE(w.wait(5s));  // the inner one reached its limit
-  auto inner2 = await_restart(sup, "inner", inner);
+  auto inner2 = otpp::testing::await_child(sup, "inner", inner);
   REQUIRE(inner2);
   CHECK(child_pid(otpp::server<otpp::supervisor>{inner2}, "leaf").alive());
 }

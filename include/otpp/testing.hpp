@@ -9,15 +9,35 @@
 //   auto s = rt.start<session>().value();     // its init calls set_timeout(30s)
 //   clock->advance(30s);                       // the timeout message is queued
 //   CHECK(otpp::call(s, session::expired{}));  // a call flushes it through
+//
+// start_supervised: a process for the length of a scope (ExUnit's
+// start_supervised), under a supervisor of its own that restarts it as its
+// spec says and stops it (and whatever it started and linked) at scope exit.
+//
+//   auto c = otpp::testing::start_supervised<counter>(10).value();
+//   otpp::call(c.get(), counter::increment{});
+//
+// Waiting for a death: otpp::exit_watch / otpp::await_exit (process.hpp)
+// give the exit reason; await_child below waits for a supervisor to bring a
+// child back.
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "child_spec.hpp"
 #include "detail/runtime_core.hpp"
 #include "detail/timer_service.hpp"
+#include "exit_reason.hpp"
+#include "gen_server.hpp"
+#include "process.hpp"
+#include "runtime.hpp"
+#include "supervisor.hpp"
 
 namespace otpp::testing {
 
@@ -73,5 +93,108 @@ class virtual_clock final : public detail::clock_source {
   std::mutex mutex_;
   std::vector<detail::timer_service*> services_;
 };
+
+/// A process started by start_supervised, stopped when this goes out of
+/// scope. It runs under a supervisor of its own (one_for_one, restarts
+/// without limit), so a crash brings it back as its spec says; get()
+/// always answers the current one.
+template <class Impl>
+class supervised {
+ public:
+  /// Takes charge of `sup`, whose child `id` it stands for.
+  supervised(server<otpp::supervisor> sup, std::string id) : sup_{std::move(sup)}, id_{std::move(id)} {}
+  supervised(supervised&& o) noexcept : sup_{std::exchange(o.sup_, {})}, id_{std::move(o.id_)} {}
+  supervised& operator=(supervised&& o) noexcept {
+    if (this != &o) {
+      stop();
+      sup_ = std::exchange(o.sup_, {});
+      id_ = std::move(o.id_);
+    }
+    return *this;
+  }
+  supervised(const supervised&) = delete;
+  supervised& operator=(const supervised&) = delete;
+  ~supervised() { stop(); }
+
+  /// The process running now; empty while it is being restarted or after stop().
+  [[nodiscard]] server<Impl> get() const {
+    if (!sup_) return {};
+    auto kids = which_children(sup_);
+    if (!kids) return {};
+    for (auto& c : *kids)
+      if (c.id == id_) return server<Impl>{c.process};
+    return {};
+  }
+  operator server<Impl>() const { return get(); }  // NOLINT: a handle stands for its process
+
+  /// Its id under that supervisor (for await_child).
+  [[nodiscard]] const std::string& id() const noexcept { return id_; }
+  /// The supervisor holding it.
+  [[nodiscard]] const server<otpp::supervisor>& supervisor() const noexcept { return sup_; }
+
+  /// Stops it now by its shutdown policy (ExUnit's stop_supervised);
+  /// idempotent.
+  void stop() {
+    if (!sup_) return;
+    (void)try_stop(std::exchange(sup_, {}).pid(), exit_reason::shutdown());
+  }
+
+ private:
+  server<otpp::supervisor> sup_;
+  std::string id_;
+};
+
+}  // namespace otpp::testing
+
+namespace otpp::detail {
+template <class Impl>
+result<testing::supervised<Impl>> start_supervised_in(runtime* rt, child_spec spec) {
+  const supervisor_flags flags{.max_restarts = 1'000'000, .max_seconds = std::chrono::seconds(1)};
+  auto sup = rt ? rt->start<otpp::supervisor>(std::vector<child_spec>{}, flags)
+                : otpp::start<otpp::supervisor>(std::vector<child_spec>{}, flags);
+  if (!sup) return sup.error();
+  std::string id = spec.id;
+  auto child = start_child(*sup, std::move(spec));
+  if (!child || !*child) {
+    (void)try_stop(sup->pid(), exit_reason::shutdown());
+    if (!child) return child.error();
+    return exit_reason::ignore();
+  }
+  return testing::supervised<Impl>{std::move(*sup), std::move(id)};
+}
+}  // namespace otpp::detail
+
+namespace otpp::testing {
+
+/// Starts child<Impl>(args...) under a supervisor of its own, in the calling
+/// process's runtime (or the default one); stopped at scope exit. A start
+/// error, or ignore, is the result's error.
+template <class Impl, class... Args>
+[[nodiscard]] result<supervised<Impl>> start_supervised(Args&&... args) {
+  return detail::start_supervised_in<Impl>(nullptr, child<Impl>(std::forward<Args>(args)...));
+}
+
+/// The same in `rt`.
+template <class Impl, class... Args>
+[[nodiscard]] result<supervised<Impl>> start_supervised(runtime& rt, Args&&... args) {
+  return detail::start_supervised_in<Impl>(&rt, child<Impl>(std::forward<Args>(args)...));
+}
+
+/// Waits until the supervisor's child `id` runs under a pid other than
+/// `previous` and returns it; empty if that does not happen within
+/// `timeout`. Polls with calls to the supervisor, so it never misses a
+/// restart that happened before it was called.
+inline pid await_child(const server<otpp::supervisor>& sup, std::string_view id, const pid& previous = {},
+                       std::chrono::steady_clock::duration timeout = std::chrono::seconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  do {
+    auto kids = which_children(sup);
+    if (!kids) return {};
+    for (auto& c : *kids)
+      if (c.id == id && c.process && c.process != previous) return c.process;
+    std::this_thread::yield();
+  } while (std::chrono::steady_clock::now() < deadline);
+  return {};
+}
 
 }  // namespace otpp::testing
