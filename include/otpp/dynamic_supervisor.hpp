@@ -54,7 +54,7 @@ struct dynamic_supervisor_flags {
   int max_restarts = 3;
   std::chrono::milliseconds max_seconds{5000};
   /// Empty: no limit.
-  std::optional<std::size_t> max_children;
+  std::optional<std::size_t> max_children{};
   /// How long to wait for a killed child whose handler does not return.
   std::chrono::milliseconds abandon_after{5000};
 };

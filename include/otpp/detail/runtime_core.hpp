@@ -401,33 +401,46 @@ class runtime_core {
     return false;
   }
 
+  // Work other threads could take: the global queue and every deque.
+  [[nodiscard]] std::int64_t queued_hint() const noexcept {
+    auto n = static_cast<std::int64_t>(injection_size_.load(std::memory_order_relaxed));
+    for (auto& v : slots_) n += v->deque.size_hint();
+    return n;
+  }
+
   void idle(worker_slot& s) noexcept {
-    spinners_.fetch_add(1, std::memory_order_seq_cst);
-    const auto until = steady::now() + cfg_.spin;
-    for (unsigned i = 0;; ++i) {
-      if (has_work(s) || terminating_.load(std::memory_order_relaxed)) {
-        // The last spinner leaving with work wakes a sleeper to spin in its
-        // place (Go's rule): a push that saw us spinning woke nobody, and
-        // there may be more queued than this thread will take.
-        if (spinners_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
-            sleepers_.load(std::memory_order_seq_cst) > 0 && injection_size_.load(std::memory_order_relaxed) > 1) {
-          epoch_.fetch_add(1, std::memory_order_seq_cst);
-          unpark_one(epoch_);
+    for (;;) {
+      spinners_.fetch_add(1, std::memory_order_seq_cst);
+      const auto until = steady::now() + cfg_.spin;
+      for (unsigned i = 0;; ++i) {
+        if (has_work(s) || terminating_.load(std::memory_order_relaxed)) {
+          // The last spinner leaving with work wakes a sleeper to spin in its
+          // place (Go's rule): a push that saw us spinning woke nobody, and
+          // there may be more queued than this thread will take. A thread
+          // woken from its park spins first, so the rule chains: one more
+          // thread per queued process, until one is left for the last.
+          if (spinners_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+              sleepers_.load(std::memory_order_seq_cst) > 0 && queued_hint() > 1) {
+            epoch_.fetch_add(1, std::memory_order_seq_cst);
+            unpark_one(epoch_);
+          }
+          return;
         }
-        return;
+        cpu_relax();
+        if ((i & 63) == 63) {
+          if (steady::now() >= until) break;
+          std::this_thread::yield();
+        }
       }
-      cpu_relax();
-      if ((i & 63) == 63) {
-        if (steady::now() >= until) break;
-        std::this_thread::yield();
-      }
+      spinners_.fetch_sub(1, std::memory_order_seq_cst);
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      const std::uint32_t epoch = epoch_.load(std::memory_order_seq_cst);
+      const bool sleep = !has_work(s) && !terminating_.load(std::memory_order_seq_cst);
+      if (sleep) park(epoch_, epoch);
+      sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+      if (!sleep) return;
     }
-    spinners_.fetch_sub(1, std::memory_order_seq_cst);
-    sleepers_.fetch_add(1, std::memory_order_seq_cst);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    const std::uint32_t epoch = epoch_.load(std::memory_order_seq_cst);
-    if (!has_work(s) && !terminating_.load(std::memory_order_seq_cst)) park(epoch_, epoch);
-    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
   }
 
   void notify() noexcept {

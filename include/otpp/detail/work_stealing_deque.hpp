@@ -8,6 +8,7 @@
 // element. The ring grows by doubling; old rings are kept until destruction
 // because a thief may still be reading one (the paper's simple reclamation).
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -84,6 +85,11 @@ class work_stealing_deque {
       return v;
     }
     return nullptr;
+  }
+
+  /// A snapshot for heuristics (exact only for the owner).
+  [[nodiscard]] std::int64_t size_hint() const noexcept {
+    return std::max<std::int64_t>(0, bottom_.load(std::memory_order_relaxed) - top_.load(std::memory_order_relaxed));
   }
 
   [[nodiscard]] bool empty() const noexcept {
