@@ -107,7 +107,7 @@ bool whole(otpp::runtime& rt, const sup_ref& root, settled& s) {
   return rt.process_count() == s.all.size();
 }
 
-void inject(std::uint32_t seed, const sup_ref& root, std::chrono::steady_clock::time_point until,
+void inject(std::uint32_t seed, std::chrono::steady_clock::time_point until,
             std::atomic<int>& injected) {
   std::mt19937 rng{seed};
   std::vector<std::string> names = leaf_names;
@@ -163,8 +163,8 @@ TEST_CASE("chaos: random crashes leave a whole tree, every name on a live proces
 
     std::atomic<int> injected{0};
     const auto until = std::chrono::steady_clock::now() + 1500ms;
-    std::thread t1{[&] { inject(1, root, until, injected); }};
-    std::thread t2{[&] { inject(2, root, until, injected); }};
+    std::thread t1{[&] { inject(1, until, injected); }};
+    std::thread t2{[&] { inject(2, until, injected); }};
     t1.join();
     t2.join();
     CHECK(injected.load() > 100);
