@@ -21,11 +21,18 @@
 //                       another; the time to set them (all fire, checked)
 //   timer_lateness_p99  of those, delivery time minus deadline, 99th percentile
 //   timer_cancel        a process cancels 1M live timers, per cancel
+//   supervisor_restart  a one_for_one supervisor with one named child; a
+//                       process kills the child and waits for the
+//                       replacement (registered before its init runs) to
+//                       report from init; mean per cycle over 50 fresh
+//                       supervisors x 200 crashes (as the BEAM anchor);
+//                       "#" lines give the other modes
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -415,6 +422,132 @@ void idle_cpu(otpp::runtime& rt) {
   for (auto& s : servers) otpp::stop(s);
 }
 
+// The supervised child; a replacement tells the driver (if any) that it is
+// registered and running.
+struct child_ready {
+  otpp::pid child;
+};
+class restart_child : public otpp::gen_server<restart_child> {
+ public:
+  struct crash {};
+  explicit restart_child(otpp::pid driver = {}) : driver_{std::move(driver)} {}
+  void init() {
+    if (driver_) otpp::send(driver_, child_ready{self()});
+  }
+  void handle_call(crash) { throw std::runtime_error("boom"); }
+
+ private:
+  otpp::pid driver_;
+};
+
+// Crashes the child from inside the runtime and starts the next cycle when
+// the replacement (registered under the name before its init runs) reports
+// from its init: no polling, so the figure is the restart path itself.
+class restart_driver : public otpp::gen_server<restart_driver> {
+ public:
+  using info_types = otpp::type_list<child_ready>;
+  struct run {
+    using reply_type = double;
+    bool kill;
+    std::size_t n;
+  };
+
+  void handle_call(run r, otpp::reply_to<double> to) {
+    kill_ = r.kill;
+    left_ = r.n;
+    to_.emplace(std::move(to));
+    t0_ = clk::now();
+    crash(otpp::whereis("bench_child"));
+  }
+  void handle_info(const child_ready& r) {
+    if (!to_) return;  // the first child, started before the run
+    if (--left_ == 0) {
+      to_->reply(seconds_since(t0_));
+      to_.reset();
+      return;
+    }
+    crash(r.child);
+  }
+
+ private:
+  void crash(const otpp::pid& child) {
+    if (kill_) {
+      otpp::exit(child, otpp::exit_reason::kill());
+    } else {
+      (void)otpp::try_call(otpp::server<restart_child>{child}, restart_child::crash{});
+    }
+  }
+
+  bool kill_ = true;
+  std::size_t left_ = 0;
+  std::optional<otpp::reply_to<double>> to_;
+  clk::time_point t0_;
+};
+
+// µs per crash → replacement registered, like anchors/beam/supervisor_restart.exs:
+// `kill` is exit(child, kill), `raise` a call whose handler throws; `steady`
+// is one supervisor taking every crash, `fresh` 50 supervisors x 200. The
+// figure: kill/fresh, driven from a process that waits for the replacement's
+// word. "#" lines add the other modes and the BEAM script's way of waiting:
+// a plain thread polling whereis + yield.
+void supervisor_restart(otpp::runtime& rt) {
+  otpp::set_log_level(otpp::log_level::none);  // the BEAM run drops crash reports too
+  const char* const name = "bench_child";
+  auto polled = [&](bool kill, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const otpp::pid old = otpp::whereis(name);
+      if (kill) {
+        otpp::exit(old, otpp::exit_reason::kill());
+      } else {
+        (void)otpp::try_call(otpp::server<restart_child>{old}, restart_child::crash{});
+      }
+      for (;;) {
+        const otpp::pid now = otpp::whereis(name);
+        if (now && now != old) break;
+        std::this_thread::yield();
+      }
+    }
+  };
+  auto driver = rt.start<restart_driver>().value();
+  auto measure = [&](bool poll, bool kill, std::size_t batches, std::size_t per) {
+    double total = 0;
+    for (std::size_t b = 0; b < batches; ++b) {
+      const otpp::pid notify = poll ? otpp::pid{} : driver.pid();
+      auto sup = rt.start<otpp::supervisor>(std::vector<otpp::child_spec>{otpp::child<restart_child>(otpp::name(name), notify)},
+                                            otpp::supervisor_flags{.max_restarts = 10'000'000,
+                                                                   .max_seconds = std::chrono::seconds(1)})
+                     .value();
+      if (poll) {
+        const auto t0 = clk::now();
+        polled(kill, per);
+        total += seconds_since(t0);
+      } else {
+        total += otpp::call(driver, restart_driver::run{kill, per}, otpp::infinity);
+      }
+      if (otpp::count_children(sup).value().active != 1) std::printf("# supervisor_restart: child missing!\n");
+      otpp::stop(sup);
+    }
+    return total * 1e6 / static_cast<double>(batches * per);
+  };
+  const std::size_t n = 10'000 / scale;
+  (void)measure(false, true, 5, 200 / scale);  // warm-up
+  double figure_us = 0;
+  for (bool poll : {false, true}) {
+    for (bool kill : {true, false}) {
+      const double steady = measure(poll, kill, 1, n);
+      const double fresh = measure(poll, kill, 50, n / 50);
+      const char* how = poll ? "_polled" : "";
+      const char* crash = kill ? "kill" : "raise";
+      std::printf("# supervisor_restart_%s_steady%s: %.2f us/cycle\n", crash, how, steady);
+      std::printf("# supervisor_restart_%s_fresh%s: %.2f us/cycle\n", crash, how, fresh);
+      if (!poll && kill) figure_us = fresh;
+    }
+  }
+  otpp::stop(driver);
+  otpp::set_log_level(otpp::log_level::debug);
+  figure("supervisor_restart", figure_us, "us");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -428,7 +561,7 @@ int main(int argc, char** argv) {
     }
   }
   auto want = [&](const char* n) { return wanted.empty() || std::find(wanted.begin(), wanted.end(), n) != wanted.end(); };
-  otpp::runtime rt;
+  otpp::runtime rt{{.workers = std::getenv("WORKERS") ? unsigned(std::atoi(std::getenv("WORKERS"))) : 0u}};
   std::printf("# otpp_bench: %u workers%s\n", rt.workers(), scale > 1 ? ", --quick (sizes / 10)" : "");
   if (want("cast_1sender")) cast_senders(rt, 1, "cast_1sender");
   if (want("cast_2senders")) cast_senders(rt, 2, "cast_2senders");
@@ -441,6 +574,7 @@ int main(int argc, char** argv) {
     names(rt, want("monitor_ns"), want("whereis_ns"), want("call_by_name_ns"));
   if (want("timers_schedule_1m") || want("timer_lateness_p99") || want("timer_cancel"))
     timers(rt, want("timers_schedule_1m"), want("timer_lateness_p99"), want("timer_cancel"));
+  if (want("supervisor_restart")) supervisor_restart(rt);
   if (want("spawn_1m") || want("bytes_per_server") || want("stop_1m"))
     spawn_stop(rt, want("spawn_1m"), want("bytes_per_server"), want("stop_1m"));
   return 0;

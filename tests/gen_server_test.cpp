@@ -292,6 +292,22 @@ TEST_CASE("an exception in handle_cast crashes the server and logs a crash repor
   CHECK(logs.contains("std::runtime_error: boom"));
 }
 
+TEST_CASE("set_log_level drops crash reports below it; none drops everything") {
+  otpp_test::log_capture logs;
+  auto j = std::make_shared<journal>();
+  otpp::set_log_level(otpp::log_level::none);
+  auto s = otpp::start<recorder>(j).value();
+  CHECK_FALSE(otpp::try_call(s, recorder::crash_call{}));
+  CHECK(logs.size() == 0);
+  otpp::set_log_level(otpp::log_level::warning);
+  otpp::log(otpp::log_level::info, "quiet {}", 1);
+  otpp::log(otpp::log_level::warning, "loud {}", 2);
+  otpp::set_log_level(otpp::log_level::debug);
+  CHECK_FALSE(logs.contains("quiet"));
+  CHECK(logs.contains("loud 2"));
+  CHECK(logs.size() == 1);
+}
+
 TEST_CASE("stop from handle_call: terminate runs first, then the reply is sent") {
   auto j = std::make_shared<journal>();
   auto s = otpp::start<recorder>(j).value();

@@ -26,6 +26,7 @@ class chaos_worker : public otpp::gen_server<chaos_worker> {
  public:
   struct crash {};
   struct ping {};
+  using info_types = otpp::type_list<crash>;
   explicit chaos_worker(bool trap) : trap_{trap} {}
   void init() {
     if (trap_) trap_exit(true);

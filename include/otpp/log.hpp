@@ -7,7 +7,11 @@
 // thread, concurrently; it must not throw (a throw is swallowed).
 //
 //   otpp::set_logger([](otpp::log_level lvl, std::string_view line) { my_log(lvl, line); });
+//
+// set_log_level(l) drops lines below `l` before they are formatted (Erlang's
+// logger level); log_level::none drops them all.
 
+#include <atomic>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -19,12 +23,13 @@
 
 namespace otpp {
 
-enum class log_level { debug, info, warning, error };
+enum class log_level { debug, info, warning, error, none };
 
 using log_handler = std::function<void(log_level, std::string_view)>;
 
 namespace detail {
 struct logger_state {
+  std::atomic<int> level{0};
   std::mutex mutex;
   std::shared_ptr<const log_handler> handler;
   // Leaked on purpose: processes may log during static destruction.
@@ -43,7 +48,18 @@ inline void set_logger(log_handler handler) {
   s.handler = std::move(h);
 }
 
+/// The lowest level that is logged (debug by default).
+inline void set_log_level(log_level lowest) noexcept {
+  detail::logger_state::instance().level.store(static_cast<int>(lowest), std::memory_order_relaxed);
+}
+
+[[nodiscard]] inline bool log_enabled(log_level level) noexcept {
+  return level != log_level::none &&
+         static_cast<int>(level) >= detail::logger_state::instance().level.load(std::memory_order_relaxed);
+}
+
 inline void log_line(log_level level, std::string_view line) noexcept {
+  if (!log_enabled(level)) return;
   auto& s = detail::logger_state::instance();
   std::shared_ptr<const log_handler> h;
   {
@@ -57,12 +73,13 @@ inline void log_line(log_level level, std::string_view line) noexcept {
     }
     return;
   }
-  static constexpr const char* names[] = {"debug", "info", "warning", "error"};
+  static constexpr const char* names[] = {"debug", "info", "warning", "error", "none"};
   std::fprintf(stderr, "[otpp %s] %.*s\n", names[static_cast<int>(level)], static_cast<int>(line.size()), line.data());
 }
 
 template <class... Args>
 void log(log_level level, fmt::format_string<Args...> f, Args&&... args) noexcept {
+  if (!log_enabled(level)) return;
   try {
     log_line(level, fmt::format(f, std::forward<Args>(args)...));
   } catch (...) {
@@ -74,6 +91,7 @@ namespace detail {
 // in headers do not each instantiate fmt's compile-time format checking.
 template <class... Args>
 void log_rt(log_level level, std::string_view f, const Args&... args) noexcept {
+  if (!log_enabled(level)) return;
   try {
     log_line(level, fmt::vformat(f, fmt::make_format_args(args...)));
   } catch (...) {

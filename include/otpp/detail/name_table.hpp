@@ -1,8 +1,9 @@
 #pragma once
 // The local name table (Erlang's registered names): name → live process.
 //
-// Sharded by the name's hash, one mutex per shard, so registrations and
-// lookups of different names rarely meet. An entry holds no reference: a
+// Sharded by the name's hash, one spin lock per shard, so registrations and
+// lookups of different names rarely meet, and a lookup loop on one name
+// does not put its registrant to sleep. An entry holds no reference: a
 // process removes its own name when it exits, before it drops its "alive"
 // reference, so a process found under the shard lock is still alive enough
 // to take a new reference to.
@@ -76,7 +77,7 @@ class name_table {
     std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
   };
   struct alignas(cache_line) shard {
-    std::mutex mutex;
+    spin_lock mutex;
     std::unordered_map<std::string, entry, hash, std::equal_to<>> map;
   };
   static constexpr std::size_t shard_count = 64;
