@@ -153,6 +153,23 @@ TEST_CASE("one_for_all restarts every child, in order, after stopping the rest n
                                                "start a", "start b", "start c"});
 }
 
+TEST_CASE("one_for_all also starts a child stopped by terminate_child; temporary siblings are dropped", "[supervisor]") {
+  fixture f;
+  auto sup = f.start({spec("a", f.j), spec("b", f.j), spec("t", f.j).with_restart(otpp::restart_type::temporary),
+                      spec("c", f.j)},
+                     {.strategy = otpp::strategy::one_for_all})
+                 .value();
+  REQUIRE(otpp::terminate_child(sup, "c"));
+  CHECK_FALSE(child_pid(sup, "c"));
+  auto a = child_pid(sup, "a");
+  kill(child_pid(sup, "b"));
+  REQUIRE(otpp::testing::await_child(sup, "a", a));
+  CHECK(child_pid(sup, "c"));
+  auto n = otpp::count_children(sup).value();
+  CHECK(n.specs == 3);  // t went with the group restart
+  CHECK(n.active == 3);
+}
+
 TEST_CASE("rest_for_one restarts the child and the ones started after it", "[supervisor]") {
   fixture f;
   auto sup = f.start({spec("a", f.j), spec("b", f.j), spec("c", f.j)}, {.strategy = otpp::strategy::rest_for_one}).value();
