@@ -11,4 +11,5 @@
 #include "runtime.hpp"        // IWYU pragma: export
 #include "supervisor.hpp"     // IWYU pragma: export
 #include "sys.hpp"            // IWYU pragma: export
+#include "telemetry.hpp"      // IWYU pragma: export
 #include "timer.hpp"          // IWYU pragma: export

@@ -20,14 +20,24 @@
 // Waiting for a death: otpp::exit_watch / otpp::await_exit (process.hpp)
 // give the exit reason; await_child below waits for a supervisor to bring a
 // child back.
+//
+// telemetry_capture: copies the events it is attached to, for assertions.
+//
+//   otpp::testing::telemetry_capture cap{cache_fetch};
+//   ...
+//   REQUIRE(cap.wait_for(1));
+//   CHECK(cap.events()[0].metadata.at("hit") == otpp::testing::captured_value{true});
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "child_spec.hpp"
@@ -38,6 +48,7 @@
 #include "process.hpp"
 #include "runtime.hpp"
 #include "supervisor.hpp"
+#include "telemetry.hpp"
 
 namespace otpp::testing {
 
@@ -196,5 +207,79 @@ inline pid await_child(const server<otpp::supervisor>& sup, std::string_view id,
   } while (std::chrono::steady_clock::now() < deadline);
   return {};
 }
+
+/// A metadata value, copied.
+using captured_value = std::variant<std::monostate, bool, std::int64_t, double, std::string, pid>;
+
+struct captured_event {
+  std::vector<std::string> name;
+  std::map<std::string, double> measurements;
+  std::map<std::string, captured_value> metadata;
+};
+
+/// Attaches to `events` for its lifetime and keeps a copy of every
+/// emission, from any thread.
+class telemetry_capture {
+ public:
+  telemetry_capture(std::initializer_list<telemetry::event> events) : id_{next_id()} {
+    (void)telemetry::attach_many(id_, events, [this](const telemetry::event& e, const telemetry::measurements& m,
+                                                     const telemetry::metadata& md) { add(e, m, md); });
+  }
+  telemetry_capture(const telemetry_capture&) = delete;
+  telemetry_capture& operator=(const telemetry_capture&) = delete;
+  ~telemetry_capture() { (void)telemetry::detach(id_); }
+
+  [[nodiscard]] std::vector<captured_event> events() const {
+    std::lock_guard lock{mutex_};
+    return events_;
+  }
+  [[nodiscard]] std::size_t count(const telemetry::event& e) const {
+    std::lock_guard lock{mutex_};
+    return static_cast<std::size_t>(
+        std::count_if(events_.begin(), events_.end(), [&](const captured_event& c) { return c.name == e.name(); }));
+  }
+  /// Waits until at least `n` events are captured; false after `timeout`.
+  [[nodiscard]] bool wait_for(std::size_t n, std::chrono::steady_clock::duration timeout = std::chrono::seconds(5)) {
+    std::unique_lock lock{mutex_};
+    return cv_.wait_for(lock, timeout, [&] { return events_.size() >= n; });
+  }
+  void clear() {
+    std::lock_guard lock{mutex_};
+    events_.clear();
+  }
+
+ private:
+  static std::string next_id() {
+    static std::atomic<std::uint64_t> n{0};
+    return "otpp.testing.telemetry_capture." + std::to_string(n.fetch_add(1));
+  }
+
+  void add(const telemetry::event& e, const telemetry::measurements& m, const telemetry::metadata& md) {
+    captured_event c;
+    c.name = e.name();
+    for (auto& x : m) c.measurements[std::string{x.key}] = x.value;
+    for (auto& x : md) {
+      c.metadata[std::string{x.key}] = std::visit(
+          [](const auto& v) -> captured_value {
+            if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::string_view>) {
+              return std::string{v};
+            } else {
+              return v;
+            }
+          },
+          x.value.get());
+    }
+    {
+      std::lock_guard lock{mutex_};
+      events_.push_back(std::move(c));
+    }
+    cv_.notify_all();
+  }
+
+  std::string id_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<captured_event> events_;
+};
 
 }  // namespace otpp::testing
