@@ -142,6 +142,25 @@ TEST_CASE("one_for_one restarts only the child that died", "[supervisor]") {
   CHECK(otpp::call(otpp::server<worker>{b2}, worker::ping{}) == 1);
 }
 
+TEST_CASE("restarts and giving up are telemetry events", "[supervisor][telemetry]") {
+  otpp::testing::telemetry_capture cap{otpp::supervisor_events::child_restarting, otpp::supervisor_events::max_restarts};
+  fixture f;
+  otpp_test::log_capture logs;
+  auto sup = f.start({spec("a", f.j)}, {.max_restarts = 1}).value();
+  otpp::exit_watch w{sup};
+  auto a = child_pid(sup, "a");
+  kill(a);
+  kill(otpp::testing::await_child(sup, "a", a));
+  REQUIRE(w.wait(5s));
+  auto evs = cap.events();
+  REQUIRE(evs.size() == 2);
+  CHECK(evs[0].name == otpp::supervisor_events::child_restarting.name());
+  CHECK(evs[0].metadata.at("child") == otpp::testing::captured_value{std::string{"a"}});
+  CHECK(evs[0].metadata.at("reason") == otpp::testing::captured_value{std::string{"killed"}});
+  CHECK(evs[0].metadata.at("supervisor") == otpp::testing::captured_value{sup.pid()});
+  CHECK(evs[1].name == otpp::supervisor_events::max_restarts.name());
+}
+
 TEST_CASE("one_for_all restarts every child, in order, after stopping the rest newest first", "[supervisor]") {
   fixture f;
   auto sup = f.start({spec("a", f.j), spec("b", f.j), spec("c", f.j)}, {.strategy = otpp::strategy::one_for_all}).value();

@@ -173,6 +173,7 @@ class basic_dynamic_supervisor : public gen_server<basic_dynamic_supervisor<Extr
       return;
     }
     if (!add_restart()) return;
+    detail::emit_restarting({}, e.reason);
     if (c.spec.backoff) {
       c.delay = detail::next_backoff(*c.spec.backoff, c.delay, detail::runtime_now_ns() - c.started_at);
       c.restarting = true;
@@ -227,6 +228,7 @@ class basic_dynamic_supervisor : public gen_server<basic_dynamic_supervisor<Extr
 
   bool add_restart() {
     if (restarts_.add()) return true;
+    detail::emit_max_restarts();
     detail::log_rt(log_level::error,
                    "otpp: dynamic supervisor {} reached max restart intensity ({} in {} ms); shutting down",
                    this->self(), flags_.max_restarts, flags_.max_seconds.count());

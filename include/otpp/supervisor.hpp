@@ -327,6 +327,7 @@ class supervisor : public gen_server<supervisor> {
       return;
     }
     if (!add_restart()) return;
+    detail::emit_restarting(c.spec.id, why);
     if (c.spec.backoff) {
       schedule_backoff(c);
       return;
@@ -337,6 +338,7 @@ class supervisor : public gen_server<supervisor> {
   // Counts one restart; false (and the supervisor is stopping) past the limit.
   bool add_restart() {
     if (restarts_.add()) return true;
+    detail::emit_max_restarts();
     detail::log_rt(log_level::error, "otpp: supervisor {} reached max restart intensity ({} in {} ms); shutting down",
                    self(), flags_.max_restarts, flags_.max_seconds.count());
     stop(exit_reason::shutdown());  // terminate stops every child, newest first

@@ -20,8 +20,33 @@
 #include "../log.hpp"
 #include "../process.hpp"
 #include "runtime_core.hpp"
+#include "../telemetry.hpp"
+
+namespace otpp {
+
+/// Telemetry both kinds of supervisor emit.
+namespace supervisor_events {
+/// A child exited and is to be restarted. Measurements: count (1).
+/// Metadata: supervisor (pid), child (its id; empty under a dynamic
+/// supervisor), reason (the exit reason, as text).
+inline const telemetry::event child_restarting{"otpp", "supervisor", "child_restarting"};
+/// Too many restarts: the supervisor stops its children and exits.
+/// Metadata: supervisor (pid).
+inline const telemetry::event max_restarts{"otpp", "supervisor", "max_restarts"};
+}  // namespace supervisor_events
+
+}  // namespace otpp
 
 namespace otpp::detail {
+
+inline void emit_restarting(std::string_view child, const exit_reason& why) {
+  if (!supervisor_events::child_restarting.active()) return;
+  const std::string reason = why.to_string();
+  telemetry::execute(supervisor_events::child_restarting, {{"count", 1}},
+                     {{"supervisor", self()}, {"child", child}, {"reason", std::string_view{reason}}});
+}
+
+inline void emit_max_restarts() { telemetry::execute(supervisor_events::max_restarts, {{"count", 1}}, {{"supervisor", self()}}); }
 
 /// Why a spec cannot be used (Erlang's words), checks common to both kinds
 /// of supervisor.
