@@ -41,6 +41,14 @@
 
 namespace otpp {
 
+/// Now on the clock timers follow: the calling process's runtime's (virtual
+/// in tests that give the runtime a virtual_clock), or the default runtime's
+/// from a plain thread (Erlang's monotonic_time). Use it for deadlines and
+/// windows that must agree with send_after and set_timeout.
+[[nodiscard]] inline std::chrono::steady_clock::time_point monotonic_time() {
+  return std::chrono::steady_clock::time_point{std::chrono::nanoseconds(detail::current_core().timers().now_ns())};
+}
+
 class timer_ref;
 
 namespace detail {
