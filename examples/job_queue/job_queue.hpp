@@ -138,7 +138,12 @@ class job_queue : public otpp::gen_server<job_queue> {
   void handle_info(job_queue_detail::finished f) { finish(f.id, true, std::move(f.result)); }
 
   void handle_info(const otpp::exit_signal& e) {
-    if (e.from != worker_.pid()) return;
+    if (e.from != worker_.pid()) {
+      // Trapping is for the worker: any other exit signal ends the queue
+      // as it would a process that does not trap (normal is ignored).
+      if (!e.reason.is_normal()) stop(e.reason);
+      return;
+    }
     worker_ = {};
     if (running_ != 0) finish(running_, false, e.reason.to_string());
     start_worker();

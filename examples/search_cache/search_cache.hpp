@@ -153,7 +153,9 @@ class search_cache : public otpp::gen_server<search_cache> {
   }
   void handle_info(snapshot_tick) { (void)write_snapshot(); }
   /// Trapping only to save first: an exit signal still ends the cache.
-  void handle_info(const otpp::exit_signal& e) { stop(e.reason); }
+  void handle_info(const otpp::exit_signal& e) {
+    if (!e.reason.is_normal()) stop(e.reason);
+  }
 
  private:
   using entry = std::pair<std::string, std::string>;

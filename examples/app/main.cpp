@@ -1,0 +1,189 @@
+// The demo application: a supervision tree holding a search cache, a rate
+// limiter, a session store and a job queue. Client threads drive a mixed
+// load for a few seconds while a chaos thread crashes the servers; the
+// supervisor restarts them (the cache comes back from its snapshot), and a
+// telemetry summary is printed at the end.
+//
+//   otpp_example_app [--seconds N]
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include <otpp/otpp.hpp>
+
+#include "job_queue.hpp"
+#include "rate_limiter.hpp"
+#include "search_cache.hpp"
+#include "session_store.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace tel = otpp::telemetry;
+using clk = std::chrono::steady_clock;
+
+// What the telemetry handlers count, from whichever thread emits.
+struct counters {
+  std::atomic<long> hits{0}, misses{0}, allowed{0}, limited{0}, sessions{0}, jobs_ok{0}, jobs_failed{0};
+  std::atomic<long> requests{0}, unavailable{0};
+  std::mutex mutex;
+  std::map<std::string, long> restarts;  // by child id
+};
+
+void attach_handlers(counters& c) {
+  (void)tel::attach("app.fetch", examples::search_cache_events::fetch,
+                    [&c](const tel::event&, const tel::measurements&, const tel::metadata& md) {
+                      (md.get<bool>("hit").value_or(false) ? c.hits : c.misses).fetch_add(1, std::memory_order_relaxed);
+                    });
+  (void)tel::attach("app.check", examples::rate_limiter_events::check,
+                    [&c](const tel::event&, const tel::measurements&, const tel::metadata& md) {
+                      (md.get<bool>("allowed").value_or(false) ? c.allowed : c.limited).fetch_add(1, std::memory_order_relaxed);
+                    });
+  (void)tel::attach("app.sessions", examples::session_store_events::created,
+                    [&c](const tel::event&, const tel::measurements&, const tel::metadata&) {
+                      c.sessions.fetch_add(1, std::memory_order_relaxed);
+                    });
+  (void)tel::attach("app.jobs", examples::job_queue_events::job,
+                    [&c](const tel::event&, const tel::measurements&, const tel::metadata& md) {
+                      (md.get<bool>("ok").value_or(false) ? c.jobs_ok : c.jobs_failed).fetch_add(1, std::memory_order_relaxed);
+                    });
+  (void)tel::attach("app.restarts", otpp::supervisor_events::child_restarting,
+                    [&c](const tel::event&, const tel::measurements&, const tel::metadata& md) {
+                      std::lock_guard lock{c.mutex};
+                      ++c.restarts[md.get<std::string>("child").value_or("?")];
+                    });
+}
+
+// One client: a user's request goes through the limiter, then the cache
+// (filled on a miss), sometimes opens a session or queues a job. Servers are
+// found by name at every request, so a restarted one is used at once; a
+// request that meets a server mid-restart counts as unavailable.
+void client(int id, clk::time_point until, counters& c) {
+  std::mt19937 rng{static_cast<unsigned>(id) * 7919u};
+  std::uniform_int_distribution<int> user{0, 199};
+  std::geometric_distribution<int> query{0.02};  // a few queries are popular
+  while (clk::now() < until) {
+    c.requests.fetch_add(1, std::memory_order_relaxed);
+    const std::string u = "user:" + std::to_string(user(rng));
+    auto d = otpp::try_call<examples::rate_limiter>("rate_limiter", examples::rate_limiter::check{u});
+    if (!d) {
+      c.unavailable.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (!d->allowed) continue;
+    const std::string q = "q" + std::to_string(query(rng));
+    auto hit = otpp::try_call<examples::search_cache>("search_cache", examples::search_cache::fetch{q});
+    if (!hit) {
+      c.unavailable.fetch_add(1, std::memory_order_relaxed);
+    } else if (!*hit) {
+      otpp::cast<examples::search_cache>("search_cache", examples::search_cache::cache{q, "results for " + q});
+    }
+    const int dice = static_cast<int>(rng() % 100);
+    if (dice < 5) {
+      if (!otpp::try_call<examples::session_store>("session_store", examples::session_store::create{u}))
+        c.unavailable.fetch_add(1, std::memory_order_relaxed);
+    } else if (dice < 7) {
+      const int n = static_cast<int>(rng() % 1000);
+      auto job = [n]() -> std::string {
+        if (n % 10 == 0) throw std::runtime_error("job " + std::to_string(n) + " failed");
+        return std::to_string(n * n);
+      };
+      auto r = otpp::try_call<examples::job_queue>("job_queue", examples::job_queue::enqueue{job});
+      if (!r) c.unavailable.fetch_add(1, std::memory_order_relaxed);  // a full queue answers inside r
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double seconds = 3;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string{argv[i]} == "--seconds") seconds = std::atof(argv[i + 1]);
+
+  counters c;
+  attach_handlers(c);
+  if (!std::getenv("DEMO_LOGS")) otpp::set_log_level(otpp::log_level::none);  // the injected crashes' reports would drown the output
+
+  const auto snap = std::filesystem::temp_directory_path() / "otpp_demo_app_cache.snap";
+  std::filesystem::remove(snap);
+  std::vector<otpp::child_spec> children{
+      otpp::child<examples::search_cache>(otpp::name("search_cache"),
+                                          examples::search_cache_options{.capacity = 500, .snapshot = snap,
+                                                                         .snapshot_every = 500ms}),
+      otpp::child<examples::rate_limiter>(otpp::name("rate_limiter"),
+                                          examples::rate_limiter_options{.limit = 1000, .window = 1s}),
+      otpp::child<examples::session_store>(otpp::name("session_store"),
+                                           examples::session_store_options{.ttl = 2s, .cleanup_every = 1s}),
+      otpp::child<examples::job_queue>(otpp::name("job_queue"), examples::job_queue_options{.max_queued = 50}),
+  };
+  auto root = otpp::start<otpp::supervisor>(otpp::name("demo_root"), children,
+                                            otpp::supervisor_flags{.max_restarts = 20, .max_seconds = 5s})
+                  .value();
+  fmt::print("supervision tree up: {} children under demo_root {}\n", otpp::count_children(root).value().active, root);
+  std::fflush(stdout);
+
+  const auto t0 = clk::now();
+  const auto until = t0 + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(seconds));
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) clients.emplace_back(client, i, until, std::ref(c));
+
+  // Chaos: every 400 ms one child crashes; show the supervisor bringing it back.
+  const char* victims[] = {"search_cache", "rate_limiter", "session_store", "job_queue"};
+  std::mt19937 rng{42};
+  while (clk::now() + 400ms < until) {
+    std::this_thread::sleep_for(400ms);  // the demo's pacing, not synchronization
+    const std::string v = victims[rng() % 4];
+    const otpp::pid old = otpp::whereis(v);
+    if (!old) continue;
+    const auto crashed = clk::now();
+    otpp::exit(old, otpp::exit_reason::error("injected crash"));
+    otpp::pid now;
+    while ((!(now = otpp::whereis(v)) || now == old) && clk::now() - crashed < 2s) std::this_thread::yield();
+    const auto us = std::chrono::duration<double, std::micro>(clk::now() - crashed).count();
+    if (now && now != old) {
+      fmt::print("  crashed {:<13} {} -> restarted as {} in {:.0f} us\n", v, old, now, us);
+    } else {
+      fmt::print("  crashed {:<13} {} -> not back after 2 s\n", v, old);
+    }
+    std::fflush(stdout);
+  }
+  for (auto& t : clients) t.join();
+  const double took = std::chrono::duration<double>(clk::now() - t0).count();
+
+  const auto cache_stats = otpp::call<examples::search_cache>("search_cache", examples::search_cache::get_stats{});
+  otpp::stop(root);
+  std::filesystem::remove(snap);
+  otpp::set_log_level(otpp::log_level::debug);
+  for (const char* id : {"app.fetch", "app.check", "app.sessions", "app.jobs", "app.restarts"}) (void)tel::detach(id);
+
+  long restarts = 0;
+  for (auto& [id, n] : c.restarts) restarts += n;
+  const long requests = c.requests.load();
+  fmt::print("\ntelemetry summary ({:.1f} s, 4 client threads, 2 workers)\n", took);
+  fmt::print("  {:<28} {:>12}\n", "requests", requests);
+  fmt::print("  {:<28} {:>12.0f}\n", "throughput (requests/s)", static_cast<double>(requests) / took);
+  fmt::print("  {:<28} {:>12}\n", "rate limited", c.limited.load());
+  fmt::print("  {:<28} {:>12}\n", "cache hits", c.hits.load());
+  fmt::print("  {:<28} {:>12}\n", "cache misses", c.misses.load());
+  const long lookups = c.hits.load() + c.misses.load();
+  fmt::print("  {:<28} {:>11.1f}%\n", "cache hit rate", lookups ? 100.0 * static_cast<double>(c.hits.load()) / lookups : 0.0);
+  fmt::print("  {:<28} {:>12}\n", "cache size at the end", cache_stats.size);
+  fmt::print("  {:<28} {:>12}\n", "sessions created", c.sessions.load());
+  fmt::print("  {:<28} {:>12}\n", "jobs done", c.jobs_ok.load());
+  fmt::print("  {:<28} {:>12}\n", "jobs failed (by design)", c.jobs_failed.load());
+  fmt::print("  {:<28} {:>12}\n", "requests during a restart", c.unavailable.load());
+  fmt::print("  {:<28} {:>12}\n", "restarts", restarts);
+  for (auto& [id, n] : c.restarts) fmt::print("    {:<26} {:>12}\n", id, n);
+  return 0;
+}
