@@ -21,6 +21,11 @@
 //                       another; the time to set them (all fire, checked)
 //   timer_lateness_p99  of those, delivery time minus deadline, 99th percentile
 //   timer_cancel        a process cancels 1M live timers, per cancel
+//   cache_fetch_64      examples::search_cache: 64 client processes fetch
+//                       (hits) 20k times each; "#" line: one client's
+//                       sequential hit latency
+//   rate_limit_check    examples::rate_limiter: 64 client processes check
+//                       20k times each over 100k keys; "#": one client
 //   supervisor_restart  a one_for_one supervisor with one named child; a
 //                       process kills the child and waits for the
 //                       replacement (registered before its init runs) to
@@ -47,6 +52,11 @@
 #include <unistd.h>
 
 #include <otpp/otpp.hpp>
+
+#if OTPP_BENCH_EXAMPLES
+#include "rate_limiter.hpp"
+#include "search_cache.hpp"
+#endif
 
 namespace {
 
@@ -548,6 +558,82 @@ void supervisor_restart(otpp::runtime& rt) {
   figure("supervisor_restart", figure_us, "us");
 }
 
+#if OTPP_BENCH_EXAMPLES
+// A client process that calls `Server` with `make(i)` for i in [from, from + n).
+template <class Server, class Make>
+class load_client : public otpp::gen_server<load_client<Server, Make>> {
+ public:
+  struct run {
+    otpp::server<Server> target;
+    std::size_t from;
+    std::size_t n;
+    std::latch* done;
+  };
+  explicit load_client(Make make) : make_{std::move(make)} {}
+  void handle_cast(run r) {
+    for (std::size_t i = r.from; i < r.from + r.n; ++i) {
+      auto reply = otpp::call(r.target, make_(i));
+      if constexpr (std::is_same_v<decltype(reply), examples::rate_limiter::decision>) {
+        sink_ += reply.allowed;
+      } else {
+        sink_ += reply.has_value();
+      }
+    }
+    r.done->count_down();
+  }
+
+ private:
+  Make make_;
+  std::size_t sink_ = 0;
+};
+
+// calls/s from `clients` client processes, `per` calls each.
+template <class Server, class Make>
+double drive(otpp::runtime& rt, const otpp::server<Server>& target, Make make, int clients, std::size_t per) {
+  using client_t = load_client<Server, Make>;
+  std::vector<otpp::server<client_t>> cs;
+  for (int i = 0; i < clients; ++i) cs.push_back(rt.start<client_t>(make).value());
+  std::latch done{clients};
+  const auto t0 = clk::now();
+  for (int i = 0; i < clients; ++i)
+    otpp::cast(cs[static_cast<std::size_t>(i)], typename client_t::run{target, static_cast<std::size_t>(i) * per, per, &done});
+  done.wait();
+  const double dt = seconds_since(t0);
+  for (auto& c : cs) otpp::stop(c);
+  return static_cast<double>(clients) * static_cast<double>(per) / dt;
+}
+
+void cache_fetch(otpp::runtime& rt) {
+  using examples::search_cache;
+  auto cache = rt.start<search_cache>(examples::search_cache_options{.capacity = 10'000}).value();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 1000; ++i) keys.push_back("query " + std::to_string(i));
+  for (auto& k : keys) otpp::cast(cache, search_cache::cache{k, "results for " + k});
+  auto fetch = [&keys](std::size_t i) { return search_cache::fetch{keys[(i * 7919) % keys.size()]}; };
+  const std::size_t per = 20'000 / scale;
+  const double one = drive(rt, cache, fetch, 1, per * 10);
+  std::printf("# cache_fetch_1: %.0f calls/s, hit latency %.0f ns\n", one, 1e9 / one);
+  figure("cache_fetch_64", drive(rt, cache, fetch, 64, per), "calls/s");
+  const auto st = otpp::call(cache, search_cache::get_stats{});
+  if (st.misses != 0) std::printf("# cache_fetch_64: %llu misses!\n", static_cast<unsigned long long>(st.misses));
+  otpp::stop(cache);
+}
+
+void rate_limit(otpp::runtime& rt) {
+  using examples::rate_limiter;
+  auto rl = rt.start<rate_limiter>(examples::rate_limiter_options{.limit = 1'000'000, .window = std::chrono::seconds(1)})
+                .value();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 100'000; ++i) keys.push_back("user:" + std::to_string(i));
+  auto check = [&keys](std::size_t i) { return rate_limiter::check{keys[(i * 7919) % keys.size()]}; };
+  const std::size_t per = 20'000 / scale;
+  const double one = drive(rt, rl, check, 1, per * 10);
+  std::printf("# rate_limit_check_1: %.0f checks/s (%.0f ns each)\n", one, 1e9 / one);
+  figure("rate_limit_check", drive(rt, rl, check, 64, per), "checks/s");
+  otpp::stop(rl);
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -575,6 +661,10 @@ int main(int argc, char** argv) {
   if (want("timers_schedule_1m") || want("timer_lateness_p99") || want("timer_cancel"))
     timers(rt, want("timers_schedule_1m"), want("timer_lateness_p99"), want("timer_cancel"));
   if (want("supervisor_restart")) supervisor_restart(rt);
+#if OTPP_BENCH_EXAMPLES
+  if (want("cache_fetch_64")) cache_fetch(rt);
+  if (want("rate_limit_check")) rate_limit(rt);
+#endif
   if (want("spawn_1m") || want("bytes_per_server") || want("stop_1m"))
     spawn_stop(rt, want("spawn_1m"), want("bytes_per_server"), want("stop_1m"));
   return 0;
