@@ -26,6 +26,9 @@
 //                       sequential hit latency
 //   rate_limit_check    examples::rate_limiter: 64 client processes check
 //                       20k times each over 100k keys; "#": one client
+//   telemetry_idle_ns   execute() of an event nobody is attached to, with
+//                       two measurements and two metadata entries; "#":
+//                       the same with one counting handler attached
 //   supervisor_restart  a one_for_one supervisor with one named child; a
 //                       process kills the child and waits for the
 //                       replacement (registered before its init runs) to
@@ -634,6 +637,30 @@ void rate_limit(otpp::runtime& rt) {
 }
 #endif
 
+void telemetry_cost() {
+  static const otpp::telemetry::event ev{"otpp_bench", "telemetry"};
+  const std::size_t n = 20'000'000 / scale;
+  std::string key = "some key";
+  auto run = [&] {
+    const auto t0 = clk::now();
+    for (std::size_t i = 0; i < n; ++i)
+      otpp::telemetry::execute(ev, {{"count", 1}, {"size", i}}, {{"hit", (i & 1) != 0}, {"key", key}});
+    return seconds_since(t0) * 1e9 / static_cast<double>(n);
+  };
+  const double idle = run();
+  std::atomic<std::size_t> seen{0};
+  (void)otpp::telemetry::attach("otpp_bench.count", ev,
+                                [&](const otpp::telemetry::event&, const otpp::telemetry::measurements& m,
+                                    const otpp::telemetry::metadata&) {
+                                  seen.fetch_add(static_cast<std::size_t>(m.get("count").value_or(0)), std::memory_order_relaxed);
+                                });
+  const double attached = run();
+  (void)otpp::telemetry::detach("otpp_bench.count");
+  if (seen.load() != n) std::printf("# telemetry: handler saw %zu of %zu\n", seen.load(), n);
+  std::printf("# telemetry_attached_ns: %.1f ns with one handler\n", attached);
+  figure("telemetry_idle_ns", idle, "ns");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -660,6 +687,7 @@ int main(int argc, char** argv) {
     names(rt, want("monitor_ns"), want("whereis_ns"), want("call_by_name_ns"));
   if (want("timers_schedule_1m") || want("timer_lateness_p99") || want("timer_cancel"))
     timers(rt, want("timers_schedule_1m"), want("timer_lateness_p99"), want("timer_cancel"));
+  if (want("telemetry_idle_ns")) telemetry_cost();
   if (want("supervisor_restart")) supervisor_restart(rt);
 #if OTPP_BENCH_EXAMPLES
   if (want("cache_fetch_64")) cache_fetch(rt);

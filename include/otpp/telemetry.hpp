@@ -6,7 +6,8 @@
 //
 //   otpp::telemetry::execute(cache_fetch, {{"count", 1}}, {{"hit", true}, {"key", key}});
 //
-//   otpp::telemetry::attach("stats", cache_fetch, [](const auto& ev, const auto& m, const auto& md) {
+//   namespace tel = otpp::telemetry;
+//   tel::attach("stats", cache_fetch, [](const tel::event&, const tel::measurements&, const tel::metadata& md) {
 //     if (md.get<bool>("hit").value_or(false)) ++hits;
 //   });
 //
