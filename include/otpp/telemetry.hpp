@@ -43,6 +43,7 @@
 
 #include "exit_reason.hpp"
 #include "log.hpp"
+#include "detail/platform.hpp"
 #include "process.hpp"
 
 namespace otpp::telemetry {
@@ -165,7 +166,20 @@ using handler_list = std::vector<attached>;
 struct event_entry {
   std::vector<std::string> name;
   std::atomic<std::size_t> count{0};  // handlers attached: the fast path's one load
-  std::atomic<std::shared_ptr<const handler_list>> handlers;
+  // Replaced whole on attach/detach; an emitter copies the pointer under the
+  // lock and runs the handlers outside it. (std::atomic<std::shared_ptr> in
+  // libstdc++ 12 guards its pointer with a lock bit ThreadSanitizer cannot see.)
+  mutable otpp::detail::spin_lock lock;
+  std::shared_ptr<const handler_list> handlers;
+
+  [[nodiscard]] std::shared_ptr<const handler_list> load() const {
+    std::lock_guard guard{lock};
+    return handlers;
+  }
+  void store(std::shared_ptr<const handler_list> next) {
+    std::lock_guard guard{lock};
+    handlers.swap(next);  // the old list is released outside the lock
+  }
 };
 
 // Interned names and attachments; leaked on purpose (events may be emitted
@@ -192,10 +206,10 @@ class registry {
     if (ids_.contains(id)) return exit_reason::error("already_exists");
     auto shared = std::make_shared<const handler>(std::move(fn));
     for (event_entry* e : events) {
-      auto now = e->handlers.load();
+      auto now = e->load();
       auto next = now ? std::make_shared<handler_list>(*now) : std::make_shared<handler_list>();
       next->push_back(attached{id, shared});
-      e->handlers.store(std::move(next));
+      e->store(std::move(next));
       e->count.fetch_add(1, std::memory_order_release);
     }
     ids_.emplace(id, events);
@@ -207,13 +221,13 @@ class registry {
     auto it = ids_.find(std::string{id});
     if (it == ids_.end()) return false;
     for (event_entry* e : it->second) {
-      auto now = e->handlers.load();
+      auto now = e->load();
       if (!now) continue;
       auto next = std::make_shared<handler_list>();
       for (auto& a : *now)
         if (a.id != id) next->push_back(a);
       e->count.fetch_sub(now->size() - next->size(), std::memory_order_release);
-      e->handlers.store(std::move(next));
+      e->store(std::move(next));
     }
     ids_.erase(it);
     return true;
@@ -224,7 +238,7 @@ class registry {
     std::vector<handler_info> out;
     for (auto& e : entries_) {
       if (e->name.size() < prefix.size() || !std::equal(prefix.begin(), prefix.end(), e->name.begin())) continue;
-      if (auto hs = e->handlers.load())
+      if (auto hs = e->load())
         for (auto& a : *hs) out.push_back({a.id, e->name});
     }
     return out;
@@ -307,7 +321,7 @@ inline result<void> detach(std::string_view id) {
 
 /// Runs the handlers of `e`; a handler that throws is detached and logged.
 inline void dispatch(const event& e, const measurements& m, const metadata& md) {
-  auto hs = detail::event_access::entry(e)->handlers.load();
+  auto hs = detail::event_access::entry(e)->load();
   if (!hs) return;
   for (const auto& a : *hs) {
     try {
