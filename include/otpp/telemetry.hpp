@@ -15,6 +15,8 @@
 // constant, or a static): executing one that has no handler costs one
 // relaxed load and allocates nothing, whatever the arguments, because
 // measurements and metadata are views of the caller's initializer lists.
+// The arguments themselves are still evaluated: guard one that is costly to
+// compute (a string built for the occasion) with `if (event.active())`.
 // Handlers run on the emitting thread, synchronously, in attach order; they
 // must copy what they keep (string values are views). A handler that throws
 // is detached and logged; the emitter never sees the exception.
