@@ -1,13 +1,22 @@
 #pragma once
 // Helpers shared by the tests.
 
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include <otpp/log.hpp>
+#include <otpp/runtime.hpp>
+#include <otpp/testing.hpp>
 
 namespace otpp_test {
+
+/// A two-worker runtime whose timers follow a virtual clock.
+struct virtual_runtime {
+  std::shared_ptr<otpp::testing::virtual_clock> clock = std::make_shared<otpp::testing::virtual_clock>();
+  otpp::runtime rt{{.workers = 2, .clock = clock}};
+};
 
 /// What processes did, written from their threads, read by the test.
 struct journal {

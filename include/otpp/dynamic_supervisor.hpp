@@ -149,15 +149,7 @@ class basic_dynamic_supervisor : public gen_server<basic_dynamic_supervisor<Extr
 
   child_counts handle_call(count_children_req) const {
     child_counts n;
-    for (auto& [key, c] : children_) {
-      ++n.specs;
-      if (c.process) ++n.active;
-      if (c.spec.type == child_type::supervisor) {
-        ++n.supervisors;
-      } else {
-        ++n.workers;
-      }
-    }
+    for (auto& [key, c] : children_) n.add(c.spec.type, static_cast<bool>(c.process));
     return n;
   }
 

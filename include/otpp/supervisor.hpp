@@ -97,6 +97,13 @@ struct child_counts {
   std::size_t active = 0;
   std::size_t supervisors = 0;
   std::size_t workers = 0;
+
+  /// Counts one child: every spec counts by type; running ones are active.
+  void add(child_type type, bool running) noexcept {
+    ++specs;
+    if (running) ++active;
+    ++(type == child_type::supervisor ? supervisors : workers);
+  }
 };
 
 /// A supervisor process: start it with start_link<supervisor>(children,
@@ -217,15 +224,7 @@ class supervisor : public gen_server<supervisor> {
 
   child_counts handle_call(count_children_req) const {
     child_counts n;
-    for (auto& c : children_) {
-      ++n.specs;
-      if (c.process) ++n.active;
-      if (c.spec.type == child_type::supervisor) {
-        ++n.supervisors;
-      } else {
-        ++n.workers;
-      }
-    }
+    for (auto& c : children_) n.add(c.spec.type, static_cast<bool>(c.process));
     return n;
   }
 

@@ -13,10 +13,7 @@ using namespace std::chrono_literals;
 using cache = examples::configurable_cache<std::string, int>;
 
 namespace {
-struct fixture {
-  std::shared_ptr<otpp::testing::virtual_clock> clock = std::make_shared<otpp::testing::virtual_clock>();
-  otpp::runtime rt{{.workers = 2, .clock = clock}};
-};
+using fixture = otpp_test::virtual_runtime;
 }  // namespace
 
 TEST_CASE("configurable_cache: entries expire at their ttl; a per-entry ttl wins", "[examples][configurable_cache]") {

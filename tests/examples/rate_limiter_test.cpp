@@ -16,10 +16,7 @@ using examples::rate_limiter;
 using examples::rate_limiter_options;
 
 namespace {
-struct fixture {
-  std::shared_ptr<otpp::testing::virtual_clock> clock = std::make_shared<otpp::testing::virtual_clock>();
-  otpp::runtime rt{{.workers = 2, .clock = clock}};
-};
+using fixture = otpp_test::virtual_runtime;
 rate_limiter::decision check(const otpp::server<rate_limiter>& rl, const std::string& key) {
   return otpp::call(rl, rate_limiter::check{key});
 }

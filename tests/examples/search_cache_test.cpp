@@ -21,10 +21,7 @@ using examples::search_cache_options;
 
 namespace {
 
-struct fixture {
-  std::shared_ptr<otpp::testing::virtual_clock> clock = std::make_shared<otpp::testing::virtual_clock>();
-  otpp::runtime rt{{.workers = 2, .clock = clock}};
-};
+using fixture = otpp_test::virtual_runtime;
 
 std::filesystem::path temp_snapshot(const std::string& name) {
   auto p = std::filesystem::temp_directory_path() / ("otpp_test_" + name + "_" + std::to_string(::getpid()) + ".snap");

@@ -21,10 +21,7 @@ using examples::session_store;
 using examples::session_store_options;
 
 namespace {
-struct fixture {
-  std::shared_ptr<otpp::testing::virtual_clock> clock = std::make_shared<otpp::testing::virtual_clock>();
-  otpp::runtime rt{{.workers = 2, .clock = clock}};
-};
+using fixture = otpp_test::virtual_runtime;
 const otpp::exit_reason expired = otpp::exit_reason::error("expired");
 const otpp::exit_reason not_found = otpp::exit_reason::error("not_found");
 }  // namespace
