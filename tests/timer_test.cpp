@@ -67,6 +67,25 @@ TEST_CASE("send_after delivers at its deadline, never before", "[timer]") {
   CHECK(otpp::call(r, receiver::seen_at{}).front() - t0 == 100ms);
 }
 
+TEST_CASE("monotonic_time follows the runtime's clock inside its processes", "[timer]") {
+  fixture f;
+  class clock_reader : public otpp::gen_server<clock_reader> {
+   public:
+    struct now {};
+    std::chrono::steady_clock::time_point handle_call(now) { return otpp::monotonic_time(); }
+  };
+  auto r = f.rt.start<clock_reader>().value();
+  const auto a = otpp::call(r, clock_reader::now{});
+  CHECK(a == f.clock->now());
+  f.clock->advance(1500ms);
+  CHECK(otpp::call(r, clock_reader::now{}) - a == 1500ms);
+  // From a plain thread: the default runtime, on the steady clock.
+  const auto before = std::chrono::steady_clock::now();
+  const auto plain = otpp::monotonic_time();
+  CHECK(plain >= before);
+  CHECK(plain <= std::chrono::steady_clock::now());
+}
+
 TEST_CASE("a zero delay is never delivered synchronously", "[timer]") {
   struct self_timer : otpp::gen_server<self_timer> {
     struct arm {};
