@@ -1,6 +1,8 @@
 // otpp_bench: the figures of the project's performance table, one line each
 // as `name: value unit`. `otpp_bench NAME...` runs only those; `--quick`
 // uses a tenth of the sizes (a smoke run, not comparable figures).
+// WORKERS=N in the environment sets the runtime's worker count (default:
+// one per hardware thread), for scaling runs.
 //
 // Workloads mirror the peers' programs (BEAM and CAF, same machine kind):
 //   cast_1sender        one thread casts 2M increments, then a flushing call
