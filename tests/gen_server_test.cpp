@@ -5,6 +5,7 @@
 #include <future>
 #include <latch>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -531,4 +532,157 @@ TEST_CASE("exit_reason, pid and server format with fmt") {
   CHECK(fmt::format("{}", c.pid()) == fmt::format("<0.{}.0>", c.id()));
   CHECK(fmt::format("{}", c) == fmt::format("<0.{}.0>", c.id()));
   otpp::stop(c);
+}
+
+// -- exit(reason), errors that name the call, requests by lvalue ------------
+
+namespace {
+
+class exiter : public otpp::gen_server<exiter> {
+ public:
+  struct exit_with {
+    otpp::exit_reason reason;
+  };
+  struct call_dead {
+    otpp::server<counter> dead;
+  };
+  struct call_myself {};
+  explicit exiter(std::shared_ptr<otpp_test::journal> j, int init_mode = 0) : j_{std::move(j)}, init_mode_{init_mode} {}
+  void init() {
+    if (init_mode_ == 1) otpp::exit(otpp::exit_reason::shutdown("not today"));
+  }
+  void handle_cast(exit_with e) { otpp::exit(e.reason); }
+  int handle_call(call_dead c) { return otpp::call(c.dead, counter::get_value{}); }
+  int handle_call(call_myself) { return otpp::call(self(), call_myself{}); }
+  void terminate(const otpp::exit_reason& r) {
+    j_->add("terminate " + r.to_string());
+    if (init_mode_ == 2) otpp::exit(otpp::exit_reason::error("from terminate"));
+  }
+
+ private:
+  std::shared_ptr<otpp_test::journal> j_;
+  int init_mode_;
+};
+
+}  // namespace
+
+TEST_CASE("otpp::exit(r) from a callback ends the process with exactly r") {
+  otpp_test::log_capture logs;
+  auto j = std::make_shared<otpp_test::journal>();
+  for (auto reason : {otpp::exit_reason::normal(), otpp::exit_reason::shutdown(), otpp::exit_reason::shutdown("done"),
+                      otpp::exit_reason::error("custom")}) {
+    CAPTURE(reason);
+    auto s = otpp::start<exiter>(j).value();
+    otpp::exit_watch w{s};
+    otpp::cast(s, exiter::exit_with{reason});
+    CHECK(*w.wait(10s) == reason);
+    CHECK(j->has("terminate " + reason.to_string()));  // terminate runs, as after any crash
+  }
+  // Sane reasons are not crash reports; a custom one is.
+  CHECK_FALSE(logs.contains("terminating: normal"));
+  CHECK_FALSE(logs.contains("terminating: shutdown"));
+  CHECK(logs.contains("terminating: error(custom)"));
+}
+
+TEST_CASE("otpp::exit(r) in init is the start error; in terminate it replaces the reason") {
+  otpp_test::log_capture logs;
+  auto j = std::make_shared<otpp_test::journal>();
+  auto r = otpp::start<exiter>(j, 1);
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == otpp::exit_reason::shutdown("not today"));
+
+  auto s = otpp::start<exiter>(j, 2).value();
+  otpp::exit_watch w{s};
+  auto stopped = otpp::try_stop(s, otpp::exit_reason::shutdown(), 10s);
+  REQUIRE_FALSE(stopped);
+  CHECK(stopped.error() == otpp::exit_reason::error("from terminate"));
+  CHECK(*w.wait(10s) == otpp::exit_reason::error("from terminate"));
+}
+
+TEST_CASE("a failed nested call ends the process with that call's reason; calling yourself is calling_self") {
+  otpp_test::log_capture logs;
+  auto j = std::make_shared<otpp_test::journal>();
+  auto dead = otpp::start<counter>(0).value();
+  otpp::stop(dead);
+  auto s = otpp::start<exiter>(j).value();
+  otpp::exit_watch w{s};
+  auto r = otpp::try_call(s, exiter::call_dead{dead});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().kind() == otpp::exit_kind::noproc);
+  CHECK(w.wait(10s)->kind() == otpp::exit_kind::noproc);
+
+  auto me = otpp::start<exiter>(j).value();
+  auto r2 = otpp::try_call(me, exiter::call_myself{});
+  REQUIRE_FALSE(r2);
+  CHECK(r2.error() == otpp::exit_reason::calling_self());
+}
+
+TEST_CASE("exit_error::what() names the operation, the process, the request and the timeout") {
+  auto dead = otpp::start<counter>(0).value();
+  otpp::stop(dead);
+  try {
+    (void)otpp::call(dead, counter::increment{});
+    FAIL("the call should have failed");
+  } catch (const otpp::exit_error& e) {
+    const std::string what = e.what();
+    CHECK(what.starts_with(fmt::format("otpp::call({} ", dead)));
+    CHECK(what.find("counter::increment") != std::string::npos);
+    CHECK(what.ends_with(", 5000 ms): noproc"));
+    CHECK(e.reason().kind() == otpp::exit_kind::noproc);
+  }
+  try {
+    otpp::stop(dead);
+    FAIL("the stop should have failed");
+  } catch (const otpp::exit_error& e) {
+    CHECK(std::string{e.what()} == fmt::format("otpp::stop({}, normal, infinity): noproc", dead));
+  }
+}
+
+namespace {
+
+/// A request whose copy throws when asked to, and counts live copies.
+struct fragile {
+  static inline std::atomic<int> live{0};
+  bool throw_on_copy = false;
+  std::string text = "kept";
+  fragile() { ++live; }
+  fragile(const fragile& o) : throw_on_copy{o.throw_on_copy}, text{o.text} {
+    if (throw_on_copy) throw std::runtime_error("copy refused");
+    ++live;
+  }
+  fragile(fragile&& o) noexcept : throw_on_copy{o.throw_on_copy}, text{std::move(o.text)} { ++live; }
+  ~fragile() { --live; }
+};
+
+class takes_fragile : public otpp::gen_server<takes_fragile> {
+ public:
+  std::string handle_call(fragile f) { return f.text; }
+  void handle_cast(fragile f) { last_ = f.text; }
+  std::string handle_call(counter::get_value) { return last_; }
+
+ private:
+  std::string last_;
+};
+
+}  // namespace
+
+TEST_CASE("requests passed as lvalues are copied, and a throwing copy leaves nothing behind on every path") {
+  auto s = otpp::start<takes_fragile>().value();
+  fragile ok;
+  CHECK(otpp::call(s, ok) == "kept");                  // queued (finite timeout)
+  CHECK(otpp::call(s, ok, otpp::infinity) == "kept");  // inline when idle
+  otpp::cast(s, ok);
+  CHECK(otpp::call(s, counter::get_value{}) == "kept");
+  CHECK(ok.text == "kept");  // the caller's request was copied, not moved from
+
+  fragile bad;
+  bad.throw_on_copy = true;
+  const int before = fragile::live.load();
+  CHECK_THROWS_WITH(otpp::call(s, bad), "copy refused");
+  CHECK_THROWS_WITH(otpp::call(s, bad, otpp::infinity), "copy refused");
+  CHECK_THROWS_WITH(otpp::cast(s, bad), "copy refused");
+  CHECK(fragile::live.load() == before);
+  CHECK(s.alive());
+  CHECK(otpp::call(s, counter::get_value{}) == "kept");
+  otpp::stop(s);
 }

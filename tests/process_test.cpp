@@ -2,6 +2,7 @@
 // table (OTP semantics §3) row by row, and when terminate runs (§1.2).
 
 #include <chrono>
+#include <latch>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -201,10 +202,120 @@ TEST_CASE_METHOD(fixture, "linking to a dead process: noproc") {
   CHECK(eventually(*j, t, "t EXIT noproc"));
   otpp::stop(t);
 
+  // Not trapping: link raises noproc at the call (Erlang's link/1); escaping
+  // the handler, it ends the process with exactly that reason.
   auto n = make("n");
   otpp::exit_watch wn{n};
-  CHECK(otpp::call(n, probe::link_to{dead}));
+  auto r = otpp::try_call(n, probe::link_to{dead});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().kind() == otpp::exit_kind::noproc);
   CHECK(wn.wait(10s)->kind() == otpp::exit_kind::noproc);
+}
+
+TEST_CASE_METHOD(fixture, "linking to a dead process: a caught noproc leaves the caller running and unlinked") {
+  auto dead = make("dead");
+  otpp::stop(dead);
+  class careful : public otpp::gen_server<careful> {
+   public:
+    struct try_link {
+      otpp::pid other;
+    };
+    std::string handle_call(try_link l) {
+      try {
+        otpp::link(l.other);
+        return "linked";
+      } catch (const otpp::exit_error& e) {
+        return e.what();
+      }
+    }
+  };
+  auto c = otpp::start<careful>().value();
+  const std::string what = otpp::call(c, careful::try_link{dead});
+  CHECK(what == fmt::format("otpp::link({}): noproc", dead));
+  CHECK(c.alive());
+  CHECK(otpp::sys::info(c)->links.empty());
+  otpp::stop(c);
+}
+
+TEST_CASE_METHOD(fixture, "kill is never lost: it overrides a stop already asked for") {
+  // A handler asks to stop, and a kill arrives before it returns: the kill
+  // wins (killed, and terminate does not run), as in Erlang where the kill
+  // would have ended the process at once.
+  class slow_stopper : public otpp::gen_server<slow_stopper> {
+   public:
+    struct stop_slowly {};
+    slow_stopper(std::shared_ptr<journal> j, std::shared_ptr<std::latch> in, std::shared_ptr<std::latch> go)
+        : j_{std::move(j)}, in_{std::move(in)}, go_{std::move(go)} {}
+    void handle_cast(stop_slowly) {
+      trap_exit(true);
+      stop(otpp::exit_reason::shutdown());
+      in_->count_down();
+      go_->wait();
+    }
+    void terminate(const otpp::exit_reason& r) { j_->add("terminate " + r.to_string()); }
+
+   private:
+    std::shared_ptr<journal> j_;
+    std::shared_ptr<std::latch> in_, go_;
+  };
+  auto in = std::make_shared<std::latch>(1);
+  auto go = std::make_shared<std::latch>(1);
+  auto s = otpp::start<slow_stopper>(j, in, go).value();
+  otpp::exit_watch w{s};
+  otpp::cast(s, slow_stopper::stop_slowly{});
+  in->wait();
+  otpp::exit(s, otpp::exit_reason::kill());
+  go->count_down();
+  CHECK(w.wait(10s)->kind() == otpp::exit_kind::killed);
+  CHECK(j->get().empty());
+}
+
+TEST_CASE_METHOD(fixture, "kill is never lost: a trapping child busy when its parent sends shutdown, then kill") {
+  // What a supervisor does when a child outlasts its shutdown timeout.
+  class busy_child : public otpp::gen_server<busy_child> {
+   public:
+    struct hold {};
+    busy_child(std::shared_ptr<journal> j, std::shared_ptr<std::latch> in, std::shared_ptr<std::latch> go)
+        : j_{std::move(j)}, in_{std::move(in)}, go_{std::move(go)} {}
+    void init() { trap_exit(true); }
+    void handle_cast(hold) {
+      in_->count_down();
+      go_->wait();
+    }
+    void terminate(const otpp::exit_reason& r) { j_->add("child terminate " + r.to_string()); }
+
+   private:
+    std::shared_ptr<journal> j_;
+    std::shared_ptr<std::latch> in_, go_;
+  };
+  class parent : public otpp::gen_server<parent> {
+   public:
+    struct spawn {
+      std::shared_ptr<journal> j;
+      std::shared_ptr<std::latch> in, go;
+    };
+    struct signal {
+      otpp::pid child;
+      otpp::exit_reason reason;
+    };
+    void init() { trap_exit(true); }
+    otpp::server<busy_child> handle_call(spawn s) { return otpp::start_link<busy_child>(s.j, s.in, s.go).value(); }
+    void handle_call(signal s) { otpp::exit(s.child, s.reason); }
+    void handle_info(const otpp::exit_signal&) {}
+  };
+  auto in = std::make_shared<std::latch>(1);
+  auto go = std::make_shared<std::latch>(1);
+  auto p = otpp::start<parent>().value();
+  auto c = otpp::call(p, parent::spawn{j, in, go});
+  otpp::exit_watch w{c};
+  otpp::cast(c, busy_child::hold{});
+  in->wait();
+  otpp::call(p, parent::signal{c, otpp::exit_reason::shutdown()});
+  otpp::call(p, parent::signal{c, otpp::exit_reason::kill()});
+  go->count_down();
+  CHECK(w.wait(10s)->kind() == otpp::exit_kind::killed);
+  CHECK_FALSE(j->has("child terminate shutdown"));
+  otpp::stop(p);
 }
 
 TEST_CASE_METHOD(fixture, "unlink: a later death is not felt; link is idempotent and a no-op on self") {

@@ -66,6 +66,9 @@ class exit_reason {
     r.payload_ = std::make_shared<payload>(payload{describe(e), std::move(e), nullptr});
     return r;
   }
+  /// The reason a process ends with when `e` escapes one of its callbacks:
+  /// an exit_error's own reason (otpp::exit), else from_exception(e).
+  static exit_reason of_exception(std::exception_ptr e);
   /// Used by start when the name is taken: detail names the holder, and
   /// `holder` (see otpp::holder in process.hpp) is a handle to it.
   static exit_reason already_started(std::string holder_text, std::shared_ptr<const void> holder = nullptr) {
@@ -152,15 +155,44 @@ class exit_reason {
 };
 
 /// Thrown by call, stop and result::value when the operation failed; carries
-/// the reason (Erlang's `exit({Reason, {gen_server, call, ...}})`).
+/// the reason (Erlang's `exit({Reason, {gen_server, call, ...}})`), and
+/// what() names the operation that failed when one is known:
+/// `otpp::call(<0.5.0> counter, counter::increment, 5000 ms): noproc`.
+/// Thrown from a callback (see otpp::exit(reason)), it ends the process with
+/// exactly its reason, as Erlang's exit/1 does.
 class exit_error : public std::runtime_error {
  public:
   explicit exit_error(exit_reason r) : std::runtime_error{"otpp exit: " + r.to_string()}, reason_{std::move(r)} {}
+  /// `operation` describes what failed; what() is "operation: reason".
+  exit_error(exit_reason r, std::string_view operation)
+      : std::runtime_error{std::string{operation} + ": " + r.to_string()}, reason_{std::move(r)} {}
   [[nodiscard]] const exit_reason& reason() const noexcept { return reason_; }
 
  private:
   exit_reason reason_;
 };
+
+/// Ends the calling process with `reason` (Erlang's exit/1): throws
+/// exit_error, which no callback should catch. `normal` and `shutdown` end
+/// it quietly (no crash report, no transient restart); terminate runs as
+/// after a crash. Outside a process it is an exception like any other.
+[[noreturn]] inline void exit(exit_reason reason) { throw exit_error{std::move(reason)}; }
+
+inline exit_reason exit_reason::of_exception(std::exception_ptr e) {
+  std::string text;
+  try {
+    std::rethrow_exception(e);
+  } catch (const exit_error& x) {
+    return x.reason();
+  } catch (const std::exception& ex) {
+    text = demangle(typeid(ex).name()) + ": " + ex.what();
+  } catch (...) {
+    text = "non-standard exception";
+  }
+  exit_reason r{exit_kind::exception};
+  r.payload_ = std::make_shared<payload>(payload{std::move(text), std::move(e), nullptr});
+  return r;
+}
 
 /// A value or the exit_reason that prevented it (std::expected-like, C++20).
 template <class T>

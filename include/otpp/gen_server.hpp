@@ -273,7 +273,7 @@ class process_of final : public process_base {
       try {
         impl().terminate(std::as_const(reason));
       } catch (...) {
-        reason = exit_reason::from_exception(std::current_exception());
+        reason = exit_reason::of_exception(std::current_exception());
       }
     }
   }
@@ -657,7 +657,7 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
     if (opts.hibernate_after >= 0) p->set_hibernate_after(opts.hibernate_after);
     refused = registrar(p);
   } catch (...) {
-    refused = exit_reason::from_exception(std::current_exception());
+    refused = exit_reason::of_exception(std::current_exception());
   }
   if (refused) {
     p->request_exit(exit_reason::normal(), false);
@@ -669,7 +669,7 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
     try {
       ::new (p->impl_storage()) Impl(std::forward<Args>(args)...);
     } catch (...) {
-      auto why = exit_reason::from_exception(std::current_exception());
+      auto why = exit_reason::of_exception(std::current_exception());
       p->request_exit(why, false);
       p->finish_exit();  // releases the name; the Impl never existed
       return why;
@@ -821,9 +821,10 @@ class inline_depth_scope {
 // go through the mailbox so the stack stays bounded.
 inline constexpr unsigned max_inline_depth = 64;
 
-// The callee was idle and is now ours: run its handler on this thread.
-template <class Impl, class Req, class R>
-result<R> call_inline(process_of<Impl>* p, Req&& req) {
+// The callee was idle and is now ours: run its handler on this thread. Only
+// for a caller that waits without a deadline (see may_run_inline).
+template <class Impl, class Q, class R>
+result<R> call_inline(process_of<Impl>* p, Q&& req) {
   inline_depth_scope depth;
   std::optional<std::conditional_t<std::is_void_v<R>, char, R>> value;
   process_base* const caller = tls.current;
@@ -839,7 +840,7 @@ result<R> call_inline(process_of<Impl>* p, Req&& req) {
         value.emplace(invoke_sync(p->impl(), std::move(req), f));
       }
     } catch (...) {
-      p->crash(std::current_exception(), type_name<std::remove_cvref_t<Req>>(), "call");
+      p->crash(std::current_exception(), type_name<std::remove_cvref_t<Q>>(), "call");
     }
     p->note_handled();
     if (p->exit_requested()) {
@@ -858,43 +859,105 @@ result<R> call_inline(process_of<Impl>* p, Req&& req) {
   }
 }
 
+// The request goes into the callee's mailbox; the caller waits for the reply.
+template <class Impl, class Q, class R, class Req>
+result<R> call_queued(process_of<Impl>* p, Req&& req, steady::duration timeout) {
+  if (!p->alive()) return exit_reason::noproc();
+  auto* slot = reply_slot<R>::make();
+  message_node* node;
+  try {
+    node = make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, tls.current);
+  } catch (...) {
+    slot->release();  // both references: nobody else ever saw it
+    slot->release();
+    throw;
+  }
+  p->enqueue(node);
+  auto st = await_reply(slot, deadline_after(timeout), p);
+  auto out = collect<R>(slot, st);
+  slot->release();
+  return out;
+}
+
+template <class Impl, class Req>
+result<call_reply_t<Impl, std::remove_cvref_t<Req>>> try_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
+  using Q = std::remove_cvref_t<Req>;
+  using R = call_reply_t<Impl, Q>;
+  check_timeout(timeout, "otpp::call");
+  auto* p = static_cast<process_of<Impl>*>(pid_access::get(s.pid()));
+  if (p == nullptr) return exit_reason::noproc();
+  if (p == tls.current) return exit_reason::calling_self();
+  if constexpr (handles_sync_call<Impl, Q>) {
+    if (may_run_inline(timeout) && tls.inline_depth < max_inline_depth) {
+      if constexpr (!std::is_reference_v<Req> && std::is_nothrow_move_constructible_v<Q>) {
+        if (p->try_claim()) return call_inline<Impl, Q, R>(p, std::move(req));
+      } else {
+        // A copy (or a move that may throw) is made on the caller's side,
+        // before the server is claimed, as the mailbox path does: a throw
+        // reaches the caller and leaves nothing behind.
+        Q copy(std::forward<Req>(req));
+        if (p->try_claim()) return call_inline<Impl, Q, R>(p, std::move(copy));
+        return call_queued<Impl, Q, R>(p, std::move(copy), timeout);
+      }
+    }
+  }
+  return call_queued<Impl, Q, R>(p, std::forward<Req>(req), timeout);
+}
+
+/// "otpp::call(<0.5.0> counter, counter::increment, 5000 ms)".
+template <class Impl, class Q>
+std::string describe_call(const pid& target, steady::duration timeout) {
+  return fmt::format("otpp::call({} {}, {}, {})", target, type_name<Impl>(), type_name<Q>(), describe_timeout(timeout));
+}
+
+template <class Impl, class Req>
+inline constexpr bool always_false = false;
+
+// What a call that does not compile returns, so that the static_assert is
+// the only error: it converts to whatever the caller expected.
+struct no_reply {
+  template <class T>
+  operator T() const;  // NOLINT: never defined, never called
+};
+
 }  // namespace detail
 
 /// Calls `s` with `req` and returns the reply, or the reason it failed:
 /// timeout (the server keeps running; a late reply is dropped), noproc (dead
 /// or empty handle), calling_self, or the server's exit reason if it died
-/// before replying (reported at once, not at the timeout).
+/// before replying (reported at once, not at the timeout). A negative
+/// timeout throws std::invalid_argument and sends nothing.
+///
+/// Which thread runs the handler: the server's own turn, on a worker of its
+/// runtime, whenever the call has a finite timeout, so the caller always gets
+/// its answer or `timeout` within that time. With `otpp::infinity` (the caller
+/// will wait as long as it takes anyway) a call to an idle server runs the
+/// handler on the caller's thread, as the server's turn: no hand-over, and
+/// the same order and exclusion as any other message.
 template <class Impl, class Req>
 [[nodiscard]] auto try_call(const server<Impl>& s, Req&& req,
                             std::chrono::steady_clock::duration timeout = default_call_timeout) {
   using Q = std::remove_cvref_t<Req>;
-  static_assert(handles_call<Impl, Q>,
-                "otpp::call: the server has no handle_call overload for this request type "
-                "(R handle_call(Req[, otpp::from]) or void handle_call(Req, otpp::reply_to<Req::reply_type>))");
-  using R = call_reply_t<Impl, Q>;
-  using out_t = result<R>;
-  auto* p = static_cast<detail::process_of<Impl>*>(detail::pid_access::get(s.pid()));
-  if (p == nullptr) return out_t{exit_reason::noproc()};
-  if (p == detail::tls.current) return out_t{exit_reason::calling_self()};
-  if constexpr (handles_sync_call<Impl, Q>) {
-    if (detail::tls.inline_depth < detail::max_inline_depth && p->try_claim()) {
-      return detail::call_inline<Impl, Q, R>(p, std::forward<Req>(req));
-    }
+  if constexpr (handles_call<Impl, Q>) {
+    return detail::try_call(s, std::forward<Req>(req), timeout);
+  } else {
+    static_assert(detail::always_false<Impl, Q>,
+                  "otpp::call: the server has no handle_call overload for this request type "
+                  "(R handle_call(Req[, otpp::from]) or void handle_call(Req, otpp::reply_to<Req::reply_type>)); "
+                  "handlers must be public and take the request by value or by const&");
+    return result<detail::no_reply>{exit_reason::noproc()};
   }
-  if (!p->alive()) return out_t{exit_reason::noproc()};
-  auto* slot = detail::reply_slot<R>::make();
-  p->enqueue(detail::make_node<detail::call_node<Impl, Q, R>>(std::forward<Req>(req), slot, detail::tls.current));
-  auto st = detail::await_reply(slot, detail::deadline_after(timeout), p);
-  auto out = detail::collect<R>(slot, st);
-  slot->release();
-  return out;
 }
 
-/// Like try_call, but returns the reply itself and throws exit_error on failure
-/// (GenServer.call exits the caller).
+/// Like try_call, but returns the reply itself and throws exit_error on
+/// failure (GenServer.call exits the caller); its what() names the call:
+/// `otpp::call(<0.5.0> counter, counter::increment, 5000 ms): noproc`.
 template <class Impl, class Req>
 auto call(const server<Impl>& s, Req&& req, std::chrono::steady_clock::duration timeout = default_call_timeout) {
-  return try_call(s, std::forward<Req>(req), timeout).value();
+  auto r = try_call(s, std::forward<Req>(req), timeout);
+  if (!r) [[unlikely]]
+    throw exit_error{r.error(), detail::describe_call<Impl, std::remove_cvref_t<Req>>(s.pid(), timeout)};
+  return std::move(r).value();
 }
 
 /// Sends `msg` to handle_cast. Never fails and never blocks: a cast to a dead
@@ -927,7 +990,10 @@ inline result<void> try_stop(const pid& p, exit_reason reason = {}, std::chrono:
 
 /// Like try_stop, throwing exit_error on failure (GenServer.stop).
 inline void stop(const pid& p, exit_reason reason = {}, std::chrono::steady_clock::duration timeout = infinity) {
-  try_stop(p, std::move(reason), timeout).value();
+  auto r = try_stop(p, reason, timeout);
+  if (!r) [[unlikely]] {
+    throw exit_error{r.error(), fmt::format("otpp::stop({}, {}, {})", p, reason, detail::describe_timeout(timeout))};
+  }
 }
 
 }  // namespace otpp

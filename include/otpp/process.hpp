@@ -83,6 +83,22 @@ struct pid_access {
     return pid{p, pid::adopt_t{}};
   }
 };
+}  // namespace detail
+}  // namespace otpp
+
+// Pids format as Erlang's `<0.ID.0>`.
+template <>
+struct fmt::formatter<otpp::pid> : fmt::formatter<std::string_view> {
+  template <class Ctx>
+  auto format(const otpp::pid& p, Ctx& ctx) const {
+    char buf[40];
+    auto r = fmt::format_to_n(buf, sizeof buf, "<0.{}.0>", p.id());
+    return fmt::formatter<std::string_view>::format(std::string_view{buf, r.size}, ctx);
+  }
+};
+
+namespace otpp {
+namespace detail {
 
 /// An untyped message: matched at run time against the receiver's declared
 /// info types (see gen_server.hpp), so it records its type's identity.
@@ -201,17 +217,21 @@ struct down {
 namespace otpp {
 
 /// Links the calling process with `other`, both ways (idempotent). If `other`
-/// is already gone, the caller receives an exit signal `noproc`. Returns
-/// false outside a process (a plain thread cannot be linked).
+/// is already gone (or empty), a caller that traps exits receives
+/// exit_signal{other, noproc}; one that does not trap exits gets
+/// exit_error(noproc) thrown here, as Erlang's link/1 raises. If `other`
+/// dies while the link is being made, the caller hears its reason through
+/// the link. Returns false outside a process (a thread cannot be linked).
 inline bool link(const pid& other) {
   detail::process_base* me = detail::tls.current;
   detail::process_base* o = detail::pid_access::get(other);
   if (me == nullptr) return false;
-  if (o == nullptr) {
-    me->enqueue_signal(detail::make_node<detail::exit_signal_node>(nullptr, exit_reason::noproc(), false));
+  if (o == me) return true;
+  if (o == nullptr || !o->alive()) {
+    if (!me->traps_exits()) throw exit_error{exit_reason::noproc(), fmt::format("otpp::link({})", other)};
+    me->enqueue(detail::make_node<detail::exit_info_node>(other, exit_reason::noproc()));
     return true;
   }
-  if (o == me) return true;
   auto& c = me->cold_state();
   if (std::find(c.links.begin(), c.links.end(), o) != c.links.end()) return true;
   c.links.reserve(c.links.size() + 1);
@@ -339,12 +359,3 @@ struct std::hash<otpp::pid> {
   std::size_t operator()(const otpp::pid& p) const noexcept { return std::hash<std::uint64_t>{}(p.id()); }
 };
 
-template <>
-struct fmt::formatter<otpp::pid> : fmt::formatter<std::string_view> {
-  template <class Ctx>
-  auto format(const otpp::pid& p, Ctx& ctx) const {
-    char buf[40];
-    auto r = fmt::format_to_n(buf, sizeof buf, "<0.{}.0>", p.id());
-    return fmt::formatter<std::string_view>::format(std::string_view{buf, r.size}, ctx);
-  }
-};

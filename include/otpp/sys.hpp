@@ -78,6 +78,7 @@ template <class F>
 auto run_on(const pid& target, F f, std::chrono::steady_clock::duration timeout)
     -> result<std::invoke_result_t<F&, process_base&>> {
   using R = std::invoke_result_t<F&, process_base&>;
+  otpp::detail::check_timeout(timeout, "otpp::sys");
   process_base* p = otpp::detail::pid_access::get(target);
   if (p == nullptr) return exit_reason::noproc();
   if (p == otpp::detail::tls.current) {
@@ -93,7 +94,7 @@ auto run_on(const pid& target, F f, std::chrono::steady_clock::duration timeout)
       return exit_reason::from_exception(std::current_exception());
     }
   }
-  if (p->try_claim()) {
+  if (otpp::detail::may_run_inline(timeout) && p->try_claim()) {
     result<R> out = exit_reason::noproc();
     {
       otpp::detail::current_scope scope{p};

@@ -68,7 +68,7 @@ struct exit_signal_node final : message_node {
         if (c == nullptr || !remove_link(*c, from)) return;  // unlinked meanwhile
       }
       if (!via_link && reason.kind() == exit_kind::kill) {
-        p.request_exit(exit_reason::killed(), false);  // untrappable
+        p.request_kill();  // untrappable, and it overrides an exit already pending
         return;
       }
       if (p.traps_exits()) {

@@ -239,13 +239,24 @@ class process_base {
     c.exit = std::move(r);
     local_ |= exit_pending | (with_terminate ? call_terminate : 0);
   }
+  /// Owner only: an untrappable kill. It overrides an exit already asked for
+  /// (a stop, a crash or a trapped shutdown whose terminate has not begun):
+  /// a kill is never lost, and terminate does not run.
+  void request_kill() noexcept {
+    try {
+      cold().exit = exit_reason::killed();
+    } catch (...) {
+      return;  // no cold state to be had: the exit requested before stands
+    }
+    local_ = (local_ | exit_pending) & ~call_terminate;
+  }
   void crash(std::exception_ptr e, std::string_view msg_type, std::string_view kind) noexcept {
     try {
       auto& c = cold();
       c.crash_message = msg_type;
       c.crash_kind = kind;
       local_ &= ~exit_pending;  // a crash overrides a stop asked for in the same callback
-      request_exit(exit_reason::from_exception(std::move(e)), true);
+      request_exit(exit_reason::of_exception(std::move(e)), true);
     } catch (...) {
       local_ |= exit_pending | call_terminate;
     }

@@ -20,6 +20,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -197,6 +198,22 @@ class runtime_core {
     }
     // Over the thread budget: keep the slot and block with it (the pool may
     // stall until the call returns or times out, as a cycle would in Erlang).
+  }
+
+  /// A worker about to wait with a deadline for `callee`, which it just woke
+  /// into its own LIFO slot: the callee must run on another thread (running
+  /// it on the waiter's stack could outlast the deadline). With other
+  /// workers it goes to the stealable deque; alone, the slot goes to a spare.
+  void release_for_wait(process_base* callee) {
+    worker_slot* s = tls.slot;
+    if (s == nullptr || tls.rt != this || s->lifo != callee || callee == nullptr) return;
+    if (slots_.size() > 1) {
+      s->lifo = nullptr;
+      s->deque.push(callee);
+      notify();
+      return;
+    }
+    hand_off_slot();
   }
 
   /// Whether processes are queued that a blocked holder of `s` would keep
@@ -764,9 +781,20 @@ inline bool await_resolution(reply_slot_base* slot, steady::time_point deadline,
   constexpr auto spin_for = std::chrono::microseconds(20);
   constexpr auto handoff_after = std::chrono::microseconds(1000);
   const auto start = steady::now();
+  // Only a wait without a deadline may run the callee here: a handler run on
+  // this stack holds the waiter until it returns, whatever the deadline.
+  const bool may_help = deadline == steady::time_point::max();
+  if (!may_help && callee != nullptr && tls.rt == callee->rt()) {
+    try {
+      callee->rt()->release_for_wait(callee);
+    } catch (...) {
+      // No spare thread to be had: the callee stays queued here, and the
+      // wait below still ends at the deadline.
+    }
+  }
   auto help = [&]() noexcept {
     worker_slot* s = tls.slot;
-    if (s == nullptr || callee == nullptr || s->lifo != callee || tls.rt != callee->rt()) return false;
+    if (!may_help || s == nullptr || callee == nullptr || s->lifo != callee || tls.rt != callee->rt()) return false;
     s->lifo = nullptr;  // we take its ticket
     if (callee->run_turn(callee->rt()->config().batch) == turn_result::yielded) callee->schedule_owned();
     callee->release();
@@ -821,6 +849,26 @@ result<R> collect(reply_slot<R>* slot, std::uint32_t st) {
   return exit_reason::timeout();
 }
 
+/// OTP's guard in gen:call and gen:stop: a negative timeout is a caller's
+/// bug, refused before anything reaches the process.
+inline void check_timeout(steady::duration d, const char* operation) {
+  if (d < steady::duration::zero()) {
+    throw std::invalid_argument(fmt::format(
+        "{}: negative timeout {} ms", operation,
+        std::chrono::duration_cast<std::chrono::milliseconds>(d).count()));
+  }
+}
+
+/// "5000 ms" or "infinity", for error messages.
+inline std::string describe_timeout(steady::duration d) {
+  if (d == steady::duration::max()) return "infinity";
+  return fmt::format("{} ms", std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+}
+
+/// Whether an operation may run on the target's behalf on the caller's
+/// thread: only when the caller waits without a deadline (see await_resolution).
+inline bool may_run_inline(steady::duration timeout) noexcept { return timeout == steady::duration::max(); }
+
 inline steady::time_point deadline_after(steady::duration d) noexcept {
   auto now = steady::now();
   if (d >= steady::time_point::max() - now) return steady::time_point::max();
@@ -829,9 +877,10 @@ inline steady::time_point deadline_after(steady::duration d) noexcept {
 
 /// otpp::stop for any process.
 inline result<void> stop_process(process_base* p, exit_reason reason, steady::duration timeout) {
+  check_timeout(timeout, "otpp::stop");
   if (p == nullptr || !p->alive()) return exit_reason::noproc();
   if (p == tls.current) return exit_reason::calling_self();
-  if (p->try_claim()) {
+  if (may_run_inline(timeout) && p->try_claim()) {
     exit_reason final;
     {
       current_scope scope{p};

@@ -66,7 +66,7 @@ result<pid> invoke_start(F&& start) {
   try {
     return std::forward<F>(start)();
   } catch (...) {
-    return exit_reason::from_exception(std::current_exception());
+    return exit_reason::of_exception(std::current_exception());
   }
 }
 
