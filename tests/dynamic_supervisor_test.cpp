@@ -171,6 +171,38 @@ TEST_CASE("dynamic: max_children counts restarting children", "[dynamic_supervis
   CHECK(otpp::start_child(sup, otpp::child<plain>()));
 }
 
+TEST_CASE("dynamic: a child held restarting keeps its old pid; terminate_child stops the retries", "[dynamic_supervisor]") {
+  fixture f;
+  otpp_test::log_capture logs;
+  auto sup = f.start({.max_restarts = 100});
+  // Held by its backoff...
+  auto a = otpp::start_child(sup, otpp::child<plain>().with_backoff({.initial = 1s, .max = 1s})).value();
+  kill(a);
+  f.clock->settle();
+  REQUIRE(otpp::which_children(sup).value().at(0).state == otpp::child_info::status::restarting);
+  CHECK(otpp::terminate_child(sup, a));
+  CHECK(otpp::which_children(sup).value().empty());
+  f.clock->advance(2s);  // the retry that was scheduled finds nothing
+  CHECK(otpp::which_children(sup).value().empty());
+  CHECK(otpp::terminate_child(sup, a).error() == otpp::exit_reason::error("not_found"));
+
+  // ...or by starts that keep failing (each retry is a message to itself,
+  // so the call gets in between two of them).
+  auto sup2 = f.start({.max_restarts = 100'000});
+  auto fail = std::make_shared<std::atomic<int>>(0);
+  auto b = otpp::start_child(sup2, otpp::child<plain>(fail)).value();
+  fail->store(1'000'000);
+  kill(b);
+  while (fail->load() > 1'000'000 - 3) std::this_thread::yield();  // retrying
+  CHECK(otpp::terminate_child(sup2, b));
+  const int left = fail->load();
+  CHECK(otpp::count_children(sup2).value().specs == 0);
+  CHECK(otpp::count_children(sup2).value().specs == 0);  // two flushes: no retry was left queued
+  CHECK(fail->load() == left);
+  CHECK(sup2.alive());
+  CHECK(sup.alive());
+}
+
 TEST_CASE("dynamic: extra arguments go first at every start and restart", "[dynamic_supervisor]") {
   fixture f;
   auto sup = f.rt.start<db_sup>(otpp::dynamic_supervisor_flags{}, std::string{"pg"}).value();

@@ -156,3 +156,54 @@ TEST_CASE("many threads schedule intervals and cancel them", "[timer][real_clock
   CHECK(after[threads] == 1);
   for (std::uint32_t i = 0; i < threads; ++i) CHECK(after[i] == before[i]);
 }
+
+namespace {
+// Arms a one-shot to itself and, when it arrives, reads and cancels that
+// same timer: both must say it is gone, every time.
+class self_timer : public otpp::gen_server<self_timer> {
+ public:
+  struct ring {};
+  struct progress {};
+  struct report {
+    int rounds;
+    int live_reads;
+    int live_cancels;
+  };
+  using info_types = otpp::type_list<ring>;
+  explicit self_timer(int rounds) : left_{rounds} {}
+  void init() { ref_ = otpp::send_after(self(), ring{}, 0ms); }
+  void handle_info(ring) {
+    ++done_;
+    if (otpp::read_timer(ref_)) ++live_reads_;
+    if (otpp::cancel_timer(ref_)) ++live_cancels_;
+    if (--left_ > 0) ref_ = otpp::send_after(self(), ring{}, std::chrono::microseconds(done_ % 3 * 50));
+  }
+  report handle_call(progress) const { return {done_, live_reads_, live_cancels_}; }
+
+ private:
+  otpp::timer_ref ref_;
+  int left_;
+  int done_ = 0;
+  int live_reads_ = 0;
+  int live_cancels_ = 0;
+};
+}  // namespace
+
+TEST_CASE("a one-shot whose message is being handled reads and cancels as fired", "[timer][real_clock][stress]") {
+  otpp::runtime rt{{.workers = 2}};
+  constexpr int rounds = 3000;
+  std::vector<otpp::server<self_timer>> procs;
+  for (int i = 0; i < 4; ++i) procs.push_back(rt.start<self_timer>(rounds).value());
+  const auto deadline = steady::now() + 60s;
+  for (auto& p : procs) {
+    self_timer::report r{};
+    while (steady::now() < deadline) {
+      r = otpp::call(p, self_timer::progress{});
+      if (r.rounds == rounds) break;
+      std::this_thread::yield();
+    }
+    CHECK(r.rounds == rounds);
+    CHECK(r.live_reads == 0);
+    CHECK(r.live_cancels == 0);
+  }
+}

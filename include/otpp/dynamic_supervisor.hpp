@@ -121,16 +121,18 @@ class basic_dynamic_supervisor : public gen_server<basic_dynamic_supervisor<Extr
     if (!r) return r.error().kind() == exit_kind::ignore ? result<pid>{pid{}} : r;
     const std::uint64_t key = next_key_++;
     by_pid_.emplace(*r, key);
-    children_.emplace(key, entry{std::move(req.spec), *r, false, 0, detail::runtime_now_ns(), {}});
+    children_.emplace(key, entry{std::move(req.spec), *r, *r, false, 0, detail::runtime_now_ns(), {}});
     return r;
   }
 
+  /// A child held restarting is found under the pid it had when it exited
+  /// (Elixir's {:restarting, pid}): terminating it stops the retries.
   result<void> handle_call(terminate_child_req req) {
     auto it = by_pid_.find(req.child);
     if (!req.child || it == by_pid_.end()) return exit_reason::error("not_found");
     entry& c = children_.at(it->second);
-    detail::stop_children({{c.process, c.spec.shutdown_or_default(), {}}}, flags_.abandon_after);
-    children_.erase(it->second);
+    if (c.process) detail::stop_children({{c.process, c.spec.shutdown_or_default(), {}}}, flags_.abandon_after);
+    children_.erase(it->second);  // a retry still scheduled finds nothing
     by_pid_.erase(it);
     return {};
   }
@@ -157,11 +159,11 @@ class basic_dynamic_supervisor : public gen_server<basic_dynamic_supervisor<Extr
     auto it = by_pid_.find(e.from);
     if (it == by_pid_.end()) return;  // a stale signal from a child we stopped ourselves
     const std::uint64_t key = it->second;
-    by_pid_.erase(it);
     entry& c = children_.at(key);
-    c.process = pid{};
+    if (c.process != e.from) return;  // already restarting under this old pid
+    c.process = pid{};  // the old pid stays in by_pid_ until a new one replaces it
     if (!detail::wants_restart(c.spec.restart, e.reason) || detail::runtime_closing()) {
-      children_.erase(key);
+      erase_child(key);
       return;
     }
     if (!add_restart()) return;
@@ -187,6 +189,7 @@ class basic_dynamic_supervisor : public gen_server<basic_dynamic_supervisor<Extr
   struct entry {
     spec_type spec;
     pid process;                 // empty while restarting
+    pid known_as;                // its key in by_pid_: the last pid it had
     bool restarting;
     std::uint64_t epoch;         // bumped when a scheduled retry must be ignored
     std::int64_t started_at;     // ns on the runtime clock
@@ -202,20 +205,29 @@ class basic_dynamic_supervisor : public gen_server<basic_dynamic_supervisor<Extr
     entry& c = children_.at(key);
     result<pid> r = start(c.spec);
     if (r) {
+      by_pid_.erase(c.known_as);
       c.process = *r;
+      c.known_as = *r;
       c.restarting = false;
       c.started_at = detail::runtime_now_ns();
       by_pid_.emplace(*r, key);
       return;
     }
     if (r.error().kind() == exit_kind::ignore) {
-      children_.erase(key);
+      erase_child(key);
       return;
     }
     c.restarting = true;
     detail::log_rt(log_level::error, "otpp: dynamic supervisor {} could not restart a child: {}", this->self(),
                    r.error().to_string());
     send(this->self(), retry{key, ++c.epoch, true});
+  }
+
+  // Forgets a child, and the pid it is known by.
+  void erase_child(std::uint64_t key) {
+    auto it = children_.find(key);
+    by_pid_.erase(it->second.known_as);
+    children_.erase(it);
   }
 
   bool add_restart() {

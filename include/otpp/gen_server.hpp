@@ -590,14 +590,18 @@ inline void process_base::hold_reply(message_node* n) { cold().held_replies.push
 inline void link_parent(process_base* parent, process_base* child) {
   auto& pc = parent->cold_state();
   auto& cc = child->cold_state();
-  pc.links.reserve(pc.links.size() + 1);
-  cc.links.reserve(1);
+  // Inserted first, references taken after: a bad_alloc leaves nothing half-done.
+  cc.links.insert(parent);
+  try {
+    pc.links.insert(child);
+  } catch (...) {
+    cc.links.erase(parent);
+    throw;
+  }
   parent->add_ref();
-  cc.links.push_back(parent);
   parent->add_ref();
   cc.parent = parent;
   child->add_ref();
-  pc.links.push_back(child);
 }
 
 // A failed start_link leaves no exit signal behind (OTP 26+): the link is

@@ -28,7 +28,7 @@
 #include <string_view>
 #include <utility>
 
-#include <fmt/core.h>
+#include <fmt/format.h>  // fmt::format_to_n
 
 #include "detail/process_base.hpp"
 #include "detail/runtime_core.hpp"
@@ -233,11 +233,15 @@ inline bool link(const pid& other) {
     return true;
   }
   auto& c = me->cold_state();
-  if (std::find(c.links.begin(), c.links.end(), o) != c.links.end()) return true;
-  c.links.reserve(c.links.size() + 1);
+  if (c.links.contains(o)) return true;
   auto* node = detail::make_node<detail::link_node>(me);
+  try {
+    c.links.insert(o);
+  } catch (...) {
+    detail::free_node(node);
+    throw;
+  }
   o->add_ref();
-  c.links.push_back(o);
   o->enqueue_signal(node);
   return true;
 }
@@ -271,7 +275,7 @@ inline void exit(const pid& target, exit_reason reason) {
   if (me == nullptr) return {};
   const std::uint64_t id = detail::next_monitor_ref.fetch_add(1, std::memory_order_relaxed);
   auto& c = me->cold_state();
-  c.watching.push_back(id);
+  c.watching.insert(id);
   detail::process_base* t = detail::pid_access::get(target);
   if (t == nullptr) {
     me->enqueue(detail::make_node<detail::down_node>(id, pid{}, exit_reason::noproc()));
@@ -289,9 +293,7 @@ inline bool demonitor(const monitor_ref& ref) {
   if (me == nullptr || !ref) return false;
   detail::process_cold* c = me->cold_if_any();
   if (c == nullptr) return false;
-  auto it = std::find(c->watching.begin(), c->watching.end(), ref.id());
-  if (it == c->watching.end()) return false;
-  c->watching.erase(it);
+  if (c->watching.erase(ref.id()) == 0) return false;
   if (detail::process_base* t = detail::pid_access::get(ref.target()))
     t->enqueue_signal(detail::make_node<detail::demonitor_node>(ref.id()));
   return true;

@@ -11,6 +11,7 @@
 //   auto n = otpp::sys::get_state(counter, [](const counter_impl& c) { return c.value(); });
 //   otpp::sys::replace_state(counter, [](counter_impl& c) { c.reset(); });
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <type_traits>
@@ -170,6 +171,7 @@ result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_
         if (auto* c = proc.cold_if_any()) {
           i.name = c->name;
           for (auto* l : c->links) i.links.push_back(otpp::detail::pid_access::make(l));
+          std::sort(i.links.begin(), i.links.end());
           i.monitored_by = c->monitors.size();
           i.monitoring = c->watching.size();
         }

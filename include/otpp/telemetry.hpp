@@ -43,6 +43,9 @@
 #include <variant>
 #include <vector>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join lives here from fmt 11 on
+
 #include "exit_reason.hpp"
 #include "log.hpp"
 #include "detail/platform.hpp"

@@ -17,16 +17,14 @@ namespace otpp::detail {
 inline process_cold::~process_cold() {
   for (process_base* l : links) l->release();
   if (parent) parent->release();
-  for (auto& m : monitors) {
+  for (auto& [ref, m] : monitors) {
     if (m.watcher) m.watcher->release();
     if (m.waiter) m.waiter->release();
   }
 }
 
 inline bool remove_link(process_cold& c, process_base* other) noexcept {
-  auto it = std::find(c.links.begin(), c.links.end(), other);
-  if (it == c.links.end()) return false;
-  c.links.erase(it);
+  if (c.links.erase(other) == 0) return false;
   other->release();
   return true;
 }
@@ -98,10 +96,7 @@ struct link_node final : message_node {
     if (op == msg_op::invoke) {
       try {
         auto& c = p.cold_state();
-        if (std::find(c.links.begin(), c.links.end(), self->from) == c.links.end()) {
-          c.links.push_back(self->from);
-          self->from = nullptr;  // the reference moved into the link set
-        }
+        if (c.links.insert(self->from).second) self->from = nullptr;  // the reference moved into the link set
       } catch (...) {
       }
     } else {
@@ -141,11 +136,7 @@ struct down_node final : message_node {
     auto* self = static_cast<down_node*>(n);
     if (op == msg_op::invoke) {
       if (process_cold* c = p.cold_if_any()) {
-        auto it = std::find(c->watching.begin(), c->watching.end(), self->value.ref.id());
-        if (it != c->watching.end()) {
-          c->watching.erase(it);
-          p.dispatch_info(self->value);
-        }
+        if (c->watching.erase(self->value.ref.id()) != 0) p.dispatch_info(self->value);
       }
     }
     free_node(self);
@@ -178,8 +169,7 @@ struct monitor_node final : message_node {
     bool kept = false;
     if (op == msg_op::invoke) {
       try {
-        p.cold_state().monitors.push_back(self->entry);
-        kept = true;
+        kept = p.cold_state().monitors.emplace(self->entry.ref, self->entry).second;
       } catch (...) {
       }
     }
@@ -195,12 +185,12 @@ struct demonitor_node final : message_node {
     auto* self = static_cast<demonitor_node*>(n);
     if (op == msg_op::invoke) {
       if (process_cold* c = p.cold_if_any()) {
-        auto it = std::find_if(c->monitors.begin(), c->monitors.end(), [&](auto& m) { return m.ref == self->ref; });
+        auto it = c->monitors.find(self->ref);
         if (it != c->monitors.end()) {
-          if (it->watcher) it->watcher->release();
-          if (it->waiter) {
-            it->waiter->fail(exit_reason::timeout());
-            it->waiter->release();
+          if (it->second.watcher) it->second.watcher->release();
+          if (it->second.waiter) {
+            it->second.waiter->fail(exit_reason::timeout());
+            it->second.waiter->release();
           }
           c->monitors.erase(it);
         }
@@ -223,7 +213,7 @@ inline void signal_exit(process_base& p, process_cold& c, const exit_reason& rea
     c.parent->release();
     c.parent = nullptr;
   }
-  for (auto& m : c.monitors) deliver_down(p, m, reason);
+  for (auto& [ref, m] : c.monitors) deliver_down(p, m, reason);
   c.monitors.clear();
   c.watching.clear();
 }

@@ -18,6 +18,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "../exit_reason.hpp"
@@ -117,16 +119,18 @@ struct process_cold {
   std::vector<stop_waiter> stop_waiters;
   std::vector<message_node*> held_replies;  // sent after terminate (stop from handle_call)
 
-  // Links and monitors (see detail/links.hpp). Every pointer holds a reference.
-  std::vector<process_base*> links;
+  // Links and monitors (see detail/links.hpp). Every pointer holds a
+  // reference. Hashed: a supervisor links to every child, and adding or
+  // removing one must not cost a walk of the others.
+  std::unordered_set<process_base*> links;
   process_base* parent = nullptr;  // the process that start_link-ed us
   struct monitor_entry {
     std::uint64_t ref;
     process_base* watcher;               // a process, or
     reply_slot<exit_reason>* waiter;     // a plain thread in await_exit
   };
-  std::vector<monitor_entry> monitors;   // who watches us
-  std::vector<std::uint64_t> watching;   // monitor refs we hold, not yet fired
+  std::unordered_map<std::uint64_t, monitor_entry> monitors;  // who watches us, by ref
+  std::unordered_set<std::uint64_t> watching;  // monitor refs we hold, not yet fired
   std::string name;                      // registered name, if any
   std::uint64_t handled_high = 0;        // messages handled, bits 32 and up
   std::vector<std::shared_ptr<exit_hook>> exit_hooks;  // registries we are in

@@ -659,9 +659,9 @@ inline void process_base::hibernate_now() noexcept {
   local_ |= hibernated;
   run_on_hibernate();
   if (process_cold* c = cold_if_any()) {
-    c->links.shrink_to_fit();
-    c->monitors.shrink_to_fit();
-    c->watching.shrink_to_fit();
+    c->links.rehash(0);  // the fewest buckets for what is left
+    c->monitors.rehash(0);
+    c->watching.rehash(0);
     c->deferred.shrink_to_fit();
     c->stop_waiters.shrink_to_fit();
     c->held_replies.shrink_to_fit();

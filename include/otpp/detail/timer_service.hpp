@@ -199,6 +199,9 @@ class timer_service {
   /// destination.
   std::optional<std::chrono::nanoseconds> read(const timer_node* t) const noexcept {
     const std::uint32_t s = t->state.load(std::memory_order_acquire);
+    // A one-shot that is firing has sent (or is sending) its message: its
+    // receiver may be handling it already, and must not read it as live.
+    if (s == firing && t->period == 0) return std::nullopt;
     if ((s != pending && s != firing) || t->orphaned()) return std::nullopt;
     return remaining(t);
   }
