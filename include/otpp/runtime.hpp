@@ -37,24 +37,31 @@ class runtime {
   runtime(const runtime&) = delete;
   runtime& operator=(const runtime&) = delete;
   ~runtime() {
-    shutdown();
-    if (!core_->leaked()) delete core_;
+    try {
+      shutdown();
+    } catch (...) {
+      try {
+        shutdown();  // a second try finishes what a bad_alloc interrupted
+      } catch (...) {
+      }
+    }
+    // Handles to its processes, and threads abandoned in stuck handlers, may
+    // outlive this object: the core goes with the last of them.
+    core_->release();
   }
 
   /// Starts a gen_server in this runtime (defined in gen_server.hpp).
   template <class Impl, class... Args>
   [[nodiscard]] result<server<Impl>> start(Args&&... args);
 
-  /// Stops all processes, then the threads. Idempotent; must not be called
-  /// from one of this runtime's own processes.
+  /// Stops all processes (newest first; terminate(shutdown) runs), then the
+  /// threads, within runtime_config::shutdown_timeout in total. Idempotent.
+  /// From one of this runtime's own threads (std::exit in a handler), the
+  /// calling process is left running and the runtime's memory is not freed.
   void shutdown() {
-    const auto timeout = core_->config().shutdown_timeout;
-    core_->shutdown([timeout](detail::process_base* p) {
-      auto r = detail::stop_process(p, exit_reason::shutdown(), timeout);
-      if (!r && r.error().kind() == exit_kind::timeout) {
-        detail::log_rt(log_level::error, "otpp: process <0.{}.0> ({}) did not stop within the shutdown timeout", p->id(),
-            p->type_name());
-      }
+    core_->shutdown([](detail::process_base* p, std::chrono::steady_clock::duration left) {
+      auto r = detail::stop_process(p, exit_reason::shutdown(), left);
+      return r || r.error().kind() != exit_kind::timeout;
     });
   }
 
@@ -76,10 +83,28 @@ struct runtime_access {
 };
 }  // namespace detail
 
+namespace detail {
+// The default runtime is shut down at exit but never destroyed: a static
+// object constructed before it may still use it from its destructor, and
+// then gets shutdown/noproc answers instead of freed memory.
+struct default_runtime_holder {
+  runtime* rt = new runtime;
+  default_runtime_holder() = default;
+  default_runtime_holder(const default_runtime_holder&) = delete;
+  default_runtime_holder& operator=(const default_runtime_holder&) = delete;
+  ~default_runtime_holder() {
+    try {
+      rt->shutdown();
+    } catch (...) {
+    }
+  }
+};
+}  // namespace detail
+
 /// The process-wide runtime used when no other is in scope.
 inline runtime& default_runtime() {
-  static runtime rt;
-  return rt;
+  static detail::default_runtime_holder holder;
+  return *holder.rt;
 }
 
 namespace detail {

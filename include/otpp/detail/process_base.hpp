@@ -93,6 +93,10 @@ enum class turn_result : std::uint8_t { idle, yielded, dead };
 
 /// True on a worker of `rt` whose queues are empty (defined with the runtime).
 inline bool worker_has_nothing_else(const runtime_core* rt) noexcept;
+/// A process's memory holds its runtime's core (defined with the runtime):
+/// whoever holds a pid may still enqueue, which touches the scheduler.
+inline void add_core_ref(runtime_core* rt) noexcept;
+inline void release_core_ref(runtime_core* rt) noexcept;
 
 /// Something to tidy when a process exits (a registry's entries for it).
 /// Runs on the exiting process's thread, owner of its state.
@@ -169,7 +173,7 @@ class process_base {
   static constexpr std::uint32_t hibernated = 2048;      // no message since the last hibernation
   static constexpr std::uint32_t idle_flags = timeout_asked | hibernate_asked | idle_armed | auto_hibernate;
 
-  explicit process_base(runtime_core* rt) noexcept : rt_{rt} {}
+  explicit process_base(runtime_core* rt) noexcept : rt_{rt} { add_core_ref(rt); }
   process_base(const process_base&) = delete;
   process_base& operator=(const process_base&) = delete;
 
@@ -408,7 +412,9 @@ class process_base {
  private:
   void deallocate_() noexcept {
     if (local_ & has_cold) delete cold_;
+    runtime_core* const rt = rt_;
     dealloc_(this);
+    release_core_ref(rt);
   }
   inline void run_continuation() noexcept;
   inline bool run_signals() noexcept;

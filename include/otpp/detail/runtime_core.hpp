@@ -110,7 +110,10 @@ class runtime_core {
     std::lock_guard lock{spare_mutex_};
     if (timer_service* t = timers_.load(std::memory_order_relaxed)) return *t;
     auto* t = new timer_service{cfg_.clock, cfg_.workers, this};
-    timers_.store(t, std::memory_order_release);
+    timers_.store(t, std::memory_order_seq_cst);
+    // Asked for after shutdown began (shutdown may have looked before the
+    // store): a stopped service, which never starts a thread.
+    if (closed_.load(std::memory_order_seq_cst)) t->stop();
     return *t;
   }
   [[nodiscard]] timer_service* timers_if_started() const noexcept { return timers_.load(std::memory_order_acquire); }
@@ -225,64 +228,46 @@ class runtime_core {
   // -- shutdown ------------------------------------------------------------------
 
   /// Stops accepting processes, stops the live ones in reverse start order
-  /// (their terminate runs), then joins the threads. Idempotent. Returns false
-  /// if some thread could not be joined (stuck in a handler); the core is then
-  /// leaked rather than freed under a running thread.
+  /// (their terminate runs), then joins the threads, all within
+  /// shutdown_timeout in total. `stop_one(p, time_left)` stops one process
+  /// and returns false if it did not stop in time: such a process (stuck in
+  /// a handler or in terminate) is abandoned, with one log line, and its
+  /// thread is left running; the core is then kept rather than freed under
+  /// it until that thread ends (each thread holds a reference). Called again
+  /// after a failure (bad_alloc), it finishes the job; once done, it returns
+  /// at once. Returns whether every thread was joined.
   template <class StopFn>
   bool shutdown(StopFn&& stop_one) {
-    bool expected = false;
-    if (!closed_.compare_exchange_strong(expected, true)) return !leaked_;
-    if (tls.rt == this && tls.current != nullptr) {
-      detail::log_rt(log_level::error, "otpp: runtime shutdown from inside one of its processes; stopping processes only");
-    }
-    for (int round = 0; round < 4; ++round) {
-      auto procs = live_processes();
-      if (procs.empty()) break;
-      for (auto it = procs.rbegin(); it != procs.rend(); ++it) {
-        stop_one(*it);
-        (*it)->release();
-      }
-    }
-    if (timer_service* t = timers_if_started()) t->stop();
-    if (tls.rt == this) return true;  // cannot join ourselves
-    terminating_.store(true, std::memory_order_seq_cst);
+    closed_.store(true, std::memory_order_seq_cst);
+    std::lock_guard serial{shutdown_mutex_};
+    if (shut_down_) return !leaked_;
     const auto deadline = steady::now() + cfg_.shutdown_timeout;
-    std::vector<thread_record*> records;
-    {
-      std::lock_guard lock{spare_mutex_};
-      for (auto& t : threads_) records.push_back(t.get());
-      for (thread_record* t : idle_spares_) {
-        t->assigned = nullptr;
-        t->word.store(1, std::memory_order_release);
-        unpark_one(t->word);
-      }
-      idle_spares_.clear();
+    const bool own_thread = tls.rt == this;
+    if (own_thread && tls.current != nullptr) {
+      detail::log_rt(log_level::error, "otpp: runtime shutdown from inside one of its processes (<0.{}.0>); it is left running",
+                     tls.current->id());
     }
-    wake_all();
-    bool all = true;
-    for (thread_record* t : records) {
-      while (t->finished.load(std::memory_order_acquire) == 0 && steady::now() < deadline) {
-        wake_all();
-        park(t->finished, 0, std::min(deadline, steady::now() + std::chrono::milliseconds(5)));
-      }
-      if (t->finished.load(std::memory_order_acquire) == 0) all = false;
+    stop_processes(stop_one, deadline);
+    if (timer_service* t = timers_if_started()) t->stop();
+    const bool joined = join_threads(deadline, own_thread);
+    // With every worker gone, the timers that never fired are dropped now:
+    // they hold their destinations, which hold this core.
+    if (joined) {
+      if (timer_service* t = timers_if_started()) t->clear();
     }
-    std::lock_guard lock{spare_mutex_};
-    for (auto& t : threads_) {
-      if (t->finished.load(std::memory_order_acquire)) {
-        t->thread.join();
-      } else {
-        t->thread.detach();
-      }
-    }
-    if (!all) {
-      leaked_ = true;
-      detail::log_rt(log_level::error, "otpp: runtime shutdown left threads stuck in handlers; their state is leaked");
-    }
-    return all;
+    leaked_ = !joined;
+    shut_down_ = true;
+    return joined;
   }
 
   [[nodiscard]] bool leaked() const noexcept { return leaked_; }
+
+  // The runtime object holds one reference; every process's memory another
+  // (see process_base): a pid may outlive the runtime and still be used.
+  void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
 
   /// Threads started so far: workers plus spares that stood in for blocked ones.
   [[nodiscard]] std::size_t thread_count() {
@@ -310,7 +295,126 @@ class runtime_core {
     auto rec = std::make_unique<thread_record>();
     thread_record* r = rec.get();
     threads_.push_back(std::move(rec));
-    r->thread = std::thread([this, r, s] { thread_main(r, s); });
+    add_ref();  // each thread holds the core: one abandoned by shutdown frees it when it ends
+    try {
+      r->thread = std::thread([this, r, s] { thread_main(r, s); });
+    } catch (...) {
+      threads_.pop_back();
+      refs_.fetch_sub(1, std::memory_order_relaxed);  // the runtime's own reference is still held
+      throw;
+    }
+  }
+
+  // Stops live processes newest first, each with the time left. One that
+  // does not stop in time is abandoned: logged once, never waited for
+  // again. Once the time is up, the rest are only asked to stop (their
+  // workers carry that out), and one line says how many were not waited for.
+  template <class StopFn>
+  void stop_processes(StopFn& stop_one, steady::time_point deadline) {
+    std::vector<std::uint64_t> abandoned;
+    std::size_t not_waited = 0;
+    auto is_abandoned = [&](process_base* p) {
+      return std::find(abandoned.begin(), abandoned.end(), p->id()) != abandoned.end();
+    };
+    auto stop = [&](process_base* p) {
+      const auto left = std::max(deadline - steady::now(), steady::duration::zero());
+      if (stop_one(p, left)) return;
+      if (left == steady::duration::zero()) {
+        ++not_waited;
+      } else {
+        detail::log_rt(log_level::error,
+                       "otpp: process <0.{}.0> ({}) did not stop within the runtime's shutdown timeout ({} ms); abandoned",
+                       p->id(), p->type_name(), cfg_.shutdown_timeout.count());
+      }
+      try {
+        abandoned.push_back(p->id());
+      } catch (...) {
+      }
+    };
+    struct summary {
+      std::size_t& n;
+      long long ms;
+      ~summary() {
+        if (n != 0)
+          detail::log_rt(log_level::error,
+                         "otpp: runtime shutdown timeout ({} ms) passed; {} more processes were asked to stop and not waited for",
+                         ms, n);
+      }
+    } report{not_waited, static_cast<long long>(cfg_.shutdown_timeout.count())};
+    for (int round = 0; round < 4; ++round) {
+      std::vector<process_base*> procs;
+      try {
+        procs = live_processes();
+      } catch (...) {
+        // No memory for the list: one at a time, in no particular order.
+        while (process_base* p = any_live_process(is_abandoned)) {
+          stop(p);
+          p->release();
+        }
+        return;
+      }
+      bool stopped_any = false;
+      for (auto it = procs.rbegin(); it != procs.rend(); ++it) {
+        if (!is_abandoned(*it)) {
+          stop(*it);
+          stopped_any = true;
+        }
+        (*it)->release();
+      }
+      if (!stopped_any) return;
+    }
+  }
+
+  template <class Skip>
+  process_base* any_live_process(Skip& skip) noexcept {
+    for (auto& sh : shards_) {
+      std::lock_guard lock{sh.mutex};
+      for (process_base* p = sh.head; p; p = p->live_next_) {
+        if (skip(p)) continue;
+        p->add_ref();
+        return p;
+      }
+    }
+    return nullptr;
+  }
+
+  // Tells every thread to finish, and joins those that do by the deadline.
+  // The calling thread, if it is one of ours, is detached: it is running.
+  bool join_threads(steady::time_point deadline, bool own_thread) noexcept {
+    {
+      std::lock_guard lock{spare_mutex_};
+      terminating_.store(true, std::memory_order_seq_cst);  // no thread starts after this
+      for (thread_record* t : idle_spares_) {
+        t->assigned = nullptr;
+        t->word.store(1, std::memory_order_release);
+        unpark_one(t->word);
+      }
+      idle_spares_.clear();
+    }
+    wake_all();
+    const auto me = std::this_thread::get_id();
+    bool stuck = false;
+    for (auto& t : threads_) {  // stable now: no thread starts once terminating_ is set
+      if (own_thread && t->thread.get_id() == me) continue;
+      while (t->finished.load(std::memory_order_acquire) == 0 && steady::now() < deadline) {
+        wake_all();
+        park(t->finished, 0, std::min(deadline, steady::now() + std::chrono::milliseconds(5)));
+      }
+      if (t->finished.load(std::memory_order_acquire) == 0) stuck = true;
+    }
+    std::lock_guard lock{spare_mutex_};
+    for (auto& t : threads_) {
+      if (!t->thread.joinable()) continue;
+      if (t->finished.load(std::memory_order_acquire) != 0 && t->thread.get_id() != me) {
+        t->thread.join();
+      } else {
+        t->thread.detach();
+      }
+    }
+    if (stuck) {
+      detail::log_rt(log_level::error, "otpp: runtime shutdown left threads stuck in handlers; they keep the runtime's memory until they return");
+    }
+    return !stuck && !own_thread;
   }
 
   void thread_main(thread_record* me, worker_slot* initial) noexcept {
@@ -332,6 +436,7 @@ class runtime_core {
     tls = {};
     me->finished.store(1, std::memory_order_release);
     unpark_one(me->finished);
+    release();  // last: the core may go with it, once shutdown has given up on this thread
   }
 
   worker_slot* wait_for_slot(thread_record* me) {
@@ -510,7 +615,10 @@ class runtime_core {
   std::atomic<timer_service*> timers_{nullptr};
   std::atomic<bool> closed_{false};
   std::atomic<bool> terminating_{false};
+  std::mutex shutdown_mutex_;
+  bool shut_down_ = false;  // under shutdown_mutex_
   bool leaked_ = false;
+  std::atomic<std::size_t> refs_{1};
 
   shard shards_[shard_count];
 };
@@ -559,6 +667,8 @@ inline void process_base::release_inline() noexcept {
 }
 
 inline bool runtime_quiescent(const runtime_core* rt) noexcept { return rt->quiescent(); }
+inline void add_core_ref(runtime_core* rt) noexcept { rt->add_ref(); }
+inline void release_core_ref(runtime_core* rt) noexcept { rt->release(); }
 
 /// The inbox a timer scheduled by this thread goes to: its worker slot's own.
 inline unsigned timer_inbox(const timer_service& s) noexcept {

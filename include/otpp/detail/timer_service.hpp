@@ -124,9 +124,16 @@ class timer_service {
   ~timer_service() {
     stop();
     if (clock_) clock_->detach(this);
-    // Nothing schedules any more: free what is left. A timer that never
-    // fired is marked cancelled, so that a timer_ref outliving the runtime
-    // answers without touching the service.
+    clear();
+  }
+
+  /// After stop(): frees every timer that never fired. Each is marked
+  /// cancelled, so that a timer_ref outliving the runtime answers without
+  /// touching the service. Waits out a schedule or cancel that began before
+  /// stop() (they check stopping_ inside a per-inbox users count).
+  void clear() noexcept {
+    for (auto& in : inboxes_)
+      while (in.users.load(std::memory_order_seq_cst) != 0) cpu_relax();
     auto drop = [](timer_node* t) {
       std::uint32_t s = pending;
       t->state.compare_exchange_strong(s, cancelled, std::memory_order_acq_rel);
@@ -135,6 +142,8 @@ class timer_service {
     drain_inboxes(drop);
     drain_cancels([](timer_node* t) { t->release(); });
     wheel_.clear([&](wheel_entry* e) { drop(static_cast<timer_node*>(e)); });
+    for (const due_entry& d : due_) drop(d.t);
+    due_.clear();
   }
 
   [[nodiscard]] std::int64_t now_ns() const noexcept {
@@ -150,12 +159,19 @@ class timer_service {
   /// service. `inbox` is the caller's worker slot, or slots for outsiders.
   /// Returns false (dropping the service's reference) after shutdown.
   bool schedule(timer_node* t, unsigned inbox) noexcept {
-    if (stopping_.load(std::memory_order_acquire)) {
+    inbox_user user{inboxes_[inbox]};
+    if (stopping_.load(std::memory_order_seq_cst)) {
       t->state.store(done, std::memory_order_relaxed);
       t->release();
       return false;
     }
-    ensure_thread();
+    try {
+      ensure_thread();
+    } catch (...) {
+      t->state.store(done, std::memory_order_relaxed);  // no thread to be had: never fires
+      t->release();
+      return false;
+    }
     t->service = this;
     inboxes_[inbox].queue.push(t);  // seq_cst: ordered before the load below
     const std::int64_t due = tick_of(t->deadline.load(std::memory_order_relaxed));
@@ -182,7 +198,9 @@ class timer_service {
       }
       if (s != pending) return std::nullopt;
       if (!t->state.compare_exchange_weak(s, cancelled, std::memory_order_acq_rel)) continue;
-      // Ours: the owner thread will unlink and free it.
+      // Ours: the owner thread will unlink and free it; after stop(), clear() does.
+      inbox_user user{inboxes_[inbox]};
+      if (stopping_.load(std::memory_order_seq_cst)) return std::nullopt;
       t->add_ref();
       auto& top = inboxes_[inbox].cancels;
       timer_node* head = top.load(std::memory_order_relaxed);
@@ -254,6 +272,20 @@ class timer_service {
   struct alignas(cache_line) inbox {
     mpsc_queue queue;
     std::atomic<timer_node*> cancels{nullptr};
+    std::atomic<std::uint32_t> users{0};  // schedules and cancels in progress
+  };
+
+  // Counts a thread in while it may push onto an inbox (Dekker with clear():
+  // the count is raised before stopping_ is read).
+  class inbox_user {
+   public:
+    explicit inbox_user(inbox& i) noexcept : i_{i} { i_.users.fetch_add(1, std::memory_order_seq_cst); }
+    ~inbox_user() { i_.users.fetch_sub(1, std::memory_order_release); }
+    inbox_user(const inbox_user&) = delete;
+    inbox_user& operator=(const inbox_user&) = delete;
+
+   private:
+    inbox& i_;
   };
 
   // A deadline's tick: the first boundary at or after it.

@@ -1,0 +1,23 @@
+// std::exit(n) from inside a handler of the default runtime exits with n:
+// static destruction shuts the runtime down from one of its own threads.
+#include <cstdlib>
+
+#include <otpp/otpp.hpp>
+
+namespace {
+class quitter : public otpp::gen_server<quitter> {
+ public:
+  struct quit {};
+  struct get {};
+  void handle_cast(quit) { std::exit(3); }
+  int handle_call(get) { return 1; }
+};
+}  // namespace
+
+int main() {
+  auto bystander = otpp::start<quitter>().value();
+  auto q = otpp::start<quitter>().value();
+  otpp::cast(q, quitter::quit{});
+  (void)otpp::await_exit(bystander, std::chrono::seconds(30));  // the exit comes first
+  return 0;
+}
