@@ -1,6 +1,7 @@
 // otpp_bench: the figures of the project's performance table, one line each
 // as `name: value unit`. `otpp_bench NAME...` runs only those; `--quick`
-// uses a tenth of the sizes (a smoke run, not comparable figures).
+// uses a tenth of the sizes (a smoke run, not comparable figures). Every
+// figure runs in a fresh child process (see run_isolated).
 // WORKERS=N in the environment sets the runtime's worker count (default:
 // one per hardware thread), for scaling runs.
 //
@@ -10,6 +11,8 @@
 //   call_external       a plain thread calls a server 1M times, sequentially
 //   call_process        a process calls another 1M times, sequentially
 //   call_concurrent_64  64 client processes x 20k sequential calls to one server
+//                       (each call figure: "#" line with a server that
+//                       declares nonblocking_handlers, run inline when idle)
 //   ring_1000           1,000 servers pass a token 1M hops by cast
 //   spawn_1m            start 1M idle servers (from the main thread)
 //   bytes_per_server    RSS growth per idle server
@@ -31,6 +34,12 @@
 //   telemetry_idle_ns   execute() of an event nobody is attached to, with
 //                       two measurements and two metadata entries; "#":
 //                       the same with one counting handler attached
+//   dynsup_start_100k   start_child 100k children into a fresh dynamic
+//                       supervisor, from a plain thread (s); "#" lines: 25k
+//                       and 50k (linear growth keeps the time per child flat)
+//   demonitor_200k      a process removes 200k monitors it holds on one
+//                       target, until the target has handled them all (s);
+//                       "#" lines: 25k, 50k, 100k
 //   supervisor_restart  a one_for_one supervisor with one named child; a
 //                       process kills the child and waits for the
 //                       replacement (registered before its init runs) to
@@ -54,6 +63,7 @@
 #include <vector>
 
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <otpp/otpp.hpp>
@@ -78,6 +88,11 @@ void figure(const char* name, double value, const char* unit) {
   std::fflush(stdout);
 }
 
+unsigned workers_from_env() {
+  const char* w = std::getenv("WORKERS");
+  return w ? static_cast<unsigned>(std::atoi(w)) : 0u;
+}
+
 long rss_bytes() {
   std::ifstream f{"/proc/self/statm"};
   long pages = 0, resident = 0;
@@ -85,8 +100,12 @@ long rss_bytes() {
   return resident * sysconf(_SC_PAGESIZE);
 }
 
-class counter : public otpp::gen_server<counter> {
+template <bool Nonblocking>
+class basic_counter : public otpp::gen_server<basic_counter<Nonblocking>> {
  public:
+  // The "#" figures: a server that promises its calls never block runs them
+  // on an idle caller's thread (see otpp::declares_nonblocking_handlers).
+  static constexpr bool nonblocking_handlers = Nonblocking;
   struct increment {};
   struct get {};
   void handle_cast(increment) { ++n_; }
@@ -96,6 +115,8 @@ class counter : public otpp::gen_server<counter> {
  private:
   std::uint64_t n_ = 0;
 };
+using counter = basic_counter<false>;
+using inline_counter = basic_counter<true>;
 
 void cast_senders(otpp::runtime& rt, unsigned senders, const char* name) {
   const std::uint64_t total = 2'000'000 / scale;
@@ -119,78 +140,100 @@ void cast_senders(otpp::runtime& rt, unsigned senders, const char* name) {
   otpp::stop(c);
 }
 
-void call_external(otpp::runtime& rt) {
+template <class Counter>
+double call_external_ns(otpp::runtime& rt) {
   const int calls = 1'000'000 / static_cast<int>(scale);
-  auto c = rt.start<counter>().value();
-  for (int i = 0; i < 1000; ++i) (void)otpp::call(c, counter::increment{});
+  auto c = rt.start<Counter>().value();
+  for (int i = 0; i < 1000; ++i) (void)otpp::call(c, typename Counter::increment{});
   auto t0 = clk::now();
   std::uint64_t last = 0;
-  for (int i = 0; i < calls; ++i) last = otpp::call(c, counter::increment{});
+  for (int i = 0; i < calls; ++i) last = otpp::call(c, typename Counter::increment{});
   double dt = seconds_since(t0);
   if (last != static_cast<std::uint64_t>(calls) + 1000) std::printf("# call_external: bad reply %llu\n", (unsigned long long)last);
-  figure("call_external", dt * 1e9 / calls, "ns");
   otpp::stop(c);
+  return dt * 1e9 / calls;
 }
 
-class caller : public otpp::gen_server<caller> {
+void call_external(otpp::runtime& rt) { figure("call_external", call_external_ns<counter>(rt), "ns"); }
+void call_external_nonblocking(otpp::runtime& rt) {
+  std::printf("# call_external_nonblocking: %.1f ns\n", call_external_ns<inline_counter>(rt));
+}
+
+template <class Counter>
+class caller : public otpp::gen_server<caller<Counter>> {
  public:
   struct run {
-    otpp::server<counter> target;
+    otpp::server<Counter> target;
     int calls;
     std::promise<double>* seconds;
   };
   void handle_cast(run r) {
     auto t0 = clk::now();
-    for (int i = 0; i < r.calls; ++i) (void)otpp::call(r.target, counter::increment{});
+    for (int i = 0; i < r.calls; ++i) (void)otpp::call(r.target, typename Counter::increment{});
     r.seconds->set_value(seconds_since(t0));
   }
 };
 
-void call_process(otpp::runtime& rt) {
+template <class Counter>
+double call_process_ns(otpp::runtime& rt) {
   const int calls = 1'000'000 / static_cast<int>(scale);
-  auto c = rt.start<counter>().value();
-  auto p = rt.start<caller>().value();
+  auto c = rt.start<Counter>().value();
+  auto p = rt.start<caller<Counter>>().value();
   std::promise<double> warm;
-  otpp::cast(p, caller::run{c, 1000, &warm});
+  otpp::cast(p, typename caller<Counter>::run{c, 1000, &warm});
   warm.get_future().get();
   std::promise<double> secs;
-  otpp::cast(p, caller::run{c, calls, &secs});
+  otpp::cast(p, typename caller<Counter>::run{c, calls, &secs});
   double dt = secs.get_future().get();
-  figure("call_process", dt * 1e9 / calls, "ns");
   otpp::stop(p);
   otpp::stop(c);
+  return dt * 1e9 / calls;
 }
 
-class client : public otpp::gen_server<client> {
+void call_process(otpp::runtime& rt) { figure("call_process", call_process_ns<counter>(rt), "ns"); }
+void call_process_nonblocking(otpp::runtime& rt) {
+  std::printf("# call_process_nonblocking: %.1f ns\n", call_process_ns<inline_counter>(rt));
+}
+
+template <class Counter>
+class client : public otpp::gen_server<client<Counter>> {
  public:
   struct run {
-    otpp::server<counter> target;
+    otpp::server<Counter> target;
     int calls;
     std::latch* done;
   };
   void handle_cast(run r) {
-    for (int i = 0; i < r.calls; ++i) (void)otpp::call(r.target, counter::increment{});
+    for (int i = 0; i < r.calls; ++i) (void)otpp::call(r.target, typename Counter::increment{});
     r.done->count_down();
   }
 };
 
-void call_concurrent(otpp::runtime& rt) {
+template <class Counter>
+double call_concurrent_rate(otpp::runtime& rt) {
   const int clients = 64;
   const int calls = 20'000 / static_cast<int>(scale);
-  auto c = rt.start<counter>().value();
-  std::vector<otpp::server<client>> cs;
-  for (int i = 0; i < clients; ++i) cs.push_back(rt.start<client>().value());
+  auto c = rt.start<Counter>().value();
+  std::vector<otpp::server<client<Counter>>> cs;
+  for (int i = 0; i < clients; ++i) cs.push_back(rt.start<client<Counter>>().value());
   std::latch done{clients};
   auto t0 = clk::now();
-  for (auto& cl : cs) otpp::cast(cl, client::run{c, calls, &done});
+  for (auto& cl : cs) otpp::cast(cl, typename client<Counter>::run{c, calls, &done});
   done.wait();
   double dt = seconds_since(t0);
-  auto n = otpp::call(c, counter::get{});
+  auto n = otpp::call(c, typename Counter::get{});
   if (n != static_cast<std::uint64_t>(clients) * calls) std::printf("# call_concurrent_64: counted %llu\n", (unsigned long long)n);
-  figure("call_concurrent_64", clients * static_cast<double>(calls) / dt, "calls/s");
-  if (rt.thread_count() > rt.workers()) std::printf("# call_concurrent_64: %zu threads (spares started)\n", rt.thread_count());
   for (auto& cl : cs) otpp::stop(cl);
   otpp::stop(c);
+  return clients * static_cast<double>(calls) / dt;
+}
+
+void call_concurrent(otpp::runtime& rt) {
+  figure("call_concurrent_64", call_concurrent_rate<counter>(rt), "calls/s");
+  if (rt.thread_count() > rt.workers()) std::printf("# call_concurrent_64: %zu threads (spares started)\n", rt.thread_count());
+}
+void call_concurrent_nonblocking(otpp::runtime& rt) {
+  std::printf("# call_concurrent_64_nonblocking: %.0f calls/s\n", call_concurrent_rate<inline_counter>(rt));
 }
 
 class ring_node : public otpp::gen_server<ring_node> {
@@ -309,6 +352,65 @@ void names(otpp::runtime& rt, bool want_monitor, bool want_whereis, bool want_ca
     figure("call_by_name_ns", dt * 1e9 / n, "ns");
   }
   otpp::stop(c);
+}
+
+// -- scale: links, monitors and supervisor children stay O(1) each ------------------
+
+void dynsup_start(otpp::runtime& rt) {
+  // Each point is a fresh supervisor; 100k is the figure, the others show
+  // the growth (linear: the time per child stays flat).
+  for (std::size_t n : {25'000u, 50'000u, 100'000u}) {
+    n /= scale;
+    auto sup = rt.start<otpp::dynamic_supervisor>().value();
+    auto t0 = clk::now();
+    for (std::size_t i = 0; i < n; ++i) (void)otpp::start_child(sup, otpp::child<idle_server>(static_cast<int>(i))).value();
+    double dt = seconds_since(t0);
+    if (otpp::count_children(sup).value().active != n) std::printf("# dynsup_start: children missing\n");
+    if (n == 100'000 / scale) {
+      figure("dynsup_start_100k", dt, "s");
+    } else {
+      std::printf("# dynsup_start_%zuk: %.3f s\n", n * scale / 1000, dt);
+    }
+    auto t1 = clk::now();
+    otpp::stop(sup);
+    std::printf("# dynsup_stop_%zuk: %.3f s\n", n * scale / 1000, seconds_since(t1));
+  }
+}
+
+// Holds `n` monitors on a target, then removes them all; the time to
+// demonitor includes the target handling every demonitor signal.
+class monitor_holder : public otpp::gen_server<monitor_holder> {
+ public:
+  struct run {
+    otpp::server<counter> target;
+    std::size_t n;
+  };
+  double handle_call(run r) {
+    std::vector<otpp::monitor_ref> refs;
+    refs.reserve(r.n);
+    for (std::size_t i = 0; i < r.n; ++i) refs.push_back(otpp::monitor(r.target));
+    (void)otpp::call(r.target, counter::get{});  // every monitor is in place
+    auto t0 = clk::now();
+    for (auto& ref : refs) (void)otpp::demonitor(ref);
+    (void)otpp::call(r.target, counter::get{});  // signals go before messages: all handled
+    return seconds_since(t0);
+  }
+};
+
+void demonitor_many(otpp::runtime& rt) {
+  for (std::size_t n : {25'000u, 50'000u, 100'000u, 200'000u}) {
+    n /= scale;
+    auto target = rt.start<counter>().value();
+    auto holder = rt.start<monitor_holder>().value();
+    double dt = otpp::call(holder, monitor_holder::run{target, n}, otpp::infinity);
+    if (n == 200'000 / scale) {
+      figure("demonitor_200k", dt, "s");
+    } else {
+      std::printf("# demonitor_%zuk: %.3f s\n", n * scale / 1000, dt);
+    }
+    otpp::stop(holder);
+    otpp::stop(target);
+  }
 }
 
 // -- timers ----------------------------------------------------------------------------
@@ -663,10 +765,38 @@ void telemetry_cost() {
   figure("telemetry_idle_ns", idle, "ns");
 }
 
+// Each figure (or group sharing a set-up) runs in a child process with a
+// runtime of its own, so no figure sees the threads, pools or memory another
+// one left behind: `otpp_bench NAME` and the full run agree.
+bool run_isolated(const char* label, void (*fn)(otpp::runtime&)) {
+  std::fflush(stdout);
+  const pid_t child = fork();
+  if (child < 0) {
+    std::perror("otpp_bench: fork");
+    return false;
+  }
+  if (child == 0) {
+    {
+      otpp::runtime rt{{.workers = workers_from_env()}};
+      fn(rt);
+    }
+    std::fflush(stdout);
+    std::_Exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  std::printf("# %s: failed (%s %d)\n", label, WIFEXITED(status) ? "exit" : "signal",
+              WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  return false;
+}
+
+std::vector<std::string> wanted;
+bool want(const char* n) { return wanted.empty() || std::find(wanted.begin(), wanted.end(), n) != wanted.end(); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> wanted;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") {
@@ -675,27 +805,40 @@ int main(int argc, char** argv) {
       wanted.push_back(a);
     }
   }
-  auto want = [&](const char* n) { return wanted.empty() || std::find(wanted.begin(), wanted.end(), n) != wanted.end(); };
-  otpp::runtime rt{{.workers = std::getenv("WORKERS") ? unsigned(std::atoi(std::getenv("WORKERS"))) : 0u}};
-  std::printf("# otpp_bench: %u workers%s\n", rt.workers(), scale > 1 ? ", --quick (sizes / 10)" : "");
-  if (want("cast_1sender")) cast_senders(rt, 1, "cast_1sender");
-  if (want("cast_2senders")) cast_senders(rt, 2, "cast_2senders");
-  if (want("call_external")) call_external(rt);
-  if (want("call_process")) call_process(rt);
-  if (want("call_concurrent_64")) call_concurrent(rt);
-  if (want("ring_1000")) ring(rt);
-  if (want("idle_cpu")) idle_cpu(rt);
-  if (want("monitor_ns") || want("whereis_ns") || want("call_by_name_ns"))
+  {
+    otpp::runtime probe{{.workers = workers_from_env()}};
+    std::printf("# otpp_bench: %u workers%s\n", probe.workers(), scale > 1 ? ", --quick (sizes / 10)" : "");
+  }
+  bool ok = true;
+  auto run = [&](bool wanted_here, const char* label, void (*fn)(otpp::runtime&)) {
+    if (wanted_here) ok = run_isolated(label, fn) && ok;
+  };
+  run(want("cast_1sender"), "cast_1sender", [](otpp::runtime& rt) { cast_senders(rt, 1, "cast_1sender"); });
+  run(want("cast_2senders"), "cast_2senders", [](otpp::runtime& rt) { cast_senders(rt, 2, "cast_2senders"); });
+  run(want("call_external"), "call_external", call_external);
+  run(want("call_external"), "call_external_nonblocking", call_external_nonblocking);
+  run(want("call_process"), "call_process", call_process);
+  run(want("call_process"), "call_process_nonblocking", call_process_nonblocking);
+  run(want("call_concurrent_64"), "call_concurrent_64", call_concurrent);
+  run(want("call_concurrent_64"), "call_concurrent_64_nonblocking", call_concurrent_nonblocking);
+  run(want("ring_1000"), "ring_1000", ring);
+  run(want("idle_cpu"), "idle_cpu", idle_cpu);
+  run(want("monitor_ns") || want("whereis_ns") || want("call_by_name_ns"), "names", [](otpp::runtime& rt) {
     names(rt, want("monitor_ns"), want("whereis_ns"), want("call_by_name_ns"));
-  if (want("timers_schedule_1m") || want("timer_lateness_p99") || want("timer_cancel"))
+  });
+  run(want("timers_schedule_1m") || want("timer_lateness_p99") || want("timer_cancel"), "timers", [](otpp::runtime& rt) {
     timers(rt, want("timers_schedule_1m"), want("timer_lateness_p99"), want("timer_cancel"));
-  if (want("telemetry_idle_ns")) telemetry_cost();
-  if (want("supervisor_restart")) supervisor_restart(rt);
+  });
+  run(want("telemetry_idle_ns"), "telemetry_idle_ns", [](otpp::runtime&) { telemetry_cost(); });
+  run(want("supervisor_restart"), "supervisor_restart", supervisor_restart);
+  run(want("dynsup_start_100k"), "dynsup_start_100k", dynsup_start);
+  run(want("demonitor_200k"), "demonitor_200k", demonitor_many);
 #if OTPP_BENCH_EXAMPLES
-  if (want("cache_fetch_64")) cache_fetch(rt);
-  if (want("rate_limit_check")) rate_limit(rt);
+  run(want("cache_fetch_64"), "cache_fetch_64", cache_fetch);
+  run(want("rate_limit_check"), "rate_limit_check", rate_limit);
 #endif
-  if (want("spawn_1m") || want("bytes_per_server") || want("stop_1m"))
+  run(want("spawn_1m") || want("bytes_per_server") || want("stop_1m"), "spawn_stop", [](otpp::runtime& rt) {
     spawn_stop(rt, want("spawn_1m"), want("bytes_per_server"), want("stop_1m"));
-  return 0;
+  });
+  return ok ? 0 : 1;
 }

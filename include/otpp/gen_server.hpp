@@ -155,6 +155,18 @@ concept handles_deferred_call = detail::names_reply_type<Req> &&
 template <class Impl, class Req>
 concept handles_call = handles_sync_call<Impl, Req> || handles_deferred_call<Impl, Req>;
 
+/// Impl promises that none of its callbacks blocks or runs long (no sleeps,
+/// no waits, no calls to other processes): `static constexpr bool
+/// nonblocking_handlers = true;`. A caller may then run the server's turn on
+/// its own thread whatever its timeout: a call to it while idle runs the
+/// handler inline (tens of nanoseconds instead of microseconds: no hand-over
+/// to another core), and a caller waiting on it may run the messages queued
+/// ahead of its own. A finite timeout still bounds the wait for a server
+/// that is busy elsewhere, but not the server's own running time, which the
+/// promise keeps short.
+template <class Impl>
+concept declares_nonblocking_handlers = requires { requires static_cast<bool>(Impl::nonblocking_handlers); };
+
 template <class Impl, class Msg>
 concept handles_cast = requires(Impl& i, Msg&& m) { i.handle_cast(std::move(m)); };
 
@@ -877,7 +889,7 @@ result<R> call_queued(process_of<Impl>* p, Req&& req, steady::duration timeout) 
     throw;
   }
   p->enqueue(node);
-  auto st = await_reply(slot, deadline_after(timeout), p);
+  auto st = await_reply(slot, deadline_after(timeout), p, declares_nonblocking_handlers<Impl>);
   auto out = collect<R>(slot, st);
   slot->release();
   return out;
@@ -892,7 +904,7 @@ result<call_reply_t<Impl, std::remove_cvref_t<Req>>> try_call(const server<Impl>
   if (p == nullptr) return exit_reason::noproc();
   if (p == tls.current) return exit_reason::calling_self();
   if constexpr (handles_sync_call<Impl, Q>) {
-    if (may_run_inline(timeout) && tls.inline_depth < max_inline_depth) {
+    if ((declares_nonblocking_handlers<Impl> || may_run_inline(timeout)) && tls.inline_depth < max_inline_depth) {
       if constexpr (!std::is_reference_v<Req> && std::is_nothrow_move_constructible_v<Q>) {
         if (p->try_claim()) return call_inline<Impl, Q, R>(p, std::move(req));
       } else {
@@ -935,9 +947,10 @@ struct no_reply {
 /// Which thread runs the handler: the server's own turn, on a worker of its
 /// runtime, whenever the call has a finite timeout, so the caller always gets
 /// its answer or `timeout` within that time. With `otpp::infinity` (the caller
-/// will wait as long as it takes anyway) a call to an idle server runs the
-/// handler on the caller's thread, as the server's turn: no hand-over, and
-/// the same order and exclusion as any other message.
+/// will wait as long as it takes anyway), or for a server that declares
+/// nonblocking_handlers (see declares_nonblocking_handlers), a call to an idle
+/// server runs the handler on the caller's thread, as the server's turn: no
+/// hand-over, and the same order and exclusion as any other message.
 template <class Impl, class Req>
 [[nodiscard]] auto try_call(const server<Impl>& s, Req&& req,
                             std::chrono::steady_clock::duration timeout = default_call_timeout) {

@@ -205,8 +205,10 @@ class runtime_core {
 
   /// A worker about to wait with a deadline for `callee`, which it just woke
   /// into its own LIFO slot: the callee must run on another thread (running
-  /// it on the waiter's stack could outlast the deadline). With other
-  /// workers it goes to the stealable deque; alone, the slot goes to a spare.
+  /// it on the waiter's stack could outlast the deadline). If another worker
+  /// is idle, it steals the callee from our deque; if every other worker is
+  /// busy (a chain of calls holds them all), our slot goes to a spare thread
+  /// at once rather than after handoff_after.
   void release_for_wait(process_base* callee) {
     worker_slot* s = tls.slot;
     if (s == nullptr || tls.rt != this || s->lifo != callee || callee == nullptr) return;
@@ -214,7 +216,7 @@ class runtime_core {
       s->lifo = nullptr;
       s->deque.push(callee);
       notify();
-      return;
+      if (spinners_.load(std::memory_order_seq_cst) + sleepers_.load(std::memory_order_seq_cst) > 0) return;
     }
     hand_off_slot();
   }
@@ -826,6 +828,9 @@ inline exit_reason process_base::exit_now(exit_reason reason, bool with_terminat
   }
   state_.store(dead | scheduled, std::memory_order_seq_cst);
   drain(reason);
+  // Out of the process table before anyone hears of the death: a supervisor
+  // (or a test) that saw the exit never counts the process as live.
+  rt_->unregister_process(this);
   if (c) signal_exit(*this, *c, reason);
   if (c) {
     for (reply_slot_base* d : c->deferred) {
@@ -834,7 +839,6 @@ inline exit_reason process_base::exit_now(exit_reason reason, bool with_terminat
     }
     c->deferred.clear();
   }
-  rt_->unregister_process(this);
   if (c) {
     for (auto& w : c->stop_waiters) {
       if (w.requested == reason) {
@@ -887,13 +891,15 @@ struct stop_node final : message_node {
 /// outlasts `handoff_after`, while other processes are queued behind us,
 /// hands our slot to a spare thread: handing off at every contended call
 /// would start a thread per caller and oversubscribe the cores.
-inline bool await_resolution(reply_slot_base* slot, steady::time_point deadline, process_base* callee) noexcept {
+inline bool await_resolution(reply_slot_base* slot, steady::time_point deadline, process_base* callee,
+                             bool callee_nonblocking = false) noexcept {
   constexpr auto spin_for = std::chrono::microseconds(20);
   constexpr auto handoff_after = std::chrono::microseconds(1000);
   const auto start = steady::now();
-  // Only a wait without a deadline may run the callee here: a handler run on
-  // this stack holds the waiter until it returns, whatever the deadline.
-  const bool may_help = deadline == steady::time_point::max();
+  // Only a wait without a deadline, or on a callee that promised never to
+  // block, may run the callee here: a handler run on this stack holds the
+  // waiter until it returns, whatever the deadline.
+  const bool may_help = callee_nonblocking || deadline == steady::time_point::max();
   if (!may_help && callee != nullptr && tls.rt == callee->rt()) {
     try {
       callee->rt()->release_for_wait(callee);
@@ -915,7 +921,10 @@ inline bool await_resolution(reply_slot_base* slot, steady::time_point deadline,
     cpu_relax();
     if ((i & 31) == 31) {
       if (help()) continue;
-      if ((i & 255) == 255) std::this_thread::yield();
+      // Yield often: callers, workers and spinners outnumber the cores on
+      // small machines, and the thread we wait for may be the one we hold
+      // the core from (16 us per call instead of 1 on two cores otherwise).
+      std::this_thread::yield();
       auto now = steady::now();
       if (now >= deadline || now - start >= spin_for) break;
     }
@@ -942,8 +951,9 @@ inline bool await_resolution(reply_slot_base* slot, steady::time_point deadline,
 
 /// A caller's wait: as await_resolution, then the slot is given up at the
 /// deadline so a late reply is dropped. Returns ready, failed or abandoned.
-inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadline, process_base* callee) noexcept {
-  (void)await_resolution(slot, deadline, callee);
+inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadline, process_base* callee,
+                                 bool callee_nonblocking = false) noexcept {
+  (void)await_resolution(slot, deadline, callee, callee_nonblocking);
   return slot->wait_until(deadline);
 }
 
