@@ -591,7 +591,7 @@ class restart_driver : public otpp::gen_server<restart_driver> {
     if (kill_) {
       otpp::exit(child, otpp::exit_reason::kill());
     } else {
-      (void)otpp::try_call(otpp::server<restart_child>{child}, restart_child::crash{});
+      (void)otpp::try_call(otpp::server_cast<restart_child>(child).value(), restart_child::crash{});
     }
   }
 
@@ -616,7 +616,7 @@ void supervisor_restart(otpp::runtime& rt) {
       if (kill) {
         otpp::exit(old, otpp::exit_reason::kill());
       } else {
-        (void)otpp::try_call(otpp::server<restart_child>{old}, restart_child::crash{});
+        (void)otpp::try_call(otpp::server_cast<restart_child>(old).value(), restart_child::crash{});
       }
       for (;;) {
         const otpp::pid now = otpp::whereis(name);

@@ -217,7 +217,7 @@ TEST_CASE("dynamic: extra arguments go first at every start and restart", "[dyna
   // A name stays first: start_link<conn>(name, "pg", 8, j).
   auto named = otpp::start_child(sup, otpp::child<conn>(otpp::name("dyn_test_conn"), 8, f.j)).value();
   CHECK(otpp::whereis("dyn_test_conn") == named);
-  CHECK(otpp::call(otpp::server<conn>{named}, conn::ping{}) == 8);
+  CHECK(otpp::call(otpp::server_cast<conn>(named).value(), conn::ping{}) == 8);
   kill(named);
   REQUIRE(await_children(sup, [&](const std::vector<otpp::child_info>& k) {
     return k.size() == 2 && k[0].process && k[0].process != named;
@@ -328,7 +328,7 @@ TEST_CASE("dynamic: a child of a supervisor, and dead ones answer noproc", "[dyn
                                                otpp::child<otpp::dynamic_supervisor>(otpp::name("dyn_test_sessions"))})
                  .value();
   CHECK(otpp::count_children(top).value().supervisors == 1);
-  otpp::server<otpp::dynamic_supervisor> dyn{otpp::whereis("dyn_test_sessions")};
+  auto dyn = otpp::whereis<otpp::dynamic_supervisor>("dyn_test_sessions");
   auto c = otpp::start_child(dyn, otpp::child<plain>()).value();
   otpp::stop(top);
   CHECK_FALSE(c.alive());

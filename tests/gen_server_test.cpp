@@ -686,3 +686,28 @@ TEST_CASE("requests passed as lvalues are copied, and a throwing copy leaves not
   CHECK(otpp::call(s, counter::get_value{}) == "kept");
   otpp::stop(s);
 }
+
+TEST_CASE("server_cast checks the process's type; start_child with a recipe gives a typed handle") {
+  auto c = otpp::start<counter>(3).value();
+  otpp::pid as_pid = c;
+  auto back = otpp::server_cast<counter>(as_pid);
+  REQUIRE(back);
+  CHECK(otpp::call(*back, counter::get_value{}) == 3);
+
+  auto wrong = otpp::server_cast<takes_fragile>(as_pid);
+  REQUIRE_FALSE(wrong);
+  CHECK(wrong.error().kind() == otpp::exit_kind::custom);
+  CHECK(std::string{wrong.error().detail()}.starts_with(fmt::format("wrong_type: {} is a ", as_pid)));
+  CHECK(otpp::server_cast<counter>(otpp::pid{}).error().kind() == otpp::exit_kind::noproc);
+
+  otpp::stop(c);
+  auto dead = otpp::server_cast<counter>(as_pid);  // still the right type: a handle that answers noproc
+  REQUIRE(dead);
+  CHECK(otpp::try_call(*dead, counter::get_value{}).error().kind() == otpp::exit_kind::noproc);
+
+  auto sup = otpp::start<otpp::dynamic_supervisor>().value();
+  otpp::server<counter> child = otpp::start_child(sup, otpp::child<counter>(9)).value();
+  CHECK(otpp::call(child, counter::get_value{}) == 9);
+  otpp::stop(sup);
+  STATIC_REQUIRE_FALSE(std::is_constructible_v<otpp::server<counter>, otpp::pid>);
+}

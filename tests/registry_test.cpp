@@ -269,7 +269,7 @@ TEST_CASE("registry, duplicate keys: pub/sub dispatch to every subscriber") {
   }
   CHECK(topics.lookup("news").size() == 3);
   topics.dispatch("news", [](const otpp::pid& p, int) {
-    otpp::cast(otpp::server<member>{p}, member::news{"hello"});
+    otpp::cast(otpp::server_cast<member>(p).value(), member::news{"hello"});
   });
   for (auto& s : subs) CHECK(otpp::call(s, member::inbox{}) == std::vector<std::string>{"hello"});
   otpp::stop(subs[1]);

@@ -74,13 +74,13 @@ bool collect(const sup_ref& sup, std::vector<otpp::pid>& out) {
     if (!k.process || !k.process.alive()) return false;
     out.push_back(k.process);
     if (k.id == "chaos_dyn") {
-      auto dyn = otpp::which_children(dyn_ref{k.process});
+      auto dyn = otpp::which_children(otpp::server_cast<otpp::dynamic_supervisor>(k.process).value());
       if (!dyn) return false;
       for (auto& d : *dyn) {
         if (!d.process || !d.process.alive()) return false;
         out.push_back(d.process);
       }
-    } else if (k.type == otpp::child_type::supervisor && !collect(sup_ref{k.process}, out)) {
+    } else if (k.type == otpp::child_type::supervisor && !collect(otpp::server_cast<otpp::supervisor>(k.process).value(), out)) {
       return false;
     }
   }
@@ -117,18 +117,18 @@ void inject(std::uint32_t seed, std::chrono::steady_clock::time_point until,
     const int what = static_cast<int>(rng() % 10);
     if (what == 0) {  // grow the dynamic part
       if (auto d = otpp::whereis("chaos_dyn"))
-        (void)otpp::start_child(dyn_ref{d}, otpp::child<chaos_worker>(rng() % 2 == 0));
+        (void)otpp::start_child(otpp::server_cast<otpp::dynamic_supervisor>(d).value(), otpp::child<chaos_worker>(rng() % 2 == 0));
       continue;
     }
     otpp::pid victim = otpp::whereis(names[rng() % names.size()]);
     if (what == 1) {  // someone in the dynamic part, or the level-3 supervisor
       if (auto d = otpp::whereis("chaos_dyn")) {
-        auto kids = otpp::which_children(dyn_ref{d});
+        auto kids = otpp::which_children(otpp::server_cast<otpp::dynamic_supervisor>(d).value());
         if (kids && !kids->empty()) victim = (*kids)[rng() % kids->size()].process;
       }
     } else if (what == 2) {
       if (auto b = otpp::whereis("chaos_mid_b")) {
-        auto kids = otpp::which_children(sup_ref{b});
+        auto kids = otpp::which_children(otpp::server_cast<otpp::supervisor>(b).value());
         if (kids)
           for (auto& k : *kids)
             if (k.id == "level3") victim = k.process;
@@ -143,7 +143,7 @@ void inject(std::uint32_t seed, std::chrono::steady_clock::time_point until,
     injected.fetch_add(1, std::memory_order_relaxed);
     if (rng() % 4 == 0) {
       auto w = otpp::whereis(names[rng() % 7]);
-      if (w) otpp::cast(otpp::server<chaos_worker>{w}, chaos_worker::crash{});
+      if (w) otpp::cast(otpp::server_cast<chaos_worker>(w).value(), chaos_worker::crash{});
     }
     std::this_thread::yield();
   }

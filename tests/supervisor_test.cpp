@@ -139,7 +139,7 @@ TEST_CASE("one_for_one restarts only the child that died", "[supervisor]") {
   REQUIRE(b2);
   CHECK(child_pid(sup, "a") == a);
   CHECK(child_pid(sup, "c") == c);
-  CHECK(otpp::call(otpp::server<worker>{b2}, worker::ping{}) == 1);
+  CHECK(otpp::call(otpp::server_cast<worker>(b2).value(), worker::ping{}) == 1);
 }
 
 TEST_CASE("restarts and giving up are telemetry events", "[supervisor][telemetry]") {
@@ -229,7 +229,7 @@ TEST_CASE("a transient child that crashes is restarted", "[supervisor]") {
   otpp_test::log_capture logs;
   auto sup = f.start({spec("t", f.j).with_restart(otpp::restart_type::transient)}).value();
   auto t = child_pid(sup, "t");
-  (void)otpp::try_call(otpp::server<worker>{t}, worker::crash{});
+  (void)otpp::try_call(otpp::server_cast<worker>(t).value(), worker::crash{});
   CHECK(otpp::testing::await_child(sup, "t", t));
 }
 
@@ -396,13 +396,13 @@ TEST_CASE("nested supervisors: an inner one that gives up is restarted by the ou
                  .value();
   CHECK(otpp::count_children(sup).value().supervisors == 1);
   auto inner = child_pid(sup, "inner");
-  otpp::server<otpp::supervisor> inner_sup{inner};
+  auto inner_sup = otpp::server_cast<otpp::supervisor>(inner).value();
   otpp::exit_watch w{inner};
   kill(child_pid(inner_sup, "leaf"));
   REQUIRE(w.wait(5s));  // the inner one reached its limit
   auto inner2 = otpp::testing::await_child(sup, "inner", inner);
   REQUIRE(inner2);
-  CHECK(child_pid(otpp::server<otpp::supervisor>{inner2}, "leaf").alive());
+  CHECK(child_pid(otpp::server_cast<otpp::supervisor>(inner2).value(), "leaf").alive());
 }
 
 TEST_CASE("shutdown policies: timeout lets terminate run, brutal_kill does not", "[supervisor]") {

@@ -1,6 +1,10 @@
 // Introspection: state, statistics, process info, process listing.
 
+#include <chrono>
 #include <future>
+#include <latch>
+#include <memory>
+#include <thread>
 #include <string>
 
 #include <otpp/otpp.hpp>
@@ -111,4 +115,57 @@ TEST_CASE("listing the live processes of a runtime") {
   CHECK(all[1] == y.pid());
   otpp::stop(x);
   CHECK(otpp::sys::processes(rt).size() == 1);
+}
+
+namespace {
+class slow_consumer : public otpp::gen_server<slow_consumer> {
+ public:
+  struct hold {
+    std::shared_ptr<std::latch> in, go;
+  };
+  struct item {};
+  struct nap {};
+  void handle_cast(hold h) {
+    h.in->count_down();
+    h.go->wait();
+  }
+  void handle_cast(item) { ++items_; }
+  int handle_call(item) { return items_; }
+  void handle_call(nap) { hibernate(); }
+
+ private:
+  int items_ = 0;
+};
+}  // namespace
+
+TEST_CASE("peek reads status and queue length at once, behind a backlog, without a message") {
+  otpp::runtime rt{{.workers = 2}};
+  auto s = rt.start<slow_consumer>().value();
+  auto in = std::make_shared<std::latch>(1);
+  auto go = std::make_shared<std::latch>(1);
+  otpp::cast(s, slow_consumer::hold{in, go});
+  in->wait();
+  for (int i = 0; i < 10'000; ++i) otpp::cast(s, slow_consumer::item{});
+  auto snap = otpp::sys::peek(s);
+  CHECK(snap.status == otpp::sys::process_snapshot::status_t::running);
+  CHECK(snap.message_queue_len == 10'000);
+  CHECK_FALSE(otpp::sys::statistics(s, 20ms));  // a system message waits behind the backlog
+  go->count_down();
+  CHECK(otpp::call(s, slow_consumer::item{}) == 10'000);
+  CHECK(otpp::sys::peek(s).message_queue_len == 0);
+  (void)otpp::call(s, slow_consumer::item{}, otpp::infinity);  // inline calls count as taken too
+  CHECK(otpp::sys::peek(s).message_queue_len == 0);
+
+  // Hibernation is observable without waking the process.
+  otpp::call(s, slow_consumer::nap{});
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (!otpp::sys::is_hibernating(s) && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  CHECK(otpp::sys::is_hibernating(s));
+  CHECK(otpp::sys::peek(s).status == otpp::sys::process_snapshot::status_t::hibernating);
+  CHECK(otpp::call(s, slow_consumer::item{}) == 10'000);  // a message wakes it
+  CHECK_FALSE(otpp::sys::is_hibernating(s));
+
+  otpp::stop(s);
+  CHECK(otpp::sys::peek(s).status == otpp::sys::process_snapshot::status_t::exited);
+  CHECK(otpp::sys::peek(otpp::pid{}).status == otpp::sys::process_snapshot::status_t::exited);
 }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <otpp/otpp.hpp>
@@ -395,6 +396,7 @@ TEST_CASE("a zero timeout fires at once unless a message is waiting", "[timeout]
   fixture f;
   auto s = f.rt.start<idler>(-1ms).value();
   otpp::call(s, idler::arm_zero{});
+  f.clock->settle();  // the reply goes out before the process goes idle: let it
   CHECK(timeouts(s) == 1);  // no clock movement needed
   otpp::call(s, idler::arm_zero_behind_message{});
   f.clock->advance(1s);
@@ -482,6 +484,9 @@ TEST_CASE("hibernate() runs on_hibernate once the process is idle", "[hibernate]
   fixture f;
   auto s = f.rt.start<sleeper>().value();
   otpp::call(s, sleeper::sleep_now{});
+  // It hibernates once idle, after the reply: observed without waking it.
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (!otpp::sys::is_hibernating(s) && std::chrono::steady_clock::now() < until) std::this_thread::yield();
   CHECK(hibernations(s) == 1);
   otpp::call(s, sleeper::sleep_behind_message{});  // a message is waiting: go on at once
   CHECK(hibernations(s) == 1);

@@ -20,7 +20,7 @@ int main() {
   std::vector<otpp::child_spec> children{otpp::child<search_cache>(
       otpp::name("search_cache"), examples::search_cache_options{.capacity = 3, .snapshot = snap})};
   auto sup = otpp::start<otpp::supervisor>(children).value();
-  otpp::server<search_cache> cache{otpp::whereis("search_cache")};
+  auto cache = otpp::whereis<search_cache>("search_cache");
 
   for (const char* q : {"erlang", "elixir", "otp", "beam"})  // capacity 3: "erlang" is evicted
     otpp::cast(cache, search_cache::cache{q, std::string{"results for "} + q});
@@ -38,7 +38,7 @@ int main() {
   otpp::exit(cache.pid(), otpp::exit_reason::error("injected crash"));
   const otpp::pid again = otpp::testing::await_child(sup, "search_cache", cache.pid());
   otpp::set_log_level(otpp::log_level::debug);
-  otpp::server<search_cache> restarted{again};
+  auto restarted = otpp::server_cast<search_cache>(again).value();
   fmt::print("after a crash and restart: fetch otp -> {}\n",
              otpp::call(restarted, search_cache::fetch{"otp"}).value_or("(miss)"));
   otpp::stop(sup);

@@ -89,8 +89,8 @@ class user_sessions {
     if (auto s = find(user)) return s;
     auto r = otpp::start_child(sup_, otpp::child<user_session>(otpp::via(registry_, user), user, opts_.idle_ttl)
                                          .with_restart(otpp::restart_type::transient));
-    if (r) return otpp::server<user_session>{*r};
-    if (r.error().kind() == otpp::exit_kind::already_started) return otpp::server<user_session>{otpp::holder(r.error())};
+    if (r) return r;  // a child<T> recipe gives a typed handle
+    if (r.error().kind() == otpp::exit_kind::already_started) return otpp::server_cast<user_session>(otpp::holder(r.error()));
     return r.error();
   }
 
@@ -98,7 +98,8 @@ class user_sessions {
   [[nodiscard]] otpp::server<user_session> find(const std::string& user) const {
     auto found = registry_.lookup(user);
     if (found.empty()) return {};
-    return otpp::server<user_session>{found.front().first};
+    auto s = otpp::server_cast<user_session>(found.front().first);
+    return s ? *s : otpp::server<user_session>{};
   }
 
   /// Ends the user's session; error("not_found") if there is none.

@@ -259,6 +259,15 @@ result<pid> start_child(const server<basic_dynamic_supervisor<Extra...>>& sup,
   return detail::flatten(try_call(sup, typename sup_t::start_child_req{std::move(spec)}, infinity));
 }
 
+/// start_child with a recipe, `otpp::child<T>(args...)`: the same, as a
+/// typed handle (empty if the child ignored its start).
+template <class... Extra, class Impl, class... Args>
+result<server<Impl>> start_child(const server<basic_dynamic_supervisor<Extra...>>& sup, child_recipe<Impl, Args...> recipe) {
+  result<pid> r = start_child(sup, basic_child_spec<Extra...>(std::move(recipe)));
+  if (!r) return r.error();
+  return detail::server_access::make<Impl>(std::move(*r));
+}
+
 /// Stops the child by its shutdown policy and forgets it; error("not_found")
 /// if `child` is not a child of `sup`.
 template <class... Extra>

@@ -217,8 +217,14 @@ using call_reply_t = typename detail::call_reply<Impl, Req>::type;
 
 // -- server<Impl> ----------------------------------------------------------------
 
+namespace detail {
+struct server_access;
+}
+
 /// A typed handle to a gen_server<Impl>: calls and casts to it are checked
-/// against Impl's handlers at compile time. Converts to pid.
+/// against Impl's handlers at compile time. Converts to pid. Made by start,
+/// self(), whereis<Impl>, or from a pid by otpp::server_cast<Impl>, which
+/// checks the process's type: a handle never names a process of another type.
 template <class Impl>
 class server {
  public:
@@ -230,11 +236,34 @@ class server {
   [[nodiscard]] std::uint64_t id() const noexcept { return pid_.id(); }
   friend bool operator==(const server& a, const server& b) noexcept { return a.pid_ == b.pid_; }
 
-  explicit server(otpp::pid p) noexcept : pid_{std::move(p)} {}
-
  private:
+  friend struct detail::server_access;
+  explicit server(otpp::pid p) noexcept : pid_{std::move(p)} {}
   otpp::pid pid_;
 };
+
+namespace detail {
+/// For otpp's own code, which knows the process's type.
+struct server_access {
+  template <class Impl>
+  static server<Impl> make(pid p) noexcept {
+    return server<Impl>{std::move(p)};
+  }
+};
+}  // namespace detail
+
+/// The server<Impl> handle for `p`, if its process is a gen_server<Impl>
+/// (dead or alive: a handle to a dead server answers noproc); noproc for an
+/// empty pid; error("wrong_type: ...") naming both types otherwise.
+template <class Impl>
+[[nodiscard]] result<server<Impl>> server_cast(const pid& p) {
+  detail::process_base* proc = detail::pid_access::get(p);
+  if (proc == nullptr) return exit_reason::noproc();
+  if (proc->impl_type() != detail::type_id<Impl>) {
+    return exit_reason::error(fmt::format("wrong_type: {} is a {}, not a {}", p, proc->type_name(), detail::type_name<Impl>()));
+  }
+  return detail::server_access::make<Impl>(p);
+}
 
 // -- the typed half of a process ---------------------------------------------------
 
@@ -312,7 +341,7 @@ class process_of final : public process_base {
 
 
  private:
-  explicit process_of(runtime_core* rt) noexcept : process_base{rt} { set_deallocator(&deallocate); }
+  explicit process_of(runtime_core* rt) noexcept : process_base{rt} {}
 
   template <class... T>
   bool dispatch_listed(untyped_node_base* u, type_list<T...>) {
@@ -345,8 +374,8 @@ class process_of final : public process_base {
     }
   }
 
-  static void deallocate(process_base* b) noexcept {
-    auto* p = static_cast<process_of*>(b);
+  void deallocate_self() noexcept override {
+    process_of* p = this;
     p->~process_of();
     if constexpr (pooled) {
       pool_deallocate(p, alloc_size);
@@ -477,6 +506,7 @@ struct call_node final : message_node {
             if (p.exit_requested()) {
               p.hold_reply(make_node<held_reply_node<void>>(self->slot));
             } else {
+              p.mark_replied();
               self->slot->set_value();
             }
           } else {
@@ -484,6 +514,7 @@ struct call_node final : message_node {
             if (p.exit_requested()) {
               p.hold_reply(make_node<held_reply_node<R>>(self->slot, std::move(r)));
             } else {
+              p.mark_replied();
               self->slot->set_value(std::move(r));
             }
           }
@@ -531,7 +562,7 @@ class gen_server {
 
   /// This server's own handle. Valid in the constructor and every callback.
   [[nodiscard]] server<Impl> self() const noexcept {
-    return server<Impl>{detail::pid_access::make(proc())};
+    return detail::server_access::make<Impl>(detail::pid_access::make(proc()));
   }
 
   /// Exit with `reason` when the current callback returns (terminate runs;
@@ -692,7 +723,7 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
     }
     p->mark_constructed();
   }
-  server<Impl> ref{pid_access::make(p)};
+  server<Impl> ref = server_access::make<Impl>(pid_access::make(p));
   if (parent != nullptr) link_parent(parent, p);
   init_result res;
   {
@@ -859,6 +890,7 @@ result<R> call_inline(process_of<Impl>* p, Q&& req) {
       p->crash(std::current_exception(), type_name<std::remove_cvref_t<Q>>(), "call");
     }
     p->note_handled();
+    p->note_inline_call();
     if (p->exit_requested()) {
       p->add_ref();  // keep the memory while we read the outcome
       exit_reason final = p->finish_exit();

@@ -47,7 +47,7 @@ namespace otpp {
 template <class Impl>
 [[nodiscard]] server<Impl> whereis(std::string_view name) {
   detail::process_base* p = detail::name_table::instance().find(name, detail::type_id<Impl>);
-  server<Impl> out{detail::pid_access::make(p)};
+  server<Impl> out = detail::server_access::make<Impl>(detail::pid_access::make(p));
   if (p) p->release();
   return out;
 }
@@ -212,7 +212,7 @@ class registry {
     pid p = whereis(key);
     detail::process_base* proc = detail::pid_access::get(p);
     if (proc == nullptr || proc->impl_type() != detail::type_id<Impl>) return {};
-    return server<Impl>{std::move(p)};
+    return detail::server_access::make<Impl>(std::move(p));
   }
 
   /// Calls f(pid, value) for every entry under `key` (Registry.dispatch).

@@ -4,7 +4,10 @@
 //
 // Everything that reads a process's own data runs on that process (a system
 // request handled between its messages, or inline when it is idle), so it
-// sees a consistent state and never races the process. A visitor or mutator
+// sees a consistent state and never races the process; under a backlog it
+// waits its turn. peek() and is_hibernating() are the exception: they read
+// what the process publishes, at once, without a message (Erlang's
+// process_info(Pid, [status, message_queue_len])). A visitor or mutator
 // that throws fails the request with the exception and leaves the process
 // running, its state as the function left it.
 //
@@ -41,6 +44,42 @@ struct statistics_t {
   std::uint64_t messages_handled = 0;
   std::size_t mailbox_length = 0;
 };
+
+/// What peek() reads without a message.
+struct process_snapshot {
+  enum class status_t : unsigned char {
+    running,      // handling messages, or queued to run
+    waiting,      // idle, its mailbox empty
+    hibernating,  // asleep after hibernate() or hibernate_after, until a message
+    exited,       // dead (or an empty pid)
+  };
+  status_t status = status_t::exited;
+  std::size_t message_queue_len = 0;  // messages waiting (0 once exited)
+};
+
+/// The status and queue length of a process, at once, from any thread,
+/// without sending it anything: a snapshot, and never blocked by a backlog.
+[[nodiscard]] inline process_snapshot peek(const pid& p) noexcept {
+  otpp::detail::process_base* proc = otpp::detail::pid_access::get(p);
+  process_snapshot out;
+  if (proc == nullptr) return out;
+  const std::uint32_t st = proc->state_.load(std::memory_order_acquire);
+  if (st & otpp::detail::process_base::dead) return out;
+  out.message_queue_len = proc->queue_length();
+  if (proc->hibernating()) {
+    out.status = process_snapshot::status_t::hibernating;
+  } else if (st & otpp::detail::process_base::scheduled) {
+    out.status = process_snapshot::status_t::running;
+  } else {
+    out.status = process_snapshot::status_t::waiting;
+  }
+  return out;
+}
+
+/// Whether the process is hibernating now (no message, and it does not wake it).
+[[nodiscard]] inline bool is_hibernating(const pid& p) noexcept {
+  return peek(p).status == process_snapshot::status_t::hibernating;
+}
 
 namespace detail {
 

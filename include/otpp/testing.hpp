@@ -133,7 +133,7 @@ class supervised {
     auto kids = which_children(sup_);
     if (!kids) return {};
     for (auto& c : *kids)
-      if (c.id == id_) return server<Impl>{c.process};
+      if (c.id == id_) return detail::server_access::make<Impl>(c.process);
     return {};
   }
   operator server<Impl>() const { return get(); }  // NOLINT: a handle stands for its process

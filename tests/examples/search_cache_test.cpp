@@ -110,7 +110,7 @@ TEST_CASE("search_cache keeps its entries across a kill under its supervisor", "
   std::vector<otpp::child_spec> kids{otpp::child<search_cache>(
       otpp::name("test_search_cache"), search_cache_options{.capacity = 10, .snapshot = snap, .snapshot_every = 1s})};
   auto sup = f.rt.start<otpp::supervisor>(kids).value();
-  otpp::server<search_cache> c{otpp::whereis("test_search_cache")};
+  auto c = otpp::whereis<search_cache>("test_search_cache");
   otpp::cast(c, search_cache::cache{"kept", "yes"});
   otpp::cast(c, search_cache::cache{"also", "yes"});
   (void)fetch(c, "kept");     // flushes the casts
@@ -119,7 +119,7 @@ TEST_CASE("search_cache keeps its entries across a kill under its supervisor", "
   otpp::exit_watch w{c.pid()};
   otpp::exit(c.pid(), otpp::exit_reason::kill());  // no terminate: only the snapshot survives
   REQUIRE(w.wait(5s));
-  otpp::server<search_cache> again{otpp::testing::await_child(sup, "test_search_cache", c.pid())};
+  auto again = otpp::server_cast<search_cache>(otpp::testing::await_child(sup, "test_search_cache", c.pid())).value();
   REQUIRE(again.pid());
   CHECK(fetch(again, "kept") == "yes");
   CHECK(fetch(again, "also") == "yes");

@@ -148,6 +148,7 @@ struct process_cold {
   std::int64_t idle_due = 0;              // when the armed timeout or hibernation is due
   std::int64_t timeout_requested = 0;     // ns, from set_timeout in the current callback
   std::int64_t hibernate_after = 0;       // ns; the hibernate_after start option
+  std::int64_t idle_since = 0;            // when the callback that replied ended (see mark_replied)
 
   ~process_cold();
 };
@@ -171,6 +172,7 @@ class process_base {
   static constexpr std::uint32_t armed_hibernate = 512;  // ...and it is a hibernation
   static constexpr std::uint32_t auto_hibernate = 1024;  // hibernate_after is set
   static constexpr std::uint32_t hibernated = 2048;      // no message since the last hibernation
+  static constexpr std::uint32_t idle_since_set = 4096;  // cold_->idle_since holds the idle time's start
   static constexpr std::uint32_t idle_flags = timeout_asked | hibernate_asked | idle_armed | auto_hibernate;
 
   explicit process_base(runtime_core* rt) noexcept : rt_{rt} { add_core_ref(rt); }
@@ -289,7 +291,14 @@ class process_base {
   }
   /// Owner only: a message (not our own idle timer) is about to be handled:
   /// a pending timeout or hibernation is off ("reset by any message").
-  void note_message() noexcept { local_ &= ~(timeout_asked | hibernate_asked | idle_armed | hibernated); }
+  void note_message() noexcept {
+    if (local_ & hibernated) publish_hibernating(false);
+    local_ &= ~(timeout_asked | hibernate_asked | idle_armed | hibernated | idle_since_set);
+  }
+  /// Owner only, just before a call's reply is published: the idle time of a
+  /// set_timeout or hibernate_after starts now, not when the turn later
+  /// settles (by then the caller may have moved a test clock on).
+  inline void mark_replied() noexcept;
   /// Owner only, about to go idle: arms what set_timeout, hibernate or
   /// hibernate_after asked for (defined in runtime_core.hpp).
   inline void settle_idle() noexcept;
@@ -302,11 +311,13 @@ class process_base {
 
   // -- introspection (owner only) --------------------------------------------
   void note_handled() {
-    if (++handled_ == 0) ++cold().handled_high;
+    const std::uint32_t n = handled_.load(std::memory_order_relaxed) + 1;
+    handled_.store(n, std::memory_order_release);  // owner-only: a store, not a read-modify-write
+    if (n == 0) ++cold().handled_high;
   }
   [[nodiscard]] std::uint64_t messages_handled() noexcept {
     process_cold* c = cold_if_any();
-    return (c ? c->handled_high << 32 : 0) | handled_;
+    return (c ? c->handled_high << 32 : 0) | handled_.load(std::memory_order_relaxed);
   }
   /// Walks the queue: nodes between head and tail belong to the owner.
   [[nodiscard]] std::size_t mailbox_length() noexcept {
@@ -369,37 +380,71 @@ class process_base {
     c.deferred.push_back(s);
   }
 
+  // -- observing from any thread, without a message ---------------------------
+  /// Messages queued and not yet taken: a snapshot, exact with one sender,
+  /// within a few under concurrent senders until the mailbox next runs empty.
+  [[nodiscard]] std::uint32_t queue_length() const noexcept {
+    const std::uint32_t in = enqueued_.load(std::memory_order_acquire);
+    const std::uint32_t taken = handled_.load(std::memory_order_acquire);
+    const std::uint32_t correction = published_.load(std::memory_order_acquire) >> 1;
+    const std::uint32_t n = (in - taken + correction) & 0x7fffffffu;
+    return n >= 0x40000000u ? 0 : n;  // a count lost in flight reads as "none", not as 2^31
+  }
+  /// Hibernating: asleep after hibernate() or hibernate_after, until a message.
+  [[nodiscard]] bool hibernating() const noexcept { return (published_.load(std::memory_order_acquire) & 1u) != 0; }
+
   // -- for the runtime -------------------------------------------------------
   // Layout (offsets for a 64-byte aligned object, vptr at 0): the first cache
-  // line holds what senders touch (mailbox tail, state, refs) and cold
-  // bookkeeping; the second what the running consumer touches per message
-  // (head, local flags) followed by the Impl. See process_of::alloc_size.
+  // line holds what senders touch (mailbox tail, state, refs, the enqueue
+  // count) and cold bookkeeping; the second what the running consumer
+  // touches per message (head, local flags) followed by the Impl. See
+  // process_of::alloc_size.
  private:
   mpsc_queue mailbox_;                              // 8: tail + stub
  public:
   std::atomic<std::uint32_t> state_{scheduled};     // 24: born owned by its starter
  private:
   std::atomic<std::uint32_t> refs_{1};              // 28
-  runtime_core* rt_;                                // 32
  public:
-  std::uint64_t id_ = 0;                            // 40
+  std::uint64_t id_ = 0;                            // 32
+ private:
+  std::atomic<std::uint32_t> enqueued_{0};          // 40: messages pushed (mod 2^32)
+  // Owner-written, read by observers: bit 0 hibernating; the rest counts
+  // calls run inline (handled without being queued), for queue_length.
+  std::atomic<std::uint32_t> published_{0};         // 44
+ public:
   process_base* live_prev_ = nullptr;               // 48: intrusive list of live processes
   process_base* live_next_ = nullptr;               // 56
  private:
   mpsc_node* head_ = mailbox_.consumer_head();      // 64: consumer's cursor
   std::uint32_t local_ = 0;                         // 72
-  std::uint32_t handled_ = 0;                       // 76: messages handled, low bits
+  std::atomic<std::uint32_t> handled_{0};           // 76: messages handled, low bits (owner-written)
   process_cold* cold_ = nullptr;                    // 80
-  void (*dealloc_)(process_base*) noexcept = nullptr;  // 88
-  mpsc_queue signals_;                              // 96: tail + stub, rarely written
-  mpsc_node* sig_head_ = signals_.consumer_head();  // 112
+  mpsc_queue signals_;                              // 88: tail + stub, rarely written
+  mpsc_node* sig_head_ = signals_.consumer_head();  // 104
+  runtime_core* rt_;                                // 112: read by senders only to schedule
 
  public:
   inline void schedule_owned() noexcept;
+  /// Owner only: a call handled inline counts as handled without having been
+  /// queued; the hibernation bit is published for observers.
+  void note_inline_call() noexcept {
+    published_.store(published_.load(std::memory_order_relaxed) + 2, std::memory_order_release);
+  }
+  /// Owner only, with the mailbox empty: the queue length is 0 now, so the
+  /// correction becomes what makes it so (undoing counts senders lost).
+  void resync_queue_length() noexcept {
+    const std::uint32_t c = handled_.load(std::memory_order_relaxed) - enqueued_.load(std::memory_order_relaxed);
+    published_.store((published_.load(std::memory_order_relaxed) & 1u) | (c << 1), std::memory_order_release);
+  }
+  void publish_hibernating(bool on) noexcept {
+    const std::uint32_t v = published_.load(std::memory_order_relaxed);
+    published_.store(on ? (v | 1u) : (v & ~1u), std::memory_order_release);
+  }
 
  protected:
-  using dealloc_fn = void (*)(process_base*) noexcept;
-  void set_deallocator(dealloc_fn f) noexcept { dealloc_ = f; }
+  /// Destroys the object and gives its memory back (the typed half knows how).
+  virtual void deallocate_self() noexcept = 0;
 
   process_cold& cold() {
     if (!(local_ & has_cold)) {
@@ -413,7 +458,7 @@ class process_base {
   void deallocate_() noexcept {
     if (local_ & has_cold) delete cold_;
     runtime_core* const rt = rt_;
-    dealloc_(this);
+    deallocate_self();
     release_core_ref(rt);
   }
   inline void run_continuation() noexcept;
@@ -445,6 +490,11 @@ inline bool process_base::enqueue(message_node* n) noexcept {
     n->fn(*this, n, msg_op::discard, &noproc);
     return false;
   }
+  // Counted before the push, without a locked instruction (a fetch_add here
+  // costs a third of the cast rate): exact for one sender; concurrent
+  // senders may lose a count now and then, which the owner corrects each
+  // time the mailbox runs empty (see resync_queue_length).
+  enqueued_.store(enqueued_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   mailbox_.push(n);
   wake_after_push();
   return true;
@@ -560,6 +610,7 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
         settle_idle();
         if (local_ & exit_pending) continue;  // on_hibernate threw
       }
+      resync_queue_length();
       // Go idle, then re-check (seq_cst pairs with wake_after_push's load).
       // After the store we no longer own the queues, so the re-check reads
       // only their tails.
@@ -570,8 +621,8 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
       continue;
     }
     if ((local_ & (idle_flags | hibernated)) && n->fn != &idle_timer_node::handle) note_message();
+    note_handled();  // taken: out of the queue length before its handler runs
     n->fn(*this, n, msg_op::invoke, nullptr);
-    note_handled();
     lingered = false;
     if (budget > 1) {
       --budget;

@@ -697,11 +697,18 @@ struct idle_timer final : timer_node {
   static void do_destroy(timer_node* t) noexcept { free_node(static_cast<idle_timer*>(t)); }
 };
 
+inline void process_base::mark_replied() noexcept {
+  if (!(local_ & (timeout_asked | auto_hibernate))) return;
+  cold_->idle_since = rt_->timers().now_ns();
+  local_ |= idle_since_set;
+}
+
 inline void process_base::settle_idle() noexcept {
+  const std::int64_t since = (local_ & idle_since_set) ? cold_->idle_since : rt_->timers().now_ns();
+  local_ &= ~idle_since_set;
   if (local_ & timeout_asked) {
     local_ &= ~timeout_asked;
-    const auto& svc = rt_->timers();
-    arm_idle(svc.now_ns() + cold_->timeout_requested, false);
+    arm_idle(since + cold_->timeout_requested, false);
     return;
   }
   if (local_ & hibernate_asked) {
@@ -711,7 +718,7 @@ inline void process_base::settle_idle() noexcept {
     return;
   }
   if ((local_ & (auto_hibernate | idle_armed | hibernated)) == auto_hibernate) {
-    arm_idle(rt_->timers().now_ns() + cold_->hibernate_after, true);
+    arm_idle(since + cold_->hibernate_after, true);
   }
 }
 
@@ -769,6 +776,7 @@ inline void process_base::idle_timer_due(std::uint64_t gen) noexcept {
 
 inline void process_base::hibernate_now() noexcept {
   local_ |= hibernated;
+  publish_hibernating(true);
   run_on_hibernate();
   if (process_cold* c = cold_if_any()) {
     c->links.rehash(0);  // the fewest buckets for what is left
