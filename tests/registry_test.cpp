@@ -1,6 +1,7 @@
 // Names: registration before init, clashes, release on exit and on failed
 // start, calls/casts/stops by name, the __MODULE__ idiom.
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -205,6 +206,7 @@ class member : public otpp::gen_server<member> {
     std::string text;
   };
   struct inbox {};
+  struct my_keys {};
   explicit member(str_registry reg) : reg_{std::move(reg)} {}
   otpp::result<void> handle_call(add a) { return reg_.register_key(a.key, a.value); }
   bool handle_call(remove r) { return reg_.unregister_key(r.key); }
@@ -215,6 +217,7 @@ class member : public otpp::gen_server<member> {
   }
   void handle_cast(news n) { inbox_.push_back(n.text); }
   std::vector<std::string> handle_call(inbox) { return inbox_; }
+  std::vector<std::string> handle_call(my_keys) { return reg_.keys(self()); }
 
  private:
   str_registry reg_;
@@ -352,4 +355,22 @@ TEST_CASE("registry stress: 8 threads registering, unregistering and looking up 
   CHECK(reg.count() == expected);
   rt.shutdown();
   CHECK(reg.count() == 0);
+}
+
+TEST_CASE("registry keys(pid): from the owner and from elsewhere, gone with the owner") {
+  str_registry dup{otpp::registry_keys::duplicate};
+  auto a = otpp::start<member>(dup).value();
+  auto b = otpp::start<member>(dup).value();
+  CHECK(otpp::call(a, member::add_many{{"x", "y", "z"}}) == 3);
+  CHECK(otpp::call(a, member::add{"x", 9}).has_value());  // a duplicate key twice: listed once
+  CHECK(otpp::call(b, member::add{"y", 1}).has_value());
+  auto from_outside = dup.keys(a);
+  std::sort(from_outside.begin(), from_outside.end());
+  CHECK(from_outside == std::vector<std::string>{"x", "y", "z"});
+  CHECK(otpp::call(a, member::my_keys{}) == std::vector<std::string>{"x", "y", "z"});
+  CHECK(dup.keys(b) == std::vector<std::string>{"y"});
+  otpp::stop(a);
+  CHECK(dup.keys(a).empty());
+  CHECK(dup.keys(otpp::pid{}).empty());
+  otpp::stop(b);
 }

@@ -435,3 +435,29 @@ TEST_CASE("opt-in backoff delays restarts exponentially", "[supervisor][backoff]
   f.clock->advance(1ms);
   CHECK(child_pid(sup, "a"));
 }
+
+TEST_CASE("the init-callback form runs inside the supervisor; nullopt is ignore; get_childspec") {
+  fixture f;
+  std::atomic<bool> ran_inside{false};
+  auto sup = f.rt.start<otpp::supervisor>(otpp::supervisor::init_fn{[&]() -> std::optional<otpp::supervisor_spec> {
+    ran_inside = static_cast<bool>(otpp::self());
+    return otpp::supervisor_spec{{otpp::child<worker>(otpp::name("cb_w1"), "w1", f.j)},
+                                 {.strategy = otpp::strategy::one_for_one, .max_restarts = 0}};
+  }}).value();
+  CHECK(ran_inside.load());
+  auto w = otpp::whereis("cb_w1");
+  REQUIRE(w);
+  auto spec = otpp::get_childspec(sup, "cb_w1");
+  REQUIRE(spec);
+  CHECK(spec->id == "cb_w1");
+  CHECK(otpp::get_childspec(sup, "nobody").error() == otpp::exit_reason::error("not_found"));
+  // The callback's flags are the ones in force: max_restarts 0 ends it at the first crash.
+  otpp_test::log_capture logs;
+  otpp::exit_watch ws{sup};
+  otpp::exit(w, otpp::exit_reason::error("crash"));
+  CHECK(ws.wait(10s)->kind() == otpp::exit_kind::shutdown);
+
+  auto ignored = f.rt.start<otpp::supervisor>(otpp::supervisor::init_fn{[] { return std::optional<otpp::supervisor_spec>{}; }});
+  REQUIRE_FALSE(ignored);
+  CHECK(ignored.error().kind() == otpp::exit_kind::ignore);
+}

@@ -18,6 +18,7 @@
 // finds nothing. Casts to a missing name are dropped; calls and stops fail
 // with noproc.
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <shared_mutex>
@@ -220,6 +221,33 @@ class registry {
   template <class F>
   void dispatch(const Key& key, F&& f) const {
     for (auto& [p, v] : lookup(key)) f(p, v);
+  }
+
+  /// The keys `p` is registered under (Registry.keys/2). From the process
+  /// itself this reads its own list; from anywhere else it walks the table,
+  /// partition by partition (each under its read lock).
+  [[nodiscard]] std::vector<Key> keys(const pid& p) const {
+    std::vector<Key> out;
+    detail::process_base* proc = detail::pid_access::get(p);
+    if (proc == nullptr || !proc->alive()) return out;
+    if (proc == detail::tls.current) {
+      if (membership* m = const_cast<registry*>(this)->find_membership(*proc)) {
+        out = m->keys;
+        std::sort(out.begin(), out.end());
+        out.erase(std::unique(out.begin(), out.end()), out.end());
+      }
+      return out;
+    }
+    for (auto& sh : state_->shards) {
+      std::shared_lock lock{sh.mutex};
+      for (auto& [k, es] : sh.map)
+        for (auto& e : es)
+          if (e.owner == proc) {
+            out.push_back(k);
+            break;
+          }
+    }
+    return out;
   }
 
   /// Number of entries.

@@ -44,6 +44,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -106,10 +107,21 @@ struct child_counts {
   }
 };
 
+/// What a supervisor's init callback returns (the result of Elixir's
+/// Supervisor.init/2): its children and flags. std::nullopt is :ignore.
+struct supervisor_spec {
+  std::vector<child_spec> children;
+  supervisor_flags flags{};
+};
+
 /// A supervisor process: start it with start_link<supervisor>(children,
-/// flags), named like any server.
+/// flags), or with a callback run inside the new process, as a module's
+/// init/1 is: start_link<supervisor>([] { return supervisor_spec{...}; }).
+/// Named like any server.
 class supervisor : public gen_server<supervisor> {
  public:
+  using init_fn = std::function<std::optional<supervisor_spec>()>;
+
   struct start_child_req {
     using reply_type = result<pid>;
     child_spec spec;
@@ -125,6 +137,9 @@ class supervisor : public gen_server<supervisor> {
   };
   struct which_children_req {};
   struct count_children_req {};
+  struct get_childspec_req {
+    std::string id;
+  };
   /// A restart to try again (a failed start: counted; a backoff delay: not).
   struct retry {
     std::string id;
@@ -134,9 +149,19 @@ class supervisor : public gen_server<supervisor> {
 
   explicit supervisor(std::vector<child_spec> children, supervisor_flags flags = {})
       : specs_{std::move(children)}, flags_{flags} {}
+  /// The init-callback form: `init` runs in the new process before anything
+  /// starts; returning std::nullopt makes start return ignore.
+  explicit supervisor(init_fn init) : init_{std::move(init)} {}
 
   init_result init() {
     trap_exit(true);
+    if (init_) {
+      std::optional<supervisor_spec> spec = init_();
+      if (!spec) return ignore();
+      specs_ = std::move(spec->children);
+      flags_ = spec->flags;
+      restarts_ = detail::restart_window{flags_.max_restarts, flags_.max_seconds};
+    }
     if (auto bad = check_flags()) return error(std::move(*bad));
     for (std::size_t i = 0; i < specs_.size(); ++i) {
       if (auto bad = check_spec(specs_[i])) return error(exit_reason::error("start_spec: " + *bad));
@@ -226,6 +251,11 @@ class supervisor : public gen_server<supervisor> {
     child_counts n;
     for (auto& c : children_) n.add(c.spec.type, static_cast<bool>(c.process));
     return n;
+  }
+
+  result<child_spec> handle_call(get_childspec_req req) {
+    if (entry* c = find(req.id)) return c->spec;
+    return exit_reason::error("not_found");
   }
 
   void handle_info(const exit_signal& e) {
@@ -398,6 +428,7 @@ class supervisor : public gen_server<supervisor> {
     stop(exit_reason::shutdown());  // terminate stops the rest
   }
 
+  init_fn init_;                   // the callback form's, else empty
   std::vector<child_spec> specs_;  // until init has started them
   supervisor_flags flags_;
   std::vector<entry> children_;    // in start order
@@ -444,6 +475,11 @@ inline result<void> delete_child(const server<supervisor>& sup, std::string id) 
 
 [[nodiscard]] inline result<child_counts> count_children(const server<supervisor>& sup) {
   return try_call(sup, supervisor::count_children_req{}, infinity);
+}
+
+/// The spec of the child `id` (supervisor:get_childspec); error("not_found").
+[[nodiscard]] inline result<child_spec> get_childspec(const server<supervisor>& sup, std::string id) {
+  return detail::flatten(try_call(sup, supervisor::get_childspec_req{std::move(id)}, infinity));
 }
 
 }  // namespace otpp
