@@ -711,3 +711,83 @@ TEST_CASE("server_cast checks the process's type; start_child with a recipe give
   otpp::stop(sup);
   STATIC_REQUIRE_FALSE(std::is_constructible_v<otpp::server<counter>, otpp::pid>);
 }
+
+namespace {
+
+class slow_start : public otpp::gen_server<slow_start> {
+ public:
+  struct ping {};
+  explicit slow_start(std::shared_ptr<std::latch> go, int mode = 0) : go_{std::move(go)}, mode_{mode} {}
+  otpp::init_result init() {
+    if (go_) go_->wait();
+    if (mode_ == 1) return stop(otpp::exit_reason::error("no thanks"));
+    if (mode_ == 2) return ignore();
+    return {};
+  }
+  int handle_call(ping) { return 1; }
+
+ private:
+  std::shared_ptr<std::latch> go_;
+  int mode_;
+};
+
+// Starts one more of itself from init, `left` times.
+class nester : public otpp::gen_server<nester> {
+ public:
+  explicit nester(int left, std::shared_ptr<otpp::exit_reason> failure) : left_{left}, failure_{std::move(failure)} {}
+  otpp::init_result init() {
+    if (left_ == 0) return {};
+    auto r = otpp::start<nester>(left_ - 1, failure_);
+    if (!r) {
+      if (failure_->is_normal()) *failure_ = r.error();
+      return error(r.error());
+    }
+    child_ = *r;
+    return {};
+  }
+  void terminate(const otpp::exit_reason&) {
+    if (child_) otpp::stop(child_);
+  }
+
+ private:
+  int left_;
+  std::shared_ptr<otpp::exit_reason> failure_;
+  otpp::server<nester> child_;
+};
+
+}  // namespace
+
+TEST_CASE("start_timeout: an init slower than it fails the start with timeout, and the process is killed") {
+  otpp::runtime rt{{.workers = 2}};
+  auto go = std::make_shared<std::latch>(1);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = rt.start<slow_start>(otpp::name("slow_start"), otpp::start_timeout(50ms), go);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  REQUIRE_FALSE(r);
+  CHECK(r.error().kind() == otpp::exit_kind::timeout);
+  CHECK(waited < 2s);
+  auto p = otpp::whereis("slow_start");  // still in init, holding its name
+  REQUIRE(p);
+  otpp::exit_watch w{p};
+  go->count_down();
+  CHECK(w.wait(10s)->kind() == otpp::exit_kind::killed);
+  CHECK_FALSE(otpp::whereis("slow_start"));
+
+  // In time: a running server; init's refusals come back as with start.
+  auto ok = rt.start<slow_start>(otpp::start_timeout(5s), nullptr);
+  REQUIRE(ok);
+  CHECK(otpp::call(*ok, slow_start::ping{}) == 1);
+  CHECK(rt.start<slow_start>(otpp::start_timeout(5s), nullptr, 1).error() == otpp::exit_reason::error("no thanks"));
+  CHECK(rt.start<slow_start>(otpp::start_timeout(5s), nullptr, 2).error().kind() == otpp::exit_kind::ignore);
+  CHECK_THROWS_AS((void)rt.start<slow_start>(otpp::start_timeout(-1ms), nullptr), std::invalid_argument);
+}
+
+TEST_CASE("start nested in init past the depth limit fails cleanly instead of overflowing the stack") {
+  auto failure = std::make_shared<otpp::exit_reason>();
+  auto r = otpp::start<nester>(1500, failure);
+  REQUIRE_FALSE(r);
+  CHECK(failure->detail() == "start nested too deep: 1000 levels of start inside init");
+  auto fine = otpp::start<nester>(200, failure);
+  CHECK(fine);
+  otpp::stop(*fine);
+}

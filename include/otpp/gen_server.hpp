@@ -649,15 +649,22 @@ inline void link_parent(process_base* parent, process_base* child) {
 
 // A failed start_link leaves no exit signal behind (OTP 26+): the link is
 // undone before the child exits; a caller that does not trap exits is then
-// killed by hand when init stopped or crashed (not for ignore/error).
-inline void unlink_parent(process_base* parent, process_base* child) noexcept {
+// killed by hand when init stopped or crashed (not for ignore/error). Each
+// side is undone by its owner.
+inline void unlink_parent_side(process_base* parent, process_base* child) noexcept {
   if (process_cold* pc = parent->cold_if_any()) remove_link(*pc, child);
+}
+inline void unlink_child_side(process_base* parent, process_base* child) noexcept {
   process_cold& cc = *child->cold_if_any();
   remove_link(cc, parent);
   if (cc.parent) {
     cc.parent->release();
     cc.parent = nullptr;
   }
+}
+inline void unlink_parent(process_base* parent, process_base* child) noexcept {
+  unlink_parent_side(parent, child);
+  unlink_child_side(parent, child);
 }
 
 /// No name: registration always succeeds.
@@ -689,7 +696,114 @@ struct local_registration {
 /// Start options other than the name.
 struct start_options {
   std::int64_t hibernate_after = -1;  // ns; negative: never
+  steady::duration start_timeout = steady::duration::max();  // infinity: init runs on the starter's stack
 };
+
+/// How init ended, for a starter that waits with a start timeout.
+struct init_outcome {
+  init_result::kind kind = init_result::kind::ok;
+  exit_reason reason;
+};
+
+// init nested in init runs on one stack: past this depth, start fails
+// cleanly instead of overflowing it.
+inline constexpr unsigned max_start_depth = 1000;
+inline thread_local unsigned start_depth = 0;
+
+// Runs Impl::init as the process (owner) and settles what it asked for:
+// returns the outcome; on stop or a crash the exit is pending (no terminate).
+template <class Impl>
+init_outcome run_init(process_of<Impl>* p, process_base* parent) noexcept {
+  init_result res;
+  if constexpr (has_init<Impl>) {
+    try {
+      if constexpr (std::is_void_v<decltype(p->impl().init())>) {
+        p->impl().init();
+      } else {
+        res = p->impl().init();
+      }
+    } catch (...) {
+      p->crash(std::current_exception(), "init", "init");
+    }
+  }
+  if (p->exit_requested()) {
+    // init crashed or returned stop(r): exit with that reason, no terminate.
+    p->suppress_terminate();
+    if (parent != nullptr) unlink_child_side(parent, p);
+    return {init_result::kind::stop, p->cold_state().exit};
+  }
+  if (res.outcome() == init_result::kind::ignore || res.outcome() == init_result::kind::error) {
+    if (parent != nullptr) unlink_child_side(parent, p);
+    try {
+      p->request_exit(exit_reason::normal(), false);
+    } catch (...) {
+    }
+    return {res.outcome(), res.reason()};
+  }
+  return {};
+}
+
+// The starter's side of a failed init: OTP kills a linked caller that does
+// not trap exits when init stopped or crashed.
+inline exit_reason init_failed(process_base* parent, process_base* child, const init_outcome& out) noexcept {
+  if (parent != nullptr) {
+    unlink_parent_side(parent, child);
+    if (out.kind == init_result::kind::stop && !parent->traps_exits() && !out.reason.is_normal()) {
+      try {
+        parent->request_exit(out.reason, false);
+      } catch (...) {
+      }
+    }
+  }
+  return out.reason;
+}
+
+/// init run on a worker, as the process's first turn (the start_timeout
+/// option): the starter waits for this node's answer with a deadline.
+template <class Impl>
+struct init_node final : message_node {
+  init_node(reply_slot<init_outcome>* s, process_base* parent_process) : slot{s}, parent{parent_process} { fn = &handle; }
+  reply_slot<init_outcome>* slot;
+  process_base* parent;  // no reference: the link holds one
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
+    auto* self = static_cast<init_node*>(n);
+    if (op == msg_op::invoke) {
+      self->slot->set_value(run_init<Impl>(static_cast<process_of<Impl>*>(&p), self->parent));
+    } else {
+      self->slot->fail(*why);  // killed before init ran (the starter gave up)
+    }
+    self->slot->release();
+    free_node(self);
+  }
+};
+
+template <class Impl>
+result<server<Impl>> start_async(process_of<Impl>* p, process_base* parent, server<Impl> ref, steady::duration timeout) {
+  auto* slot = reply_slot<init_outcome>::make();
+  try {
+    p->set_continuation(make_node<init_node<Impl>>(slot, parent));
+  } catch (...) {
+    slot->release();
+    slot->release();
+    if (parent != nullptr) unlink_parent(parent, p);
+    p->request_exit(exit_reason::error("out of memory"), false);
+    return p->finish_exit();
+  }
+  p->publish_started();
+  const std::uint32_t st = await_reply(slot, deadline_after(timeout), p);
+  if (st == reply_slot_base::ready) {
+    init_outcome out = slot->take();
+    slot->release();
+    if (out.kind == init_result::kind::ok) return ref;
+    return init_failed(parent, p, out);
+  }
+  exit_reason why = st == reply_slot_base::failed ? slot->error() : exit_reason::timeout();
+  slot->release();
+  if (parent != nullptr) unlink_parent_side(parent, p);
+  // Too slow: killed (its name is released as it dies; init still runs to its end).
+  if (st != reply_slot_base::failed) p->enqueue_signal(make_node<exit_signal_node>(tls.current, exit_reason::kill(), false));
+  return why;
+}
 
 template <class Impl, class Registrar, class... Args>
 result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, Registrar&& registrar, Args&&... args) {
@@ -725,33 +839,22 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
   }
   server<Impl> ref = server_access::make<Impl>(pid_access::make(p));
   if (parent != nullptr) link_parent(parent, p);
-  init_result res;
+  if (opts.start_timeout != steady::duration::max()) return start_async<Impl>(p, parent, std::move(ref), opts.start_timeout);
+  if (start_depth >= max_start_depth) {
+    // Refused before init runs: a start nested this deep would overflow the stack.
+    if (parent != nullptr) unlink_parent(parent, p);
+    p->request_exit(exit_reason::normal(), false);
+    p->finish_exit();
+    return exit_reason::error(fmt::format("start nested too deep: {} levels of start inside init", max_start_depth));
+  }
   {
     current_scope scope{p};
-    if constexpr (has_init<Impl>) {
-      try {
-        if constexpr (std::is_void_v<decltype(p->impl().init())>) {
-          p->impl().init();
-        } else {
-          res = p->impl().init();
-        }
-      } catch (...) {
-        p->crash(std::current_exception(), "init", "init");
-      }
-    }
-    if (p->exit_requested()) {
-      // init crashed or returned stop(r): exit with that reason, no terminate.
-      p->suppress_terminate();
-      if (parent != nullptr) unlink_parent(parent, p);
-      exit_reason why = p->finish_exit();
-      if (parent != nullptr && !parent->traps_exits() && !why.is_normal()) parent->request_exit(why, false);
-      return why;
-    }
-    if (res.outcome() == init_result::kind::ignore || res.outcome() == init_result::kind::error) {
-      if (parent != nullptr) unlink_parent(parent, p);
-      p->request_exit(exit_reason::normal(), false);
+    ++start_depth;
+    const init_outcome out = run_init<Impl>(p, parent);
+    --start_depth;
+    if (out.kind != init_result::kind::ok) {
       p->finish_exit();
-      return res.reason();
+      return init_failed(parent, p, out);
     }
   }
   p->publish_started();
@@ -773,44 +876,60 @@ struct named_t {};
 inline constexpr named_t named{};
 
 /// Start option: hibernate after `d` without a message, unless a timeout is
-/// pending (Elixir's `hibernate_after:`). Goes after the name, if any:
+/// pending (Elixir's `hibernate_after:`). Options go after the name, if any:
 /// `otpp::start<cache>(otpp::name("cache"), otpp::hibernate_after(5s), args...)`.
 struct hibernate_after_t {
   std::chrono::steady_clock::duration value;
 };
 [[nodiscard]] inline hibernate_after_t hibernate_after(std::chrono::steady_clock::duration d) { return {d}; }
 
+/// Start option: init must finish within `d` (GenServer.start's `timeout:`):
+/// it then runs on a worker while the starter waits, and if it is slower,
+/// start returns `timeout` and the process is killed (as init returns: C++
+/// cannot interrupt it). Without it, init runs on the starter's thread.
+/// Negative: std::invalid_argument.
+struct start_timeout_t {
+  std::chrono::steady_clock::duration value;
+};
+[[nodiscard]] inline start_timeout_t start_timeout(std::chrono::steady_clock::duration d) { return {d}; }
+
 namespace detail {
 template <class T>
-inline constexpr bool is_start_option =
-    std::is_same_v<T, name_t> || std::is_same_v<T, named_t> || std::is_same_v<T, hibernate_after_t>;
+inline constexpr bool is_start_option = std::is_same_v<T, name_t> || std::is_same_v<T, named_t> ||
+                                        std::is_same_v<T, hibernate_after_t> || std::is_same_v<T, start_timeout_t>;
 
 template <class Impl, class Registrar, class... Args>
-result<server<Impl>> start_opts(runtime_core& rt, bool link, Registrar&& r, Args&&... args) {
+result<server<Impl>> start_opts(runtime_core& rt, bool link, start_options o, Registrar&& r, Args&&... args) {
   static_assert(!(is_start_option<std::remove_cvref_t<Args>> || ...),
-                "otpp::start: options go first, the name before hibernate_after");
-  return start_in<Impl>(rt, link, start_options{}, std::forward<Registrar>(r), std::forward<Args>(args)...);
+                "otpp::start: options go first, the name before the others");
+  return start_in<Impl>(rt, link, o, std::forward<Registrar>(r), std::forward<Args>(args)...);
 }
 template <class Impl, class Registrar, class... Args>
-result<server<Impl>> start_opts(runtime_core& rt, bool link, Registrar&& r, hibernate_after_t h, Args&&... args) {
-  static_assert(!(is_start_option<std::remove_cvref_t<Args>> || ...),
-                "otpp::start: options go first, the name before hibernate_after");
-  start_options o;
+result<server<Impl>> start_opts(runtime_core& rt, bool link, start_options o, Registrar&& r, hibernate_after_t h,
+                                Args&&... args) {
   o.hibernate_after = idle_ns(h.value);
-  return start_in<Impl>(rt, link, o, std::forward<Registrar>(r), std::forward<Args>(args)...);
+  return start_opts<Impl>(rt, link, o, std::forward<Registrar>(r), std::forward<Args>(args)...);
+}
+template <class Impl, class Registrar, class... Args>
+result<server<Impl>> start_opts(runtime_core& rt, bool link, start_options o, Registrar&& r, start_timeout_t t,
+                                Args&&... args) {
+  check_timeout(t.value, "otpp::start");
+  o.start_timeout = t.value;
+  return start_opts<Impl>(rt, link, o, std::forward<Registrar>(r), std::forward<Args>(args)...);
 }
 
 template <class Impl, class... Args>
 result<server<Impl>> start_with(runtime_core& rt, bool link, Args&&... args) {
-  return start_opts<Impl>(rt, link, no_registration{}, std::forward<Args>(args)...);
+  return start_opts<Impl>(rt, link, start_options{}, no_registration{}, std::forward<Args>(args)...);
 }
 template <class Impl, class... Args>
 result<server<Impl>> start_with(runtime_core& rt, bool link, name_t n, Args&&... args) {
-  return start_opts<Impl>(rt, link, local_registration{std::move(n.value), type_id<Impl>}, std::forward<Args>(args)...);
+  return start_opts<Impl>(rt, link, start_options{}, local_registration{std::move(n.value), type_id<Impl>},
+                          std::forward<Args>(args)...);
 }
 template <class Impl, class... Args>
 result<server<Impl>> start_with(runtime_core& rt, bool link, named_t, Args&&... args) {
-  return start_opts<Impl>(rt, link, local_registration{std::string{type_name<Impl>()}, type_id<Impl>},
+  return start_opts<Impl>(rt, link, start_options{}, local_registration{std::string{type_name<Impl>()}, type_id<Impl>},
                           std::forward<Args>(args)...);
 }
 /// Anything with `register_for(process_base*)` names a process through a
@@ -819,7 +938,7 @@ template <class Impl, class Via, class... Args>
   requires requires(Via& v, process_base* p) { v.register_for(p); }
 result<server<Impl>> start_with(runtime_core& rt, bool link, Via v, Args&&... args) {
   return start_opts<Impl>(
-      rt, link, [&v](process_base* p) { return v.register_for(p); }, std::forward<Args>(args)...);
+      rt, link, start_options{}, [&v](process_base* p) { return v.register_for(p); }, std::forward<Args>(args)...);
 }
 }  // namespace detail
 
