@@ -207,3 +207,33 @@ TEST_CASE("a one-shot whose message is being handled reads and cancels as fired"
     CHECK(r.live_cancels == 0);
   }
 }
+
+namespace {
+class sets_long_timer : public otpp::gen_server<sets_long_timer> {
+ public:
+  struct ring {};
+  using info_types = otpp::type_list<ring>;
+  void init() { ref_ = otpp::send_after(self(), ring{}, std::chrono::hours(1)); }
+  void handle_info(ring) {}
+
+ private:
+  otpp::timer_ref ref_;
+};
+
+bool wait_for_timer_count(otpp::runtime& rt, std::size_t n) {
+  const auto until = steady::now() + 20s;
+  while (rt.timer_count() != n && steady::now() < until) std::this_thread::yield();
+  return rt.timer_count() == n;
+}
+}  // namespace
+
+TEST_CASE("timers of processes that exited give their memory back long before their deadline", "[timer][real_clock]") {
+  otpp::runtime rt{{.workers = 2}};
+  std::vector<otpp::server<sets_long_timer>> procs;
+  for (int i = 0; i < 20'000; ++i) procs.push_back(rt.start<sets_long_timer>().value());
+  CHECK(wait_for_timer_count(rt, 20'000));
+  for (std::size_t i = 0; i < procs.size(); i += 2) otpp::stop(procs[i]);  // half of them
+  CHECK(wait_for_timer_count(rt, 10'000));
+  for (std::size_t i = 1; i < procs.size(); i += 2) otpp::stop(procs[i]);
+  CHECK(wait_for_timer_count(rt, 0));
+}

@@ -22,16 +22,25 @@
 // since the last periodic snapshot. A write goes to a temporary
 // file, is fsync'ed, then renamed over the old one (and the directory
 // fsync'ed), so a crash mid-write leaves the previous snapshot whole. A
-// snapshot that is missing starts empty; one that is corrupt or truncated
-// (bad magic, lengths past the end, checksum mismatch) starts empty with a
-// logged warning and is never a crash loop.
+// snapshot that is missing starts empty; one that cannot be read (a
+// directory, an I/O error) or is corrupt or truncated (bad magic, lengths
+// past the end, checksum mismatch) starts empty with a logged warning and is
+// never a crash loop. Restore streams the file (only what fits the capacity
+// is kept in memory). The periodic snapshot is written by a background
+// thread from an immutable view of the entries (entries are shared and
+// never changed in place), so the server only spends the time to copy one
+// pointer per entry: fetches go on while a large cache is written. A tick
+// that finds the previous write still running skips its turn.
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <future>
 #include <list>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -107,7 +116,9 @@ class search_cache : public otpp::gen_server<search_cache> {
   }
 
   void terminate(const otpp::exit_reason&) {
-    if (!opts_.snapshot.empty()) (void)write_snapshot();
+    if (opts_.snapshot.empty()) return;
+    if (writer_.valid()) writer_.wait();  // the last word is this one
+    (void)write_snapshot(opts_.snapshot, view());
   }
 
   std::optional<std::string> handle_call(const fetch& f) {
@@ -120,18 +131,23 @@ class search_cache : public otpp::gen_server<search_cache> {
     }
     ++stats_.hits;
     lru_.splice(lru_.begin(), lru_, it->second);  // most recently used first
-    return it->second->second;
+    return (*it->second)->second;
   }
 
   void handle_cast(cache c) {
     auto it = index_.find(c.query);
     if (it != index_.end()) {
-      it->second->second = std::move(c.result);
-      lru_.splice(lru_.begin(), lru_, it->second);
+      // Entries are never changed in place (a snapshot being written may
+      // hold this one): a new entry replaces it, and the index follows.
+      auto pos = it->second;
+      index_.erase(it);
+      *pos = std::make_shared<const entry>(std::move(c.query), std::move(c.result));
+      lru_.splice(lru_.begin(), lru_, pos);
+      index_.emplace((*pos)->first, pos);
     } else {
       if (lru_.size() == opts_.capacity) evict();
-      lru_.emplace_front(std::move(c.query), std::move(c.result));
-      index_.emplace(lru_.front().first, lru_.begin());
+      lru_.push_front(std::make_shared<const entry>(std::move(c.query), std::move(c.result)));
+      index_.emplace(lru_.front()->first, lru_.begin());
     }
     otpp::telemetry::execute(search_cache_events::cache, {{"size", lru_.size()}});
   }
@@ -143,7 +159,10 @@ class search_cache : public otpp::gen_server<search_cache> {
     return s;
   }
 
-  bool handle_call(save) { return write_snapshot(); }
+  bool handle_call(save) {
+    if (writer_.valid()) writer_.wait();
+    return write_snapshot(opts_.snapshot, view());
+  }
 
   void handle_info(stats_tick) {
     otpp::telemetry::execute(search_cache_events::stats, {{"size", lru_.size()},
@@ -151,7 +170,10 @@ class search_cache : public otpp::gen_server<search_cache> {
                                                           {"misses", stats_.misses},
                                                           {"evictions", stats_.evictions}});
   }
-  void handle_info(snapshot_tick) { (void)write_snapshot(); }
+  void handle_info(snapshot_tick) {
+    if (writer_.valid() && writer_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+    writer_ = std::async(std::launch::async, [path = opts_.snapshot, v = view()] { return write_snapshot(path, v); });
+  }
   /// Trapping only to save first: an exit signal still ends the cache.
   void handle_info(const otpp::exit_signal& e) {
     if (!e.reason.is_normal()) stop(e.reason);
@@ -159,57 +181,169 @@ class search_cache : public otpp::gen_server<search_cache> {
 
  private:
   using entry = std::pair<std::string, std::string>;
+  using entry_ptr = std::shared_ptr<const entry>;
 
   void evict() {
-    index_.erase(std::string_view{lru_.back().first});
+    index_.erase(std::string_view{lru_.back()->first});
     lru_.pop_back();
     ++stats_.evictions;
   }
 
-  // -- snapshot format: magic, entry count, then (u32 length, bytes) pairs
+  // What a snapshot writes: the entries, most recent first, shared.
+  [[nodiscard]] std::vector<entry_ptr> view() const { return {lru_.begin(), lru_.end()}; }
+
+  // -- snapshot format: magic, entry count, then (u64 length, bytes) pairs
   //    most recent first, then an FNV-1a 64 checksum of everything before it.
   static constexpr std::string_view magic{"otpp-search-cache-1\n"};
-
-  static void put_u64(std::string& out, std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-  }
-  static std::uint64_t fnv1a(std::string_view s) {
-    std::uint64_t h = 0xcbf29ce484222325ull;
+  static constexpr std::uint64_t fnv_basis = 0xcbf29ce484222325ull;
+  static std::uint64_t fnv1a(std::uint64_t h, std::string_view s) {
     for (unsigned char ch : s) h = (h ^ ch) * 0x100000001b3ull;
     return h;
   }
 
-  bool write_snapshot() {
-    std::string out{magic};
-    put_u64(out, lru_.size());
-    for (auto& [k, v] : lru_) {
-      put_u64(out, k.size());
-      out += k;
-      put_u64(out, v.size());
-      out += v;
+  // Buffered writes to a file descriptor, checksumming what goes through.
+  class snapshot_writer {
+   public:
+    explicit snapshot_writer(int fd) : fd_{fd} { buf_.reserve(1 << 20); }
+    void put(std::string_view s) {
+      hash_ = fnv1a(hash_, s);
+      raw(s);
     }
-    put_u64(out, fnv1a(out));
-    const std::filesystem::path tmp = opts_.snapshot.string() + ".tmp";
+    void put_u64(std::uint64_t v) {
+      char b[8];
+      for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+      put({b, 8});
+    }
+    void put_checksum() {
+      const std::uint64_t h = hash_;
+      char b[8];
+      for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((h >> (8 * i)) & 0xff);
+      raw({b, 8});
+    }
+    [[nodiscard]] bool finish() { return flush() && ::fsync(fd_) == 0; }
+
+   private:
+    void raw(std::string_view s) {
+      if (buf_.size() + s.size() > buf_.capacity()) ok_ = flush() && ok_;
+      if (s.size() >= buf_.capacity()) {
+        ok_ = write_all(s) && ok_;
+      } else {
+        buf_.append(s);
+      }
+    }
+    bool flush() {
+      const bool ok = write_all(buf_);
+      buf_.clear();
+      return ok && ok_;
+    }
+    bool write_all(std::string_view s) const {
+      std::size_t done = 0;
+      while (done < s.size()) {
+        const ssize_t n = ::write(fd_, s.data() + done, s.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        done += static_cast<std::size_t>(n);
+      }
+      return true;
+    }
+    int fd_;
+    std::string buf_;
+    std::uint64_t hash_ = fnv_basis;
+    bool ok_ = true;
+  };
+
+  // Buffered reads, checksumming what comes through; any read error or a
+  // short read fails it (and stays failed).
+  class snapshot_reader {
+   public:
+    explicit snapshot_reader(int fd) : fd_{fd}, buf_(1 << 20) {}
+    [[nodiscard]] bool ok() const noexcept { return ok_; }
+    [[nodiscard]] int error() const noexcept { return errno_; }
+    [[nodiscard]] std::uint64_t hash() const noexcept { return hash_; }
+    bool get(std::string& out, std::uint64_t n, bool keep) {
+      if (keep) out.clear();
+      while (n > 0 && fill()) {
+        const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(n, end_ - pos_));
+        const std::string_view chunk{buf_.data() + pos_, take};
+        hash_ = fnv1a(hash_, chunk);
+        if (keep) out.append(chunk);
+        pos_ += take;
+        n -= take;
+      }
+      return ok_ && n == 0;
+    }
+    bool get_u64(std::uint64_t& v, bool hashed = true) {
+      char b[8];
+      for (char& c : b) {
+        if (!fill()) return false;
+        c = buf_[pos_++];
+      }
+      if (hashed) hash_ = fnv1a(hash_, {b, 8});
+      v = 0;
+      for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(b[i])) << (8 * i);
+      return true;
+    }
+    [[nodiscard]] bool at_end() { return !fill() && errno_ == 0; }
+
+   private:
+    bool fill() {
+      if (!ok_) return false;
+      if (pos_ < end_) return true;
+      for (;;) {
+        const ssize_t n = ::read(fd_, buf_.data(), buf_.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) errno_ = errno;
+        if (n <= 0) {
+          ok_ = false;
+          return false;
+        }
+        pos_ = 0;
+        end_ = static_cast<std::size_t>(n);
+        return true;
+      }
+    }
+    int fd_;
+    std::vector<char> buf_;
+    std::size_t pos_ = 0, end_ = 0;
+    std::uint64_t hash_ = fnv_basis;
+    bool ok_ = true;
+    int errno_ = 0;
+  };
+
+  // Runs on the server (terminate, save) or on the background writer: it
+  // touches nothing of the server's but what it is given.
+  static bool write_snapshot(const std::filesystem::path& path, const std::vector<entry_ptr>& entries) {
+    const std::filesystem::path tmp = path.string() + ".tmp";
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-      otpp::log(otpp::log_level::warning, "search_cache: cannot write {}", tmp.string());
+      otpp::log(otpp::log_level::warning, "search_cache: cannot write {}: {}", tmp.string(), std::strerror(errno));
       return false;
     }
-    std::size_t done = 0;
-    while (done < out.size()) {
-      const ssize_t n = ::write(fd, out.data() + done, out.size() - done);
-      if (n <= 0) break;
-      done += static_cast<std::size_t>(n);
+    bool ok = false;
+    try {
+      snapshot_writer w{fd};
+      w.put(magic);
+      w.put_u64(entries.size());
+      for (const entry_ptr& e : entries) {
+        w.put_u64(e->first.size());
+        w.put(e->first);
+        w.put_u64(e->second.size());
+        w.put(e->second);
+      }
+      w.put_checksum();
+      ok = w.finish();
+    } catch (...) {
+      ok = false;  // out of memory for the buffer: this snapshot is skipped
     }
-    const bool ok = done == out.size() && ::fsync(fd) == 0;
     ::close(fd);
-    if (!ok || std::rename(tmp.c_str(), opts_.snapshot.c_str()) != 0) {
-      otpp::log(otpp::log_level::warning, "search_cache: writing snapshot {} failed", opts_.snapshot.string());
-      std::filesystem::remove(tmp);
+    if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+      otpp::log(otpp::log_level::warning, "search_cache: writing snapshot {} failed", path.string());
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
       return false;
     }
     // The rename is durable only once the directory entry is.
-    auto dir = opts_.snapshot.parent_path();
+    auto dir = path.parent_path();
     if (dir.empty()) dir = ".";
     if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
       (void)::fsync(dfd);
@@ -219,55 +353,62 @@ class search_cache : public otpp::gen_server<search_cache> {
   }
 
   void restore() {
-    std::ifstream f{opts_.snapshot, std::ios::binary};
-    if (!f) return;  // no snapshot yet
-    const std::string data{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
+    const int fd = ::open(opts_.snapshot.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno != ENOENT)
+        otpp::log(otpp::log_level::warning, "search_cache: cannot read snapshot {}: {}; starting empty",
+                  opts_.snapshot.string(), std::strerror(errno));
+      return;  // missing: no snapshot yet
+    }
     std::vector<entry> entries;
-    if (!parse(data, entries)) {
-      otpp::log(otpp::log_level::warning, "search_cache: snapshot {} is corrupt or truncated; starting empty",
-                opts_.snapshot.string());
+    int read_error = 0;
+    bool good = false;
+    try {
+      snapshot_reader r{fd};
+      good = parse(r, entries);
+      read_error = r.error();
+    } catch (...) {
+      good = false;  // out of memory reading it: as good as unreadable
+    }
+    ::close(fd);
+    if (!good) {
+      entries.clear();
+      if (read_error != 0) {
+        otpp::log(otpp::log_level::warning, "search_cache: cannot read snapshot {}: {}; starting empty",
+                  opts_.snapshot.string(), std::strerror(read_error));
+      } else {
+        otpp::log(otpp::log_level::warning, "search_cache: snapshot {} is corrupt or truncated; starting empty",
+                  opts_.snapshot.string());
+      }
       return;
     }
-    // Oldest first, so the most recent ends up at the front; past capacity,
-    // the least recent are the ones left out.
-    const std::size_t keep = std::min(entries.size(), opts_.capacity);
-    for (std::size_t i = keep; i-- > 0;) {
+    // Oldest first, so the most recent ends up at the front.
+    for (std::size_t i = entries.size(); i-- > 0;) {
       if (index_.contains(entries[i].first)) continue;
-      lru_.emplace_front(std::move(entries[i]));
-      index_.emplace(lru_.front().first, lru_.begin());
+      lru_.push_front(std::make_shared<const entry>(std::move(entries[i])));
+      index_.emplace(lru_.front()->first, lru_.begin());
     }
   }
 
-  static bool parse(std::string_view data, std::vector<entry>& out) {
-    if (data.size() < magic.size() + 16 || data.substr(0, magic.size()) != magic) return false;
-    const std::string_view body = data.substr(0, data.size() - 8);
-    std::size_t pos = magic.size();
-    auto get_u64 = [&](std::string_view s, std::size_t at) {
-      std::uint64_t v = 0;
-      for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(s[at + i])) << (8 * i);
-      return v;
-    };
-    if (get_u64(data, data.size() - 8) != fnv1a(body)) return false;
-    auto take = [&](std::string& s) {
-      if (body.size() - pos < 8) return false;
-      const std::uint64_t n = get_u64(body, pos);
-      pos += 8;
-      if (n > body.size() - pos) return false;
-      s.assign(body.substr(pos, n));
-      pos += n;
-      return true;
-    };
-    if (body.size() - pos < 8) return false;
-    const std::uint64_t count = get_u64(body, pos);
-    pos += 8;
-    if (count > body.size()) return false;  // each entry takes at least 16 bytes
-    out.reserve(count);
+  // Keeps the first `capacity` entries (the most recent); the rest are read
+  // through for the checksum only.
+  bool parse(snapshot_reader& r, std::vector<entry>& out) const {
+    std::string head;
+    if (!r.get(head, magic.size(), true) || head != magic) return false;
+    std::uint64_t count = 0;
+    if (!r.get_u64(count)) return false;
+    std::string skipped;
     for (std::uint64_t i = 0; i < count; ++i) {
+      const bool keep = out.size() < opts_.capacity;
       entry e;
-      if (!take(e.first) || !take(e.second)) return false;
-      out.push_back(std::move(e));
+      std::uint64_t n = 0;
+      if (!r.get_u64(n) || !r.get(keep ? e.first : skipped, n, keep)) return false;
+      if (!r.get_u64(n) || !r.get(keep ? e.second : skipped, n, keep)) return false;
+      if (keep) out.push_back(std::move(e));
     }
-    return pos == body.size();
+    const std::uint64_t expected = r.hash();
+    std::uint64_t sum = 0;
+    return r.get_u64(sum, false) && sum == expected && r.at_end();
   }
 
   struct sv_hash {
@@ -276,8 +417,9 @@ class search_cache : public otpp::gen_server<search_cache> {
   };
 
   search_cache_options opts_;
-  std::list<entry> lru_;  // most recently used first
-  std::unordered_map<std::string_view, std::list<entry>::iterator, sv_hash, std::equal_to<>> index_;  // keys view lru_
+  std::list<entry_ptr> lru_;  // most recently used first
+  std::unordered_map<std::string_view, std::list<entry_ptr>::iterator, sv_hash, std::equal_to<>> index_;  // keys view lru_
+  std::future<bool> writer_;  // the periodic snapshot being written, if any
   stats stats_;
   otpp::timer_ref stats_timer_;
   otpp::timer_ref snapshot_timer_;

@@ -67,6 +67,13 @@ class runtime {
 
   /// Processes started and not yet exited.
   [[nodiscard]] std::size_t process_count() const { return core_->live_count(); }
+  /// Timers (send_after, send_interval, idle timeouts) waiting to fire, as
+  /// of the timer thread's last pass; those of exited processes are dropped
+  /// within a fraction of a second of enough exits.
+  [[nodiscard]] std::size_t timer_count() const noexcept {
+    const detail::timer_service* t = core_->timers_if_started();
+    return t ? t->pending_count() : 0;
+  }
   [[nodiscard]] unsigned workers() const noexcept { return core_->config().workers; }
   /// Threads started so far: the workers plus spares started to stand in for
   /// workers blocked in calls.

@@ -5,6 +5,11 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
+
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -114,7 +119,10 @@ TEST_CASE("search_cache keeps its entries across a kill under its supervisor", "
   otpp::cast(c, search_cache::cache{"kept", "yes"});
   otpp::cast(c, search_cache::cache{"also", "yes"});
   (void)fetch(c, "kept");     // flushes the casts
-  f.clock->advance(1s);        // the periodic snapshot
+  f.clock->advance(1s);        // the periodic snapshot, written in the background
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (!std::filesystem::exists(snap) && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  REQUIRE(std::filesystem::exists(snap));
   otpp_test::log_capture logs;  // the kill's crash report
   otpp::exit_watch w{c.pid()};
   otpp::exit(c.pid(), otpp::exit_reason::kill());  // no terminate: only the snapshot survives
@@ -185,4 +193,61 @@ TEST_CASE("a corrupt or truncated snapshot starts empty with a warning", "[examp
   CHECK(otpp::call(*flipped, search_cache::get_stats{}).size == 0);
   otpp::stop(*flipped);
   std::filesystem::remove(snap);
+}
+
+TEST_CASE("a snapshot that cannot be read starts empty with a warning, never a crash loop", "[examples][search_cache][persistence]") {
+  fixture f;
+  const auto dir = temp_snapshot("is_a_directory");
+  std::filesystem::create_directory(dir);
+  otpp_test::log_capture logs;
+  auto c = f.rt.start<search_cache>(search_cache_options{.capacity = 3, .snapshot = dir});
+  REQUIRE(c);
+  CHECK(otpp::call(*c, search_cache::get_stats{}).size == 0);
+  CHECK(logs.contains("cannot read snapshot"));
+  otpp::stop(*c);  // its terminate cannot write either: a warning, not a crash
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a snapshot restores only what fits the capacity, most recent first", "[examples][search_cache][persistence]") {
+  fixture f;
+  const auto snap = temp_snapshot("stream");
+  {
+    auto big = f.rt.start<search_cache>(search_cache_options{.capacity = 1000, .snapshot = snap}).value();
+    for (int i = 0; i < 1000; ++i) otpp::cast(big, search_cache::cache{"q" + std::to_string(i), std::to_string(i)});
+    REQUIRE(otpp::call(big, search_cache::save{}));
+    otpp::stop(big);
+  }
+  auto small = f.rt.start<search_cache>(search_cache_options{.capacity = 10, .snapshot = snap}).value();
+  CHECK(otpp::call(small, search_cache::get_stats{}).size == 10);
+  CHECK(fetch(small, "q999") == "999");
+  CHECK(fetch(small, "q990") == "990");
+  CHECK_FALSE(fetch(small, "q989"));
+  otpp::stop(small);
+  std::filesystem::remove(snap);
+}
+
+TEST_CASE("the periodic snapshot is written off the server's turn: fetches go on while it is stuck", "[examples][search_cache][persistence]") {
+  fixture f;
+  const auto snap = temp_snapshot("fifo");
+  const std::string tmp = snap.string() + ".tmp";
+  std::filesystem::remove(tmp);
+  REQUIRE(::mkfifo(tmp.c_str(), 0600) == 0);  // opening it to write blocks until someone reads
+  otpp_test::log_capture logs;
+  auto c = f.rt.start<search_cache>(search_cache_options{.capacity = 10, .snapshot = snap, .snapshot_every = 1s}).value();
+  otpp::cast(c, search_cache::cache{"k", "v"});
+  f.clock->advance(1s);  // the writer starts, and blocks in open
+  for (int i = 0; i < 100; ++i) CHECK(otpp::call(c, search_cache::fetch{"k"}, 1s) == "v");
+  f.clock->advance(1s);  // the next tick finds the write still running and skips
+  CHECK(otpp::call(c, search_cache::fetch{"k"}, 1s) == "v");
+  // Unblock the writer: read what it writes, till it closes.
+  const int rd = ::open(tmp.c_str(), O_RDONLY);
+  REQUIRE(rd >= 0);
+  char buf[4096];
+  while (::read(rd, buf, sizeof buf) > 0) {
+  }
+  ::close(rd);
+  otpp::stop(c);  // waits for the writer, then writes the final snapshot itself
+  CHECK(std::filesystem::is_regular_file(snap));
+  std::filesystem::remove(snap);
+  std::filesystem::remove(tmp);
 }

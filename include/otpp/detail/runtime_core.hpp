@@ -153,6 +153,14 @@ class runtime_core {
     if (p->live_next_) p->live_next_->live_prev_ = p->live_prev_;
     p->live_prev_ = p->live_next_ = nullptr;
     --sh.count;
+    sh.exits.store(sh.exits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+
+  /// Processes exited so far (what the timer service's orphan sweep paces itself by).
+  [[nodiscard]] std::uint64_t exits() const noexcept {
+    std::uint64_t n = 0;
+    for (auto& sh : shards_) n += sh.exits.load(std::memory_order_relaxed);
+    return n;
   }
 
   /// Live processes, each with a reference the caller must release.
@@ -289,6 +297,7 @@ class runtime_core {
     std::mutex mutex;
     process_base* head = nullptr;
     std::size_t count = 0;
+    std::atomic<std::uint64_t> exits{0};  // written under mutex, read without
   };
   static constexpr std::size_t shard_count = 64;
 
@@ -669,6 +678,7 @@ inline void process_base::release_inline() noexcept {
 }
 
 inline bool runtime_quiescent(const runtime_core* rt) noexcept { return rt->quiescent(); }
+inline std::uint64_t runtime_exits(const runtime_core* rt) noexcept { return rt->exits(); }
 inline void add_core_ref(runtime_core* rt) noexcept { rt->add_ref(); }
 inline void release_core_ref(runtime_core* rt) noexcept { rt->release(); }
 

@@ -14,6 +14,10 @@
 // stack, from which the owner unlinks it. The owner sleeps until the next
 // slot is due, so far-off timers cost no CPU; while it sleeps, cancelled
 // timers wait at most `reclaim_interval` to have their memory returned.
+// Timers whose destination died are swept out of the wheel (O(timers)) once
+// enough processes have exited since the last sweep (a sixteenth of the
+// timers): their memory comes back within a reclaim_interval or so, not at
+// their deadline, at an amortised cost of a few checks per exit.
 //
 // Resolution is one tick (1 ms): a timer fires at the first tick boundary at
 // or after its deadline, never early. A timer is `firing` while its message
@@ -44,6 +48,8 @@ class runtime_core;
 
 /// Whether no process of `rt` is running or queued (defined with the runtime).
 inline bool runtime_quiescent(const runtime_core* rt) noexcept;
+/// How many processes of the runtime have exited so far (defined with it).
+inline std::uint64_t runtime_exits(const runtime_core* rt) noexcept;
 
 /// Where timers take their time from. The runtime uses steady_clock unless
 /// its config names another source (otpp/testing.hpp's virtual_clock).
@@ -145,6 +151,10 @@ class timer_service {
     for (const due_entry& d : due_) drop(d.t);
     due_.clear();
   }
+
+  /// Timers scheduled and not yet fired, cancelled or swept (as of the
+  /// service thread's last pass).
+  [[nodiscard]] std::size_t pending_count() const noexcept { return pending_.load(std::memory_order_acquire); }
 
   [[nodiscard]] std::int64_t now_ns() const noexcept {
     const auto t = clock_ ? clock_->now() : steady::now();
@@ -361,6 +371,8 @@ class timer_service {
       });
       wheel_.advance(static_cast<std::uint64_t>(now_tick), [&](wheel_entry* e) { add_due(static_cast<timer_node*>(e)); });
       fire_due(now_tick);
+      sweep_orphans(now);
+      pending_.store(wheel_.size(), std::memory_order_release);
       if (sync != synced) {
         synced = sync;
         sync_done_.store(sync, std::memory_order_release);
@@ -386,6 +398,23 @@ class timer_service {
       const auto due_at = steady::time_point{std::chrono::nanoseconds{origin_ + next_tick * tick_ns}};
       park(wake_word_, epoch, std::min(due_at, steady::now() + reclaim_interval));
     }
+  }
+
+  // Out of the wheel with every timer whose destination has exited, when
+  // enough processes have exited since the last sweep to pay for the walk.
+  void sweep_orphans(std::int64_t now) noexcept {
+    const std::uint64_t exits = runtime_exits(rt_);
+    if (exits - swept_at_exits_ < std::max<std::uint64_t>(64, wheel_.size() / 16)) return;
+    if (now - last_sweep_ < std::chrono::duration_cast<std::chrono::nanoseconds>(reclaim_interval).count()) return;
+    swept_at_exits_ = exits;
+    last_sweep_ = now;
+    wheel_.sweep([](wheel_entry* e) { return static_cast<timer_node*>(e)->orphaned(); },
+                 [](wheel_entry* e) {
+                   auto* t = static_cast<timer_node*>(e);
+                   std::uint32_t s = pending;
+                   t->state.compare_exchange_strong(s, done, std::memory_order_acq_rel);  // else a cancel got there first
+                   t->release();  // the wheel's reference; a cancel's, if any, is the cancel stack's
+                 });
   }
 
   // A new timer: into the wheel, or straight to the due list.
@@ -495,6 +524,9 @@ class timer_service {
   timer_wheel wheel_;
   std::vector<due_entry> due_;
   std::uint64_t next_seq_ = 0;
+  std::uint64_t swept_at_exits_ = 0;
+  std::int64_t last_sweep_ = 0;
+  std::atomic<std::size_t> pending_{0};
 
   std::mutex start_mutex_;
   std::thread thread_;

@@ -86,6 +86,24 @@ class timer_wheel {
     return std::nullopt;
   }
 
+  /// Takes out every entry `pred` selects, handing each to `f`: O(entries).
+  template <class Pred, class F>
+  std::size_t sweep(Pred&& pred, F&& f) {
+    std::size_t n = 0;
+    for (unsigned s = 0; s < levels * slots; ++s) {
+      for (wheel_entry* e = heads_[s]; e != nullptr;) {
+        wheel_entry* next = e->wnext;
+        if (pred(e)) {
+          remove(e);
+          f(e);
+          ++n;
+        }
+        e = next;
+      }
+    }
+    return n;
+  }
+
   /// Takes every entry out, handing each to `f`.
   template <class F>
   void clear(F&& f) {
