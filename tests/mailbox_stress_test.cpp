@@ -2,13 +2,20 @@
 // to one server, with per-sender sequence checks.
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
 #include <latch>
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include <otpp/otpp.hpp>
 
 #include "catch.hpp"
+
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -111,4 +118,53 @@ TEST_CASE("messages racing a server's death are discarded without leaks") {
     CHECK_FALSE(s.alive());
     CHECK(otpp::try_call(s, sink::report{}).error().kind() == otpp::exit_kind::noproc);
   }
+}
+
+namespace {
+long rss_bytes() {
+  long pages = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+class dam : public otpp::gen_server<dam> {
+ public:
+  struct hold {
+    std::shared_ptr<std::latch> go;
+  };
+  struct load {
+    char bytes[200];
+  };
+  struct count {};
+  void handle_cast(hold h) { h.go->wait(); }
+  void handle_cast(load) { ++n_; }
+  long handle_call(count) { return n_; }
+
+ private:
+  long n_ = 0;
+};
+}  // namespace
+
+TEST_CASE("after a mailbox backlog drains, the memory goes back to the system", "[memory]") {
+  if (otpp::detail::address_sanitizer) return;  // every node is its own allocation there
+  otpp::runtime rt{{.workers = 2}};
+  auto d = rt.start<dam>().value();
+  auto go = std::make_shared<std::latch>(1);
+  const long before = rss_bytes();
+  otpp::cast(d, dam::hold{go});
+  constexpr long n = 1'000'000;  // about 230 MB of nodes
+  for (long i = 0; i < n; ++i) otpp::cast(d, dam::load{});
+  const long peak = rss_bytes();
+  CHECK(peak - before > 150l << 20);
+  go->count_down();
+  CHECK(otpp::call(d, dam::count{}, 60s) == n);
+  // Idle workers give fully free slabs back as they go to sleep.
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (rss_bytes() - before > (peak - before) / 4 && std::chrono::steady_clock::now() < until)
+    std::this_thread::yield();  // polling an outside effect (RSS)
+  INFO("before " << before / 1024 << " KiB, peak " << peak / 1024 << " KiB, after " << rss_bytes() / 1024 << " KiB");
+  CHECK(rss_bytes() - before <= (peak - before) / 4);
 }

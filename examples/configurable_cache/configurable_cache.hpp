@@ -41,6 +41,9 @@ class configurable_cache : public otpp::gen_server<configurable_cache<K, V, Hash
   using base = otpp::gen_server<configurable_cache<K, V, Hash>>;
 
  public:
+  // Pure bookkeeping, no waits: callers may run it on their own thread
+  // (see otpp::declares_nonblocking_handlers).
+  static constexpr bool nonblocking_handlers = true;
   struct put {  // cast
     K key;
     V value;

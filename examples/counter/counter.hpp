@@ -11,6 +11,9 @@ namespace examples {
 
 class counter : public otpp::gen_server<counter> {
  public:
+  // Pure bookkeeping, no waits: callers may run it on their own thread
+  // (see otpp::declares_nonblocking_handlers).
+  static constexpr bool nonblocking_handlers = true;
   struct increment {};  // call → the new value
   struct get_value {};  // call → the value
   struct add {          // cast

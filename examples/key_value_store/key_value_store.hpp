@@ -20,6 +20,9 @@ namespace examples {
 template <class K, class V>
 class key_value_store : public otpp::gen_server<key_value_store<K, V>> {
  public:
+  // Pure bookkeeping, no waits: callers may run it on their own thread
+  // (see otpp::declares_nonblocking_handlers).
+  static constexpr bool nonblocking_handlers = true;
   struct put {  // cast: inserts or replaces
     K key;
     V value;

@@ -51,6 +51,9 @@ inline const otpp::telemetry::event check{"rate_limiter", "check"};
 
 class rate_limiter : public otpp::gen_server<rate_limiter> {
  public:
+  // Pure bookkeeping, no waits: callers may run it on their own thread
+  // (see otpp::declares_nonblocking_handlers).
+  static constexpr bool nonblocking_handlers = true;
   struct decision {
     bool allowed = false;
     /// Requests that would be allowed now (after this one, for a check).

@@ -69,6 +69,9 @@ inline const otpp::telemetry::event cleanup{"session_store", "cleanup"};
 
 class session_store : public otpp::gen_server<session_store> {
  public:
+  // Pure bookkeeping, no waits: callers may run it on their own thread
+  // (see otpp::declares_nonblocking_handlers).
+  static constexpr bool nonblocking_handlers = true;
   /// call → the new session's id.
   struct create {
     std::string data;

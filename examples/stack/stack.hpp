@@ -18,6 +18,9 @@ namespace examples {
 template <class T>
 class stack : public otpp::gen_server<stack<T>> {
  public:
+  // Pure bookkeeping, no waits: callers may run it on their own thread
+  // (see otpp::declares_nonblocking_handlers).
+  static constexpr bool nonblocking_handlers = true;
   struct push {  // cast
     T value;
   };

@@ -1128,8 +1128,10 @@ auto call(const server<Impl>& s, Req&& req, std::chrono::steady_clock::duration 
   return std::move(r).value();
 }
 
-/// Sends `msg` to handle_cast. Never fails and never blocks: a cast to a dead
-/// or empty handle is dropped.
+/// Sends `msg` to handle_cast. Never blocks, and no reply or error comes
+/// back: a cast to a dead or empty handle is dropped, as in Erlang. The one
+/// failure is the caller's own: with no memory left for the message (or for
+/// copying `msg`), it throws std::bad_alloc and nothing is sent.
 template <class Impl, class Msg>
 void cast(const server<Impl>& s, Msg&& msg) {
   using M = std::remove_cvref_t<Msg>;
@@ -1139,7 +1141,8 @@ void cast(const server<Impl>& s, Msg&& msg) {
   p->enqueue(detail::make_node<detail::cast_node<Impl, M>>(std::forward<Msg>(msg)));
 }
 
-/// Sends `msg` to handle_info, dispatched at compile time. Never fails.
+/// Sends `msg` to handle_info, dispatched at compile time. As cast: dropped
+/// if the server is gone; std::bad_alloc (nothing sent) without memory.
 template <class Impl, class Msg>
 void send(const server<Impl>& s, Msg&& msg) {
   using M = std::remove_cvref_t<Msg>;

@@ -151,8 +151,9 @@ class message {
 };
 
 /// Sends `msg` to a process's handle_info, matched by type at run time
-/// against the info types it declares. Never fails: a message to a dead or
-/// empty pid is dropped, as in Erlang.
+/// against the info types it declares. A message to a dead or empty pid is
+/// dropped, as in Erlang; without memory for it, std::bad_alloc is thrown
+/// and nothing is sent.
 template <class Msg>
 void send(const pid& to, Msg&& msg) {
   detail::process_base* p = detail::pid_access::get(to);

@@ -12,7 +12,18 @@
 //
 // Under AddressSanitizer every request goes to operator new, so ASan sees each
 // node's lifetime exactly (use-after-free in message handling stays visible).
+//
+// After a spike (a mailbox backlog that drained) the central lists can hold
+// gigabytes of free blocks. release_free_slabs() gives back to the system
+// every slab whose blocks are all free in the central lists; workers call it
+// as they go idle once more than `pool_release_threshold` bytes sit free
+// there. Slabs some block of which is still in use, or cached by a thread,
+// stay.
+//
+// Out of memory: pool_allocate throws std::bad_alloc like operator new.
 
+#include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -21,11 +32,16 @@
 
 #include "platform.hpp"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace otpp::detail {
 
 inline constexpr std::size_t pool_granule = 16;
 inline constexpr std::size_t pool_max_size = 512;
 inline constexpr std::size_t pool_classes = pool_max_size / pool_granule;
+inline constexpr std::size_t pool_release_threshold = std::size_t{64} << 20;
 
 struct free_block {
   free_block* next;
@@ -60,6 +76,8 @@ class central_pool {
       if (!l.empty()) {
         batch b = l.back();
         l.pop_back();
+        free_bytes_.store(free_bytes_.load(std::memory_order_relaxed) - b.count * pool_class_size(c),
+                          std::memory_order_relaxed);
         return b;
       }
     }
@@ -69,10 +87,30 @@ class central_pool {
   void give(std::size_t c, batch b) {
     std::lock_guard lock{mutex_};
     lists_[c].push_back(b);
+    free_bytes_.store(free_bytes_.load(std::memory_order_relaxed) + b.count * pool_class_size(c), std::memory_order_relaxed);
+  }
+
+  /// Bytes in free blocks held here (not counting the threads' caches).
+  [[nodiscard]] std::size_t free_bytes() const noexcept { return free_bytes_.load(std::memory_order_relaxed); }
+  /// Bytes in slabs obtained from the system and not given back.
+  [[nodiscard]] std::size_t slab_bytes() const noexcept { return slab_bytes_.load(std::memory_order_relaxed); }
+
+  /// Gives back every slab whose blocks are all free here. O(free blocks
+  /// × log slabs), under the lock: meant for idle moments. Returns the bytes
+  /// given back; 0 at once if another thread is already at it.
+  std::size_t release_free_slabs() noexcept {
+    std::unique_lock lock{mutex_, std::try_to_lock};
+    if (!lock.owns_lock()) return 0;
+    try {
+      return release_locked();
+    } catch (...) {
+      return 0;  // no memory for the bookkeeping: try another time
+    }
   }
 
   void give_one(std::size_t c, free_block* blk) {
     std::lock_guard lock{mutex_};
+    free_bytes_.store(free_bytes_.load(std::memory_order_relaxed) + pool_class_size(c), std::memory_order_relaxed);
     auto& l = lists_[c];
     if (!l.empty() && l.back().count < pool_batch(c)) {
       blk->next = l.back().head;
@@ -85,15 +123,81 @@ class central_pool {
   }
 
  private:
+  struct slab {
+    char* mem;
+    std::uint32_t cls;
+    std::uint32_t free = 0;  // counted during a release pass
+    friend bool operator<(const slab& a, const slab& b) noexcept { return a.mem < b.mem; }
+  };
+
+  std::size_t release_locked() {
+    if (slabs_.empty()) return 0;
+    std::sort(slabs_.begin(), slabs_.end());
+    auto slab_of = [&](const void* p) -> slab* {
+      auto it = std::upper_bound(slabs_.begin(), slabs_.end(), slab{static_cast<char*>(const_cast<void*>(p)), 0});
+      return it == slabs_.begin() ? nullptr : &*(it - 1);
+    };
+    for (auto& s : slabs_) s.free = 0;
+    for (std::size_t c = 0; c < pool_classes; ++c)
+      for (const batch& b : lists_[c])
+        for (free_block* f = b.head; f != nullptr; f = f->next)
+          if (slab* s = slab_of(f)) ++s->free;
+    std::size_t released = 0;
+    bool any = false;
+    for (auto& s : slabs_) any = any || s.free == pool_batch(s.cls);
+    if (!any) return 0;
+    // Rebuild each class's lists from the blocks of slabs that stay.
+    for (std::size_t c = 0; c < pool_classes; ++c) {
+      std::vector<batch> kept;
+      batch cur{nullptr, 0};
+      for (const batch& b : lists_[c]) {
+        for (free_block* f = b.head; f != nullptr;) {
+          free_block* next = f->next;
+          slab* s = slab_of(f);
+          if (s == nullptr || s->free != pool_batch(s->cls)) {
+            f->next = cur.head;
+            cur.head = f;
+            if (++cur.count == pool_batch(c)) {
+              kept.push_back(cur);
+              cur = {nullptr, 0};
+            }
+          }
+          f = next;
+        }
+      }
+      if (cur.count != 0) kept.push_back(cur);
+      lists_[c] = std::move(kept);
+    }
+    std::vector<slab> stay;
+    stay.reserve(slabs_.size());
+    for (auto& s : slabs_) {
+      if (s.free == pool_batch(s.cls)) {
+        const std::size_t bytes = pool_class_size(s.cls) * pool_batch(s.cls);
+        ::operator delete(s.mem, std::align_val_t{cache_line});
+        released += bytes;
+      } else {
+        stay.push_back(s);
+      }
+    }
+    slabs_ = std::move(stay);
+    free_bytes_.store(free_bytes_.load(std::memory_order_relaxed) - released, std::memory_order_relaxed);
+    slab_bytes_.store(slab_bytes_.load(std::memory_order_relaxed) - released, std::memory_order_relaxed);
+    return released;
+  }
+
   batch carve(std::size_t c) {
     const std::size_t size = pool_class_size(c);
     const std::uint32_t n = pool_batch(c);
     // 64-byte aligned slabs: blocks of a class whose size is a multiple of 64
     // are then cache-line aligned (process objects rely on it, see process_base).
     auto* mem = static_cast<char*>(::operator new(size * n, std::align_val_t{cache_line}));
-    {
+    try {
       std::lock_guard lock{mutex_};
-      slabs_.push_back(mem);
+      slabs_.push_back(slab{mem, static_cast<std::uint32_t>(c)});
+      slab_bytes_.store(slab_bytes_.load(std::memory_order_relaxed) + size * n, std::memory_order_relaxed);
+    } catch (...) {
+      ::operator delete(mem, std::align_val_t{cache_line});
+      throw;
     }
     free_block* head = nullptr;
     for (std::uint32_t i = n; i-- > 0;) {
@@ -106,7 +210,9 @@ class central_pool {
 
   std::mutex mutex_;
   std::vector<batch> lists_[pool_classes];
-  std::vector<char*> slabs_;  // keeps every slab reachable
+  std::vector<slab> slabs_;  // keeps every slab reachable
+  std::atomic<std::size_t> free_bytes_{0};  // written under mutex_
+  std::atomic<std::size_t> slab_bytes_{0};
 };
 
 // Trivially destructible, so it stays usable while thread_local destructors
@@ -208,6 +314,19 @@ inline void pool_deallocate(void* p, std::size_t n) noexcept {
     b->next = tc.head[c];
     tc.head[c] = b;
     if (++tc.count[c] >= 2 * pool_batch(c)) [[unlikely]] pool_flush(c);
+  }
+}
+
+/// An idle worker's chore: after a spike, give fully free slabs back.
+inline void pool_release_if_idle_and_large() noexcept {
+  if constexpr (!address_sanitizer) {
+    auto& central = central_pool::instance();
+    if (central.free_bytes() <= pool_release_threshold) return;
+    if (central.release_free_slabs() > 0) {
+#if defined(__GLIBC__)
+      ::malloc_trim(0);  // the slabs went back to malloc; this takes them back to the system
+#endif
+    }
   }
 }
 

@@ -566,6 +566,9 @@ class runtime_core {
         }
       }
       spinners_.fetch_sub(1, std::memory_order_seq_cst);
+      // About to sleep: a moment to hand memory from a past spike back.
+      pool_trim();
+      pool_release_if_idle_and_large();
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
       std::atomic_thread_fence(std::memory_order_seq_cst);
       const std::uint32_t epoch = epoch_.load(std::memory_order_seq_cst);
