@@ -405,9 +405,7 @@ class process_base {
   std::atomic<std::uint32_t> state_{scheduled};     // 24: born owned by its starter
  private:
   std::atomic<std::uint32_t> refs_{1};              // 28
- public:
-  std::uint64_t id_ = 0;                            // 32
- private:
+  runtime_core* rt_;                                // 32: a sender that wakes us schedules through it
   std::atomic<std::uint32_t> enqueued_{0};          // 40: messages pushed (mod 2^32)
   // Owner-written, read by observers: bit 0 hibernating; the rest counts
   // calls run inline (handled without being queued), for queue_length.
@@ -422,7 +420,9 @@ class process_base {
   process_cold* cold_ = nullptr;                    // 80
   mpsc_queue signals_;                              // 88: tail + stub, rarely written
   mpsc_node* sig_head_ = signals_.consumer_head();  // 104
-  runtime_core* rt_;                                // 112: read by senders only to schedule
+ public:
+  std::uint64_t id_ = 0;                            // 112
+ private:
 
  public:
   inline void schedule_owned() noexcept;
