@@ -23,24 +23,7 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-struct gate {
-  std::mutex m;
-  std::condition_variable cv;
-  bool open = false;
-  std::atomic<int> entered{0};
-  void wait() {
-    ++entered;
-    std::unique_lock lock{m};
-    cv.wait_for(lock, 20s, [&] { return open; });
-  }
-  void release() {
-    {
-      std::lock_guard lock{m};
-      open = true;
-    }
-    cv.notify_all();
-  }
-};
+using otpp_test::gate;
 
 class stuck : public otpp::gen_server<stuck> {
  public:

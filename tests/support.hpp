@@ -1,6 +1,9 @@
 #pragma once
 // Helpers shared by the tests.
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,6 +19,27 @@ namespace otpp_test {
 struct virtual_runtime {
   std::shared_ptr<otpp::testing::virtual_clock> clock = std::make_shared<otpp::testing::virtual_clock>();
   otpp::runtime rt{{.workers = 2, .clock = clock}};
+};
+
+/// A door handlers wait at, opened by the test once it has its answer. The
+/// wait is bounded (20 s) so a test that fails does not hang the suite.
+struct gate {
+  std::mutex m;
+  std::condition_variable cv;
+  bool open = false;
+  std::atomic<int> entered{0};
+  void wait() {
+    ++entered;
+    std::unique_lock lock{m};
+    cv.wait_for(lock, std::chrono::seconds(20), [&] { return open; });
+  }
+  void release() {
+    {
+      std::lock_guard lock{m};
+      open = true;
+    }
+    cv.notify_all();
+  }
 };
 
 /// What processes did, written from their threads, read by the test.

@@ -19,26 +19,7 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-/// A door handlers wait at, opened by the test once it has its answer. The
-/// wait is bounded so a test that fails does not hang the suite.
-struct gate {
-  std::mutex m;
-  std::condition_variable cv;
-  bool open = false;
-  std::atomic<int> entered{0};
-  void wait() {
-    ++entered;
-    std::unique_lock lock{m};
-    cv.wait_for(lock, 10s, [&] { return open; });
-  }
-  void release() {
-    {
-      std::lock_guard lock{m};
-      open = true;
-    }
-    cv.notify_all();
-  }
-};
+using otpp_test::gate;
 
 class blocker : public otpp::gen_server<blocker> {
  public:

@@ -384,7 +384,11 @@ class timer_service {
       const std::int64_t next_tick = next ? static_cast<std::int64_t>(*next) : never;
       const std::uint32_t epoch = wake_word_.load(std::memory_order_seq_cst);
       next_wake_.store(next_tick, std::memory_order_seq_cst);
-      // Re-check after publishing when we sleep till (Dekker with schedule()).
+      // Re-check after publishing when we sleep till (Dekker with schedule()),
+      // and stop() after reading the epoch: its wake may have come between
+      // the check above and that read, and would be lost on a sleep without
+      // a deadline.
+      if (stopping_.load(std::memory_order_seq_cst)) return;
       if (!inboxes_empty() || sync_requested_.load(std::memory_order_seq_cst) != synced) continue;
       if (next_tick <= now_tick) continue;
       if (clock_) {
