@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -322,6 +323,13 @@ inline void pool_release_if_idle_and_large() noexcept {
   if constexpr (!address_sanitizer) {
     auto& central = central_pool::instance();
     if (central.free_bytes() <= pool_release_threshold) return;
+    // A pass walks every free block: at most one a second, so that memory
+    // that stays fragmented (slabs partly in use) costs no idle CPU.
+    static std::atomic<std::int64_t> last_pass{0};
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now().time_since_epoch()).count();
+    std::int64_t last = last_pass.load(std::memory_order_relaxed);
+    if (now - last < 1000 || !last_pass.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
     if (central.release_free_slabs() > 0) {
 #if defined(__GLIBC__)
       ::malloc_trim(0);  // the slabs went back to malloc; this takes them back to the system
