@@ -20,17 +20,31 @@ std::atomic<bool> refuse_large{false};
 std::atomic<long> refused{0};
 }  // namespace
 
-// Replaces the global allocator: large requests fail while refuse_large is set.
-void* operator new(std::size_t n) {
+// Replaces the global allocator (every unaligned form, so that sanitizers'
+// own never pair with these): large requests fail while refuse_large is set.
+namespace {
+void* allocate(std::size_t n) noexcept {
   if (n >= 4096 && refuse_large.load(std::memory_order_relaxed)) {
     refused.fetch_add(1, std::memory_order_relaxed);
-    throw std::bad_alloc{};
+    return nullptr;
   }
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  return std::malloc(n == 0 ? 1 : n);
+}
+void* allocate_or_throw(std::size_t n) {
+  if (void* p = allocate(n)) return p;
   throw std::bad_alloc{};
 }
+}  // namespace
+void* operator new(std::size_t n) { return allocate_or_throw(n); }
+void* operator new[](std::size_t n) { return allocate_or_throw(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return allocate(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return allocate(n); }
 void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 class plain : public otpp::gen_server<plain> {

@@ -166,12 +166,17 @@ class runtime_core {
   /// Live processes, each with a reference the caller must release.
   std::vector<process_base*> live_processes() {
     std::vector<process_base*> out;
-    for (auto& sh : shards_) {
-      std::lock_guard lock{sh.mutex};
-      for (process_base* p = sh.head; p; p = p->live_next_) {
-        p->add_ref();
-        out.push_back(p);
+    try {
+      for (auto& sh : shards_) {
+        std::lock_guard lock{sh.mutex};
+        for (process_base* p = sh.head; p; p = p->live_next_) {
+          out.push_back(p);
+          p->add_ref();
+        }
       }
+    } catch (...) {
+      for (process_base* p : out) p->release();  // no memory for the list: nothing taken
+      throw;
     }
     std::sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->id() < b->id(); });
     return out;
