@@ -150,6 +150,9 @@ class dam : public otpp::gen_server<dam> {
 
 TEST_CASE("after a mailbox backlog drains, the memory goes back to the system", "[memory]") {
   if (otpp::detail::address_sanitizer) return;  // every node is its own allocation there
+#if defined(__SANITIZE_THREAD__)
+  return;  // TSan's allocator keeps what it is given back: RSS says nothing about ours
+#endif
   otpp::runtime rt{{.workers = 2}};
   auto d = rt.start<dam>().value();
   auto go = std::make_shared<std::latch>(1);
