@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Builds otpp's tests and runs them. Usage: scripts/test.sh [plain|address|thread]
-#   plain   (default) optimised build with assertions
+# Builds otpp's tests and runs them. Usage: scripts/test.sh [plain|address|thread|clang]
+#   plain   (default) optimised build with assertions, g++, header-only
 #   address ASan + UBSan
 #   thread  TSan
+#   clang   optimised build with clang++, linked with the compiled runtime
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-plain}
-bash scripts/deps.sh
+extra=()
+case $mode in clang) bash scripts/deps.sh clang ;; *) bash scripts/deps.sh ;; esac
 build=build/test-$mode
 san=""; type=RelWithDebInfo
 case $mode in
   plain) ;;
+  clang) extra=(-DCMAKE_CXX_COMPILER=clang++ -DOTPP_TEST_COMPILED=ON) ;;
   address) san=address; type=Debug ;;
   thread) san=thread; type=RelWithDebInfo ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=$type -DOTPP_SANITIZE=$san \
-  -DOTPP_BUILD_EXAMPLES=ON -DOTPP_BUILD_BENCHMARKS=OFF -DOTPP_BUILD_TESTS=ON >/dev/null
+  -DOTPP_BUILD_EXAMPLES=ON -DOTPP_BUILD_BENCHMARKS=OFF -DOTPP_BUILD_TESTS=ON "${extra[@]}" >/dev/null
 cmake --build "$build" -j"$(nproc)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -21,10 +21,9 @@
 #include <utility>
 #include <variant>
 
-#include <cxxabi.h>
-#include <typeinfo>
-
 #include <fmt/core.h>
+
+#include "detail/config.hpp"
 
 namespace otpp {
 
@@ -90,15 +89,7 @@ class exit_reason {
     return payload_ ? payload_->related : none;
   }
 
-  [[nodiscard]] std::string to_string() const {
-    std::string s{kind_name(kind_)};
-    if (payload_ && !payload_->detail.empty()) {
-      s += '(';
-      s += payload_->detail;
-      s += ')';
-    }
-    return s;
-  }
+  [[nodiscard]] std::string to_string() const;
 
   friend bool operator==(const exit_reason& a, const exit_reason& b) noexcept {
     if (a.kind_ != b.kind_) return false;
@@ -134,21 +125,9 @@ class exit_reason {
   exit_reason(exit_kind k, std::string detail)
       : kind_{k}, payload_{std::make_shared<payload>(payload{std::move(detail), nullptr, nullptr})} {}
 
-  static std::string describe(const std::exception_ptr& e) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      return demangle(typeid(ex).name()) + ": " + ex.what();
-    } catch (...) {
-      return "non-standard exception";
-    }
-  }
+  static std::string describe(const std::exception_ptr& e);
 
-  static std::string demangle(const char* mangled) {
-    int status = 0;
-    std::unique_ptr<char, void (*)(void*)> p{abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free};
-    return status == 0 && p ? std::string{p.get()} : std::string{mangled};
-  }
+  static std::string demangle(const char* mangled);
 
   exit_kind kind_ = exit_kind::normal;
   std::shared_ptr<const payload> payload_;
@@ -162,10 +141,9 @@ class exit_reason {
 /// exactly its reason, as Erlang's exit/1 does.
 class exit_error : public std::runtime_error {
  public:
-  explicit exit_error(exit_reason r) : std::runtime_error{"otpp exit: " + r.to_string()}, reason_{std::move(r)} {}
+  explicit exit_error(exit_reason r);
   /// `operation` describes what failed; what() is "operation: reason".
-  exit_error(exit_reason r, std::string_view operation)
-      : std::runtime_error{std::string{operation} + ": " + r.to_string()}, reason_{std::move(r)} {}
+  exit_error(exit_reason r, std::string_view operation);
   [[nodiscard]] const exit_reason& reason() const noexcept { return reason_; }
 
  private:
@@ -177,22 +155,6 @@ class exit_error : public std::runtime_error {
 /// it quietly (no crash report, no transient restart); terminate runs as
 /// after a crash. Outside a process it is an exception like any other.
 [[noreturn]] inline void exit(exit_reason reason) { throw exit_error{std::move(reason)}; }
-
-inline exit_reason exit_reason::of_exception(std::exception_ptr e) {
-  std::string text;
-  try {
-    std::rethrow_exception(e);
-  } catch (const exit_error& x) {
-    return x.reason();
-  } catch (const std::exception& ex) {
-    text = demangle(typeid(ex).name()) + ": " + ex.what();
-  } catch (...) {
-    text = "non-standard exception";
-  }
-  exit_reason r{exit_kind::exception};
-  r.payload_ = std::make_shared<payload>(payload{std::move(text), std::move(e), nullptr});
-  return r;
-}
 
 /// A value or the exit_reason that prevented it (std::expected-like, C++20).
 template <class T>
@@ -255,10 +217,20 @@ class [[nodiscard]] result<void> {
 
 }  // namespace otpp
 
+// Formats with "{}" only: a spec-aware formatter would make every translation
+// unit instantiate fmt's whole writer (seconds of build time).
 template <>
-struct fmt::formatter<otpp::exit_reason> : fmt::formatter<std::string_view> {
+struct fmt::formatter<otpp::exit_reason> {
+  constexpr auto parse(fmt::format_parse_context& ctx) { return ctx.begin(); }
   template <class Ctx>
   auto format(const otpp::exit_reason& r, Ctx& ctx) const {
-    return fmt::formatter<std::string_view>::format(r.to_string(), ctx);
+    const std::string s = r.to_string();
+    auto out = ctx.out();
+    for (char c : s) *out++ = c;
+    return out;
   }
 };
+
+#if OTPP_HEADER_ONLY
+#include "detail/exit_reason-inl.hpp"
+#endif

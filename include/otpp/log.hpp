@@ -19,7 +19,9 @@
 #include <string_view>
 #include <utility>
 
-#include <fmt/format.h>
+#include <fmt/core.h>
+
+#include "detail/config.hpp"
 
 namespace otpp {
 
@@ -40,13 +42,8 @@ struct logger_state {
 };
 }  // namespace detail
 
-inline void set_logger(log_handler handler) {
-  auto& s = detail::logger_state::instance();
-  std::shared_ptr<const log_handler> h;
-  if (handler) h = std::make_shared<const log_handler>(std::move(handler));
-  std::lock_guard lock{s.mutex};
-  s.handler = std::move(h);
-}
+/// Routes log lines to `handler` (an empty one restores stderr).
+void set_logger(log_handler handler);
 
 /// The lowest level that is logged (debug by default).
 inline void set_log_level(log_level lowest) noexcept {
@@ -58,24 +55,8 @@ inline void set_log_level(log_level lowest) noexcept {
          static_cast<int>(level) >= detail::logger_state::instance().level.load(std::memory_order_relaxed);
 }
 
-inline void log_line(log_level level, std::string_view line) noexcept {
-  if (!log_enabled(level)) return;
-  auto& s = detail::logger_state::instance();
-  std::shared_ptr<const log_handler> h;
-  {
-    std::lock_guard lock{s.mutex};
-    h = s.handler;
-  }
-  if (h) {
-    try {
-      (*h)(level, line);
-    } catch (...) {
-    }
-    return;
-  }
-  static constexpr const char* names[] = {"debug", "info", "warning", "error", "none"};
-  std::fprintf(stderr, "[otpp %s] %.*s\n", names[static_cast<int>(level)], static_cast<int>(line.size()), line.data());
-}
+/// Logs one line as it is, if `level` is enabled.
+void log_line(log_level level, std::string_view line) noexcept;
 
 template <class... Args>
 void log(log_level level, fmt::format_string<Args...> f, Args&&... args) noexcept {
@@ -100,3 +81,7 @@ void log_rt(log_level level, std::string_view f, const Args&... args) noexcept {
 }  // namespace detail
 
 }  // namespace otpp
+
+#if OTPP_HEADER_ONLY
+#include "detail/log-inl.hpp"
+#endif

@@ -1,5 +1,6 @@
 #pragma once
-// Processes as values: pid handles, untyped sends, and the current process.
+// Processes as values: untyped sends, the current process, links, monitors
+// and exit signals (the values themselves, pid and down, are in pid.hpp).
 //
 // Links, monitors and exit signals follow Erlang (the table in the project's
 // OTP semantics notes, §3): a process that dies sends its reason to every
@@ -13,11 +14,6 @@
 // cannot be linked or killed, and it watches a process with await_exit
 // instead of monitor.
 //
-// A pid is a counted handle. It stays valid after the process dies (it then
-// answers alive() == false, sends to it are dropped and calls fail with
-// noproc), so holding a pid never dangles. Equality and ordering follow the
-// process identity; pids format as Erlang's `<0.ID.0>`.
-//
 //   otpp::send(some_pid, tick{});   // delivered to handle_info, see gen_server.hpp
 
 #include <algorithm>
@@ -28,74 +24,14 @@
 #include <string_view>
 #include <utility>
 
-#include <fmt/format.h>  // fmt::format_to_n
+#include <fmt/core.h>
 
+#include "detail/links.hpp"
+#include "detail/name_table.hpp"
 #include "detail/process_base.hpp"
 #include "detail/runtime_core.hpp"
 #include "log.hpp"
-
-namespace otpp {
-
-class pid;
-
-namespace detail {
-struct pid_access;
-}
-
-class pid {
- public:
-  pid() noexcept = default;
-  pid(const pid& o) noexcept : p_{o.p_} {
-    if (p_) p_->add_ref();
-  }
-  pid(pid&& o) noexcept : p_{std::exchange(o.p_, nullptr)} {}
-  pid& operator=(pid o) noexcept {
-    std::swap(p_, o.p_);
-    return *this;
-  }
-  ~pid() {
-    if (p_) p_->release();
-  }
-
-  /// False for a default-constructed pid.
-  explicit operator bool() const noexcept { return p_ != nullptr; }
-  /// Whether the process is still running (a snapshot: it may die right after).
-  [[nodiscard]] bool alive() const noexcept { return p_ != nullptr && p_->alive(); }
-  /// Unique for the life of the program; 0 for an empty pid.
-  [[nodiscard]] std::uint64_t id() const noexcept { return p_ ? p_->id() : 0; }
-
-  friend bool operator==(const pid& a, const pid& b) noexcept { return a.p_ == b.p_; }
-  friend std::strong_ordering operator<=>(const pid& a, const pid& b) noexcept { return a.id() <=> b.id(); }
-
- private:
-  friend struct detail::pid_access;
-  struct adopt_t {};
-  pid(detail::process_base* p, adopt_t) noexcept : p_{p} {}
-  detail::process_base* p_ = nullptr;
-};
-
-namespace detail {
-struct pid_access {
-  static process_base* get(const pid& p) noexcept { return p.p_; }
-  /// A new handle to `p` (takes a reference).
-  static pid make(process_base* p) noexcept {
-    if (p) p->add_ref();
-    return pid{p, pid::adopt_t{}};
-  }
-};
-}  // namespace detail
-}  // namespace otpp
-
-// Pids format as Erlang's `<0.ID.0>`.
-template <>
-struct fmt::formatter<otpp::pid> : fmt::formatter<std::string_view> {
-  template <class Ctx>
-  auto format(const otpp::pid& p, Ctx& ctx) const {
-    char buf[40];
-    auto r = fmt::format_to_n(buf, sizeof buf, "<0.{}.0>", p.id());
-    return fmt::formatter<std::string_view>::format(std::string_view{buf, r.size}, ctx);
-  }
-};
+#include "pid.hpp"
 
 namespace otpp {
 namespace detail {
@@ -173,47 +109,13 @@ namespace detail {
 /// The already_started reason naming `holder` (see otpp::holder).
 inline exit_reason already_started_by(process_base* holder) {
   auto held = std::make_shared<const pid>(pid_access::make(holder));
-  std::string text = fmt::format("<0.{}.0>", held->id());
+  std::string text{pid_text{held->id()}.view()};
   return exit_reason::already_started(std::move(text), std::move(held));
 }
 }  // namespace detail
 
-/// Wait forever.
-inline constexpr std::chrono::steady_clock::duration infinity = std::chrono::steady_clock::duration::max();
-
-/// Names one monitor: returned by monitor(), carried by its down message.
-class monitor_ref {
- public:
-  monitor_ref() noexcept = default;
-  monitor_ref(std::uint64_t id, pid target) noexcept : id_{id}, target_{std::move(target)} {}
-  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
-  [[nodiscard]] const pid& target() const noexcept { return target_; }
-  explicit operator bool() const noexcept { return id_ != 0; }
-  friend bool operator==(const monitor_ref& a, const monitor_ref& b) noexcept { return a.id_ == b.id_; }
-
- private:
-  std::uint64_t id_ = 0;
-  pid target_;
-};
-
-/// A trapped exit signal, delivered to handle_info (Erlang's {'EXIT', From, Reason}).
-struct exit_signal {
-  pid from;  // empty when sent by a plain thread
-  exit_reason reason;
-};
-
-/// A monitored process went away (Erlang's {'DOWN', Ref, process, Pid, Reason}).
-/// Monitoring a process that is already gone gives reason noproc.
-struct down {
-  monitor_ref ref;
-  pid process;
-  exit_reason reason;
-};
-
 }  // namespace otpp
 
-#include "detail/links.hpp"
-#include "detail/name_table.hpp"
 
 namespace otpp {
 

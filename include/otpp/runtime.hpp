@@ -58,12 +58,7 @@ class runtime {
   /// threads, within runtime_config::shutdown_timeout in total. Idempotent.
   /// From one of this runtime's own threads (std::exit in a handler), the
   /// calling process is left running and the runtime's memory is not freed.
-  void shutdown() {
-    core_->shutdown([](detail::process_base* p, std::chrono::steady_clock::duration left) {
-      auto r = detail::stop_process(p, exit_reason::shutdown(), left);
-      return r || r.error().kind() != exit_kind::timeout;
-    });
-  }
+  void shutdown() { core_->shutdown(); }
 
   /// Processes started and not yet exited.
   [[nodiscard]] std::size_t process_count() const { return core_->live_count(); }

@@ -63,7 +63,7 @@ struct process_snapshot {
   otpp::detail::process_base* proc = otpp::detail::pid_access::get(p);
   process_snapshot out;
   if (proc == nullptr) return out;
-  const std::uint32_t st = proc->state_.load(std::memory_order_acquire);
+  const std::uint32_t st = proc->run_state();
   if (st & otpp::detail::process_base::dead) return out;
   out.message_queue_len = proc->queue_length();
   if (proc->hibernating()) {

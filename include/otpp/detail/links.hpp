@@ -1,6 +1,6 @@
 #pragma once
 // Links, monitors and exit signals: the signal messages and what a process
-// does when it receives one. Included at the end of process.hpp.
+// does when it receives one.
 //
 // Every operation is a signal to the other side, delivered through its signal
 // queue (handled before its next message). A signal to a dead process is
@@ -10,18 +10,11 @@
 
 #include <algorithm>
 
-#include "../process.hpp"
+#include "../pid.hpp"
+#include "config.hpp"
+#include "process_base.hpp"
 
 namespace otpp::detail {
-
-inline process_cold::~process_cold() {
-  for (process_base* l : links) l->release();
-  if (parent) parent->release();
-  for (auto& [ref, m] : monitors) {
-    if (m.watcher) m.watcher->release();
-    if (m.waiter) m.waiter->release();
-  }
-}
 
 inline bool remove_link(process_cold& c, process_base* other) noexcept {
   if (c.links.erase(other) == 0) return false;
@@ -200,24 +193,10 @@ struct demonitor_node final : message_node {
   }
 };
 
-inline void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) noexcept {
-  for (process_base* l : c.links) {
-    try {
-      l->enqueue_signal(make_node<exit_signal_node>(&p, reason, true));
-    } catch (...) {
-    }
-    l->release();
-  }
-  c.links.clear();
-  if (c.parent) {
-    c.parent->release();
-    c.parent = nullptr;
-  }
-  for (auto& [ref, m] : c.monitors) deliver_down(p, m, reason);
-  c.monitors.clear();
-  c.watching.clear();
-}
-
 inline std::atomic<std::uint64_t> next_monitor_ref{1};
 
 }  // namespace otpp::detail
+
+#if OTPP_HEADER_ONLY
+#include "links-inl.hpp"
+#endif

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "config.hpp"
 #include "platform.hpp"
 #include "process_base.hpp"
 
@@ -85,10 +86,8 @@ class name_table {
   shard shards_[shard_count];
 };
 
-inline void release_name(process_base& p, process_cold& c) noexcept {
-  if (c.name.empty()) return;
-  name_table::instance().remove(c.name, &p);
-  c.name.clear();
-}
-
 }  // namespace otpp::detail
+
+#if OTPP_HEADER_ONLY
+#include "name_table-inl.hpp"
+#endif

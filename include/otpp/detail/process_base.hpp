@@ -23,15 +23,12 @@
 #include <vector>
 
 #include "../exit_reason.hpp"
+#include "../pid.hpp"
+#include "config.hpp"
 #include "mpsc_queue.hpp"
 #include "node_pool.hpp"
 #include "platform.hpp"
 #include "reply_slot.hpp"
-
-namespace otpp {
-struct exit_signal;
-struct down;
-}  // namespace otpp
 
 namespace otpp::detail {
 
@@ -91,12 +88,13 @@ class current_scope {
 
 enum class turn_result : std::uint8_t { idle, yielded, dead };
 
-/// True on a worker of `rt` whose queues are empty (defined with the runtime).
-inline bool worker_has_nothing_else(const runtime_core* rt) noexcept;
-/// A process's memory holds its runtime's core (defined with the runtime):
-/// whoever holds a pid may still enqueue, which touches the scheduler.
-inline void add_core_ref(runtime_core* rt) noexcept;
-inline void release_core_ref(runtime_core* rt) noexcept;
+// Defined with the runtime (runtime_core.hpp), which this header sits below.
+/// True on a worker of `rt` whose queues are empty.
+bool worker_has_nothing_else(const runtime_core* rt) noexcept;
+/// A process's memory holds its runtime's core: whoever holds a pid may
+/// still enqueue, which touches the scheduler.
+void add_core_ref(runtime_core* rt) noexcept;
+void release_core_ref(runtime_core* rt) noexcept;
 
 /// Something to tidy when a process exits (a registry's entries for it).
 /// Runs on the exiting process's thread, owner of its state.
@@ -153,11 +151,8 @@ struct process_cold {
   ~process_cold();
 };
 
-class process_base {
+class process_base : public process_identity {
  public:
-  static constexpr std::uint32_t scheduled = 1;
-  static constexpr std::uint32_t dead = 2;
-
   // local_ flags: owned by whoever holds `scheduled`.
   static constexpr std::uint32_t exit_pending = 1;
   static constexpr std::uint32_t call_terminate = 2;
@@ -196,16 +191,11 @@ class process_base {
   /// Runs Impl::on_hibernate if it exists (a throw crashes the process).
   virtual void run_on_hibernate() noexcept = 0;
 
-  // -- references ------------------------------------------------------------
-  void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
-  void release() noexcept {
-    // acq_rel: the freeing thread must see all writes of the other owners.
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) deallocate_();
-  }
-
-  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
-  [[nodiscard]] bool alive() const noexcept { return (state_.load(std::memory_order_acquire) & dead) == 0; }
   [[nodiscard]] runtime_core* rt() const noexcept { return rt_; }
+  /// The runtime's registration: a process gets its id once.
+  void assign_id(std::uint64_t id) noexcept { id_ = id; }
+  /// The run state word (scheduled, dead), for observers.
+  [[nodiscard]] std::uint32_t run_state() const noexcept { return state_.load(std::memory_order_acquire); }
 
   // -- mailbox ---------------------------------------------------------------
   /// Any thread. Delivers `n`, scheduling the process if it was idle; a dead
@@ -235,7 +225,7 @@ class process_base {
   /// continuations are scheduled; queued messages are handled here, up to a
   /// small budget (combining: the thread that holds the process drains what
   /// piled up instead of handing it to another core).
-  inline void release_inline() noexcept;
+  void release_inline() noexcept;
 
   /// Owner only: handle up to `budget` messages. On `dead`, do not touch the
   /// process again (the caller's own handle may keep the memory).
@@ -298,12 +288,12 @@ class process_base {
   /// Owner only, just before a call's reply is published: the idle time of a
   /// set_timeout or hibernate_after starts now, not when the turn later
   /// settles (by then the caller may have moved a test clock on).
-  inline void mark_replied() noexcept;
+  void mark_replied() noexcept;
   /// Owner only, about to go idle: arms what set_timeout, hibernate or
-  /// hibernate_after asked for (defined in runtime_core.hpp).
-  inline void settle_idle() noexcept;
+  /// hibernate_after asked for (defined with the runtime).
+  void settle_idle() noexcept;
   /// Owner only: our idle timer of generation `gen` came due.
-  inline void idle_timer_due(std::uint64_t gen) noexcept;
+  void idle_timer_due(std::uint64_t gen) noexcept;
 
   /// Owner only; the cold state, created on demand.
   process_cold& cold_state() { return cold(); }
@@ -331,7 +321,7 @@ class process_base {
   /// init failed: OTP does not call terminate then.
   void suppress_terminate() noexcept { local_ &= ~call_terminate; }
   /// Owner only: a reply to send once terminate has run.
-  inline void hold_reply(message_node* n);
+  void hold_reply(message_node* n);
 
   /// The starter's last step: the process becomes runnable by anyone.
   void publish_started() noexcept {
@@ -348,9 +338,9 @@ class process_base {
 
   /// Owner only: completes an exit (terminate, crash log, mailbox drain,
   /// waiters) and returns the final reason.
-  inline exit_reason finish_exit() noexcept;
+  exit_reason finish_exit() noexcept;
   /// Owner only: exits at once with `reason` (inline stop; no cold state needed).
-  inline exit_reason exit_now(exit_reason reason, bool with_terminate) noexcept;
+  exit_reason exit_now(exit_reason reason, bool with_terminate) noexcept;
 
   /// Owner only: the stop protocol of otpp::stop.
   void add_stop_waiter(reply_slot<void>* s, exit_reason requested) {
@@ -394,38 +384,31 @@ class process_base {
   [[nodiscard]] bool hibernating() const noexcept { return (published_.load(std::memory_order_acquire) & 1u) != 0; }
 
   // -- for the runtime -------------------------------------------------------
-  // Layout (offsets for a 64-byte aligned object, vptr at 0): the first cache
-  // line holds what senders touch (mailbox tail, state, refs, the enqueue
-  // count) and cold bookkeeping; the second what the running consumer
-  // touches per message (head, local flags) followed by the Impl. See
-  // process_of::alloc_size.
+  // Layout (offsets for a 64-byte aligned object; the vptr, state, refs and
+  // id come first, from process_identity): the first cache line holds what
+  // senders touch (mailbox tail, state, refs, the enqueue count); the second
+  // what the running consumer touches per message (head, local flags)
+  // followed by the Impl. See process_of::alloc_size.
  private:
-  mpsc_queue mailbox_;                              // 8: tail + stub
- public:
-  std::atomic<std::uint32_t> state_{scheduled};     // 24: born owned by its starter
- private:
-  std::atomic<std::uint32_t> refs_{1};              // 28
-  runtime_core* rt_;                                // 32: a sender that wakes us schedules through it
-  std::atomic<std::uint32_t> enqueued_{0};          // 40: messages pushed (mod 2^32)
+  mpsc_queue mailbox_;                              // 24: tail + stub
+  runtime_core* rt_;                                // 40: a sender that wakes us schedules through it
+  std::atomic<std::uint32_t> enqueued_{0};          // 48: messages pushed (mod 2^32)
   // Owner-written, read by observers: bit 0 hibernating; the rest counts
   // calls run inline (handled without being queued), for queue_length.
-  std::atomic<std::uint32_t> published_{0};         // 44
- public:
-  process_base* live_prev_ = nullptr;               // 48: intrusive list of live processes
-  process_base* live_next_ = nullptr;               // 56
- private:
-  mpsc_node* head_ = mailbox_.consumer_head();      // 64: consumer's cursor
-  std::uint32_t local_ = 0;                         // 72
-  std::atomic<std::uint32_t> handled_{0};           // 76: messages handled, low bits (owner-written)
-  process_cold* cold_ = nullptr;                    // 80
-  mpsc_queue signals_;                              // 88: tail + stub, rarely written
-  mpsc_node* sig_head_ = signals_.consumer_head();  // 104
- public:
-  std::uint64_t id_ = 0;                            // 112
- private:
+  std::atomic<std::uint32_t> published_{0};         // 52
+  friend class runtime_core;  // the process table links processes through these
+  process_base* live_prev_ = nullptr;               // 56: intrusive list of live processes
+  process_base* live_next_ = nullptr;               // 64
+  mpsc_node* head_ = mailbox_.consumer_head();      // 72: consumer's cursor
+  std::uint32_t local_ = 0;                         // 80
+  std::atomic<std::uint32_t> handled_{0};           // 84: messages handled, low bits (owner-written)
+  process_cold* cold_ = nullptr;                    // 88
+  mpsc_queue signals_;                              // 96: tail + stub, rarely written
+  mpsc_node* sig_head_ = signals_.consumer_head();  // 112
 
  public:
-  inline void schedule_owned() noexcept;
+  /// Queues the owned process to run (defined with the runtime).
+  void schedule_owned() noexcept;
   /// Owner only: a call handled inline counts as handled without having been
   /// queued; the hibernation bit is published for observers.
   void note_inline_call() noexcept {
@@ -445,6 +428,7 @@ class process_base {
  protected:
   /// Destroys the object and gives its memory back (the typed half knows how).
   virtual void deallocate_self() noexcept = 0;
+  void last_reference_gone() noexcept final { deallocate_(); }
 
   process_cold& cold() {
     if (!(local_ & has_cold)) {
@@ -467,8 +451,8 @@ class process_base {
   inline bool queues_empty_after_release() const noexcept;
   inline void drain(const exit_reason& why) noexcept;
   inline void drain_dead() noexcept;
-  inline void arm_idle(std::int64_t due, bool hibernation) noexcept;
-  inline void hibernate_now() noexcept;
+  void arm_idle(std::int64_t due, bool hibernation) noexcept;
+  void hibernate_now() noexcept;
 };
 
 /// A message from our own idle timer; the handler lives in runtime_core.hpp.
@@ -631,5 +615,14 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
     }
   }
 }
+
+struct pid_access {
+  static process_base* get(const pid& p) noexcept { return static_cast<process_base*>(p.p_); }
+  /// A new handle to `p` (takes a reference).
+  static pid make(process_base* p) noexcept {
+    if (p) p->add_ref();
+    return pid{p, pid::adopt_t{}};
+  }
+};
 
 }  // namespace otpp::detail

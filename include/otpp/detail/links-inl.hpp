@@ -1,0 +1,35 @@
+#pragma once
+// The out-of-line half of links.hpp: what a process's exit tells the others.
+
+#include "links.hpp"
+
+namespace otpp::detail {
+
+OTPP_FUNC process_cold::~process_cold() {
+  for (process_base* l : links) l->release();
+  if (parent) parent->release();
+  for (auto& [ref, m] : monitors) {
+    if (m.watcher) m.watcher->release();
+    if (m.waiter) m.waiter->release();
+  }
+}
+
+OTPP_FUNC void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) noexcept {
+  for (process_base* l : c.links) {
+    try {
+      l->enqueue_signal(make_node<exit_signal_node>(&p, reason, true));
+    } catch (...) {
+    }
+    l->release();
+  }
+  c.links.clear();
+  if (c.parent) {
+    c.parent->release();
+    c.parent = nullptr;
+  }
+  for (auto& [ref, m] : c.monitors) deliver_down(p, m, reason);
+  c.monitors.clear();
+  c.watching.clear();
+}
+
+}  // namespace otpp::detail

@@ -1,0 +1,766 @@
+#pragma once
+// runtime_core's out-of-line code: thread start and shutdown, the worker
+// loop, stealing and parking, the process table, and process exit. Included
+// by the public headers in header-only mode, compiled once into
+// otpp::otpp_compiled otherwise (see config.hpp).
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "../log.hpp"
+#include "../pid.hpp"
+#include "links.hpp"
+#include "name_table.hpp"
+#include "runtime_core.hpp"
+
+namespace otpp::detail {
+
+OTPP_FUNC runtime_core::runtime_core(runtime_config cfg) : cfg_{cfg} {
+  unsigned n = cfg_.workers ? cfg_.workers : std::max(1u, std::thread::hardware_concurrency());
+  cfg_.workers = n;
+  if (cfg_.batch == 0) cfg_.batch = 1;
+  for (unsigned i = 0; i < n; ++i) slots_.push_back(std::make_unique<worker_slot>(i));
+  std::lock_guard lock{spare_mutex_};
+  for (unsigned i = 0; i < n; ++i) start_thread(slots_[i].get());
+}
+
+OTPP_FUNC runtime_core::~runtime_core() { delete timers_.load(std::memory_order_acquire); }
+
+OTPP_FUNC bool runtime_core::stop_for_shutdown(process_base* p, steady::duration left) {
+  auto r = stop_process(p, exit_reason::shutdown(), left);
+  return r || r.error().kind() != exit_kind::timeout;
+}
+
+OTPP_FUNC timer_service& runtime_core::start_timers() {
+  std::lock_guard lock{spare_mutex_};
+  if (timer_service* t = timers_.load(std::memory_order_relaxed)) return *t;
+  auto* t = new timer_service{cfg_.clock, cfg_.workers, this};
+  timers_.store(t, std::memory_order_seq_cst);
+  // Asked for after shutdown began (shutdown may have looked before the
+  // store): a stopped service, which never starts a thread.
+  if (closed_.load(std::memory_order_seq_cst)) t->stop();
+  return *t;
+}
+
+OTPP_FUNC void runtime_core::register_process(process_base* p) {
+  p->assign_id(next_process_id.fetch_add(1, std::memory_order_relaxed));
+  auto& sh = shards_[p->id() % shard_count];
+  std::lock_guard lock{sh.mutex};
+  p->live_next_ = sh.head;
+  if (sh.head) sh.head->live_prev_ = p;
+  sh.head = p;
+  ++sh.count;
+}
+
+OTPP_FUNC void runtime_core::unregister_process(process_base* p) noexcept {
+  auto& sh = shards_[p->id() % shard_count];
+  std::lock_guard lock{sh.mutex};
+  if (p->live_prev_) {
+    p->live_prev_->live_next_ = p->live_next_;
+  } else {
+    sh.head = p->live_next_;
+  }
+  if (p->live_next_) p->live_next_->live_prev_ = p->live_prev_;
+  p->live_prev_ = p->live_next_ = nullptr;
+  --sh.count;
+  sh.exits.store(sh.exits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+OTPP_FUNC std::uint64_t runtime_core::exits() const noexcept {
+  std::uint64_t n = 0;
+  for (auto& sh : shards_) n += sh.exits.load(std::memory_order_relaxed);
+  return n;
+}
+
+OTPP_FUNC std::vector<process_base*> runtime_core::live_processes() {
+  std::vector<process_base*> out;
+  try {
+    for (auto& sh : shards_) {
+      std::lock_guard lock{sh.mutex};
+      for (process_base* p = sh.head; p; p = p->live_next_) {
+        out.push_back(p);
+        p->add_ref();
+      }
+    }
+  } catch (...) {
+    for (process_base* p : out) p->release();  // no memory for the list: nothing taken
+    throw;
+  }
+  std::sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->id() < b->id(); });
+  return out;
+}
+
+OTPP_FUNC std::size_t runtime_core::live_count() noexcept {
+  std::size_t n = 0;
+  for (auto& sh : shards_) {
+    std::lock_guard lock{sh.mutex};
+    n += sh.count;
+  }
+  return n;
+}
+
+OTPP_FUNC void runtime_core::hand_off_slot() {
+  worker_slot* s = tls.slot;
+  if (s == nullptr || tls.rt != this) return;
+  std::lock_guard lock{spare_mutex_};
+  if (!idle_spares_.empty()) {
+    thread_record* t = idle_spares_.back();
+    idle_spares_.pop_back();
+    t->assigned = s;
+    tls.slot = nullptr;
+    t->word.store(1, std::memory_order_release);
+    unpark_one(t->word);
+    return;
+  }
+  if (threads_.size() < cfg_.max_threads && !terminating_.load(std::memory_order_relaxed)) {
+    tls.slot = nullptr;
+    start_thread(s);
+    return;
+  }
+  // Over the thread budget: keep the slot and block with it (the pool may
+  // stall until the call returns or times out, as a cycle would in Erlang).
+}
+
+OTPP_FUNC void runtime_core::release_for_wait(process_base* callee) {
+  worker_slot* s = tls.slot;
+  if (s == nullptr || tls.rt != this || s->lifo != callee || callee == nullptr) return;
+  if (slots_.size() > 1) {
+    s->lifo = nullptr;
+    s->deque.push(callee);
+    notify();
+    if (spinners_.load(std::memory_order_seq_cst) + sleepers_.load(std::memory_order_seq_cst) > 0) return;
+  }
+  hand_off_slot();
+}
+
+OTPP_FUNC bool runtime_core::shutdown() {
+  closed_.store(true, std::memory_order_seq_cst);
+  std::lock_guard serial{shutdown_mutex_};
+  if (shut_down_) return !leaked_;
+  const auto deadline = steady::now() + cfg_.shutdown_timeout;
+  const bool own_thread = tls.rt == this;
+  if (own_thread && tls.current != nullptr) {
+    detail::log_rt(log_level::error, "otpp: runtime shutdown from inside one of its processes (<0.{}.0>); it is left running",
+                   tls.current->id());
+  }
+  stop_processes(deadline);
+  if (timer_service* t = timers_if_started()) t->stop();
+  const bool joined = join_threads(deadline, own_thread);
+  // With every worker gone, the timers that never fired are dropped now:
+  // they hold their destinations, which hold this core.
+  if (joined) {
+    if (timer_service* t = timers_if_started()) t->clear();
+  }
+  leaked_ = !joined;
+  shut_down_ = true;
+  return joined;
+}
+
+OTPP_FUNC std::size_t runtime_core::thread_count() {
+  std::lock_guard lock{spare_mutex_};
+  return threads_.size();
+}
+
+OTPP_FUNC void runtime_core::start_thread(worker_slot* s) {
+  auto rec = std::make_unique<thread_record>();
+  thread_record* r = rec.get();
+  threads_.push_back(std::move(rec));
+  add_ref();  // each thread holds the core: one abandoned by shutdown frees it when it ends
+  try {
+    r->thread = std::thread([this, r, s] { thread_main(r, s); });
+  } catch (...) {
+    threads_.pop_back();
+    refs_.fetch_sub(1, std::memory_order_relaxed);  // the runtime's own reference is still held
+    throw;
+  }
+}
+
+OTPP_FUNC void runtime_core::stop_processes(steady::time_point deadline) {
+  std::vector<std::uint64_t> abandoned;
+  std::size_t not_waited = 0;
+  auto is_abandoned = [&](process_base* p) {
+    return std::find(abandoned.begin(), abandoned.end(), p->id()) != abandoned.end();
+  };
+  auto stop = [&](process_base* p) {
+    const auto left = std::max(deadline - steady::now(), steady::duration::zero());
+    if (stop_for_shutdown(p, left)) return;
+    if (left == steady::duration::zero()) {
+      ++not_waited;
+    } else {
+      detail::log_rt(log_level::error,
+                     "otpp: process <0.{}.0> ({}) did not stop within the runtime's shutdown timeout ({} ms); abandoned",
+                     p->id(), p->type_name(), cfg_.shutdown_timeout.count());
+    }
+    try {
+      abandoned.push_back(p->id());
+    } catch (...) {
+    }
+  };
+  struct summary {
+    std::size_t& n;
+    long long ms;
+    ~summary() {
+      if (n != 0)
+        detail::log_rt(log_level::error,
+                       "otpp: runtime shutdown timeout ({} ms) passed; {} more processes were asked to stop and not waited for",
+                       ms, n);
+    }
+  } report{not_waited, static_cast<long long>(cfg_.shutdown_timeout.count())};
+  for (int round = 0; round < 4; ++round) {
+    std::vector<process_base*> procs;
+    try {
+      procs = live_processes();
+    } catch (...) {
+      // No memory for the list: one at a time, in no particular order.
+      while (process_base* p = any_live_process(abandoned)) {
+        stop(p);
+        p->release();
+      }
+      return;
+    }
+    bool stopped_any = false;
+    for (auto it = procs.rbegin(); it != procs.rend(); ++it) {
+      if (!is_abandoned(*it)) {
+        stop(*it);
+        stopped_any = true;
+      }
+      (*it)->release();
+    }
+    if (!stopped_any) return;
+  }
+}
+
+OTPP_FUNC process_base* runtime_core::any_live_process(const std::vector<std::uint64_t>& skip) noexcept {
+  for (auto& sh : shards_) {
+    std::lock_guard lock{sh.mutex};
+    for (process_base* p = sh.head; p; p = p->live_next_) {
+      if (std::find(skip.begin(), skip.end(), p->id()) != skip.end()) continue;
+      p->add_ref();
+      return p;
+    }
+  }
+  return nullptr;
+}
+
+OTPP_FUNC bool runtime_core::join_threads(steady::time_point deadline, bool own_thread) noexcept {
+  {
+    std::lock_guard lock{spare_mutex_};
+    terminating_.store(true, std::memory_order_seq_cst);  // no thread starts after this
+    for (thread_record* t : idle_spares_) {
+      t->assigned = nullptr;
+      t->word.store(1, std::memory_order_release);
+      unpark_one(t->word);
+    }
+    idle_spares_.clear();
+  }
+  wake_all();
+  const auto me = std::this_thread::get_id();
+  bool stuck = false;
+  for (auto& t : threads_) {  // stable now: no thread starts once terminating_ is set
+    if (own_thread && t->thread.get_id() == me) continue;
+    while (t->finished.load(std::memory_order_acquire) == 0 && steady::now() < deadline) {
+      wake_all();
+      park(t->finished, 0, std::min(deadline, steady::now() + std::chrono::milliseconds(5)));
+    }
+    if (t->finished.load(std::memory_order_acquire) == 0) stuck = true;
+  }
+  std::lock_guard lock{spare_mutex_};
+  for (auto& t : threads_) {
+    if (!t->thread.joinable()) continue;
+    if (t->finished.load(std::memory_order_acquire) != 0 && t->thread.get_id() != me) {
+      t->thread.join();
+    } else {
+      t->thread.detach();
+    }
+  }
+  if (stuck) {
+    detail::log_rt(log_level::error, "otpp: runtime shutdown left threads stuck in handlers; they keep the runtime's memory until they return");
+  }
+  return !stuck && !own_thread;
+}
+
+OTPP_FUNC void runtime_core::thread_main(thread_record* me, worker_slot* initial) noexcept {
+  tls.rt = this;
+  tls.slot = initial;
+  for (;;) {
+    if (tls.slot == nullptr) {
+      tls.slot = wait_for_slot(me);
+      if (tls.slot == nullptr) break;
+    }
+    worker_slot& s = *tls.slot;
+    if (process_base* p = find_work(s)) {
+      run(p);
+      continue;
+    }
+    if (terminating_.load(std::memory_order_acquire)) break;
+    idle(s);
+  }
+  tls = {};
+  me->finished.store(1, std::memory_order_release);
+  unpark_one(me->finished);
+  release();  // last: the core may go with it, once shutdown has given up on this thread
+}
+
+OTPP_FUNC worker_slot* runtime_core::wait_for_slot(thread_record* me) {
+  std::unique_lock lock{spare_mutex_};
+  if (terminating_.load(std::memory_order_acquire)) return nullptr;
+  me->assigned = nullptr;
+  me->word.store(0, std::memory_order_relaxed);
+  idle_spares_.push_back(me);
+  lock.unlock();
+  while (me->word.load(std::memory_order_acquire) == 0) park(me->word, 0);
+  lock.lock();
+  return me->assigned;
+}
+
+OTPP_FUNC void runtime_core::run(process_base* p) noexcept {
+  for (;;) {
+    if (p->run_turn(cfg_.batch) != turn_result::yielded) {
+      p->release();
+      return;
+    }
+    worker_slot* s = tls.slot;
+    // Nobody else waiting: keep going without a trip through the queues.
+    if (s != nullptr && s->lifo == nullptr && s->deque.empty() &&
+        injection_size_.load(std::memory_order_relaxed) == 0)
+      continue;
+    // Fairness: a process that used its whole batch goes to the back of the
+    // global queue, behind everyone already waiting.
+    push_injection(p);
+    notify();
+    return;
+  }
+}
+
+OTPP_FUNC process_base* runtime_core::find_work(worker_slot& s) noexcept {
+  if (++s.tick % 61 == 0) {
+    if (process_base* p = pop_injection()) return p;
+  }
+  if (s.lifo != nullptr) {
+    process_base* p = s.lifo;
+    s.lifo = nullptr;
+    if (s.lifo_streak++ < 32) return p;
+    // A ping-pong pair must not starve the rest of the queue: past the
+    // streak, run something else first if there is anything else.
+    s.lifo_streak = 0;
+    process_base* other = s.deque.pop();
+    if (other == nullptr) other = pop_injection();
+    if (other == nullptr) return p;
+    s.deque.push(p);
+    notify();
+    return other;
+  }
+  s.lifo_streak = 0;
+  if (process_base* p = s.deque.pop()) return p;
+  if (process_base* p = pop_injection()) return p;
+  return steal(s);
+}
+
+OTPP_FUNC process_base* runtime_core::steal(worker_slot& s) noexcept {
+  const std::size_t n = slots_.size();
+  if (n < 2) return nullptr;
+  s.rng ^= s.rng << 13;
+  s.rng ^= s.rng >> 7;
+  s.rng ^= s.rng << 17;
+  const std::size_t start = s.rng % n;
+  for (std::size_t i = 0; i < n; ++i) {
+    worker_slot& v = *slots_[(start + i) % n];
+    if (&v == &s) continue;
+    if (process_base* p = v.deque.steal()) return p;
+  }
+  return nullptr;
+}
+
+OTPP_FUNC bool runtime_core::has_work(const worker_slot& s) const noexcept {
+  if (s.lifo != nullptr || !s.deque.empty()) return true;
+  if (injection_size_.load(std::memory_order_relaxed) != 0) return true;
+  for (auto& v : slots_)
+    if (!v->deque.empty()) return true;
+  return false;
+}
+
+OTPP_FUNC std::int64_t runtime_core::queued_hint() const noexcept {
+  auto n = static_cast<std::int64_t>(injection_size_.load(std::memory_order_relaxed));
+  for (auto& v : slots_) n += v->deque.size_hint();
+  return n;
+}
+
+OTPP_FUNC void runtime_core::idle(worker_slot& s) noexcept {
+  for (;;) {
+    spinners_.fetch_add(1, std::memory_order_seq_cst);
+    const auto until = steady::now() + cfg_.spin;
+    for (unsigned i = 0;; ++i) {
+      if (has_work(s) || terminating_.load(std::memory_order_relaxed)) {
+        // The last spinner leaving with work wakes a sleeper to spin in its
+        // place (Go's rule): a push that saw us spinning woke nobody, and
+        // there may be more queued than this thread will take. A thread
+        // woken from its park spins first, so the rule chains: one more
+        // thread per queued process, until one is left for the last.
+        if (spinners_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+            sleepers_.load(std::memory_order_seq_cst) > 0 && queued_hint() > 1) {
+          epoch_.fetch_add(1, std::memory_order_seq_cst);
+          unpark_one(epoch_);
+        }
+        return;
+      }
+      cpu_relax();
+      if ((i & 63) == 63) {
+        if (steady::now() >= until) break;
+        std::this_thread::yield();
+      }
+    }
+    spinners_.fetch_sub(1, std::memory_order_seq_cst);
+    // About to sleep: a moment to hand memory from a past spike back.
+    pool_trim();
+    pool_release_if_idle_and_large();
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const std::uint32_t epoch = epoch_.load(std::memory_order_seq_cst);
+    const bool sleep = !has_work(s) && !terminating_.load(std::memory_order_seq_cst);
+    if (sleep) park(epoch_, epoch);
+    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+    if (!sleep) return;
+  }
+}
+
+OTPP_FUNC void runtime_core::wake_all() noexcept {
+  epoch_.fetch_add(1, std::memory_order_seq_cst);
+  unpark_all(epoch_);
+}
+
+OTPP_FUNC void runtime_core::push_injection(process_base* p) {
+  std::lock_guard lock{injection_mutex_};
+  injection_.push_back(p);
+  injection_size_.fetch_add(1, std::memory_order_release);
+}
+
+OTPP_FUNC process_base* runtime_core::pop_injection() noexcept {
+  if (injection_size_.load(std::memory_order_acquire) == 0) return nullptr;
+  std::lock_guard lock{injection_mutex_};
+  if (injection_.empty()) return nullptr;
+  process_base* p = injection_.front();
+  injection_.pop_front();
+  injection_size_.fetch_sub(1, std::memory_order_relaxed);
+  return p;
+}
+
+// -- the idle timer: set_timeout, hibernate, hibernate_after ---------------------
+
+/// An idle timer's node: delivers an idle_timer_node of its generation.
+struct idle_timer final : timer_node {
+  explicit idle_timer(std::uint64_t g) noexcept : gen{g} {
+    deliver = &do_deliver;
+    destroy = &do_destroy;
+  }
+  std::uint64_t gen;
+  static bool do_deliver(timer_node* t, bool) noexcept {
+    auto* self = static_cast<idle_timer*>(t);
+    try {
+      return self->dest->enqueue(make_node<idle_timer_node>(self->gen));
+    } catch (...) {
+      return false;  // out of memory: the timeout is lost, as a dropped message would be
+    }
+  }
+  static void do_destroy(timer_node* t) noexcept { free_node(static_cast<idle_timer*>(t)); }
+};
+
+
+OTPP_FUNC void process_base::settle_idle() noexcept {
+  const std::int64_t since = (local_ & idle_since_set) ? cold_->idle_since : rt_->timers().now_ns();
+  local_ &= ~idle_since_set;
+  if (local_ & timeout_asked) {
+    local_ &= ~timeout_asked;
+    arm_idle(since + cold_->timeout_requested, false);
+    return;
+  }
+  if (local_ & hibernate_asked) {
+    local_ &= ~hibernate_asked;
+    if (mailbox_waiting()) return;  // a message is waiting: go on at once
+    hibernate_now();
+    return;
+  }
+  if ((local_ & (auto_hibernate | idle_armed | hibernated)) == auto_hibernate) {
+    arm_idle(since + cold_->hibernate_after, true);
+  }
+}
+
+// Arms the idle timer for `due`, keeping the live one if it fires no later
+// (it re-arms itself then): re-arming on every message costs no timer churn.
+OTPP_FUNC void process_base::arm_idle(std::int64_t due, bool hibernation) noexcept {
+  process_cold& c = *cold_;
+  local_ = (local_ & ~armed_hibernate) | idle_armed | (hibernation ? armed_hibernate : 0);
+  c.idle_due = due;
+  if (c.idle_timer != nullptr && c.idle_timer_due <= due) return;
+  timer_service& svc = rt_->timers();
+  if (c.idle_timer != nullptr) {
+    (void)svc.cancel(c.idle_timer, timer_inbox(svc));  // if it already fired, its message is stale
+    c.idle_timer->release();
+    c.idle_timer = nullptr;
+  }
+  const std::uint64_t gen = ++c.idle_gen;
+  try {
+    if (due <= svc.now_ns()) {
+      // Due now (a zero timeout): a message behind whatever is queued.
+      enqueue(make_node<idle_timer_node>(gen));
+      return;
+    }
+    auto* t = make_node<idle_timer>(gen);
+    add_ref();
+    t->dest = this;
+    t->deadline.store(due, std::memory_order_relaxed);
+    c.idle_timer = t;
+    c.idle_timer_due = due;
+    svc.schedule(t, timer_inbox(svc));
+  } catch (...) {
+    local_ &= ~idle_armed;  // out of memory: no timeout rather than a crash
+  }
+}
+
+OTPP_FUNC void process_base::idle_timer_due(std::uint64_t gen) noexcept {
+  process_cold& c = *cold_;
+  if (gen != c.idle_gen) return;  // superseded
+  if (c.idle_timer != nullptr) {
+    c.idle_timer->release();
+    c.idle_timer = nullptr;
+  }
+  if (!(local_ & idle_armed)) return;
+  if (rt_->timers().now_ns() < c.idle_due) {
+    arm_idle(c.idle_due, (local_ & armed_hibernate) != 0);  // re-armed later meanwhile
+    return;
+  }
+  local_ &= ~idle_armed;
+  if (local_ & armed_hibernate) {
+    hibernate_now();
+    return;
+  }
+  dispatch_timeout();
+}
+
+OTPP_FUNC void process_base::hibernate_now() noexcept {
+  local_ |= hibernated;
+  publish_hibernating(true);
+  run_on_hibernate();
+  if (process_cold* c = cold_if_any()) {
+    c->links.rehash(0);  // the fewest buckets for what is left
+    c->monitors.rehash(0);
+    c->watching.rehash(0);
+    c->deferred.shrink_to_fit();
+    c->stop_waiters.shrink_to_fit();
+    c->held_replies.shrink_to_fit();
+  }
+  pool_trim();
+}
+
+OTPP_FUNC exit_reason process_base::finish_exit() noexcept {
+  process_cold& c = *cold_;  // exit_pending implies it exists
+  exit_reason reason = std::move(c.exit);
+  const bool with_terminate = (local_ & call_terminate) != 0;
+  local_ &= ~(exit_pending | call_terminate);
+  return exit_now(std::move(reason), with_terminate);
+}
+
+OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_terminate) noexcept {
+  process_cold* c = (local_ & has_cold) ? cold_ : nullptr;
+  if (with_terminate) run_terminate(reason);
+  if (c && c->idle_timer) {
+    // The timer holds a reference to us: cancel it to break the cycle.
+    timer_service& svc = rt_->timers();
+    (void)svc.cancel(c->idle_timer, timer_inbox(svc));
+    c->idle_timer->release();
+    c->idle_timer = nullptr;
+  }
+  if (c) {
+    for (message_node* n : c->held_replies) n->fn(*this, n, msg_op::invoke, nullptr);
+    c->held_replies.clear();
+  }
+  if (!reason.is_sane()) {
+    if (c && !c->crash_message.empty()) {
+      detail::log_rt(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}; last message: {} ({})", id_, type_name(),
+          reason, c->crash_message, c->crash_kind);
+    } else {
+      detail::log_rt(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}", id_, type_name(), reason);
+    }
+  }
+  if (c && c->continuation) {
+    message_node* n = c->continuation;
+    c->continuation = nullptr;
+    local_ &= ~has_continue;
+    n->fn(*this, n, msg_op::discard, &reason);
+  }
+  if (local_ & constructed) destroy_state();
+  local_ &= ~constructed;
+  // The name goes first, so whoever learns of the death (a supervisor about
+  // to restart the child under the same name) finds it free.
+  if (c) {
+    release_name(*this, *c);
+    for (auto& h : c->exit_hooks) h->on_exit(*this);
+    c->exit_hooks.clear();
+  }
+  state_.store(dead | scheduled, std::memory_order_seq_cst);
+  drain(reason);
+  // Out of the process table before anyone hears of the death: a supervisor
+  // (or a test) that saw the exit never counts the process as live.
+  rt_->unregister_process(this);
+  if (c) signal_exit(*this, *c, reason);
+  if (c) {
+    for (reply_slot_base* d : c->deferred) {
+      d->fail(reason);
+      d->release();
+    }
+    c->deferred.clear();
+  }
+  if (c) {
+    for (auto& w : c->stop_waiters) {
+      if (w.requested == reason) {
+        w.slot->set_value();
+      } else {
+        w.slot->fail(reason);
+      }
+      w.slot->release();
+    }
+    c->stop_waiters.clear();
+  }
+  state_.store(dead, std::memory_order_seq_cst);
+  if (!queues_empty_after_release()) {
+    std::uint32_t expected = dead;
+    if (state_.compare_exchange_strong(expected, dead | scheduled, std::memory_order_acq_rel)) drain_dead();
+  }
+  release();  // the "alive" reference; `this` may be gone now
+  return reason;
+}
+
+
+/// The stop protocol message (Erlang's system terminate request).
+struct stop_node final : message_node {
+  stop_node(exit_reason r, reply_slot<void>* s) : reason{std::move(r)}, slot{s} { fn = &handle; }
+  exit_reason reason;
+  reply_slot<void>* slot;
+
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
+    auto* self = static_cast<stop_node*>(n);
+    if (op == msg_op::invoke) {
+      try {
+        p.add_stop_waiter(self->slot, self->reason);
+        p.request_exit(std::move(self->reason), true);
+      } catch (...) {
+        self->slot->fail(exit_reason::error("out of memory"));
+        self->slot->release();
+      }
+    } else {
+      self->slot->fail(*why);
+      self->slot->release();
+    }
+    free_node(self);
+  }
+};
+
+
+/// Waits until `slot` is resolved or the deadline passes, the way a worker
+/// must, without giving the slot up (exit_watch may wait again). A reply from
+/// the other core takes about a microsecond, so spin first (running the
+/// callee here if it sits in our own LIFO slot). Then sleep in short slices:
+/// a worker holding the callee may just be descheduled. Only a wait that
+/// outlasts `handoff_after`, while other processes are queued behind us,
+/// hands our slot to a spare thread: handing off at every contended call
+/// would start a thread per caller and oversubscribe the cores.
+OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadline, process_base* callee,
+                             bool callee_nonblocking) noexcept {
+  constexpr auto spin_for = std::chrono::microseconds(20);
+  constexpr auto handoff_after = std::chrono::microseconds(1000);
+  const auto start = steady::now();
+  // Only a wait without a deadline, or on a callee that promised never to
+  // block, may run the callee here: a handler run on this stack holds the
+  // waiter until it returns, whatever the deadline.
+  const bool may_help = callee_nonblocking || deadline == steady::time_point::max();
+  if (!may_help && callee != nullptr && tls.rt == callee->rt()) {
+    try {
+      callee->rt()->release_for_wait(callee);
+    } catch (...) {
+      // No spare thread to be had: the callee stays queued here, and the
+      // wait below still ends at the deadline.
+    }
+  }
+  auto help = [&]() noexcept {
+    worker_slot* s = tls.slot;
+    if (!may_help || s == nullptr || callee == nullptr || s->lifo != callee || tls.rt != callee->rt()) return false;
+    s->lifo = nullptr;  // we take its ticket
+    if (callee->run_turn(callee->rt()->config().batch) == turn_result::yielded) callee->schedule_owned();
+    callee->release();
+    return true;
+  };
+  for (unsigned i = 0;; ++i) {
+    if (slot->resolved()) return true;
+    cpu_relax();
+    if ((i & 31) == 31) {
+      if (help()) continue;
+      // Yield often: callers, workers and spinners outnumber the cores on
+      // small machines, and the thread we wait for may be the one we hold
+      // the core from (16 us per call instead of 1 on two cores otherwise).
+      std::this_thread::yield();
+      auto now = steady::now();
+      if (now >= deadline || now - start >= spin_for) break;
+    }
+  }
+  runtime_core* rt = tls.rt;
+  if (tls.slot != nullptr && rt != nullptr) {
+    auto slice = std::chrono::microseconds(50);
+    for (;;) {
+      auto now = steady::now();
+      if (now >= deadline || now - start >= handoff_after) break;
+      if (slot->wait_for(std::min(deadline, now + slice))) return true;
+      help();
+      slice = std::min(slice * 2, std::chrono::microseconds(400));
+    }
+    if (!slot->resolved() && tls.slot != nullptr && rt->others_waiting(*tls.slot)) {
+      try {
+        rt->hand_off_slot();
+      } catch (...) {
+      }
+    }
+  }
+  return slot->wait_for(deadline);
+}
+
+
+/// OTP's guard in gen:call and gen:stop: a negative timeout is a caller's
+/// bug, refused before anything reaches the process.
+OTPP_FUNC void check_timeout(steady::duration d, const char* operation) {
+  if (d < steady::duration::zero()) {
+    throw std::invalid_argument(fmt::format(
+        "{}: negative timeout {} ms", operation,
+        std::chrono::duration_cast<std::chrono::milliseconds>(d).count()));
+  }
+}
+
+/// "5000 ms" or "infinity", for error messages.
+OTPP_FUNC std::string describe_timeout(steady::duration d) {
+  if (d == steady::duration::max()) return "infinity";
+  return fmt::format("{} ms", std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+}
+
+
+/// otpp::stop for any process.
+OTPP_FUNC result<void> stop_process(process_base* p, exit_reason reason, steady::duration timeout) {
+  check_timeout(timeout, "otpp::stop");
+  if (p == nullptr || !p->alive()) return exit_reason::noproc();
+  if (p == tls.current) return exit_reason::calling_self();
+  if (may_run_inline(timeout) && p->try_claim()) {
+    exit_reason final;
+    {
+      current_scope scope{p};
+      p->add_ref();  // exit_now drops the alive reference
+      final = p->exit_now(reason, true);
+    }
+    p->release();
+    if (final == reason) return {};
+    return final;
+  }
+  auto* slot = reply_slot<void>::make();
+  p->enqueue(make_node<stop_node>(std::move(reason), slot));
+  auto out = collect<void>(slot, await_reply(slot, deadline_after(timeout), p));
+  slot->release();
+  return out;
+}
+
+}  // namespace otpp::detail
