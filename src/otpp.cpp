@@ -8,9 +8,11 @@
 #endif
 
 #include "otpp/detail/exit_reason-inl.hpp"
+#include "otpp/detail/gen_server-inl.hpp"
 #include "otpp/detail/links-inl.hpp"
 #include "otpp/detail/log-inl.hpp"
 #include "otpp/detail/name_table-inl.hpp"
 #include "otpp/detail/node_pool-inl.hpp"
+#include "otpp/detail/process_base-inl.hpp"
 #include "otpp/detail/runtime_core-inl.hpp"
 #include "otpp/detail/timer_service-inl.hpp"

@@ -31,7 +31,7 @@ enum class child_type { worker, supervisor };
 /// How a supervisor stops a child.
 class shutdown_policy {
  public:
-  enum class kind : unsigned char { brutal_kill, timeout, infinity };
+  enum class kind : unsigned char { brutal_kill, timeout, wait_forever };  // wait_forever: Erlang's infinity
   /// exit(child, kill) at once.
   static shutdown_policy brutal_kill() noexcept { return {kind::brutal_kill, {}}; }
   /// exit(child, shutdown) (a trapping child runs terminate), then kill if it
@@ -39,7 +39,7 @@ class shutdown_policy {
   static shutdown_policy timeout(std::chrono::milliseconds t) noexcept { return {kind::timeout, t}; }
   /// exit(child, shutdown) and wait as long as it takes (the default for
   /// supervisor children).
-  static shutdown_policy infinity() noexcept { return {kind::infinity, {}}; }
+  static shutdown_policy infinity() noexcept { return {kind::wait_forever, {}}; }
 
   [[nodiscard]] kind policy() const noexcept { return kind_; }
   [[nodiscard]] std::chrono::milliseconds time() const noexcept { return time_; }
@@ -125,7 +125,7 @@ template <class Impl>
 inline constexpr bool is_supervisor_type = false;
 
 template <class T>
-inline constexpr bool is_leading_option = is_start_option<T> || requires(T& v, process_base* p) { v.register_for(p); };
+inline constexpr bool is_leading_option = is_start_option<T> || names_at_start<T>;
 
 // How many of Args are start options (the name, hibernate_after, a via),
 // which must stay ahead of any extra arguments.

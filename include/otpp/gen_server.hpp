@@ -76,15 +76,20 @@ class gen_server;
 template <class Impl>
 class server;
 
+namespace detail {
+struct handle_access;
+}
+
 /// Identifies the caller of a call, inside a handle_call. A borrowed view:
 /// valid only during the handler.
 class from {
  public:
   /// The calling process, or an empty pid when the caller is a plain thread.
   [[nodiscard]] pid caller() const noexcept { return detail::pid_access::make(caller_); }
-  explicit from(detail::process_base* caller) noexcept : caller_{caller} {}
 
  private:
+  friend struct detail::handle_access;
+  explicit from(detail::process_base* caller) noexcept : caller_{caller} {}
   detail::process_base* caller_;
 };
 
@@ -95,27 +100,29 @@ class from {
 template <class R>
 class reply_to {
  public:
-  reply_to(const reply_to& o) noexcept : slot_{o.slot_} { slot_->add_ref(); }
-  reply_to(reply_to&& o) noexcept : slot_{std::exchange(o.slot_, nullptr)} {}
-  reply_to& operator=(reply_to o) noexcept {
-    std::swap(slot_, o.slot_);
-    return *this;
-  }
-  ~reply_to() {
-    if (slot_) slot_->release();
-  }
-
   /// Returns true if this reply reached the caller.
   template <class... A>
   bool reply(A&&... value) const {
-    return slot_ != nullptr && slot_->set_value(std::forward<A>(value)...);
+    return slot_ && slot_.get()->set_value(std::forward<A>(value)...);
   }
 
-  explicit reply_to(detail::reply_slot<R>* s) noexcept : slot_{s} { slot_->add_ref(); }
-
  private:
-  detail::reply_slot<R>* slot_;
+  friend struct detail::handle_access;
+  explicit reply_to(detail::reply_slot<R>* s) noexcept : slot_{detail::counted<detail::reply_slot<R>>::share(s)} {}
+  detail::counted<detail::reply_slot<R>> slot_;
 };
+
+namespace detail {
+// The runtime's side of the handles a handler receives: only it makes them.
+struct handle_access {
+  static from make_from(process_base* caller) noexcept { return from{caller}; }
+  template <class R>
+  static reply_to<R> make_reply_to(reply_slot<R>* s) noexcept {
+    return reply_to<R>{s};
+  }
+  static message make_message(const untyped_node_base* n) noexcept { return message{n}; }
+};
+}  // namespace detail
 
 /// What init() may return: ok (the default), ignore(), error(r), stop(r), or
 /// continue_with(x); see gen_server.
@@ -299,7 +306,7 @@ class process_of final : public process_base {
       if constexpr (declares_info_types<Impl>) handled = dispatch_listed(u, typename Impl::info_types{});
       if (!handled) {
         if constexpr (has_catch_all_info<Impl>) {
-          impl().handle_info(message{u});
+          impl().handle_info(handle_access::make_message(u));
         } else {
           log_dropped(u->name);
         }
@@ -351,7 +358,7 @@ class process_of final : public process_base {
 
   // Erlang's default handle_info: log and drop what nothing handles.
   void log_dropped(std::string_view message_type) const noexcept {
-    detail::log_rt(log_level::warning, "otpp: process <0.{}.0> ({}) dropped an unexpected message of type {}", id(),
+    detail::log_rt(log_level::warning, "otpp: process {} ({}) dropped an unexpected message of type {}", pid_text{id()}.view(),
                    type_name(), message_type);
   }
 
@@ -365,7 +372,7 @@ class process_of final : public process_base {
         view.type = type_id<T>;
         view.name = detail::type_name<T>();
         view.value = &m;
-        impl().handle_info(message{&view});
+        impl().handle_info(handle_access::make_message(&view));
       } else {
         log_dropped(detail::type_name<T>());
       }
@@ -390,65 +397,56 @@ Impl& impl_of(process_base& p) noexcept {
   return static_cast<process_of<Impl>&>(p).impl();
 }
 
-template <class Impl, class Msg>
-struct cast_node final : message_node {
+// A message for one of the server's handlers, by kind: handle_cast,
+// handle_info or handle_continue. A throw from the handler crashes the
+// process with the message's type in the report.
+struct cast_kind {
+  static constexpr std::string_view name = "cast";
+  template <class Impl, class M>
+  static void run(Impl& impl, M&& m) {
+    impl.handle_cast(std::forward<M>(m));
+  }
+};
+struct info_kind {
+  static constexpr std::string_view name = "info";
+  template <class Impl, class M>
+  static void run(Impl& impl, M&& m) {
+    impl.handle_info(std::forward<M>(m));
+  }
+};
+struct continue_kind {
+  static constexpr std::string_view name = "continue";
+  template <class Impl, class M>
+  static void run(Impl& impl, M&& m) {
+    impl.handle_continue(std::forward<M>(m));
+  }
+};
+
+template <class Impl, class Kind, class Msg>
+struct handler_node final : message_node {
   template <class U>
-  explicit cast_node(U&& m) : msg{std::forward<U>(m)} {
+  explicit handler_node(U&& m) : msg{std::forward<U>(m)} {
     fn = &handle;
   }
   Msg msg;
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
-    auto* self = static_cast<cast_node*>(n);
+    auto* self = static_cast<handler_node*>(n);
     if (op == msg_op::invoke) {
       try {
-        impl_of<Impl>(p).handle_cast(std::move(self->msg));
+        Kind::run(impl_of<Impl>(p), std::move(self->msg));
       } catch (...) {
-        p.crash(std::current_exception(), type_name<Msg>(), "cast");
+        p.crash(std::current_exception(), type_name<Msg>(), Kind::name);
       }
     }
     free_node(self);
   }
 };
-
 template <class Impl, class Msg>
-struct info_node final : message_node {
-  template <class U>
-  explicit info_node(U&& m) : msg{std::forward<U>(m)} {
-    fn = &handle;
-  }
-  Msg msg;
-  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
-    auto* self = static_cast<info_node*>(n);
-    if (op == msg_op::invoke) {
-      try {
-        impl_of<Impl>(p).handle_info(std::move(self->msg));
-      } catch (...) {
-        p.crash(std::current_exception(), type_name<Msg>(), "info");
-      }
-    }
-    free_node(self);
-  }
-};
-
+using cast_node = handler_node<Impl, cast_kind, Msg>;
+template <class Impl, class Msg>
+using info_node = handler_node<Impl, info_kind, Msg>;
 template <class Impl, class Arg>
-struct continue_node final : message_node {
-  template <class U>
-  explicit continue_node(U&& a) : arg{std::forward<U>(a)} {
-    fn = &handle;
-  }
-  Arg arg;
-  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
-    auto* self = static_cast<continue_node*>(n);
-    if (op == msg_op::invoke) {
-      try {
-        impl_of<Impl>(p).handle_continue(std::move(self->arg));
-      } catch (...) {
-        p.crash(std::current_exception(), type_name<Arg>(), "continue");
-      }
-    }
-    free_node(self);
-  }
-};
+using continue_node = handler_node<Impl, continue_kind, Arg>;
 
 /// A reply held back until terminate has run (handle_call returned a reply
 /// and asked to stop: OTP runs terminate first, then replies).
@@ -500,7 +498,7 @@ struct call_node final : message_node {
       Impl& impl = impl_of<Impl>(p);
       try {
         if constexpr (handles_sync_call<Impl, Req>) {
-          const from f{self->caller};
+          const from f = handle_access::make_from(self->caller);
           if constexpr (std::is_void_v<R>) {
             invoke_sync(impl, std::move(self->req), f);
             if (p.exit_requested()) {
@@ -520,7 +518,7 @@ struct call_node final : message_node {
           }
         } else {
           p.track_deferred(self->slot);
-          impl.handle_call(std::move(self->req), reply_to<R>{self->slot});
+          impl.handle_call(std::move(self->req), handle_access::make_reply_to<R>(self->slot));
         }
       } catch (...) {
         p.crash(std::current_exception(), type_name<Req>(), "call");
@@ -625,47 +623,12 @@ class gen_server {
 
 namespace detail {
 
-inline void process_base::hold_reply(message_node* n) { cold().held_replies.push_back(n); }
-
-// start_link: link the new process with the calling one before init runs,
-// both ways, and remember the caller as its parent. Owner-only on both sides:
-// the caller is running this code and the child is not published yet.
-inline void link_parent(process_base* parent, process_base* child) {
-  auto& pc = parent->cold_state();
-  auto& cc = child->cold_state();
-  // Inserted first, references taken after: a bad_alloc leaves nothing half-done.
-  cc.links.insert(parent);
-  try {
-    pc.links.insert(child);
-  } catch (...) {
-    cc.links.erase(parent);
-    throw;
-  }
-  parent->add_ref();
-  parent->add_ref();
-  cc.parent = parent;
-  child->add_ref();
-}
-
-// A failed start_link leaves no exit signal behind (OTP 26+): the link is
-// undone before the child exits; a caller that does not trap exits is then
-// killed by hand when init stopped or crashed (not for ignore/error). Each
-// side is undone by its owner.
-inline void unlink_parent_side(process_base* parent, process_base* child) noexcept {
-  if (process_cold* pc = parent->cold_if_any()) remove_link(*pc, child);
-}
-inline void unlink_child_side(process_base* parent, process_base* child) noexcept {
-  process_cold& cc = *child->cold_if_any();
-  remove_link(cc, parent);
-  if (cc.parent) {
-    cc.parent->release();
-    cc.parent = nullptr;
-  }
-}
-inline void unlink_parent(process_base* parent, process_base* child) noexcept {
-  unlink_parent_side(parent, child);
-  unlink_child_side(parent, child);
-}
+// start_link's link between caller and child, and its undoing when init
+// fails (gen_server-inl.hpp).
+void link_parent(process_base* parent, process_base* child);
+void unlink_parent_side(process_base* parent, process_base* child) noexcept;
+void unlink_child_side(process_base* parent, process_base* child) noexcept;
+void unlink_parent(process_base* parent, process_base* child) noexcept;
 
 /// No name: registration always succeeds.
 struct no_registration {
@@ -745,18 +708,7 @@ init_outcome run_init(process_of<Impl>* p, process_base* parent) noexcept {
 
 // The starter's side of a failed init: OTP kills a linked caller that does
 // not trap exits when init stopped or crashed.
-inline exit_reason init_failed(process_base* parent, process_base* child, const init_outcome& out) noexcept {
-  if (parent != nullptr) {
-    unlink_parent_side(parent, child);
-    if (out.kind == init_result::kind::stop && !parent->traps_exits() && !out.reason.is_normal()) {
-      try {
-        parent->request_exit(out.reason, false);
-      } catch (...) {
-      }
-    }
-  }
-  return out.reason;
-}
+exit_reason init_failed(process_base* parent, process_base* child, const init_outcome& out) noexcept;
 
 /// init run on a worker, as the process's first turn (the start_timeout
 /// option): the starter waits for this node's answer with a deadline.
@@ -898,6 +850,17 @@ template <class T>
 inline constexpr bool is_start_option = std::is_same_v<T, name_t> || std::is_same_v<T, named_t> ||
                                         std::is_same_v<T, hibernate_after_t> || std::is_same_v<T, start_timeout_t>;
 
+// A via (otpp::via, registry.hpp) registers the new process itself; its
+// register_for is private, reached through here.
+struct registrar_access {
+  template <class Via>
+  static auto register_for(Via& v, process_base* p) -> decltype(v.register_for(p)) {
+    return v.register_for(p);
+  }
+};
+template <class T>
+concept names_at_start = requires(T& v, process_base* p) { registrar_access::register_for(v, p); };
+
 template <class Impl, class Registrar, class... Args>
 result<server<Impl>> start_opts(runtime_core& rt, bool link, start_options o, Registrar&& r, Args&&... args) {
   static_assert(!(is_start_option<std::remove_cvref_t<Args>> || ...),
@@ -932,13 +895,13 @@ result<server<Impl>> start_with(runtime_core& rt, bool link, named_t, Args&&... 
   return start_opts<Impl>(rt, link, start_options{}, local_registration{std::string{type_name<Impl>()}, type_id<Impl>},
                           std::forward<Args>(args)...);
 }
-/// Anything with `register_for(process_base*)` names a process through a
-/// registry of its own (otpp::via).
+/// A via (otpp::via) names a process through a registry of its own.
 template <class Impl, class Via, class... Args>
-  requires requires(Via& v, process_base* p) { v.register_for(p); }
+  requires names_at_start<Via>
 result<server<Impl>> start_with(runtime_core& rt, bool link, Via v, Args&&... args) {
   return start_opts<Impl>(
-      rt, link, start_options{}, [&v](process_base* p) { return v.register_for(p); }, std::forward<Args>(args)...);
+      rt, link, start_options{}, [&v](process_base* p) { return registrar_access::register_for(v, p); },
+      std::forward<Args>(args)...);
 }
 }  // namespace detail
 
@@ -998,7 +961,7 @@ result<R> call_inline(process_of<Impl>* p, Q&& req) {
     current_scope scope{p};
     p->note_message();
     try {
-      const from f{caller};
+      const from f = handle_access::make_from(caller);
       if constexpr (std::is_void_v<R>) {
         invoke_sync(p->impl(), std::move(req), f);
         value.emplace('\0');
@@ -1026,26 +989,6 @@ result<R> call_inline(process_of<Impl>* p, Q&& req) {
   }
 }
 
-// The request goes into the callee's mailbox; the caller waits for the reply.
-template <class Impl, class Q, class R, class Req>
-result<R> call_queued(process_of<Impl>* p, Req&& req, steady::duration timeout) {
-  if (!p->alive()) return exit_reason::noproc();
-  auto* slot = reply_slot<R>::make();
-  message_node* node;
-  try {
-    node = make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, tls.current);
-  } catch (...) {
-    slot->release();  // both references: nobody else ever saw it
-    slot->release();
-    throw;
-  }
-  p->enqueue(node);
-  auto st = await_reply(slot, deadline_after(timeout), p, declares_nonblocking_handlers<Impl>);
-  auto out = collect<R>(slot, st);
-  slot->release();
-  return out;
-}
-
 template <class Impl, class Req>
 result<call_reply_t<Impl, std::remove_cvref_t<Req>>> try_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
   using Q = std::remove_cvref_t<Req>;
@@ -1054,21 +997,27 @@ result<call_reply_t<Impl, std::remove_cvref_t<Req>>> try_call(const server<Impl>
   auto* p = static_cast<process_of<Impl>*>(pid_access::get(s.pid()));
   if (p == nullptr) return exit_reason::noproc();
   if (p == tls.current) return exit_reason::calling_self();
+  constexpr bool nonblocking = declares_nonblocking_handlers<Impl>;
   if constexpr (handles_sync_call<Impl, Q>) {
-    if ((declares_nonblocking_handlers<Impl> || may_run_inline(timeout)) && tls.inline_depth < max_inline_depth) {
+    if ((nonblocking || may_run_inline(timeout)) && tls.inline_depth < max_inline_depth) {
       if constexpr (!std::is_reference_v<Req> && std::is_nothrow_move_constructible_v<Q>) {
-        if (p->try_claim()) return call_inline<Impl, Q, R>(p, std::move(req));
+        return request<R>(
+            p, timeout, true, nonblocking, [&] { return call_inline<Impl, Q, R>(p, std::move(req)); },
+            [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::move(req), slot, tls.current); });
       } else {
         // A copy (or a move that may throw) is made on the caller's side,
         // before the server is claimed, as the mailbox path does: a throw
         // reaches the caller and leaves nothing behind.
         Q copy(std::forward<Req>(req));
-        if (p->try_claim()) return call_inline<Impl, Q, R>(p, std::move(copy));
-        return call_queued<Impl, Q, R>(p, std::move(copy), timeout);
+        return request<R>(
+            p, timeout, true, nonblocking, [&] { return call_inline<Impl, Q, R>(p, std::move(copy)); },
+            [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::move(copy), slot, tls.current); });
       }
     }
   }
-  return call_queued<Impl, Q, R>(p, std::forward<Req>(req), timeout);
+  return request<R>(
+      p, timeout, false, nonblocking, [] { return result<R>{exit_reason::noproc()}; },
+      [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, tls.current); });
 }
 
 /// "otpp::call(<0.5.0> counter, counter::increment, 5000 ms)".
@@ -1160,12 +1109,7 @@ inline result<void> try_stop(const pid& p, exit_reason reason = {}, std::chrono:
 }
 
 /// Like try_stop, throwing exit_error on failure (GenServer.stop).
-inline void stop(const pid& p, exit_reason reason = {}, std::chrono::steady_clock::duration timeout = infinity) {
-  auto r = try_stop(p, reason, timeout);
-  if (!r) [[unlikely]] {
-    throw exit_error{r.error(), fmt::format("otpp::stop({}, {}, {})", p, reason, detail::describe_timeout(timeout))};
-  }
-}
+void stop(const pid& p, exit_reason reason = {}, std::chrono::steady_clock::duration timeout = infinity);
 
 }  // namespace otpp
 
@@ -1176,3 +1120,7 @@ struct fmt::formatter<otpp::server<Impl>> : fmt::formatter<otpp::pid> {
     return fmt::formatter<otpp::pid>::format(s.pid(), ctx);
   }
 };
+
+#if OTPP_HEADER_ONLY
+#include "detail/gen_server-inl.hpp"
+#endif

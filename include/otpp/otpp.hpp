@@ -1,15 +1,21 @@
 #pragma once
-// otpp: Erlang/Elixir OTP for C++20. The umbrella header.
+// otpp: Erlang/Elixir OTP for C++20. The umbrella header (everything but
+// the test helpers, <otpp/testing.hpp>).
 
-#include "child_spec.hpp"     // IWYU pragma: export
+#include "child_spec.hpp"          // IWYU pragma: export
+#include "clock.hpp"               // IWYU pragma: export
 #include "dynamic_supervisor.hpp"  // IWYU pragma: export
-#include "exit_reason.hpp"    // IWYU pragma: export
-#include "gen_server.hpp"     // IWYU pragma: export
-#include "registry.hpp"       // IWYU pragma: export
-#include "log.hpp"            // IWYU pragma: export
-#include "process.hpp"        // IWYU pragma: export
-#include "runtime.hpp"        // IWYU pragma: export
-#include "supervisor.hpp"     // IWYU pragma: export
-#include "sys.hpp"            // IWYU pragma: export
-#include "telemetry.hpp"      // IWYU pragma: export
-#include "timer.hpp"          // IWYU pragma: export
+#include "exit_reason.hpp"         // IWYU pragma: export
+#include "gen_server.hpp"          // IWYU pragma: export
+#include "log.hpp"                 // IWYU pragma: export
+#include "pid.hpp"                 // IWYU pragma: export
+#include "process.hpp"             // IWYU pragma: export
+#include "registry.hpp"            // IWYU pragma: export
+#include "runtime.hpp"             // IWYU pragma: export
+#include "runtime_config.hpp"      // IWYU pragma: export
+#include "supervisor.hpp"          // IWYU pragma: export
+#include "supervisor_events.hpp"   // IWYU pragma: export
+#include "sys.hpp"                 // IWYU pragma: export
+#include "telemetry.hpp"           // IWYU pragma: export
+#include "timer.hpp"               // IWYU pragma: export
+#include "version.hpp"             // IWYU pragma: export

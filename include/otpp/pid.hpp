@@ -20,6 +20,7 @@
 #include <fmt/core.h>
 
 #include "detail/config.hpp"
+#include "detail/counted.hpp"
 #include "exit_reason.hpp"
 
 namespace otpp {
@@ -50,7 +51,9 @@ class process_identity {
   [[nodiscard]] bool alive() const noexcept { return (state_.load(std::memory_order_acquire) & dead) == 0; }
 
  protected:
-  ~process_identity() = default;
+  // Virtual only to keep -Wnon-virtual-dtor quiet: a process is destroyed by
+  // its typed half (process_of::deallocate_self), never through a base pointer.
+  virtual ~process_identity() = default;
   /// Destroys the process and gives its memory back.
   virtual void last_reference_gone() noexcept = 0;
 
@@ -85,33 +88,21 @@ struct pid_text {
 class pid {
  public:
   pid() noexcept = default;
-  pid(const pid& o) noexcept : p_{o.p_} {
-    if (p_) p_->add_ref();
-  }
-  pid(pid&& o) noexcept : p_{std::exchange(o.p_, nullptr)} {}
-  pid& operator=(pid o) noexcept {
-    std::swap(p_, o.p_);
-    return *this;
-  }
-  ~pid() {
-    if (p_) p_->release();
-  }
 
   /// False for a default-constructed pid.
-  explicit operator bool() const noexcept { return p_ != nullptr; }
+  explicit operator bool() const noexcept { return static_cast<bool>(p_); }
   /// Whether the process is still running (a snapshot: it may die right after).
-  [[nodiscard]] bool alive() const noexcept { return p_ != nullptr && p_->alive(); }
+  [[nodiscard]] bool alive() const noexcept { return p_ && p_.get()->alive(); }
   /// Unique for the life of the program; 0 for an empty pid.
-  [[nodiscard]] std::uint64_t id() const noexcept { return p_ ? p_->id() : 0; }
+  [[nodiscard]] std::uint64_t id() const noexcept { return p_ ? p_.get()->id() : 0; }
 
   friend bool operator==(const pid& a, const pid& b) noexcept { return a.p_ == b.p_; }
   friend std::strong_ordering operator<=>(const pid& a, const pid& b) noexcept { return a.id() <=> b.id(); }
 
  private:
   friend struct detail::pid_access;
-  struct adopt_t {};
-  pid(detail::process_identity* p, adopt_t) noexcept : p_{p} {}
-  detail::process_identity* p_ = nullptr;
+  explicit pid(detail::counted<detail::process_identity> p) noexcept : p_{std::move(p)} {}
+  detail::counted<detail::process_identity> p_;
 };
 
 /// Wait forever.

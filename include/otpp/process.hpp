@@ -35,6 +35,7 @@
 
 namespace otpp {
 namespace detail {
+struct handle_access;
 
 /// An untyped message: matched at run time against the receiver's declared
 /// info types (see gen_server.hpp), so it records its type's identity.
@@ -80,9 +81,10 @@ class message {
     return is<T>() ? static_cast<const T*>(n_->value) : nullptr;
   }
 
-  explicit message(const detail::untyped_node_base* n) noexcept : n_{n} {}
 
  private:
+  friend struct detail::handle_access;
+  explicit message(const detail::untyped_node_base* n) noexcept : n_{n} {}
   const detail::untyped_node_base* n_;
 };
 

@@ -132,6 +132,9 @@ struct via_t {
   registry<Key, Value> reg;
   Key key;
   Value value;
+
+ private:
+  friend struct detail::registrar_access;
   std::optional<exit_reason> register_for(detail::process_base* p) { return reg.register_owner(p, key, std::move(value)); }
 };
 
@@ -260,6 +263,9 @@ class registry {
     return n;
   }
 
+ private:
+  template <class K, class V>
+  friend struct via_t;
   /// Registers `p` (owned by the calling thread: itself, or a process being
   /// started) under `key`. Used by register_key and via.
   std::optional<exit_reason> register_owner(detail::process_base* p, Key key, Value value) {
@@ -281,7 +287,6 @@ class registry {
     return std::nullopt;
   }
 
- private:
   struct entry {
     detail::process_base* owner;  // no reference: removed before the owner's memory can go
     Value value;

@@ -134,31 +134,25 @@ auto run_on(const pid& target, F f, std::chrono::steady_clock::duration timeout)
       return exit_reason::from_exception(std::current_exception());
     }
   }
-  if (otpp::detail::may_run_inline(timeout) && p->try_claim()) {
-    result<R> out = exit_reason::noproc();
-    {
-      otpp::detail::current_scope scope{p};
-      try {
-        if constexpr (std::is_void_v<R>) {
-          f(*p);
-          out = result<R>{};
-        } else {
-          out = result<R>{std::in_place, f(*p)};
+  return otpp::detail::request<R>(
+      p, timeout, otpp::detail::may_run_inline(timeout), false,
+      [&] {
+        result<R> out = exit_reason::noproc();
+        otpp::detail::current_scope scope{p};
+        try {
+          if constexpr (std::is_void_v<R>) {
+            f(*p);
+            out = result<R>{};
+          } else {
+            out = result<R>{std::in_place, f(*p)};
+          }
+        } catch (...) {
+          out = exit_reason::from_exception(std::current_exception());
         }
-      } catch (...) {
-        out = exit_reason::from_exception(std::current_exception());
-      }
-      p->release_inline();
-    }
-    return out;
-  }
-  if (!p->alive()) return exit_reason::noproc();
-  auto* slot = otpp::detail::reply_slot<R>::make();
-  p->enqueue(otpp::detail::make_node<exec_node<R, F>>(std::move(f), slot));
-  auto st = otpp::detail::await_reply(slot, otpp::detail::deadline_after(timeout), p);
-  auto out = otpp::detail::collect<R>(slot, st);
-  slot->release();
-  return out;
+        p->release_inline();
+        return out;
+      },
+      [&](otpp::detail::reply_slot<R>* slot) { return otpp::detail::make_node<exec_node<R, F>>(std::move(f), slot); });
 }
 
 template <class Impl>

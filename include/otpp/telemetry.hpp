@@ -43,13 +43,12 @@
 #include <variant>
 #include <vector>
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>  // fmt::join lives here from fmt 11 on
+#include <fmt/core.h>
 
 #include "exit_reason.hpp"
 #include "log.hpp"
 #include "detail/platform.hpp"
-#include "process.hpp"
+#include "pid.hpp"
 
 namespace otpp::telemetry {
 
@@ -334,8 +333,10 @@ inline void dispatch(const event& e, const measurements& m, const metadata& md) 
     } catch (...) {
       const std::string why = detail::describe_current_exception();
       (void)detach(a.id);
-      otpp::detail::log_rt(log_level::error, "otpp: telemetry handler {} failed on {} and was detached: {}", a.id,
-                           fmt::join(e.name(), "."), why);
+      std::string name;
+      for (const auto& part : e.name()) name += (name.empty() ? "" : ".") + part;
+      otpp::detail::log_rt(log_level::error, "otpp: telemetry handler {} failed on {} and was detached: {}", a.id, name,
+                           why);
     }
   }
 }

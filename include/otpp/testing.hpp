@@ -41,8 +41,8 @@
 #include <vector>
 
 #include "child_spec.hpp"
+#include "clock.hpp"
 #include "detail/runtime_core.hpp"
-#include "detail/timer_service.hpp"
 #include "exit_reason.hpp"
 #include "gen_server.hpp"
 #include "process.hpp"
@@ -55,7 +55,7 @@ namespace otpp::testing {
 /// A clock for runtime_config::clock that stands still until advance().
 /// Timers and gen_server timeouts of the runtimes using it follow it; call
 /// and stop timeouts keep following real time.
-class virtual_clock final : public detail::clock_source {
+class virtual_clock final : public clock_source {
  public:
   using duration = std::chrono::steady_clock::duration;
   using time_point = std::chrono::steady_clock::time_point;
@@ -76,9 +76,9 @@ class virtual_clock final : public detail::clock_source {
     const auto deadline = std::chrono::steady_clock::now() + settle_limit;
     for (;;) {
       bool delivered = false;
-      for (detail::timer_service* s : services_) delivered = s->catch_up() || delivered;
+      for (clock_listener* s : services_) delivered = s->catch_up() || delivered;
       bool quiet = true;
-      for (detail::timer_service* s : services_) quiet = s->await_quiescence(settle_limit) && quiet;
+      for (clock_listener* s : services_) quiet = s->await_quiescence(settle_limit) && quiet;
       if ((!delivered && quiet) || std::chrono::steady_clock::now() >= deadline) return;
     }
   }
@@ -89,11 +89,11 @@ class virtual_clock final : public detail::clock_source {
   /// How long advance() waits, in real time, for the runtimes to go quiet.
   static constexpr std::chrono::seconds settle_limit{10};
 
-  void attach(detail::timer_service* s) override {
+  void attach(clock_listener* s) override {
     std::lock_guard lock{mutex_};
     services_.push_back(s);
   }
-  void detach(detail::timer_service* s) noexcept override {
+  void detach(clock_listener* s) noexcept override {
     std::lock_guard lock{mutex_};
     std::erase(services_, s);
   }
@@ -102,7 +102,7 @@ class virtual_clock final : public detail::clock_source {
   // An arbitrary start, far from zero so that deadlines stay positive.
   std::atomic<duration::rep> now_{std::chrono::duration_cast<duration>(std::chrono::hours(1)).count()};
   std::mutex mutex_;
-  std::vector<detail::timer_service*> services_;
+  std::vector<clock_listener*> services_;
 };
 
 /// A process started by start_supervised, stopped when this goes out of

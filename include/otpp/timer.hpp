@@ -61,31 +61,20 @@ struct timer_access;
 class timer_ref {
  public:
   timer_ref() noexcept = default;
-  timer_ref(const timer_ref& o) noexcept : t_{o.t_} {
-    if (t_) t_->add_ref();
-  }
-  timer_ref(timer_ref&& o) noexcept : t_{std::exchange(o.t_, nullptr)} {}
-  timer_ref& operator=(timer_ref o) noexcept {
-    std::swap(t_, o.t_);
-    return *this;
-  }
-  ~timer_ref() {
-    if (t_) t_->release();
-  }
-  explicit operator bool() const noexcept { return t_ != nullptr; }
+  explicit operator bool() const noexcept { return static_cast<bool>(t_); }
   friend bool operator==(const timer_ref& a, const timer_ref& b) noexcept { return a.t_ == b.t_; }
 
  private:
   friend struct detail::timer_access;
-  explicit timer_ref(detail::timer_node* t) noexcept : t_{t} {}  // adopts a reference
-  detail::timer_node* t_ = nullptr;
+  explicit timer_ref(detail::timer_node* t) noexcept : t_{detail::counted<detail::timer_node>::adopt(t)} {}
+  detail::counted<detail::timer_node> t_;
 };
 
 namespace detail {
 
 struct timer_access {
   static timer_ref adopt(timer_node* t) noexcept { return timer_ref{t}; }
-  static timer_node* get(const timer_ref& r) noexcept { return r.t_; }
+  static timer_node* get(const timer_ref& r) noexcept { return r.t_.get(); }
 };
 
 struct named_target {

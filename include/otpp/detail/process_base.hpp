@@ -233,34 +233,12 @@ class process_base : public process_identity {
 
   // -- exit ------------------------------------------------------------------
   /// Owner only (inside a callback): exit with `r` once the callback returns.
-  void request_exit(exit_reason r, bool with_terminate) {
-    auto& c = cold();
-    if (local_ & exit_pending) return;  // first request wins
-    c.exit = std::move(r);
-    local_ |= exit_pending | (with_terminate ? call_terminate : 0);
-  }
+  void request_exit(exit_reason r, bool with_terminate);
   /// Owner only: an untrappable kill. It overrides an exit already asked for
   /// (a stop, a crash or a trapped shutdown whose terminate has not begun):
   /// a kill is never lost, and terminate does not run.
-  void request_kill() noexcept {
-    try {
-      cold().exit = exit_reason::killed();
-    } catch (...) {
-      return;  // no cold state to be had: the exit requested before stands
-    }
-    local_ = (local_ | exit_pending) & ~call_terminate;
-  }
-  void crash(std::exception_ptr e, std::string_view msg_type, std::string_view kind) noexcept {
-    try {
-      auto& c = cold();
-      c.crash_message = msg_type;
-      c.crash_kind = kind;
-      local_ &= ~exit_pending;  // a crash overrides a stop asked for in the same callback
-      request_exit(exit_reason::of_exception(std::move(e)), true);
-    } catch (...) {
-      local_ |= exit_pending | call_terminate;
-    }
-  }
+  void request_kill() noexcept;
+  void crash(std::exception_ptr e, std::string_view msg_type, std::string_view kind) noexcept;
   [[nodiscard]] bool exit_requested() const noexcept { return (local_ & exit_pending) != 0; }
   void mark_constructed() noexcept { local_ |= constructed; }
   void set_trap_exit(bool on) noexcept { local_ = on ? (local_ | trapping) : (local_ & ~trapping); }
@@ -347,28 +325,11 @@ class process_base : public process_identity {
     cold().stop_waiters.push_back({s, std::move(requested)});
   }
 
-  void set_continuation(message_node* n) {
-    auto& c = cold();
-    if (c.continuation) c.continuation->fn(*this, c.continuation, msg_op::discard, nullptr);
-    c.continuation = n;
-    local_ |= has_continue;
-  }
+  void set_continuation(message_node* n);
 
   /// Owner only: a deferred reply that this process owes; failed with the
   /// exit reason if the process dies first.
-  void track_deferred(reply_slot_base* s) {
-    auto& c = cold();
-    if (c.deferred.size() >= c.deferred_prune_at) {
-      std::erase_if(c.deferred, [](reply_slot_base* d) {
-        if (d->open()) return false;
-        d->release();
-        return true;
-      });
-      c.deferred_prune_at = c.deferred.size() * 2 + 16;
-    }
-    s->add_ref();
-    c.deferred.push_back(s);
-  }
+  void track_deferred(reply_slot_base* s);
 
   // -- observing from any thread, without a message ---------------------------
   /// Messages queued and not yet taken: a snapshot, exact with one sender,
@@ -616,13 +577,15 @@ inline turn_result process_base::run_turn(unsigned budget) noexcept {
   }
 }
 
+/// Turns a pid into the process it names, and a process into a new pid.
 struct pid_access {
-  static process_base* get(const pid& p) noexcept { return static_cast<process_base*>(p.p_); }
+  static process_base* get(const pid& p) noexcept { return static_cast<process_base*>(p.p_.get()); }
   /// A new handle to `p` (takes a reference).
-  static pid make(process_base* p) noexcept {
-    if (p) p->add_ref();
-    return pid{p, pid::adopt_t{}};
-  }
+  static pid make(process_base* p) noexcept { return pid{counted<process_identity>::share(p)}; }
 };
 
 }  // namespace otpp::detail
+
+#if OTPP_HEADER_ONLY
+#include "process_base-inl.hpp"
+#endif

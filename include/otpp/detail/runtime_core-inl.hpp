@@ -141,8 +141,8 @@ OTPP_FUNC bool runtime_core::shutdown() {
   const auto deadline = steady::now() + cfg_.shutdown_timeout;
   const bool own_thread = tls.rt == this;
   if (own_thread && tls.current != nullptr) {
-    detail::log_rt(log_level::error, "otpp: runtime shutdown from inside one of its processes (<0.{}.0>); it is left running",
-                   tls.current->id());
+    detail::log_rt(log_level::error, "otpp: runtime shutdown from inside one of its processes ({}); it is left running",
+                   pid_text{tls.current->id()}.view());
   }
   stop_processes(deadline);
   if (timer_service* t = timers_if_started()) t->stop();
@@ -189,8 +189,8 @@ OTPP_FUNC void runtime_core::stop_processes(steady::time_point deadline) {
       ++not_waited;
     } else {
       detail::log_rt(log_level::error,
-                     "otpp: process <0.{}.0> ({}) did not stop within the runtime's shutdown timeout ({} ms); abandoned",
-                     p->id(), p->type_name(), cfg_.shutdown_timeout.count());
+                     "otpp: process {} ({}) did not stop within the runtime's shutdown timeout ({} ms); abandoned",
+                     pid_text{p->id()}.view(), p->type_name(), cfg_.shutdown_timeout.count());
     }
     try {
       abandoned.push_back(p->id());
@@ -576,10 +576,10 @@ OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_termi
   }
   if (!reason.is_sane()) {
     if (c && !c->crash_message.empty()) {
-      detail::log_rt(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}; last message: {} ({})", id_, type_name(),
+      detail::log_rt(log_level::error, "otpp: process {} ({}) terminating: {}; last message: {} ({})", pid_text{id_}.view(), type_name(),
           reason, c->crash_message, c->crash_kind);
     } else {
-      detail::log_rt(log_level::error, "otpp: process <0.{}.0> ({}) terminating: {}", id_, type_name(), reason);
+      detail::log_rt(log_level::error, "otpp: process {} ({}) terminating: {}", pid_text{id_}.view(), type_name(), reason);
     }
   }
   if (c && c->continuation) {
@@ -745,22 +745,20 @@ OTPP_FUNC result<void> stop_process(process_base* p, exit_reason reason, steady:
   check_timeout(timeout, "otpp::stop");
   if (p == nullptr || !p->alive()) return exit_reason::noproc();
   if (p == tls.current) return exit_reason::calling_self();
-  if (may_run_inline(timeout) && p->try_claim()) {
-    exit_reason final;
-    {
-      current_scope scope{p};
-      p->add_ref();  // exit_now drops the alive reference
-      final = p->exit_now(reason, true);
-    }
-    p->release();
-    if (final == reason) return {};
-    return final;
-  }
-  auto* slot = reply_slot<void>::make();
-  p->enqueue(make_node<stop_node>(std::move(reason), slot));
-  auto out = collect<void>(slot, await_reply(slot, deadline_after(timeout), p));
-  slot->release();
-  return out;
+  return request<void>(
+      p, timeout, may_run_inline(timeout), false,
+      [&]() -> result<void> {
+        exit_reason final;
+        {
+          current_scope scope{p};
+          p->add_ref();  // exit_now drops the alive reference
+          final = p->exit_now(reason, true);
+        }
+        p->release();
+        if (final == reason) return {};
+        return final;
+      },
+      [&](reply_slot<void>* slot) { return make_node<stop_node>(std::move(reason), slot); });
 }
 
 }  // namespace otpp::detail

@@ -26,6 +26,7 @@
 
 #include "../exit_reason.hpp"
 #include "../log.hpp"
+#include "../runtime_config.hpp"
 #include "parking.hpp"
 #include "platform.hpp"
 #include "process_base.hpp"
@@ -33,24 +34,6 @@
 #include "work_stealing_deque.hpp"
 
 namespace otpp {
-
-/// Settings of a runtime. Zero workers means one per hardware thread.
-struct runtime_config {
-  unsigned workers = 0;
-  /// Messages a process handles per turn before others get the worker.
-  unsigned batch = 64;
-  /// Upper bound on threads, counting spares that stand in for threads
-  /// blocked in calls. Beyond it a blocked call simply blocks its worker.
-  unsigned max_threads = 512;
-  /// How long runtime shutdown waits for each process to stop.
-  std::chrono::milliseconds shutdown_timeout{5000};
-  /// How long an idle worker spins before it parks.
-  std::chrono::microseconds spin{50};
-  /// The time timers and gen_server timeouts follow. Empty: the steady
-  /// clock. Tests pass an otpp::testing::virtual_clock (otpp/testing.hpp).
-  /// Call and stop timeouts always follow the steady clock.
-  std::shared_ptr<detail::clock_source> clock = nullptr;
-};
 
 namespace detail {
 
@@ -370,6 +353,34 @@ inline steady::time_point deadline_after(steady::duration d) noexcept {
   auto now = steady::now();
   if (d >= steady::time_point::max() - now) return steady::time_point::max();
   return now + d;
+}
+
+/// The one way an operation reaches a process and waits for its answer (a
+/// call, a stop, a sys request). If `inline_allowed` (the caller waits
+/// without a deadline, or the target promised never to block) and the target
+/// is idle, `run_inline()` runs it here, as the target's turn. Otherwise
+/// `make_node(slot)` builds the request, which goes through the mailbox
+/// while the caller waits until the deadline: the answer, the target's exit
+/// reason if it dies first, or timeout (a late answer is dropped).
+template <class R, class RunInline, class MakeNode>
+result<R> request(process_base* p, steady::duration timeout, bool inline_allowed, bool target_nonblocking,
+                  RunInline&& run_inline, MakeNode&& make_node) {
+  if (inline_allowed && p->try_claim()) return run_inline();
+  if (!p->alive()) return exit_reason::noproc();
+  auto* slot = reply_slot<R>::make();
+  message_node* node;
+  try {
+    node = make_node(slot);
+  } catch (...) {
+    slot->release();  // both references: nobody else ever saw it
+    slot->release();
+    throw;
+  }
+  p->enqueue(node);
+  const std::uint32_t st = await_reply(slot, deadline_after(timeout), p, target_nonblocking);
+  auto out = collect<R>(slot, st);
+  slot->release();
+  return out;
 }
 
 /// otpp::stop for any process.

@@ -20,22 +20,8 @@
 #include "../log.hpp"
 #include "../process.hpp"
 #include "runtime_core.hpp"
+#include "../supervisor_events.hpp"
 #include "../telemetry.hpp"
-
-namespace otpp {
-
-/// Telemetry both kinds of supervisor emit.
-namespace supervisor_events {
-/// A child exited and is to be restarted. Measurements: count (1).
-/// Metadata: supervisor (pid), child (its id; empty under a dynamic
-/// supervisor), reason (the exit reason, as text).
-inline const telemetry::event child_restarting{"otpp", "supervisor", "child_restarting"};
-/// Too many restarts: the supervisor stops its children and exits.
-/// Metadata: supervisor (pid).
-inline const telemetry::event max_restarts{"otpp", "supervisor", "max_restarts"};
-}  // namespace supervisor_events
-
-}  // namespace otpp
 
 namespace otpp::detail {
 
@@ -142,7 +128,7 @@ inline void stop_children(const std::vector<stop_target>& targets, std::chrono::
   const auto sent = clock::now();
   for (std::size_t i = 0; i < targets.size(); ++i) {
     const stop_target& t = targets[i];
-    if (t.policy.policy() == shutdown_policy::kind::infinity) {
+    if (t.policy.policy() == shutdown_policy::kind::wait_forever) {
       (void)watches[i].wait();
     } else if (t.policy.policy() == shutdown_policy::kind::timeout) {
       const auto left = sent + t.policy.time() - clock::now();

@@ -9,7 +9,7 @@
 
 namespace otpp::detail {
 
-OTPP_FUNC timer_service::timer_service(std::shared_ptr<clock_source> clock, unsigned slots, const runtime_core* rt)
+OTPP_FUNC timer_service::timer_service(std::shared_ptr<otpp::clock_source> clock, unsigned slots, const runtime_core* rt)
     : clock_{std::move(clock)}, rt_{rt}, inboxes_(slots + 1), heads_(slots + 1) {
   for (std::size_t i = 0; i < inboxes_.size(); ++i) heads_[i] = inboxes_[i].queue.consumer_head();
   origin_ = now_ns();
@@ -37,8 +37,8 @@ OTPP_FUNC void timer_service::clear() noexcept {
   due_.clear();
 }
 
-OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox) noexcept {
-  inbox_user user{inboxes_[inbox]};
+OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox_index) noexcept {
+  inbox_user user{inboxes_[inbox_index]};
   if (stopping_.load(std::memory_order_seq_cst)) {
     t->state.store(done, std::memory_order_relaxed);
     t->release();
@@ -52,7 +52,7 @@ OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox) noexcept {
     return false;
   }
   t->service = this;
-  inboxes_[inbox].queue.push(t);  // seq_cst: ordered before the load below
+  inboxes_[inbox_index].queue.push(t);  // seq_cst: ordered before the load below
   const std::int64_t due = tick_of(t->deadline.load(std::memory_order_relaxed));
   std::int64_t w = next_wake_.load(std::memory_order_seq_cst);
   while (due < w) {
@@ -66,7 +66,7 @@ OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox) noexcept {
   return true;
 }
 
-OTPP_FUNC std::optional<std::chrono::nanoseconds> timer_service::cancel(timer_node* t, unsigned inbox) noexcept {
+OTPP_FUNC std::optional<std::chrono::nanoseconds> timer_service::cancel(timer_node* t, unsigned inbox_index) noexcept {
   const bool orphan = t->orphaned();
   for (;;) {
     std::uint32_t s = t->state.load(std::memory_order_acquire);
@@ -77,10 +77,10 @@ OTPP_FUNC std::optional<std::chrono::nanoseconds> timer_service::cancel(timer_no
     if (s != pending) return std::nullopt;
     if (!t->state.compare_exchange_weak(s, cancelled, std::memory_order_acq_rel)) continue;
     // Ours: the owner thread will unlink and free it; after stop(), clear() does.
-    inbox_user user{inboxes_[inbox]};
+    inbox_user user{inboxes_[inbox_index]};
     if (stopping_.load(std::memory_order_seq_cst)) return std::nullopt;
     t->add_ref();
-    auto& top = inboxes_[inbox].cancels;
+    auto& top = inboxes_[inbox_index].cancels;
     timer_node* head = top.load(std::memory_order_relaxed);
     do {
       t->cancel_next = head;

@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "../clock.hpp"
 #include "mpsc_queue.hpp"
 #include "parking.hpp"
 #include "platform.hpp"
@@ -51,21 +52,6 @@ class runtime_core;
 bool runtime_quiescent(const runtime_core* rt) noexcept;
 /// How many processes of the runtime have exited so far (defined with it).
 std::uint64_t runtime_exits(const runtime_core* rt) noexcept;
-
-/// Where timers take their time from. The runtime uses steady_clock unless
-/// its config names another source (otpp/testing.hpp's virtual_clock).
-class clock_source {
- public:
-  clock_source() = default;
-  clock_source(const clock_source&) = delete;
-  clock_source& operator=(const clock_source&) = delete;
-  virtual ~clock_source() = default;
-  [[nodiscard]] virtual steady::time_point now() const noexcept = 0;
-  /// Timer services driven by this clock register here, so that moving the
-  /// clock can make them catch up.
-  virtual void attach(timer_service*) {}
-  virtual void detach(timer_service*) noexcept {}
-};
 
 /// One scheduled timer. Shared by the service (one reference from schedule
 /// until it leaves the wheel for good) and by the timer_ref handles.
@@ -110,7 +96,7 @@ struct timer_node : mpsc_node, wheel_entry {
   }
 };
 
-class timer_service {
+class timer_service final : public clock_listener {
   static constexpr std::uint32_t pending = timer_node::pending, firing = timer_node::firing, done = timer_node::done,
                                  cancelled = timer_node::cancelled;
 
@@ -118,7 +104,7 @@ class timer_service {
   static constexpr std::chrono::milliseconds tick{1};
   static constexpr std::chrono::milliseconds reclaim_interval{250};
 
-  timer_service(std::shared_ptr<clock_source> clock, unsigned slots, const runtime_core* rt);
+  timer_service(std::shared_ptr<otpp::clock_source> clock, unsigned slots, const runtime_core* rt);
 
   timer_service(const timer_service&) = delete;
   timer_service& operator=(const timer_service&) = delete;
@@ -147,10 +133,10 @@ class timer_service {
   /// Any thread. Hands `t` (deadline set, both references counted) to the
   /// service. `inbox` is the caller's worker slot, or slots for outsiders.
   /// Returns false (dropping the service's reference) after shutdown.
-  bool schedule(timer_node* t, unsigned inbox) noexcept;
+  bool schedule(timer_node* t, unsigned inbox_index) noexcept;
 
   /// Any thread. Stops `t` if it has not fired: returns the time that was left.
-  std::optional<std::chrono::nanoseconds> cancel(timer_node* t, unsigned inbox) noexcept;
+  std::optional<std::chrono::nanoseconds> cancel(timer_node* t, unsigned inbox_index) noexcept;
 
   /// Any thread. The time left before `t` fires (the next delivery of an
   /// interval), or nothing if it has fired, been cancelled, or lost its
@@ -159,11 +145,11 @@ class timer_service {
 
   /// Virtual clock: returns once every timer due at the clock's current time
   /// has been delivered. Returns whether any was.
-  bool catch_up() noexcept;
+  bool catch_up() noexcept override;
 
   /// Virtual clock: waits (up to `limit`) until the runtime has nothing
   /// running or queued. Returns false on timeout.
-  bool await_quiescence(std::chrono::milliseconds limit) const noexcept;
+  [[nodiscard]] bool await_quiescence(std::chrono::milliseconds limit) const noexcept override;
 
   /// Stops the thread; timers not yet fired never fire. Idempotent.
   void stop() noexcept;
@@ -268,7 +254,7 @@ class timer_service {
   // delivered at once.
   void fire_interval(timer_node* t, std::int64_t now_tick) noexcept;
 
-  std::shared_ptr<clock_source> clock_;
+  std::shared_ptr<otpp::clock_source> clock_;
   const runtime_core* rt_;
   std::int64_t origin_ = 0;
   std::vector<inbox> inboxes_;

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Writes docs/benchmarks.md and docs/benchmarks.svg from benchmark output.
+
+  python3 scripts/bench_page.py --otpp otpp.txt --beam beam.txt [--caf caf.txt] [--note "..."]
+
+otpp.txt: `otpp_bench` output. beam.txt: the output of the BEAM anchor
+scripts (anchors/beam/*.exs, run beside otpp_bench on the same machine).
+caf.txt: `name: value unit` lines with otpp's figure names (from the CAF
+anchor programs, anchors/caf). Each file may hold several runs; the median
+is used. The chart shows otpp's factor over the best peer, per figure, on a
+log scale (right of 1× is faster or smaller).
+"""
+import argparse
+import math
+import os
+import re
+import statistics
+import sys
+
+# otpp figure -> (title, unit, lower_is_better, BEAM figure, factor BEAM unit -> otpp unit)
+FIGURES = [
+    ("cast_1sender", "cast, 1 sender thread", "msg/s", False, "cast_throughput_1sender", 1.0),
+    ("cast_2senders", "cast, 2 sender threads", "msg/s", False, "cast_throughput_2sender", 1.0),
+    ("call_process", "call, process to process", "ns", True, "call_latency_mean", 1.0),
+    ("call_concurrent_64", "64 callers, one server", "calls/s", False, "call_throughput_concurrent_64", 1.0),
+    ("ring_1000", "ring of 1000 servers", "hops/s", False, "ring_genserver_1000", 1.0),
+    ("spawn_1m", "start 1M servers", "s", True, "spawn_genserver_total_time", 1e-3),
+    ("bytes_per_server", "memory per idle server", "B", True, "spawn_genserver_mem_per_proc", 1.0),
+    ("stop_1m", "stop 1M servers", "s", True, "spawn_genserver_stop_time", 1e-3),
+    ("timers_schedule_1m", "1M send_after", "s", True, "timers_schedule_1M", 1e-3),
+    ("timer_cancel", "cancel a timer", "ns", True, "timers_cancel_per_op", 1.0),
+    ("supervisor_restart", "crash to restarted child", "us", True, "supervisor_restart_kill_steady", 1.0),
+]
+
+LINE = re.compile(r"^([A-Za-z0-9_]+):\s+([0-9.]+)\s*(\S*)")
+
+
+def read(path):
+    values = {}
+    if not path:
+        return values
+    with open(path) as f:
+        for line in f:
+            m = LINE.match(line)
+            if m:
+                values.setdefault(m.group(1), []).append(float(m.group(2)))
+    return {k: statistics.median(v) for k, v in values.items()}
+
+
+def fmt(v):
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} M"
+    if v >= 1e4:
+        return f"{v / 1e3:.1f} k"
+    if v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def factor(ours, peer, lower):
+    if ours is None or peer is None or ours <= 0 or peer <= 0:
+        return None
+    return peer / ours if lower else ours / peer
+
+
+def svg(rows, path):
+    rows = [r for r in rows if r[1] is not None]
+    width, left, right, bar, gap, top = 760, 230, 90, 18, 8, 40
+    height = top + len(rows) * (bar + gap) + 40
+    lo, hi = 0.5, max(2.0, max(f for _, f in rows) * 1.3)
+    span = math.log10(hi) - math.log10(lo)
+
+    def x(v):
+        return left + (math.log10(v) - math.log10(lo)) / span * (width - left - right)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="20" font-size="14" font-weight="bold">otpp vs the best of BEAM and CAF '
+           f'(× faster or smaller, log scale)</text>']
+    for tick in [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]:
+        if lo <= tick <= hi:
+            tx = x(tick)
+            out.append(f'<line x1="{tx:.1f}" y1="{top - 6}" x2="{tx:.1f}" y2="{height - 30}" '
+                       f'stroke="{"#333" if tick == 1 else "#ddd"}"/>')
+            out.append(f'<text x="{tx:.1f}" y="{height - 14}" text-anchor="middle">{tick:g}×</text>')
+    for i, (title, f) in enumerate(rows):
+        y = top + i * (bar + gap)
+        x0, x1 = x(1.0), x(f)
+        color = "#2b7bba" if f >= 1 else "#d9534f"
+        out.append(f'<text x="{left - 8}" y="{y + bar - 4}" text-anchor="end">{title}</text>')
+        out.append(f'<rect x="{min(x0, x1):.1f}" y="{y}" width="{abs(x1 - x0):.1f}" height="{bar}" fill="{color}"/>')
+        out.append(f'<text x="{max(x0, x1) + 4:.1f}" y="{y + bar - 4}">{f:.1f}×</text>')
+    out.append("</svg>")
+    with open(path, "w") as fh:
+        fh.write("\n".join(out) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--otpp", required=True)
+    ap.add_argument("--beam")
+    ap.add_argument("--caf")
+    ap.add_argument("--note", default="")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs"))
+    a = ap.parse_args()
+    ours, beam, caf = read(a.otpp), read(a.beam), read(a.caf)
+    rows, chart = [], []
+    for name, title, unit, lower, beam_name, scale in FIGURES:
+        o = ours.get(name)
+        b = beam.get(beam_name)
+        b = b * scale if b is not None else None
+        c = caf.get(name)
+        peers = [p for p in (b, c) if p is not None]
+        best = (min(peers) if lower else max(peers)) if peers else None
+        f = factor(o, best, lower)
+        rows.append(f"| {title} (`{name}`) | {fmt(o) if o else '—'} | {fmt(b) if b else '—'} | "
+                    f"{fmt(c) if c else '—'} | {unit} | {('%.1f×' % f) if f else '—'} |")
+        chart.append((title, f))
+    svg(chart, os.path.join(a.out, "benchmarks.svg"))
+    with open(os.path.join(a.out, "benchmarks.md"), "w") as fh:
+        fh.write("# Benchmarks\n\n")
+        fh.write("otpp beside the BEAM (Erlang/OTP + Elixir GenServers) and CAF, on the same machine. "
+                 "Lower is better for ns, s and B; higher for rates. The last column is otpp's factor "
+                 "over the best peer (above 1× otpp is faster or smaller).\n\n")
+        if a.note:
+            fh.write(a.note.strip() + "\n\n")
+        fh.write("![otpp vs the best peer](benchmarks.svg)\n\n")
+        fh.write("| figure | otpp | BEAM | CAF | unit | otpp vs best peer |\n|---|---:|---:|---:|---|---:|\n")
+        fh.write("\n".join(rows) + "\n\n")
+        fh.write("Regenerate: run `build/release/benchmarks/otpp_bench > otpp.txt` and the BEAM anchor "
+                 "scripts (`elixir <script>.exs >> beam.txt` for each in the peers' `anchors/beam/`), "
+                 "the CAF anchors likewise, then `python3 scripts/bench_page.py --otpp otpp.txt "
+                 "--beam beam.txt --caf caf.txt`.\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
