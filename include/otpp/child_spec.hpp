@@ -25,13 +25,27 @@
 
 namespace otpp {
 
-enum class restart_type { permanent, transient, temporary };
-enum class child_type { worker, supervisor };
+/// When a supervisor restarts a child that exited.
+enum class restart_type {
+  permanent,  ///< always
+  transient,  ///< only after an abnormal exit (not normal or shutdown)
+  temporary,  ///< never
+};
+/// What a child is: a supervisor gets infinity as its default shutdown.
+enum class child_type {
+  worker,      ///< any other process
+  supervisor,  ///< a supervisor or dynamic supervisor
+};
 
 /// How a supervisor stops a child.
 class shutdown_policy {
  public:
-  enum class kind : unsigned char { brutal_kill, timeout, wait_forever };  // wait_forever: Erlang's infinity
+  /// Which policy.
+  enum class kind : unsigned char {
+    brutal_kill,   ///< kill at once
+    timeout,       ///< shutdown, then kill after time()
+    wait_forever,  ///< shutdown, and wait (Erlang's infinity)
+  };
   /// exit(child, kill) at once.
   static shutdown_policy brutal_kill() noexcept { return {kind::brutal_kill, {}}; }
   /// exit(child, shutdown) (a trapping child runs terminate), then kill if it
@@ -41,7 +55,9 @@ class shutdown_policy {
   /// supervisor children).
   static shutdown_policy infinity() noexcept { return {kind::wait_forever, {}}; }
 
+  /// Which policy this is.
   [[nodiscard]] kind policy() const noexcept { return kind_; }
+  /// The wait before a kill, for kind::timeout.
   [[nodiscard]] std::chrono::milliseconds time() const noexcept { return time_; }
 
  private:
@@ -53,8 +69,8 @@ class shutdown_policy {
 /// Opt-in exponential restart delay: `initial`, doubled at each restart that
 /// follows a crash within `max` of the previous start, capped at `max`.
 struct restart_backoff {
-  std::chrono::milliseconds initial{100};
-  std::chrono::milliseconds max{10'000};
+  std::chrono::milliseconds initial{100};  ///< The first delay.
+  std::chrono::milliseconds max{10'000};   ///< The longest delay, and the window that resets it.
 };
 
 /// Everything in a spec but how to start the child, with fluent setters
@@ -63,34 +79,43 @@ template <class Derived>
 struct child_options {
   /// Unique within a supervisor (a dynamic supervisor ignores it).
   std::string id;
+  /// When to restart it.
   restart_type restart = restart_type::permanent;
-  /// Empty: 5 s for a worker, infinity for a supervisor.
+  /// How to stop it. Empty: 5 s for a worker, infinity for a supervisor.
   std::optional<shutdown_policy> shutdown;
+  /// Worker or supervisor.
   child_type type = child_type::worker;
   /// Its exit for good can shut the supervisor down (supervisor_flags::auto_shutdown).
   bool significant = false;
+  /// Delays between restarts. Empty: restart at once.
   std::optional<restart_backoff> backoff;
 
+  /// Sets id: `otpp::child<T>(args).with_id("cache")`.
   Derived&& with_id(std::string i) && {
     id = std::move(i);
     return self();
   }
+  /// Sets restart: `otpp::child<T>(args).with_restart(otpp::restart_type::transient)`.
   Derived&& with_restart(restart_type r) && {
     restart = r;
     return self();
   }
+  /// Sets shutdown: `.with_shutdown(otpp::shutdown_policy::timeout(2s))`.
   Derived&& with_shutdown(shutdown_policy s) && {
     shutdown = s;
     return self();
   }
+  /// Sets type.
   Derived&& with_type(child_type t) && {
     type = t;
     return self();
   }
+  /// Marks it significant (see supervisor_flags::auto_shutdown).
   Derived&& with_significant(bool s = true) && {
     significant = s;
     return self();
   }
+  /// Sets a restart backoff.
   Derived&& with_backoff(restart_backoff b) && {
     backoff = b;
     return self();
@@ -112,6 +137,7 @@ struct child_options {
 /// "do not start".
 template <class... Extra>
 struct basic_child_spec : child_options<basic_child_spec<Extra...>> {
+  /// Starts the child (linked to the calling supervisor).
   std::function<result<pid>(const Extra&...)> start;
 };
 
@@ -164,6 +190,7 @@ inline std::string recipe_id() { return {}; }
 template <class Impl, class... Args>
 class child_recipe : public child_options<child_recipe<Impl, Args...>> {
  public:
+  /// Keeps copies of `args` (start options first, as for start_link).
   template <class... A>
   explicit child_recipe(A&&... args) : args_{std::forward<A>(args)...} {
     this->id = std::apply([](const auto&... a) { return detail::recipe_id(a...); }, args_);
@@ -171,6 +198,8 @@ class child_recipe : public child_options<child_recipe<Impl, Args...>> {
     if constexpr (detail::is_supervisor_type<Impl>) this->type = child_type::supervisor;
   }
 
+  /// @{
+  /// The spec a supervisor takes.
   template <class... Extra>
   operator basic_child_spec<Extra...>() const& {  // NOLINT: converting is the point
     return make<Extra...>(*this);
@@ -179,6 +208,7 @@ class child_recipe : public child_options<child_recipe<Impl, Args...>> {
   operator basic_child_spec<Extra...>() && {  // NOLINT
     return make<Extra...>(std::move(*this));
   }
+  /// @}
 
  private:
   template <class... Extra, class Self>

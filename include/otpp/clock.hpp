@@ -24,7 +24,9 @@ class clock_listener {
 
  protected:
   clock_listener() = default;
+  /// Copyable: a listener is an interface, not an identity.
   clock_listener(const clock_listener&) = default;
+  /// Copyable.
   clock_listener& operator=(const clock_listener&) = default;
   ~clock_listener() = default;
 };
@@ -36,10 +38,12 @@ class clock_source {
   clock_source(const clock_source&) = delete;
   clock_source& operator=(const clock_source&) = delete;
   virtual ~clock_source() = default;
+  /// Now on this clock.
   [[nodiscard]] virtual std::chrono::steady_clock::time_point now() const noexcept = 0;
   /// The timer services driven by this clock register here while they run,
   /// so that moving the clock can make them catch up.
   virtual void attach(clock_listener*) {}
+  /// A timer service stops following this clock.
   virtual void detach(clock_listener*) noexcept {}
 };
 

@@ -14,7 +14,7 @@
 //   auto sup = otpp::start_link<pool_sup>(otpp::dynamic_supervisor_flags{}, db).value();
 //   otpp::start_child(sup, otpp::child<conn>(42));   // start_link<conn>(db, 42)
 //
-// Semantics (the project's OTP semantics notes, §2.6): one_for_one only;
+// Semantics (docs/semantics.md §2): one_for_one only;
 // ids are ignored (which_children leaves them empty); significant children
 // are refused; max_children counts restarting children, and a start past it
 // fails with error("max_children"); a start that ignores keeps nothing and
@@ -49,10 +49,11 @@
 
 namespace otpp {
 
+/// A dynamic supervisor's restart intensity and child limit.
 struct dynamic_supervisor_flags {
   /// More restarts than this within max_seconds and the supervisor gives up.
   int max_restarts = 3;
-  std::chrono::milliseconds max_seconds{5000};
+  std::chrono::milliseconds max_seconds{5000};  ///< The window max_restarts counts in.
   /// Empty: no limit.
   std::optional<std::size_t> max_children{};
   /// How long to wait for a killed child whose handler does not return.
@@ -70,13 +71,17 @@ template <class... Extra>
 inline constexpr bool is_supervisor_type<basic_dynamic_supervisor<Extra...>> = true;
 }  // namespace detail
 
+/// A supervisor that starts children at run time (Elixir's
+/// DynamicSupervisor); `Extra` are arguments put before each child's own.
 template <class... Extra>
 class basic_dynamic_supervisor : public gen_server<basic_dynamic_supervisor<Extra...>> {
   using base = gen_server<basic_dynamic_supervisor<Extra...>>;
 
  public:
+  /// The child specs it takes: their start receives the extra arguments.
   using spec_type = basic_child_spec<Extra...>;
 
+  /// @cond OTPP_INTERNAL
   struct start_child_req {
     spec_type spec;
   };
@@ -92,9 +97,12 @@ class basic_dynamic_supervisor : public gen_server<basic_dynamic_supervisor<Extr
     bool counts;
   };
 
+  /// @endcond
+  /// Restart intensity and limits from `flags`; `extra` go before every child's own start arguments.
   explicit basic_dynamic_supervisor(dynamic_supervisor_flags flags = {}, Extra... extra)
       : flags_{flags}, extra_{std::move(extra)...} {}
 
+  /// @cond OTPP_INTERNAL
   init_result init() {
     this->trap_exit(true);
     if (flags_.max_restarts < 0)
@@ -184,6 +192,7 @@ class basic_dynamic_supervisor : public gen_server<basic_dynamic_supervisor<Extr
     if (r.counts && !add_restart()) return;
     restart(r.key);
   }
+  /// @endcond
 
  private:
   struct entry {

@@ -27,33 +27,43 @@
 
 namespace otpp {
 
+/// What kind of reason an exit_reason is (Erlang's reason terms, sorted).
 enum class exit_kind : std::uint8_t {
-  normal,
-  shutdown,
-  kill,
-  killed,
-  noproc,
-  timeout,
-  calling_self,
-  exception,
-  custom,
-  ignore,
-  already_started,
+  normal,           ///< a clean exit
+  shutdown,         ///< stopped by its supervisor or runtime, optionally with a detail
+  kill,             ///< the untrappable signal, as sent
+  killed,           ///< what a killed process exits with
+  noproc,           ///< no such process: dead, empty handle, unknown name
+  timeout,          ///< an operation ran out of time
+  calling_self,     ///< a process called or stopped itself
+  exception,        ///< an exception escaped a callback
+  custom,           ///< exit_reason::error(text)
+  ignore,           ///< init asked not to start
+  already_started,  ///< the name was taken
 };
 
+/// Why a process ended, or why an operation on one failed: a value that
+/// compares, prints (`fmt::format("{}", r)`), and carries a detail.
 class exit_reason {
  public:
   /// A default reason is `normal`.
   exit_reason() noexcept = default;
 
+  /// A clean exit.
   static exit_reason normal() noexcept { return {}; }
+  /// Stopped by its supervisor or runtime: sane, like normal.
   static exit_reason shutdown() noexcept { return exit_reason{exit_kind::shutdown}; }
   /// Elixir's {:shutdown, detail}: sane, so not logged and no transient restart.
   static exit_reason shutdown(std::string detail) { return exit_reason{exit_kind::shutdown, std::move(detail)}; }
+  /// The untrappable signal: send it with otpp::exit(pid, kill()).
   static exit_reason kill() noexcept { return exit_reason{exit_kind::kill}; }
+  /// What a killed process exits with (and its links see).
   static exit_reason killed() noexcept { return exit_reason{exit_kind::killed}; }
+  /// No such process.
   static exit_reason noproc() noexcept { return exit_reason{exit_kind::noproc}; }
+  /// An operation ran out of time.
   static exit_reason timeout() noexcept { return exit_reason{exit_kind::timeout}; }
+  /// A process called, or stopped, itself.
   static exit_reason calling_self() noexcept { return exit_reason{exit_kind::calling_self}; }
   /// init() asked not to start (start returns this as its error).
   static exit_reason ignore() noexcept { return exit_reason{exit_kind::ignore}; }
@@ -76,12 +86,15 @@ class exit_reason {
     return r;
   }
 
+  /// Which kind of reason this is.
   [[nodiscard]] exit_kind kind() const noexcept { return kind_; }
+  /// Whether this is `normal`.
   [[nodiscard]] bool is_normal() const noexcept { return kind_ == exit_kind::normal; }
   /// normal and shutdown: not crash-logged, no restart of transient children.
   [[nodiscard]] bool is_sane() const noexcept { return kind_ == exit_kind::normal || kind_ == exit_kind::shutdown; }
   /// shutdown detail, custom text, or the exception's type and message.
   [[nodiscard]] std::string_view detail() const noexcept { return payload_ ? std::string_view{payload_->detail} : std::string_view{}; }
+  /// The exception an `exception` reason holds (rethrow it to inspect it).
   [[nodiscard]] std::exception_ptr exception() const noexcept { return payload_ ? payload_->error : nullptr; }
   /// Extra data some reasons carry (the holder of a taken name).
   [[nodiscard]] const std::shared_ptr<const void>& related() const noexcept {
@@ -89,14 +102,17 @@ class exit_reason {
     return payload_ ? payload_->related : none;
   }
 
+  /// "shutdown(detail)", "noproc", "exception(std::runtime_error: boom)"...
   [[nodiscard]] std::string to_string() const;
 
+  /// Same kind and detail (the same exception object, for exceptions).
   friend bool operator==(const exit_reason& a, const exit_reason& b) noexcept {
     if (a.kind_ != b.kind_) return false;
     if (a.kind_ == exit_kind::exception) return a.exception() == b.exception();
     return a.detail() == b.detail();
   }
 
+  /// The name a kind prints as.
   static constexpr std::string_view kind_name(exit_kind k) noexcept {
     switch (k) {
       case exit_kind::normal: return "normal";
@@ -141,9 +157,11 @@ class exit_reason {
 /// exactly its reason, as Erlang's exit/1 does.
 class exit_error : public std::runtime_error {
  public:
+  /// what() is "otpp exit: reason".
   explicit exit_error(exit_reason r);
   /// `operation` describes what failed; what() is "operation: reason".
   exit_error(exit_reason r, std::string_view operation);
+  /// The reason the operation failed.
   [[nodiscard]] const exit_reason& reason() const noexcept { return reason_; }
 
  private:
@@ -166,12 +184,15 @@ class [[nodiscard]] result {
     requires(!std::is_same_v<std::remove_cvref_t<U>, exit_reason> && !std::is_same_v<std::remove_cvref_t<U>, result> &&
              std::is_constructible_v<T, U &&>)
   result(U&& v) : v_{std::in_place_index<0>, std::forward<U>(v)} {}  // NOLINT: implicit like expected
+  /// A value made from `a...` in place.
   template <class... A>
   explicit result(std::in_place_t, A&&... a) : v_{std::in_place_index<0>, std::forward<A>(a)...} {}
   /// The error.
   result(exit_reason e) : v_{std::in_place_index<1>, std::move(e)} {}  // NOLINT
 
+  /// Whether it holds a value.
   [[nodiscard]] bool has_value() const noexcept { return v_.index() == 0; }
+  /// has_value().
   explicit operator bool() const noexcept { return has_value(); }
   /// The value, or throws exit_error with the reason.
   T& value() & {
@@ -183,14 +204,18 @@ class [[nodiscard]] result {
     if (!has_value()) throw exit_error{std::get<1>(v_)};
     return std::move(std::get<0>(v_));
   }
+  /// The value, or throws exit_error with the reason.
   const T& value() const& {
     if (!has_value()) throw exit_error{std::get<1>(v_)};
     return std::get<0>(v_);
   }
+  /// @{
+  /// The value. Precondition: has_value().
   T& operator*() & noexcept { return std::get<0>(v_); }
   const T& operator*() const& noexcept { return std::get<0>(v_); }
   T* operator->() noexcept { return &std::get<0>(v_); }
   const T* operator->() const noexcept { return &std::get<0>(v_); }
+  /// @}
   /// Precondition: !has_value().
   [[nodiscard]] const exit_reason& error() const noexcept { return std::get<1>(v_); }
 
@@ -198,16 +223,23 @@ class [[nodiscard]] result {
   std::variant<T, exit_reason> v_;
 };
 
+/// Success, or the exit_reason of a failure (for operations with no value).
 template <>
 class [[nodiscard]] result<void> {
  public:
+  /// Success.
   result() = default;
+  /// The error.
   result(exit_reason e) : error_{std::move(e)}, failed_{true} {}  // NOLINT
+  /// Whether it succeeded.
   [[nodiscard]] bool has_value() const noexcept { return !failed_; }
+  /// has_value().
   explicit operator bool() const noexcept { return !failed_; }
+  /// Returns if it succeeded, else throws exit_error with the reason.
   void value() const {
     if (failed_) throw exit_error{error_};
   }
+  /// Precondition: !has_value().
   [[nodiscard]] const exit_reason& error() const noexcept { return error_; }
 
  private:
@@ -217,6 +249,7 @@ class [[nodiscard]] result<void> {
 
 }  // namespace otpp
 
+/// @cond OTPP_INTERNAL
 // Formats with "{}" only: a spec-aware formatter would make every translation
 // unit instantiate fmt's whole writer (seconds of build time).
 template <>
@@ -230,6 +263,8 @@ struct fmt::formatter<otpp::exit_reason> {
     return out;
   }
 };
+
+/// @endcond
 
 #if OTPP_HEADER_ONLY
 #include "detail/exit_reason-inl.hpp"

@@ -37,7 +37,7 @@
 // set_timeout(d) (handle_info(otpp::timeout) after d without a message),
 // hibernate() (on_hibernate() runs; the process sleeps till the next message).
 //
-// Semantics follow OTP's gen_server (see the project's OTP_SEMANTICS notes):
+// Semantics follow OTP's gen_server (docs/semantics.md §1):
 // an exception escaping any callback crashes the process with a reason that
 // holds it; a crash report is logged; calls pending on it fail at once with
 // that reason. Where C++ differs: a call or cast with no matching handler
@@ -128,10 +128,20 @@ struct handle_access {
 /// continue_with(x); see gen_server.
 class init_result {
  public:
-  enum class kind : unsigned char { ok, ignore, error, stop };
+  /// What init decided.
+  enum class kind : unsigned char {
+    ok,      ///< started
+    ignore,  ///< do not start; start returns ignore, the process exits normal
+    error,   ///< do not start; start returns the reason, the process exits normal
+    stop,    ///< do not start; the process exits with the reason (a linked caller may die)
+  };
+  /// ok.
   init_result() noexcept = default;
+  /// The outcome `k` with `r` (prefer the gen_server directives ignore(), error(r), stop(r)).
   init_result(kind k, exit_reason r) : kind_{k}, reason_{std::move(r)} {}
+  /// What init decided.
   [[nodiscard]] kind outcome() const noexcept { return kind_; }
+  /// The reason, for error and stop.
   [[nodiscard]] const exit_reason& reason() const noexcept { return reason_; }
 
  private:
@@ -235,11 +245,17 @@ struct server_access;
 template <class Impl>
 class server {
  public:
+  /// An empty handle.
   server() noexcept = default;
+  /// The process's pid.
   [[nodiscard]] const otpp::pid& pid() const noexcept { return pid_; }
+  /// A server is a pid: it converts wherever a pid is expected.
   operator const otpp::pid&() const noexcept { return pid_; }  // NOLINT: a server is a pid
+  /// False for an empty handle.
   explicit operator bool() const noexcept { return static_cast<bool>(pid_); }
+  /// Whether the process is still running (a snapshot).
   [[nodiscard]] bool alive() const noexcept { return pid_.alive(); }
+  /// The pid's id.
   [[nodiscard]] std::uint64_t id() const noexcept { return pid_.id(); }
   friend bool operator==(const server& a, const server& b) noexcept { return a.pid_ == b.pid_; }
 
@@ -553,6 +569,21 @@ inline std::int64_t idle_ns(std::chrono::steady_clock::duration d) noexcept {
 
 /// CRTP base of every server: `class my_server : public otpp::gen_server<my_server>`.
 /// Its protected members are the directives a callback may give.
+///
+/// @code
+/// class counter : public otpp::gen_server<counter> {
+///  public:
+///   struct increment {};                       // a call: replies int
+///   struct reset {};                           // a cast
+///   explicit counter(int start) : value_{start} {}
+///   int handle_call(increment) { return ++value_; }
+///   void handle_cast(reset) { value_ = 0; }
+///  private:
+///   int value_;
+/// };
+/// auto c = otpp::start_link<counter>(10).value();
+/// otpp::call(c, counter::increment{});  // 11
+/// @endcode
 template <class Impl>
 class gen_server {
  protected:
@@ -819,20 +850,23 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
 /// runs; released when it exits. Pass as the first argument of start:
 /// `otpp::start<cache>(otpp::name("cache"), args...)`.
 struct name_t {
-  std::string value;
+  std::string value;  ///< The name.
 };
+/// The start option naming a process `n`.
 [[nodiscard]] inline name_t name(std::string n) { return name_t{std::move(n)}; }
 /// Registers the process under its type's name (Elixir's `name: __MODULE__`):
 /// `otpp::start<cache>(otpp::named)`, then `otpp::call<cache>(req)`.
 struct named_t {};
+/// The start option naming a process after its type.
 inline constexpr named_t named{};
 
 /// Start option: hibernate after `d` without a message, unless a timeout is
 /// pending (Elixir's `hibernate_after:`). Options go after the name, if any:
 /// `otpp::start<cache>(otpp::name("cache"), otpp::hibernate_after(5s), args...)`.
 struct hibernate_after_t {
-  std::chrono::steady_clock::duration value;
+  std::chrono::steady_clock::duration value;  ///< The idle time before hibernating.
 };
+/// The hibernate_after start option.
 [[nodiscard]] inline hibernate_after_t hibernate_after(std::chrono::steady_clock::duration d) { return {d}; }
 
 /// Start option: init must finish within `d` (GenServer.start's `timeout:`):
@@ -841,8 +875,9 @@ struct hibernate_after_t {
 /// cannot interrupt it). Without it, init runs on the starter's thread.
 /// Negative: std::invalid_argument.
 struct start_timeout_t {
-  std::chrono::steady_clock::duration value;
+  std::chrono::steady_clock::duration value;  ///< The time init may take.
 };
+/// The start_timeout start option.
 [[nodiscard]] inline start_timeout_t start_timeout(std::chrono::steady_clock::duration d) { return {d}; }
 
 namespace detail {
@@ -1113,6 +1148,7 @@ void stop(const pid& p, exit_reason reason = {}, std::chrono::steady_clock::dura
 
 }  // namespace otpp
 
+/// @cond OTPP_INTERNAL
 template <class Impl>
 struct fmt::formatter<otpp::server<Impl>> : fmt::formatter<otpp::pid> {
   template <class Ctx>
@@ -1120,6 +1156,7 @@ struct fmt::formatter<otpp::server<Impl>> : fmt::formatter<otpp::pid> {
     return fmt::formatter<otpp::pid>::format(s.pid(), ctx);
   }
 };
+/// @endcond
 
 #if OTPP_HEADER_ONLY
 #include "detail/gen_server-inl.hpp"

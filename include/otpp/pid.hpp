@@ -85,8 +85,11 @@ struct pid_text {
 };
 }  // namespace detail
 
+/// A handle to a process (Erlang's pid): copyable, comparable, hashable,
+/// printable as `<0.ID.0>`; valid after the process dies.
 class pid {
  public:
+  /// An empty pid, naming no process.
   pid() noexcept = default;
 
   /// False for a default-constructed pid.
@@ -111,10 +114,15 @@ inline constexpr std::chrono::steady_clock::duration infinity = std::chrono::ste
 /// Names one monitor: returned by monitor(), carried by its down message.
 class monitor_ref {
  public:
+  /// An empty ref.
   monitor_ref() noexcept = default;
+  /// The monitor numbered `id` on `target` (made by otpp::monitor).
   monitor_ref(std::uint64_t id, pid target) noexcept : id_{id}, target_{std::move(target)} {}
+  /// Unique for the life of the program.
   [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  /// The monitored process.
   [[nodiscard]] const pid& target() const noexcept { return target_; }
+  /// False for an empty ref.
   explicit operator bool() const noexcept { return id_ != 0; }
   friend bool operator==(const monitor_ref& a, const monitor_ref& b) noexcept { return a.id_ == b.id_; }
 
@@ -125,20 +133,21 @@ class monitor_ref {
 
 /// A trapped exit signal, delivered to handle_info (Erlang's {'EXIT', From, Reason}).
 struct exit_signal {
-  pid from;  // empty when sent by a plain thread
-  exit_reason reason;
+  pid from;            ///< The sender; empty when sent by a plain thread.
+  exit_reason reason;  ///< Why.
 };
 
 /// A monitored process went away (Erlang's {'DOWN', Ref, process, Pid, Reason}).
 /// Monitoring a process that is already gone gives reason noproc.
 struct down {
-  monitor_ref ref;
-  pid process;
-  exit_reason reason;
+  monitor_ref ref;     ///< The monitor that fired.
+  pid process;         ///< The process that went away.
+  exit_reason reason;  ///< Its exit reason (noproc if it was already gone).
 };
 
 }  // namespace otpp
 
+/// @cond OTPP_INTERNAL
 // Pids format as Erlang's `<0.ID.0>`, with "{}" only (see exit_reason's formatter).
 template <>
 struct fmt::formatter<otpp::pid> {
@@ -151,3 +160,4 @@ struct fmt::formatter<otpp::pid> {
     return out;
   }
 };
+/// @endcond

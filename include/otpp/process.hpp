@@ -2,8 +2,8 @@
 // Processes as values: untyped sends, the current process, links, monitors
 // and exit signals (the values themselves, pid and down, are in pid.hpp).
 //
-// Links, monitors and exit signals follow Erlang (the table in the project's
-// OTP semantics notes, §3): a process that dies sends its reason to every
+// Links, monitors and exit signals follow Erlang (the table in
+// docs/semantics.md §3): a process that dies sends its reason to every
 // linked process; one that does not trap exits dies with it (unless it is
 // `normal`), one that traps receives handle_info(const otpp::exit_signal&);
 // `kill` sent with otpp::exit cannot be trapped and makes the target die with
@@ -70,7 +70,9 @@ struct untyped_node final : untyped_node_base {
 /// A view of an untyped message, for a catch-all `handle_info(const otpp::message&)`.
 class message {
  public:
+  /// The payload's type, as the compiler spells it.
   [[nodiscard]] std::string_view type_name() const noexcept { return n_->name; }
+  /// Whether the payload is a T.
   template <class T>
   [[nodiscard]] bool is() const noexcept {
     return n_->type == detail::type_id<T>;
@@ -213,6 +215,7 @@ inline bool demonitor(const monitor_ref& ref) {
 ///   assert(w.wait()->kind() == otpp::exit_kind::killed);
 class exit_watch {
  public:
+  /// Starts watching `target` (a dead or empty one answers noproc).
   explicit exit_watch(const pid& target) : target_{target} {
     detail::process_base* t = detail::pid_access::get(target_);
     if (t == nullptr) return;
@@ -261,8 +264,10 @@ inline result<exit_reason> await_exit(const pid& target, std::chrono::steady_clo
 
 }  // namespace otpp
 
+/// @cond OTPP_INTERNAL
 template <>
 struct std::hash<otpp::pid> {
   std::size_t operator()(const otpp::pid& p) const noexcept { return std::hash<std::uint64_t>{}(p.id()); }
 };
+/// @endcond
 

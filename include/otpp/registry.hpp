@@ -129,9 +129,9 @@ class registry;
 /// `otpp::start<session>(otpp::via(sessions, user_id), args...)`.
 template <class Key, class Value>
 struct via_t {
-  registry<Key, Value> reg;
-  Key key;
-  Value value;
+  registry<Key, Value> reg;  ///< The registry.
+  Key key;                   ///< The key the process is registered under.
+  Value value;               ///< The value stored with it.
 
  private:
   friend struct detail::registrar_access;
@@ -161,9 +161,12 @@ template <class Key, class Value>
 template <class Key, class Value>
 class registry {
  public:
+  /// A new registry; copies share it. `partitions` spreads the keys over
+  /// that many locks.
   explicit registry(registry_keys kind = registry_keys::unique, std::size_t partitions = 64)
       : state_{std::make_shared<state>(kind, partitions == 0 ? 1 : partitions)} {}
 
+  /// Unique or duplicate keys.
   [[nodiscard]] registry_keys kind() const noexcept { return state_->kind; }
 
   /// Registers the calling process under `key`. A unique key held by another

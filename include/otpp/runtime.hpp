@@ -31,8 +31,12 @@ namespace detail {
 struct runtime_access;
 }
 
+/// A scheduler and its processes (an Erlang node's VM, without the
+/// network): worker threads, timers, and shutdown. Most programs use the
+/// default one; tests and embedders make their own.
 class runtime {
  public:
+  /// Starts the worker threads.
   explicit runtime(runtime_config cfg = {}) : core_{new detail::runtime_core{cfg}} {}
   runtime(const runtime&) = delete;
   runtime& operator=(const runtime&) = delete;
@@ -69,6 +73,7 @@ class runtime {
     const detail::timer_service* t = core_->timers_if_started();
     return t ? t->pending_count() : 0;
   }
+  /// The number of worker threads (one per core unless configured).
   [[nodiscard]] unsigned workers() const noexcept { return core_->config().workers; }
   /// Threads started so far: the workers plus spares started to stand in for
   /// workers blocked in calls.

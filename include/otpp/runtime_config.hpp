@@ -10,6 +10,7 @@ namespace otpp {
 
 /// Settings of a runtime. Zero workers means one per hardware thread.
 struct runtime_config {
+  /// Worker threads; 0: one per hardware thread.
   unsigned workers = 0;
   /// Messages a process handles per turn before others get the worker.
   unsigned batch = 64;

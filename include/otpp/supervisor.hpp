@@ -10,7 +10,7 @@
 //                  .strategy = otpp::strategy::one_for_all}).value();
 //   otpp::which_children(sup);
 //
-// Semantics follow OTP (the project's OTP semantics notes, §2): children
+// Semantics follow OTP (docs/semantics.md §2): children
 // start in list order, each synchronously; a failed start stops the ones
 // already started (reverse order) and start fails with
 // shutdown("failed_to_start_child: ID: REASON"). A child that exits is
@@ -71,33 +71,51 @@ template <>
 inline constexpr bool is_supervisor_type<supervisor> = true;
 }  // namespace detail
 
-enum class strategy { one_for_one, one_for_all, rest_for_one };
-enum class auto_shutdown { never, any_significant, all_significant };
+/// Which children a supervisor restarts when one exits (docs/semantics.md §2).
+enum class strategy {
+  one_for_one,   ///< only that child
+  one_for_all,   ///< every child: the others stop (reverse order), all restart in order
+  rest_for_one,  ///< that child and those started after it
+};
+/// When a supervisor stops itself because significant children exited for good.
+enum class auto_shutdown {
+  never,            ///< never (the default)
+  any_significant,  ///< when any significant child has
+  all_significant,  ///< when every significant child has
+};
 
+/// A supervisor's strategy and restart intensity (Elixir's defaults).
 struct supervisor_flags {
-  otpp::strategy strategy = strategy::one_for_one;
+  otpp::strategy strategy = strategy::one_for_one;  ///< Which children restart together.
   /// More restarts than this within max_seconds and the supervisor gives up.
   int max_restarts = 3;
-  std::chrono::milliseconds max_seconds{5000};
-  otpp::auto_shutdown auto_shutdown = auto_shutdown::never;
+  std::chrono::milliseconds max_seconds{5000};  ///< The window max_restarts counts in.
+  otpp::auto_shutdown auto_shutdown = auto_shutdown::never;  ///< See auto_shutdown.
   /// How long to wait for a killed child whose handler does not return.
   std::chrono::milliseconds abandon_after{5000};
 };
 
 /// One line of which_children.
 struct child_info {
-  enum class status : unsigned char { running, restarting, stopped, ignored };
-  std::string id;
-  pid process;  // empty unless running
-  status state;
-  child_type type;
+  /// Where a child stands.
+  enum class status : unsigned char {
+    running,     ///< started and alive
+    restarting,  ///< exited; a restart is pending (a retry or a backoff delay)
+    stopped,     ///< terminated with terminate_child (its spec is kept)
+    ignored,     ///< its start returned ignore
+  };
+  std::string id;    ///< The child's id (empty under a dynamic supervisor).
+  pid process;       ///< The child, empty unless running.
+  status state;      ///< See status.
+  child_type type;   ///< Worker or supervisor.
 };
 
+/// What count_children reports (Elixir's count_children map).
 struct child_counts {
-  std::size_t specs = 0;
-  std::size_t active = 0;
-  std::size_t supervisors = 0;
-  std::size_t workers = 0;
+  std::size_t specs = 0;        ///< Every child spec the supervisor holds.
+  std::size_t active = 0;       ///< Children running now.
+  std::size_t supervisors = 0;  ///< Specs of type supervisor.
+  std::size_t workers = 0;      ///< Specs of type worker.
 
   /// Counts one child: every spec counts by type; running ones are active.
   void add(child_type type, bool running) noexcept {
@@ -110,8 +128,8 @@ struct child_counts {
 /// What a supervisor's init callback returns (the result of Elixir's
 /// Supervisor.init/2): its children and flags. std::nullopt is :ignore.
 struct supervisor_spec {
-  std::vector<child_spec> children;
-  supervisor_flags flags{};
+  std::vector<child_spec> children;  ///< Started in this order, stopped in reverse.
+  supervisor_flags flags{};          ///< Strategy and restart intensity.
 };
 
 /// A supervisor process: start it with start_link<supervisor>(children,
@@ -120,8 +138,12 @@ struct supervisor_spec {
 /// Named like any server.
 class supervisor : public gen_server<supervisor> {
  public:
+  /// The init callback: runs inside the new supervisor; std::nullopt is :ignore.
   using init_fn = std::function<std::optional<supervisor_spec>()>;
 
+  /// @cond OTPP_INTERNAL
+  // The protocol the free functions (start_child, ...) speak. Public because
+  // gen_server dispatches to public handlers; not part of the API.
   struct start_child_req {
     using reply_type = result<pid>;
     child_spec spec;
@@ -147,12 +169,16 @@ class supervisor : public gen_server<supervisor> {
     bool counts;
   };
 
+  /// @endcond
+
+  /// Supervises `children` (started in order when the supervisor starts).
   explicit supervisor(std::vector<child_spec> children, supervisor_flags flags = {})
       : specs_{std::move(children)}, flags_{flags} {}
   /// The init-callback form: `init` runs in the new process before anything
   /// starts; returning std::nullopt makes start return ignore.
   explicit supervisor(init_fn init) : init_{std::move(init)} {}
 
+  /// @cond OTPP_INTERNAL
   init_result init() {
     trap_exit(true);
     if (init_) {
@@ -273,6 +299,7 @@ class supervisor : public gen_server<supervisor> {
     if (r.counts && !add_restart()) return;
     restart_group(*c);
   }
+  /// @endcond
 
  private:
   struct entry {

@@ -29,32 +29,34 @@ namespace otpp::sys {
 
 /// What process_info reports (erlang:process_info/1, the useful part).
 struct process_info {
-  otpp::pid pid;
-  std::string name;                // registered name, or empty
-  std::string type;                // the server's Impl type
-  std::size_t mailbox_length = 0;  // messages waiting
-  std::uint64_t messages_handled = 0;
-  std::vector<otpp::pid> links;
-  std::size_t monitored_by = 0;    // monitors others hold on it
-  std::size_t monitoring = 0;      // monitors it holds
-  bool trap_exit = false;
+  otpp::pid pid;                       ///< The process.
+  std::string name;                    ///< Its registered name, or empty.
+  std::string type;                    ///< The server's Impl type.
+  std::size_t mailbox_length = 0;      ///< Messages waiting.
+  std::uint64_t messages_handled = 0;  ///< Messages handled so far.
+  std::vector<otpp::pid> links;        ///< The processes linked to it.
+  std::size_t monitored_by = 0;        ///< Monitors others hold on it.
+  std::size_t monitoring = 0;          ///< Monitors it holds.
+  bool trap_exit = false;              ///< Whether it traps exits.
 };
 
+/// What statistics reports (sys:statistics, the useful part).
 struct statistics_t {
-  std::uint64_t messages_handled = 0;
-  std::size_t mailbox_length = 0;
+  std::uint64_t messages_handled = 0;  ///< Messages handled so far.
+  std::size_t mailbox_length = 0;      ///< Messages waiting.
 };
 
 /// What peek() reads without a message.
 struct process_snapshot {
+  /// Where the process stands.
   enum class status_t : unsigned char {
-    running,      // handling messages, or queued to run
-    waiting,      // idle, its mailbox empty
-    hibernating,  // asleep after hibernate() or hibernate_after, until a message
-    exited,       // dead (or an empty pid)
+    running,      ///< handling messages, or queued to run
+    waiting,      ///< idle, its mailbox empty
+    hibernating,  ///< asleep after hibernate() or hibernate_after, until a message
+    exited,       ///< dead (or an empty pid)
   };
-  status_t status = status_t::exited;
-  std::size_t message_queue_len = 0;  // messages waiting (0 once exited)
+  status_t status = status_t::exited;  ///< See status_t.
+  std::size_t message_queue_len = 0;   ///< Messages waiting (0 once exited).
 };
 
 /// The status and queue length of a process, at once, from any thread,

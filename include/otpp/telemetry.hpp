@@ -55,9 +55,14 @@ namespace otpp::telemetry {
 /// A metadata value, viewed for the length of the handler call.
 class value {
  public:
+  /// What a value can hold (monostate: nothing).
   using variant = std::variant<std::monostate, bool, std::int64_t, double, std::string_view, pid>;
 
+  /// Holds nothing.
   value() = default;
+  /// @{
+  /// Converts like a literal: a bool, any integer, any floating point, a
+  /// string (viewed, not copied: it must outlive the handler call) or a pid.
   value(bool b) noexcept : v_{b} {}  // NOLINT: values convert like literals
   template <class I>
     requires(std::is_integral_v<I> && !std::is_same_v<I, bool>)
@@ -69,6 +74,7 @@ class value {
   value(const char* s) noexcept : v_{std::string_view{s}} {}  // NOLINT
   value(const std::string& s) noexcept : v_{std::string_view{s}} {}  // NOLINT
   value(const pid& p) noexcept : v_{p} {}              // NOLINT
+  /// @}
   /// A server handle is its pid.
   template <class S>
     requires requires(const S& s) {
@@ -90,33 +96,43 @@ class value {
     }
     return std::nullopt;
   }
+  /// The held value, for std::visit.
   [[nodiscard]] const variant& get() const noexcept { return v_; }
 
  private:
   variant v_;
 };
 
+/// One numeric measurement of an event: {"duration", 1.5}.
 struct measurement {
+  /// Any arithmetic value, kept as a double.
   template <class N>
     requires std::is_arithmetic_v<N>
   measurement(std::string_view k, N v) noexcept : key{k}, value{static_cast<double>(v)} {}
-  std::string_view key;
-  double value;
+  std::string_view key;  ///< The measurement's name.
+  double value;          ///< Its value.
 };
 
+/// One metadata entry of an event: {"hit", true}.
 struct metadata_entry {
-  std::string_view key;
-  telemetry::value value;
+  std::string_view key;    ///< The entry's name.
+  telemetry::value value;  ///< Its value.
 };
 
-/// Read-only views handed to handlers.
+/// A read-only view of an event's entries, handed to handlers for the
+/// length of the call.
 template <class Entry>
 class entries {
  public:
+  /// The entries in [b, e).
   entries(const Entry* b, const Entry* e) noexcept : begin_{b}, end_{e} {}
+  /// The first entry.
   [[nodiscard]] const Entry* begin() const noexcept { return begin_; }
+  /// Past the last entry.
   [[nodiscard]] const Entry* end() const noexcept { return end_; }
+  /// How many entries there are.
   [[nodiscard]] std::size_t size() const noexcept { return static_cast<std::size_t>(end_ - begin_); }
+  /// The first entry named `key`, or nullptr.
   [[nodiscard]] const Entry* find(std::string_view key) const noexcept {
     for (const Entry* e = begin_; e != end_; ++e)
       if (e->key == key) return e;
@@ -128,6 +144,7 @@ class entries {
   const Entry* end_;
 };
 
+/// The measurements of an event, as a handler sees them.
 class measurements : public entries<measurement> {
  public:
   using entries::entries;
@@ -138,6 +155,7 @@ class measurements : public entries<measurement> {
   }
 };
 
+/// The metadata of an event, as a handler sees it.
 class metadata : public entries<metadata_entry> {
  public:
   using entries::entries;
@@ -153,8 +171,8 @@ class event;
 
 /// One attachment, as list_handlers reports it.
 struct handler_info {
-  std::string id;
-  std::vector<std::string> event;
+  std::string id;                  ///< The id given to attach.
+  std::vector<std::string> event;  ///< The event's name, part by part.
 };
 
 using handler = std::function<void(const event&, const measurements&, const metadata&)>;
@@ -271,10 +289,13 @@ inline std::string describe_current_exception() {
 /// An event name, interned once: ["search_cache", "fetch"]. Cheap to copy.
 class event {
  public:
+  /// The event named by these parts: {"search_cache", "fetch"}.
   event(std::initializer_list<std::string_view> name)
       : entry_{detail::registry::instance().intern(std::vector<std::string>(name.begin(), name.end()))} {}
+  /// The event named by these parts.
   explicit event(std::vector<std::string> name) : entry_{detail::registry::instance().intern(std::move(name))} {}
 
+  /// The name, part by part.
   [[nodiscard]] const std::vector<std::string>& name() const noexcept { return entry_->name; }
   /// Whether any handler is attached: one relaxed load.
   [[nodiscard]] bool active() const noexcept { return entry_->count.load(std::memory_order_relaxed) != 0; }
@@ -351,10 +372,14 @@ inline void execute(const event& e, std::initializer_list<measurement> m, std::i
 /// The three events of a span: prefix/start, prefix/stop, prefix/exception.
 class span_events {
  public:
+  /// The events under `prefix`.
   span_events(std::initializer_list<std::string_view> prefix)
       : start_{event{prefix} / "start"}, stop_{event{prefix} / "stop"}, exception_{event{prefix} / "exception"} {}
+  /// prefix/start: emitted when the span begins.
   [[nodiscard]] const event& start() const noexcept { return start_; }
+  /// prefix/stop: emitted when it ends normally, with its duration.
   [[nodiscard]] const event& stop() const noexcept { return stop_; }
+  /// prefix/exception: emitted when it ends by an exception.
   [[nodiscard]] const event& exception() const noexcept { return exception_; }
 
  private:

@@ -57,11 +57,13 @@ namespace otpp::testing {
 /// and stop timeouts keep following real time.
 class virtual_clock final : public clock_source {
  public:
-  using duration = std::chrono::steady_clock::duration;
-  using time_point = std::chrono::steady_clock::time_point;
+  using duration = std::chrono::steady_clock::duration;      ///< As steady_clock's.
+  using time_point = std::chrono::steady_clock::time_point;  ///< As steady_clock's.
 
+  /// Starts at the steady clock's epoch and stands still.
   virtual_clock() noexcept = default;
 
+  /// The virtual now.
   [[nodiscard]] time_point now() const noexcept override { return time_point{duration{now_.load(std::memory_order_acquire)}}; }
 
   /// Moves time forward by `d` (negative counts as zero) and returns once
@@ -89,10 +91,12 @@ class virtual_clock final : public clock_source {
   /// How long advance() waits, in real time, for the runtimes to go quiet.
   static constexpr std::chrono::seconds settle_limit{10};
 
+  /// A timer service starts following this clock.
   void attach(clock_listener* s) override {
     std::lock_guard lock{mutex_};
     services_.push_back(s);
   }
+  /// A timer service stops following this clock.
   void detach(clock_listener* s) noexcept override {
     std::lock_guard lock{mutex_};
     std::erase(services_, s);
@@ -114,7 +118,9 @@ class supervised {
  public:
   /// Takes charge of `sup`, whose child `id` it stands for.
   supervised(server<otpp::supervisor> sup, std::string id) : sup_{std::move(sup)}, id_{std::move(id)} {}
+  /// Takes over what `o` stood for.
   supervised(supervised&& o) noexcept : sup_{std::exchange(o.sup_, {})}, id_{std::move(o.id_)} {}
+  /// Stops what this stood for, then takes over what `o` stood for.
   supervised& operator=(supervised&& o) noexcept {
     if (this != &o) {
       stop();
@@ -136,6 +142,7 @@ class supervised {
       if (c.id == id_) return detail::server_access::make<Impl>(c.process);
     return {};
   }
+  /// get(): a handle stands for its process.
   operator server<Impl>() const { return get(); }  // NOLINT: a handle stands for its process
 
   /// Its id under that supervisor (for await_child).
@@ -211,16 +218,18 @@ inline pid await_child(const server<otpp::supervisor>& sup, std::string_view id,
 /// A metadata value, copied.
 using captured_value = std::variant<std::monostate, bool, std::int64_t, double, std::string, pid>;
 
+/// One emission, copied.
 struct captured_event {
-  std::vector<std::string> name;
-  std::map<std::string, double> measurements;
-  std::map<std::string, captured_value> metadata;
+  std::vector<std::string> name;                  ///< The event's name, part by part.
+  std::map<std::string, double> measurements;     ///< Its measurements.
+  std::map<std::string, captured_value> metadata;  ///< Its metadata, copied.
 };
 
 /// Attaches to `events` for its lifetime and keeps a copy of every
 /// emission, from any thread.
 class telemetry_capture {
  public:
+  /// Starts capturing `events`.
   telemetry_capture(std::initializer_list<telemetry::event> events) : id_{next_id()} {
     (void)telemetry::attach_many(id_, events, [this](const telemetry::event& e, const telemetry::measurements& m,
                                                      const telemetry::metadata& md) { add(e, m, md); });
@@ -229,10 +238,12 @@ class telemetry_capture {
   telemetry_capture& operator=(const telemetry_capture&) = delete;
   ~telemetry_capture() { (void)telemetry::detach(id_); }
 
+  /// What was captured so far, in order.
   [[nodiscard]] std::vector<captured_event> events() const {
     std::lock_guard lock{mutex_};
     return events_;
   }
+  /// How many emissions of `e` were captured.
   [[nodiscard]] std::size_t count(const telemetry::event& e) const {
     std::lock_guard lock{mutex_};
     return static_cast<std::size_t>(
@@ -243,6 +254,7 @@ class telemetry_capture {
     std::unique_lock lock{mutex_};
     return cv_.wait_for(lock, timeout, [&] { return events_.size() >= n; });
   }
+  /// Forgets what was captured.
   void clear() {
     std::lock_guard lock{mutex_};
     events_.clear();

@@ -61,7 +61,9 @@ struct timer_access;
 class timer_ref {
  public:
   timer_ref() noexcept = default;
+  /// False for an empty ref.
   explicit operator bool() const noexcept { return static_cast<bool>(t_); }
+  /// Whether both name the same timer.
   friend bool operator==(const timer_ref& a, const timer_ref& b) noexcept { return a.t_ == b.t_; }
 
  private:

@@ -51,7 +51,7 @@ struct exit_signal_node final : message_node {
     free_node(self);
   }
 
-  // The table of OTP_SEMANTICS §3, and §1.2 for the parent's signal.
+  // The table of docs/semantics.md §3, and §1.1 (terminate) for the parent's signal.
   static void receive(process_base& p, process_base* from, exit_reason reason, bool via_link) noexcept {
     try {
       process_cold* c = p.cold_if_any();
