@@ -5,8 +5,7 @@
 
 otpp.txt: `otpp_bench` output. beam.txt: the output of the BEAM anchor
 scripts (anchors/beam/*.exs, run beside otpp_bench on the same machine).
-caf.txt: `name: value unit` lines with otpp's figure names (from the CAF
-anchor programs, anchors/caf). Each file may hold several runs; the median
+caf.txt: the output of the CAF anchor programs (anchors/caf), run likewise. Each file may hold several runs; the median
 is used. The chart shows otpp's factor over the best peer, per figure, on a
 log scale (right of 1× is faster or smaller).
 """
@@ -17,34 +16,52 @@ import re
 import statistics
 import sys
 
-# otpp figure -> (title, unit, lower_is_better, BEAM figure, factor BEAM unit -> otpp unit)
+# otpp figure -> (title, unit, lower_is_better, BEAM figure, BEAM unit -> otpp unit,
+#                 CAF figure, CAF value -> otpp unit)
 FIGURES = [
-    ("cast_1sender", "cast, 1 sender thread", "msg/s", False, "cast_throughput_1sender", 1.0),
-    ("cast_2senders", "cast, 2 sender threads", "msg/s", False, "cast_throughput_2sender", 1.0),
-    ("call_process", "call, process to process", "ns", True, "call_latency_mean", 1.0),
-    ("call_concurrent_64", "64 callers, one server", "calls/s", False, "call_throughput_concurrent_64", 1.0),
-    ("ring_1000", "ring of 1000 servers", "hops/s", False, "ring_genserver_1000", 1.0),
-    ("spawn_1m", "start 1M servers", "s", True, "spawn_genserver_total_time", 1e-3),
-    ("bytes_per_server", "memory per idle server", "B", True, "spawn_genserver_mem_per_proc", 1.0),
-    ("stop_1m", "stop 1M servers", "s", True, "spawn_genserver_stop_time", 1e-3),
-    ("timers_schedule_1m", "1M send_after", "s", True, "timers_schedule_1M", 1e-3),
-    ("timer_cancel", "cancel a timer", "ns", True, "timers_cancel_per_op", 1.0),
-    ("supervisor_restart", "crash to restarted child", "us", True, "supervisor_restart_kill_steady", 1.0),
+    ("cast_1sender", "cast, 1 sender thread", "msg/s", False, "cast_throughput_1sender", 1.0,
+     "cast_throughput_1thread", lambda v: v),
+    ("cast_2senders", "cast, 2 sender threads", "msg/s", False, "cast_throughput_2sender", 1.0,
+     "cast_throughput_2threads", lambda v: v),
+    ("call_external", "call from a plain thread", "ns", True, None, 1.0,
+     "call_latency_scoped_blocking", lambda v: v),
+    ("call_process", "call, process to process", "ns", True, "call_latency_mean", 1.0,
+     "call_latency_actor_then", lambda v: v),
+    ("call_process_nonblocking", "call, process, nonblocking server", "ns", True,
+     "call_latency_mean", 1.0, "call_latency_actor_then", lambda v: v),
+    ("call_concurrent_64", "64 callers, one server", "calls/s", False, "call_throughput_concurrent_64", 1.0,
+     "call_throughput_concurrent", lambda v: v),
+    ("call_concurrent_64_nonblocking", "64 callers, nonblocking server", "calls/s", False,
+     "call_throughput_concurrent_64", 1.0, "call_throughput_concurrent", lambda v: v),
+    ("ring_1000", "ring of 1000 servers", "hops/s", False, "ring_genserver_1000", 1.0, "ring_hops", lambda v: v),
+    ("spawn_1m", "start 1M servers", "s", True, "spawn_genserver_total_time", 1e-3,
+     "spawn_all_initialized_time", lambda v: v),
+    ("bytes_per_server", "memory per idle server", "B", True, "spawn_genserver_mem_per_proc", 1.0,
+     "spawn_rss_per_actor", lambda v: v),
+    ("stop_1m", "stop 1M servers", "s", True, "spawn_genserver_stop_time", 1e-3, "destroy_rate", lambda v: 1e6 / v),
+    ("timers_schedule_1m", "1M send_after", "s", True, "timers_schedule_1M", 1e-3, "timer_schedule_time", lambda v: v),
+    ("timer_cancel", "cancel a timer", "ns", True, "timers_cancel_per_op", 1.0, None, None),
+    ("supervisor_restart", "crash to restarted child", "us", True,
+     ("supervisor_restart_kill_steady", "supervisor_restart_kill_fresh"), 1.0, None, None),
 ]
 
-LINE = re.compile(r"^([A-Za-z0-9_]+):\s+([0-9.]+)\s*(\S*)")
+# `name: value unit`; otpp_bench prints secondary figures as `# name: value unit`.
+LINE = re.compile(r"^(?:# )?([A-Za-z0-9_]+):\s+([0-9][0-9.eE+-]*)\s*(\S*)")
 
 
 def read(path):
-    values = {}
+    main, secondary = {}, {}
     if not path:
-        return values
+        return {}
     with open(path) as f:
         for line in f:
             m = LINE.match(line)
             if m:
-                values.setdefault(m.group(1), []).append(float(m.group(2)))
-    return {k: statistics.median(v) for k, v in values.items()}
+                into = secondary if line.startswith("#") else main
+                into.setdefault(m.group(1), []).append(float(m.group(2)))
+    # A main line wins over a comment that happens to start with its name.
+    merged = {**secondary, **main}
+    return {k: statistics.median(v) for k, v in merged.items()}
 
 
 def fmt(v):
@@ -106,11 +123,14 @@ def main():
     a = ap.parse_args()
     ours, beam, caf = read(a.otpp), read(a.beam), read(a.caf)
     rows, chart = [], []
-    for name, title, unit, lower, beam_name, scale in FIGURES:
+    for name, title, unit, lower, beam_name, scale, caf_name, caf_conv in FIGURES:
         o = ours.get(name)
-        b = beam.get(beam_name)
+        names = beam_name if isinstance(beam_name, tuple) else (beam_name,)
+        found = [beam[n] for n in names if n and n in beam]  # several variants: the peer's best
+        b = (min(found) if lower else max(found)) if found else None
         b = b * scale if b is not None else None
-        c = caf.get(name)
+        c = caf.get(caf_name) if caf_name else None
+        c = caf_conv(c) if c is not None else None
         peers = [p for p in (b, c) if p is not None]
         best = (min(peers) if lower else max(peers)) if peers else None
         f = factor(o, best, lower)
@@ -125,13 +145,19 @@ def main():
                  "over the best peer (above 1× otpp is faster or smaller).\n\n")
         if a.note:
             fh.write(a.note.strip() + "\n\n")
+        fh.write("Calls: with a finite timeout an otpp call always goes through the server's mailbox and is "
+                 "answered by a worker (so the timeout holds whatever the handler does); on two cores that "
+                 "is a hand-over between cores, about 1.5 µs. A server that declares "
+                 "`nonblocking_handlers` lets an idle server's handler run on the caller's thread: those "
+                 "rows. The peers have one kind of call; their figures are repeated for comparison. "
+                 "`supervisor_restart` takes the better of the BEAM script's steady and fresh variants.\n\n")
         fh.write("![otpp vs the best peer](benchmarks.svg)\n\n")
         fh.write("| figure | otpp | BEAM | CAF | unit | otpp vs best peer |\n|---|---:|---:|---:|---|---:|\n")
         fh.write("\n".join(rows) + "\n\n")
-        fh.write("Regenerate: run `build/release/benchmarks/otpp_bench > otpp.txt` and the BEAM anchor "
-                 "scripts (`elixir <script>.exs >> beam.txt` for each in the peers' `anchors/beam/`), "
-                 "the CAF anchors likewise, then `python3 scripts/bench_page.py --otpp otpp.txt "
-                 "--beam beam.txt --caf caf.txt`.\n")
+        fh.write("Regenerate with `bash benchmarks/side_by_side.sh [ANCHORS_DIR]`: it builds the CAF "
+                 "anchor programs (Debian's libcaf-dev), runs them, the BEAM anchor scripts (Debian's "
+                 "erlang and elixir) and `otpp_bench`, one after the other on the same machine, then "
+                 "this page; the raw output of the run is kept in `docs/bench/`.\n")
     return 0
 
 

@@ -373,10 +373,6 @@ class process_of final : public process_base {
   }
 
   // Erlang's default handle_info: log and drop what nothing handles.
-  void log_dropped(std::string_view message_type) const noexcept {
-    detail::log_rt(log_level::warning, "otpp: process {} ({}) dropped an unexpected message of type {}", pid_text{id()}.view(),
-                   type_name(), message_type);
-  }
 
   template <class T>
   void dispatch_system(T& m) noexcept {
@@ -537,12 +533,7 @@ struct call_node final : message_node {
           impl.handle_call(std::move(self->req), handle_access::make_reply_to<R>(self->slot));
         }
       } catch (...) {
-        p.crash(std::current_exception(), type_name<Req>(), "call");
-        try {
-          p.track_deferred(self->slot);  // failed with the final reason at exit
-        } catch (...) {
-          self->slot->fail(exit_reason::error("out of memory"));
-        }
+        p.call_crashed(std::current_exception(), type_name<Req>(), self->slot);
       }
     } else {
       self->slot->fail(*why);
@@ -670,21 +661,7 @@ struct no_registration {
 struct local_registration {
   std::string name;
   const void* type;
-  std::optional<exit_reason> operator()(process_base* p) {
-    if (name.empty()) return exit_reason::error("empty process name");
-    if (process_base* holder = name_table::instance().add(name, p, type)) {
-      auto why = already_started_by(holder);
-      holder->release();
-      return why;
-    }
-    try {
-      p->cold_state().name = std::move(name);
-    } catch (...) {
-      name_table::instance().remove(name, p);
-      throw;
-    }
-    return std::nullopt;
-  }
+  std::optional<exit_reason> operator()(process_base* p) { return register_local_name(p, std::move(name), type); }
 };
 
 /// Start options other than the name.
@@ -1055,11 +1032,10 @@ result<call_reply_t<Impl, std::remove_cvref_t<Req>>> try_call(const server<Impl>
       [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, tls.current); });
 }
 
-/// "otpp::call(<0.5.0> counter, counter::increment, 5000 ms)".
-template <class Impl, class Q>
-std::string describe_call(const pid& target, steady::duration timeout) {
-  return fmt::format("otpp::call({} {}, {}, {})", target, type_name<Impl>(), type_name<Q>(), describe_timeout(timeout));
-}
+/// Throws the exit_error of a failed otpp::call, naming it:
+/// "otpp::call(<0.5.0> counter, counter::increment, 5000 ms): noproc".
+[[noreturn]] void throw_call_error(const exit_reason& reason, const pid& target, std::string_view server_type,
+                                   std::string_view request_type, steady::duration timeout);
 
 template <class Impl, class Req>
 inline constexpr bool always_false = false;
@@ -1108,7 +1084,8 @@ template <class Impl, class Req>
 auto call(const server<Impl>& s, Req&& req, std::chrono::steady_clock::duration timeout = default_call_timeout) {
   auto r = try_call(s, std::forward<Req>(req), timeout);
   if (!r) [[unlikely]]
-    throw exit_error{r.error(), detail::describe_call<Impl, std::remove_cvref_t<Req>>(s.pid(), timeout)};
+    detail::throw_call_error(r.error(), s.pid(), detail::type_name<Impl>(), detail::type_name<std::remove_cvref_t<Req>>(),
+                             timeout);
   return std::move(r).value();
 }
 

@@ -27,7 +27,6 @@
 #include <fmt/core.h>
 
 #include "detail/links.hpp"
-#include "detail/name_table.hpp"
 #include "detail/process_base.hpp"
 #include "detail/runtime_core.hpp"
 #include "log.hpp"
@@ -109,14 +108,6 @@ void send(const pid& to, Msg&& msg) {
   return *static_cast<const pid*>(r.related().get());
 }
 
-namespace detail {
-/// The already_started reason naming `holder` (see otpp::holder).
-inline exit_reason already_started_by(process_base* holder) {
-  auto held = std::make_shared<const pid>(pid_access::make(holder));
-  std::string text{pid_text{held->id()}.view()};
-  return exit_reason::already_started(std::move(text), std::move(held));
-}
-}  // namespace detail
 
 }  // namespace otpp
 

@@ -70,8 +70,7 @@ class runtime {
   /// of the timer thread's last pass; those of exited processes are dropped
   /// within a fraction of a second of enough exits.
   [[nodiscard]] std::size_t timer_count() const noexcept {
-    const detail::timer_service* t = core_->timers_if_started();
-    return t ? t->pending_count() : 0;
+    return core_->timer_count();
   }
   /// The number of worker threads (one per core unless configured).
   [[nodiscard]] unsigned workers() const noexcept { return core_->config().workers; }

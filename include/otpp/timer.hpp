@@ -32,6 +32,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "detail/name_table.hpp"
 #include "detail/runtime_core.hpp"
 #include "detail/timer_service.hpp"
 #include "gen_server.hpp"

@@ -66,6 +66,12 @@ OTPP_FUNC exit_reason init_failed(process_base* parent, process_base* child, con
   return out.reason;
 }
 
+OTPP_FUNC void throw_call_error(const exit_reason& reason, const pid& target, std::string_view server_type,
+                                std::string_view request_type, steady::duration timeout) {
+  throw exit_error{reason, fmt::format("otpp::call({} {}, {}, {})", target, server_type, request_type,
+                                       describe_timeout(timeout))};
+}
+
 }  // namespace detail
 
 OTPP_FUNC void stop(const pid& p, exit_reason reason, std::chrono::steady_clock::duration timeout) {

@@ -11,4 +11,20 @@ OTPP_FUNC void release_name(process_base& p, process_cold& c) noexcept {
   c.name.clear();
 }
 
+OTPP_FUNC std::optional<exit_reason> register_local_name(process_base* p, std::string name, const void* type) {
+  if (name.empty()) return exit_reason::error("empty process name");
+  if (process_base* holder = name_table::instance().add(name, p, type)) {
+    auto why = already_started_by(holder);
+    holder->release();
+    return why;
+  }
+  try {
+    p->cold_state().name = std::move(name);
+  } catch (...) {
+    name_table::instance().remove(name, p);
+    throw;
+  }
+  return std::nullopt;
+}
+
 }  // namespace otpp::detail

@@ -55,7 +55,7 @@ class spin_lock {
 // The compiler spells the template argument inside __PRETTY_FUNCTION__; we cut
 // it out at compile time so logs can name message and server types without RTTI.
 template <class T>
-constexpr std::string_view type_name() noexcept {
+constexpr std::string_view type_name_of() noexcept {
 #if defined(__clang__) || defined(__GNUC__)
   std::string_view p = __PRETTY_FUNCTION__;
   auto start = p.find("T = ");
@@ -66,6 +66,14 @@ constexpr std::string_view type_name() noexcept {
 #else
   return "?";
 #endif
+}
+// Computed once, at compile time: a call site reads a constant instead of
+// parsing the function name at run time (and emitting a function per type).
+template <class T>
+inline constexpr std::string_view type_name_v = type_name_of<T>();
+template <class T>
+constexpr std::string_view type_name() noexcept {
+  return type_name_v<T>;
 }
 
 /// One distinct address per type: cheaper than typeid and needs no RTTI.

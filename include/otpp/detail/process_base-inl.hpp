@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "../log.hpp"
 #include "process_base.hpp"
 
 namespace otpp::detail {
@@ -35,6 +36,21 @@ OTPP_FUNC void process_base::crash(std::exception_ptr e, std::string_view msg_ty
   } catch (...) {
     local_ |= exit_pending | call_terminate;
   }
+}
+
+OTPP_FUNC void process_base::call_crashed(std::exception_ptr e, std::string_view req_type,
+                                         reply_slot_base* slot) noexcept {
+  crash(std::move(e), req_type, "call");
+  try {
+    track_deferred(slot);  // failed with the final reason at exit
+  } catch (...) {
+    slot->fail(exit_reason::error("out of memory"));
+  }
+}
+
+OTPP_FUNC void process_base::log_dropped(std::string_view message_type) const noexcept {
+  detail::log_rt(log_level::warning, "otpp: process {} ({}) dropped an unexpected message of type {}", pid_text{id()}.view(),
+                 type_name(), message_type);
 }
 
 OTPP_FUNC void process_base::set_continuation(message_node* n) {

@@ -239,6 +239,10 @@ class process_base : public process_identity {
   /// a kill is never lost, and terminate does not run.
   void request_kill() noexcept;
   void crash(std::exception_ptr e, std::string_view msg_type, std::string_view kind) noexcept;
+  /// Logs an untyped message no handler took (Erlang's default handle_info).
+  void log_dropped(std::string_view message_type) const noexcept;
+  /// A handle_call threw: crash, and fail the call with the final reason at exit.
+  void call_crashed(std::exception_ptr e, std::string_view req_type, reply_slot_base* slot) noexcept;
   [[nodiscard]] bool exit_requested() const noexcept { return (local_ & exit_pending) != 0; }
   void mark_constructed() noexcept { local_ |= constructed; }
   void set_trap_exit(bool on) noexcept { local_ = on ? (local_ | trapping) : (local_ & ~trapping); }
@@ -583,6 +587,13 @@ struct pid_access {
   /// A new handle to `p` (takes a reference).
   static pid make(process_base* p) noexcept { return pid{counted<process_identity>::share(p)}; }
 };
+
+/// The already_started reason naming `holder` (see otpp::holder).
+inline exit_reason already_started_by(process_base* holder) {
+  auto held = std::make_shared<const pid>(pid_access::make(holder));
+  std::string text{pid_text{held->id()}.view()};
+  return exit_reason::already_started(std::move(text), std::move(held));
+}
 
 }  // namespace otpp::detail
 

@@ -13,6 +13,7 @@
 #include "links.hpp"
 #include "name_table.hpp"
 #include "runtime_core.hpp"
+#include "timer_service.hpp"
 
 namespace otpp::detail {
 
@@ -24,6 +25,17 @@ OTPP_FUNC runtime_core::runtime_core(runtime_config cfg) : cfg_{cfg} {
   std::lock_guard lock{spare_mutex_};
   for (unsigned i = 0; i < n; ++i) start_thread(slots_[i].get());
 }
+
+OTPP_FUNC std::size_t runtime_core::timer_count() const noexcept {
+  const timer_service* t = timers_if_started();
+  return t ? t->pending_count() : 0;
+}
+
+OTPP_FUNC unsigned timer_inbox(const timer_service& s) noexcept {
+  return tls.slot != nullptr && tls.rt == s.runtime() ? tls.slot->index : s.outsider_inbox();
+}
+
+OTPP_FUNC std::int64_t timer_now_ns(runtime_core& rt) { return rt.timers().now_ns(); }
 
 OTPP_FUNC runtime_core::~runtime_core() { delete timers_.load(std::memory_order_acquire); }
 
@@ -741,6 +753,12 @@ OTPP_FUNC std::string describe_timeout(steady::duration d) {
 
 
 /// otpp::stop for any process.
+OTPP_FUNC std::uint32_t enqueue_and_await(process_base* p, message_node* node, reply_slot_base* slot,
+                                          steady::duration timeout, bool target_nonblocking) noexcept {
+  p->enqueue(node);
+  return await_reply(slot, deadline_after(timeout), p, target_nonblocking);
+}
+
 OTPP_FUNC result<void> stop_process(process_base* p, exit_reason reason, steady::duration timeout) {
   check_timeout(timeout, "otpp::stop");
   if (p == nullptr || !p->alive()) return exit_reason::noproc();

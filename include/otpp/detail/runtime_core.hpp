@@ -20,7 +20,9 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -30,12 +32,13 @@
 #include "parking.hpp"
 #include "platform.hpp"
 #include "process_base.hpp"
-#include "timer_service.hpp"
 #include "work_stealing_deque.hpp"
 
 namespace otpp {
 
 namespace detail {
+
+class timer_service;
 
 struct worker_slot {
   explicit worker_slot(unsigned i) : index{i}, rng{0x9e3779b97f4a7c15ull * (i + 1)} {}
@@ -87,6 +90,8 @@ class runtime_core {
     return start_timers();
   }
   [[nodiscard]] timer_service* timers_if_started() const noexcept { return timers_.load(std::memory_order_acquire); }
+  /// Timers waiting to fire (0 if the service never started).
+  [[nodiscard]] std::size_t timer_count() const noexcept;
 
  private:
   timer_service& start_timers();
@@ -257,7 +262,11 @@ class runtime_core {
 
 // -- process_base members that need the runtime ------------------------------
 
-/// Frees the process's registered name (defined in name_table-inl.hpp).
+/// Registers `p` (owned by the caller, not yet published) under `name`:
+/// nothing on success, else why not (already_started, naming the holder).
+/// Defined in name_table-inl.hpp, as is:
+std::optional<exit_reason> register_local_name(process_base* p, std::string name, const void* type);
+/// Frees the process's registered name.
 void release_name(process_base& p, process_cold& c) noexcept;
 /// Sends exit signals to links and downs to monitors (defined in links-inl.hpp).
 void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) noexcept;
@@ -304,13 +313,13 @@ inline void add_core_ref(runtime_core* rt) noexcept { rt->add_ref(); }
 inline void release_core_ref(runtime_core* rt) noexcept { rt->release(); }
 
 /// The inbox a timer scheduled by this thread goes to: its worker slot's own.
-inline unsigned timer_inbox(const timer_service& s) noexcept {
-  return tls.slot != nullptr && tls.rt == s.runtime() ? tls.slot->index : s.outsider_inbox();
-}
+unsigned timer_inbox(const timer_service& s) noexcept;
+/// Now on the clock the runtime's timers follow, in ns (starts the service).
+std::int64_t timer_now_ns(runtime_core& rt);
 
 inline void process_base::mark_replied() noexcept {
   if (!(local_ & (timeout_asked | auto_hibernate))) return;
-  cold_->idle_since = rt_->timers().now_ns();
+  cold_->idle_since = timer_now_ns(*rt_);
   local_ |= idle_since_set;
 }
 
@@ -355,6 +364,11 @@ inline steady::time_point deadline_after(steady::duration d) noexcept {
   return now + d;
 }
 
+/// Delivers a request and waits for its slot until the deadline; the type-
+/// independent half of request (one copy, not one per request type).
+std::uint32_t enqueue_and_await(process_base* p, message_node* node, reply_slot_base* slot, steady::duration timeout,
+                                bool target_nonblocking) noexcept;
+
 /// The one way an operation reaches a process and waits for its answer (a
 /// call, a stop, a sys request). If `inline_allowed` (the caller waits
 /// without a deadline, or the target promised never to block) and the target
@@ -376,8 +390,7 @@ result<R> request(process_base* p, steady::duration timeout, bool inline_allowed
     slot->release();
     throw;
   }
-  p->enqueue(node);
-  const std::uint32_t st = await_reply(slot, deadline_after(timeout), p, target_nonblocking);
+  const std::uint32_t st = enqueue_and_await(p, node, slot, timeout, target_nonblocking);
   auto out = collect<R>(slot, st);
   slot->release();
   return out;
