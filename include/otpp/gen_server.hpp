@@ -1096,10 +1096,15 @@ auto call(const server<Impl>& s, Req&& req, std::chrono::steady_clock::duration 
 template <class Impl, class Msg>
 void cast(const server<Impl>& s, Msg&& msg) {
   using M = std::remove_cvref_t<Msg>;
-  static_assert(handles_cast<Impl, M>, "otpp::cast: the server has no handle_cast overload for this message type");
-  detail::process_base* p = detail::pid_access::get(s.pid());
-  if (p == nullptr) return;
-  p->enqueue(detail::make_node<detail::cast_node<Impl, M>>(std::forward<Msg>(msg)));
+  if constexpr (handles_cast<Impl, M>) {
+    detail::process_base* p = detail::pid_access::get(s.pid());
+    if (p == nullptr) return;
+    p->enqueue(detail::make_node<detail::cast_node<Impl, M>>(std::forward<Msg>(msg)));
+  } else {
+    // The only error for this mistake: nothing below is instantiated.
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::cast: the server has no handle_cast overload for this message type");
+  }
 }
 
 /// Sends `msg` to handle_info, dispatched at compile time. As cast: dropped
@@ -1107,10 +1112,14 @@ void cast(const server<Impl>& s, Msg&& msg) {
 template <class Impl, class Msg>
 void send(const server<Impl>& s, Msg&& msg) {
   using M = std::remove_cvref_t<Msg>;
-  static_assert(handles_info<Impl, M>, "otpp::send: the server has no handle_info overload for this message type");
-  detail::process_base* p = detail::pid_access::get(s.pid());
-  if (p == nullptr) return;
-  p->enqueue(detail::make_node<detail::info_node<Impl, M>>(std::forward<Msg>(msg)));
+  if constexpr (handles_info<Impl, M>) {
+    detail::process_base* p = detail::pid_access::get(s.pid());
+    if (p == nullptr) return;
+    p->enqueue(detail::make_node<detail::info_node<Impl, M>>(std::forward<Msg>(msg)));
+  } else {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::send: the server has no handle_info overload for this message type");
+  }
 }
 
 /// Stops a process and waits until it has exited: terminate(reason) runs

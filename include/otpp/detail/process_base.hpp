@@ -349,6 +349,25 @@ class process_base : public process_identity {
   [[nodiscard]] bool hibernating() const noexcept { return (published_.load(std::memory_order_acquire) & 1u) != 0; }
 
   // -- for the runtime -------------------------------------------------------
+  /// Queues the owned process to run (defined with the runtime).
+  void schedule_owned() noexcept;
+  /// Owner only: a call handled inline counts as handled without having been
+  /// queued; the hibernation bit is published for observers.
+  void note_inline_call() noexcept {
+    published_.store(published_.load(std::memory_order_relaxed) + 2, std::memory_order_release);
+  }
+  /// Owner only, with the mailbox empty: the queue length is 0 now, so the
+  /// correction becomes what makes it so (undoing counts senders lost).
+  void resync_queue_length() noexcept {
+    const std::uint32_t c = handled_.load(std::memory_order_relaxed) - enqueued_.load(std::memory_order_relaxed);
+    published_.store((published_.load(std::memory_order_relaxed) & 1u) | (c << 1), std::memory_order_release);
+  }
+  /// Owner only: publishes whether the process hibernates, for observers.
+  void publish_hibernating(bool on) noexcept {
+    const std::uint32_t v = published_.load(std::memory_order_relaxed);
+    published_.store(on ? (v | 1u) : (v & ~1u), std::memory_order_release);
+  }
+
   // Layout (offsets for a 64-byte aligned object; the vptr, state, refs and
   // id come first, from process_identity): the first cache line holds what
   // senders touch (mailbox tail, state, refs, the enqueue count); the second
@@ -370,25 +389,6 @@ class process_base : public process_identity {
   process_cold* cold_ = nullptr;                    // 88
   mpsc_queue signals_;                              // 96: tail + stub, rarely written
   mpsc_node* sig_head_ = signals_.consumer_head();  // 112
-
- public:
-  /// Queues the owned process to run (defined with the runtime).
-  void schedule_owned() noexcept;
-  /// Owner only: a call handled inline counts as handled without having been
-  /// queued; the hibernation bit is published for observers.
-  void note_inline_call() noexcept {
-    published_.store(published_.load(std::memory_order_relaxed) + 2, std::memory_order_release);
-  }
-  /// Owner only, with the mailbox empty: the queue length is 0 now, so the
-  /// correction becomes what makes it so (undoing counts senders lost).
-  void resync_queue_length() noexcept {
-    const std::uint32_t c = handled_.load(std::memory_order_relaxed) - enqueued_.load(std::memory_order_relaxed);
-    published_.store((published_.load(std::memory_order_relaxed) & 1u) | (c << 1), std::memory_order_release);
-  }
-  void publish_hibernating(bool on) noexcept {
-    const std::uint32_t v = published_.load(std::memory_order_relaxed);
-    published_.store(on ? (v | 1u) : (v & ~1u), std::memory_order_release);
-  }
 
  protected:
   /// Destroys the object and gives its memory back (the typed half knows how).

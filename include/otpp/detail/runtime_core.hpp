@@ -93,10 +93,6 @@ class runtime_core {
   /// Timers waiting to fire (0 if the service never started).
   [[nodiscard]] std::size_t timer_count() const noexcept;
 
- private:
-  timer_service& start_timers();
-
- public:
   /// No process is running or queued: every slot's thread sits in idle()
   /// (so its LIFO slot is empty) and every queue is empty. A snapshot, for
   /// the virtual clock; processes run inline by other threads are not seen.
@@ -167,6 +163,8 @@ class runtime_core {
   [[nodiscard]] std::size_t thread_count();
 
  private:
+  timer_service& start_timers();
+
   struct thread_record {
     std::thread thread;
     std::atomic<std::uint32_t> word{0};      // spare: 1 when assigned or released
