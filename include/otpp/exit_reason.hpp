@@ -250,17 +250,26 @@ class [[nodiscard]] result<void> {
 }  // namespace otpp
 
 /// @cond OTPP_INTERNAL
-// Formats with "{}" only: a spec-aware formatter would make every translation
-// unit instantiate fmt's whole writer (seconds of build time).
-template <>
-struct fmt::formatter<otpp::exit_reason> {
+namespace otpp::detail {
+// The formatters of otpp's values take "{}" only and write their text as it
+// is: a spec-aware formatter would make every translation unit instantiate
+// fmt's whole writer (seconds of build time).
+struct text_formatter {
   constexpr auto parse(fmt::format_parse_context& ctx) { return ctx.begin(); }
   template <class Ctx>
-  auto format(const otpp::exit_reason& r, Ctx& ctx) const {
-    const std::string s = r.to_string();
+  static auto write(std::string_view text, Ctx& ctx) {
     auto out = ctx.out();
-    for (char c : s) *out++ = c;
+    for (char c : text) *out++ = c;
     return out;
+  }
+};
+}  // namespace otpp::detail
+
+template <>
+struct fmt::formatter<otpp::exit_reason> : otpp::detail::text_formatter {
+  template <class Ctx>
+  auto format(const otpp::exit_reason& r, Ctx& ctx) const {
+    return write(r.to_string(), ctx);
   }
 };
 

@@ -1097,9 +1097,7 @@ template <class Impl, class Msg>
 void cast(const server<Impl>& s, Msg&& msg) {
   using M = std::remove_cvref_t<Msg>;
   if constexpr (handles_cast<Impl, M>) {
-    detail::process_base* p = detail::pid_access::get(s.pid());
-    if (p == nullptr) return;
-    p->enqueue(detail::make_node<detail::cast_node<Impl, M>>(std::forward<Msg>(msg)));
+    detail::post<detail::cast_node<Impl, M>>(s.pid(), std::forward<Msg>(msg));
   } else {
     // The only error for this mistake: nothing below is instantiated.
     static_assert(detail::always_false<Impl, M>,
@@ -1113,9 +1111,7 @@ template <class Impl, class Msg>
 void send(const server<Impl>& s, Msg&& msg) {
   using M = std::remove_cvref_t<Msg>;
   if constexpr (handles_info<Impl, M>) {
-    detail::process_base* p = detail::pid_access::get(s.pid());
-    if (p == nullptr) return;
-    p->enqueue(detail::make_node<detail::info_node<Impl, M>>(std::forward<Msg>(msg)));
+    detail::post<detail::info_node<Impl, M>>(s.pid(), std::forward<Msg>(msg));
   } else {
     static_assert(detail::always_false<Impl, M>,
                   "otpp::send: the server has no handle_info overload for this message type");

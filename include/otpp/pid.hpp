@@ -148,16 +148,12 @@ struct down {
 }  // namespace otpp
 
 /// @cond OTPP_INTERNAL
-// Pids format as Erlang's `<0.ID.0>`, with "{}" only (see exit_reason's formatter).
+// Pids format as Erlang's `<0.ID.0>`, with "{}" only.
 template <>
-struct fmt::formatter<otpp::pid> {
-  constexpr auto parse(fmt::format_parse_context& ctx) { return ctx.begin(); }
+struct fmt::formatter<otpp::pid> : otpp::detail::text_formatter {
   template <class Ctx>
   auto format(const otpp::pid& p, Ctx& ctx) const {
-    const otpp::detail::pid_text text{p.id()};
-    auto out = ctx.out();
-    for (char c : text.view()) *out++ = c;
-    return out;
+    return write(otpp::detail::pid_text{p.id()}.view(), ctx);
   }
 };
 /// @endcond

@@ -63,6 +63,16 @@ struct untyped_node final : untyped_node_base {
 };
 }  // namespace detail
 
+namespace detail {
+/// Puts `msg` in the mailbox of `to` as a Node; dropped if `to` is empty.
+template <class Node, class Msg>
+void post(const pid& to, Msg&& msg) {
+  process_base* p = pid_access::get(to);
+  if (p == nullptr) return;
+  p->enqueue(make_node<Node>(std::forward<Msg>(msg)));
+}
+}  // namespace detail
+
 /// The current process, or an empty pid outside any process.
 [[nodiscard]] inline pid self() noexcept { return detail::pid_access::make(detail::tls.current); }
 
@@ -95,10 +105,7 @@ class message {
 /// and nothing is sent.
 template <class Msg>
 void send(const pid& to, Msg&& msg) {
-  detail::process_base* p = detail::pid_access::get(to);
-  if (p == nullptr) return;
-  using T = std::remove_cvref_t<Msg>;
-  p->enqueue(detail::make_node<detail::untyped_node<T>>(std::forward<Msg>(msg)));
+  detail::post<detail::untyped_node<std::remove_cvref_t<Msg>>>(to, std::forward<Msg>(msg));
 }
 
 /// The process holding a name, from an already_started start error (empty

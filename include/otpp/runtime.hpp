@@ -68,7 +68,7 @@ class runtime {
   [[nodiscard]] std::size_t process_count() const { return core_->live_count(); }
   /// Timers (send_after, send_interval, idle timeouts) waiting to fire, as
   /// of the timer thread's last pass; those of exited processes are dropped
-  /// within a fraction of a second of enough exits.
+  /// within about a second.
   [[nodiscard]] std::size_t timer_count() const noexcept {
     return core_->timer_count();
   }

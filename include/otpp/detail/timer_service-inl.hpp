@@ -192,11 +192,19 @@ OTPP_FUNC void timer_service::run() noexcept {
   }
 }
 
-OTPP_FUNC void timer_service::sweep_orphans(std::int64_t now) noexcept {
-  const std::uint64_t exits = runtime_exits(rt_);
-  if (exits - swept_at_exits_ < std::max<std::uint64_t>(64, wheel_.size() / 16)) return;
-  if (now - last_sweep_ < std::chrono::duration_cast<std::chrono::nanoseconds>(reclaim_interval).count()) return;
-  swept_at_exits_ = exits;
+OTPP_FUNC void timer_service::sweep_orphans(std::int64_t) noexcept {
+  const std::uint64_t exits = runtime_exits(rt_) - swept_at_exits_;
+  if (exits == 0) return;
+  // Paced by real time whatever clock the timers follow: this is about memory.
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now().time_since_epoch()).count();
+  const std::int64_t ago = now - last_sweep_;
+  const std::int64_t interval = std::chrono::duration_cast<std::chrono::nanoseconds>(reclaim_interval).count();
+  // A sweep walks every timer: it waits for many exits (a sixteenth of the
+  // timers) to keep its cost amortised, but never more than a few intervals
+  // for the last few, so orphans do not linger until more processes exit.
+  const bool many = exits >= std::max<std::uint64_t>(64, wheel_.size() / 16);
+  if (!(many && ago >= interval) && ago < 4 * interval) return;
+  swept_at_exits_ += exits;
   last_sweep_ = now;
   wheel_.sweep([](wheel_entry* e) { return static_cast<timer_node*>(e)->orphaned(); },
                [](wheel_entry* e) {

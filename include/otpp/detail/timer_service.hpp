@@ -16,8 +16,9 @@
 // timers wait at most `reclaim_interval` to have their memory returned.
 // Timers whose destination died are swept out of the wheel (O(timers)) once
 // enough processes have exited since the last sweep (a sixteenth of the
-// timers): their memory comes back within a reclaim_interval or so, not at
-// their deadline, at an amortised cost of a few checks per exit.
+// timers), and at the latest four reclaim_intervals after any exit: their
+// memory comes back within a second or so, not at their deadline, at an
+// amortised cost of a few checks per exit.
 //
 // Resolution is one tick (1 ms): a timer fires at the first tick boundary at
 // or after its deadline, never early. A timer is `firing` while its message
