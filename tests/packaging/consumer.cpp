@@ -18,8 +18,8 @@ int main() {
   auto e = otpp::start<echo>().value();
   int r = otpp::call(e, 41) + 1;
   otpp::stop(e);
-  auto c = otpp::start<counter>().value();
-  r += static_cast<int>(otpp::call(c, counter::increment{})) - 1;
+  auto c = otpp::start<examples::counter>().value();
+  r += static_cast<int>(otpp::call(c, examples::counter::increment{})) - 1;
   otpp::stop(c);
   return r == 42 ? 0 : 1;
 }
