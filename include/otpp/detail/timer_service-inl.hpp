@@ -159,7 +159,7 @@ OTPP_FUNC void timer_service::run() noexcept {
     });
     wheel_.advance(static_cast<std::uint64_t>(now_tick), [&](wheel_entry* e) { add_due(static_cast<timer_node*>(e)); });
     fire_due(now_tick);
-    sweep_orphans(now);
+    sweep_orphans();
     pending_.store(wheel_.size(), std::memory_order_release);
     if (sync != synced) {
       synced = sync;
@@ -192,7 +192,7 @@ OTPP_FUNC void timer_service::run() noexcept {
   }
 }
 
-OTPP_FUNC void timer_service::sweep_orphans(std::int64_t) noexcept {
+OTPP_FUNC void timer_service::sweep_orphans() noexcept {
   const std::uint64_t exits = runtime_exits(rt_) - swept_at_exits_;
   if (exits == 0) return;
   // Paced by real time whatever clock the timers follow: this is about memory.

@@ -232,8 +232,9 @@ class timer_service final : public clock_listener {
   void run() noexcept;
 
   // Out of the wheel with every timer whose destination has exited, when
-  // enough processes have exited since the last sweep to pay for the walk.
-  void sweep_orphans(std::int64_t now) noexcept;
+  // enough processes have exited since the last sweep to pay for the walk,
+  // or a few reclaim intervals after any exit.
+  void sweep_orphans() noexcept;
 
   // A new timer: into the wheel, or straight to the due list.
   void admit(timer_node* t, std::int64_t now_tick) noexcept;
@@ -275,7 +276,7 @@ class timer_service final : public clock_listener {
   std::vector<due_entry> due_;
   std::uint64_t next_seq_ = 0;
   std::uint64_t swept_at_exits_ = 0;
-  std::int64_t last_sweep_ = 0;
+  std::int64_t last_sweep_ = 0;  // ns on the steady clock, whatever clock the timers follow
   std::atomic<std::size_t> pending_{0};
 
   std::mutex start_mutex_;
