@@ -14,5 +14,7 @@
 #include "otpp/detail/name_table-inl.hpp"
 #include "otpp/detail/node_pool-inl.hpp"
 #include "otpp/detail/process_base-inl.hpp"
+#include "otpp/detail/reply_slot-inl.hpp"
+#include "otpp/detail/runtime-inl.hpp"
 #include "otpp/detail/runtime_core-inl.hpp"
 #include "otpp/detail/timer_service-inl.hpp"

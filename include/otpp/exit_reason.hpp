@@ -138,8 +138,7 @@ class exit_reason {
   };
 
   explicit exit_reason(exit_kind k) noexcept : kind_{k} {}
-  exit_reason(exit_kind k, std::string detail)
-      : kind_{k}, payload_{std::make_shared<payload>(payload{std::move(detail), nullptr, nullptr})} {}
+  exit_reason(exit_kind k, std::string detail);
 
   static std::string describe(const std::exception_ptr& e);
 
@@ -161,6 +160,9 @@ class exit_error : public std::runtime_error {
   explicit exit_error(exit_reason r);
   /// `operation` describes what failed; what() is "operation: reason".
   exit_error(exit_reason r, std::string_view operation);
+  exit_error(const exit_error&) = default;
+  exit_error& operator=(const exit_error&) = default;
+  ~exit_error() override;
   /// The reason the operation failed.
   [[nodiscard]] const exit_reason& reason() const noexcept { return reason_; }
 

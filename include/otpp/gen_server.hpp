@@ -676,11 +676,6 @@ struct init_outcome {
   exit_reason reason;
 };
 
-// init nested in init runs on one stack: past this depth, start fails
-// cleanly instead of overflowing it.
-inline constexpr unsigned max_start_depth = 1000;
-inline thread_local unsigned start_depth = 0;
-
 // Runs Impl::init as the process (owner) and settles what it asked for:
 // returns the outcome; on stop or a crash the exit is pending (no terminate).
 template <class Impl>
@@ -718,52 +713,24 @@ init_outcome run_init(process_of<Impl>* p, process_base* parent) noexcept {
 // not trap exits when init stopped or crashed.
 exit_reason init_failed(process_base* parent, process_base* child, const init_outcome& out) noexcept;
 
-/// init run on a worker, as the process's first turn (the start_timeout
-/// option): the starter waits for this node's answer with a deadline.
+/// Runs init as the process, for one server type (run_init behind a
+/// type-independent signature).
+using init_fn = init_outcome (*)(process_base* p, process_base* parent) noexcept;
 template <class Impl>
-struct init_node final : message_node {
-  init_node(reply_slot<init_outcome>* s, process_base* parent_process) : slot{s}, parent{parent_process} { fn = &handle; }
-  reply_slot<init_outcome>* slot;
-  process_base* parent;  // no reference: the link holds one
-  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
-    auto* self = static_cast<init_node*>(n);
-    if (op == msg_op::invoke) {
-      self->slot->set_value(run_init<Impl>(static_cast<process_of<Impl>*>(&p), self->parent));
-    } else {
-      self->slot->fail(*why);  // killed before init ran (the starter gave up)
-    }
-    self->slot->release();
-    free_node(self);
-  }
-};
-
-template <class Impl>
-result<server<Impl>> start_async(process_of<Impl>* p, process_base* parent, server<Impl> ref, steady::duration timeout) {
-  auto* slot = reply_slot<init_outcome>::make();
-  try {
-    p->set_continuation(make_node<init_node<Impl>>(slot, parent));
-  } catch (...) {
-    slot->release();
-    slot->release();
-    if (parent != nullptr) unlink_parent(parent, p);
-    p->request_exit(exit_reason::error("out of memory"), false);
-    return p->finish_exit();
-  }
-  p->publish_started();
-  const std::uint32_t st = await_reply(slot, deadline_after(timeout), p);
-  if (st == reply_slot_base::ready) {
-    init_outcome out = slot->take();
-    slot->release();
-    if (out.kind == init_result::kind::ok) return ref;
-    return init_failed(parent, p, out);
-  }
-  exit_reason why = st == reply_slot_base::failed ? slot->error() : exit_reason::timeout();
-  slot->release();
-  if (parent != nullptr) unlink_parent_side(parent, p);
-  // Too slow: killed (its name is released as it dies; init still runs to its end).
-  if (st != reply_slot_base::failed) p->enqueue_signal(make_node<exit_signal_node>(tls.current, exit_reason::kill(), false));
-  return why;
+init_outcome init_of(process_base* p, process_base* parent) noexcept {
+  return run_init<Impl>(static_cast<process_of<Impl>*>(p), parent);
 }
+
+/// The type-independent half of start (one copy, not one per server type),
+/// once the Impl is constructed: links `parent`, runs `init` (here, or on a
+/// worker while the starter waits up to `start_timeout` if that is finite)
+/// and settles the outcome. True if the process is started; otherwise the
+/// reason start returns is in `failure`.
+bool settle_start(process_base* p, process_base* parent, steady::duration start_timeout, init_fn init,
+                  exit_reason& failure);
+/// A process that never ran init (its name refused, or its constructor
+/// threw) goes quietly: no terminate, no exit signal.
+void discard_unstarted(process_base* p) noexcept;
 
 template <class Impl, class Registrar, class... Args>
 result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, Registrar&& registrar, Args&&... args) {
@@ -781,8 +748,7 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
     refused = exit_reason::of_exception(std::current_exception());
   }
   if (refused) {
-    p->request_exit(exit_reason::normal(), false);
-    p->finish_exit();
+    discard_unstarted(p);
     return std::move(*refused);
   }
   {
@@ -791,33 +757,14 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
       ::new (p->impl_storage()) Impl(std::forward<Args>(args)...);
     } catch (...) {
       auto why = exit_reason::of_exception(std::current_exception());
-      p->request_exit(why, false);
-      p->finish_exit();  // releases the name; the Impl never existed
+      discard_unstarted(p);  // releases the name; the Impl never existed
       return why;
     }
     p->mark_constructed();
   }
   server<Impl> ref = server_access::make<Impl>(pid_access::make(p));
-  if (parent != nullptr) link_parent(parent, p);
-  if (opts.start_timeout != steady::duration::max()) return start_async<Impl>(p, parent, std::move(ref), opts.start_timeout);
-  if (start_depth >= max_start_depth) {
-    // Refused before init runs: a start nested this deep would overflow the stack.
-    if (parent != nullptr) unlink_parent(parent, p);
-    p->request_exit(exit_reason::normal(), false);
-    p->finish_exit();
-    return exit_reason::error(fmt::format("start nested too deep: {} levels of start inside init", max_start_depth));
-  }
-  {
-    current_scope scope{p};
-    ++start_depth;
-    const init_outcome out = run_init<Impl>(p, parent);
-    --start_depth;
-    if (out.kind != init_result::kind::ok) {
-      p->finish_exit();
-      return init_failed(parent, p, out);
-    }
-  }
-  p->publish_started();
+  exit_reason failure;
+  if (!settle_start(p, parent, opts.start_timeout, &init_of<Impl>, failure)) return failure;
   return ref;
 }
 
@@ -950,30 +897,44 @@ template <class Impl, class... Args>
 
 namespace detail {
 
-class inline_depth_scope {
- public:
-  inline_depth_scope() noexcept { ++tls.inline_depth; }
-  ~inline_depth_scope() { --tls.inline_depth; }
-  inline_depth_scope(const inline_depth_scope&) = delete;
-  inline_depth_scope& operator=(const inline_depth_scope&) = delete;
-};
-
 // Deep chains of calls each run inline on one stack; past this depth, calls
 // go through the mailbox so the stack stays bounded.
 inline constexpr unsigned max_inline_depth = 64;
+
+/// An inline call's scope: the callee is the current process, as on its
+/// own turn, one level deeper in inline calls.
+class inline_call_scope {
+ public:
+  explicit inline_call_scope(process_base* p) noexcept : caller_{tls.current} {
+    ++tls.inline_depth;
+    tls.current = p;
+  }
+  ~inline_call_scope() {
+    tls.current = caller_;
+    --tls.inline_depth;
+  }
+  inline_call_scope(const inline_call_scope&) = delete;
+  inline_call_scope& operator=(const inline_call_scope&) = delete;
+  [[nodiscard]] process_base* caller() const noexcept { return caller_; }
+
+ private:
+  process_base* caller_;
+};
+
+/// The handler run inline asked to exit: finishes the exit and returns the
+/// final reason (out of line: one copy, not one per request type).
+exit_reason exit_after_inline_call(process_base* p) noexcept;
 
 // The callee was idle and is now ours: run its handler on this thread. Only
 // for a caller that waits without a deadline (see may_run_inline).
 template <class Impl, class Q, class R>
 result<R> call_inline(process_of<Impl>* p, Q&& req) {
-  inline_depth_scope depth;
   std::optional<std::conditional_t<std::is_void_v<R>, char, R>> value;
-  process_base* const caller = tls.current;
   {
-    current_scope scope{p};
+    const inline_call_scope scope{p};
     p->note_message();
     try {
-      const from f = handle_access::make_from(caller);
+      const from f = handle_access::make_from(scope.caller());
       if constexpr (std::is_void_v<R>) {
         invoke_sync(p->impl(), std::move(req), f);
         value.emplace('\0');
@@ -985,10 +946,8 @@ result<R> call_inline(process_of<Impl>* p, Q&& req) {
     }
     p->note_handled();
     p->note_inline_call();
-    if (p->exit_requested()) {
-      p->add_ref();  // keep the memory while we read the outcome
-      exit_reason final = p->finish_exit();
-      p->release();
+    if (p->exit_requested()) [[unlikely]] {
+      exit_reason final = exit_after_inline_call(p);
       if (!value) return final;
     } else {
       p->release_inline();

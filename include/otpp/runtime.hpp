@@ -40,19 +40,8 @@ class runtime {
   explicit runtime(runtime_config cfg = {}) : core_{new detail::runtime_core{cfg}} {}
   runtime(const runtime&) = delete;
   runtime& operator=(const runtime&) = delete;
-  ~runtime() {
-    try {
-      shutdown();
-    } catch (...) {
-      try {
-        shutdown();  // a second try finishes what a bad_alloc interrupted
-      } catch (...) {
-      }
-    }
-    // Handles to its processes, and threads abandoned in stuck handlers, may
-    // outlive this object: the core goes with the last of them.
-    core_->release();
-  }
+  /// Shuts down (see shutdown) if not done yet.
+  ~runtime();
 
   /// Starts a gen_server in this runtime (defined in gen_server.hpp).
   template <class Impl, class... Args>
@@ -98,20 +87,12 @@ struct default_runtime_holder {
   default_runtime_holder() = default;
   default_runtime_holder(const default_runtime_holder&) = delete;
   default_runtime_holder& operator=(const default_runtime_holder&) = delete;
-  ~default_runtime_holder() {
-    try {
-      rt->shutdown();
-    } catch (...) {
-    }
-  }
+  ~default_runtime_holder();
 };
 }  // namespace detail
 
 /// The process-wide runtime used when no other is in scope.
-inline runtime& default_runtime() {
-  static detail::default_runtime_holder holder;
-  return *holder.rt;
-}
+runtime& default_runtime();
 
 namespace detail {
 /// The runtime a new process joins: the caller's own, else the default.
@@ -123,3 +104,7 @@ inline runtime_core& current_core() {
 }  // namespace detail
 
 }  // namespace otpp
+
+#if OTPP_HEADER_ONLY
+#include "detail/runtime-inl.hpp"
+#endif

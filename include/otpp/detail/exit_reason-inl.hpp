@@ -33,6 +33,11 @@ OTPP_FUNC exit_error::exit_error(exit_reason r) : std::runtime_error{"otpp exit:
 OTPP_FUNC exit_error::exit_error(exit_reason r, std::string_view operation)
     : std::runtime_error{std::string{operation} + ": " + r.to_string()}, reason_{std::move(r)} {}
 
+// Out of line: the key function, so a compiled runtime emits the vtable once.
+OTPP_FUNC exit_error::~exit_error() = default;
+
+OTPP_FUNC exit_reason::exit_reason(exit_kind k, std::string detail)
+    : kind_{k}, payload_{std::make_shared<payload>(payload{std::move(detail), nullptr, nullptr})} {}
 
 OTPP_FUNC std::string exit_reason::to_string() const {
   std::string s{kind_name(kind_)};

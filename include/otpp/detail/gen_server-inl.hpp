@@ -66,6 +66,109 @@ OTPP_FUNC exit_reason init_failed(process_base* parent, process_base* child, con
   return out.reason;
 }
 
+// init nested in init runs on one stack: past this depth, start fails
+// cleanly instead of overflowing it.
+inline constexpr unsigned max_start_depth = 1000;
+inline thread_local unsigned start_depth = 0;
+
+/// init run on a worker, as the process's first turn (the start_timeout
+/// option): the starter waits for this node's answer with a deadline.
+struct init_node final : message_node {
+  init_node(reply_slot<init_outcome>* s, process_base* parent_process, init_fn f)
+      : slot{s}, parent{parent_process}, init{f} {
+    fn = &handle;
+  }
+  reply_slot<init_outcome>* slot;
+  process_base* parent;  // no reference: the link holds one
+  init_fn init;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
+    auto* self = static_cast<init_node*>(n);
+    if (op == msg_op::invoke) {
+      self->slot->set_value(self->init(&p, self->parent));
+    } else {
+      self->slot->fail(*why);  // killed before init ran (the starter gave up)
+    }
+    self->slot->release();
+    free_node(self);
+  }
+};
+
+OTPP_FUNC void discard_unstarted(process_base* p) noexcept {
+  p->request_exit(exit_reason::normal(), false);
+  p->finish_exit();
+}
+
+// start with a start_timeout: init runs as the process's first turn.
+OTPP_FUNC bool start_async(process_base* p, process_base* parent, init_fn init, steady::duration timeout,
+                           exit_reason& failure) {
+  auto* slot = reply_slot<init_outcome>::make();
+  try {
+    p->set_continuation(make_node<init_node>(slot, parent, init));
+  } catch (...) {
+    slot->release();
+    slot->release();
+    if (parent != nullptr) unlink_parent(parent, p);
+    p->request_exit(exit_reason::error("out of memory"), false);
+    failure = p->finish_exit();
+    return false;
+  }
+  p->publish_started();
+  const std::uint32_t st = await_reply(slot, deadline_after(timeout), p);
+  if (st == reply_slot_base::ready) {
+    init_outcome out = slot->take();
+    slot->release();
+    if (out.kind == init_result::kind::ok) return true;
+    failure = init_failed(parent, p, out);
+    return false;
+  }
+  failure = st == reply_slot_base::failed ? slot->error() : exit_reason::timeout();
+  slot->release();
+  if (parent != nullptr) unlink_parent_side(parent, p);
+  // Too slow: killed (its name is released as it dies; init still runs to its end).
+  if (st != reply_slot_base::failed) p->enqueue_signal(make_node<exit_signal_node>(tls.current, exit_reason::kill(), false));
+  return false;
+}
+
+OTPP_FUNC bool settle_start(process_base* p, process_base* parent, steady::duration start_timeout, init_fn init,
+                            exit_reason& failure) {
+  if (parent != nullptr) {
+    try {
+      link_parent(parent, p);
+    } catch (...) {
+      discard_unstarted(p);  // out of memory: the starter gets bad_alloc and nothing is left behind
+      throw;
+    }
+  }
+  if (start_timeout != steady::duration::max()) return start_async(p, parent, init, start_timeout, failure);
+  if (start_depth >= max_start_depth) {
+    // Refused before init runs: a start nested this deep would overflow the stack.
+    if (parent != nullptr) unlink_parent(parent, p);
+    discard_unstarted(p);
+    failure = exit_reason::error(fmt::format("start nested too deep: {} levels of start inside init", max_start_depth));
+    return false;
+  }
+  {
+    current_scope scope{p};
+    ++start_depth;
+    const init_outcome out = init(p, parent);
+    --start_depth;
+    if (out.kind != init_result::kind::ok) {
+      p->finish_exit();
+      failure = init_failed(parent, p, out);
+      return false;
+    }
+  }
+  p->publish_started();
+  return true;
+}
+
+OTPP_FUNC exit_reason exit_after_inline_call(process_base* p) noexcept {
+  p->add_ref();  // keep the memory while we read the outcome
+  exit_reason final = p->finish_exit();
+  p->release();
+  return final;
+}
+
 OTPP_FUNC void throw_call_error(const exit_reason& reason, const pid& target, std::string_view server_type,
                                 std::string_view request_type, steady::duration timeout) {
   throw exit_error{reason, fmt::format("otpp::call({} {}, {}, {})", target, server_type, request_type,

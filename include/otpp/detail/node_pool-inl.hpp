@@ -7,6 +7,62 @@
 
 namespace otpp::detail {
 
+// Flushes a thread's cache to the central pool when the thread ends; only
+// the slow paths below name it, so only they register it.
+struct thread_cache_guard {
+  thread_cache_guard() noexcept = default;
+  thread_cache_guard(const thread_cache_guard&) = delete;
+  thread_cache_guard& operator=(const thread_cache_guard&) = delete;
+  ~thread_cache_guard() {
+    auto& tc = tls_cache;
+    auto& central = central_pool::instance();
+    for (std::size_t c = 0; c < pool_classes; ++c) {
+      if (tc.head[c]) central.give(c, {tc.head[c], tc.count[c]});
+      tc.head[c] = nullptr;
+      tc.count[c] = 0;
+    }
+    tc.retired = true;
+  }
+};
+inline thread_local thread_cache_guard tls_cache_guard;
+
+[[gnu::noinline]] OTPP_FUNC void* pool_refill(std::size_t c) {
+  auto& tc = tls_cache;
+  if (tc.retired) {
+    // rare: allocation while this thread's locals are being torn down
+    auto& central = central_pool::instance();
+    auto b = central.take(c);
+    if (b.count > 1) central.give(c, {b.head->next, b.count - 1});
+    return b.head;
+  }
+  if (!tc.guarded) {
+    tc.guarded = true;
+    // odr-use registers the flushing destructor for this thread
+    [[maybe_unused]] auto* volatile g = &tls_cache_guard;
+  }
+  auto b = central_pool::instance().take(c);
+  free_block* blk = b.head;
+  tc.head[c] = blk->next;
+  tc.count[c] = b.count - 1;
+  return blk;
+}
+
+[[gnu::noinline]] OTPP_FUNC void pool_free_retired(std::size_t c, free_block* b) noexcept {
+  central_pool::instance().give_one(c, b);
+}
+
+[[gnu::noinline]] OTPP_FUNC void pool_flush(std::size_t c) {
+  auto& tc = tls_cache;
+  const std::uint32_t n = pool_batch(c);
+  free_block* head = tc.head[c];
+  free_block* tail = head;
+  for (std::uint32_t i = 1; i < n; ++i) tail = tail->next;
+  tc.head[c] = tail->next;
+  tc.count[c] -= n;
+  tail->next = nullptr;
+  central_pool::instance().give(c, {head, n});
+}
+
 OTPP_FUNC central_pool::batch central_pool::take(std::size_t c) {
   {
     std::lock_guard lock{mutex_};

@@ -116,46 +116,13 @@ struct thread_cache {
 };
 inline thread_local thread_cache tls_cache{};
 
-struct thread_cache_guard {
-  thread_cache_guard() noexcept = default;
-  ~thread_cache_guard() {
-    auto& tc = tls_cache;
-    auto& central = central_pool::instance();
-    for (std::size_t c = 0; c < pool_classes; ++c) {
-      if (tc.head[c]) central.give(c, {tc.head[c], tc.count[c]});
-      tc.head[c] = nullptr;
-      tc.count[c] = 0;
-    }
-    tc.retired = true;
-  }
-};
-inline thread_local thread_cache_guard tls_cache_guard;
-
-[[gnu::noinline]] inline void* pool_refill(std::size_t c) {
-  auto& tc = tls_cache;
-  if (!tc.guarded) {
-    tc.guarded = true;
-    // odr-use registers the flushing destructor for this thread
-    [[maybe_unused]] auto* volatile g = &tls_cache_guard;
-  }
-  auto b = central_pool::instance().take(c);
-  free_block* blk = b.head;
-  tc.head[c] = blk->next;
-  tc.count[c] = b.count - 1;
-  return blk;
-}
-
-[[gnu::noinline]] inline void pool_flush(std::size_t c) {
-  auto& tc = tls_cache;
-  const std::uint32_t n = pool_batch(c);
-  free_block* head = tc.head[c];
-  free_block* tail = head;
-  for (std::uint32_t i = 1; i < n; ++i) tail = tail->next;
-  tc.head[c] = tail->next;
-  tc.count[c] -= n;
-  tail->next = nullptr;
-  central_pool::instance().give(c, {head, n});
-}
+// The slow halves of pool_allocate/pool_free, kept out of line so the fast
+// halves stay small enough to inline.
+void* pool_refill(std::size_t c);
+void pool_flush(std::size_t c);
+// A free while this thread's locals are being torn down: straight to the
+// central pool.
+void pool_free_retired(std::size_t c, free_block* b) noexcept;
 
 [[nodiscard]] inline void* pool_allocate(std::size_t n) {
   if constexpr (address_sanitizer) {
@@ -176,13 +143,6 @@ inline thread_local thread_cache_guard tls_cache_guard;
       }
       return b;
     }
-    if (tc.retired) {
-      // rare: allocation while this thread's locals are being torn down
-      auto& central = central_pool::instance();
-      auto b = central.take(c);
-      if (b.count > 1) central.give(c, {b.head->next, b.count - 1});
-      return b.head;
-    }
     return pool_refill(c);
   }
 }
@@ -199,7 +159,7 @@ inline void pool_deallocate(void* p, std::size_t n) noexcept {
     auto& tc = tls_cache;
     auto* b = static_cast<free_block*>(p);
     if (tc.retired) [[unlikely]] {
-      central_pool::instance().give_one(c, b);
+      pool_free_retired(c, b);
       return;
     }
     b->next = tc.head[c];

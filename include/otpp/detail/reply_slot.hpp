@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "../exit_reason.hpp"
+#include "config.hpp"
 #include "node_pool.hpp"
 #include "parking.hpp"
 #include "platform.hpp"
@@ -36,16 +37,7 @@ class reply_slot_base {
   }
 
   /// Resolver side: fail with `why` unless already resolved or abandoned.
-  bool fail(const exit_reason& why) noexcept {
-    std::uint32_t prev;
-    if (!claim(prev)) return false;
-    try {
-      error_ = why;
-    } catch (...) {
-    }
-    publish(failed, prev);
-    return true;
-  }
+  bool fail(const exit_reason& why) noexcept;
 
   [[nodiscard]] bool resolved() const noexcept {
     auto s = state_.load(std::memory_order_acquire);
@@ -183,3 +175,7 @@ class reply_slot<void> final : public reply_slot_base {
 };
 
 }  // namespace otpp::detail
+
+#if OTPP_HEADER_ONLY
+#include "reply_slot-inl.hpp"
+#endif

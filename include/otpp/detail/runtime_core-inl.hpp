@@ -17,6 +17,153 @@
 
 namespace otpp::detail {
 
+// -- a process's turn: the hot paths the worker loop and inline calls share ----
+
+// A queued process carries a reference (its "ticket"): a worker that has just
+// let it go idle still reads its mailbox tail, and by then another thread may
+// have stopped it and dropped every other reference.
+OTPP_FUNC void process_base::schedule_owned() noexcept {
+  add_ref();
+  rt_->schedule(this);
+}
+
+OTPP_FUNC void process_base::last_reference_gone() noexcept {
+  if (local_ & has_cold) delete cold_;
+  runtime_core* const rt = rt_;
+  deallocate_self();
+  release_core_ref(rt);
+}
+
+OTPP_FUNC void process_base::release_inline() noexcept {
+  if (local_ & exit_pending) {
+    finish_exit();
+    return;
+  }
+  if (local_ & has_continue) {
+    schedule_owned();
+    return;
+  }
+  if (local_ & idle_flags) {
+    settle_idle();
+    if (local_ & exit_pending) {
+      finish_exit();
+      return;
+    }
+  }
+  state_.store(0, std::memory_order_seq_cst);
+  if (queues_empty_after_release()) return;
+  std::uint32_t expected = 0;
+  if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return;
+  if (run_turn(16) == turn_result::yielded) schedule_owned();
+}
+
+OTPP_FUNC void process_base::drain(const exit_reason& why) noexcept {
+  for (;;) {
+    auto* n = static_cast<message_node*>(signals_.pop(sig_head_));
+    if (n == nullptr) n = static_cast<message_node*>(mailbox_.pop(head_));
+    if (n) {
+      n->fn(*this, n, msg_op::discard, &why);
+      continue;
+    }
+    if (mailbox_.empty(head_) && signals_.empty(sig_head_)) return;
+    cpu_relax();  // a push is half done: its node will be linked in a moment
+  }
+}
+
+OTPP_FUNC void process_base::drain_dead() noexcept {
+  static const exit_reason noproc = exit_reason::noproc();
+  for (;;) {
+    drain(noproc);
+    state_.store(dead, std::memory_order_seq_cst);
+    if (queues_empty_after_release()) return;
+    std::uint32_t expected = dead;
+    if (!state_.compare_exchange_strong(expected, dead | scheduled, std::memory_order_acq_rel)) return;
+  }
+}
+
+OTPP_FUNC void process_base::run_continuation() noexcept {
+  message_node* n = cold_->continuation;
+  cold_->continuation = nullptr;
+  local_ &= ~has_continue;
+  n->fn(*this, n, msg_op::invoke, nullptr);
+}
+
+OTPP_FUNC bool process_base::run_signals() noexcept {
+  bool any = false;
+  while (auto* n = static_cast<message_node*>(signals_.pop(sig_head_))) {
+    n->fn(*this, n, msg_op::invoke, nullptr);
+    any = true;
+  }
+  return any;
+}
+
+OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
+  current_scope scope{this};
+  unsigned spins = 0;
+  bool lingered = false;
+  for (;;) {
+    // Signals first: an exit signal takes effect before any queued message.
+    // The check reads the signal stub on the consumer's own cache line.
+    if (sig_head_->next_.load(std::memory_order_acquire) != nullptr || sig_head_ != signals_.consumer_head())
+      run_signals();
+    if (local_ & (has_continue | exit_pending)) {
+      if (local_ & exit_pending) {
+        finish_exit();
+        return turn_result::dead;
+      }
+      run_continuation();
+      continue;
+    }
+    message_node* n = static_cast<message_node*>(mailbox_.pop(head_));
+    if (n == nullptr) {
+      if (!mailbox_.empty(head_) || !signals_.empty(sig_head_)) {
+        // A producer is between its exchange and its link. Give it a moment,
+        // then let others run rather than spin on a preempted thread.
+        if (++spins < 128) {
+          cpu_relax();
+          continue;
+        }
+        return turn_result::yielded;
+      }
+      // A busy sender is usually a few hundred nanoseconds behind: when this
+      // worker has nothing else to do, wait that long for it rather than go
+      // idle and make the sender pay for rescheduling us (the difference
+      // between a consumer that keeps up and one that thrashes).
+      if (!lingered && worker_has_nothing_else(rt_)) {
+        lingered = true;
+        // Poll sparsely: each poll pulls the line the sender is about to
+        // write; letting it run ahead a little turns lockstep into batches.
+        for (unsigned i = 0; i < 8 && mailbox_.empty(head_); ++i) {
+          for (unsigned k = 0; k < 48; ++k) cpu_relax();
+        }
+        if (!mailbox_.empty(head_)) continue;
+      }
+      if (local_ & idle_flags) {
+        settle_idle();
+        if (local_ & exit_pending) continue;  // on_hibernate threw
+      }
+      resync_queue_length();
+      // Go idle, then re-check (seq_cst pairs with wake_after_push's load).
+      // After the store we no longer own the queues, so the re-check reads
+      // only their tails.
+      state_.store(0, std::memory_order_seq_cst);
+      if (queues_empty_after_release()) return turn_result::idle;
+      std::uint32_t expected = 0;
+      if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return turn_result::idle;
+      continue;
+    }
+    if ((local_ & (idle_flags | hibernated)) && n->fn != &idle_timer_node::handle) note_message();
+    note_handled();  // taken: out of the queue length before its handler runs
+    n->fn(*this, n, msg_op::invoke, nullptr);
+    lingered = false;
+    if (budget > 1) {
+      --budget;
+    } else if (!(local_ & (exit_pending | has_continue))) {
+      return turn_result::yielded;
+    }
+  }
+}
+
 OTPP_FUNC runtime_core::runtime_core(runtime_config cfg) : cfg_{cfg} {
   unsigned n = cfg_.workers ? cfg_.workers : std::max(1u, std::thread::hardware_concurrency());
   cfg_.workers = n;

@@ -269,40 +269,10 @@ void release_name(process_base& p, process_cold& c) noexcept;
 /// Sends exit signals to links and downs to monitors (defined in links-inl.hpp).
 void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) noexcept;
 
+/// True on a worker of `rt` whose queues are empty.
 inline bool worker_has_nothing_else(const runtime_core* rt) noexcept {
   worker_slot* s = tls.slot;
   return s != nullptr && tls.rt == rt && !rt->others_waiting(*s);
-}
-
-// A queued process carries a reference (its "ticket"): a worker that has just
-// let it go idle still reads its mailbox tail, and by then another thread may
-// have stopped it and dropped every other reference.
-inline void process_base::schedule_owned() noexcept {
-  add_ref();
-  rt_->schedule(this);
-}
-
-inline void process_base::release_inline() noexcept {
-  if (local_ & exit_pending) {
-    finish_exit();
-    return;
-  }
-  if (local_ & has_continue) {
-    schedule_owned();
-    return;
-  }
-  if (local_ & idle_flags) {
-    settle_idle();
-    if (local_ & exit_pending) {
-      finish_exit();
-      return;
-    }
-  }
-  state_.store(0, std::memory_order_seq_cst);
-  if (queues_empty_after_release()) return;
-  std::uint32_t expected = 0;
-  if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return;
-  if (run_turn(16) == turn_result::yielded) schedule_owned();
 }
 
 inline bool runtime_quiescent(const runtime_core* rt) noexcept { return rt->quiescent(); }
