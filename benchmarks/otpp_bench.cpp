@@ -66,6 +66,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <otpp/async_call.hpp>
 #include <otpp/otpp.hpp>
 
 #if OTPP_BENCH_EXAMPLES
@@ -234,6 +235,76 @@ void call_concurrent(otpp::runtime& rt) {
 }
 void call_concurrent_nonblocking(otpp::runtime& rt) {
   std::printf("# call_concurrent_64_nonblocking: %.0f calls/s\n", call_concurrent_rate<inline_counter>(rt));
+}
+
+// -- async calls: the caller's handler is a coroutine; waiting holds no thread --
+
+class async_caller : public otpp::gen_server<async_caller> {
+ public:
+  struct run {
+    otpp::server<counter> target;
+    int calls;
+    std::chrono::steady_clock::duration timeout;
+    std::promise<double>* seconds;
+  };
+  otpp::async<void> handle_cast(run r) {
+    auto t0 = clk::now();
+    for (int i = 0; i < r.calls; ++i) (void)co_await otpp::async_call(r.target, counter::increment{}, r.timeout);
+    r.seconds->set_value(seconds_since(t0));
+  }
+};
+
+double call_process_async_ns(otpp::runtime& rt, std::chrono::steady_clock::duration timeout) {
+  const int calls = 1'000'000 / static_cast<int>(scale);
+  auto c = rt.start<counter>().value();
+  auto p = rt.start<async_caller>().value();
+  std::promise<double> warm;
+  otpp::cast(p, async_caller::run{c, 1000, timeout, &warm});
+  warm.get_future().get();
+  std::promise<double> secs;
+  otpp::cast(p, async_caller::run{c, calls, timeout, &secs});
+  double dt = secs.get_future().get();
+  otpp::stop(p);
+  otpp::stop(c);
+  return dt * 1e9 / calls;
+}
+
+void call_process_async(otpp::runtime& rt) {
+  figure("call_process_async_ns", call_process_async_ns(rt, otpp::default_call_timeout), "ns");
+  std::printf("# call_process_async_ns, timeout infinity (no deadline timer): %.1f ns\n",
+              call_process_async_ns(rt, otpp::infinity));
+}
+
+class async_client : public otpp::gen_server<async_client> {
+ public:
+  struct run {
+    otpp::server<counter> target;
+    int calls;
+    std::latch* done;
+  };
+  otpp::async<void> handle_cast(run r) {
+    for (int i = 0; i < r.calls; ++i) (void)co_await otpp::async_call(r.target, counter::increment{});
+    r.done->count_down();
+  }
+};
+
+void call_concurrent_async(otpp::runtime& rt) {
+  const int clients = 64;
+  const int calls = 20'000 / static_cast<int>(scale);
+  auto c = rt.start<counter>().value();
+  std::vector<otpp::server<async_client>> cs;
+  for (int i = 0; i < clients; ++i) cs.push_back(rt.start<async_client>().value());
+  std::latch done{clients};
+  auto t0 = clk::now();
+  for (auto& cl : cs) otpp::cast(cl, async_client::run{c, calls, &done});
+  done.wait();
+  double dt = seconds_since(t0);
+  auto n = otpp::call(c, counter::get{});
+  if (n != static_cast<std::uint64_t>(clients) * calls) std::printf("# call_concurrent_64_async: counted %llu\n", (unsigned long long)n);
+  for (auto& cl : cs) otpp::stop(cl);
+  otpp::stop(c);
+  figure("call_concurrent_64_async", clients * static_cast<double>(calls) / dt, "calls/s");
+  std::printf("# call_concurrent_64_async: %zu threads for %u workers\n", rt.thread_count(), rt.workers());
 }
 
 class ring_node : public otpp::gen_server<ring_node> {
@@ -821,6 +892,8 @@ int main(int argc, char** argv) {
   run(want("call_process"), "call_process_nonblocking", call_process_nonblocking);
   run(want("call_concurrent_64"), "call_concurrent_64", call_concurrent);
   run(want("call_concurrent_64"), "call_concurrent_64_nonblocking", call_concurrent_nonblocking);
+  run(want("call_process_async_ns"), "call_process_async_ns", call_process_async);
+  run(want("call_concurrent_64_async"), "call_concurrent_64_async", call_concurrent_async);
   run(want("ring_1000"), "ring_1000", ring);
   run(want("idle_cpu"), "idle_cpu", idle_cpu);
   run(want("monitor_ns") || want("whereis_ns") || want("call_by_name_ns"), "names", [](otpp::runtime& rt) {

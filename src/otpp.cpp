@@ -7,6 +7,7 @@
 #error "src/otpp.cpp is the compiled runtime: build it with OTPP_HEADER_ONLY=0"
 #endif
 
+#include "otpp/detail/async_call-inl.hpp"
 #include "otpp/detail/exit_reason-inl.hpp"
 #include "otpp/detail/gen_server-inl.hpp"
 #include "otpp/detail/links-inl.hpp"

@@ -53,6 +53,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "async.hpp"
 #include "detail/process_base.hpp"
 #include "detail/runtime_core.hpp"
 #include "exit_reason.hpp"
@@ -208,8 +209,40 @@ struct call_reply {
 template <class Impl, class Req>
   requires handles_sync_call<Impl, Req>
 struct call_reply<Impl, Req> {
-  using type = std::decay_t<decltype(invoke_sync(std::declval<Impl&>(), std::declval<Req>(), std::declval<const from&>()))>;
+  // An async<R> handler (a coroutine) replies R.
+  using type = unwrap_async_t<
+      std::decay_t<decltype(invoke_sync(std::declval<Impl&>(), std::declval<Req>(), std::declval<const from&>()))>>;
 };
+
+/// Impl answers Req with a coroutine: `async<R> handle_call(Req[, from])`.
+template <class Impl, class Req>
+concept handles_async_call =
+    handles_sync_call<Impl, Req> &&
+    is_async_v<std::decay_t<decltype(invoke_sync(std::declval<Impl&>(), std::declval<Req>(), std::declval<const from&>()))>>;
+
+/// A cast, info or continue handler that was a coroutine finished: an
+/// exception that left it crashes the process, as any callback's.
+inline void finish_async_handler(process_base& p, awaiting_handler& h) noexcept {
+  auto co = std::coroutine_handle<async_promise<void>>::from_address(h.top.address());
+  if (co.promise().error) p.crash(co.promise().error, h.msg_type, h.kind);
+  co.destroy();
+}
+
+/// Runs a callback `f` (handle_cast, handle_info, handle_continue); one that
+/// returns async<void> starts as a coroutine the process drives. A throw
+/// before it first suspends reaches the caller's crash handling.
+template <class F>
+void run_callback(process_base& p, F&& f, std::string_view msg_type, std::string_view kind) {
+  using ret = decltype(std::forward<F>(f)());
+  if constexpr (is_async_v<ret>) {
+    static_assert(std::is_same_v<ret, async<void>>, "a coroutine cast, info or continue handler returns otpp::async<void>");
+    p.cold_state();  // where a suspended handler is kept: allocated before it starts
+    ret task = std::forward<F>(f)();
+    p.run_handler(awaiting_handler{async_access::release(task), &finish_async_handler, nullptr, nullptr, msg_type, kind});
+  } else {
+    std::forward<F>(f)();
+  }
+}
 
 template <class Impl>
 concept has_init = requires(Impl& i) { i.init(); };
@@ -369,7 +402,12 @@ class process_of final : public process_base {
   template <class... T>
   bool dispatch_listed(untyped_node_base* u, type_list<T...>) {
     static_assert((handles_info<Impl, T> && ...), "every type in Impl::info_types needs a handle_info overload");
-    return ((u->type == type_id<T> ? (impl().handle_info(std::move(*static_cast<T*>(u->value))), true) : false) || ...);
+    return ((u->type == type_id<T> ? (run_callback(
+                                          *this, [&]() -> decltype(auto) { return impl().handle_info(std::move(*static_cast<T*>(u->value))); },
+                                          u->name, "info"),
+                                      true)
+                                   : false) ||
+            ...);
   }
 
   // Erlang's default handle_info: log and drop what nothing handles.
@@ -378,7 +416,7 @@ class process_of final : public process_base {
   void dispatch_system(T& m) noexcept {
     try {
       if constexpr (handles_info<Impl, T>) {
-        impl().handle_info(std::move(m));
+        run_callback(*this, [&]() -> decltype(auto) { return impl().handle_info(std::move(m)); }, detail::type_name<T>(), "info");
       } else if constexpr (has_catch_all_info<Impl>) {
         untyped_node_base view;
         view.type = type_id<T>;
@@ -415,22 +453,22 @@ Impl& impl_of(process_base& p) noexcept {
 struct cast_kind {
   static constexpr std::string_view name = "cast";
   template <class Impl, class M>
-  static void run(Impl& impl, M&& m) {
-    impl.handle_cast(std::forward<M>(m));
+  static decltype(auto) run(Impl& impl, M&& m) {
+    return impl.handle_cast(std::forward<M>(m));
   }
 };
 struct info_kind {
   static constexpr std::string_view name = "info";
   template <class Impl, class M>
-  static void run(Impl& impl, M&& m) {
-    impl.handle_info(std::forward<M>(m));
+  static decltype(auto) run(Impl& impl, M&& m) {
+    return impl.handle_info(std::forward<M>(m));
   }
 };
 struct continue_kind {
   static constexpr std::string_view name = "continue";
   template <class Impl, class M>
-  static void run(Impl& impl, M&& m) {
-    impl.handle_continue(std::forward<M>(m));
+  static decltype(auto) run(Impl& impl, M&& m) {
+    return impl.handle_continue(std::forward<M>(m));
   }
 };
 
@@ -445,7 +483,9 @@ struct handler_node final : message_node {
     auto* self = static_cast<handler_node*>(n);
     if (op == msg_op::invoke) {
       try {
-        Kind::run(impl_of<Impl>(p), std::move(self->msg));
+        run_callback(
+            p, [&]() -> decltype(auto) { return Kind::run(impl_of<Impl>(p), std::move(self->msg)); }, type_name<Msg>(),
+            Kind::name);
       } catch (...) {
         p.crash(std::current_exception(), type_name<Msg>(), Kind::name);
       }
@@ -493,6 +533,41 @@ struct held_reply_node<void> final : message_node {
   }
 };
 
+/// A coroutine handle_call finished: reply (after terminate if it asked to
+/// stop), or crash and fail the call with the final reason.
+template <class R>
+void finish_call(process_base& p, awaiting_handler& h) noexcept {
+  auto co = std::coroutine_handle<async_promise<R>>::from_address(h.top.address());
+  auto& promise = co.promise();
+  auto* slot = static_cast<reply_slot<R>*>(h.slot);
+  if (promise.error) {
+    p.call_crashed(promise.error, h.msg_type, slot);
+  } else {
+    try {
+      if constexpr (std::is_void_v<R>) {
+        if (p.exit_requested()) {
+          p.hold_reply(make_node<held_reply_node<void>>(slot));
+        } else {
+          p.mark_replied();
+          slot->set_value();
+        }
+      } else {
+        if (p.exit_requested()) {
+          p.hold_reply(make_node<held_reply_node<R>>(slot, std::move(*promise.value)));
+        } else {
+          p.mark_replied();
+          slot->set_value(std::move(*promise.value));
+        }
+      }
+    } catch (...) {
+      p.call_crashed(std::current_exception(), h.msg_type, slot);
+    }
+  }
+  co.destroy();
+  slot->release();
+  if (h.caller) h.caller->release();
+}
+
 template <class Impl, class Req, class R>
 struct call_node final : message_node {
   template <class U>
@@ -509,7 +584,13 @@ struct call_node final : message_node {
     if (op == msg_op::invoke) {
       Impl& impl = impl_of<Impl>(p);
       try {
-        if constexpr (handles_sync_call<Impl, Req>) {
+        if constexpr (handles_async_call<Impl, Req>) {
+          p.cold_state();  // where a suspended handler is kept: allocated before it starts
+          auto task = invoke_sync(impl, std::move(self->req), handle_access::make_from(self->caller));
+          // The handler owns the reply slot and the caller's reference now.
+          p.run_handler(awaiting_handler{async_access::release(task), &finish_call<R>, std::exchange(self->slot, nullptr),
+                                         std::exchange(self->caller, nullptr), type_name<Req>(), "call"});
+        } else if constexpr (handles_sync_call<Impl, Req>) {
           const from f = handle_access::make_from(self->caller);
           if constexpr (std::is_void_v<R>) {
             invoke_sync(impl, std::move(self->req), f);
@@ -539,7 +620,7 @@ struct call_node final : message_node {
       self->slot->fail(*why);
     }
     if (self->caller) self->caller->release();
-    self->slot->release();
+    if (self->slot) self->slot->release();
     free_node(self);
   }
 };
@@ -969,7 +1050,8 @@ result<call_reply_t<Impl, std::remove_cvref_t<Req>>> try_call(const server<Impl>
   if (p == nullptr) return exit_reason::noproc();
   if (p == tls.current) return exit_reason::calling_self();
   constexpr bool nonblocking = declares_nonblocking_handlers<Impl>;
-  if constexpr (handles_sync_call<Impl, Q>) {
+  // A coroutine handler never runs on the caller's thread: it may suspend.
+  if constexpr (handles_sync_call<Impl, Q> && !handles_async_call<Impl, Q>) {
     if ((nonblocking || may_run_inline(timeout)) && tls.inline_depth < max_inline_depth) {
       if constexpr (!std::is_reference_v<Req> && std::is_nothrow_move_constructible_v<Q>) {
         return request<R>(

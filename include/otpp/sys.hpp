@@ -89,8 +89,9 @@ using otpp::detail::msg_op;
 using otpp::detail::process_base;
 
 template <class R, class F>
-struct exec_node final : otpp::detail::message_node {
-  exec_node(F f, otpp::detail::reply_slot<R>* s) : fn_{std::move(f)}, slot{s} { fn = &handle; }
+struct exec_node final : otpp::detail::system_node {
+  // A system message: sys requests reach a process whose handler awaits.
+  exec_node(F f, otpp::detail::reply_slot<R>* s) : system_node{&handle}, fn_{std::move(f)}, slot{s} {}
   F fn_;
   otpp::detail::reply_slot<R>* slot;
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {

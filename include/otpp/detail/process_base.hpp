@@ -14,6 +14,7 @@
 // `scheduled` 0→1 schedules the process, exactly once (or drains it if dead).
 
 #include <atomic>
+#include <coroutine>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,6 +46,29 @@ enum class msg_op : std::uint8_t { invoke, discard };
 struct message_node : mpsc_node {
   using fn_t = void (*)(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept;
   fn_t fn = nullptr;
+};
+
+/// A message a process handles even while a handler awaits (stop, sys
+/// requests): the others wait, held back in arrival order, until the
+/// handler finishes. Recognised by its `fn`; the node's own handler is `body`.
+struct system_node : message_node {
+  explicit system_node(fn_t b) noexcept : body{b} { fn = &handle; }
+  fn_t body;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
+    static_cast<system_node*>(n)->body(p, n, op, why);
+  }
+};
+
+/// A handler coroutine that has suspended: until it finishes, its process
+/// handles only signals and system messages (see process_base::run_turn).
+struct awaiting_handler {
+  std::coroutine_handle<> top;  // the handler's own frame (owned)
+  /// It finished: reply or crash, destroy the frame, release `slot` and `caller`.
+  void (*finish)(process_base& p, awaiting_handler& h) noexcept = nullptr;
+  reply_slot_base* slot = nullptr;  // the call it answers (a reference), if any
+  process_base* caller = nullptr;   // that call's caller (a reference), if a process
+  std::string_view msg_type;        // for the crash report
+  std::string_view kind;            // "call", "cast", "info"
 };
 
 template <class Node, class... A>
@@ -118,6 +142,11 @@ struct process_cold {
   };
   std::vector<stop_waiter> stop_waiters;
   std::vector<message_node*> held_replies;  // sent after terminate (stop from handle_call)
+  // While a handler awaits: the handler, and the messages held back until
+  // it finishes (a list through the nodes' own links, oldest first).
+  awaiting_handler awaiting;
+  message_node* held_head = nullptr;
+  message_node* held_tail = nullptr;
 
   // Links and monitors (see detail/links.hpp). Every pointer holds a
   // reference. Hashed: a supervisor links to every child, and adding or
@@ -167,6 +196,10 @@ class process_base : public process_identity {
   static constexpr std::uint32_t hibernated = 2048;      // no message since the last hibernation
   static constexpr std::uint32_t idle_since_set = 4096;  // cold_->idle_since holds the idle time's start
   static constexpr std::uint32_t idle_flags = timeout_asked | hibernate_asked | idle_armed | auto_hibernate;
+  static constexpr std::uint32_t awaiting = 8192;   // a handler coroutine is suspended
+  static constexpr std::uint32_t has_held = 16384;  // messages held back while one awaited
+  // What sends a turn down its slow path (one test on the fast path).
+  static constexpr std::uint32_t turn_slow = has_continue | exit_pending | awaiting | has_held;
 
   explicit process_base(runtime_core* rt) noexcept : rt_{rt} { add_core_ref(rt); }
   process_base(const process_base&) = delete;
@@ -212,9 +245,10 @@ class process_base : public process_identity {
     if (s != 0) return false;
     // acquire: see everything the previous owner did with the process.
     if (!state_.compare_exchange_strong(s, scheduled, std::memory_order_acquire, std::memory_order_relaxed)) return false;
-    if (mailbox_.empty(head_) && signals_.empty(sig_head_)) return true;
-    // Messages are queued ahead of us: they must be handled first, so run the
-    // process the normal way and let the caller enqueue behind them.
+    if (mailbox_.empty(head_) && signals_.empty(sig_head_) && !(local_ & (awaiting | has_held))) return true;
+    // Messages are queued ahead of us (or a handler awaits, holding the
+    // process): they must be handled first, so run the process the normal
+    // way and let the caller enqueue behind them.
     schedule_owned();
     return false;
   }
@@ -224,6 +258,18 @@ class process_base : public process_identity {
   /// small budget (combining: the thread that holds the process drains what
   /// piled up instead of handing it to another core).
   void release_inline() noexcept;
+
+  // -- handlers that wait (coroutines, see otpp/async.hpp) ----------------------
+  /// Owner only: runs a handler coroutine from its start until it finishes
+  /// or suspends. Suspended, it holds the process: until it finishes only
+  /// signals and system messages are handled, the rest are held back in
+  /// order. The cold state must exist (cold_state()).
+  void run_handler(const awaiting_handler& h) noexcept;
+  /// Owner only: resumes the suspended handler at `leaf`, the coroutine whose
+  /// wait is over; if the handler then finishes, held messages come next.
+  void resume_handler(std::coroutine_handle<> leaf) noexcept;
+  /// Owner only: a handler coroutine is suspended.
+  [[nodiscard]] bool handler_awaiting() const noexcept { return (local_ & awaiting) != 0; }
 
   /// Owner only: handle up to `budget` messages. On `dead`, do not touch the
   /// process again (the caller's own handle may keep the memory).
@@ -404,6 +450,10 @@ class process_base : public process_identity {
 
  private:
   void run_continuation() noexcept;
+  message_node* next_held_back() noexcept;
+  void hold_back(message_node* n) noexcept;
+  void abandon_handler(process_cold& c) noexcept;
+  void discard_held(process_cold& c, const exit_reason& why) noexcept;
   bool run_signals() noexcept;
   inline void wake_after_push() noexcept;
   inline bool queues_empty_after_release() const noexcept;

@@ -23,9 +23,15 @@
 
 namespace otpp::detail {
 
+/// What a slot awaited by a process (rather than a thread parked on it)
+/// calls when it is resolved: the process's wake-up (see otpp/async_call.hpp).
+struct slot_waker {
+  void (*wake)(slot_waker* self) noexcept = nullptr;
+};
+
 class reply_slot_base {
  public:
-  enum : std::uint32_t { pending = 0, waiting = 1, claimed = 2, ready = 3, failed = 4, abandoned = 5 };
+  enum : std::uint32_t { pending = 0, waiting = 1, claimed = 2, ready = 3, failed = 4, abandoned = 5, awaited = 6 };
 
   reply_slot_base(const reply_slot_base&) = delete;
   reply_slot_base& operator=(const reply_slot_base&) = delete;
@@ -45,7 +51,45 @@ class reply_slot_base {
   }
   [[nodiscard]] bool open() const noexcept {
     auto s = state_.load(std::memory_order_acquire);
-    return s == pending || s == waiting;
+    return s == pending || s == waiting || s == awaited;
+  }
+  /// Once the wait is over (resolved or abandoned): the final state. A
+  /// reply being written is waited for (nanoseconds).
+  [[nodiscard]] std::uint32_t settled_state() const noexcept {
+    std::uint32_t s = state_.load(std::memory_order_acquire);
+    while (s == claimed) {
+      cpu_relax();
+      s = state_.load(std::memory_order_acquire);
+    }
+    return s;
+  }
+
+  /// Awaiting side (a process): from now on, resolving the slot calls
+  /// `w->wake`. False if it is already resolved or abandoned (if a reply is
+  /// being written, waits the nanoseconds until it is).
+  bool await(slot_waker* w) noexcept {
+    waker_ = w;
+    std::uint32_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if (s == pending) {
+        // release: the resolver's claim sees waker_.
+        if (state_.compare_exchange_weak(s, awaited, std::memory_order_acq_rel, std::memory_order_acquire)) return true;
+      } else if (s == claimed) {
+        cpu_relax();
+        s = state_.load(std::memory_order_acquire);
+      } else {
+        return false;
+      }
+    }
+  }
+  /// Gives up on the answer: a reply after this is dropped. True if this
+  /// call ended the wait (for an awaited slot: no wake-up will come).
+  bool abandon() noexcept {
+    std::uint32_t s = state_.load(std::memory_order_acquire);
+    while (s == pending || s == waiting || s == awaited) {
+      if (state_.compare_exchange_weak(s, abandoned, std::memory_order_acq_rel, std::memory_order_acquire)) return true;
+    }
+    return false;
   }
 
   /// Caller side: wait until resolved or the deadline passes. Returns the
@@ -93,7 +137,7 @@ class reply_slot_base {
 
   bool claim(std::uint32_t& prev) noexcept {
     std::uint32_t s = state_.load(std::memory_order_relaxed);
-    while (s == pending || s == waiting) {
+    while (s == pending || s == waiting || s == awaited) {
       // acquire: nothing; release: nothing yet. The publish below is the edge.
       if (state_.compare_exchange_weak(s, claimed, std::memory_order_acquire, std::memory_order_relaxed)) {
         prev = s;
@@ -106,12 +150,17 @@ class reply_slot_base {
   void publish(std::uint32_t final_state, std::uint32_t prev) noexcept {
     // release: the caller's acquire load of the state sees the value/error.
     state_.store(final_state, std::memory_order_release);
-    if (prev == waiting) unpark_one(state_);
+    if (prev == waiting) {
+      unpark_one(state_);
+    } else if (prev == awaited) [[unlikely]] {
+      waker_->wake(waker_);  // the resolver's reference keeps the slot alive until then
+    }
   }
 
   std::atomic<std::uint32_t> state_{pending};
   std::atomic<std::uint32_t> refs_{2};
   destroy_fn destroy_ = nullptr;
+  slot_waker* waker_ = nullptr;  // set before the state becomes awaited
   exit_reason error_;
 };
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <thread>
+#include <utility>
 
 #include "../log.hpp"
 #include "../pid.hpp"
@@ -106,15 +107,20 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
     // The check reads the signal stub on the consumer's own cache line.
     if (sig_head_->next_.load(std::memory_order_acquire) != nullptr || sig_head_ != signals_.consumer_head())
       run_signals();
-    if (local_ & (has_continue | exit_pending)) {
+    message_node* n;
+    if (local_ & turn_slow) [[unlikely]] {
       if (local_ & exit_pending) {
         finish_exit();
         return turn_result::dead;
       }
-      run_continuation();
-      continue;
+      if ((local_ & (has_continue | awaiting)) == has_continue) {
+        run_continuation();
+        continue;
+      }
+      n = next_held_back();
+    } else {
+      n = static_cast<message_node*>(mailbox_.pop(head_));
     }
-    message_node* n = static_cast<message_node*>(mailbox_.pop(head_));
     if (n == nullptr) {
       if (!mailbox_.empty(head_) || !signals_.empty(sig_head_)) {
         // A producer is between its exchange and its link. Give it a moment,
@@ -129,7 +135,7 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
       // worker has nothing else to do, wait that long for it rather than go
       // idle and make the sender pay for rescheduling us (the difference
       // between a consumer that keeps up and one that thrashes).
-      if (!lingered && worker_has_nothing_else(rt_)) {
+      if (!lingered && !(local_ & awaiting) && worker_has_nothing_else(rt_)) {
         lingered = true;
         // Poll sparsely: each poll pulls the line the sender is about to
         // write; letting it run ahead a little turns lockstep into batches.
@@ -138,11 +144,16 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
         }
         if (!mailbox_.empty(head_)) continue;
       }
-      if (local_ & idle_flags) {
-        settle_idle();
-        if (local_ & exit_pending) continue;  // on_hibernate threw
+      if (local_ & awaiting) {
+        // Held messages are still queued as far as queue_length goes, and
+        // idle timeouts wait for the handler to finish.
+      } else {
+        if (local_ & idle_flags) {
+          settle_idle();
+          if (local_ & exit_pending) continue;  // on_hibernate threw
+        }
+        resync_queue_length();
       }
-      resync_queue_length();
       // Go idle, then re-check (seq_cst pairs with wake_after_push's load).
       // After the store we no longer own the queues, so the re-check reads
       // only their tails.
@@ -711,6 +722,92 @@ OTPP_FUNC void process_base::hibernate_now() noexcept {
   pool_trim();
 }
 
+// -- handlers that wait ------------------------------------------------------------
+
+OTPP_FUNC void process_base::run_handler(const awaiting_handler& h) noexcept {
+  h.top.resume();
+  if (h.top.done()) {
+    awaiting_handler done = h;
+    done.finish(*this, done);
+    return;
+  }
+  cold_->awaiting = h;
+  local_ |= awaiting;
+}
+
+OTPP_FUNC void process_base::resume_handler(std::coroutine_handle<> leaf) noexcept {
+  process_cold& c = *cold_;
+  leaf.resume();
+  if (!c.awaiting.top.done()) return;
+  awaiting_handler h = std::exchange(c.awaiting, awaiting_handler{});
+  local_ &= ~awaiting;
+  h.finish(*this, h);
+}
+
+// The next message to handle on a turn's slow path: while a handler awaits,
+// the next system message (the others are held back); after, the held ones
+// first, in order, then the mailbox.
+OTPP_FUNC message_node* process_base::next_held_back() noexcept {
+  if (local_ & awaiting) {
+    while (auto* n = static_cast<message_node*>(mailbox_.pop(head_))) {
+      if (n->fn == &system_node::handle) return n;
+      hold_back(n);
+    }
+    return nullptr;
+  }
+  if (local_ & has_held) {
+    process_cold& c = *cold_;
+    message_node* n = c.held_head;
+    c.held_head = static_cast<message_node*>(n->next_.load(std::memory_order_relaxed));
+    if (c.held_head == nullptr) {
+      c.held_tail = nullptr;
+      local_ &= ~has_held;
+    }
+    return n;
+  }
+  return static_cast<message_node*>(mailbox_.pop(head_));
+}
+
+// A popped node's link is free: the queue no longer reaches it.
+OTPP_FUNC void process_base::hold_back(message_node* n) noexcept {
+  process_cold& c = *cold_;
+  n->next_.store(nullptr, std::memory_order_relaxed);
+  if (c.held_tail) {
+    c.held_tail->next_.store(n, std::memory_order_relaxed);
+  } else {
+    c.held_head = n;
+  }
+  c.held_tail = n;
+  local_ |= has_held;
+}
+
+// The process exits while a handler awaits: the frame goes (and with it
+// every wait in it: late replies are dropped), and the call it was
+// answering fails with the final reason, as the deferred ones do.
+OTPP_FUNC void process_base::abandon_handler(process_cold& c) noexcept {
+  awaiting_handler h = std::exchange(c.awaiting, awaiting_handler{});
+  local_ &= ~awaiting;
+  h.top.destroy();
+  if (h.slot) {
+    try {
+      c.deferred.push_back(h.slot);
+    } catch (...) {
+      h.slot->fail(exit_reason::error("out of memory"));
+      h.slot->release();
+    }
+  }
+  if (h.caller) h.caller->release();
+}
+
+OTPP_FUNC void process_base::discard_held(process_cold& c, const exit_reason& why) noexcept {
+  while (message_node* n = c.held_head) {
+    c.held_head = static_cast<message_node*>(n->next_.load(std::memory_order_relaxed));
+    n->fn(*this, n, msg_op::discard, &why);
+  }
+  c.held_tail = nullptr;
+  local_ &= ~has_held;
+}
+
 OTPP_FUNC exit_reason process_base::finish_exit() noexcept {
   process_cold& c = *cold_;  // exit_pending implies it exists
   exit_reason reason = std::move(c.exit);
@@ -721,6 +818,7 @@ OTPP_FUNC exit_reason process_base::finish_exit() noexcept {
 
 OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_terminate) noexcept {
   process_cold* c = (local_ & has_cold) ? cold_ : nullptr;
+  if (c && (local_ & awaiting)) abandon_handler(*c);
   if (with_terminate) run_terminate(reason);
   if (c && c->idle_timer) {
     // The timer holds a reference to us: cancel it to break the cycle.
@@ -757,6 +855,7 @@ OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_termi
     c->exit_hooks.clear();
   }
   state_.store(dead | scheduled, std::memory_order_seq_cst);
+  if (c) discard_held(*c, reason);
   drain(reason);
   // Out of the process table before anyone hears of the death: a supervisor
   // (or a test) that saw the exit never counts the process as live.
@@ -791,8 +890,9 @@ OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_termi
 
 
 /// The stop protocol message (Erlang's system terminate request).
-struct stop_node final : message_node {
-  stop_node(exit_reason r, reply_slot<void>* s) : reason{std::move(r)}, slot{s} { fn = &handle; }
+// A system message: a stop reaches a process whose handler awaits.
+struct stop_node final : system_node {
+  stop_node(exit_reason r, reply_slot<void>* s) : system_node{&handle}, reason{std::move(r)}, slot{s} {}
   exit_reason reason;
   reply_slot<void>* slot;
 

@@ -1,0 +1,399 @@
+// Coroutine handlers and async calls: waiting without a thread, the
+// non-reentrant rule, and what still acts while a handler waits.
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <otpp/async_call.hpp>
+#include <otpp/otpp.hpp>
+
+#include "catch.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using otpp_test::journal;
+
+// Answers `held` calls only when told to: the test decides when a reply comes.
+class backend : public otpp::gen_server<backend> {
+ public:
+  struct get {
+    int k;
+  };
+  struct held {
+    using reply_type = int;
+    int k;
+  };
+  struct answer_all {
+    int bonus;
+  };
+  struct crash {};
+  struct held_count {};
+  struct late_replies {};
+
+  int handle_call(get g) { return g.k * 10; }
+  void handle_call(held h, otpp::reply_to<int> r) { waiting_.push_back({h.k, std::move(r)}); }
+  int handle_call(answer_all a) {
+    int n = 0;
+    for (auto& [k, r] : waiting_) n += r.reply(k + a.bonus) ? 1 : 0;
+    waiting_.clear();
+    return n;  // how many replies reached their caller
+  }
+  int handle_call(held_count) { return static_cast<int>(waiting_.size()); }
+  int handle_call(crash) { throw std::runtime_error("backend broke"); }
+
+ private:
+  std::vector<std::pair<int, otpp::reply_to<int>>> waiting_;
+};
+
+// Sets a flag when destroyed: shows a coroutine frame went away.
+struct frame_guard {
+  std::shared_ptr<std::atomic<bool>> gone;
+  ~frame_guard() {
+    if (gone) *gone = true;
+  }
+};
+
+class front : public otpp::gen_server<front> {
+ public:
+  struct sum_two {
+    int k;
+  };
+  struct via_held {
+    int k;
+    std::chrono::milliseconds timeout = 5000ms;
+  };
+  struct via_held_try {
+    int k;
+    std::chrono::milliseconds timeout;
+  };
+  struct guarded_wait {
+    std::shared_ptr<std::atomic<bool>> gone;
+  };
+  struct catch_crash {};
+  struct uncaught {};
+  struct call_self {};
+  struct call_dead {
+    otpp::server<backend> dead;
+  };
+  struct nap {
+    std::chrono::milliseconds d;
+  };
+  struct note {
+    std::string text;
+  };
+  struct events {};
+  struct cast_then_call {
+    int k;
+  };
+
+  front(otpp::server<backend> b, journal* j) : b_{std::move(b)}, j_{j} {}
+
+  otpp::async<int> helper(int k) { co_return co_await otpp::async_call(b_, backend::get{k}); }
+
+  otpp::async<int> handle_call(sum_two q) {
+    auto a = otpp::async_call(b_, backend::get{q.k});  // both in flight at once
+    auto c = otpp::async_call(b_, backend::get{q.k + 1});
+    const int x = co_await a;
+    const int y = co_await c;
+    co_return x + y + co_await helper(q.k + 2);
+  }
+  otpp::async<int> handle_call(via_held q) {
+    j_->add("start " + std::to_string(q.k));
+    const int v = co_await otpp::async_call(b_, backend::held{q.k}, q.timeout);
+    j_->add("done " + std::to_string(q.k));
+    co_return v;
+  }
+  otpp::async<std::string> handle_call(via_held_try q) {
+    auto r = co_await otpp::async_try_call(b_, backend::held{q.k}, q.timeout);
+    co_return r ? std::to_string(*r) : r.error().to_string();
+  }
+  otpp::async<int> handle_call(guarded_wait g) {
+    frame_guard guard{g.gone};
+    co_return co_await otpp::async_call(b_, backend::held{1}, otpp::infinity);
+  }
+  otpp::async<std::string> handle_call(catch_crash) {
+    try {
+      co_await otpp::async_call(b_, backend::crash{});
+    } catch (const otpp::exit_error& e) {
+      co_return std::string{e.what()};
+    }
+    co_return "no error";
+  }
+  otpp::async<int> handle_call(uncaught) {
+    co_await otpp::async_call(b_, backend::crash{});
+    co_return 0;
+  }
+  otpp::async<std::string> handle_call(call_self) {
+    auto r = co_await otpp::async_try_call(self(), events{});
+    co_return r ? "ok" : r.error().to_string();
+  }
+  otpp::async<std::string> handle_call(call_dead c) {
+    auto r = co_await otpp::async_try_call(c.dead, backend::get{1});
+    co_return r ? "ok" : r.error().to_string();
+  }
+  otpp::async<int> handle_call(nap n) {
+    co_await otpp::sleep_for(n.d);
+    co_return 1;
+  }
+  std::vector<std::string> handle_call(events) { return j_->get(); }
+  void handle_cast(note n) { j_->add(n.text); }
+  otpp::async<void> handle_cast(cast_then_call c) {
+    const int v = co_await otpp::async_call(b_, backend::held{c.k});
+    j_->add("cast got " + std::to_string(v));
+  }
+  void terminate(const otpp::exit_reason& r) { j_->add("terminate " + r.to_string()); }
+
+ private:
+  otpp::server<backend> b_;
+  journal* j_;
+};
+
+template <class F>
+bool eventually(F&& f) {
+  for (int i = 0; i < 20000; ++i) {
+    if (f()) return true;
+    std::this_thread::yield();
+  }
+  return f();
+}
+
+// Waits until the backend holds `n` calls (they reached it): a flush by call.
+void await_held(const otpp::server<backend>& b, int n) {
+  REQUIRE(eventually([&] { return otpp::call(b, backend::held_count{}) == n; }));
+}
+
+}  // namespace
+
+TEST_CASE("a coroutine handler replies with what it co_returns, after awaiting other servers") {
+  journal j;  // outlives the runtime: terminate writes to it at shutdown
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto f = rt.start<front>(b, &j).value();
+  CHECK(otpp::call(f, front::sum_two{1}) == 10 + 20 + 30);
+  CHECK(otpp::call(f, front::sum_two{5}, otpp::infinity) == 50 + 60 + 70);  // never run on the caller's thread
+}
+
+TEST_CASE("an awaited call's reply resumes the handler; until then the process holds other messages back, in order") {
+  journal j;  // outlives the runtime: terminate writes to it at shutdown
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto f = rt.start<front>(b, &j).value();
+  auto reply = otpp::async_call(f, front::via_held{7});  // from this thread: a handle
+  await_held(b, 1);
+  otpp::cast(f, front::note{"first"});
+  otpp::cast(f, front::note{"second"});
+  // sys requests still act while the handler waits
+  CHECK(otpp::sys::get_state(f, [](const front&) { return 1; }).value() == 1);
+  CHECK(j.get() == std::vector<std::string>{"start 7"});
+  CHECK(otpp::call(b, backend::answer_all{100}) == 1);
+  CHECK(reply.get().value() == 107);
+  CHECK(otpp::call(f, front::events{}) == std::vector<std::string>{"start 7", "done 7", "first", "second"});
+}
+
+TEST_CASE("an awaited call times out on its own timeout; the late reply is dropped") {
+  journal j;  // outlives the runtime: terminate writes to it at shutdown
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto f = rt.start<front>(b, &j).value();
+  CHECK(otpp::call(f, front::via_held_try{3, 30ms}) == "timeout");
+  CHECK(otpp::call(b, backend::answer_all{0}) == 0);  // nobody waits for it any more
+  otpp_test::log_capture log;
+  auto r = otpp::try_call(f, front::via_held{4, 30ms});  // async_call throws: the handler crashes, as with call
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == otpp::exit_reason::timeout());
+  CHECK(log.contains("front::via_held (call)"));
+}
+
+TEST_CASE("a callee that crashes while awaited fails the await at once with its reason") {
+  journal j;  // outlives the runtime: terminate writes to it at shutdown
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto f = rt.start<front>(b, &j).value();
+  otpp_test::log_capture quiet;
+  const std::string what = otpp::call(f, front::catch_crash{});
+  CHECK(what.find("otpp::async_call(") != std::string::npos);
+  CHECK(what.find("backend broke") != std::string::npos);
+}
+
+TEST_CASE("an exception that leaves a coroutine handler crashes the process like any callback") {
+  journal j;  // outlives the runtime: terminate writes to it at shutdown
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto f = rt.start<front>(b, &j).value();
+  otpp_test::log_capture quiet;
+  auto r = otpp::try_call(f, front::uncaught{});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().to_string().find("backend broke") != std::string::npos);
+  CHECK(otpp::await_exit(f, 5s).has_value());
+}
+
+TEST_CASE("async calls to oneself and to dead servers fail without sending") {
+  journal j;  // outlives the runtime: terminate writes to it at shutdown
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto f = rt.start<front>(b, &j).value();
+  CHECK(otpp::call(f, front::call_self{}) == "calling_self");
+  auto dead = rt.start<backend>().value();
+  otpp::stop(dead);
+  CHECK(otpp::call(f, front::call_dead{dead}) == "noproc");
+  auto from_thread = otpp::async_try_call(dead, backend::get{1});
+  CHECK(from_thread.get().error() == otpp::exit_reason::noproc());
+}
+
+TEST_CASE("a process killed while its handler waits goes at once: its frame is freed, its callers fail") {
+  journal j;  // outlives the runtime: terminate writes to it at shutdown
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto f = rt.start<front>(b, &j).value();
+  auto gone = std::make_shared<std::atomic<bool>>(false);
+  auto pending = otpp::async_try_call(f, front::guarded_wait{gone}, otpp::infinity);
+  await_held(b, 1);
+  otpp_test::log_capture quiet;
+  otpp::exit(f, otpp::exit_reason::kill());
+  auto r = pending.get();
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == otpp::exit_reason::killed());
+  CHECK(*gone);
+  CHECK(otpp::call(b, backend::answer_all{0}) == 0);  // its reply has nowhere to go
+}
+
+TEST_CASE("stop reaches a process whose handler waits: terminate runs, the waiting caller gets the reason") {
+  journal j;  // outlives the runtime: terminate writes to it at shutdown
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto f = rt.start<front>(b, &j).value();
+  auto pending = otpp::async_try_call(f, front::via_held{1});
+  await_held(b, 1);
+  otpp::stop(f, otpp::exit_reason::shutdown(), 5s);
+  CHECK(pending.get().error() == otpp::exit_reason::shutdown());
+  CHECK(j.has("terminate shutdown"));
+  CHECK_FALSE(j.has("done 1"));
+}
+
+TEST_CASE("a coroutine cast handler waits too, and later messages wait for it") {
+  journal j;  // outlives the runtime: terminate writes to it at shutdown
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto f = rt.start<front>(b, &j).value();
+  otpp::cast(f, front::cast_then_call{2});
+  await_held(b, 1);
+  otpp::cast(f, front::note{"after"});
+  CHECK(otpp::call(b, backend::answer_all{40}) == 1);
+  CHECK(otpp::call(f, front::events{}) == std::vector<std::string>{"cast got 42", "after"});
+}
+
+TEST_CASE("sleep_for suspends the handler on the runtime's clock") {
+  journal j;
+  otpp_test::virtual_runtime v;
+  auto b = v.rt.start<backend>().value();
+  auto f = v.rt.start<front>(b, &j).value();
+  auto pending = otpp::async_call(f, front::nap{10s}, otpp::infinity);
+  CHECK_FALSE(pending.wait_for(20ms));
+  v.clock->advance(10s);
+  CHECK(pending.get().value() == 1);
+}
+
+TEST_CASE("async calls from plain threads: get waits for the reply; dropping one abandons it") {
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  CHECK(otpp::async_call(b, backend::get{4}).get().value() == 40);
+  {
+    auto dropped = otpp::async_call(b, backend::held{1});
+    await_held(b, 1);
+  }
+  CHECK(otpp::call(b, backend::answer_all{0}) == 0);
+  auto slow = otpp::async_call(b, backend::held{2}, 20ms);
+  CHECK(slow.get().error() == otpp::exit_reason::timeout());
+}
+
+// Stress: many client processes, each making sequential async calls to one
+// server and receiving casts while they wait; per sender, nothing is lost,
+// duplicated or reordered, and every cast is handled after the awaits it
+// arrived during.
+namespace {
+
+class sequencer : public otpp::gen_server<sequencer> {
+ public:
+  struct next {
+    int sender;
+    int seq;
+  };
+  struct bad {};
+  int handle_call(next n) {
+    auto& last = last_[n.sender];
+    if (n.seq != last + 1) ++bad_;
+    last = n.seq;
+    return n.seq;
+  }
+  int handle_call(bad) { return bad_; }
+
+ private:
+  std::unordered_map<int, int> last_;
+  int bad_ = 0;
+};
+
+class client : public otpp::gen_server<client> {
+ public:
+  struct run {
+    int calls;
+  };
+  struct tick {
+    int seq;
+  };
+  struct report {};
+  struct result {
+    int replies_ok = 0;
+    int ticks = 0;
+    int tick_order_errors = 0;
+  };
+  client(otpp::server<sequencer> s, int id) : s_{std::move(s)}, id_{id} {}
+  otpp::async<void> handle_cast(run r) {
+    for (int i = 1; i <= r.calls; ++i) {
+      if (co_await otpp::async_call(s_, sequencer::next{id_, ++seq_}) == seq_) ++res_.replies_ok;
+    }
+  }
+  void handle_cast(tick t) {
+    if (t.seq != res_.ticks + 1) ++res_.tick_order_errors;
+    ++res_.ticks;
+  }
+  result handle_call(report) { return res_; }
+
+ private:
+  otpp::server<sequencer> s_;
+  int id_;
+  int seq_ = 0;
+  result res_;
+};
+
+}  // namespace
+
+TEST_CASE("stress: 32 clients x 2000 async calls with casts interleaved; nothing lost, duplicated or reordered") {
+  otpp::runtime rt{{.workers = 2}};
+  auto s = rt.start<sequencer>().value();
+  constexpr int clients = 32, calls = 2000, ticks = 500;
+  std::vector<otpp::server<client>> cs;
+  for (int i = 0; i < clients; ++i) cs.push_back(rt.start<client>(s, i).value());
+  for (auto& c : cs) otpp::cast(c, client::run{calls});
+  std::thread ticker{[&] {
+    for (int t = 1; t <= ticks; ++t)
+      for (auto& c : cs) otpp::cast(c, client::tick{t});
+  }};
+  ticker.join();
+  for (auto& c : cs) {
+    // The report call queues behind run (held while it waits) and the ticks.
+    const auto r = otpp::call(c, client::report{}, 60s);
+    CHECK(r.replies_ok == calls);
+    CHECK(r.ticks == ticks);
+    CHECK(r.tick_order_errors == 0);
+  }
+  CHECK(otpp::call(s, sequencer::bad{}) == 0);
+  CHECK(rt.thread_count() == rt.workers());  // waiting took no threads
+}
