@@ -93,6 +93,10 @@ class front : public otpp::gen_server<front> {
   struct cast_then_call {
     int k;
   };
+  struct two_deadlines {};
+  struct nap_guarded {
+    std::shared_ptr<std::atomic<bool>> gone;
+  };
 
   front(otpp::server<backend> b, journal* j) : b_{std::move(b)}, j_{j} {}
 
@@ -142,6 +146,21 @@ class front : public otpp::gen_server<front> {
   otpp::async<int> handle_call(nap n) {
     co_await otpp::sleep_for(n.d);
     co_return 1;
+  }
+  // Two calls in flight with their own deadlines: the short one times out
+  // while the long one still gets its answer.
+  otpp::async<std::string> handle_call(two_deadlines) {
+    auto short_wait = otpp::async_try_call(b_, backend::held{1}, 1s);
+    auto long_wait = otpp::async_try_call(b_, backend::held{2}, 60s);
+    auto a = co_await short_wait;
+    j_->add("short over");
+    auto b = co_await long_wait;
+    co_return (a ? std::to_string(*a) : a.error().to_string()) + " " + (b ? std::to_string(*b) : b.error().to_string());
+  }
+  otpp::async<int> handle_call(nap_guarded n) {
+    frame_guard guard{n.gone};
+    co_await otpp::sleep_for(1h);
+    co_return 0;
   }
   std::vector<std::string> handle_call(events) { return j_->get(); }
   void handle_cast(note n) { j_->add(n.text); }
@@ -299,6 +318,32 @@ TEST_CASE("sleep_for suspends the handler on the runtime's clock") {
   CHECK_FALSE(pending.wait_for(20ms));
   v.clock->advance(10s);
   CHECK(pending.get().value() == 1);
+}
+
+TEST_CASE("each awaited call keeps its own deadline on the runtime's clock") {
+  journal j;
+  otpp_test::virtual_runtime v;
+  auto b = v.rt.start<backend>().value();
+  auto f = v.rt.start<front>(b, &j).value();
+  auto pending = otpp::async_call(f, front::two_deadlines{}, otpp::infinity);
+  await_held(b, 2);
+  v.clock->advance(2s);  // past the short deadline only
+  REQUIRE(eventually([&] { return j.has("short over"); }));
+  CHECK(otpp::call(b, backend::answer_all{100}) == 1);  // the long one still waits; the short one's reply is dropped
+  CHECK(pending.get().value() == "timeout 102");
+}
+
+TEST_CASE("a process stopped while it sleeps frees the sleeping frame") {
+  journal j;
+  otpp_test::virtual_runtime v;
+  auto b = v.rt.start<backend>().value();
+  auto f = v.rt.start<front>(b, &j).value();
+  auto gone = std::make_shared<std::atomic<bool>>(false);
+  auto pending = otpp::async_try_call(f, front::nap_guarded{gone}, otpp::infinity);
+  REQUIRE(eventually([&] { return v.rt.timer_count() >= 1; }));
+  otpp::stop(f);
+  CHECK(pending.get().error() == otpp::exit_reason::normal());
+  CHECK(*gone);
 }
 
 TEST_CASE("async calls from plain threads: get waits for the reply; dropping one abandons it") {

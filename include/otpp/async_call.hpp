@@ -25,6 +25,8 @@
 // once the handler first suspends.
 
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <coroutine>
 #include <cstdint>
 #include <stdexcept>
@@ -33,7 +35,6 @@
 #include <utility>
 
 #include "async.hpp"
-#include "detail/timer_service.hpp"
 #include "gen_server.hpp"
 #include "timer.hpp"
 
@@ -41,83 +42,8 @@ namespace otpp {
 
 namespace detail {
 
-/// The signal that resumes a process's suspended handler at `leaf`. Made
-/// when the handler suspends, so that whoever ends the wait (a reply, a
-/// timer) posts it without allocating.
-struct wake_node final : message_node, slot_waker {
-  wake_node(process_base* p, std::coroutine_handle<> h) noexcept : target{p}, leaf{h} {
-    fn = &handle;
-    wake = &post;
-    target->add_ref();
-  }
-  process_base* target;  // a reference
-  std::coroutine_handle<> leaf;
-
-  static void post(slot_waker* w) noexcept {
-    auto* self = static_cast<wake_node*>(w);
-    self->target->enqueue_signal(self);
-  }
-  /// Frees a wake-up that was never posted.
-  static void drop(wake_node* w) noexcept {
-    process_base* target = w->target;
-    free_node(w);
-    target->release();
-  }
-  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
-    auto* self = static_cast<wake_node*>(n);
-    const std::coroutine_handle<> leaf = self->leaf;
-    process_base* target = self->target;
-    free_node(self);
-    if (op == msg_op::invoke) p.resume_handler(leaf);
-    target->release();  // never the last: the turn holds its own
-  }
-};
-
 /// The process whose handler is co_awaiting; refuses a co_await outside one.
 process_base& awaiting_process(const char* operation);
-
-/// An awaited call's deadline: abandons the slot, and if that ended the wait,
-/// wakes the process with `timeout`.
-struct call_deadline final : timer_node {
-  call_deadline(reply_slot_base* s, wake_node* w) noexcept : slot{s}, waker{w} {
-    deliver = &do_deliver;
-    destroy = &do_destroy;
-    slot->add_ref();
-  }
-  reply_slot_base* slot;  // a reference
-  wake_node* waker;       // touched only by whoever abandons the slot
-  static bool do_deliver(timer_node* t, bool) noexcept {
-    auto* self = static_cast<call_deadline*>(t);
-    if (self->slot->abandon()) wake_node::post(self->waker);
-    return true;
-  }
-  static void do_destroy(timer_node* t) noexcept {
-    auto* self = static_cast<call_deadline*>(t);
-    self->slot->release();
-    free_node(self);
-  }
-};
-
-/// sleep_for's timer: wakes the process when it fires.
-struct sleep_timer final : timer_node {
-  explicit sleep_timer(wake_node* w) noexcept : waker{w} {
-    deliver = &do_deliver;
-    destroy = &do_destroy;
-  }
-  wake_node* waker;
-  static bool do_deliver(timer_node* t, bool) noexcept {
-    wake_node::post(static_cast<sleep_timer*>(t)->waker);
-    return true;
-  }
-  static void do_destroy(timer_node* t) noexcept { free_node(static_cast<sleep_timer*>(t)); }
-};
-
-/// Schedules `t` (whose one handle reference the caller keeps) `delay` from
-/// now on the runtime's clock.
-void arm_timer(runtime_core& rt, timer_node* t, steady::duration delay) noexcept;
-/// Stops `t` if it has not fired and drops the caller's reference. True if
-/// it was stopped before firing.
-bool disarm_timer(runtime_core& rt, timer_node* t) noexcept;
 
 /// Throws the exit_error of a failed async call, naming it like call does:
 /// "otpp::async_call(<0.5.0> counter, counter::get, 5000 ms): timeout".
@@ -125,6 +51,9 @@ bool disarm_timer(runtime_core& rt, timer_node* t) noexcept;
                                          std::string_view request_type, steady::duration timeout);
 
 struct pending_call_access;
+
+/// An awaited call without a deadline (infinity, or sent from a thread).
+inline constexpr std::int64_t no_deadline_ns = INT64_MAX;
 
 }  // namespace detail
 
@@ -140,21 +69,22 @@ class [[nodiscard]] basic_pending_call {
       : slot_{std::exchange(o.slot_, nullptr)},
         early_{std::move(o.early_)},
         deadline_{o.deadline_},
+        due_ns_{o.due_ns_},
         timeout_{o.timeout_},
         target_{o.target_},
         server_type_{o.server_type_},
         request_type_{o.request_type_},
-        wake_{std::exchange(o.wake_, nullptr)},
-        timer_{std::exchange(o.timer_, nullptr)},
-        rt_{o.rt_} {}
+        owner_{std::exchange(o.owner_, nullptr)},
+        suspended_{std::exchange(o.suspended_, false)} {}
   basic_pending_call(const basic_pending_call&) = delete;
   basic_pending_call& operator=(const basic_pending_call&) = delete;
   basic_pending_call& operator=(basic_pending_call&&) = delete;
   ~basic_pending_call() {
-    // Suspended when the frame went (the process is exiting): if this ends
-    // the wait, no wake-up will come and its node is ours to free.
-    if (wake_ && slot_->abandon()) detail::wake_node::drop(wake_);
-    stop_timer();
+    // Suspended when the frame went (the process is exiting): end the wait;
+    // if a reply is being posted right now, let it finish (the process must
+    // outlive the post; the wake-up is then discarded with the mailbox).
+    if (suspended_ && !slot_->abandon()) (void)slot_->settled_state();
+    if (owner_) owner_->remove_deadline(slot_, nullptr);
     if (slot_) {
       (void)slot_->abandon();
       slot_->release();
@@ -168,35 +98,30 @@ class [[nodiscard]] basic_pending_call {
   /// answer, the callee's exit or the timeout.
   bool await_suspend(std::coroutine_handle<> h) {
     detail::process_base& self = detail::awaiting_process("otpp::async_call");
-    auto* w = detail::make_node<detail::wake_node>(&self, h);
+    detail::slot_waker* w = self.resume_waker(h);
+    if (due_ns_ != detail::no_deadline_ns) {
+      self.add_deadline({due_ns_, slot_, w});
+      owner_ = &self;
+    }
     if (!slot_->await(w)) {  // answered in the meantime
-      detail::wake_node::drop(w);
+      if (owner_) {
+        owner_->remove_deadline(slot_, nullptr);
+        owner_ = nullptr;
+      }
       return false;
     }
-    wake_ = w;
-    if (timeout_ != std::chrono::steady_clock::duration::max()) {
-      rt_ = self.rt();
-      try {
-        timer_ = detail::make_node<detail::call_deadline>(slot_, w);
-      } catch (...) {
-        // No memory for the deadline: give the wait up now, as a timeout would.
-        if (slot_->abandon()) {
-          wake_ = nullptr;
-          detail::wake_node::drop(w);
-          throw;
-        }
-        return true;  // answered meanwhile: the wake-up is on its way
-      }
-      detail::arm_timer(*rt_, timer_, timeout_);
-    }
+    suspended_ = true;
     return true;
   }
   /// (The coroutine protocol.) The reply; a failure throws exit_error
   /// naming the call (from async_call), or comes back as the error (from
   /// async_try_call).
   auto await_resume() {
-    wake_ = nullptr;  // it resumed us, and freed itself
-    stop_timer();
+    suspended_ = false;
+    if (owner_) {
+      owner_->remove_deadline(slot_, nullptr);
+      owner_ = nullptr;
+    }
     if constexpr (Throws) {
       auto r = collect();
       if (!r) [[unlikely]]
@@ -215,8 +140,8 @@ class [[nodiscard]] basic_pending_call {
   /// Waits for the reply, the callee's exit or the call's timeout.
   [[nodiscard]] result<R> get() {
     if (early_) return *early_;
-    const std::uint32_t st = slot_->wait_until(deadline_);
-    (void)st;
+    if (deadline_ == detail::steady::time_point{}) deadline_ = detail::deadline_after(timeout_);  // sent from a process
+    (void)slot_->wait_until(deadline_);
     return collect();
   }
   /// Waits up to `d` without giving up on the call. True once answered.
@@ -228,10 +153,12 @@ class [[nodiscard]] basic_pending_call {
  private:
   friend struct detail::pending_call_access;
   explicit basic_pending_call(exit_reason early) : early_{std::move(early)} {}
-  basic_pending_call(detail::reply_slot<R>* s, detail::steady::duration timeout, std::uint64_t target,
+  basic_pending_call(detail::reply_slot<R>* s, detail::steady::duration timeout, std::int64_t due_ns, std::uint64_t target,
                      std::string_view server_type, std::string_view request_type) noexcept
       : slot_{s},
-        deadline_{detail::deadline_after(timeout)},
+        // Read the steady clock only for a thread, which will wait in get().
+        deadline_{detail::tls.current == nullptr ? detail::deadline_after(timeout) : detail::steady::time_point{}},
+        due_ns_{due_ns},
         timeout_{timeout},
         target_{target},
         server_type_{server_type},
@@ -249,23 +176,16 @@ class [[nodiscard]] basic_pending_call {
     return exit_reason::timeout();
   }
 
-  void stop_timer() noexcept {
-    if (timer_) {
-      (void)detail::disarm_timer(*rt_, timer_);
-      timer_ = nullptr;
-    }
-  }
-
   detail::reply_slot<R>* slot_ = nullptr;
   std::optional<exit_reason> early_;  // failed before anything was sent
-  detail::steady::time_point deadline_{};
+  detail::steady::time_point deadline_{};  // for get(), on the steady clock (set when sent from a thread)
+  std::int64_t due_ns_ = detail::no_deadline_ns;      // for co_await, on the runtime's clock
   detail::steady::duration timeout_{};
   std::uint64_t target_ = 0;
   std::string_view server_type_;
   std::string_view request_type_;
-  detail::wake_node* wake_ = nullptr;  // while suspended
-  detail::timer_node* timer_ = nullptr;
-  detail::runtime_core* rt_ = nullptr;
+  detail::process_base* owner_ = nullptr;  // whose deadline list has ours
+  bool suspended_ = false;
 };
 
 /// What async_call returns: co_await gives the reply, or throws exit_error.
@@ -283,9 +203,10 @@ struct pending_call_access {
     return basic_pending_call<R, Throws>{std::move(why)};
   }
   template <class R, bool Throws>
-  static basic_pending_call<R, Throws> sent(reply_slot<R>* s, steady::duration timeout, std::uint64_t target,
-                                            std::string_view server_type, std::string_view request_type) noexcept {
-    return basic_pending_call<R, Throws>{s, timeout, target, server_type, request_type};
+  static basic_pending_call<R, Throws> sent(reply_slot<R>* s, steady::duration timeout, std::int64_t due_ns,
+                                            std::uint64_t target, std::string_view server_type,
+                                            std::string_view request_type) noexcept {
+    return basic_pending_call<R, Throws>{s, timeout, due_ns, target, server_type, request_type};
   }
 };
 
@@ -306,8 +227,13 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
     slot->release();
     throw;
   }
+  // From a process, the deadline is on the runtime's clock (virtual in
+  // tests), read before the request leaves.
+  const std::int64_t due = tls.current != nullptr && timeout != steady::duration::max()
+                               ? timer_due_after_ns(*tls.current->rt(), clamp_delay(timeout))
+                               : no_deadline_ns;
   p->enqueue(node);
-  return pending_call_access::sent<R, Throws>(slot, timeout, p->id(), type_name<Impl>(), type_name<Q>());
+  return pending_call_access::sent<R, Throws>(slot, timeout, due, p->id(), type_name<Impl>(), type_name<Q>());
 }
 
 /// co_await otpp::sleep_for(d).
@@ -317,36 +243,23 @@ class sleep_awaiter {
   sleep_awaiter(const sleep_awaiter&) = delete;
   sleep_awaiter& operator=(const sleep_awaiter&) = delete;
   ~sleep_awaiter() {
-    // The frame went while asleep: if the timer never fires, its wake-up is ours.
-    if (timer_ && disarm_timer(*rt_, timer_) && wake_) wake_node::drop(wake_);
+    // The frame went while asleep: a deadline still registered goes with it.
+    if (waker_) (void)owner_->remove_deadline(nullptr, waker_);
   }
   [[nodiscard]] bool await_ready() const noexcept { return delay_ <= steady::duration::zero(); }
   void await_suspend(std::coroutine_handle<> h) {
     process_base& self = awaiting_process("otpp::sleep_for");
-    auto* w = make_node<wake_node>(&self, h);
-    try {
-      timer_ = make_node<sleep_timer>(w);
-    } catch (...) {
-      wake_node::drop(w);
-      throw;
-    }
-    wake_ = w;
-    rt_ = self.rt();
-    arm_timer(*rt_, timer_, delay_);
+    slot_waker* w = self.resume_waker(h);
+    self.add_deadline({timer_due_after_ns(*self.rt(), clamp_delay(delay_)), nullptr, w});
+    waker_ = w;
+    owner_ = &self;
   }
-  void await_resume() noexcept {
-    wake_ = nullptr;  // it resumed us, and freed itself
-    if (timer_) {
-      (void)disarm_timer(*rt_, timer_);
-      timer_ = nullptr;
-    }
-  }
+  void await_resume() noexcept { waker_ = nullptr; }  // its deadline came, and is gone
 
  private:
   steady::duration delay_;
-  wake_node* wake_ = nullptr;
-  timer_node* timer_ = nullptr;
-  runtime_core* rt_ = nullptr;
+  slot_waker* waker_ = nullptr;
+  process_base* owner_ = nullptr;
 };
 
 }  // namespace detail

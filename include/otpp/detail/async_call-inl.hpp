@@ -21,22 +21,6 @@ OTPP_FUNC process_base& awaiting_process(const char* operation) {
   return *p;
 }
 
-OTPP_FUNC void arm_timer(runtime_core& rt, timer_node* t, steady::duration delay) noexcept {
-  timer_service& svc = rt.timers();
-  t->deadline.store(svc.now_ns() + clamp_delay(delay), std::memory_order_relaxed);
-  svc.schedule(t, timer_inbox(svc));
-}
-
-OTPP_FUNC bool disarm_timer(runtime_core& rt, timer_node* t) noexcept {
-  bool stopped = false;
-  if (t->live()) {
-    timer_service& svc = rt.timers();
-    stopped = svc.cancel(t, timer_inbox(svc)).has_value();
-  }
-  t->release();
-  return stopped;
-}
-
 OTPP_FUNC void throw_async_call_error(const exit_reason& reason, std::uint64_t target, std::string_view server_type,
                                       std::string_view request_type, steady::duration timeout) {
   throw exit_error{reason, fmt::format("otpp::async_call({} {}, {}, {})", pid_text{target}.view(), server_type,

@@ -71,6 +71,29 @@ struct awaiting_handler {
   std::string_view kind;            // "call", "cast", "info"
 };
 
+/// The signal that resumes a process's suspended handler at `leaf`. One per
+/// process, embedded in its cold state: a handler waits for one thing at a
+/// time, so ending a wait allocates nothing and takes no reference (see
+/// reply_slot_base::publish for why the process outlives the post).
+struct resume_signal final : message_node, slot_waker {
+  resume_signal() noexcept {
+    fn = &handle;
+    wake = &post;
+  }
+  process_base* target = nullptr;
+  std::coroutine_handle<> leaf;
+  static void post(slot_waker* w) noexcept;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept;
+};
+
+/// A wait with a deadline, kept by the process whose handler waits: one
+/// timer per process serves all of them (see process_base::add_deadline).
+struct await_deadline {
+  std::int64_t due = 0;              // ns on the runtime's clock
+  reply_slot_base* slot = nullptr;   // an awaited call (a reference), or null for a sleep
+  slot_waker* waker = nullptr;       // resumes the handler
+};
+
 template <class Node, class... A>
 Node* make_node(A&&... a) {
   static_assert(alignof(Node) <= pool_granule, "over-aligned message types are not supported yet");
@@ -145,8 +168,15 @@ struct process_cold {
   // While a handler awaits: the handler, and the messages held back until
   // it finishes (a list through the nodes' own links, oldest first).
   awaiting_handler awaiting;
+  resume_signal resume;
   message_node* held_head = nullptr;
   message_node* held_tail = nullptr;
+  // The deadlines of its waits, and the one timer behind them, armed for the
+  // earliest (or earlier: it re-arms itself when it comes due early).
+  std::vector<await_deadline> deadlines;
+  timer_node* deadline_timer = nullptr;  // a handle reference
+  std::int64_t deadline_timer_due = 0;
+  std::uint64_t deadline_gen = 0;
 
   // Links and monitors (see detail/links.hpp). Every pointer holds a
   // reference. Hashed: a supervisor links to every child, and adding or
@@ -268,6 +298,22 @@ class process_base : public process_identity {
   /// Owner only: resumes the suspended handler at `leaf`, the coroutine whose
   /// wait is over; if the handler then finishes, held messages come next.
   void resume_handler(std::coroutine_handle<> leaf) noexcept;
+  /// Owner only: the waker that resumes the suspended handler at `leaf`.
+  slot_waker* resume_waker(std::coroutine_handle<> leaf) noexcept {
+    process_cold& c = *cold_;
+    c.resume.target = this;
+    c.resume.leaf = leaf;
+    return &c.resume;
+  }
+  /// Owner only: the wait `d` ends at d.due unless it is over first: then an
+  /// awaited call is abandoned (if that ends it) and d.waker is woken.
+  /// Throws std::bad_alloc (nothing registered).
+  void add_deadline(const await_deadline& d);
+  /// Owner only: the wait keyed by `slot` (a call) or `waker` (a sleep) is
+  /// over. False if its deadline had already passed (its waker was woken).
+  bool remove_deadline(const reply_slot_base* slot, const slot_waker* waker) noexcept;
+  /// Owner only: the deadline timer of generation `gen` fired.
+  void deadlines_due(std::uint64_t gen) noexcept;
   /// Owner only: a handler coroutine is suspended.
   [[nodiscard]] bool handler_awaiting() const noexcept { return (local_ & awaiting) != 0; }
 
@@ -454,6 +500,8 @@ class process_base : public process_identity {
   void hold_back(message_node* n) noexcept;
   void abandon_handler(process_cold& c) noexcept;
   void discard_held(process_cold& c, const exit_reason& why) noexcept;
+  void arm_deadline_timer(std::int64_t due);
+  void drop_deadlines(process_cold& c) noexcept;
   bool run_signals() noexcept;
   inline void wake_after_push() noexcept;
   inline bool queues_empty_after_release() const noexcept;
@@ -515,6 +563,14 @@ inline void process_base::wake_after_push() noexcept {
 
 inline bool process_base::queues_empty_after_release() const noexcept {
   return mailbox_.empty_after_release() && signals_.empty_after_release();
+}
+
+inline void resume_signal::post(slot_waker* w) noexcept {
+  auto* self = static_cast<resume_signal*>(w);
+  self->target->enqueue_signal(self);
+}
+inline void resume_signal::handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+  if (op == msg_op::invoke) p.resume_handler(static_cast<resume_signal*>(n)->leaf);  // embedded: nothing to free
 }
 
 /// Turns a pid into the process it names, and a process into a new pid.

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <new>
+#include <thread>
 #include <utility>
 
 #include "../exit_reason.hpp"
@@ -57,8 +58,12 @@ class reply_slot_base {
   /// reply being written is waited for (nanoseconds).
   [[nodiscard]] std::uint32_t settled_state() const noexcept {
     std::uint32_t s = state_.load(std::memory_order_acquire);
-    while (s == claimed) {
-      cpu_relax();
+    for (unsigned spins = 0; s == claimed; ++spins) {
+      if (spins < 64) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();  // the resolver was preempted mid-reply
+      }
       s = state_.load(std::memory_order_acquire);
     }
     return s;
@@ -148,13 +153,13 @@ class reply_slot_base {
   }
 
   void publish(std::uint32_t final_state, std::uint32_t prev) noexcept {
+    // An awaiting process is woken before the state is final: until then it
+    // waits in settled_state, and so does its exit, so the process cannot
+    // be freed while the wake-up is being posted to it.
+    if (prev == awaited) waker_->wake(waker_);
     // release: the caller's acquire load of the state sees the value/error.
     state_.store(final_state, std::memory_order_release);
-    if (prev == waiting) {
-      unpark_one(state_);
-    } else if (prev == awaited) [[unlikely]] {
-      waker_->wake(waker_);  // the resolver's reference keeps the slot alive until then
-    }
+    if (prev == waiting) unpark_one(state_);
   }
 
   std::atomic<std::uint32_t> state_{pending};

@@ -194,6 +194,9 @@ OTPP_FUNC unsigned timer_inbox(const timer_service& s) noexcept {
 }
 
 OTPP_FUNC std::int64_t timer_now_ns(runtime_core& rt) { return rt.timers().now_ns(); }
+OTPP_FUNC std::int64_t timer_due_after_ns(runtime_core& rt, std::int64_t delay_ns) {
+  return rt.timers().due_after_ns(delay_ns);
+}
 
 OTPP_FUNC runtime_core::~runtime_core() { delete timers_.load(std::memory_order_acquire); }
 
@@ -724,6 +727,140 @@ OTPP_FUNC void process_base::hibernate_now() noexcept {
 
 // -- handlers that wait ------------------------------------------------------------
 
+/// The deadline timer's message: a signal, so it acts while a handler waits.
+struct deadline_signal final : message_node {
+  explicit deadline_signal(std::uint64_t g) noexcept : gen{g} { fn = &handle; }
+  std::uint64_t gen;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<deadline_signal*>(n);
+    const std::uint64_t gen = self->gen;
+    free_node(self);
+    if (op == msg_op::invoke) p.deadlines_due(gen);
+  }
+};
+
+/// The timer behind a process's wait deadlines. Its signal is made when it
+/// is armed: firing allocates nothing, so a deadline is never lost.
+struct deadline_timer final : timer_node {
+  explicit deadline_timer(deadline_signal* s) noexcept : signal{s} {
+    deliver = &do_deliver;
+    destroy = &do_destroy;
+  }
+  deadline_signal* signal;
+  static bool do_deliver(timer_node* t, bool) noexcept {
+    auto* self = static_cast<deadline_timer*>(t);
+    self->dest->enqueue_signal(std::exchange(self->signal, nullptr));
+    return true;
+  }
+  static void do_destroy(timer_node* t) noexcept {
+    auto* self = static_cast<deadline_timer*>(t);
+    if (self->signal) free_node(self->signal);
+    free_node(self);
+  }
+};
+
+OTPP_FUNC void process_base::arm_deadline_timer(std::int64_t due) {
+  process_cold& c = *cold_;
+  timer_service& svc = rt_->timers();
+  const std::uint64_t gen = c.deadline_gen + 1;
+  auto* s = make_node<deadline_signal>(gen);
+  deadline_timer* t;
+  try {
+    t = make_node<deadline_timer>(s);
+  } catch (...) {
+    free_node(s);
+    throw;
+  }
+  if (c.deadline_timer != nullptr) {
+    (void)svc.cancel(c.deadline_timer, timer_inbox(svc));  // if it already fired, its signal is stale
+    c.deadline_timer->release();
+  }
+  c.deadline_gen = gen;
+  add_ref();  // the timer's, on its destination
+  t->dest = this;
+  t->deadline.store(due, std::memory_order_relaxed);
+  c.deadline_timer = t;  // the handle's reference; the service holds the other
+  c.deadline_timer_due = due;
+  svc.schedule(t, timer_inbox(svc));
+}
+
+OTPP_FUNC void process_base::add_deadline(const await_deadline& d) {
+  process_cold& c = *cold_;
+  c.deadlines.push_back(d);
+  if (c.deadline_timer != nullptr && c.deadline_timer_due <= d.due) {
+    if (d.slot) d.slot->add_ref();
+    return;  // it fires in time, then re-arms for what is left
+  }
+  try {
+    arm_deadline_timer(d.due);
+  } catch (...) {
+    c.deadlines.pop_back();
+    throw;
+  }
+  if (d.slot) d.slot->add_ref();
+}
+
+OTPP_FUNC bool process_base::remove_deadline(const reply_slot_base* slot, const slot_waker* waker) noexcept {
+  process_cold& c = *cold_;
+  for (std::size_t i = 0; i < c.deadlines.size(); ++i) {
+    await_deadline& d = c.deadlines[i];
+    if (slot ? d.slot != slot : d.waker != waker) continue;
+    if (d.slot) d.slot->release();
+    d = c.deadlines.back();
+    c.deadlines.pop_back();
+    return true;
+  }
+  return false;
+}
+
+OTPP_FUNC void process_base::deadlines_due(std::uint64_t gen) noexcept {
+  process_cold& c = *cold_;
+  if (gen != c.deadline_gen) return;  // superseded by an earlier deadline
+  if (c.deadline_timer != nullptr) {
+    c.deadline_timer->release();
+    c.deadline_timer = nullptr;
+  }
+  const std::int64_t now = rt_->timers().now_ns();
+  std::int64_t next = 0;
+  bool any = false;
+  for (std::size_t i = 0; i < c.deadlines.size();) {
+    const await_deadline d = c.deadlines[i];
+    if (d.due > now) {
+      next = any ? std::min(next, d.due) : d.due;
+      any = true;
+      ++i;
+      continue;
+    }
+    c.deadlines[i] = c.deadlines.back();
+    c.deadlines.pop_back();
+    // A call: whoever ends the wait wakes the handler (the reply may have
+    // just won). A sleep: its time has come.
+    if (d.slot == nullptr || d.slot->abandon()) d.waker->wake(d.waker);
+    if (d.slot) d.slot->release();
+  }
+  if (!any) return;
+  try {
+    arm_deadline_timer(next);
+  } catch (...) {
+    log_rt(log_level::error, "otpp: process {} ({}): no memory to re-arm the deadline of a wait; it now ends only "
+           "with its answer", pid_text{id_}.view(), type_name());
+  }
+}
+
+// The process exits: its waits are gone with their frames; stop the timer
+// (it holds a reference to us) and drop what is left.
+OTPP_FUNC void process_base::drop_deadlines(process_cold& c) noexcept {
+  if (c.deadline_timer != nullptr) {
+    timer_service& svc = rt_->timers();
+    (void)svc.cancel(c.deadline_timer, timer_inbox(svc));
+    c.deadline_timer->release();
+    c.deadline_timer = nullptr;
+  }
+  for (const await_deadline& d : c.deadlines)
+    if (d.slot) d.slot->release();
+  c.deadlines.clear();
+}
+
 OTPP_FUNC void process_base::run_handler(const awaiting_handler& h) noexcept {
   h.top.resume();
   if (h.top.done()) {
@@ -819,6 +956,7 @@ OTPP_FUNC exit_reason process_base::finish_exit() noexcept {
 OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_terminate) noexcept {
   process_cold* c = (local_ & has_cold) ? cold_ : nullptr;
   if (c && (local_ & awaiting)) abandon_handler(*c);
+  if (c) drop_deadlines(*c);
   if (with_terminate) run_terminate(reason);
   if (c && c->idle_timer) {
     // The timer holds a reference to us: cancel it to break the cycle.

@@ -284,6 +284,9 @@ inline void release_core_ref(runtime_core* rt) noexcept { rt->release(); }
 unsigned timer_inbox(const timer_service& s) noexcept;
 /// Now on the clock the runtime's timers follow, in ns (starts the service).
 std::int64_t timer_now_ns(runtime_core& rt);
+/// A deadline `delay_ns` from now on that clock, cheaply (see
+/// timer_service::due_after_ns).
+std::int64_t timer_due_after_ns(runtime_core& rt, std::int64_t delay_ns);
 
 inline void process_base::mark_replied() noexcept {
   if (!(local_ & (timeout_asked | auto_hibernate))) return;

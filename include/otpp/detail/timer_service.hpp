@@ -30,6 +30,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -97,6 +98,16 @@ struct timer_node : mpsc_node, wheel_entry {
   }
 };
 
+/// The coarse monotonic clock's resolution (one kernel tick), read once.
+inline std::int64_t coarse_tick_ns() noexcept {
+  static const std::int64_t res = [] {
+    timespec r{};
+    clock_getres(CLOCK_MONOTONIC_COARSE, &r);
+    return static_cast<std::int64_t>(r.tv_sec) * 1'000'000'000 + r.tv_nsec;
+  }();
+  return res;
+}
+
 class timer_service final : public clock_listener {
   static constexpr std::uint32_t pending = timer_node::pending, firing = timer_node::firing, done = timer_node::done,
                                  cancelled = timer_node::cancelled;
@@ -125,6 +136,15 @@ class timer_service final : public clock_listener {
   [[nodiscard]] std::int64_t now_ns() const noexcept {
     const auto t = clock_ ? clock_->now() : steady::now();
     return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  }
+  /// now_ns() + delay for a deadline, from the kernel's coarse clock when
+  /// the clock is the real one (a few ns instead of tens, per call): never
+  /// earlier than the exact sum, at most one coarse tick (1-4 ms) later.
+  [[nodiscard]] std::int64_t due_after_ns(std::int64_t delay) const noexcept {
+    if (clock_) return now_ns() + delay;
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // the steady clock's own, coarser
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec + coarse_tick_ns() + delay;
   }
   /// The runtime whose worker slots own inboxes 0..slots-1.
   [[nodiscard]] const runtime_core* runtime() const noexcept { return rt_; }
