@@ -346,6 +346,38 @@ TEST_CASE("a process stopped while it sleeps frees the sleeping frame") {
   CHECK(*gone);
 }
 
+namespace {
+// Fans out to three back ends at once and degrades gracefully.
+class fan_out : public otpp::gen_server<fan_out> {
+ public:
+  struct query {};
+  explicit fan_out(std::vector<otpp::server<backend>> b) : b_{std::move(b)} {}
+  otpp::async<std::string> handle_call(query) {
+    auto [fast, dead, slow] = co_await otpp::when_all(otpp::async_try_call(b_[0], backend::get{1}, 5s),
+                                                      otpp::async_try_call(b_[1], backend::get{2}, 5s),
+                                                      otpp::async_try_call(b_[2], backend::held{3}, 5s));
+    auto show = [](const otpp::result<int>& r) { return r ? std::to_string(*r) : r.error().to_string(); };
+    co_return show(fast) + " " + show(dead) + " " + show(slow);
+  }
+
+ private:
+  std::vector<otpp::server<backend>> b_;
+};
+}  // namespace
+
+TEST_CASE("when_all waits for every call in flight, each failing on its own") {
+  otpp_test::virtual_runtime v;
+  std::vector<otpp::server<backend>> b;
+  for (int i = 0; i < 3; ++i) b.push_back(v.rt.start<backend>().value());
+  otpp::stop(b[1]);
+  auto f = v.rt.start<fan_out>(b).value();
+  auto pending = otpp::async_call(f, fan_out::query{}, otpp::infinity);
+  await_held(b[2], 1);
+  CHECK_FALSE(pending.wait_for(10ms));
+  v.clock->advance(5s);  // the slow one's deadline: one timeout bounds the whole fan-out
+  CHECK(pending.get().value() == "10 noproc timeout");
+}
+
 TEST_CASE("async calls from plain threads: get waits for the reply; dropping one abandons it") {
   otpp::runtime rt{{.workers = 2}};
   auto b = rt.start<backend>().value();

@@ -32,7 +32,9 @@
 #include <stdexcept>
 #include <string_view>
 #include <type_traits>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "async.hpp"
 #include "gen_server.hpp"
@@ -288,6 +290,31 @@ template <class Impl, class Req>
   static_assert(handles_call<Impl, Q>,
                 "otpp::async_try_call: the server has no handle_call overload for this request type");
   return detail::send_call<false>(s, std::forward<Req>(req), timeout);
+}
+
+/// `co_await otpp::when_all(a, b, ...)` of calls already in flight (from
+/// async_call / async_try_call): a tuple of what each co_await gives, once
+/// all are answered or failed. The calls run concurrently (each was sent
+/// when made), so this takes as long as the slowest, and each keeps its own
+/// timeout: give them the same one for a single bound on the whole fan-out.
+/// With async_try_call every element is a result<R> and nothing throws;
+/// with async_call, the first failure in argument order throws exit_error
+/// (after the earlier ones are done; the later ones are abandoned).
+template <class... R, bool... Throws>
+[[nodiscard]] async<std::tuple<decltype(std::declval<basic_pending_call<R, Throws>&>().await_resume())...>> when_all(
+    basic_pending_call<R, Throws>... calls) {
+  // Braced initialisation evaluates in order: each co_await after the last.
+  co_return std::tuple<decltype(std::declval<basic_pending_call<R, Throws>&>().await_resume())...>{
+      co_await calls...};
+}
+
+/// when_all over a vector of calls of one type: their results, in order.
+template <class R>
+[[nodiscard]] async<std::vector<result<R>>> when_all(std::vector<pending_try_call<R>> calls) {
+  std::vector<result<R>> out;
+  out.reserve(calls.size());
+  for (auto& c : calls) out.push_back(co_await c);
+  co_return out;
 }
 
 /// `co_await otpp::sleep_for(d)` in a coroutine handler: resumes after `d`

@@ -1123,7 +1123,7 @@ template <class Impl, class Req>
 /// `otpp::call(<0.5.0> counter, counter::increment, 5000 ms): noproc`.
 template <class Impl, class Req>
 auto call(const server<Impl>& s, Req&& req, std::chrono::steady_clock::duration timeout = default_call_timeout) {
-  auto r = try_call(s, std::forward<Req>(req), timeout);
+  auto r = otpp::try_call(s, std::forward<Req>(req), timeout);
   if (!r) [[unlikely]]
     detail::throw_call_error(r.error(), s.pid(), detail::type_name<Impl>(), detail::type_name<std::remove_cvref_t<Req>>(),
                              timeout);

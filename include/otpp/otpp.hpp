@@ -2,6 +2,9 @@
 // otpp: Erlang/Elixir OTP for C++20. The umbrella header (everything but
 // the test helpers, <otpp/testing.hpp>).
 
+#include "agent.hpp"               // IWYU pragma: export
+#include "async.hpp"               // IWYU pragma: export
+#include "async_call.hpp"          // IWYU pragma: export
 #include "child_spec.hpp"          // IWYU pragma: export
 #include "clock.hpp"               // IWYU pragma: export
 #include "dynamic_supervisor.hpp"  // IWYU pragma: export
