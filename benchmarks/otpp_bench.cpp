@@ -66,7 +66,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <otpp/agent.hpp>
 #include <otpp/async_call.hpp>
+#include <otpp/task.hpp>
 #include <otpp/otpp.hpp>
 
 #if OTPP_BENCH_EXAMPLES
@@ -305,6 +307,70 @@ void call_concurrent_async(otpp::runtime& rt) {
   otpp::stop(c);
   figure("call_concurrent_64_async", clients * static_cast<double>(calls) / dt, "calls/s");
   std::printf("# call_concurrent_64_async: %zu threads for %u workers\n", rt.thread_count(), rt.workers());
+}
+
+// -- Task and Agent, from a process (as the BEAM anchors measure them) --------------
+
+class task_agent_driver : public otpp::gen_server<task_agent_driver> {
+ public:
+  struct tasks {
+    int n;
+    std::promise<double>* seconds;
+  };
+  struct agent_ops {
+    otpp::agent<std::uint64_t> a;
+    int n;
+    bool update;
+    std::promise<double>* seconds;
+  };
+  otpp::async<void> handle_cast(tasks t) {
+    auto t0 = clk::now();
+    int k = 0;
+    for (int i = 0; i < t.n; ++i) k = co_await otpp::task_async([i] { return i; }).async_await();
+    if (k != t.n - 1) std::printf("# task_async_await_ns: bad result %d\n", k);
+    t.seconds->set_value(seconds_since(t0));
+  }
+  otpp::async<void> handle_cast(agent_ops o) {
+    auto t0 = clk::now();
+    for (int i = 0; i < o.n; ++i) {
+      if (o.update) {
+        co_await o.a.async_update([](std::uint64_t v) { return v + 1; });
+      } else {
+        (void)co_await o.a.async_get([](std::uint64_t v) { return v; });
+      }
+    }
+    o.seconds->set_value(seconds_since(t0));
+  }
+};
+
+template <class Msg>
+double driver_seconds(otpp::server<task_agent_driver>& d, Msg m) {
+  std::promise<double> secs;
+  m.seconds = &secs;
+  otpp::cast(d, std::move(m));
+  return secs.get_future().get();
+}
+
+void task_async_await(otpp::runtime& rt) {
+  const int n = 200'000 / static_cast<int>(scale);
+  auto d = rt.start<task_agent_driver>().value();
+  (void)driver_seconds(d, task_agent_driver::tasks{n / 10, nullptr});
+  figure("task_async_await_ns", driver_seconds(d, task_agent_driver::tasks{n, nullptr}) * 1e9 / n, "ns");
+  otpp::stop(d);
+}
+
+void agent_ops(otpp::runtime& rt) {
+  const int n = 1'000'000 / static_cast<int>(scale);
+  auto a = otpp::agent<std::uint64_t>::start([] { return std::uint64_t{0}; }).value();
+  auto d = rt.start<task_agent_driver>().value();
+  (void)driver_seconds(d, task_agent_driver::agent_ops{a, n / 10, false, nullptr});
+  figure("agent_get_ns", driver_seconds(d, task_agent_driver::agent_ops{a, n, false, nullptr}) * 1e9 / n, "ns");
+  figure("agent_update_ns", driver_seconds(d, task_agent_driver::agent_ops{a, n, true, nullptr}) * 1e9 / n, "ns");
+  auto t0 = clk::now();
+  for (int i = 0; i < n / 10; ++i) (void)a.get([](std::uint64_t v) { return v; });
+  std::printf("# agent_get_ns from a plain thread (blocking get): %.0f ns\n", seconds_since(t0) * 1e9 / (n / 10));
+  otpp::stop(d);
+  a.stop();
 }
 
 class ring_node : public otpp::gen_server<ring_node> {
@@ -894,6 +960,8 @@ int main(int argc, char** argv) {
   run(want("call_concurrent_64"), "call_concurrent_64_nonblocking", call_concurrent_nonblocking);
   run(want("call_process_async_ns"), "call_process_async_ns", call_process_async);
   run(want("call_concurrent_64_async"), "call_concurrent_64_async", call_concurrent_async);
+  run(want("task_async_await_ns"), "task_async_await_ns", task_async_await);
+  run(want("agent_get_ns") || want("agent_update_ns"), "agent_ops", agent_ops);
   run(want("ring_1000"), "ring_1000", ring);
   run(want("idle_cpu"), "idle_cpu", idle_cpu);
   run(want("monitor_ns") || want("whereis_ns") || want("call_by_name_ns"), "names", [](otpp::runtime& rt) {

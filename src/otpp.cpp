@@ -18,4 +18,5 @@
 #include "otpp/detail/reply_slot-inl.hpp"
 #include "otpp/detail/runtime-inl.hpp"
 #include "otpp/detail/runtime_core-inl.hpp"
+#include "otpp/detail/task-inl.hpp"
 #include "otpp/detail/timer_service-inl.hpp"

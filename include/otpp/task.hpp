@@ -1,0 +1,246 @@
+#pragma once
+// otpp::task<R>: Elixir's Task. A process that runs one function and
+// delivers its result to whoever started it.
+//
+//   auto t = otpp::task_async([] { return expensive(); });   // Task.async
+//   ...
+//   auto v = otpp::await(t);                                  // Task.await (5 s)
+//
+// Started from a process, the task is linked to it: a task that crashes
+// takes its caller down (unless the caller traps exits), and a caller that
+// dies takes its tasks with it. Started from a plain thread, nothing is
+// linked (a thread cannot be). await gives the result, or throws exit_error
+// with the task's exit reason; past the timeout it kills the task and
+// throws `timeout`. yield waits without giving up; shutdown stops it.
+// In a coroutine handler, `co_await t.async_await()` waits without holding
+// the worker. The function may itself be a coroutine returning async<R>.
+
+#include <chrono>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "async.hpp"
+#include "async_call.hpp"
+#include "gen_server.hpp"
+#include "process.hpp"
+
+namespace otpp {
+
+template <class R>
+class task;
+
+namespace detail {
+
+template <class F>
+using task_result_t = unwrap_async_t<std::invoke_result_t<F&>>;
+
+/// The task's process: runs `fn` first thing, hands the result over, exits.
+template <class R, class F>
+class task_server : public gen_server<task_server<R, F>> {
+ public:
+  struct run {};
+  task_server(F fn, reply_slot<R>* slot) : fn_{std::move(fn)}, slot_{slot} { slot_->add_ref(); }
+  task_server(const task_server&) = delete;
+  task_server& operator=(const task_server&) = delete;
+  ~task_server() { slot_->release(); }
+
+  init_result init() {
+    // However the task ends, its exit fails the result with the final
+    // reason unless it was delivered (as a deferred call's would be).
+    pid_access::get(this->self().pid())->track_deferred(slot_);
+    return this->continue_with(run{});
+  }
+
+  auto handle_continue(run) {
+    if constexpr (is_async_v<std::invoke_result_t<F&>>) {
+      return run_async();
+    } else {
+      if constexpr (std::is_void_v<R>) {
+        fn_();
+        slot_->set_value();
+      } else {
+        slot_->set_value(fn_());
+      }
+      this->stop();
+    }
+  }
+
+ private:
+  async<void> run_async() {
+    if constexpr (std::is_void_v<R>) {
+      co_await fn_();
+      slot_->set_value();
+    } else {
+      slot_->set_value(co_await fn_());
+    }
+    this->stop();
+  }
+
+  F fn_;
+  reply_slot<R>* slot_;  // a reference
+};
+
+struct task_access;
+
+[[noreturn]] void throw_task_error(const exit_reason& reason, const pid& task, std::string_view operation,
+                                   steady::duration timeout);
+
+}  // namespace detail
+
+/// A running (or finished) task: its pid and its result to come. Move-only;
+/// dropping it leaves the task running and its result unread, as in Elixir.
+template <class R>
+class [[nodiscard]] task {
+ public:
+  task(task&& o) noexcept : pid_{std::move(o.pid_)}, slot_{std::exchange(o.slot_, nullptr)} {}
+  task& operator=(task&& o) noexcept {
+    if (this != &o) {
+      if (slot_) slot_->release();
+      pid_ = std::move(o.pid_);
+      slot_ = std::exchange(o.slot_, nullptr);
+    }
+    return *this;
+  }
+  task(const task&) = delete;
+  task& operator=(const task&) = delete;
+  ~task() {
+    if (slot_) slot_->release();
+  }
+
+  /// The task's process.
+  [[nodiscard]] const otpp::pid& pid() const noexcept { return pid_; }
+
+  /// In a coroutine handler: `co_await t.async_await(timeout)` gives the
+  /// result, or throws exit_error (the task's reason; `timeout` after
+  /// killing it), holding no thread meanwhile.
+  [[nodiscard]] async<R> async_await(std::chrono::steady_clock::duration timeout = default_call_timeout) {
+    auto r = co_await awaiter(timeout);
+    if (!r) {
+      if (r.error() == exit_reason::timeout()) otpp::exit(pid_, exit_reason::kill());
+      detail::throw_task_error(r.error(), pid_, "otpp::await", timeout);
+    }
+    if constexpr (!std::is_void_v<R>) co_return std::move(r).value();
+  }
+
+ private:
+  friend struct detail::task_access;
+  task(otpp::pid p, detail::reply_slot<R>* s) noexcept : pid_{std::move(p)}, slot_{s} {}
+
+  // The result slot as an awaitable call in flight; it keeps its own reference.
+  pending_try_call<R> awaiter(std::chrono::steady_clock::duration timeout) {
+    slot_->add_ref();
+    return detail::pending_call_access::sent<R, false>(
+        slot_, timeout,
+        detail::tls.current != nullptr && timeout != std::chrono::steady_clock::duration::max()
+            ? detail::timer_due_after_ns(*detail::tls.current->rt(), detail::clamp_delay(timeout))
+            : detail::no_deadline_ns,
+        pid_.id(), "task", "await");
+  }
+
+  otpp::pid pid_;
+  detail::reply_slot<R>* slot_ = nullptr;
+};
+
+namespace detail {
+struct task_access {
+  template <class R>
+  static task<R> make(pid p, reply_slot<R>* s) noexcept {
+    return task<R>{std::move(p), s};
+  }
+  template <class R>
+  static reply_slot<R>* slot(const task<R>& t) noexcept {
+    return t.slot_;
+  }
+};
+
+template <class R>
+result<R> task_outcome(reply_slot<R>* slot) {
+  const std::uint32_t st = slot->settled_state();
+  if constexpr (std::is_void_v<R>) {
+    if (st == reply_slot_base::ready) return {};
+  } else {
+    if (st == reply_slot_base::ready) return result<R>{std::in_place, slot->take()};
+  }
+  if (st == reply_slot_base::failed) return slot->error();
+  return exit_reason::timeout();
+}
+}  // namespace detail
+
+/// Task.async: runs `fn()` in a new process, linked to the calling process
+/// (if any). `fn` may return async<R> (a coroutine that co_awaits calls).
+template <class F>
+[[nodiscard]] task<detail::task_result_t<F>> task_async(F fn) {
+  using R = detail::task_result_t<F>;
+  using server_type = detail::task_server<R, F>;
+  auto* slot = detail::reply_slot<R>::make();  // two references: the handle's and a spare
+  auto r = otpp::start_link<server_type>(std::move(fn), slot);  // the server takes its own
+  slot->release();  // the spare
+  if (!r) {
+    slot->release();
+    throw exit_error{r.error(), "otpp::task_async"};
+  }
+  return detail::task_access::make<R>(r->pid(), slot);
+}
+
+/// Task.await: the result, or exit_error with the task's exit reason; past
+/// `timeout`, the task is killed and exit_error(timeout) is thrown. Blocks
+/// this thread; in a coroutine handler use `co_await t.async_await()`.
+template <class R>
+R await(task<R>& t, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  auto* slot = detail::task_access::slot(t);
+  if (!slot->wait_for(detail::deadline_after(timeout))) {
+    otpp::exit(t.pid(), exit_reason::kill());
+    (void)slot->wait_for(detail::deadline_after(std::chrono::seconds(5)));  // its death fails the slot
+    detail::throw_task_error(exit_reason::timeout(), t.pid(), "otpp::await", timeout);
+  }
+  auto r = detail::task_outcome(slot);
+  if (!r) detail::throw_task_error(r.error(), t.pid(), "otpp::await", timeout);
+  if constexpr (!std::is_void_v<R>) return std::move(r).value();
+}
+
+/// Task.await_many: every result, in order, within one timeout overall.
+template <class R>
+std::vector<R> await_many(std::vector<task<R>>& tasks, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  const auto deadline = detail::deadline_after(timeout);
+  std::vector<R> out;
+  out.reserve(tasks.size());
+  for (auto& t : tasks) {
+    const auto now = std::chrono::steady_clock::now();
+    out.push_back(otpp::await(t, deadline > now ? deadline - now : std::chrono::steady_clock::duration::zero()));
+  }
+  return out;
+}
+
+/// Task.yield: the outcome if the task finished within `timeout`, else
+/// nothing (the task keeps running; ask again or shut it down).
+template <class R>
+std::optional<result<R>> yield(task<R>& t, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  auto* slot = detail::task_access::slot(t);
+  if (!slot->wait_for(detail::deadline_after(timeout))) return std::nullopt;
+  return detail::task_outcome(slot);
+}
+
+/// Task.shutdown: stops the task (unlinked first, so the caller is not taken
+/// down), waiting up to `timeout` before killing it. Returns its outcome if
+/// it had finished, else nothing.
+template <class R>
+std::optional<result<R>> shutdown(task<R>& t, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  auto* slot = detail::task_access::slot(t);
+  if (detail::tls.current != nullptr) otpp::unlink(t.pid());
+  if (!slot->resolved()) {
+    otpp::exit(t.pid(), exit_reason::shutdown());
+    if (!await_exit(t.pid(), timeout)) otpp::exit(t.pid(), exit_reason::kill());
+    (void)slot->wait_for(detail::deadline_after(std::chrono::seconds(5)));
+  }
+  auto r = detail::task_outcome(slot);
+  if (!r && (r.error() == exit_reason::shutdown() || r.error() == exit_reason::killed())) return std::nullopt;
+  return r;
+}
+
+}  // namespace otpp
+
+#if OTPP_HEADER_ONLY
+#include "detail/task-inl.hpp"
+#endif

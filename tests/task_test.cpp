@@ -1,0 +1,155 @@
+// otpp::task<R>: Elixir's Task (async, await, await_many, yield, shutdown),
+// links with the caller, and awaiting from coroutine handlers.
+
+#include <atomic>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <otpp/otpp.hpp>
+#include <otpp/task.hpp>
+
+#include "catch.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+class backend : public otpp::gen_server<backend> {
+ public:
+  struct get {
+    int k;
+  };
+  int handle_call(get g) { return g.k * 10; }
+};
+
+// Starts tasks from inside a process, as Elixir code does.
+class owner : public otpp::gen_server<owner> {
+ public:
+  struct fan {
+    otpp::server<backend> b;
+  };
+  struct start_crashing {};
+  struct ping {};
+  explicit owner(bool trap) {
+    if (trap) this->trap_exit();
+  }
+  // Three tasks at once, one of them a coroutine that calls a server.
+  otpp::async<int> handle_call(fan f) {
+    auto a = otpp::task_async([b = f.b]() -> otpp::async<int> { co_return co_await otpp::async_call(b, backend::get{1}); });
+    auto c = otpp::task_async([] { return 2; });
+    auto d = otpp::task_async([] {});
+    const int x = co_await a.async_await();
+    const int y = co_await c.async_await();
+    co_await d.async_await();
+    co_return x + y;
+  }
+  int handle_call(start_crashing) {
+    kept_.push_back(otpp::task_async([]() -> int { throw std::runtime_error("task broke"); }));
+    return 0;
+  }
+  int handle_call(ping) { return 1; }
+  void handle_info(const otpp::exit_signal& e) { exits_.push_back(e.reason.to_string()); }
+  struct exits {};
+  std::vector<std::string> handle_call(exits) { return exits_; }
+
+ private:
+  std::vector<otpp::task<int>> kept_;
+  std::vector<std::string> exits_;
+};
+
+}  // namespace
+
+TEST_CASE("task_async runs the function in a process; await gives its result") {
+  otpp::runtime rt{{.workers = 2}};
+  auto t = otpp::task_async([] { return std::string{"done"}; });
+  CHECK(t.pid());
+  CHECK(otpp::await(t) == "done");
+  std::vector<otpp::task<int>> many;
+  for (int i = 0; i < 10; ++i) many.push_back(otpp::task_async([i] { return i * i; }));
+  const auto all = otpp::await_many(many);
+  REQUIRE(all.size() == 10u);
+  for (int i = 0; i < 10; ++i) CHECK(all[i] == i * i);
+}
+
+TEST_CASE("a task that crashes fails await with its reason") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp_test::log_capture quiet;
+  auto t = otpp::task_async([]() -> int { throw std::runtime_error("task broke"); });
+  try {
+    (void)otpp::await(t);
+    FAIL("await should have thrown");
+  } catch (const otpp::exit_error& e) {
+    CHECK(std::string{e.what()}.find("otpp::await(task <") != std::string::npos);
+    CHECK(std::string{e.what()}.find("task broke") != std::string::npos);
+  }
+}
+
+TEST_CASE("await past its timeout kills the task and throws timeout") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp_test::gate g;
+  otpp_test::log_capture quiet;
+  auto t = otpp::task_async([&g] {
+    g.wait();
+    return 1;
+  });
+  otpp::exit_watch w{t.pid()};
+  try {
+    (void)otpp::await(t, 20ms);
+    FAIL("await should have timed out");
+  } catch (const otpp::exit_error& e) {
+    CHECK(e.reason() == otpp::exit_reason::timeout());
+  }
+  g.release();
+  CHECK(w.wait(5s).value() == otpp::exit_reason::killed());
+}
+
+TEST_CASE("yield waits without giving up; shutdown stops a task that has not finished") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp_test::gate g;
+  auto t = otpp::task_async([&g] {
+    g.wait();
+    return 5;
+  });
+  CHECK_FALSE(otpp::yield(t, 10ms).has_value());
+  CHECK(t.pid().alive());
+  g.release();
+  auto r = otpp::yield(t, 5s);
+  REQUIRE(r.has_value());
+  CHECK(r->value() == 5);
+
+  auto idle = otpp::task_async([]() -> otpp::async<int> {
+    co_await otpp::sleep_for(1h);  // waits holding no thread
+    co_return 0;
+  });
+  CHECK_FALSE(otpp::shutdown(idle, 1s).has_value());
+  CHECK_FALSE(idle.pid().alive());
+}
+
+TEST_CASE("tasks started in a coroutine handler are awaited without holding a worker") {
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto o = rt.start<owner>(false).value();
+  CHECK(otpp::call(o, owner::fan{b}) == 12);
+  CHECK(rt.thread_count() == rt.workers());
+}
+
+TEST_CASE("a crashing task takes its linked owner down, unless the owner traps exits") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp_test::log_capture quiet;
+  auto o = rt.start<owner>(false).value();
+  otpp::exit_watch w{o};
+  (void)otpp::call(o, owner::start_crashing{});
+  auto why = w.wait(5s);
+  REQUIRE(why);
+  CHECK(why->to_string().find("task broke") != std::string::npos);
+
+  auto trapping = rt.start<owner>(true).value();
+  (void)otpp::call(trapping, owner::start_crashing{});
+  std::vector<std::string> exits;
+  for (int i = 0; i < 2000 && exits.empty(); ++i) exits = otpp::call(trapping, owner::exits{});
+  REQUIRE(exits.size() == 1u);
+  CHECK(exits[0].find("task broke") != std::string::npos);
+}
