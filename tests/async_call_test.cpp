@@ -378,6 +378,46 @@ TEST_CASE("when_all waits for every call in flight, each failing on its own") {
   CHECK(pending.get().value() == "10 noproc timeout");
 }
 
+namespace {
+class racer : public otpp::gen_server<racer> {
+ public:
+  struct race {};
+  racer(otpp::server<backend> b, journal* j) : b_{std::move(b)}, j_{j} {}
+  // Two held calls and a fast one: the fast one wins; the held ones stay in
+  // flight and are awaited afterwards.
+  otpp::async<std::string> handle_call(race) {
+    auto slow1 = otpp::async_try_call(b_, backend::held{1}, otpp::infinity);
+    auto slow2 = otpp::async_try_call(b_, backend::held{2}, 1s);
+    auto fast = otpp::async_try_call(b_, backend::get{3});
+    const std::size_t first = co_await otpp::when_any(slow1, slow2, fast);
+    auto f = co_await fast;
+    const std::size_t next = co_await otpp::when_any(slow1, slow2);  // slow2 times out first
+    j_->add("second when_any over");
+    auto s2 = co_await slow2;
+    auto s1 = co_await slow1;  // answered by the test
+    co_return std::to_string(first) + " " + std::to_string(*f) + " " + std::to_string(next) + " " +
+        s2.error().to_string() + " " + std::to_string(*s1);
+  }
+
+ private:
+  otpp::server<backend> b_;
+  journal* j_;
+};
+}  // namespace
+
+TEST_CASE("when_any resumes on the first call that is over; the others stay in flight") {
+  journal j;
+  otpp_test::virtual_runtime v;
+  auto b = v.rt.start<backend>().value();
+  auto r = v.rt.start<racer>(b, &j).value();
+  auto pending = otpp::async_call(r, racer::race{}, otpp::infinity);
+  await_held(b, 2);
+  v.clock->advance(2s);  // slow2's deadline
+  REQUIRE(eventually([&] { return j.has("second when_any over"); }));
+  CHECK(otpp::call(b, backend::answer_all{10}) == 1);  // slow1 only: slow2 gave up
+  CHECK(pending.get().value() == "2 30 1 timeout 11");
+}
+
 TEST_CASE("async calls from plain threads: get waits for the reply; dropping one abandons it") {
   otpp::runtime rt{{.workers = 2}};
   auto b = rt.start<backend>().value();

@@ -94,7 +94,9 @@ class [[nodiscard]] async {
   /// What co_await on it produces.
   using value_type = T;
 
+  /// Takes over `other`'s coroutine.
   async(async&& other) noexcept : h_{std::exchange(other.h_, {})} {}
+  /// Destroys its own coroutine (if any) and takes over `other`'s.
   async& operator=(async&& other) noexcept {
     if (this != &other) {
       if (h_) h_.destroy();

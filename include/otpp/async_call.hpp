@@ -24,6 +24,7 @@
 // A coroutine handler takes its message by value: a reference would dangle
 // once the handler first suspends.
 
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <cstdint>
@@ -67,6 +68,7 @@ inline constexpr std::int64_t no_deadline_ns = INT64_MAX;
 template <class R, bool Throws>
 class [[nodiscard]] basic_pending_call {
  public:
+  /// Takes over the call in flight.
   basic_pending_call(basic_pending_call&& o) noexcept
       : slot_{std::exchange(o.slot_, nullptr)},
         early_{std::move(o.early_)},
@@ -210,6 +212,120 @@ struct pending_call_access {
                                             std::string_view request_type) noexcept {
     return basic_pending_call<R, Throws>{s, timeout, due_ns, target, server_type, request_type};
   }
+  /// The slot (null if the call failed before it was sent) and deadline.
+  template <class R, bool Throws>
+  static reply_slot_base* slot(const basic_pending_call<R, Throws>& c) noexcept {
+    return c.slot_;
+  }
+  template <class R, bool Throws>
+  static std::int64_t due_ns(const basic_pending_call<R, Throws>& c) noexcept {
+    return c.due_ns_;
+  }
+};
+
+/// co_await when_any(...): waits on several slots at once; the first to be
+/// resolved (or to reach its deadline) resumes the handler, once.
+class when_any_awaiter {
+ public:
+  struct entry {
+    reply_slot_base* slot = nullptr;  // null: failed before it was sent (ready at once)
+    std::int64_t due = no_deadline_ns;
+  };
+  explicit when_any_awaiter(std::vector<entry> calls) : calls_{std::move(calls)}, wakers_(calls_.size()) {
+    for (auto& w : wakers_) {
+      w.owner = this;
+      w.wake = &on_wake;
+    }
+  }
+  when_any_awaiter(const when_any_awaiter&) = delete;
+  when_any_awaiter& operator=(const when_any_awaiter&) = delete;
+  ~when_any_awaiter() {
+    if (suspended_) detach();  // the frame went while waiting (the process is exiting)
+  }
+
+  [[nodiscard]] bool await_ready() noexcept {
+    for (std::size_t i = 0; i < calls_.size(); ++i) {
+      if (calls_[i].slot == nullptr || !calls_[i].slot->open()) {
+        winner_ = i;
+        return true;
+      }
+    }
+    return calls_.empty();
+  }
+  bool await_suspend(std::coroutine_handle<> h) {
+    process_base& self = awaiting_process("otpp::when_any");
+    owner_ = &self;
+    resume_ = self.resume_waker(h);
+    for (std::size_t i = 0; i < calls_.size(); ++i) {
+      if (calls_[i].due == no_deadline_ns) continue;
+      try {
+        self.add_deadline({calls_[i].due, calls_[i].slot, &wakers_[i]});
+      } catch (...) {
+        remove_deadlines(i);
+        throw;
+      }
+    }
+    for (std::size_t i = 0; i < calls_.size(); ++i) {
+      if (!calls_[i].slot->await(&wakers_[i])) {  // answered meanwhile
+        awaited_ = i;
+        if (fired_.exchange(true, std::memory_order_acq_rel)) {
+          // An earlier one was answered just now and its wake-up is on its
+          // way: suspend and take it (a stale one would resume a later wait).
+          suspended_ = true;
+          return true;
+        }
+        detach();
+        winner_ = i;
+        return false;
+      }
+    }
+    awaited_ = calls_.size();
+    suspended_ = true;
+    return true;
+  }
+  /// The index of a call that is over (the first found, in argument order).
+  std::size_t await_resume() noexcept {
+    if (suspended_) {
+      suspended_ = false;
+      detach();
+      for (std::size_t i = 0; i < calls_.size(); ++i) {
+        if (!calls_[i].slot->open()) {
+          winner_ = i;
+          break;
+        }
+      }
+    }
+    return winner_;
+  }
+
+ private:
+  struct waker : slot_waker {
+    when_any_awaiter* owner = nullptr;
+  };
+  static void on_wake(slot_waker* w) noexcept {
+    when_any_awaiter* self = static_cast<waker*>(w)->owner;
+    if (!self->fired_.exchange(true, std::memory_order_acq_rel)) self->resume_->wake(self->resume_);
+  }
+  // The slots awaited so far go back to pending (those being answered are
+  // waited for, so no resolver touches a waker after this), and their
+  // deadlines are dropped.
+  void detach() noexcept {
+    for (std::size_t i = 0; i < awaited_; ++i) (void)calls_[i].slot->unawait();
+    remove_deadlines(calls_.size());
+  }
+  void remove_deadlines(std::size_t upto) noexcept {
+    for (std::size_t i = 0; i < upto; ++i)
+      if (calls_[i].due != no_deadline_ns) (void)owner_->remove_deadline(calls_[i].slot, nullptr);
+  }
+
+  std::vector<entry> calls_;
+  std::vector<waker> wakers_;
+  std::atomic<bool> fired_{false};
+  process_base* owner_ = nullptr;
+  slot_waker* resume_ = nullptr;
+  std::size_t awaited_ = 0;  // slots [0, awaited_) have one of our wakers
+  std::size_t winner_ = 0;
+  bool suspended_ = false;
 };
 
 template <bool Throws, class Impl, class Req>
@@ -315,6 +431,17 @@ template <class R>
   out.reserve(calls.size());
   for (auto& c : calls) out.push_back(co_await c);
   co_return out;
+}
+
+/// `co_await otpp::when_any(a, b, ...)` of calls in flight: the index of
+/// the first to be answered, to fail or to reach its timeout (in argument
+/// order when several are). The others stay in flight: co_await them later,
+/// or drop them to abandon them. Ready at once if one is already over.
+template <class... Calls>
+[[nodiscard]] detail::when_any_awaiter when_any(Calls&... calls) {
+  static_assert(sizeof...(Calls) > 0, "otpp::when_any: give it at least one call");
+  return detail::when_any_awaiter{std::vector<detail::when_any_awaiter::entry>{
+      {detail::pending_call_access::slot(calls), detail::pending_call_access::due_ns(calls)}...}};
 }
 
 /// `co_await otpp::sleep_for(d)` in a coroutine handler: resumes after `d`

@@ -160,7 +160,9 @@ class exit_error : public std::runtime_error {
   explicit exit_error(exit_reason r);
   /// `operation` describes what failed; what() is "operation: reason".
   exit_error(exit_reason r, std::string_view operation);
+  /// Copies (as throwing does).
   exit_error(const exit_error&) = default;
+  /// Copies.
   exit_error& operator=(const exit_error&) = default;
   ~exit_error() override;
   /// The reason the operation failed.

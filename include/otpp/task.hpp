@@ -94,7 +94,9 @@ struct task_access;
 template <class R>
 class [[nodiscard]] task {
  public:
+  /// Takes over the task's result.
   task(task&& o) noexcept : pid_{std::move(o.pid_)}, slot_{std::exchange(o.slot_, nullptr)} {}
+  /// Drops its own result (the task keeps running) and takes over `o`'s.
   task& operator=(task&& o) noexcept {
     if (this != &o) {
       if (slot_) slot_->release();

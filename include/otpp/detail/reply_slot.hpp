@@ -87,6 +87,15 @@ class reply_slot_base {
       }
     }
   }
+  /// Awaiting side: stop awaiting without giving up (the slot is pending
+  /// again). If it is being resolved, waits until it is (the resolver has
+  /// then finished with the waker). True if it is still open.
+  bool unawait() noexcept {
+    std::uint32_t s = awaited;
+    if (state_.compare_exchange_strong(s, pending, std::memory_order_acq_rel, std::memory_order_acquire)) return true;
+    const std::uint32_t final_state = settled_state();
+    return final_state == pending || final_state == waiting;
+  }
   /// Gives up on the answer: a reply after this is dropped. True if this
   /// call ended the wait (for an awaited slot: no wake-up will come).
   bool abandon() noexcept {
