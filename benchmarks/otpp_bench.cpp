@@ -361,7 +361,7 @@ void task_async_await(otpp::runtime& rt) {
 
 void agent_ops(otpp::runtime& rt) {
   const int n = 1'000'000 / static_cast<int>(scale);
-  auto a = otpp::agent<std::uint64_t>::start([] { return std::uint64_t{0}; }).value();
+  auto a = otpp::agent<std::uint64_t>::start(rt, [] { return std::uint64_t{0}; }).value();
   auto d = rt.start<task_agent_driver>().value();
   (void)driver_seconds(d, task_agent_driver::agent_ops{a, n / 10, false, nullptr});
   figure("agent_get_ns", driver_seconds(d, task_agent_driver::agent_ops{a, n, false, nullptr}) * 1e9 / n, "ns");

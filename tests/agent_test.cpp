@@ -105,7 +105,8 @@ class tally : public otpp::gen_server<tally> {
 
 TEST_CASE("from a coroutine handler, an agent is used without holding the worker") {
   otpp::runtime rt{{.workers = 2}};
-  auto a = otpp::agent<int>::start([] { return 0; }).value();
+  auto a = otpp::agent<int>::start(rt, [] { return 0; }).value();  // in this runtime, beside its user
+  CHECK(a.pid().alive());
   auto t = rt.start<tally>(a).value();
   CHECK(otpp::call(t, tally::add{5}) == 5);
   CHECK(otpp::call(t, tally::add{2}) == 7);

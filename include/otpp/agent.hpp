@@ -116,6 +116,14 @@ class agent {
     if (!r) return r.error();
     return agent{std::move(r).value()};
   }
+  /// Like start, in runtime `rt` (as rt.start<Impl> for a server).
+  template <class... Options, class Init>
+  [[nodiscard]] static result<agent> start(runtime& rt, Init init, Options&&... options) {
+    static_assert(std::is_convertible_v<std::invoke_result_t<Init&>, T>, "otpp::agent<T>: init() must return a T");
+    auto r = rt.start<server_type>(std::forward<Options>(options)..., std::in_place, std::move(init));
+    if (!r) return r.error();
+    return agent{std::move(r).value()};
+  }
   /// The agent as a supervisor's child: `init` runs again at each restart.
   template <class Init>
   [[nodiscard]] static auto child_spec(Init init) {
