@@ -804,7 +804,7 @@ OTPP_FUNC bool process_base::remove_deadline(const reply_slot_base* slot, const 
   process_cold& c = *cold_;
   for (std::size_t i = 0; i < c.deadlines.size(); ++i) {
     await_deadline& d = c.deadlines[i];
-    if (slot ? d.slot != slot : d.waker != waker) continue;
+    if (slot ? d.slot != slot : (d.slot != nullptr || d.waker != waker)) continue;  // a sleep: no slot
     if (d.slot) d.slot->release();
     d = c.deadlines.back();
     c.deadlines.pop_back();

@@ -143,11 +143,11 @@ class timer_service final : public clock_listener {
   /// 3-7 ms at 4 ms ticks), so the deadline is never early and at most
   /// 16 ms late, under 1% of such a delay. Short delays read the exact clock.
   [[nodiscard]] std::int64_t due_after_ns(std::int64_t delay) const noexcept {
-    const std::int64_t tick = coarse_tick_ns();
-    if (clock_ || delay < 256 * tick) return now_ns() + delay;
+    const std::int64_t coarse_tick = coarse_tick_ns();
+    if (clock_ || delay < 256 * coarse_tick) return now_ns() + delay;
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // the steady clock's own, coarser
-    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec + 4 * tick + delay;
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec + 4 * coarse_tick + delay;
   }
   /// The runtime whose worker slots own inboxes 0..slots-1.
   [[nodiscard]] const runtime_core* runtime() const noexcept { return rt_; }
