@@ -22,7 +22,15 @@ class backend : public otpp::gen_server<backend> {
   struct get {
     int k;
   };
+  // Never answered: a caller of it waits until it gives up or is stopped.
+  struct hold {
+    using reply_type = int;
+  };
   int handle_call(get g) { return g.k * 10; }
+  void handle_call(hold, otpp::reply_to<int> r) { held_.push_back(std::move(r)); }
+
+ private:
+  std::vector<otpp::reply_to<int>> held_;
 };
 
 // Starts tasks from inside a process, as Elixir code does.
@@ -120,9 +128,9 @@ TEST_CASE("yield waits without giving up; shutdown stops a task that has not fin
   REQUIRE(r.has_value());
   CHECK(r->value() == 5);
 
-  auto idle = otpp::task_async([]() -> otpp::async<int> {
-    co_await otpp::sleep_for(1h);  // waits holding no thread
-    co_return 0;
+  auto b = rt.start<backend>().value();
+  auto idle = otpp::task_async([b]() -> otpp::async<int> {
+    co_return co_await otpp::async_call(b, backend::hold{}, otpp::infinity);  // waits holding no thread
   });
   CHECK_FALSE(otpp::shutdown(idle, 1s).has_value());
   CHECK_FALSE(idle.pid().alive());

@@ -79,6 +79,9 @@ class agent_server : public gen_server<agent_server<T>> {
   T value_;
 };
 
+/// init() makes the agent's first value.
+template <class Init, class T>
+concept agent_init = std::invocable<Init&> && std::is_convertible_v<std::invoke_result_t<Init&>, T>;
 template <class F, class T>
 concept agent_getter = std::invocable<F&, const T&> && !std::is_void_v<std::invoke_result_t<F&, const T&>>;
 template <class F, class T>
@@ -102,27 +105,21 @@ class agent {
   /// Starts an agent linked to the caller, its value made by `init()` in
   /// the new process (Agent.start_link). Start options (a name...) go first.
   template <class... Options, class Init>
+    requires detail::agent_init<Init, T>
   [[nodiscard]] static result<agent> start_link(Init init, Options&&... options) {
-    static_assert(std::is_convertible_v<std::invoke_result_t<Init&>, T>, "otpp::agent<T>: init() must return a T");
-    auto r = otpp::start_link<server_type>(std::forward<Options>(options)..., std::in_place, std::move(init));
-    if (!r) return r.error();
-    return agent{std::move(r).value()};
+    return adopt(otpp::start_link<server_type>(std::forward<Options>(options)..., std::in_place, std::move(init)));
   }
   /// Like start_link, without the link (Agent.start).
   template <class... Options, class Init>
+    requires detail::agent_init<Init, T>
   [[nodiscard]] static result<agent> start(Init init, Options&&... options) {
-    static_assert(std::is_convertible_v<std::invoke_result_t<Init&>, T>, "otpp::agent<T>: init() must return a T");
-    auto r = otpp::start<server_type>(std::forward<Options>(options)..., std::in_place, std::move(init));
-    if (!r) return r.error();
-    return agent{std::move(r).value()};
+    return adopt(otpp::start<server_type>(std::forward<Options>(options)..., std::in_place, std::move(init)));
   }
   /// Like start, in runtime `rt` (as rt.start<Impl> for a server).
   template <class... Options, class Init>
+    requires detail::agent_init<Init, T>
   [[nodiscard]] static result<agent> start(runtime& rt, Init init, Options&&... options) {
-    static_assert(std::is_convertible_v<std::invoke_result_t<Init&>, T>, "otpp::agent<T>: init() must return a T");
-    auto r = rt.start<server_type>(std::forward<Options>(options)..., std::in_place, std::move(init));
-    if (!r) return r.error();
-    return agent{std::move(r).value()};
+    return adopt(rt.start<server_type>(std::forward<Options>(options)..., std::in_place, std::move(init)));
   }
   /// The agent as a supervisor's child: `init` runs again at each restart.
   template <class Init>
@@ -181,6 +178,11 @@ class agent {
   explicit operator bool() const noexcept { return static_cast<bool>(s_); }
 
  private:
+  static result<agent> adopt(result<server<server_type>> r) {
+    if (!r) return r.error();
+    return agent{std::move(r).value()};
+  }
+
   server<server_type> s_;
 };
 

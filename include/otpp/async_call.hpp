@@ -170,14 +170,7 @@ class [[nodiscard]] basic_pending_call {
 
   result<R> collect() {
     if (early_) return *early_;
-    const std::uint32_t st = slot_->settled_state();
-    if constexpr (std::is_void_v<R>) {
-      if (st == detail::reply_slot_base::ready) return {};
-    } else {
-      if (st == detail::reply_slot_base::ready) return result<R>{std::in_place, slot_->take()};
-    }
-    if (st == detail::reply_slot_base::failed) return slot_->error();
-    return exit_reason::timeout();
+    return detail::collect(slot_, slot_->settled_state());
   }
 
   detail::reply_slot<R>* slot_ = nullptr;

@@ -157,16 +157,10 @@ struct task_access {
   }
 };
 
+/// A finished task's outcome (its slot is resolved).
 template <class R>
 result<R> task_outcome(reply_slot<R>* slot) {
-  const std::uint32_t st = slot->settled_state();
-  if constexpr (std::is_void_v<R>) {
-    if (st == reply_slot_base::ready) return {};
-  } else {
-    if (st == reply_slot_base::ready) return result<R>{std::in_place, slot->take()};
-  }
-  if (st == reply_slot_base::failed) return slot->error();
-  return exit_reason::timeout();
+  return collect(slot, slot->settled_state());
 }
 }  // namespace detail
 
