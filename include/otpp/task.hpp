@@ -36,20 +36,29 @@ namespace detail {
 template <class F>
 using task_result_t = unwrap_async_t<std::invoke_result_t<F&>>;
 
-/// The task's process: runs `fn` first thing, hands the result over, exits.
+/// The task's process: runs `fn` first thing, hands the result over (if
+/// anyone wants it: `slot` may be null), exits. A non-empty `owner` is
+/// linked from inside the task, before it runs: a task started by a
+/// supervisor on someone's behalf dies with its owner, and an owner already
+/// gone fails the start (noproc) instead of leaving an orphan.
 template <class R, class F>
 class task_server : public gen_server<task_server<R, F>> {
  public:
   struct run {};
-  task_server(F fn, reply_slot<R>* slot) : fn_{std::move(fn)}, slot_{slot} { slot_->add_ref(); }
+  task_server(F fn, reply_slot<R>* slot, pid owner = {}) : fn_{std::move(fn)}, slot_{slot}, owner_{std::move(owner)} {
+    if (slot_) slot_->add_ref();
+  }
   task_server(const task_server&) = delete;
   task_server& operator=(const task_server&) = delete;
-  ~task_server() { slot_->release(); }
+  ~task_server() {
+    if (slot_) slot_->release();
+  }
 
   init_result init() {
+    if (owner_) otpp::link(owner_);
     // However the task ends, its exit fails the result with the final
     // reason unless it was delivered (as a deferred call's would be).
-    pid_access::get(this->self().pid())->track_deferred(slot_);
+    if (slot_) pid_access::get(this->self().pid())->track_deferred(slot_);
     return this->continue_with(run{});
   }
 
@@ -59,9 +68,13 @@ class task_server : public gen_server<task_server<R, F>> {
     } else {
       if constexpr (std::is_void_v<R>) {
         fn_();
-        slot_->set_value();
+        if (slot_) slot_->set_value();
       } else {
-        slot_->set_value(fn_());
+        if (slot_) {
+          slot_->set_value(fn_());
+        } else {
+          (void)fn_();
+        }
       }
       this->stop();
     }
@@ -71,15 +84,17 @@ class task_server : public gen_server<task_server<R, F>> {
   async<void> run_async() {
     if constexpr (std::is_void_v<R>) {
       co_await fn_();
-      slot_->set_value();
+      if (slot_) slot_->set_value();
     } else {
-      slot_->set_value(co_await fn_());
+      auto v = co_await fn_();
+      if (slot_) slot_->set_value(std::move(v));
     }
     this->stop();
   }
 
   F fn_;
-  reply_slot<R>* slot_;  // a reference
+  reply_slot<R>* slot_;  // a reference, or null: nobody waits for the result
+  pid owner_;
 };
 
 struct task_access;
@@ -155,6 +170,13 @@ struct task_access {
   static reply_slot<R>* slot(const task<R>& t) noexcept {
     return t.slot_;
   }
+  /// Waits for the task's outcome until `deadline` (false if it is not in
+  /// by then) the way a worker must: a task queued behind a waiting worker
+  /// is handed to another thread rather than left stuck behind it.
+  template <class R>
+  static bool wait(const task<R>& t, steady::time_point deadline) noexcept {
+    return await_resolution(t.slot_, deadline, pid_access::get(t.pid_), false);
+  }
 };
 
 /// A finished task's outcome (its slot is resolved).
@@ -186,7 +208,7 @@ template <class F>
 template <class R>
 R await(task<R>& t, std::chrono::steady_clock::duration timeout = default_call_timeout) {
   auto* slot = detail::task_access::slot(t);
-  if (!slot->wait_for(detail::deadline_after(timeout))) {
+  if (!detail::task_access::wait(t, detail::deadline_after(timeout))) {
     otpp::exit(t.pid(), exit_reason::kill());
     (void)slot->wait_for(detail::deadline_after(std::chrono::seconds(5)));  // its death fails the slot
     detail::throw_task_error(exit_reason::timeout(), t.pid(), "otpp::await", timeout);
@@ -214,7 +236,7 @@ std::vector<R> await_many(std::vector<task<R>>& tasks, std::chrono::steady_clock
 template <class R>
 std::optional<result<R>> yield(task<R>& t, std::chrono::steady_clock::duration timeout = default_call_timeout) {
   auto* slot = detail::task_access::slot(t);
-  if (!slot->wait_for(detail::deadline_after(timeout))) return std::nullopt;
+  if (!detail::task_access::wait(t, detail::deadline_after(timeout))) return std::nullopt;
   return detail::task_outcome(slot);
 }
 
