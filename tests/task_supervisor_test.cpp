@@ -236,3 +236,25 @@ TEST_CASE("task_supervisor: as a named child of a supervision tree") {
   CHECK(otpp::await(t) == 9);
   otpp::stop(top);
 }
+
+TEST_CASE("task_supervisor: async_stream runs each item as a child; nolink streams give crashes as outcomes") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp_test::log_capture quiet;
+  auto sup = otpp::task_supervisor::start(rt).value();
+  int sum = 0;
+  for (auto& r : sup.async_stream(std::vector<int>{1, 2, 3, 4}, [](int x) { return x * x; }, {.max_concurrency = 2}))
+    sum += r.value();
+  CHECK(sum == 30);
+
+  std::vector<std::string> seen;
+  for (auto& r : sup.async_stream_nolink(std::vector<int>{1, 2, 3}, [](int x) -> int {
+         if (x == 2) throw std::runtime_error("two broke");
+         return x;
+       }))
+    seen.push_back(r ? std::to_string(*r) : r.error().to_string());
+  REQUIRE(seen.size() == 3u);
+  CHECK(seen[0] == "1");
+  CHECK(seen[1].find("two broke") != std::string::npos);
+  CHECK(seen[2] == "3");
+  CHECK(children_once_settled(sup, 0).empty());
+}

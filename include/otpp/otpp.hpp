@@ -20,6 +20,7 @@
 #include "supervisor_events.hpp"   // IWYU pragma: export
 #include "sys.hpp"                 // IWYU pragma: export
 #include "task.hpp"                // IWYU pragma: export
+#include "task_stream.hpp"         // IWYU pragma: export
 #include "task_supervisor.hpp"     // IWYU pragma: export
 #include "telemetry.hpp"           // IWYU pragma: export
 #include "timer.hpp"               // IWYU pragma: export

@@ -25,6 +25,7 @@
 #include "async_call.hpp"
 #include "gen_server.hpp"
 #include "process.hpp"
+#include "runtime.hpp"
 
 namespace otpp {
 
@@ -186,20 +187,41 @@ result<R> task_outcome(reply_slot<R>* slot) {
 }
 }  // namespace detail
 
-/// Task.async: runs `fn()` in a new process, linked to the calling process
-/// (if any). `fn` may return async<R> (a coroutine that co_awaits calls).
-template <class F>
-[[nodiscard]] task<detail::task_result_t<F>> task_async(F fn) {
-  using R = detail::task_result_t<F>;
-  using server_type = detail::task_server<R, F>;
-  auto* slot = detail::reply_slot<R>::make();  // two references: the handle's and a spare
-  auto r = otpp::start_link<server_type>(std::move(fn), slot);  // the server takes its own
-  slot->release();  // the spare
+namespace detail {
+/// Starts a task by `start(fn, slot)` (a start or start_link) and hands
+/// back its handle; throws exit_error if it could not start.
+template <class F, class Start>
+task<task_result_t<F>> start_task(F fn, Start start) {
+  using R = task_result_t<F>;
+  auto* slot = reply_slot<R>::make();  // two references: the handle's and a spare
+  auto r = start(std::move(fn), slot);  // the server takes its own
+  slot->release();                      // the spare
   if (!r) {
     slot->release();
     throw exit_error{r.error(), "otpp::task_async"};
   }
-  return detail::task_access::make<R>(r->pid(), slot);
+  return task_access::make<R>(r->pid(), slot);
+}
+}  // namespace detail
+
+/// Task.async: runs `fn()` in a new process, linked to the calling process
+/// (if any). `fn` may return async<R> (a coroutine that co_awaits calls).
+/// From a plain thread, the task runs in the default runtime.
+template <class F>
+[[nodiscard]] task<detail::task_result_t<F>> task_async(F fn) {
+  using server_type = detail::task_server<detail::task_result_t<F>, F>;
+  return detail::start_task(std::move(fn), [](F&& f, auto* slot) { return otpp::start_link<server_type>(std::move(f), slot); });
+}
+
+/// task_async in runtime `rt`: from one of rt's processes, as task_async
+/// (linked); from a plain thread (or another runtime), started in rt and
+/// linked to nobody.
+template <class F>
+[[nodiscard]] task<detail::task_result_t<F>> task_async(runtime& rt, F fn) {
+  if (detail::tls.current != nullptr && detail::tls.current->rt() == &detail::runtime_access::core(rt))
+    return otpp::task_async(std::move(fn));
+  using server_type = detail::task_server<detail::task_result_t<F>, F>;
+  return detail::start_task(std::move(fn), [&rt](F&& f, auto* slot) { return rt.start<server_type>(std::move(f), slot); });
 }
 
 /// Task.await: the result, or exit_error with the task's exit reason; past

@@ -32,6 +32,7 @@
 #include "gen_server.hpp"
 #include "process.hpp"
 #include "task.hpp"
+#include "task_stream.hpp"
 
 namespace otpp {
 
@@ -44,6 +45,11 @@ struct task_child_options {
   /// How the supervisor stops it; empty: 5 s, then kill.
   std::optional<shutdown_policy> shutdown{};
 };
+
+class task_supervisor;
+namespace detail {
+struct supervised_start;
+}
 
 /// A handle to a task supervisor. Copyable; converts to its pid.
 class task_supervisor {
@@ -118,6 +124,17 @@ class task_supervisor {
     return start_task(std::move(fn), otpp::pid{}, shutdown, "otpp::task_supervisor::async_nolink");
   }
 
+  /// Task.Supervisor.async_stream: as otpp::async_stream, each task a
+  /// child of this supervisor and linked to the caller.
+  template <class Range, class F>
+  [[nodiscard]] task_stream<Range, F, detail::supervised_start> async_stream(Range&& range, F fn,
+                                                                            async_stream_options options = {}) const;
+  /// Task.Supervisor.async_stream_nolink: the tasks are not linked to the
+  /// caller, so a crash is always an outcome, error(reason).
+  template <class Range, class F>
+  [[nodiscard]] task_stream<Range, F, detail::supervised_start> async_stream_nolink(
+      Range&& range, F fn, async_stream_options options = {}) const;
+
   /// The running tasks' pids (Task.Supervisor.children).
   [[nodiscard]] result<std::vector<otpp::pid>> children() const {
     auto r = otpp::which_children(s_);
@@ -178,5 +195,31 @@ class task_supervisor {
 
   server<dynamic_supervisor> s_;
 };
+
+namespace detail {
+/// How a stream under a task supervisor starts its tasks (with its own
+/// copy of the handle: the stream may outlive the caller's).
+struct supervised_start {
+  task_supervisor sup;
+  bool linked;
+  [[nodiscard]] bool links_caller() const noexcept { return linked; }
+  template <class Job>
+  auto operator()(Job j) const {
+    return linked ? sup.async(std::move(j)) : sup.async_nolink(std::move(j));
+  }
+};
+}  // namespace detail
+
+template <class Range, class F>
+task_stream<Range, F, detail::supervised_start> task_supervisor::async_stream(Range&& range, F fn,
+                                                                             async_stream_options options) const {
+  return {std::forward<Range>(range), std::move(fn), options, detail::supervised_start{*this, true}};
+}
+
+template <class Range, class F>
+task_stream<Range, F, detail::supervised_start> task_supervisor::async_stream_nolink(Range&& range, F fn,
+                                                                                    async_stream_options options) const {
+  return {std::forward<Range>(range), std::move(fn), options, detail::supervised_start{*this, false}};
+}
 
 }  // namespace otpp
