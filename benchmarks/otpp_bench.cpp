@@ -323,6 +323,22 @@ class task_agent_driver : public otpp::gen_server<task_agent_driver> {
     bool update;
     std::promise<double>* seconds;
   };
+  struct stream {
+    int n;
+    std::promise<double>* seconds;
+  };
+  // Task.async_stream(1..n, &(&1 * 2), max_concurrency: 4, ordered: true), summed.
+  void handle_cast(stream s) {
+    std::vector<int> items(static_cast<std::size_t>(s.n));
+    for (int i = 0; i < s.n; ++i) items[static_cast<std::size_t>(i)] = i + 1;
+    auto t0 = clk::now();
+    std::int64_t sum = 0;
+    for (auto& r : otpp::async_stream(items, [](int x) { return std::int64_t{x} * 2; }, {.max_concurrency = 4}))
+      sum += r.value();
+    const double dt = seconds_since(t0);
+    if (sum != std::int64_t{s.n} * (s.n + 1)) std::printf("# task_async_stream_rate: bad sum %lld\n", (long long)sum);
+    s.seconds->set_value(dt);
+  }
   otpp::async<void> handle_cast(tasks t) {
     auto t0 = clk::now();
     int k = 0;
@@ -356,6 +372,15 @@ void task_async_await(otpp::runtime& rt) {
   auto d = rt.start<task_agent_driver>().value();
   (void)driver_seconds(d, task_agent_driver::tasks{n / 10, nullptr});
   figure("task_async_await_ns", driver_seconds(d, task_agent_driver::tasks{n, nullptr}) * 1e9 / n, "ns");
+  otpp::stop(d);
+}
+
+void task_async_stream(otpp::runtime& rt) {
+  const int n = 200'000 / static_cast<int>(scale);
+  auto d = rt.start<task_agent_driver>().value();
+  (void)driver_seconds(d, task_agent_driver::stream{n / 10, nullptr});
+  figure("task_async_stream_rate", n / driver_seconds(d, task_agent_driver::stream{n, nullptr}), "items/s");
+  std::printf("# task_async_stream_rate: %zu threads for %u workers\n", rt.thread_count(), rt.workers());
   otpp::stop(d);
 }
 
@@ -961,6 +986,7 @@ int main(int argc, char** argv) {
   run(want("call_process_async_ns"), "call_process_async_ns", call_process_async);
   run(want("call_concurrent_64_async"), "call_concurrent_64_async", call_concurrent_async);
   run(want("task_async_await_ns"), "task_async_await_ns", task_async_await);
+  run(want("task_async_stream_rate"), "task_async_stream_rate", task_async_stream);
   run(want("agent_get_ns") || want("agent_update_ns"), "agent_ops", agent_ops);
   run(want("ring_1000"), "ring_1000", ring);
   run(want("idle_cpu"), "idle_cpu", idle_cpu);

@@ -92,8 +92,8 @@ TEST_CASE("task_supervisor: async runs the task as a child and await gives its r
 }
 
 TEST_CASE("task_supervisor: a crashing async task takes its linked caller down") {
+  otpp_test::log_capture quiet;  // outlives the runtime: tasks log their deaths until it stops
   otpp::runtime rt{{.workers = 2}};
-  otpp_test::log_capture quiet;
   auto sup = otpp::task_supervisor::start(rt).value();
   auto c = rt.start<client>(sup, false).value();
   otpp::exit_watch w{c};
@@ -124,8 +124,8 @@ TEST_CASE("task_supervisor: the caller's death takes its async tasks with it") {
 }
 
 TEST_CASE("task_supervisor: async_nolink reports a crash as an exit reason and the caller lives on") {
+  otpp_test::log_capture quiet;  // outlives the runtime: tasks log their deaths until it stops
   otpp::runtime rt{{.workers = 2}};
-  otpp_test::log_capture quiet;
   auto sup = otpp::task_supervisor::start(rt).value();
   auto c = rt.start<client>(sup, false).value();
   CHECK(otpp::call(c, client::nolink_crash{}).find("nolink task broke") != std::string::npos);
@@ -139,8 +139,8 @@ TEST_CASE("task_supervisor: async_nolink reports a crash as an exit reason and t
 }
 
 TEST_CASE("task_supervisor: start_child runs fire-and-forget tasks; transient ones are restarted after a crash") {
+  otpp_test::log_capture quiet;  // outlives the runtime: tasks log their deaths until it stops
   otpp::runtime rt{{.workers = 2}};
-  otpp_test::log_capture quiet;
   auto sup = otpp::task_supervisor::start(rt).value();
   std::atomic<int> runs{0};
   otpp_test::gate g;
@@ -238,8 +238,8 @@ TEST_CASE("task_supervisor: as a named child of a supervision tree") {
 }
 
 TEST_CASE("task_supervisor: async_stream runs each item as a child; nolink streams give crashes as outcomes") {
+  otpp_test::log_capture quiet;  // outlives the runtime: tasks log their deaths until it stops
   otpp::runtime rt{{.workers = 2}};
-  otpp_test::log_capture quiet;
   auto sup = otpp::task_supervisor::start(rt).value();
   int sum = 0;
   for (auto& r : sup.async_stream(std::vector<int>{1, 2, 3, 4}, [](int x) { return x * x; }, {.max_concurrency = 2}))

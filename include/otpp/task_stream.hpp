@@ -15,14 +15,20 @@
 // start: past it, on_timeout::exit (the default) kills every task of the
 // stream and throws exit_error(timeout) here, as the caller exits in
 // Elixir; on_timeout::kill_task kills that task and gives error(timeout)
-// in its place. Tasks started from a process are linked to it, as
-// Task.async's are: a crashing task crashes the caller (here, exit_error is
-// thrown at once) unless the caller traps exits, when its outcome is
-// error(reason). From a plain thread nothing is linked, and a crash is
-// error(reason). Destroying the stream early kills the tasks still
-// running. The consumer waits the way a worker must (see
-// await_resolution), so a process may iterate; a coroutine handler that
-// must not hold its worker should await tasks instead.
+// in its place.
+//
+// Crashes follow Task.async_stream's links: iterated in a process that
+// does not trap exits, a crashing task ends the stream at once with
+// exit_error(reason) (the process goes down with it unless it catches);
+// in a process that traps exits, or on a plain thread, a crash is the
+// outcome error(reason). The stream keeps that promise itself rather than
+// through links: its consumer is blocked in a handler, where thousands of
+// link and exit signals would only pile up. Likewise the tasks die with the
+// stream: destroying it (leaving the loop early, a throw, the consumer's
+// exit) stops the ones still running (exit reason shutdown). The one difference a trapping
+// process sees is that no exit_signal message arrives for a crashed task.
+// The consumer waits the way a worker must (see await_resolution), running
+// its own queued tasks itself rather than leaving them behind its wait.
 
 #include <chrono>
 #include <cstddef>
@@ -31,7 +37,6 @@
 #include <functional>
 #include <iterator>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <type_traits>
@@ -66,57 +71,61 @@ struct async_stream_options {
 namespace detail {
 
 /// Where a stream's tasks report as they finish (from the threads that
-/// resolve them), and where its consumer sleeps until one does.
+/// resolve them), and where its consumer sleeps until one does: a bit per
+/// entry, and a bell the consumer hangs up before it sleeps. Lock-free: a
+/// ring is one fetch_or, plus a wake-up only when the consumer sleeps.
 class stream_board {
  public:
-  explicit stream_board(std::size_t capacity) { done_.reserve(capacity); }
+  explicit stream_board(std::size_t capacity)
+      : words_{(capacity + 63) / 64}, bits_{std::make_unique<std::atomic<std::uint64_t>[]>(words_)} {
+    for (std::size_t w = 0; w < words_; ++w) bits_[w].store(0, std::memory_order_relaxed);
+  }
   stream_board(const stream_board&) = delete;
   stream_board& operator=(const stream_board&) = delete;
 
-  /// Entry `i`'s task is resolved (never more entries pending than the
-  /// capacity reserved, so the push does not allocate).
+  /// Entry `i`'s task is resolved.
   void finished(std::uint32_t i) noexcept {
-    reply_slot<void>* bell = nullptr;
-    {
-      std::lock_guard lock{mutex_};
-      done_.push_back(i);
-      bell = std::exchange(bell_, nullptr);
-    }
-    if (bell != nullptr) {
+    // seq_cst, with the consumer's in take(): either it sees this bit or
+    // this sees its bell.
+    bits_[i / 64].fetch_or(std::uint64_t{1} << (i % 64), std::memory_order_seq_cst);
+    if (bell_.load(std::memory_order_seq_cst) == nullptr) return;
+    if (reply_slot<void>* bell = bell_.exchange(nullptr, std::memory_order_acq_rel)) {
       bell->set_value();
       bell->release();
     }
   }
 
-  /// Moves the finished entries into `out`; if there are none, first waits
+  /// Adds the finished entries to `out`, without waiting; false if none.
+  bool poll(std::vector<std::uint32_t>& out) {
+    bool any = false;
+    for (std::size_t w = 0; w < words_; ++w) {
+      if (bits_[w].load(std::memory_order_relaxed) == 0) continue;
+      for (std::uint64_t b = bits_[w].exchange(0, std::memory_order_acquire); b != 0; b &= b - 1) {
+        out.push_back(static_cast<std::uint32_t>(w * 64 + static_cast<std::size_t>(__builtin_ctzll(b))));
+        any = true;
+      }
+    }
+    return any;
+  }
+
+  /// Adds the finished entries to `out`; if there are none, first waits
   /// for one until `deadline`.
   void take(std::vector<std::uint32_t>& out, steady::time_point deadline) {
-    reply_slot<void>* bell = nullptr;
-    {
-      std::lock_guard lock{mutex_};
-      if (done_.empty()) {
-        bell = reply_slot<void>::make();  // two references: ours and the board's
-        bell_ = bell;
-      }
-    }
-    if (bell != nullptr) {
-      (void)await_resolution(bell, deadline, nullptr);
-      std::lock_guard lock{mutex_};
-      if (bell_ == bell) {  // not rung: take the board's reference back
-        bell_ = nullptr;
-        bell->release();
-      }
-    }
-    if (bell != nullptr) bell->release();
-    std::lock_guard lock{mutex_};
-    out.insert(out.end(), done_.begin(), done_.end());
-    done_.clear();
+    if (poll(out)) return;
+    auto* bell = reply_slot<void>::make();  // two references: ours and the board's
+    bell_.store(bell, std::memory_order_seq_cst);
+    bool any = false;
+    for (std::size_t w = 0; w < words_ && !any; ++w) any = bits_[w].load(std::memory_order_seq_cst) != 0;
+    if (!any) (void)await_resolution(bell, deadline, nullptr);
+    if (bell_.exchange(nullptr, std::memory_order_acq_rel) == bell) bell->release();  // not rung: the board's
+    bell->release();
+    (void)poll(out);
   }
 
  private:
-  std::mutex mutex_;
-  std::vector<std::uint32_t> done_;
-  reply_slot<void>* bell_ = nullptr;
+  std::size_t words_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> bits_;
+  std::atomic<reply_slot<void>*> bell_{nullptr};
 };
 
 /// Starts a stream's task: task_async, or a task supervisor's async. Its
@@ -236,6 +245,7 @@ class task_stream {
 
   // Starts tasks for further items while there is room.
   void fill() {
+    std::optional<detail::steady::time_point> now;  // one clock read for the lot
     while (!free_.empty() && *it_ != std::end(range_)) {
       const std::uint32_t i = free_.back();
       entry& e = entries_[i];
@@ -244,9 +254,12 @@ class task_stream {
       free_.pop_back();
       e.done = false;
       e.timed_out = false;
-      e.deadline = options_.timeout == std::chrono::steady_clock::duration::max()
-                       ? detail::steady::time_point::max()
-                       : detail::deadline_after(options_.timeout);
+      if (options_.timeout == std::chrono::steady_clock::duration::max()) {
+        e.deadline = detail::steady::time_point::max();
+      } else {
+        if (!now) now = detail::steady::now();
+        e.deadline = *now + std::min(options_.timeout, detail::steady::time_point::max() - *now);
+      }
       ++in_flight_;
       order_.push_back(i);
       if (!detail::task_access::slot(*e.t)->await(&e)) mark_done(i);  // finished already
@@ -292,14 +305,33 @@ class task_stream {
       }
       if (expired) continue;
       scratch_.clear();
-      board_.take(scratch_, wake_by);
+      // On a worker, a task of ours queued behind us is run here rather
+      // than left for another thread to steal (or for a spare to start).
+      if (detail::help_own([this](detail::process_base* p) { return ours(p); })) {
+        (void)board_.poll(scratch_);
+      } else {
+        board_.take(scratch_, wake_by);
+      }
       for (std::uint32_t i : scratch_) {
         // A ring can outlive its task (one that rang while being killed):
         // only an entry whose current task is resolved is done.
         entry& e = entries_[i];
-        if (!e.done && e.t && !detail::task_access::slot(*e.t)->open()) mark_done(i);
+        if (!e.done && e.t && !detail::task_access::slot(*e.t)->open()) {
+          mark_done(i);
+          if (crash_ends_stream() && detail::task_access::slot(*e.t)->settled_state() == detail::reply_slot_base::failed)
+            crash(i);
+        }
       }
     }
+  }
+
+  // Whether `p` is one of the tasks still running for this stream.
+  bool ours(const detail::process_base* p) const noexcept {
+    for (std::uint32_t i : order_) {
+      const entry& e = entries_[i];
+      if (!e.done && detail::pid_access::get(e.t->pid()) == p) return true;
+    }
+    return false;
   }
 
   // Entry i's task is past its timeout.
@@ -311,7 +343,7 @@ class task_stream {
                                    detail::describe_timeout(options_.timeout))};
     }
     entry& e = entries_[i];
-    e.timed_out = stop_task(e);  // else it finished just in time
+    e.timed_out = stop_task(e, exit_reason::kill());  // else it finished just in time
     mark_done(i);
   }
 
@@ -324,8 +356,7 @@ class task_stream {
     } else {
       current_.emplace(detail::task_outcome(detail::task_access::slot(*e.t)));
     }
-    const bool crashed = !e.timed_out && !current_->has_value();
-    pid who = e.t->pid();
+    if (!e.timed_out && !current_->has_value() && crash_ends_stream()) crash(i);
     e.t.reset();
     --in_flight_;
     if (options_.ordered) {
@@ -335,23 +366,29 @@ class task_stream {
       std::erase(order_, i);
     }
     free_.push_back(i);
-    // A linked caller that does not trap exits goes down with a crashed
-    // task (the exit signal is on its way); say so now rather than hand
-    // the crash over as data.
-    if (crashed && start_.links_caller() && detail::tls.current != nullptr && !detail::tls.current->traps_exits()) {
-      kill_all();
-      throw exit_error{current_->error(), fmt::format("otpp::async_stream (task {})", who)};
-    }
     fill();
   }
 
-  // Stops listening to e's task, unlinks it from the caller (its kill must
-  // not take the caller down) and kills it. False if it had finished.
-  bool stop_task(entry& e) {
+  // Whether a crash ends the stream: the tasks stand linked to a consumer
+  // process that does not trap exits.
+  bool crash_ends_stream() const noexcept {
+    return start_.links_caller() && detail::tls.current != nullptr && !detail::tls.current->traps_exits();
+  }
+
+  // Entry i's task crashed: as a link would, it takes the consumer down.
+  [[noreturn]] void crash(std::uint32_t i) {
+    entry& e = entries_[i];
+    exit_reason why = detail::task_access::slot(*e.t)->error();
+    const otpp::pid who = e.t->pid();
+    kill_all();
+    throw exit_error{std::move(why), fmt::format("otpp::async_stream (task {})", who)};
+  }
+
+  // Stops listening to e's task and sends it `why`. False if it had finished.
+  bool stop_task(entry& e, const exit_reason& why) {
     auto* slot = detail::task_access::slot(*e.t);
     if (!slot->unawait()) return false;  // after this no wake-up touches e
-    if (detail::tls.current != nullptr) otpp::unlink(e.t->pid());
-    otpp::exit(e.t->pid(), exit_reason::kill());
+    otpp::exit(e.t->pid(), why);
     return true;
   }
 
@@ -359,14 +396,9 @@ class task_stream {
     for (std::uint32_t i : order_) {
       entry& e = entries_[i];
       if (!e.t) continue;
-      if (!e.done) {
-        try {
-          (void)stop_task(e);
-        } catch (...) {
-          // unlink may allocate; the kill below is what matters
-          otpp::exit(e.t->pid(), exit_reason::kill());
-        }
-      }
+      // shutdown: what a supervisor sends first, and nothing to log for a
+      // task that simply is not wanted any more.
+      if (!e.done) (void)stop_task(e, exit_reason::shutdown());
       e.t.reset();
       free_.push_back(i);
     }
@@ -395,27 +427,31 @@ class task_stream {
 };
 
 namespace detail {
-/// Starts each task with task_async, in `rt` if set.
+/// Starts each task unlinked (the stream stands in for the link), in `rt`
+/// if set, else in the caller's runtime or the default one.
 struct task_async_start {
   runtime* rt = nullptr;
   [[nodiscard]] static bool links_caller() noexcept { return true; }
   template <class Job>
   auto operator()(Job j) const {
-    return rt != nullptr ? task_async(*rt, std::move(j)) : task_async(std::move(j));
+    using server_type = task_server<task_result_t<Job>, Job>;
+    return start_task(std::move(j), [this](Job&& f, auto* slot) {
+      return rt != nullptr ? rt->start<server_type>(std::move(f), slot) : otpp::start<server_type>(std::move(f), slot);
+    });
   }
 };
 }  // namespace detail
 
-/// Task.async_stream: fn(item) for each item of `range`, each in a task
-/// started as task_async starts one (linked to the calling process). See
-/// the header's comment for ordering, concurrency, timeouts and crashes.
+/// Task.async_stream: fn(item) for each item of `range`, each in a task of
+/// its own, in the caller's runtime. See the header's comment for ordering,
+/// concurrency, timeouts and crashes.
 template <class Range, class F>
 [[nodiscard]] task_stream<Range, F, detail::task_async_start> async_stream(Range&& range, F fn,
                                                                           async_stream_options options = {}) {
   return {std::forward<Range>(range), std::move(fn), options, detail::task_async_start{}};
 }
 
-/// async_stream with tasks in runtime `rt` (as task_async(rt, fn) starts them).
+/// async_stream with its tasks in runtime `rt`.
 template <class Range, class F>
 [[nodiscard]] task_stream<Range, F, detail::task_async_start> async_stream(runtime& rt, Range&& range, F fn,
                                                                           async_stream_options options = {}) {

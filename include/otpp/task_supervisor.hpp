@@ -124,13 +124,14 @@ class task_supervisor {
     return start_task(std::move(fn), otpp::pid{}, shutdown, "otpp::task_supervisor::async_nolink");
   }
 
-  /// Task.Supervisor.async_stream: as otpp::async_stream, each task a
-  /// child of this supervisor and linked to the caller.
+  /// Task.Supervisor.async_stream: as otpp::async_stream (crashes and
+  /// lifetimes as if linked to the caller), each task a child of this
+  /// supervisor.
   template <class Range, class F>
   [[nodiscard]] task_stream<Range, F, detail::supervised_start> async_stream(Range&& range, F fn,
                                                                             async_stream_options options = {}) const;
-  /// Task.Supervisor.async_stream_nolink: the tasks are not linked to the
-  /// caller, so a crash is always an outcome, error(reason).
+  /// Task.Supervisor.async_stream_nolink: as async_stream, but a crash is
+  /// always an outcome, error(reason). The tasks still die with the stream.
   template <class Range, class F>
   [[nodiscard]] task_stream<Range, F, detail::supervised_start> async_stream_nolink(
       Range&& range, F fn, async_stream_options options = {}) const;
@@ -197,15 +198,15 @@ class task_supervisor {
 };
 
 namespace detail {
-/// How a stream under a task supervisor starts its tasks (with its own
-/// copy of the handle: the stream may outlive the caller's).
+/// How a stream under a task supervisor starts its tasks: unlinked (the
+/// stream stands in for the link), with its own copy of the handle.
 struct supervised_start {
   task_supervisor sup;
   bool linked;
   [[nodiscard]] bool links_caller() const noexcept { return linked; }
   template <class Job>
   auto operator()(Job j) const {
-    return linked ? sup.async(std::move(j)) : sup.async_nolink(std::move(j));
+    return sup.async_nolink(std::move(j));
   }
 };
 }  // namespace detail

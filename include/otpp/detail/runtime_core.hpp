@@ -294,6 +294,33 @@ inline void process_base::mark_replied() noexcept {
   local_ |= idle_since_set;
 }
 
+/// A worker waiting for processes it started itself (a stream's tasks)
+/// runs one turn of one of them rather than leave it queued behind its
+/// wait: the process in its LIFO slot, or the newest in its deque, if
+/// `mine` accepts it. False if there was none, or this is not a worker.
+/// Only the waiter's own work is run on its stack: another process could
+/// block it past its deadline, or wait on the waiter itself.
+template <class Mine>
+bool help_own(Mine&& mine) {
+  worker_slot* s = tls.slot;
+  runtime_core* rt = tls.rt;
+  if (s == nullptr || rt == nullptr) return false;
+  process_base* p = nullptr;
+  if (s->lifo != nullptr && mine(s->lifo)) {
+    p = std::exchange(s->lifo, nullptr);
+  } else if (process_base* q = s->deque.pop()) {
+    if (mine(q)) {
+      p = q;
+    } else {
+      s->deque.push(q);  // back where it was: the ring has room for it
+    }
+  }
+  if (p == nullptr) return false;
+  if (p->run_turn(rt->config().batch) == turn_result::yielded) p->schedule_owned();
+  p->release();
+  return true;
+}
+
 /// Waits until `slot` is resolved or the deadline passes, the way a worker
 /// must (see runtime_core-inl.hpp), without giving the slot up.
 bool await_resolution(reply_slot_base* slot, steady::time_point deadline, process_base* callee,
