@@ -53,7 +53,7 @@ TEST_CASE("job_queue: a full queue refuses; bad input is an error", "[examples][
   release.set_value();
 }
 
-TEST_CASE("job_queue: a throwing job fails alone; the queue goes on with a fresh worker", "[examples][job_queue]") {
+TEST_CASE("job_queue: a throwing job fails alone; the queue goes on", "[examples][job_queue]") {
   otpp::runtime rt{{.workers = 2}};
   otpp_test::log_capture logs;
   otpp::testing::telemetry_capture cap{examples::job_queue_events::job};
@@ -77,4 +77,26 @@ TEST_CASE("job_queue: a throwing job fails alone; the queue goes on with a fresh
   REQUIRE(evs.size() == 3);
   CHECK(evs[0].metadata.at("ok") == otpp::testing::captured_value{false});
   CHECK(evs[1].metadata.at("ok") == otpp::testing::captured_value{true});
+}
+
+TEST_CASE("job_queue: max_running jobs run at once, the rest wait their turn", "[examples][job_queue]") {
+  otpp::runtime rt{{.workers = 4}};  // two jobs hold their threads below
+  auto q = rt.start<job_queue>(examples::job_queue_options{.max_running = 2}).value();
+  std::promise<void> release;
+  auto gate = release.get_future().share();
+  auto hold = [gate] {
+    gate.wait();
+    return std::string{"held"};
+  };
+  const auto a = otpp::call(q, job_queue::enqueue{hold}).value();
+  const auto b = otpp::call(q, job_queue::enqueue{hold}).value();
+  const auto c = otpp::call(q, job_queue::enqueue{[] { return std::string{"third"}; }}).value();
+  auto s = otpp::call(q, job_queue::get_stats{});
+  CHECK(s.running == 2u);
+  CHECK(s.queued == 1u);
+  CHECK(otpp::call(q, job_queue::status{c}).value().state == job_queue::state::queued);
+  release.set_value();
+  CHECK(otpp::call(q, job_queue::await{a}, 10s).value() == "held");
+  CHECK(otpp::call(q, job_queue::await{b}, 10s).value() == "held");
+  CHECK(otpp::call(q, job_queue::await{c}, 10s).value() == "third");
 }
