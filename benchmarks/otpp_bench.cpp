@@ -856,10 +856,33 @@ class load_client : public otpp::gen_server<load_client<Server, Make>> {
   std::size_t sink_ = 0;
 };
 
-// calls/s from `clients` client processes, `per` calls each.
+// The same client, waiting in co_await async_call: it holds no thread.
 template <class Server, class Make>
+class async_load_client : public otpp::gen_server<async_load_client<Server, Make>> {
+ public:
+  using run = typename load_client<Server, Make>::run;
+  explicit async_load_client(Make make) : make_{std::move(make)} {}
+  otpp::async<void> handle_cast(run r) {
+    for (std::size_t i = r.from; i < r.from + r.n; ++i) {
+      auto reply = co_await otpp::async_call(r.target, make_(i));
+      if constexpr (std::is_same_v<decltype(reply), examples::rate_limiter::decision>) {
+        sink_ += reply.allowed;
+      } else {
+        sink_ += reply.has_value();
+      }
+    }
+    r.done->count_down();
+  }
+
+ private:
+  Make make_;
+  std::size_t sink_ = 0;
+};
+
+// calls/s from `clients` client processes, `per` calls each.
+template <class Server, class Make, template <class, class> class Client = load_client>
 double drive(otpp::runtime& rt, const otpp::server<Server>& target, Make make, int clients, std::size_t per) {
-  using client_t = load_client<Server, Make>;
+  using client_t = Client<Server, Make>;
   std::vector<otpp::server<client_t>> cs;
   for (int i = 0; i < clients; ++i) cs.push_back(rt.start<client_t>(make).value());
   std::latch done{clients};
@@ -883,6 +906,10 @@ void cache_fetch(otpp::runtime& rt) {
   const double one = drive(rt, cache, fetch, 1, per * 10);
   std::printf("# cache_fetch_1: %.0f calls/s, hit latency %.0f ns\n", one, 1e9 / one);
   figure("cache_fetch_64", drive(rt, cache, fetch, 64, per), "calls/s");
+  const double one_async = drive<search_cache, decltype(fetch), async_load_client>(rt, cache, fetch, 1, per * 10);
+  const double many_async = drive<search_cache, decltype(fetch), async_load_client>(rt, cache, fetch, 64, per);
+  std::printf("# cache_fetch async clients: 1 caller %.0f calls/s, 64 callers %.0f calls/s (%.0f%%)\n", one_async,
+              many_async, 100 * many_async / one_async);
   const auto st = otpp::call(cache, search_cache::get_stats{});
   if (st.misses != 0) std::printf("# cache_fetch_64: %llu misses!\n", static_cast<unsigned long long>(st.misses));
   otpp::stop(cache);
@@ -899,6 +926,10 @@ void rate_limit(otpp::runtime& rt) {
   const double one = drive(rt, rl, check, 1, per * 10);
   std::printf("# rate_limit_check_1: %.0f checks/s (%.0f ns each)\n", one, 1e9 / one);
   figure("rate_limit_check", drive(rt, rl, check, 64, per), "checks/s");
+  const double one_async = drive<rate_limiter, decltype(check), async_load_client>(rt, rl, check, 1, per * 10);
+  const double many_async = drive<rate_limiter, decltype(check), async_load_client>(rt, rl, check, 64, per);
+  std::printf("# rate_limit_check async clients: 1 caller %.0f checks/s, 64 callers %.0f checks/s (%.0f%%)\n",
+              one_async, many_async, 100 * many_async / one_async);
   otpp::stop(rl);
 }
 #endif

@@ -3,7 +3,8 @@
 // thread, and of the helpers they call.
 //
 //   otpp::async<int> handle_call(lookup q) {
-//     auto hit = co_await otpp::async_call(cache_, get{q.key});   // the worker is free meanwhile
+//     get request{q.key};                                          // (GCC 12: not inside the co_await)
+//     auto hit = co_await otpp::async_call(cache_, std::move(request));  // the worker is free meanwhile
 //     co_return hit ? *hit : co_await load(q.key);                 // load: another async<int>
 //   }
 //

@@ -23,6 +23,11 @@
 //
 // A coroutine handler takes its message by value: a reference would dangle
 // once the handler first suspends.
+//
+// GCC 12 miscompiles an aggregate temporary holding a std::string inside a
+// co_await expression (`co_await async_call(s, get{key})`): it is copied
+// bytewise and the request frees memory it does not own. With GCC, build
+// such a request in its own statement and move it in (docs/semantics.md).
 
 #include <atomic>
 #include <chrono>
