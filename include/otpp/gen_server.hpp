@@ -571,7 +571,11 @@ void finish_call(process_base& p, awaiting_handler& h) noexcept {
 template <class Impl, class Req, class R>
 struct call_node final : message_node {
   template <class U>
-  call_node(U&& r, reply_slot<R>* s, process_base* c) : req{std::forward<U>(r)}, slot{s}, caller{c} {
+  // The caller is kept (a reference) only for a handler that takes `from`:
+  // nothing else reads it, and the reference is two atomic operations on
+  // the caller's line per call.
+  call_node(U&& r, reply_slot<R>* s, process_base* c)
+      : req{std::forward<U>(r)}, slot{s}, caller{sync_call_with_from<Impl, Req> ? c : nullptr} {
     fn = &handle;
     if (caller) caller->add_ref();
   }
