@@ -5,6 +5,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <otpp/otpp.hpp>
@@ -160,4 +161,36 @@ TEST_CASE("a crashing task takes its linked owner down, unless the owner traps e
   for (int i = 0; i < 2000 && exits.empty(); ++i) exits = otpp::call(trapping, owner::exits{});
   REQUIRE(exits.size() == 1u);
   CHECK(exits[0].find("task broke") != std::string::npos);
+}
+
+TEST_CASE("then: a call's continuation runs in a process of the callee's runtime, as a task") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp_test::log_capture quiet;  // the failing continuation's crash report
+  auto b = rt.start<backend>().value();
+  const auto here = std::this_thread::get_id();
+  auto doubled = otpp::async_call(b, backend::get{4}).then([here](int v) {
+    CHECK(std::this_thread::get_id() != here);  // never on the calling thread
+    CHECK(otpp::self());                        // but in a process
+    return v * 2;
+  });
+  CHECK(otpp::await(doubled) == 80);
+
+  // async_try_call's continuation sees the failure as a value...
+  auto seen = otpp::async_try_call(b, backend::hold{}, 30ms).then([](otpp::result<int> r) {
+    return r ? std::string{"reply"} : r.error().to_string();
+  });
+  CHECK(otpp::await(seen) == "timeout");
+  // ...async_call's fails the continuation with the call's exit reason.
+  auto failed = otpp::async_call(b, backend::hold{}, 30ms).then([](int v) { return v; });
+  try {
+    (void)otpp::await(failed);
+    FAIL("the call timed out: its continuation should have failed");
+  } catch (const otpp::exit_error& e) {
+    CHECK(e.reason() == otpp::exit_reason::timeout());
+  }
+  // Nothing to call: the continuation still runs, with noproc.
+  auto none = otpp::async_try_call(otpp::server<backend>{}, backend::get{1}).then([](otpp::result<int> r) {
+    return r.error() == otpp::exit_reason::noproc();
+  });
+  CHECK(otpp::await(none));
 }

@@ -19,7 +19,7 @@
 //
 // From a plain thread the same call is a handle: get() waits for the reply
 // on that thread (never running the callee's handler), wait_for(d) waits
-// without giving up.
+// without giving up, and then(fn) runs fn on the outcome in a process.
 //
 // A coroutine handler takes its message by value: a reference would dangle
 // once the handler first suspends.
@@ -84,6 +84,7 @@ class [[nodiscard]] basic_pending_call {
         server_type_{o.server_type_},
         request_type_{o.request_type_},
         owner_{std::exchange(o.owner_, nullptr)},
+        rt_{o.rt_},
         suspended_{std::exchange(o.suspended_, false)} {}
   basic_pending_call(const basic_pending_call&) = delete;
   basic_pending_call& operator=(const basic_pending_call&) = delete;
@@ -108,6 +109,14 @@ class [[nodiscard]] basic_pending_call {
   bool await_suspend(std::coroutine_handle<> h) {
     detail::process_base& self = detail::awaiting_process("otpp::async_call");
     detail::slot_waker* w = self.resume_waker(h);
+    if (due_ns_ == detail::no_deadline_ns && deadline_ != detail::steady::time_point{} &&
+        timeout_ != detail::steady::duration::max()) {
+      // Sent from a thread, awaited in a process (then()): what is left of
+      // its timeout becomes a deadline on the runtime's clock.
+      const auto now = detail::steady::now();
+      const auto left = deadline_ > now ? deadline_ - now : detail::steady::duration::zero();
+      due_ns_ = detail::timer_due_after_ns(*self.rt(), detail::clamp_delay(left));
+    }
     if (due_ns_ != detail::no_deadline_ns) {
       self.add_deadline({due_ns_, slot_, w});
       owner_ = &self;
@@ -158,12 +167,20 @@ class [[nodiscard]] basic_pending_call {
     if (slot_ == nullptr) return true;
     return slot_->wait_for(detail::deadline_after(d));
   }
+  /// The continuation form: once the call is over, `fn(x)` runs in a new
+  /// process of the callee's runtime, never on this thread; x is what
+  /// co_await gives (the reply, or result<R> from async_try_call; with
+  /// async_call a failure is that process's exit, exit_error). Returns the
+  /// process as an otpp::task of fn's result: await it, or drop it. The
+  /// call keeps its own timeout. Defined in <otpp/task.hpp>.
+  template <class F>
+  [[nodiscard]] auto then(F fn) &&;
 
  private:
   friend struct detail::pending_call_access;
   explicit basic_pending_call(exit_reason early) : early_{std::move(early)} {}
   basic_pending_call(detail::reply_slot<R>* s, detail::steady::duration timeout, std::int64_t due_ns, std::uint64_t target,
-                     std::string_view server_type, std::string_view request_type) noexcept
+                     std::string_view server_type, std::string_view request_type, detail::runtime_core* rt) noexcept
       : slot_{s},
         // Read the steady clock only for a thread, which will wait in get().
         deadline_{detail::tls.current == nullptr ? detail::deadline_after(timeout) : detail::steady::time_point{}},
@@ -171,7 +188,8 @@ class [[nodiscard]] basic_pending_call {
         timeout_{timeout},
         target_{target},
         server_type_{server_type},
-        request_type_{request_type} {}
+        request_type_{request_type},
+        rt_{rt} {}
 
   result<R> collect() {
     if (early_) return *early_;
@@ -187,6 +205,7 @@ class [[nodiscard]] basic_pending_call {
   std::string_view server_type_;
   std::string_view request_type_;
   detail::process_base* owner_ = nullptr;  // whose deadline list has ours
+  detail::runtime_core* rt_ = nullptr;     // the callee's (null if nothing was sent)
   bool suspended_ = false;
 };
 
@@ -207,8 +226,13 @@ struct pending_call_access {
   template <class R, bool Throws>
   static basic_pending_call<R, Throws> sent(reply_slot<R>* s, steady::duration timeout, std::int64_t due_ns,
                                             std::uint64_t target, std::string_view server_type,
-                                            std::string_view request_type) noexcept {
-    return basic_pending_call<R, Throws>{s, timeout, due_ns, target, server_type, request_type};
+                                            std::string_view request_type, runtime_core* rt = nullptr) noexcept {
+    return basic_pending_call<R, Throws>{s, timeout, due_ns, target, server_type, request_type, rt};
+  }
+  /// The runtime a continuation runs in: the callee's, else the caller's or the default.
+  template <class R, bool Throws>
+  static runtime_core* runtime_of(const basic_pending_call<R, Throws>& c) noexcept {
+    return c.rt_;
   }
   /// The slot (null if the call failed before it was sent) and deadline.
   template <class R, bool Throws>
@@ -349,7 +373,7 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
                                ? timer_due_after_ns(*tls.current->rt(), clamp_delay(timeout))
                                : no_deadline_ns;
   p->enqueue(node);
-  return pending_call_access::sent<R, Throws>(slot, timeout, due, p->id(), type_name<Impl>(), type_name<Q>());
+  return pending_call_access::sent<R, Throws>(slot, timeout, due, p->id(), type_name<Impl>(), type_name<Q>(), p->rt());
 }
 
 /// co_await otpp::sleep_for(d).

@@ -224,6 +224,32 @@ template <class F>
   return detail::start_task(std::move(fn), [&rt](F&& f, auto* slot) { return rt.start<server_type>(std::move(f), slot); });
 }
 
+/// basic_pending_call::then (declared in async_call.hpp, where task is not known).
+template <class R, bool Throws>
+template <class F>
+auto basic_pending_call<R, Throws>::then(F fn) && {
+  using given = decltype(std::declval<basic_pending_call&>().await_resume());
+  detail::runtime_core* rt = detail::pending_call_access::runtime_of(*this);
+  if (rt == nullptr) rt = &detail::current_core();
+  auto job = [call = std::move(*this), fn = std::move(fn)]() mutable {
+    if constexpr (std::is_void_v<given>) {
+      return [](basic_pending_call& c, F& f) -> async<std::invoke_result_t<F&>> {
+        co_await c;
+        co_return f();
+      }(call, fn);
+    } else {
+      return [](basic_pending_call& c, F& f) -> async<std::invoke_result_t<F&, given>> {
+        co_return f(co_await c);
+      }(call, fn);
+    }
+  };
+  using J = decltype(job);
+  using server_type = detail::task_server<detail::task_result_t<J>, J>;
+  return detail::start_task(std::move(job), [rt](J&& j, auto* slot) {
+    return detail::start_with<server_type>(*rt, false, std::move(j), slot);
+  });
+}
+
 /// Task.await: the result, or exit_error with the task's exit reason; past
 /// `timeout`, the task is killed and exit_error(timeout) is thrown. Blocks
 /// this thread; in a coroutine handler use `co_await t.async_await()`.
