@@ -206,7 +206,7 @@ result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_
         i.trap_exit = proc.traps_exits();
         if (auto* c = proc.cold_if_any()) {
           i.name = c->name;
-          for (auto* l : c->links) i.links.push_back(otpp::detail::pid_access::make(l));
+          c->links.for_each([&](otpp::detail::process_base* l) { i.links.push_back(otpp::detail::pid_access::make(l)); });
           std::sort(i.links.begin(), i.links.end());
           i.monitored_by = c->monitors.size();
           i.monitoring = c->watching.size();

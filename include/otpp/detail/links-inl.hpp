@@ -6,7 +6,7 @@
 namespace otpp::detail {
 
 OTPP_FUNC process_cold::~process_cold() {
-  for (process_base* l : links) l->release();
+  links.for_each([](process_base* l) { l->release(); });
   if (parent) parent->release();
   for (auto& [ref, m] : monitors) {
     if (m.watcher) m.watcher->release();
@@ -15,13 +15,13 @@ OTPP_FUNC process_cold::~process_cold() {
 }
 
 OTPP_FUNC void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) noexcept {
-  for (process_base* l : c.links) {
+  c.links.for_each([&](process_base* l) {
     try {
       l->enqueue_signal(make_node<exit_signal_node>(&p, reason, true));
     } catch (...) {
     }
     l->release();
-  }
+  });
   c.links.clear();
   if (c.parent) {
     c.parent->release();

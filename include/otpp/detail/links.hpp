@@ -89,7 +89,7 @@ struct link_node final : message_node {
     if (op == msg_op::invoke) {
       try {
         auto& c = p.cold_state();
-        if (c.links.insert(self->from).second) self->from = nullptr;  // the reference moved into the link set
+        if (c.links.insert(self->from)) self->from = nullptr;  // the reference moved into the link set
       } catch (...) {
       }
     } else {

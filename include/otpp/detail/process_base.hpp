@@ -13,6 +13,8 @@
 // that owner, when the process exits. Whoever pushes a message and then flips
 // `scheduled` 0→1 schedules the process, exactly once (or drains it if dead).
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
@@ -152,6 +154,64 @@ class exit_hook {
 };
 
 /// Rarely used state, allocated on first need so an idle process stays small.
+/// A process's links: a few kept inline (most processes have none to
+/// three, and a task's come and go with it: no allocation, no hashing),
+/// hashed once there are more (a supervisor links to every child, and
+/// adding or removing one must not cost a walk of the others).
+class link_set {
+ public:
+  [[nodiscard]] bool contains(process_base* p) const noexcept {
+    if (big_) return big_->contains(p);
+    return std::find(small_.begin(), small_.begin() + n_, p) != small_.begin() + n_;
+  }
+  /// False if it was there already. Throws bad_alloc (nothing changed) when
+  /// growing past the inline ones fails.
+  bool insert(process_base* p) {
+    if (big_) return big_->insert(p).second;
+    if (contains(p)) return false;
+    if (n_ < small_.size()) {
+      small_[n_++] = p;
+      return true;
+    }
+    auto big = std::make_unique<std::unordered_set<process_base*>>(small_.begin(), small_.end());
+    big->insert(p);
+    big_ = std::move(big);
+    n_ = 0;
+    return true;
+  }
+  std::size_t erase(process_base* p) noexcept {
+    if (big_) return big_->erase(p);
+    for (std::uint32_t i = 0; i < n_; ++i) {
+      if (small_[i] == p) {
+        small_[i] = small_[--n_];
+        return 1;
+      }
+    }
+    return 0;
+  }
+  void clear() noexcept {
+    big_.reset();
+    n_ = 0;
+  }
+  /// Hibernation: the fewest buckets for what is left.
+  void shrink() noexcept {
+    if (big_) big_->rehash(0);
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    if (big_) {
+      for (process_base* p : *big_) f(p);
+    } else {
+      for (std::uint32_t i = 0; i < n_; ++i) f(small_[i]);
+    }
+  }
+
+ private:
+  std::array<process_base*, 4> small_{};
+  std::uint32_t n_ = 0;
+  std::unique_ptr<std::unordered_set<process_base*>> big_;
+};
+
 struct process_cold {
   exit_reason exit;
   std::string_view crash_message;  // type of the message whose handler threw
@@ -179,9 +239,8 @@ struct process_cold {
   std::uint64_t deadline_gen = 0;
 
   // Links and monitors (see detail/links.hpp). Every pointer holds a
-  // reference. Hashed: a supervisor links to every child, and adding or
-  // removing one must not cost a walk of the others.
-  std::unordered_set<process_base*> links;
+  // reference.
+  link_set links;
   process_base* parent = nullptr;  // the process that start_link-ed us
   struct monitor_entry {
     std::uint64_t ref;

@@ -715,7 +715,7 @@ OTPP_FUNC void process_base::hibernate_now() noexcept {
   publish_hibernating(true);
   run_on_hibernate();
   if (process_cold* c = cold_if_any()) {
-    c->links.rehash(0);  // the fewest buckets for what is left
+    c->links.shrink();  // the fewest buckets for what is left
     c->monitors.rehash(0);
     c->watching.rehash(0);
     c->deferred.shrink_to_fit();
