@@ -112,6 +112,7 @@ TEST_CASE("task_supervisor: a crashing async task takes its linked caller down")
 }
 
 TEST_CASE("task_supervisor: the caller's death takes its async tasks with it") {
+  otpp_test::log_capture quiet;  // both deaths are reported; they are the point
   otpp::runtime rt{{.workers = 2}};
   auto sup = otpp::task_supervisor::start(rt).value();
   auto c = rt.start<client>(sup, false).value();

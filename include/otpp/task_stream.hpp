@@ -141,7 +141,6 @@ using started_task_t = std::invoke_result_t<const Start&, Job>;
 template <class Range, class F, class Start>
 class task_stream {
   using item_iterator = decltype(std::begin(std::declval<Range&>()));
-  using item_sentinel = decltype(std::end(std::declval<Range&>()));
   using item_type = std::decay_t<decltype(*std::declval<item_iterator&>())>;
 
   struct job {
@@ -183,8 +182,8 @@ class task_stream {
   }
   task_stream(const task_stream&) = delete;
   task_stream& operator=(const task_stream&) = delete;
-  /// Kills the tasks still running.
-  ~task_stream() { kill_all(); }
+  /// Stops (exit reason shutdown) the tasks still running.
+  ~task_stream() { stop_all(); }
 
   /// The stream's input iterator: dereferences to the current outcome.
   class iterator {
@@ -337,7 +336,7 @@ class task_stream {
   // Entry i's task is past its timeout.
   void expire(std::uint32_t i) {
     if (options_.on_timeout == stream_timeout::exit) {
-      kill_all();
+      stop_all();
       throw exit_error{exit_reason::timeout(),
                        fmt::format("otpp::async_stream (a task ran past its timeout of {})",
                                    detail::describe_timeout(options_.timeout))};
@@ -380,7 +379,7 @@ class task_stream {
     entry& e = entries_[i];
     exit_reason why = detail::task_access::slot(*e.t)->error();
     const otpp::pid who = e.t->pid();
-    kill_all();
+    stop_all();
     throw exit_error{std::move(why), fmt::format("otpp::async_stream (task {})", who)};
   }
 
@@ -392,7 +391,8 @@ class task_stream {
     return true;
   }
 
-  void kill_all() noexcept {
+  // Stops every task still running and ends the stream.
+  void stop_all() noexcept {
     for (std::uint32_t i : order_) {
       entry& e = entries_[i];
       if (!e.t) continue;
