@@ -474,7 +474,8 @@ class client : public otpp::gen_server<client> {
   client(otpp::server<sequencer> s, int id) : s_{std::move(s)}, id_{id} {}
   otpp::async<void> handle_cast(run r) {
     for (int i = 1; i <= r.calls; ++i) {
-      if (co_await otpp::async_call(s_, sequencer::next{id_, ++seq_}) == seq_) ++res_.replies_ok;
+      const int sent = ++seq_;
+      if (co_await otpp::async_call(s_, sequencer::next{id_, sent}) == sent) ++res_.replies_ok;
     }
   }
   void handle_cast(tick t) {
