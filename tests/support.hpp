@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <otpp/gen_server.hpp>
 #include <otpp/log.hpp>
 #include <otpp/runtime.hpp>
 #include <otpp/testing.hpp>
@@ -99,6 +100,22 @@ class log_capture {
   };
   mutable std::mutex mutex_;
   std::vector<line> lines_;
+};
+
+/// A server that never answers `hold`: a coroutine that co_awaits
+/// `otpp::async_call(h, holder::hold{}, otpp::infinity)` waits holding no
+/// thread until it is stopped or killed. `ping` is answered at once.
+class holder : public otpp::gen_server<holder> {
+ public:
+  struct hold {
+    using reply_type = int;
+  };
+  struct ping {};
+  void handle_call(hold, otpp::reply_to<int> r) { held_.push_back(std::move(r)); }
+  int handle_call(ping) { return 0; }
+
+ private:
+  std::vector<otpp::reply_to<int>> held_;
 };
 
 }  // namespace otpp_test

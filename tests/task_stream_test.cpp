@@ -136,8 +136,9 @@ TEST_CASE("async_stream unordered gives outcomes as the tasks finish") {
 TEST_CASE("async_stream: a task past its timeout is killed (kill_task) or ends the stream (exit)") {
   otpp_test::log_capture quiet;  // outlives the runtime: tasks log their deaths until it stops
   otpp::runtime rt{{.workers = 2}};
-  auto slow_one = [](int x) -> otpp::async<int> {
-    if (x == 1) co_await otpp::sleep_for(1h);  // waits holding no thread
+  auto h = rt.start<otpp_test::holder>().value();
+  auto slow_one = [h](int x) -> otpp::async<int> {
+    if (x == 1) co_await otpp::async_call(h, otpp_test::holder::hold{}, otpp::infinity);  // waits holding no thread
     co_return x;
   };
   std::vector<std::string> seen;
@@ -185,6 +186,7 @@ TEST_CASE("async_stream is lazy, and leaving it early kills the tasks still runn
   std::mutex m;
   std::vector<otpp::pid> started;  // outlives the runtime too: a stopped task may still be starting
   otpp::runtime rt{{.workers = 2}};
+  auto h = rt.start<otpp_test::holder>().value();
   {
     int taken = 0;
     for (auto& r : otpp::async_stream(
@@ -195,7 +197,7 @@ TEST_CASE("async_stream is lazy, and leaving it early kills the tasks still runn
                  std::lock_guard lock{m};
                  started.push_back(otpp::self());
                }
-               if (x >= 2) co_await otpp::sleep_for(1h);
+               if (x >= 2) co_await otpp::async_call(h, otpp_test::holder::hold{}, otpp::infinity);
                co_return x;
              },
              {.max_concurrency = 3})) {
@@ -227,14 +229,16 @@ TEST_CASE("async_stream stress: concurrent streams lose, duplicate and reorder n
   constexpr int items = 1500;
   std::vector<int> input(items);
   for (int i = 0; i < items; ++i) input[i] = i;
+  auto h = rt.start<otpp_test::holder>().value();
   std::vector<std::vector<int>> got(streams);
   std::vector<std::thread> consumers;
   for (int s = 0; s < streams; ++s) {
     consumers.emplace_back([&, s] {
       // Half the streams ordered, half not; all finishing out of order.
       for (auto& r : otpp::async_stream(
-               rt, input, [](int x) -> otpp::async<int> {
-                 if (x % 7 == 0) co_await otpp::sleep_for(std::chrono::microseconds(50));
+               rt, input, [h](int x) -> otpp::async<int> {
+                 // Some finish a round trip later than the rest.
+                 if (x % 7 == 0) (void)co_await otpp::async_call(h, otpp_test::holder::ping{});
                  co_return x;
                },
                {.max_concurrency = 8, .ordered = s % 2 == 0}))

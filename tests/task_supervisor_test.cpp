@@ -22,7 +22,9 @@ namespace {
 class client : public otpp::gen_server<client> {
  public:
   struct async_crash {};
-  struct async_idle {};
+  struct async_idle {
+    otpp::server<otpp_test::holder> h;
+  };
   struct nolink_crash {};
   struct ping {};
   client(otpp::task_supervisor sup, bool trap) : sup_{std::move(sup)} {
@@ -32,9 +34,9 @@ class client : public otpp::gen_server<client> {
     kept_.push_back(sup_.async([]() -> int { throw std::runtime_error("supervised task broke"); }));
     return kept_.back().pid();
   }
-  otpp::pid handle_call(async_idle) {
-    kept_.push_back(sup_.async([]() -> otpp::async<int> {
-      co_await otpp::sleep_for(1h);  // waits holding no thread
+  otpp::pid handle_call(async_idle a) {
+    kept_.push_back(sup_.async([h = a.h]() -> otpp::async<int> {
+      co_await otpp::async_call(h, otpp_test::holder::hold{}, otpp::infinity);  // waits holding no thread
       co_return 0;
     }));
     return kept_.back().pid();
@@ -116,7 +118,8 @@ TEST_CASE("task_supervisor: the caller's death takes its async tasks with it") {
   otpp::runtime rt{{.workers = 2}};
   auto sup = otpp::task_supervisor::start(rt).value();
   auto c = rt.start<client>(sup, false).value();
-  otpp::pid task = otpp::call(c, client::async_idle{});
+  auto h = rt.start<otpp_test::holder>().value();
+  otpp::pid task = otpp::call(c, client::async_idle{h});
   otpp::exit_watch w{task};
   otpp::exit(c, otpp::exit_reason::error("owner gone"));
   auto why = w.wait(5s);
@@ -178,8 +181,9 @@ TEST_CASE("task_supervisor: terminate_child stops a task; its awaiter hears why"
   otpp::runtime rt{{.workers = 2}};
   auto sup = otpp::task_supervisor::start(rt).value();
   auto b = otpp::task_async([] { return 0; });  // not a child of sup
-  auto idle = sup.async_nolink([]() -> otpp::async<int> {
-    co_await otpp::sleep_for(1h);  // waits holding no thread
+  auto h = rt.start<otpp_test::holder>().value();
+  auto idle = sup.async_nolink([h]() -> otpp::async<int> {
+    co_await otpp::async_call(h, otpp_test::holder::hold{}, otpp::infinity);  // waits holding no thread
     co_return 1;
   });
   CHECK(sup.terminate_child(idle.pid()));
@@ -199,8 +203,9 @@ TEST_CASE("task_supervisor: terminate_child stops a task; its awaiter hears why"
 TEST_CASE("task_supervisor: max_children refuses a start; stopping the supervisor stops its tasks") {
   otpp::runtime rt{{.workers = 2}};
   auto sup = otpp::task_supervisor::start(rt, otpp::dynamic_supervisor_flags{.max_children = 1}).value();
-  auto first = sup.async_nolink([]() -> otpp::async<int> {
-    co_await otpp::sleep_for(1h);
+  auto h = rt.start<otpp_test::holder>().value();
+  auto first = sup.async_nolink([h]() -> otpp::async<int> {
+    co_await otpp::async_call(h, otpp_test::holder::hold{}, otpp::infinity);
     co_return 1;
   });
   try {
