@@ -175,9 +175,11 @@ class front : public otpp::gen_server<front> {
   journal* j_;
 };
 
+// Asks until `f` holds, for up to 10 s (each ask is a call: a flush).
 template <class F>
 bool eventually(F&& f) {
-  for (int i = 0; i < 20000; ++i) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < until) {
     if (f()) return true;
     std::this_thread::yield();
   }
