@@ -995,8 +995,9 @@ class inline_call_scope {
     tls.current = p;
   }
   ~inline_call_scope() {
-    tls.current = caller_;
-    --tls.inline_depth;
+    thread_ctx& t = fresh_tls();  // the callee may have blocked and resumed on another thread
+    t.current = caller_;
+    --t.inline_depth;
   }
   inline_call_scope(const inline_call_scope&) = delete;
   inline_call_scope& operator=(const inline_call_scope&) = delete;

@@ -2,6 +2,7 @@
 // The settings of an otpp::runtime.
 
 #include <chrono>
+#include <cstddef>
 #include <memory>
 
 #include "clock.hpp"
@@ -17,6 +18,15 @@ struct runtime_config {
   /// Upper bound on threads, counting spares that stand in for threads
   /// blocked in calls. Beyond it a blocked call simply blocks its worker.
   unsigned max_threads = 512;
+  /// Stack of each execution context (fiber) the workers run processes on.
+  /// A process blocked in a call (or a stop, an await, an exit_watch) keeps
+  /// its context and its worker switches to another, so blocked processes
+  /// hold no thread: a chain of 1,000 blocking calls runs on the workers
+  /// alone. Address space only: pages are committed as they are touched.
+  /// 0, or a platform without fibers (anything but x86-64 Linux): processes
+  /// run on the worker threads' stacks, and a worker blocked in a call hands
+  /// its queues to a spare thread (see max_threads).
+  std::size_t stack_size = std::size_t{8} << 20;
   /// How long runtime shutdown waits, in total, for its processes to stop.
   std::chrono::milliseconds shutdown_timeout{5000};
   /// How long an idle worker spins before it parks.

@@ -69,7 +69,6 @@ OTPP_FUNC exit_reason init_failed(process_base* parent, process_base* child, con
 // init nested in init runs on one stack: past this depth, start fails
 // cleanly instead of overflowing it.
 inline constexpr unsigned max_start_depth = 1000;
-inline thread_local unsigned start_depth = 0;
 
 /// init run on a worker, as the process's first turn (the start_timeout
 /// option): the starter waits for this node's answer with a deadline.
@@ -140,7 +139,7 @@ OTPP_FUNC bool settle_start(process_base* p, process_base* parent, steady::durat
     }
   }
   if (start_timeout != steady::duration::max()) return start_async(p, parent, init, start_timeout, failure);
-  if (start_depth >= max_start_depth) {
+  if (tls.start_depth >= max_start_depth) {
     // Refused before init runs: a start nested this deep would overflow the stack.
     if (parent != nullptr) unlink_parent(parent, p);
     discard_unstarted(p);
@@ -149,9 +148,9 @@ OTPP_FUNC bool settle_start(process_base* p, process_base* parent, steady::durat
   }
   {
     current_scope scope{p};
-    ++start_depth;
+    ++tls.start_depth;
     const init_outcome out = init(p, parent);
-    --start_depth;
+    --fresh_tls().start_depth;  // init may have blocked and resumed on another thread
     if (out.kind != init_result::kind::ok) {
       p->finish_exit();
       failure = init_failed(parent, p, out);

@@ -114,20 +114,46 @@ void free_node(Node* n) noexcept {
   pool_deallocate(n, sizeof(Node));
 }
 
-/// Per-thread execution context.
+struct fiber;
+
+/// What the fiber that gains control on a switch completes for the one that
+/// left (see runtime_core::switch_to).
+struct fiber_action {
+  enum kind_t : unsigned char { none, park_fiber, retire, exit } kind = none;
+  fiber* f = nullptr;
+};
+
+/// Per-thread execution context. `current`, `inline_depth` and
+/// `start_depth` belong to the execution and travel with a fiber when it
+/// switches; the rest belongs to the thread.
 struct thread_ctx {
   runtime_core* rt = nullptr;     // the runtime whose worker this thread is
   worker_slot* slot = nullptr;    // the queues this thread currently serves
   process_base* current = nullptr;  // the process whose code is running
   unsigned inline_depth = 0;      // nested inline calls on this stack
+  unsigned start_depth = 0;       // nested starts run inline on this stack
+  void* record = nullptr;         // the runtime's record of this thread
+  fiber* fib = nullptr;           // the fiber running here (nullptr: none in use)
+  fiber* native = nullptr;        // this thread's own stack, as a fiber
+  fiber_action pending{};         // left by the last switch
 };
 inline thread_local thread_ctx tls{};
 
+/// `tls`, its address computed afresh: a function whose activation spans a
+/// fiber switch may resume on another thread, and the compiler may keep a
+/// thread-local address computed before the switch.
+[[gnu::noinline]] inline thread_ctx& fresh_tls() noexcept {
+  thread_ctx* p = &tls;
+  asm volatile("" : "+r"(p));
+  return *p;
+}
+
 /// Makes `p` the current process for a scope (inline calls, start, turns).
+/// A blocked call inside the scope may resume it on another thread.
 class current_scope {
  public:
   explicit current_scope(process_base* p) noexcept : saved_{tls.current} { tls.current = p; }
-  ~current_scope() { tls.current = saved_; }
+  ~current_scope() { fresh_tls().current = saved_; }
   current_scope(const current_scope&) = delete;
   current_scope& operator=(const current_scope&) = delete;
 

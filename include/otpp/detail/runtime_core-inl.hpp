@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 #include <utility>
 
@@ -180,6 +181,8 @@ OTPP_FUNC runtime_core::runtime_core(runtime_config cfg) : cfg_{cfg} {
   cfg_.workers = n;
   if (cfg_.batch == 0) cfg_.batch = 1;
   for (unsigned i = 0; i < n; ++i) slots_.push_back(std::make_unique<worker_slot>(i));
+  if (fibers_supported) fiber_stack_ = cfg_.stack_size;
+  spare_fiber_cap_ = std::max<std::size_t>(16, 2 * std::size_t{n});
   std::lock_guard lock{spare_mutex_};
   for (unsigned i = 0; i < n; ++i) start_thread(slots_[i].get());
 }
@@ -198,7 +201,13 @@ OTPP_FUNC std::int64_t timer_due_after_ns(runtime_core& rt, std::int64_t delay_n
   return rt.timers().due_after_ns(delay_ns);
 }
 
-OTPP_FUNC runtime_core::~runtime_core() { delete timers_.load(std::memory_order_acquire); }
+OTPP_FUNC runtime_core::~runtime_core() {
+  delete timers_.load(std::memory_order_acquire);
+  while (fiber* f = spare_fibers_) {
+    spare_fibers_ = f->link;
+    destroy_fiber(f);
+  }
+}
 
 OTPP_FUNC bool runtime_core::stop_for_shutdown(process_base* p, steady::duration left) {
   auto r = stop_process(p, exit_reason::shutdown(), left);
@@ -298,12 +307,14 @@ OTPP_FUNC void runtime_core::hand_off_slot() {
 OTPP_FUNC void runtime_core::release_for_wait(process_base* callee) {
   worker_slot* s = tls.slot;
   if (s == nullptr || tls.rt != this || s->lifo != callee || callee == nullptr) return;
-  if (slots_.size() > 1) {
+  if (slots_.size() > 1 || (tls.fib != nullptr && tls.fib != tls.native)) {
     s->lifo = nullptr;
     s->deque.push(callee);
     notify();
     if (spinners_.load(std::memory_order_seq_cst) + sleepers_.load(std::memory_order_seq_cst) > 0) return;
   }
+  // On a fiber the waiter parks instead: the worker itself runs the callee next.
+  if (tls.fib != nullptr && tls.fib != tls.native) return;
   hand_off_slot();
 }
 
@@ -456,23 +467,259 @@ OTPP_FUNC bool runtime_core::join_threads(steady::time_point deadline, bool own_
 OTPP_FUNC void runtime_core::thread_main(thread_record* me, worker_slot* initial) noexcept {
   tls.rt = this;
   tls.slot = initial;
-  for (;;) {
-    if (tls.slot == nullptr) {
-      tls.slot = wait_for_slot(me);
-      if (tls.slot == nullptr) break;
+  tls.record = me;
+  fiber own;  // this thread's stack, switched back to when the thread ends
+  if (fibers_on()) {
+    init_native_fiber(own);
+    tls.fib = &own;
+    tls.native = &own;
+    if (fiber* f = take_fiber()) {
+      switch_to(f, {});  // returns when the thread is to end
+    } else {
+      schedule_loop();  // no fiber to be had: this thread's blocked calls hand off
     }
-    worker_slot& s = *tls.slot;
-    if (process_base* p = find_work(s)) {
-      run(p);
-      continue;
-    }
-    if (terminating_.load(std::memory_order_acquire)) break;
-    idle(s);
+  } else {
+    schedule_loop();
   }
   tls = {};
   me->finished.store(1, std::memory_order_release);
   unpark_one(me->finished);
   release();  // last: the core may go with it, once shutdown has given up on this thread
+}
+
+OTPP_FUNC void runtime_core::schedule_loop() noexcept {
+  bool check_timed = true;
+  for (unsigned tick = 0;; ++tick) {
+    thread_ctx& t = fresh_tls();  // the loop may resume on another thread
+    if (t.slot == nullptr) {
+      t.slot = wait_for_slot(static_cast<thread_record*>(t.record));
+      if (t.slot == nullptr) return;
+    }
+    if (t.fib != nullptr) {
+      if (check_timed || (tick & 15) == 0) {
+        check_timed = false;
+        if (fiber_due()) (void)expire_fibers();
+      }
+      if (ready_count_.load(std::memory_order_acquire) != 0) {
+        if (fiber* f = pop_ready()) {
+          fiber* cur = t.fib;
+          // The fiber we leave is idle: spare, unless it is the thread's own stack.
+          switch_to(f, {cur == t.native ? fiber_action::none : fiber_action::retire, cur});
+          continue;
+        }
+      }
+    }
+    worker_slot& s = *t.slot;
+    if (process_base* p = find_work(s)) {
+      run(p);
+      continue;
+    }
+    if (may_leave()) return;
+    idle(s);
+    check_timed = true;
+  }
+}
+
+// -- fibers ------------------------------------------------------------------------
+
+OTPP_FUNC void runtime_core::fiber_main(void* core) noexcept {
+  enter_fiber();
+  auto* rt = static_cast<runtime_core*>(core);
+  rt->after_switch();
+  rt->schedule_loop();
+  thread_ctx& t = fresh_tls();
+  rt->switch_to(t.native, {fiber_action::exit, t.fib});  // never returns
+  std::abort();
+}
+
+OTPP_FUNC fiber* runtime_core::take_fiber() noexcept {
+  {
+    std::lock_guard lock{fiber_mutex_};
+    if (fiber* f = spare_fibers_) {
+      spare_fibers_ = f->link;
+      f->link = nullptr;
+      --spare_fiber_count_;
+      return f;
+    }
+  }
+  fiber* f = create_fiber(fiber_stack_, &fiber_main, this);
+  if (f != nullptr) f->rt = this;
+  return f;
+}
+
+[[gnu::noinline]] OTPP_FUNC void runtime_core::switch_to(fiber* to, fiber_action a) noexcept {
+  thread_ctx& t = fresh_tls();
+  fiber* from = t.fib;
+  from->current = t.current;
+  from->inline_depth = t.inline_depth;
+  from->start_depth = t.start_depth;
+  swap_eh_globals(*from, *to);
+  t.current = to->current;
+  t.inline_depth = to->inline_depth;
+  t.start_depth = to->start_depth;
+  t.fib = to;
+  t.pending = a;
+  jump_fiber(*from, *to, a.kind == fiber_action::exit);
+  after_switch();
+}
+
+OTPP_FUNC void runtime_core::after_switch() noexcept {
+  thread_ctx& t = fresh_tls();
+  const fiber_action a = std::exchange(t.pending, fiber_action{});
+  switch (a.kind) {
+    case fiber_action::park_fiber:
+      finish_park(a.f);
+      break;
+    case fiber_action::retire:
+      retire_fiber(a.f);
+      break;
+    case fiber_action::exit:
+      destroy_fiber(a.f);
+      break;
+    case fiber_action::none:
+      break;
+  }
+}
+
+OTPP_FUNC bool runtime_core::park_until(reply_slot_base* slot, steady::time_point deadline) noexcept {
+  thread_ctx& t = fresh_tls();
+  fiber* me = t.fib;
+  if (me == nullptr || me == t.native || t.rt != this) return false;
+  fiber* next = take_fiber();
+  if (next == nullptr) return false;
+  me->slot = slot;
+  me->deadline = deadline;
+  parked_.fetch_add(1, std::memory_order_seq_cst);
+  switch_to(next, {fiber_action::park_fiber, me});
+  me->slot = nullptr;
+  parked_.fetch_sub(1, std::memory_order_seq_cst);
+  return true;
+}
+
+// Run by the fiber that took over, once the parked one is off its stack:
+// until then a wake-up must not queue it (another worker could switch into
+// a stack still in use).
+OTPP_FUNC void runtime_core::finish_park(fiber* f) noexcept {
+  f->waker.wake = &wake_fiber;
+  if (f->deadline == steady::time_point::max()) {
+    f->state.store(fiber::parked, std::memory_order_release);
+    if (!f->slot->await(&f->waker)) make_ready(f);  // resolved already
+    return;
+  }
+  bool resolved = false;
+  {
+    // Under the lock, so that a wake-up racing with the insertion finds the
+    // fiber on the timed list when it takes the lock to move it.
+    std::lock_guard lock{fiber_mutex_};
+    f->state.store(fiber::parked, std::memory_order_release);
+    if (f->slot->await(&f->waker)) {
+      f->prev = nullptr;
+      f->next = timed_;
+      if (timed_ != nullptr) timed_->prev = f;
+      timed_ = f;
+      f->timed = true;
+      const std::int64_t d = f->deadline.time_since_epoch().count();
+      if (d < timed_min_ns_.load(std::memory_order_relaxed)) timed_min_ns_.store(d, std::memory_order_relaxed);
+    } else {
+      resolved = true;
+    }
+  }
+  if (resolved) make_ready(f);
+}
+
+OTPP_FUNC void runtime_core::wake_fiber(slot_waker* w) noexcept {
+  fiber* f = static_cast<fiber::waker_t*>(w)->self;
+  f->rt->make_ready(f);
+}
+
+OTPP_FUNC void runtime_core::make_ready(fiber* f) noexcept {
+  std::uint32_t expected = fiber::parked;
+  if (!f->state.compare_exchange_strong(expected, fiber::ready, std::memory_order_acq_rel)) return;
+  {
+    std::lock_guard lock{fiber_mutex_};
+    if (f->timed) {
+      if (f->prev != nullptr) {
+        f->prev->next = f->next;
+      } else {
+        timed_ = f->next;
+      }
+      if (f->next != nullptr) f->next->prev = f->prev;
+      f->timed = false;
+    }
+    f->link = nullptr;
+    if (ready_tail_ != nullptr) {
+      ready_tail_->link = f;
+    } else {
+      ready_head_ = f;
+    }
+    ready_tail_ = f;
+    ready_count_.fetch_add(1, std::memory_order_release);
+  }
+  notify();
+}
+
+OTPP_FUNC fiber* runtime_core::pop_ready() noexcept {
+  std::lock_guard lock{fiber_mutex_};
+  fiber* f = ready_head_;
+  if (f == nullptr) return nullptr;
+  ready_head_ = f->link;
+  if (ready_head_ == nullptr) ready_tail_ = nullptr;
+  f->link = nullptr;
+  ready_count_.fetch_sub(1, std::memory_order_relaxed);
+  f->state.store(fiber::running, std::memory_order_relaxed);
+  return f;
+}
+
+OTPP_FUNC void runtime_core::retire_fiber(fiber* f) noexcept {
+  {
+    std::lock_guard lock{fiber_mutex_};
+    if (spare_fiber_count_ < spare_fiber_cap_) {
+      f->link = spare_fibers_;
+      spare_fibers_ = f;
+      ++spare_fiber_count_;
+      return;
+    }
+  }
+  destroy_fiber(f);
+}
+
+OTPP_FUNC bool runtime_core::expire_fibers() noexcept {
+  const std::int64_t now = steady::now().time_since_epoch().count();
+  bool any = false;
+  {
+    std::lock_guard lock{fiber_mutex_};
+    std::int64_t min = no_deadline;
+    for (fiber* f = timed_; f != nullptr;) {
+      fiber* const next = f->next;
+      const std::int64_t d = f->deadline.time_since_epoch().count();
+      std::uint32_t expected = fiber::parked;
+      if (d > now) {
+        min = std::min(min, d);
+      } else if (f->state.compare_exchange_strong(expected, fiber::ready, std::memory_order_acq_rel)) {
+        if (f->prev != nullptr) {
+          f->prev->next = next;
+        } else {
+          timed_ = next;
+        }
+        if (next != nullptr) next->prev = f->prev;
+        f->timed = false;
+        f->link = nullptr;
+        if (ready_tail_ != nullptr) {
+          ready_tail_->link = f;
+        } else {
+          ready_head_ = f;
+        }
+        ready_tail_ = f;
+        ready_count_.fetch_add(1, std::memory_order_release);
+        any = true;
+      }
+      // else: its wake-up won and waits for this lock to move it.
+      f = next;
+    }
+    timed_min_ns_.store(min, std::memory_order_relaxed);
+  }
+  if (any) notify();
+  return any;
 }
 
 OTPP_FUNC worker_slot* runtime_core::wait_for_slot(thread_record* me) {
@@ -493,7 +740,7 @@ OTPP_FUNC void runtime_core::run(process_base* p) noexcept {
       p->release();
       return;
     }
-    worker_slot* s = tls.slot;
+    worker_slot* s = fresh_tls().slot;  // the turn may have resumed on another thread
     // Nobody else waiting: keep going without a trip through the queues.
     if (s != nullptr && s->lifo == nullptr && s->deque.empty() &&
         injection_size_.load(std::memory_order_relaxed) == 0)
@@ -548,6 +795,7 @@ OTPP_FUNC process_base* runtime_core::steal(worker_slot& s) noexcept {
 OTPP_FUNC bool runtime_core::has_work(const worker_slot& s) const noexcept {
   if (s.lifo != nullptr || !s.deque.empty()) return true;
   if (injection_size_.load(std::memory_order_relaxed) != 0) return true;
+  if (ready_count_.load(std::memory_order_relaxed) != 0) return true;
   for (auto& v : slots_)
     if (!v->deque.empty()) return true;
   return false;
@@ -564,7 +812,7 @@ OTPP_FUNC void runtime_core::idle(worker_slot& s) noexcept {
     spinners_.fetch_add(1, std::memory_order_seq_cst);
     const auto until = steady::now() + cfg_.spin;
     for (unsigned i = 0;; ++i) {
-      if (has_work(s) || terminating_.load(std::memory_order_relaxed)) {
+      if (has_work(s) || may_leave() || ((i & 63) == 63 && fiber_due())) {
         // The last spinner leaving with work wakes a sleeper to spin in its
         // place (Go's rule): a push that saw us spinning woke nobody, and
         // there may be more queued than this thread will take. A thread
@@ -590,8 +838,9 @@ OTPP_FUNC void runtime_core::idle(worker_slot& s) noexcept {
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     const std::uint32_t epoch = epoch_.load(std::memory_order_seq_cst);
-    const bool sleep = !has_work(s) && !terminating_.load(std::memory_order_seq_cst);
-    if (sleep) park(epoch_, epoch);
+    const bool sleep = !has_work(s) && !may_leave() && !fiber_due();
+    // A parked fiber's deadline is this worker's to notice, if nobody else's.
+    if (sleep) park(epoch_, epoch, next_fiber_deadline());
     sleepers_.fetch_sub(1, std::memory_order_seq_cst);
     if (!sleep) return;
   }
@@ -1086,6 +1335,23 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
     callee->release();
     return true;
   };
+  if (tls.fib != nullptr && tls.fib != tls.native && tls.slot != nullptr && tls.rt != nullptr) {
+    // On a fiber: a moment's spin for a reply from the other core, then the
+    // fiber parks and the worker carries on without us.
+    runtime_core* const rt = tls.rt;
+    for (unsigned i = 0; i < 64; ++i) {
+      if (slot->resolved()) return true;
+      cpu_relax();
+      if ((i & 31) == 31) (void)help();
+    }
+    if (steady::now() >= deadline) return slot->resolved();
+    if (rt->park_until(slot, deadline)) {
+      // Resumed, perhaps on another thread: by the resolution, or by the deadline.
+      if (slot->resolved()) return true;
+      if (slot->unawait()) return false;
+      return slot->resolved();
+    }
+  }
   for (unsigned i = 0;; ++i) {
     if (slot->resolved()) return true;
     cpu_relax();

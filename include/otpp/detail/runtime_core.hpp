@@ -9,6 +9,13 @@
 // once its call returns and its process's turn ends, becomes a spare itself.
 // (ForkJoinPool's managed blocking, specialised to a thread-per-slot model.)
 //
+// With fibers (see fiber.hpp), a blocked process does not block its thread
+// at all: its stack is parked, and the worker switches to a spare fiber that
+// carries on with the queues. Whoever resolves the wait (or an idle worker,
+// at its deadline) queues the parked fiber, and any worker switches back
+// into it; the thread-handoff above remains for platforms without fibers
+// and for when no fiber can be mapped.
+//
 // Idle threads spin for a short while, then park on a futex word. A push
 // wakes a parked thread only when no thread is spinning, so the common cost of
 // a wake-up check is one fence and two loads, and an idle runtime uses no CPU.
@@ -29,6 +36,7 @@
 #include "../exit_reason.hpp"
 #include "../log.hpp"
 #include "../runtime_config.hpp"
+#include "fiber.hpp"
 #include "parking.hpp"
 #include "platform.hpp"
 #include "process_base.hpp"
@@ -100,6 +108,7 @@ class runtime_core {
     const int idle = spinners_.load(std::memory_order_seq_cst) + sleepers_.load(std::memory_order_seq_cst);
     if (idle < static_cast<int>(slots_.size())) return false;
     if (injection_size_.load(std::memory_order_seq_cst) != 0) return false;
+    if (ready_count_.load(std::memory_order_seq_cst) != 0) return false;
     for (auto& s : slots_)
       if (!s->deque.empty()) return false;
     return true;
@@ -130,6 +139,18 @@ class runtime_core {
   /// busy (a chain of calls holds them all), our slot goes to a spare thread
   /// at once rather than after handoff_after.
   void release_for_wait(process_base* callee);
+
+  // -- fibers ----------------------------------------------------------------------
+
+  /// On a worker running on a fiber: parks the fiber until `slot` is
+  /// resolved or `deadline` passes, and carries on with the queues on
+  /// another. False (nothing done) if no fiber is to be had. On return the
+  /// caller may be on another thread.
+  bool park_until(reply_slot_base* slot, steady::time_point deadline) noexcept;
+
+  /// Fibers parked or queued to resume (a runtime keeps its threads while
+  /// any exist).
+  [[nodiscard]] std::size_t parked_fibers() const noexcept { return parked_.load(std::memory_order_acquire); }
 
   /// Whether processes are queued that a blocked holder of `s` would keep
   /// from running.
@@ -200,6 +221,39 @@ class runtime_core {
 
   void thread_main(thread_record* me, worker_slot* initial) noexcept;
 
+  // The worker loop: runs until the thread is to end (on its own stack, or
+  // on whichever fiber is current; see fiber_main).
+  void schedule_loop() noexcept;
+
+  // -- fibers (see park_until) -------------------------------------------------
+  [[nodiscard]] bool fibers_on() const noexcept { return fiber_stack_ != 0; }
+  static void fiber_main(void* core) noexcept;
+  // A spare fiber, or a new one; nullptr if none can be mapped.
+  fiber* take_fiber() noexcept;
+  // Switches this thread from its current fiber to `to`; `to` completes `a`.
+  // Out of line: after it returns the thread may be another.
+  void switch_to(fiber* to, fiber_action a) noexcept;
+  void after_switch() noexcept;
+  void finish_park(fiber* f) noexcept;
+  static void wake_fiber(slot_waker* w) noexcept;
+  void make_ready(fiber* f) noexcept;
+  fiber* pop_ready() noexcept;
+  void retire_fiber(fiber* f) noexcept;
+  // Queues the timed fibers whose deadline has passed; true if any.
+  bool expire_fibers() noexcept;
+  [[nodiscard]] bool fiber_due() const noexcept {
+    const auto min = timed_min_ns_.load(std::memory_order_relaxed);
+    return min != no_deadline && steady::now().time_since_epoch().count() >= min;
+  }
+  [[nodiscard]] steady::time_point next_fiber_deadline() const noexcept {
+    const auto min = timed_min_ns_.load(std::memory_order_relaxed);
+    return min == no_deadline ? steady::time_point::max() : steady::time_point{steady::duration{min}};
+  }
+  // The thread may end: shutting down, and no parked fiber needs it.
+  [[nodiscard]] bool may_leave() const noexcept {
+    return terminating_.load(std::memory_order_acquire) && parked_.load(std::memory_order_acquire) == 0;
+  }
+
   worker_slot* wait_for_slot(thread_record* me);
 
   /// Runs a queued process; consumes its ticket (see schedule_owned).
@@ -246,6 +300,19 @@ class runtime_core {
   alignas(cache_line) std::mutex spare_mutex_;
   std::vector<std::unique_ptr<thread_record>> threads_;
   std::vector<thread_record*> idle_spares_;
+
+  static constexpr std::int64_t no_deadline = INT64_MAX;
+  std::size_t fiber_stack_ = 0;  // 0: no fibers
+  std::size_t spare_fiber_cap_ = 0;
+  alignas(cache_line) std::mutex fiber_mutex_;
+  fiber* spare_fibers_ = nullptr;  // under fiber_mutex_, as the three below
+  std::size_t spare_fiber_count_ = 0;
+  fiber* ready_head_ = nullptr;
+  fiber* ready_tail_ = nullptr;
+  fiber* timed_ = nullptr;  // parked with a deadline, unsorted
+  std::atomic<std::size_t> ready_count_{0};
+  std::atomic<std::int64_t> timed_min_ns_{no_deadline};  // a lower bound on the earliest deadline
+  std::atomic<std::size_t> parked_{0};
 
   std::atomic<timer_service*> timers_{nullptr};
   std::atomic<bool> closed_{false};

@@ -1,0 +1,216 @@
+// The blocking call inside a process: the process waits holding no thread
+// (its stack is parked, see runtime_config::stack_size), so chains and
+// fan-ins of blocked callers run on the worker threads alone, and the
+// call's promises (timeouts, the callee's death, exceptions) still hold.
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <latch>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <otpp/otpp.hpp>
+
+#include "support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// Each link calls the next with a finite timeout (so nothing runs inline on
+// the caller's stack); the last answers.
+class link_server : public otpp::gen_server<link_server> {
+ public:
+  struct depth {};
+  explicit link_server(otpp::server<link_server> next) : next_{std::move(next)} {}
+  int handle_call(depth) { return next_ ? otpp::call(next_, depth{}, 60s) + 1 : 1; }
+
+ private:
+  otpp::server<link_server> next_;
+};
+
+// Counts per sender: a sequence number that must arrive in order.
+class counter_server : public otpp::gen_server<counter_server> {
+ public:
+  struct bump {
+    int sender;
+    int seq;
+  };
+  struct total {};
+  explicit counter_server(int senders) : next_(static_cast<std::size_t>(senders), 0) {}
+  int handle_call(bump b) {
+    auto& expected = next_.at(static_cast<std::size_t>(b.sender));
+    if (b.seq != expected) throw std::logic_error("out of order");
+    ++expected;
+    return ++count_;
+  }
+  int handle_call(total) const { return count_; }
+
+ private:
+  std::vector<int> next_;
+  int count_ = 0;
+};
+
+// A client process: makes `n` blocking calls to the counter when told.
+class client : public otpp::gen_server<client> {
+ public:
+  struct go {
+    otpp::server<counter_server> to;
+    int id;
+    int n;
+    std::shared_ptr<std::atomic<int>> ok;
+    std::shared_ptr<std::latch> done;
+  };
+  void handle_cast(go g) {
+    int last = 0;
+    bool fine = true;
+    for (int i = 0; i < g.n; ++i) {
+      auto r = otpp::try_call(g.to, counter_server::bump{g.id, i}, 60s);
+      if (!r || *r <= last) fine = false;
+      if (r) last = *r;
+    }
+    if (fine) g.ok->fetch_add(1);
+    g.done->count_down();
+  }
+};
+
+// Blocks in a call from inside a catch block, then rethrows: the exception
+// being handled must still be its own after other processes ran on the
+// worker (and threw and caught their own) while it waited.
+class rethrower : public otpp::gen_server<rethrower> {
+ public:
+  struct attempt {
+    otpp::server<otpp_test::holder> peer;
+    int id;
+  };
+  std::string handle_call(attempt a) {
+    try {
+      throw std::runtime_error("mine " + std::to_string(a.id));
+    } catch (const std::exception&) {
+      (void)otpp::try_call(a.peer, otpp_test::holder::ping{}, 60s);
+      const int in_flight = std::uncaught_exceptions();
+      try {
+        throw;
+      } catch (const std::runtime_error& again) {
+        return std::string{again.what()} + (in_flight == 0 ? "" : " (uncaught!)");
+      }
+    }
+  }
+};
+
+class waiter : public otpp::gen_server<waiter> {
+ public:
+  struct wait_on {
+    otpp::server<otpp_test::holder> h;
+    std::chrono::steady_clock::duration timeout;
+  };
+  otpp::exit_kind handle_call(wait_on w) {
+    auto r = otpp::try_call(w.h, otpp_test::holder::hold{}, w.timeout);
+    return r ? otpp::exit_kind::normal : r.error().kind();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("1,000 processes in a chain of blocking calls complete on 2 worker threads") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::server<link_server> head;
+  for (int i = 0; i < 1000; ++i) head = rt.start<link_server>(head).value();
+  CHECK(otpp::call(head, link_server::depth{}, 120s) == 1000);
+  CHECK(otpp::call(head, link_server::depth{}, 120s) == 1000);  // again, on the spare fibers
+  CHECK(rt.thread_count() == 2);
+}
+
+TEST_CASE("64 processes fanned into one server with blocking calls: nothing lost or reordered, no extra thread") {
+  otpp::runtime rt{{.workers = 2}};
+  constexpr int clients = 64;
+  constexpr int calls = 300;
+  auto srv = rt.start<counter_server>(clients).value();
+  auto ok = std::make_shared<std::atomic<int>>(0);
+  auto done = std::make_shared<std::latch>(clients);
+  std::vector<otpp::server<client>> cs;
+  for (int i = 0; i < clients; ++i) cs.push_back(rt.start<client>().value());
+  for (int i = 0; i < clients; ++i) otpp::cast(cs[static_cast<std::size_t>(i)], client::go{srv, i, calls, ok, done});
+  done->wait();
+  CHECK(ok->load() == clients);
+  CHECK(otpp::call(srv, counter_server::total{}) == clients * calls);
+  CHECK(rt.thread_count() == 2);
+}
+
+TEST_CASE("a blocked call's timeout holds on one worker, with no spare thread") {
+  otpp::runtime rt{{.workers = 1}};
+  auto h = rt.start<otpp_test::holder>().value();
+  auto w = rt.start<waiter>().value();
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(otpp::call(w, waiter::wait_on{h, 50ms}) == otpp::exit_kind::timeout);
+  CHECK(std::chrono::steady_clock::now() - t0 >= 50ms);
+  // The worker stayed free: the holder answers while the waiter waits.
+  CHECK(otpp::call(h, otpp_test::holder::ping{}) == 0);
+  CHECK(rt.thread_count() == 1);
+}
+
+TEST_CASE("many processes blocked at once time out each at its own deadline") {
+  otpp::runtime rt{{.workers = 2}};
+  auto h = rt.start<otpp_test::holder>().value();
+  std::vector<otpp::server<waiter>> ws;
+  for (int i = 0; i < 40; ++i) ws.push_back(rt.start<waiter>().value());
+  std::vector<otpp::pending_call<otpp::exit_kind>> pending;
+  for (int i = 0; i < 40; ++i) {
+    pending.push_back(otpp::async_call(ws[static_cast<std::size_t>(i)], waiter::wait_on{h, std::chrono::milliseconds(20 + i)}, 60s));
+  }
+  for (auto& p : pending) CHECK(p.get().value() == otpp::exit_kind::timeout);
+  CHECK(rt.thread_count() == 2);
+}
+
+TEST_CASE("a blocked caller learns of the callee's death at once") {
+  otpp::runtime rt{{.workers = 2}};
+  auto h = rt.start<otpp_test::holder>().value();
+  auto w = rt.start<waiter>().value();
+  auto pending = otpp::async_call(w, waiter::wait_on{h, 60'000ms}, 60s);
+  // The waiter is parked once the holder has its request: flush with a ping.
+  for (auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+    if (otpp::sys::info(h).value().messages_handled >= 1) break;
+  }
+  otpp::exit(h.pid(), otpp::exit_reason::kill());
+  CHECK(pending.get().value() == otpp::exit_kind::killed);
+}
+
+TEST_CASE("the exception being handled survives a blocking call made inside its catch block") {
+  otpp::runtime rt{{.workers = 2}};
+  auto h = rt.start<otpp_test::holder>().value();
+  std::vector<otpp::server<rethrower>> rs;
+  for (int i = 0; i < 32; ++i) rs.push_back(rt.start<rethrower>().value());
+  for (int round = 0; round < 20; ++round) {
+    std::vector<otpp::pending_call<std::string>> pending;
+    for (int i = 0; i < 32; ++i) pending.push_back(otpp::async_call(rs[static_cast<std::size_t>(i)], rethrower::attempt{h, i}, 60s));
+    for (int i = 0; i < 32; ++i) CHECK(pending[static_cast<std::size_t>(i)].get().value() == "mine " + std::to_string(i));
+  }
+}
+
+TEST_CASE("shutdown with processes blocked in calls: the callee stops first, the callers then") {
+  otpp::runtime rt{{.workers = 2, .shutdown_timeout = 5000ms}};
+  std::vector<otpp::server<waiter>> ws;
+  for (int i = 0; i < 8; ++i) ws.push_back(rt.start<waiter>().value());
+  auto h = rt.start<otpp_test::holder>().value();  // newer: shutdown stops it first
+  std::vector<otpp::pending_call<otpp::exit_kind>> pending;
+  for (auto& w : ws) pending.push_back(otpp::async_call(w, waiter::wait_on{h, otpp::infinity}, 60s));
+  for (auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+    if (otpp::sys::info(h).value().messages_handled >= 8) break;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  rt.shutdown();
+  CHECK(std::chrono::steady_clock::now() - t0 < 4s);  // nothing waited for the 5 s shutdown timeout
+  for (auto& p : pending) CHECK(p.get().value() == otpp::exit_kind::shutdown);
+  CHECK(rt.process_count() == 0);
+}
+
+TEST_CASE("stack_size 0: blocked calls hand the worker's queues to spare threads, as before") {
+  otpp::runtime rt{{.workers = 2, .stack_size = 0}};
+  otpp::server<link_server> head;
+  for (int i = 0; i < 20; ++i) head = rt.start<link_server>(head).value();
+  CHECK(otpp::call(head, link_server::depth{}, 120s) == 20);
+  CHECK(rt.thread_count() > 2);
+}
