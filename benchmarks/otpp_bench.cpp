@@ -13,6 +13,8 @@
 //   call_concurrent_64  64 client processes x 20k sequential calls to one server
 //                       (each call figure: "#" line with a server that
 //                       declares nonblocking_handlers, run inline when idle)
+//   call_chain_1000_ns  1,000 processes, each making a blocking call to the
+//                       next; 200 calls into the head, per hop ("#": threads)
 //   ring_1000           1,000 servers pass a token 1M hops by cast
 //   spawn_1m            start 1M idle servers (from the main thread)
 //   bytes_per_server    RSS growth per idle server
@@ -233,7 +235,35 @@ double call_concurrent_rate(otpp::runtime& rt) {
 
 void call_concurrent(otpp::runtime& rt) {
   figure("call_concurrent_64", call_concurrent_rate<counter>(rt), "calls/s");
-  if (rt.thread_count() > rt.workers()) std::printf("# call_concurrent_64: %zu threads (spares started)\n", rt.thread_count());
+  std::printf("# call_concurrent_64: %zu threads for %u workers\n", rt.thread_count(), rt.workers());
+}
+
+// Each link makes a blocking call to the next (a finite timeout: nothing
+// runs inline on the caller's stack); the last answers.
+class chain_link : public otpp::gen_server<chain_link> {
+ public:
+  struct depth {};
+  explicit chain_link(otpp::server<chain_link> next) : next_{std::move(next)} {}
+  int handle_call(depth) { return next_ ? otpp::call(next_, depth{}, std::chrono::seconds(60)) + 1 : 1; }
+
+ private:
+  otpp::server<chain_link> next_;
+};
+
+void call_chain(otpp::runtime& rt) {
+  constexpr int links = 1000;
+  const int rounds = 200 / static_cast<int>(scale);
+  otpp::server<chain_link> head;
+  for (int i = 0; i < links; ++i) head = rt.start<chain_link>(head).value();
+  (void)otpp::call(head, chain_link::depth{}, std::chrono::seconds(60));  // warm: the fibers exist
+  auto t0 = clk::now();
+  int sum = 0;
+  for (int i = 0; i < rounds; ++i) sum += otpp::call(head, chain_link::depth{}, std::chrono::seconds(60));
+  double dt = seconds_since(t0);
+  if (sum != rounds * links) std::printf("# call_chain_1000: depth sum %d\n", sum);
+  figure("call_chain_1000_ns", dt * 1e9 / (static_cast<double>(rounds) * links), "ns");
+  std::printf("# call_chain_1000: %zu threads for %u workers (1,000 processes blocked at once)\n", rt.thread_count(),
+              rt.workers());
 }
 void call_concurrent_nonblocking(otpp::runtime& rt) {
   std::printf("# call_concurrent_64_nonblocking: %.0f calls/s\n", call_concurrent_rate<inline_counter>(rt));
@@ -1013,6 +1043,7 @@ int main(int argc, char** argv) {
   run(want("call_process"), "call_process_nonblocking", call_process_nonblocking);
   run(want("call_concurrent_64"), "call_concurrent_64", call_concurrent);
   run(want("call_concurrent_64"), "call_concurrent_64_nonblocking", call_concurrent_nonblocking);
+  run(want("call_chain_1000_ns"), "call_chain_1000_ns", call_chain);
   run(want("call_process_async_ns"), "call_process_async_ns", call_process_async);
   run(want("call_concurrent_64_async"), "call_concurrent_64_async", call_concurrent_async);
   run(want("task_async_await_ns"), "task_async_await_ns", task_async_await);

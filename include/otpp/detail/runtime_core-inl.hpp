@@ -331,6 +331,7 @@ OTPP_FUNC bool runtime_core::shutdown() {
   stop_processes(deadline);
   if (timer_service* t = timers_if_started()) t->stop();
   const bool joined = join_threads(deadline, own_thread);
+  stop_watchdog(deadline);
   // With every worker gone, the timers that never fired are dropped now:
   // they hold their destinations, which hold this core.
   if (joined) {
@@ -492,6 +493,10 @@ OTPP_FUNC void runtime_core::schedule_loop() noexcept {
   for (unsigned tick = 0;; ++tick) {
     thread_ctx& t = fresh_tls();  // the loop may resume on another thread
     if (t.slot == nullptr) {
+      if (t.record == nullptr) {  // the watchdog's: its rescue is done
+        switch_to(t.native, {fiber_action::retire, t.fib});
+        continue;
+      }
       t.slot = wait_for_slot(static_cast<thread_record*>(t.record));
       if (t.slot == nullptr) return;
     }
@@ -618,13 +623,24 @@ OTPP_FUNC void runtime_core::finish_park(fiber* f) noexcept {
       if (timed_ != nullptr) timed_->prev = f;
       timed_ = f;
       f->timed = true;
+      timed_count_.fetch_add(1, std::memory_order_relaxed);
       const std::int64_t d = f->deadline.time_since_epoch().count();
       if (d < timed_min_ns_.load(std::memory_order_relaxed)) timed_min_ns_.store(d, std::memory_order_relaxed);
     } else {
       resolved = true;
     }
   }
-  if (resolved) make_ready(f);
+  if (resolved) {
+    make_ready(f);
+    return;
+  }
+  if (!watch_started_.load(std::memory_order_acquire)) {
+    start_watchdog();
+  } else if (watch_asleep_.load(std::memory_order_seq_cst)) {
+    watch_asleep_.store(false, std::memory_order_relaxed);
+    watch_word_.fetch_add(1, std::memory_order_seq_cst);
+    unpark_one(watch_word_);
+  }
 }
 
 OTPP_FUNC void runtime_core::wake_fiber(slot_waker* w) noexcept {
@@ -645,6 +661,7 @@ OTPP_FUNC void runtime_core::make_ready(fiber* f) noexcept {
       }
       if (f->next != nullptr) f->next->prev = f->prev;
       f->timed = false;
+      timed_count_.fetch_sub(1, std::memory_order_relaxed);
     }
     f->link = nullptr;
     if (ready_tail_ != nullptr) {
@@ -703,6 +720,7 @@ OTPP_FUNC bool runtime_core::expire_fibers() noexcept {
         }
         if (next != nullptr) next->prev = f->prev;
         f->timed = false;
+        timed_count_.fetch_sub(1, std::memory_order_relaxed);
         f->link = nullptr;
         if (ready_tail_ != nullptr) {
           ready_tail_->link = f;
@@ -865,6 +883,113 @@ OTPP_FUNC process_base* runtime_core::pop_injection() noexcept {
   injection_.pop_front();
   injection_size_.fetch_sub(1, std::memory_order_relaxed);
   return p;
+}
+
+// -- the deadline watchdog ------------------------------------------------------------
+//
+// Workers resume a parked fiber at its deadline when one of them is idle (or
+// between turns). When every worker is inside a handler that runs on (a
+// callee blocked on a lock, a long computation), nobody would, and the
+// call's timeout would fire only when a handler returns: the promise of a
+// finite timeout is that it fires on time whatever the handlers do. So one
+// thread per runtime, started with the first parked deadline, sleeps until
+// the earliest deadline (re-checked every 10 ms while any is parked, since
+// an earlier one can arrive without waking it), and resumes itself, on its
+// own thread, a fiber still unclaimed 2 ms past its deadline. It runs only
+// that process's turn, then goes back to watching. It is not a worker: it
+// owns no queues and shows in no thread count.
+
+OTPP_FUNC void runtime_core::start_watchdog() noexcept {
+  std::lock_guard lock{spare_mutex_};
+  if (watch_started_.load(std::memory_order_relaxed) || terminating_.load(std::memory_order_relaxed)) return;
+  add_ref();
+  try {
+    watchdog_ = std::thread([this] { watchdog_main(); });
+  } catch (...) {
+    refs_.fetch_sub(1, std::memory_order_relaxed);
+    return;  // no thread: deadlines are kept by the workers alone
+  }
+  watch_started_.store(true, std::memory_order_release);
+}
+
+OTPP_FUNC fiber* runtime_core::pop_overdue(std::int64_t before, std::int64_t& next) noexcept {
+  std::lock_guard lock{fiber_mutex_};
+  fiber* prev = nullptr;
+  for (fiber* f = ready_head_; f != nullptr; prev = f, f = f->link) {
+    if (f->deadline == steady::time_point::max()) continue;
+    const std::int64_t d = f->deadline.time_since_epoch().count();
+    if (d > before) {
+      next = std::min(next, d);
+      continue;
+    }
+    if (prev != nullptr) {
+      prev->link = f->link;
+    } else {
+      ready_head_ = f->link;
+    }
+    if (ready_tail_ == f) ready_tail_ = prev;
+    f->link = nullptr;
+    ready_count_.fetch_sub(1, std::memory_order_relaxed);
+    f->state.store(fiber::running, std::memory_order_relaxed);
+    return f;
+  }
+  return nullptr;
+}
+
+OTPP_FUNC void runtime_core::watchdog_main() noexcept {
+  constexpr std::int64_t grace = 2'000'000;   // ns past a deadline before we step in
+  constexpr std::int64_t recheck = 10'000'000;
+  tls.rt = this;
+  fiber own;
+  init_native_fiber(own);
+  tls.fib = &own;
+  tls.native = &own;
+  while (!watch_stop_.load(std::memory_order_acquire)) {
+    if (fiber_due()) (void)expire_fibers();
+    std::int64_t next = no_deadline;
+    const std::int64_t now = steady::now().time_since_epoch().count();
+    if (fiber* f = pop_overdue(now - grace, next)) {
+      switch_to(f, {});  // back here when its turn is over or it parks again
+      continue;
+    }
+    const std::uint32_t word = watch_word_.load(std::memory_order_seq_cst);
+    steady::time_point until = steady::time_point::max();
+    if (timed_count_.load(std::memory_order_seq_cst) != 0 || ready_count_.load(std::memory_order_seq_cst) != 0) {
+      next = std::min(next, timed_min_ns_.load(std::memory_order_relaxed));
+      const std::int64_t at = next == no_deadline ? now + recheck : std::min(next + grace, now + recheck);
+      until = steady::time_point{steady::duration{at}};
+    } else {
+      watch_asleep_.store(true, std::memory_order_seq_cst);
+      // Pairs with finish_park: a deadline parked after this is seen below, or wakes us.
+      if (timed_count_.load(std::memory_order_seq_cst) != 0) {
+        watch_asleep_.store(false, std::memory_order_relaxed);
+        continue;
+      }
+    }
+    if (!watch_stop_.load(std::memory_order_acquire)) park(watch_word_, word, until);
+    watch_asleep_.store(false, std::memory_order_relaxed);
+  }
+  tls = {};
+  watch_finished_.store(1, std::memory_order_release);
+  unpark_one(watch_finished_);
+  release();
+}
+
+OTPP_FUNC void runtime_core::stop_watchdog(steady::time_point deadline) noexcept {
+  if (!watch_started_.load(std::memory_order_acquire)) return;
+  watch_stop_.store(true, std::memory_order_seq_cst);
+  watch_word_.fetch_add(1, std::memory_order_seq_cst);
+  unpark_all(watch_word_);
+  while (watch_finished_.load(std::memory_order_acquire) == 0 && steady::now() < deadline) {
+    park(watch_finished_, 0, std::min(deadline, steady::now() + std::chrono::milliseconds(5)));
+  }
+  std::lock_guard lock{spare_mutex_};
+  if (!watchdog_.joinable()) return;
+  if (watch_finished_.load(std::memory_order_acquire) != 0 && watchdog_.get_id() != std::this_thread::get_id()) {
+    watchdog_.join();
+  } else {
+    watchdog_.detach();  // stuck in a rescued handler: it holds the core until it returns
+  }
 }
 
 // -- the idle timer: set_timeout, hibernate, hibernate_after ---------------------
@@ -1335,14 +1460,22 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
     callee->release();
     return true;
   };
-  if (tls.fib != nullptr && tls.fib != tls.native && tls.slot != nullptr && tls.rt != nullptr) {
-    // On a fiber: a moment's spin for a reply from the other core, then the
-    // fiber parks and the worker carries on without us.
+  if (tls.fib != nullptr && tls.fib != tls.native && tls.rt != nullptr) {
+    // On a fiber: spin for a reply from the other core while nothing else
+    // wants this worker, then the fiber parks and the worker carries on.
     runtime_core* const rt = tls.rt;
-    for (unsigned i = 0; i < 64; ++i) {
+    for (unsigned i = 0;; ++i) {
       if (slot->resolved()) return true;
       cpu_relax();
-      if ((i & 31) == 31) (void)help();
+      if ((i & 31) == 31) {
+        if (help()) continue;
+        const worker_slot* s = tls.slot;
+        if (s == nullptr || rt->others_waiting(*s)) break;
+        const auto now = steady::now();
+        if (now >= deadline) return slot->resolved();
+        if (now - start >= spin_for) break;
+        std::this_thread::yield();
+      }
     }
     if (steady::now() >= deadline) return slot->resolved();
     if (rt->park_until(slot, deadline)) {

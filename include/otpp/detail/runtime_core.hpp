@@ -249,6 +249,13 @@ class runtime_core {
     const auto min = timed_min_ns_.load(std::memory_order_relaxed);
     return min == no_deadline ? steady::time_point::max() : steady::time_point{steady::duration{min}};
   }
+  // The deadline watchdog (see watchdog_main).
+  void start_watchdog() noexcept;
+  void watchdog_main() noexcept;
+  void stop_watchdog(steady::time_point deadline) noexcept;
+  // Takes a ready fiber whose deadline passed before `before`; the earliest
+  // deadline of the other ready fibers goes to `next`.
+  fiber* pop_overdue(std::int64_t before, std::int64_t& next) noexcept;
   // The thread may end: shutting down, and no parked fiber needs it.
   [[nodiscard]] bool may_leave() const noexcept {
     return terminating_.load(std::memory_order_acquire) && parked_.load(std::memory_order_acquire) == 0;
@@ -313,6 +320,16 @@ class runtime_core {
   std::atomic<std::size_t> ready_count_{0};
   std::atomic<std::int64_t> timed_min_ns_{no_deadline};  // a lower bound on the earliest deadline
   std::atomic<std::size_t> parked_{0};
+  std::atomic<std::size_t> timed_count_{0};  // fibers parked with a deadline
+  // The watchdog: a thread that resumes a parked process whose deadline
+  // passed while every worker was busy (a worker would otherwise resume it
+  // only when its current handler returns).
+  alignas(cache_line) std::atomic<std::uint32_t> watch_word_{0};
+  std::atomic<bool> watch_asleep_{false};  // sleeping with no deadline to watch
+  std::atomic<bool> watch_started_{false};
+  std::atomic<bool> watch_stop_{false};
+  std::atomic<std::uint32_t> watch_finished_{0};
+  std::thread watchdog_;  // under spare_mutex_
 
   std::atomic<timer_service*> timers_{nullptr};
   std::atomic<bool> closed_{false};
