@@ -544,6 +544,7 @@ OTPP_FUNC fiber* runtime_core::take_fiber() noexcept {
       spare_fibers_ = f->link;
       f->link = nullptr;
       --spare_fiber_count_;
+      spares_.store(spare_fiber_count_, std::memory_order_relaxed);
       return f;
     }
   }
@@ -594,7 +595,8 @@ OTPP_FUNC bool runtime_core::park_until(reply_slot_base* slot, steady::time_poin
   if (next == nullptr) return false;
   me->slot = slot;
   me->deadline = deadline;
-  parked_.fetch_add(1, std::memory_order_seq_cst);
+  const std::size_t parked_now = parked_.fetch_add(1, std::memory_order_seq_cst) + 1;
+  if (parked_now > parked_peak_.load(std::memory_order_relaxed)) parked_peak_.store(parked_now, std::memory_order_relaxed);
   switch_to(next, {fiber_action::park_fiber, me});
   me->slot = nullptr;
   parked_.fetch_sub(1, std::memory_order_seq_cst);
@@ -690,14 +692,39 @@ OTPP_FUNC fiber* runtime_core::pop_ready() noexcept {
 OTPP_FUNC void runtime_core::retire_fiber(fiber* f) noexcept {
   {
     std::lock_guard lock{fiber_mutex_};
-    if (spare_fiber_count_ < spare_fiber_cap_) {
+    // As many spares as fibers were recently parked at once (a chain of
+    // blocked calls comes back), up to a bound; idle() trims the rest.
+    if (spare_fiber_count_ < std::max(spare_fiber_cap_, std::min<std::size_t>(parked_peak_, 4096))) {
       f->link = spare_fibers_;
       spare_fibers_ = f;
       ++spare_fiber_count_;
+      spares_.store(spare_fiber_count_, std::memory_order_relaxed);
       return;
     }
   }
   destroy_fiber(f);
+}
+
+OTPP_FUNC void runtime_core::trim_fibers() noexcept {
+  if (spares_.load(std::memory_order_relaxed) <= spare_fiber_cap_ || parked_.load(std::memory_order_relaxed) != 0) return;
+  fiber* extra = nullptr;
+  {
+    std::lock_guard lock{fiber_mutex_};
+    parked_peak_.store(0, std::memory_order_relaxed);
+    while (spare_fiber_count_ > spare_fiber_cap_) {
+      fiber* f = spare_fibers_;
+      spare_fibers_ = f->link;
+      --spare_fiber_count_;
+      spares_.store(spare_fiber_count_, std::memory_order_relaxed);
+      f->link = extra;
+      extra = f;
+    }
+  }
+  while (extra != nullptr) {
+    fiber* f = extra;
+    extra = f->link;
+    destroy_fiber(f);
+  }
 }
 
 OTPP_FUNC bool runtime_core::expire_fibers() noexcept {
@@ -853,6 +880,7 @@ OTPP_FUNC void runtime_core::idle(worker_slot& s) noexcept {
     // About to sleep: a moment to hand memory from a past spike back.
     pool_trim();
     pool_release_if_idle_and_large();
+    trim_fibers();
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     const std::uint32_t epoch = epoch_.load(std::memory_order_seq_cst);
@@ -1469,11 +1497,17 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
       cpu_relax();
       if ((i & 31) == 31) {
         if (help()) continue;
-        const worker_slot* s = tls.slot;
-        if (s == nullptr || rt->others_waiting(*s)) break;
         const auto now = steady::now();
         if (now >= deadline) return slot->resolved();
-        if (now - start >= spin_for) break;
+        // A reply from a core that runs the callee comes in a microsecond
+        // or two; one that takes longer is probably waiting on more (a chain).
+        if (now - start >= (callee_nonblocking ? spin_for : std::chrono::microseconds(6))) break;
+        // Others want this worker: park after a couple of microseconds (a
+        // reply from a busy core often comes sooner than a park and resume).
+        const worker_slot* s = tls.slot;
+        // (A callee that promised never to block answers as soon as it runs:
+        // spin longer for it.)
+        if ((s == nullptr || rt->others_waiting(*s)) && now - start >= (callee_nonblocking ? spin_for : std::chrono::microseconds(2))) break;
         std::this_thread::yield();
       }
     }

@@ -239,6 +239,8 @@ class runtime_core {
   void make_ready(fiber* f) noexcept;
   fiber* pop_ready() noexcept;
   void retire_fiber(fiber* f) noexcept;
+  // Frees spare fibers beyond the standing few (an idle worker's chore).
+  void trim_fibers() noexcept;
   // Queues the timed fibers whose deadline has passed; true if any.
   bool expire_fibers() noexcept;
   [[nodiscard]] bool fiber_due() const noexcept {
@@ -314,12 +316,14 @@ class runtime_core {
   alignas(cache_line) std::mutex fiber_mutex_;
   fiber* spare_fibers_ = nullptr;  // under fiber_mutex_, as the three below
   std::size_t spare_fiber_count_ = 0;
+  std::atomic<std::size_t> spares_{0};  // spare_fiber_count_, for a peek without the lock
   fiber* ready_head_ = nullptr;
   fiber* ready_tail_ = nullptr;
   fiber* timed_ = nullptr;  // parked with a deadline, unsorted
   std::atomic<std::size_t> ready_count_{0};
   std::atomic<std::int64_t> timed_min_ns_{no_deadline};  // a lower bound on the earliest deadline
   std::atomic<std::size_t> parked_{0};
+  std::atomic<std::size_t> parked_peak_{0};  // since the last trim
   std::atomic<std::size_t> timed_count_{0};  // fibers parked with a deadline
   // The watchdog: a thread that resumes a parked process whose deadline
   // passed while every worker was busy (a worker would otherwise resume it
