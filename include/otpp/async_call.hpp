@@ -183,7 +183,7 @@ class [[nodiscard]] basic_pending_call {
                      std::string_view server_type, std::string_view request_type, detail::runtime_core* rt) noexcept
       : slot_{s},
         // Read the steady clock only for a thread, which will wait in get().
-        deadline_{detail::tls.current == nullptr ? detail::deadline_after(timeout) : detail::steady::time_point{}},
+        deadline_{detail::tls().current == nullptr ? detail::deadline_after(timeout) : detail::steady::time_point{}},
         due_ns_{due_ns},
         timeout_{timeout},
         target_{target},
@@ -357,11 +357,11 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
   check_timeout(timeout, Throws ? "otpp::async_call" : "otpp::async_try_call");
   auto* p = pid_access::get(s.pid());
   if (p == nullptr || !p->alive()) return pending_call_access::failed<R, Throws>(exit_reason::noproc());
-  if (p == tls.current) return pending_call_access::failed<R, Throws>(exit_reason::calling_self());
+  if (p == tls().current) return pending_call_access::failed<R, Throws>(exit_reason::calling_self());
   auto* slot = reply_slot<R>::make();
   message_node* node;
   try {
-    node = make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, tls.current);
+    node = make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, tls().current);
   } catch (...) {
     slot->release();  // both references: nobody else ever saw it
     slot->release();
@@ -369,8 +369,8 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
   }
   // From a process, the deadline is on the runtime's clock (virtual in
   // tests), read before the request leaves.
-  const std::int64_t due = tls.current != nullptr && timeout != steady::duration::max()
-                               ? timer_due_after_ns(*tls.current->rt(), clamp_delay(timeout))
+  const std::int64_t due = tls().current != nullptr && timeout != steady::duration::max()
+                               ? timer_due_after_ns(*tls().current->rt(), clamp_delay(timeout))
                                : no_deadline_ns;
   p->enqueue(node);
   return pending_call_access::sent<R, Throws>(slot, timeout, due, p->id(), type_name<Impl>(), type_name<Q>(), p->rt());

@@ -821,7 +821,7 @@ template <class Impl, class Registrar, class... Args>
 result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, Registrar&& registrar, Args&&... args) {
   static_assert(std::is_base_of_v<gen_server<Impl>, Impl>, "a server type must derive from otpp::gen_server<itself>");
   if (rt.closed()) return exit_reason::shutdown("runtime stopped");
-  process_base* const parent = link ? tls.current : nullptr;
+  process_base* const parent = link ? tls().current : nullptr;
   auto* p = process_of<Impl>::allocate(&rt);
   rt.register_process(p);
   // The name is registered before the Impl exists: on a clash no user code runs.
@@ -990,12 +990,12 @@ inline constexpr unsigned max_inline_depth = 64;
 /// own turn, one level deeper in inline calls.
 class inline_call_scope {
  public:
-  explicit inline_call_scope(process_base* p) noexcept : caller_{tls.current} {
-    ++tls.inline_depth;
-    tls.current = p;
+  explicit inline_call_scope(process_base* p) noexcept : caller_{tls().current} {
+    ++tls().inline_depth;
+    tls().current = p;
   }
   ~inline_call_scope() {
-    thread_ctx& t = fresh_tls();  // the callee may have blocked and resumed on another thread
+    thread_ctx& t = tls();  // the callee may have blocked and resumed on another thread
     t.current = caller_;
     --t.inline_depth;
   }
@@ -1053,15 +1053,15 @@ result<call_reply_t<Impl, std::remove_cvref_t<Req>>> try_call(const server<Impl>
   check_timeout(timeout, "otpp::call");
   auto* p = static_cast<process_of<Impl>*>(pid_access::get(s.pid()));
   if (p == nullptr) return exit_reason::noproc();
-  if (p == tls.current) return exit_reason::calling_self();
+  if (p == tls().current) return exit_reason::calling_self();
   constexpr bool nonblocking = declares_nonblocking_handlers<Impl>;
   // A coroutine handler never runs on the caller's thread: it may suspend.
   if constexpr (handles_sync_call<Impl, Q> && !handles_async_call<Impl, Q>) {
-    if ((nonblocking || may_run_inline(timeout)) && tls.inline_depth < max_inline_depth) {
+    if ((nonblocking || may_run_inline(timeout)) && tls().inline_depth < max_inline_depth) {
       if constexpr (!std::is_reference_v<Req> && std::is_nothrow_move_constructible_v<Q>) {
         return request<R>(
             p, timeout, true, nonblocking, [&] { return call_inline<Impl, Q, R>(p, std::move(req)); },
-            [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::move(req), slot, tls.current); });
+            [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::move(req), slot, tls().current); });
       } else {
         // A copy (or a move that may throw) is made on the caller's side,
         // before the server is claimed, as the mailbox path does: a throw
@@ -1069,13 +1069,13 @@ result<call_reply_t<Impl, std::remove_cvref_t<Req>>> try_call(const server<Impl>
         Q copy(std::forward<Req>(req));
         return request<R>(
             p, timeout, true, nonblocking, [&] { return call_inline<Impl, Q, R>(p, std::move(copy)); },
-            [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::move(copy), slot, tls.current); });
+            [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::move(copy), slot, tls().current); });
       }
     }
   }
   return request<R>(
       p, timeout, false, nonblocking, [] { return result<R>{exit_reason::noproc()}; },
-      [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, tls.current); });
+      [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, tls().current); });
 }
 
 /// Throws the exit_error of a failed otpp::call, naming it:

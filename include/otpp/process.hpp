@@ -74,7 +74,7 @@ void post(const pid& to, Msg&& msg) {
 }  // namespace detail
 
 /// The current process, or an empty pid outside any process.
-[[nodiscard]] inline pid self() noexcept { return detail::pid_access::make(detail::tls.current); }
+[[nodiscard]] inline pid self() noexcept { return detail::pid_access::make(detail::tls().current); }
 
 /// A view of an untyped message, for a catch-all `handle_info(const otpp::message&)`.
 class message {
@@ -128,7 +128,7 @@ namespace otpp {
 /// dies while the link is being made, the caller hears its reason through
 /// the link. Returns false outside a process (a thread cannot be linked).
 inline bool link(const pid& other) {
-  detail::process_base* me = detail::tls.current;
+  detail::process_base* me = detail::tls().current;
   detail::process_base* o = detail::pid_access::get(other);
   if (me == nullptr) return false;
   if (o == me) return true;
@@ -154,7 +154,7 @@ inline bool link(const pid& other) {
 /// Removes the link between the calling process and `other`, if any. After
 /// it returns, no exit signal through that link reaches the caller.
 inline void unlink(const pid& other) {
-  detail::process_base* me = detail::tls.current;
+  detail::process_base* me = detail::tls().current;
   detail::process_base* o = detail::pid_access::get(other);
   if (me == nullptr || o == nullptr || o == me) return;
   detail::process_cold* c = me->cold_if_any();
@@ -168,7 +168,7 @@ inline void unlink(const pid& other) {
 inline void exit(const pid& target, exit_reason reason) {
   detail::process_base* t = detail::pid_access::get(target);
   if (t == nullptr) return;
-  t->enqueue_signal(detail::make_node<detail::exit_signal_node>(detail::tls.current, std::move(reason), false));
+  t->enqueue_signal(detail::make_node<detail::exit_signal_node>(detail::tls().current, std::move(reason), false));
 }
 
 /// Monitors `target` from the calling process: when it exits (or at once, if
@@ -176,7 +176,7 @@ inline void exit(const pid& target, exit_reason reason) {
 /// Monitors stack: each call makes a new one. Outside a process, returns an
 /// empty ref (use await_exit).
 [[nodiscard]] inline monitor_ref monitor(const pid& target) {
-  detail::process_base* me = detail::tls.current;
+  detail::process_base* me = detail::tls().current;
   if (me == nullptr) return {};
   const std::uint64_t id = detail::next_monitor_ref.fetch_add(1, std::memory_order_relaxed);
   auto& c = me->cold_state();
@@ -194,7 +194,7 @@ inline void exit(const pid& target, exit_reason reason) {
 /// already queued is dropped too (Erlang's demonitor with flush). Returns
 /// whether the monitor was still active.
 inline bool demonitor(const monitor_ref& ref) {
-  detail::process_base* me = detail::tls.current;
+  detail::process_base* me = detail::tls().current;
   if (me == nullptr || !ref) return false;
   detail::process_cold* c = me->cold_if_any();
   if (c == nullptr) return false;
@@ -235,7 +235,7 @@ class exit_watch {
   [[nodiscard]] result<exit_reason> wait(std::chrono::steady_clock::duration timeout = infinity) {
     detail::process_base* t = detail::pid_access::get(target_);
     if (t == nullptr) return exit_reason::noproc();
-    if (t == detail::tls.current) return exit_reason::calling_self();
+    if (t == detail::tls().current) return exit_reason::calling_self();
     if (!detail::await_resolution(slot_, detail::deadline_after(timeout), t)) return exit_reason::timeout();
     if (!taken_) {
       reason_ = slot_->take();

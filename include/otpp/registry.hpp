@@ -63,7 +63,7 @@ template <class Impl>
 /// Returns false outside a process, if the name is taken, or if the process
 /// already has a name.
 inline bool register_name(std::string name) {
-  detail::process_base* me = detail::tls.current;
+  detail::process_base* me = detail::tls().current;
   if (me == nullptr || name.empty()) return false;
   if (!me->cold_state().name.empty()) return false;
   return !detail::local_registration{std::move(name), nullptr}(me);
@@ -71,7 +71,7 @@ inline bool register_name(std::string name) {
 
 /// Removes the calling process's name. Returns false if it had none.
 inline bool unregister_name() {
-  detail::process_base* me = detail::tls.current;
+  detail::process_base* me = detail::tls().current;
   if (me == nullptr) return false;
   detail::process_cold* c = me->cold_if_any();
   if (c == nullptr || c->name.empty()) return false;
@@ -173,7 +173,7 @@ class registry {
   /// process fails with already_started (otpp::holder(reason) is the holder);
   /// outside a process, with noproc.
   result<void> register_key(Key key, Value value = {}) {
-    detail::process_base* me = detail::tls.current;
+    detail::process_base* me = detail::tls().current;
     if (me == nullptr) return exit_reason::noproc();
     if (auto err = register_owner(me, std::move(key), std::move(value))) return std::move(*err);
     return {};
@@ -181,7 +181,7 @@ class registry {
 
   /// Removes the calling process's entries under `key`. Returns whether any.
   bool unregister_key(const Key& key) {
-    detail::process_base* me = detail::tls.current;
+    detail::process_base* me = detail::tls().current;
     if (me == nullptr) return false;
     membership* m = find_membership(*me);
     if (m == nullptr) return false;
@@ -236,7 +236,7 @@ class registry {
     std::vector<Key> out;
     detail::process_base* proc = detail::pid_access::get(p);
     if (proc == nullptr || !proc->alive()) return out;
-    if (proc == detail::tls.current) {
+    if (proc == detail::tls().current) {
       if (membership* m = const_cast<registry*>(this)->find_membership(*proc)) {
         out = m->keys;
         std::sort(out.begin(), out.end());

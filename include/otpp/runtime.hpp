@@ -97,8 +97,8 @@ runtime& default_runtime();
 namespace detail {
 /// The runtime a new process joins: the caller's own, else the default.
 inline runtime_core& current_core() {
-  if (tls.current != nullptr) return *tls.current->rt();
-  if (tls.rt != nullptr) return *tls.rt;
+  if (tls().current != nullptr) return *tls().current->rt();
+  if (tls().rt != nullptr) return *tls().rt;
   return runtime_access::core(default_runtime());
 }
 }  // namespace detail

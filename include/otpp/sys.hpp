@@ -124,7 +124,7 @@ auto run_on(const pid& target, F f, std::chrono::steady_clock::duration timeout)
   otpp::detail::check_timeout(timeout, "otpp::sys");
   process_base* p = otpp::detail::pid_access::get(target);
   if (p == nullptr) return exit_reason::noproc();
-  if (p == otpp::detail::tls.current) {
+  if (p == otpp::detail::tls().current) {
     // Asking about oneself: run it right here.
     try {
       if constexpr (std::is_void_v<R>) {

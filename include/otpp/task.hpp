@@ -151,8 +151,8 @@ class [[nodiscard]] task {
     slot_->add_ref();
     return detail::pending_call_access::sent<R, false>(
         slot_, timeout,
-        detail::tls.current != nullptr && timeout != std::chrono::steady_clock::duration::max()
-            ? detail::timer_due_after_ns(*detail::tls.current->rt(), detail::clamp_delay(timeout))
+        detail::tls().current != nullptr && timeout != std::chrono::steady_clock::duration::max()
+            ? detail::timer_due_after_ns(*detail::tls().current->rt(), detail::clamp_delay(timeout))
             : detail::no_deadline_ns,
         pid_.id(), "task", "await");
   }
@@ -218,7 +218,7 @@ template <class F>
 /// linked to nobody.
 template <class F>
 [[nodiscard]] task<detail::task_result_t<F>> task_async(runtime& rt, F fn) {
-  if (detail::tls.current != nullptr && detail::tls.current->rt() == &detail::runtime_access::core(rt))
+  if (detail::tls().current != nullptr && detail::tls().current->rt() == &detail::runtime_access::core(rt))
     return otpp::task_async(std::move(fn));
   using server_type = detail::task_server<detail::task_result_t<F>, F>;
   return detail::start_task(std::move(fn), [&rt](F&& f, auto* slot) { return rt.start<server_type>(std::move(f), slot); });
@@ -294,7 +294,7 @@ std::optional<result<R>> yield(task<R>& t, std::chrono::steady_clock::duration t
 template <class R>
 std::optional<result<R>> shutdown(task<R>& t, std::chrono::steady_clock::duration timeout = default_call_timeout) {
   auto* slot = detail::task_access::slot(t);
-  if (detail::tls.current != nullptr) otpp::unlink(t.pid());
+  if (detail::tls().current != nullptr) otpp::unlink(t.pid());
   if (!slot->resolved()) {
     otpp::exit(t.pid(), exit_reason::shutdown());
     if (!await_exit(t.pid(), timeout)) otpp::exit(t.pid(), exit_reason::kill());

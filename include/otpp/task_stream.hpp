@@ -371,7 +371,7 @@ class task_stream {
   // Whether a crash ends the stream: the tasks stand linked to a consumer
   // process that does not trap exits.
   bool crash_ends_stream() const noexcept {
-    return start_.links_caller() && detail::tls.current != nullptr && !detail::tls.current->traps_exits();
+    return start_.links_caller() && detail::tls().current != nullptr && !detail::tls().current->traps_exits();
   }
 
   // Entry i's task crashed: as a link would, it takes the consumer down.

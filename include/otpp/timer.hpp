@@ -143,9 +143,9 @@ timer_ref start_timer(runtime_core& rt, process_base* dest, U&& msg, std::chrono
   if (dest) {
     dest->add_ref();
     t->dest = dest;
-  } else if (period != 0 && tls.current != nullptr) {
-    tls.current->add_ref();
-    t->owner = tls.current;
+  } else if (period != 0 && tls().current != nullptr) {
+    tls().current->add_ref();
+    t->owner = tls().current;
   }
   t->period = period;
   t->deadline.store(svc.now_ns() + clamp_delay(delay), std::memory_order_relaxed);

@@ -11,7 +11,7 @@
 namespace otpp::detail {
 
 OTPP_FUNC process_base& awaiting_process(const char* operation) {
-  process_base* p = tls.current;
+  process_base* p = tls().current;
   if (p == nullptr) {
     throw std::logic_error(fmt::format(
         "{}: co_await outside a process; a coroutine that waits must be a handler's (or awaited by one). "

@@ -124,7 +124,7 @@ OTPP_FUNC bool start_async(process_base* p, process_base* parent, init_fn init, 
   slot->release();
   if (parent != nullptr) unlink_parent_side(parent, p);
   // Too slow: killed (its name is released as it dies; init still runs to its end).
-  if (st != reply_slot_base::failed) p->enqueue_signal(make_node<exit_signal_node>(tls.current, exit_reason::kill(), false));
+  if (st != reply_slot_base::failed) p->enqueue_signal(make_node<exit_signal_node>(tls().current, exit_reason::kill(), false));
   return false;
 }
 
@@ -139,7 +139,7 @@ OTPP_FUNC bool settle_start(process_base* p, process_base* parent, steady::durat
     }
   }
   if (start_timeout != steady::duration::max()) return start_async(p, parent, init, start_timeout, failure);
-  if (tls.start_depth >= max_start_depth) {
+  if (tls().start_depth >= max_start_depth) {
     // Refused before init runs: a start nested this deep would overflow the stack.
     if (parent != nullptr) unlink_parent(parent, p);
     discard_unstarted(p);
@@ -148,9 +148,9 @@ OTPP_FUNC bool settle_start(process_base* p, process_base* parent, steady::durat
   }
   {
     current_scope scope{p};
-    ++tls.start_depth;
+    ++tls().start_depth;
     const init_outcome out = init(p, parent);
-    --fresh_tls().start_depth;  // init may have blocked and resumed on another thread
+    --tls().start_depth;  // init may have blocked and resumed on another thread
     if (out.kind != init_result::kind::ok) {
       p->finish_exit();
       failure = init_failed(parent, p, out);

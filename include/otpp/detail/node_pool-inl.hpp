@@ -14,7 +14,7 @@ struct thread_cache_guard {
   thread_cache_guard(const thread_cache_guard&) = delete;
   thread_cache_guard& operator=(const thread_cache_guard&) = delete;
   ~thread_cache_guard() {
-    auto& tc = tls_cache;
+    auto& tc = tls_cache();
     auto& central = central_pool::instance();
     for (std::size_t c = 0; c < pool_classes; ++c) {
       if (tc.head[c]) central.give(c, {tc.head[c], tc.count[c]});
@@ -27,7 +27,7 @@ struct thread_cache_guard {
 inline thread_local thread_cache_guard tls_cache_guard;
 
 [[gnu::noinline]] OTPP_FUNC void* pool_refill(std::size_t c) {
-  auto& tc = tls_cache;
+  auto& tc = tls_cache();
   if (tc.retired) {
     // rare: allocation while this thread's locals are being torn down
     auto& central = central_pool::instance();
@@ -52,7 +52,7 @@ inline thread_local thread_cache_guard tls_cache_guard;
 }
 
 [[gnu::noinline]] OTPP_FUNC void pool_flush(std::size_t c) {
-  auto& tc = tls_cache;
+  auto& tc = tls_cache();
   const std::uint32_t n = pool_batch(c);
   free_block* head = tc.head[c];
   free_block* tail = head;

@@ -114,7 +114,14 @@ struct thread_cache {
   bool retired;
   bool guarded;
 };
-inline thread_local thread_cache tls_cache{};
+inline thread_local thread_cache tls_cache_storage{};
+/// This thread's cache, its address computed afresh (see detail::tls()):
+/// a handler may resume on another thread after a blocking call.
+[[gnu::noinline]] inline thread_cache& tls_cache() noexcept {
+  thread_cache* p = &tls_cache_storage;
+  asm volatile("" : "+r"(p));
+  return *p;
+}
 
 // The slow halves of pool_allocate/pool_free, kept out of line so the fast
 // halves stay small enough to inline.
@@ -130,7 +137,7 @@ void pool_free_retired(std::size_t c, free_block* b) noexcept;
   } else {
     if (n > pool_max_size) return ::operator new(n);
     const std::size_t c = pool_class_of(n);
-    auto& tc = tls_cache;
+    auto& tc = tls_cache();
     if (free_block* b = tc.head[c]) [[likely]] {
       free_block* next = b->next;
       tc.head[c] = next;
@@ -156,7 +163,7 @@ inline void pool_deallocate(void* p, std::size_t n) noexcept {
       return;
     }
     const std::size_t c = pool_class_of(n);
-    auto& tc = tls_cache;
+    auto& tc = tls_cache();
     auto* b = static_cast<free_block*>(p);
     if (tc.retired) [[unlikely]] {
       pool_free_retired(c, b);
@@ -192,7 +199,7 @@ inline void pool_release_if_idle_and_large() noexcept {
 /// most one batch per size class (a hibernating process's share).
 inline void pool_trim() noexcept {
   if constexpr (!address_sanitizer) {
-    auto& tc = tls_cache;
+    auto& tc = tls_cache();
     if (tc.retired) return;
     for (std::size_t c = 0; c < pool_classes; ++c) {
       while (tc.count[c] > pool_batch(c)) pool_flush(c);

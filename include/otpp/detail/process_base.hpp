@@ -137,13 +137,15 @@ struct thread_ctx {
   fiber* native = nullptr;        // this thread's own stack, as a fiber
   fiber_action pending{};         // left by the last switch
 };
-inline thread_local thread_ctx tls{};
+inline thread_local thread_ctx tls_ctx{};
 
-/// `tls`, its address computed afresh: a function whose activation spans a
-/// fiber switch may resume on another thread, and the compiler may keep a
-/// thread-local address computed before the switch.
-[[gnu::noinline]] inline thread_ctx& fresh_tls() noexcept {
-  thread_ctx* p = &tls;
+/// The calling thread's context, its address computed afresh at every use.
+/// A handler that blocks in a call may resume on another thread (its fiber
+/// moves), and a compiler keeps a thread-local's address, computed once,
+/// for the rest of a function: every access to per-thread state that can be
+/// inlined into a handler goes through a call the compiler cannot fold.
+[[gnu::noinline]] inline thread_ctx& tls() noexcept {
+  thread_ctx* p = &tls_ctx;
   asm volatile("" : "+r"(p));
   return *p;
 }
@@ -152,8 +154,8 @@ inline thread_local thread_ctx tls{};
 /// A blocked call inside the scope may resume it on another thread.
 class current_scope {
  public:
-  explicit current_scope(process_base* p) noexcept : saved_{tls.current} { tls.current = p; }
-  ~current_scope() { fresh_tls().current = saved_; }
+  explicit current_scope(process_base* p) noexcept : saved_{tls().current} { tls().current = p; }
+  ~current_scope() { tls().current = saved_; }
   current_scope(const current_scope&) = delete;
   current_scope& operator=(const current_scope&) = delete;
 

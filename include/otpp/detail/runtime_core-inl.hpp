@@ -193,7 +193,7 @@ OTPP_FUNC std::size_t runtime_core::timer_count() const noexcept {
 }
 
 OTPP_FUNC unsigned timer_inbox(const timer_service& s) noexcept {
-  return tls.slot != nullptr && tls.rt == s.runtime() ? tls.slot->index : s.outsider_inbox();
+  return tls().slot != nullptr && tls().rt == s.runtime() ? tls().slot->index : s.outsider_inbox();
 }
 
 OTPP_FUNC std::int64_t timer_now_ns(runtime_core& rt) { return rt.timers().now_ns(); }
@@ -283,20 +283,20 @@ OTPP_FUNC std::size_t runtime_core::live_count() noexcept {
 }
 
 OTPP_FUNC void runtime_core::hand_off_slot() {
-  worker_slot* s = tls.slot;
-  if (s == nullptr || tls.rt != this) return;
+  worker_slot* s = tls().slot;
+  if (s == nullptr || tls().rt != this) return;
   std::lock_guard lock{spare_mutex_};
   if (!idle_spares_.empty()) {
     thread_record* t = idle_spares_.back();
     idle_spares_.pop_back();
     t->assigned = s;
-    tls.slot = nullptr;
+    tls().slot = nullptr;
     t->word.store(1, std::memory_order_release);
     unpark_one(t->word);
     return;
   }
   if (threads_.size() < cfg_.max_threads && !terminating_.load(std::memory_order_relaxed)) {
-    tls.slot = nullptr;
+    tls().slot = nullptr;
     start_thread(s);
     return;
   }
@@ -305,16 +305,16 @@ OTPP_FUNC void runtime_core::hand_off_slot() {
 }
 
 OTPP_FUNC void runtime_core::release_for_wait(process_base* callee) {
-  worker_slot* s = tls.slot;
-  if (s == nullptr || tls.rt != this || s->lifo != callee || callee == nullptr) return;
-  if (slots_.size() > 1 || (tls.fib != nullptr && tls.fib != tls.native)) {
+  worker_slot* s = tls().slot;
+  if (s == nullptr || tls().rt != this || s->lifo != callee || callee == nullptr) return;
+  if (slots_.size() > 1 || (tls().fib != nullptr && tls().fib != tls().native)) {
     s->lifo = nullptr;
     s->deque.push(callee);
     notify();
     if (spinners_.load(std::memory_order_seq_cst) + sleepers_.load(std::memory_order_seq_cst) > 0) return;
   }
   // On a fiber the waiter parks instead: the worker itself runs the callee next.
-  if (tls.fib != nullptr && tls.fib != tls.native) return;
+  if (tls().fib != nullptr && tls().fib != tls().native) return;
   hand_off_slot();
 }
 
@@ -323,10 +323,10 @@ OTPP_FUNC bool runtime_core::shutdown() {
   std::lock_guard serial{shutdown_mutex_};
   if (shut_down_) return !leaked_;
   const auto deadline = steady::now() + cfg_.shutdown_timeout;
-  const bool own_thread = tls.rt == this;
-  if (own_thread && tls.current != nullptr) {
+  const bool own_thread = tls().rt == this;
+  if (own_thread && tls().current != nullptr) {
     detail::log_rt(log_level::error, "otpp: runtime shutdown from inside one of its processes ({}); it is left running",
-                   pid_text{tls.current->id()}.view());
+                   pid_text{tls().current->id()}.view());
   }
   stop_processes(deadline);
   if (timer_service* t = timers_if_started()) t->stop();
@@ -466,14 +466,14 @@ OTPP_FUNC bool runtime_core::join_threads(steady::time_point deadline, bool own_
 }
 
 OTPP_FUNC void runtime_core::thread_main(thread_record* me, worker_slot* initial) noexcept {
-  tls.rt = this;
-  tls.slot = initial;
-  tls.record = me;
+  tls().rt = this;
+  tls().slot = initial;
+  tls().record = me;
   fiber own;  // this thread's stack, switched back to when the thread ends
   if (fibers_on()) {
     init_native_fiber(own);
-    tls.fib = &own;
-    tls.native = &own;
+    tls().fib = &own;
+    tls().native = &own;
     if (fiber* f = take_fiber()) {
       switch_to(f, {});  // returns when the thread is to end
     } else {
@@ -482,7 +482,7 @@ OTPP_FUNC void runtime_core::thread_main(thread_record* me, worker_slot* initial
   } else {
     schedule_loop();
   }
-  tls = {};
+  tls() = {};
   me->finished.store(1, std::memory_order_release);
   unpark_one(me->finished);
   release();  // last: the core may go with it, once shutdown has given up on this thread
@@ -491,7 +491,7 @@ OTPP_FUNC void runtime_core::thread_main(thread_record* me, worker_slot* initial
 OTPP_FUNC void runtime_core::schedule_loop() noexcept {
   bool check_timed = true;
   for (unsigned tick = 0;; ++tick) {
-    thread_ctx& t = fresh_tls();  // the loop may resume on another thread
+    thread_ctx& t = tls();  // the loop may resume on another thread
     if (t.slot == nullptr) {
       if (t.record == nullptr) {  // the watchdog's: its rescue is done
         switch_to(t.native, {fiber_action::retire, t.fib});
@@ -532,7 +532,7 @@ OTPP_FUNC void runtime_core::fiber_main(void* core) noexcept {
   auto* rt = static_cast<runtime_core*>(core);
   rt->after_switch();
   rt->schedule_loop();
-  thread_ctx& t = fresh_tls();
+  thread_ctx& t = tls();
   rt->switch_to(t.native, {fiber_action::exit, t.fib});  // never returns
   std::abort();
 }
@@ -554,7 +554,7 @@ OTPP_FUNC fiber* runtime_core::take_fiber() noexcept {
 }
 
 [[gnu::noinline]] OTPP_FUNC void runtime_core::switch_to(fiber* to, fiber_action a) noexcept {
-  thread_ctx& t = fresh_tls();
+  thread_ctx& t = tls();
   fiber* from = t.fib;
   from->current = t.current;
   from->inline_depth = t.inline_depth;
@@ -570,7 +570,7 @@ OTPP_FUNC fiber* runtime_core::take_fiber() noexcept {
 }
 
 OTPP_FUNC void runtime_core::after_switch() noexcept {
-  thread_ctx& t = fresh_tls();
+  thread_ctx& t = tls();
   const fiber_action a = std::exchange(t.pending, fiber_action{});
   switch (a.kind) {
     case fiber_action::park_fiber:
@@ -588,7 +588,7 @@ OTPP_FUNC void runtime_core::after_switch() noexcept {
 }
 
 OTPP_FUNC bool runtime_core::park_until(reply_slot_base* slot, steady::time_point deadline) noexcept {
-  thread_ctx& t = fresh_tls();
+  thread_ctx& t = tls();
   fiber* me = t.fib;
   if (me == nullptr || me == t.native || t.rt != this) return false;
   fiber* next = take_fiber();
@@ -785,7 +785,7 @@ OTPP_FUNC void runtime_core::run(process_base* p) noexcept {
       p->release();
       return;
     }
-    worker_slot* s = fresh_tls().slot;  // the turn may have resumed on another thread
+    worker_slot* s = tls().slot;  // the turn may have resumed on another thread
     // Nobody else waiting: keep going without a trip through the queues.
     if (s != nullptr && s->lifo == nullptr && s->deque.empty() &&
         injection_size_.load(std::memory_order_relaxed) == 0)
@@ -967,11 +967,11 @@ OTPP_FUNC fiber* runtime_core::pop_overdue(std::int64_t before, std::int64_t& ne
 OTPP_FUNC void runtime_core::watchdog_main() noexcept {
   constexpr std::int64_t grace = 2'000'000;   // ns past a deadline before we step in
   constexpr std::int64_t recheck = 10'000'000;
-  tls.rt = this;
+  tls().rt = this;
   fiber own;
   init_native_fiber(own);
-  tls.fib = &own;
-  tls.native = &own;
+  tls().fib = &own;
+  tls().native = &own;
   while (!watch_stop_.load(std::memory_order_acquire)) {
     if (fiber_due()) (void)expire_fibers();
     std::int64_t next = no_deadline;
@@ -997,7 +997,7 @@ OTPP_FUNC void runtime_core::watchdog_main() noexcept {
     if (!watch_stop_.load(std::memory_order_acquire)) park(watch_word_, word, until);
     watch_asleep_.store(false, std::memory_order_relaxed);
   }
-  tls = {};
+  tls() = {};
   watch_finished_.store(1, std::memory_order_release);
   unpark_one(watch_finished_);
   release();
@@ -1472,7 +1472,7 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
   // block, may run the callee here: a handler run on this stack holds the
   // waiter until it returns, whatever the deadline.
   const bool may_help = callee_nonblocking || deadline == steady::time_point::max();
-  if (!may_help && callee != nullptr && tls.rt == callee->rt()) {
+  if (!may_help && callee != nullptr && tls().rt == callee->rt()) {
     try {
       callee->rt()->release_for_wait(callee);
     } catch (...) {
@@ -1481,17 +1481,17 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
     }
   }
   auto help = [&]() noexcept {
-    worker_slot* s = tls.slot;
-    if (!may_help || s == nullptr || callee == nullptr || s->lifo != callee || tls.rt != callee->rt()) return false;
+    worker_slot* s = tls().slot;
+    if (!may_help || s == nullptr || callee == nullptr || s->lifo != callee || tls().rt != callee->rt()) return false;
     s->lifo = nullptr;  // we take its ticket
     if (callee->run_turn(callee->rt()->config().batch) == turn_result::yielded) callee->schedule_owned();
     callee->release();
     return true;
   };
-  if (tls.fib != nullptr && tls.fib != tls.native && tls.rt != nullptr) {
+  if (tls().fib != nullptr && tls().fib != tls().native && tls().rt != nullptr) {
     // On a fiber: spin for a reply from the other core while nothing else
     // wants this worker, then the fiber parks and the worker carries on.
-    runtime_core* const rt = tls.rt;
+    runtime_core* const rt = tls().rt;
     for (unsigned i = 0;; ++i) {
       if (slot->resolved()) return true;
       cpu_relax();
@@ -1504,7 +1504,7 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
         if (now - start >= (callee_nonblocking ? spin_for : std::chrono::microseconds(6))) break;
         // Others want this worker: park after a couple of microseconds (a
         // reply from a busy core often comes sooner than a park and resume).
-        const worker_slot* s = tls.slot;
+        const worker_slot* s = tls().slot;
         // (A callee that promised never to block answers as soon as it runs:
         // spin longer for it.)
         if ((s == nullptr || rt->others_waiting(*s)) && now - start >= (callee_nonblocking ? spin_for : std::chrono::microseconds(2))) break;
@@ -1532,8 +1532,8 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
       if (now >= deadline || now - start >= spin_for) break;
     }
   }
-  runtime_core* rt = tls.rt;
-  if (tls.slot != nullptr && rt != nullptr) {
+  runtime_core* rt = tls().rt;
+  if (tls().slot != nullptr && rt != nullptr) {
     auto slice = std::chrono::microseconds(50);
     for (;;) {
       auto now = steady::now();
@@ -1542,7 +1542,7 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
       help();
       slice = std::min(slice * 2, std::chrono::microseconds(400));
     }
-    if (!slot->resolved() && tls.slot != nullptr && rt->others_waiting(*tls.slot)) {
+    if (!slot->resolved() && tls().slot != nullptr && rt->others_waiting(*tls().slot)) {
       try {
         rt->hand_off_slot();
       } catch (...) {
@@ -1580,7 +1580,7 @@ OTPP_FUNC std::uint32_t enqueue_and_await(process_base* p, message_node* node, r
 OTPP_FUNC result<void> stop_process(process_base* p, exit_reason reason, steady::duration timeout) {
   check_timeout(timeout, "otpp::stop");
   if (p == nullptr || !p->alive()) return exit_reason::noproc();
-  if (p == tls.current) return exit_reason::calling_self();
+  if (p == tls().current) return exit_reason::calling_self();
   return request<void>(
       p, timeout, may_run_inline(timeout), false,
       [&]() -> result<void> {

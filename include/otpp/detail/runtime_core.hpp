@@ -77,8 +77,8 @@ class runtime_core {
 
   /// `p` is owned (its `scheduled` bit is ours): queue it to run.
   void schedule(process_base* p) noexcept {
-    worker_slot* s = tls.slot;
-    if (s != nullptr && tls.rt == this) {
+    worker_slot* s = tls().slot;
+    if (s != nullptr && tls().rt == this) {
       if (s->lifo != nullptr) {
         s->deque.push(s->lifo);
         notify();
@@ -359,8 +359,8 @@ void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) no
 
 /// True on a worker of `rt` whose queues are empty.
 inline bool worker_has_nothing_else(const runtime_core* rt) noexcept {
-  worker_slot* s = tls.slot;
-  return s != nullptr && tls.rt == rt && !rt->others_waiting(*s);
+  worker_slot* s = tls().slot;
+  return s != nullptr && tls().rt == rt && !rt->others_waiting(*s);
 }
 
 inline bool runtime_quiescent(const runtime_core* rt) noexcept { return rt->quiescent(); }
@@ -390,8 +390,8 @@ inline void process_base::mark_replied() noexcept {
 /// block it past its deadline, or wait on the waiter itself.
 template <class Mine>
 bool help_own(Mine&& mine) {
-  worker_slot* s = tls.slot;
-  runtime_core* rt = tls.rt;
+  worker_slot* s = tls().slot;
+  runtime_core* rt = tls().rt;
   if (s == nullptr || rt == nullptr) return false;
   process_base* p = nullptr;
   if (s->lifo != nullptr && mine(s->lifo)) {

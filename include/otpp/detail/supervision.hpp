@@ -67,9 +67,9 @@ result<pid> invoke_start(F&& start) {
 
 /// A runtime shutting down stops its processes newest first, children before
 /// their supervisors: those exits are not restarted.
-[[nodiscard]] inline bool runtime_closing() noexcept { return tls.current->rt()->closed(); }
+[[nodiscard]] inline bool runtime_closing() noexcept { return tls().current->rt()->closed(); }
 
-[[nodiscard]] inline std::int64_t runtime_now_ns() { return timer_now_ns(*tls.current->rt()); }
+[[nodiscard]] inline std::int64_t runtime_now_ns() { return timer_now_ns(*tls().current->rt()); }
 
 /// OTP's restart intensity: more than `max` restarts within `period` (a
 /// sliding window on the runtime's clock) is too many.
