@@ -33,6 +33,8 @@ FIGURES = [
      "call_throughput_concurrent", lambda v: v),
     ("call_concurrent_64_nonblocking", "64 callers, nonblocking server", "calls/s", False,
      "call_throughput_concurrent_64", 1.0, "call_throughput_concurrent", lambda v: v),
+    ("call_chain_1000_ns", "1,000 processes, each blocked in a call to the next, per hop", "ns", True, None, 1.0,
+     None, None),
     ("call_process_async_ns", "call, process to process, co_await async_call", "ns", True, "call_latency_mean",
      1.0, "call_latency_actor_then", lambda v: v),
     ("call_concurrent_64_async", "64 caller processes, co_await, one server", "calls/s", False,
@@ -156,7 +158,9 @@ def main():
             fh.write(a.note.strip() + "\n\n")
         fh.write("Calls: with a finite timeout an otpp call always goes through the server's mailbox and is "
                  "answered by a worker (so the timeout holds whatever the handler does); on two cores that "
-                 "is a hand-over between cores, about 1.5 µs. A server that declares "
+                 "is a hand-over between cores, about 1.5 µs. A process blocked in a call parks its stack (a fiber) "
+                 "and its worker runs on, so the blocking rows run on the worker threads alone (`otpp_bench` "
+                 "prints the thread count). A server that declares "
                  "`nonblocking_handlers` lets an idle server's handler run on the caller's thread: those "
                  "rows. The peers have one kind of call; their figures are repeated for comparison. "
                  "`supervisor_restart` takes the better of the BEAM script's steady and fresh variants.\n\n")
