@@ -597,6 +597,7 @@ OTPP_FUNC bool runtime_core::park_until(reply_slot_base* slot, steady::time_poin
   me->deadline = deadline;
   const std::size_t parked_now = parked_.fetch_add(1, std::memory_order_seq_cst) + 1;
   if (parked_now > parked_peak_.load(std::memory_order_relaxed)) parked_peak_.store(parked_now, std::memory_order_relaxed);
+  if (parked_now > spare_fiber_cap_) last_burst_ns_.store(steady::now().time_since_epoch().count(), std::memory_order_relaxed);
   switch_to(next, {fiber_action::park_fiber, me});
   me->slot = nullptr;
   parked_.fetch_sub(1, std::memory_order_seq_cst);
@@ -706,12 +707,18 @@ OTPP_FUNC void runtime_core::retire_fiber(fiber* f) noexcept {
 }
 
 OTPP_FUNC void runtime_core::trim_fibers() noexcept {
+  // Only a second after the last burst of parked fibers (the next may need
+  // them), and a few at a time (unmapping a stack is a system call, under
+  // ASan a large shadow update: an idle worker must stay quick to wake).
+  constexpr std::int64_t quiet_ns = 1'000'000'000;
+  constexpr std::size_t per_trim = 32;
   if (spares_.load(std::memory_order_relaxed) <= spare_fiber_cap_ || parked_.load(std::memory_order_relaxed) != 0) return;
+  if (steady::now().time_since_epoch().count() - last_burst_ns_.load(std::memory_order_relaxed) < quiet_ns) return;
   fiber* extra = nullptr;
   {
     std::lock_guard lock{fiber_mutex_};
     parked_peak_.store(0, std::memory_order_relaxed);
-    while (spare_fiber_count_ > spare_fiber_cap_) {
+    for (std::size_t n = 0; n < per_trim && spare_fiber_count_ > spare_fiber_cap_; ++n) {
       fiber* f = spare_fibers_;
       spare_fibers_ = f->link;
       --spare_fiber_count_;
