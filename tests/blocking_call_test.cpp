@@ -214,3 +214,88 @@ TEST_CASE("stack_size 0: blocked calls hand the worker's queues to spare threads
   CHECK(otpp::call(head, link_server::depth{}, 120s) == 20);
   CHECK(rt.thread_count() > 2);
 }
+
+namespace {
+
+// Answers each request at once, later (from a timer), or never, as the
+// request says; the stress test below mixes the three across many callers.
+class flaky : public otpp::gen_server<flaky> {
+ public:
+  enum class mode { now, later, never };
+  struct ask {
+    using reply_type = int;
+    int value;
+    mode how;
+  };
+  struct answer {
+    std::size_t index;
+  };
+  void handle_call(ask a, otpp::reply_to<int> r) {
+    switch (a.how) {
+      case mode::now:
+        r.reply(a.value);
+        break;
+      case mode::later:
+        pending_.push_back({std::move(r), a.value});
+        (void)otpp::send_after(self(), answer{pending_.size() - 1}, std::chrono::milliseconds(1 + a.value % 3));
+        break;
+      case mode::never:
+        kept_.push_back(std::move(r));
+        break;
+    }
+  }
+  void handle_info(answer a) {
+    auto& [r, v] = pending_.at(a.index);
+    r.reply(v);
+  }
+
+ private:
+  std::vector<std::pair<otpp::reply_to<int>, int>> pending_;
+  std::vector<otpp::reply_to<int>> kept_;
+};
+
+class stress_client : public otpp::gen_server<stress_client> {
+ public:
+  struct go {
+    std::vector<otpp::server<flaky>> servers;
+    int id;
+    int n;
+    std::shared_ptr<std::atomic<int>> wrong;
+    std::shared_ptr<std::latch> done;
+  };
+  void handle_cast(go g) {
+    for (int i = 0; i < g.n; ++i) {
+      const int pick = (g.id * 7 + i * 13) % 10;
+      const auto how = pick < 6 ? flaky::mode::now : pick < 9 ? flaky::mode::later : flaky::mode::never;
+      const int value = g.id * 100'000 + i;
+      auto& s = g.servers[static_cast<std::size_t>((g.id + i) % static_cast<int>(g.servers.size()))];
+      // Short timeouts for the requests never answered; long ones for the rest.
+      const auto timeout = how == flaky::mode::never ? std::chrono::milliseconds(2 + i % 5) : std::chrono::milliseconds(20'000);
+      auto r = otpp::try_call(s, flaky::ask{value, how}, timeout);
+      const bool right = how == flaky::mode::never ? (!r && r.error().kind() == otpp::exit_kind::timeout)
+                                                   : (r && *r == value);
+      if (!right) g.wrong->fetch_add(1);
+    }
+    g.done->count_down();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("stress: many blocked callers, replies now, later and never, on 2 workers") {
+  otpp::runtime rt{{.workers = 2}};
+  std::vector<otpp::server<flaky>> servers;
+  for (int i = 0; i < 4; ++i) servers.push_back(rt.start<flaky>().value());
+  constexpr int clients = 48;
+  constexpr int calls = 150;
+  auto wrong = std::make_shared<std::atomic<int>>(0);
+  auto done = std::make_shared<std::latch>(clients);
+  std::vector<otpp::server<stress_client>> cs;
+  for (int i = 0; i < clients; ++i) cs.push_back(rt.start<stress_client>().value());
+  for (int i = 0; i < clients; ++i) {
+    otpp::cast(cs[static_cast<std::size_t>(i)], stress_client::go{servers, i, calls, wrong, done});
+  }
+  done->wait();
+  CHECK(wrong->load() == 0);
+  CHECK(rt.thread_count() == 2);
+}
