@@ -656,26 +656,30 @@ OTPP_FUNC void runtime_core::make_ready(fiber* f) noexcept {
   if (!f->state.compare_exchange_strong(expected, fiber::ready, std::memory_order_acq_rel)) return;
   {
     std::lock_guard lock{fiber_mutex_};
-    if (f->timed) {
-      if (f->prev != nullptr) {
-        f->prev->next = f->next;
-      } else {
-        timed_ = f->next;
-      }
-      if (f->next != nullptr) f->next->prev = f->prev;
-      f->timed = false;
-      timed_count_.fetch_sub(1, std::memory_order_relaxed);
-    }
-    f->link = nullptr;
-    if (ready_tail_ != nullptr) {
-      ready_tail_->link = f;
-    } else {
-      ready_head_ = f;
-    }
-    ready_tail_ = f;
-    ready_count_.fetch_add(1, std::memory_order_release);
+    queue_ready_locked(f);
   }
   notify();
+}
+
+OTPP_FUNC void runtime_core::queue_ready_locked(fiber* f) noexcept {
+  if (f->timed) {
+    if (f->prev != nullptr) {
+      f->prev->next = f->next;
+    } else {
+      timed_ = f->next;
+    }
+    if (f->next != nullptr) f->next->prev = f->prev;
+    f->timed = false;
+    timed_count_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  f->link = nullptr;
+  if (ready_tail_ != nullptr) {
+    ready_tail_->link = f;
+  } else {
+    ready_head_ = f;
+  }
+  ready_tail_ = f;
+  ready_count_.fetch_add(1, std::memory_order_release);
 }
 
 OTPP_FUNC fiber* runtime_core::pop_ready() noexcept {
@@ -747,22 +751,7 @@ OTPP_FUNC bool runtime_core::expire_fibers() noexcept {
       if (d > now) {
         min = std::min(min, d);
       } else if (f->state.compare_exchange_strong(expected, fiber::ready, std::memory_order_acq_rel)) {
-        if (f->prev != nullptr) {
-          f->prev->next = next;
-        } else {
-          timed_ = next;
-        }
-        if (next != nullptr) next->prev = f->prev;
-        f->timed = false;
-        timed_count_.fetch_sub(1, std::memory_order_relaxed);
-        f->link = nullptr;
-        if (ready_tail_ != nullptr) {
-          ready_tail_->link = f;
-        } else {
-          ready_head_ = f;
-        }
-        ready_tail_ = f;
-        ready_count_.fetch_add(1, std::memory_order_release);
+        queue_ready_locked(f);
         any = true;
       }
       // else: its wake-up won and waits for this lock to move it.

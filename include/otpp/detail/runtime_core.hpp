@@ -237,6 +237,8 @@ class runtime_core {
   void finish_park(fiber* f) noexcept;
   static void wake_fiber(slot_waker* w) noexcept;
   void make_ready(fiber* f) noexcept;
+  // Under fiber_mutex_: off the timed list (if on it), onto the ready queue.
+  void queue_ready_locked(fiber* f) noexcept;
   fiber* pop_ready() noexcept;
   void retire_fiber(fiber* f) noexcept;
   // Frees spare fibers beyond the standing few (an idle worker's chore).
