@@ -259,6 +259,9 @@ class when_any_awaiter {
       w.wake = &on_wake;
     }
   }
+  // Movable until awaited (otpp::reentrant takes it in): the wakers point
+  // at their owner, so the new one gets its own.
+  when_any_awaiter(when_any_awaiter&& o) : when_any_awaiter{std::move(o.calls_)} {}
   when_any_awaiter(const when_any_awaiter&) = delete;
   when_any_awaiter& operator=(const when_any_awaiter&) = delete;
   ~when_any_awaiter() {
@@ -380,6 +383,9 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
 class sleep_awaiter {
  public:
   explicit sleep_awaiter(steady::duration d) noexcept : delay_{d} {}
+  // Movable until awaited (otpp::reentrant takes it in).
+  sleep_awaiter(sleep_awaiter&& o) noexcept
+      : delay_{o.delay_}, waker_{std::exchange(o.waker_, nullptr)}, owner_{std::exchange(o.owner_, nullptr)} {}
   sleep_awaiter(const sleep_awaiter&) = delete;
   sleep_awaiter& operator=(const sleep_awaiter&) = delete;
   ~sleep_awaiter() {

@@ -185,6 +185,14 @@ concept handles_call = handles_sync_call<Impl, Req> || handles_deferred_call<Imp
 template <class Impl>
 concept declares_nonblocking_handlers = requires { requires static_cast<bool>(Impl::nonblocking_handlers); };
 
+/// Impl lets its coroutine handlers be interleaved: `static constexpr bool
+/// reentrant_handlers = true;`. While a handler waits (an awaited call, a
+/// sleep, a task, in the handler or in any helper it awaits), the process
+/// handles other messages, as if every wait were wrapped in
+/// otpp::reentrant. See there for what that does to ordering.
+template <class Impl>
+concept declares_reentrant_handlers = requires { requires static_cast<bool>(Impl::reentrant_handlers); };
+
 template <class Impl, class Msg>
 concept handles_cast = requires(Impl& i, Msg&& m) { i.handle_cast(std::move(m)); };
 
@@ -397,7 +405,9 @@ class process_of final : public process_base {
 
 
  private:
-  explicit process_of(runtime_core* rt) noexcept : process_base{rt} {}
+  explicit process_of(runtime_core* rt) noexcept : process_base{rt} {
+    if constexpr (declares_reentrant_handlers<Impl>) make_handlers_reentrant();
+  }
 
   template <class... T>
   bool dispatch_listed(untyped_node_base* u, type_list<T...>) {

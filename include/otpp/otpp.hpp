@@ -13,6 +13,7 @@
 #include "log.hpp"                 // IWYU pragma: export
 #include "pid.hpp"                 // IWYU pragma: export
 #include "process.hpp"             // IWYU pragma: export
+#include "reentrant.hpp"           // IWYU pragma: export
 #include "registry.hpp"            // IWYU pragma: export
 #include "runtime.hpp"             // IWYU pragma: export
 #include "runtime_config.hpp"      // IWYU pragma: export

@@ -6,6 +6,13 @@
 namespace otpp::detail {
 
 OTPP_FUNC process_cold::~process_cold() {
+  // Reentrant wait records: any still listed lost their frames at the exit.
+  for (reentrant_wait* lists : {reentrant_head, reentrant_spare}) {
+    while (reentrant_wait* w = lists) {
+      lists = w->next;
+      delete w;
+    }
+  }
   links.for_each([](process_base* l) { l->release(); });
   if (parent) parent->release();
   for (auto& [ref, m] : monitors) {

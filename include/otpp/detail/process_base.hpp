@@ -71,6 +71,7 @@ struct awaiting_handler {
   process_base* caller = nullptr;   // that call's caller (a reference), if a process
   std::string_view msg_type;        // for the crash report
   std::string_view kind;            // "call", "cast", "info"
+  unsigned reentrant_scopes = 0;    // otpp::reentrant waits it is inside
 };
 
 /// The signal that resumes a process's suspended handler at `leaf`. One per
@@ -84,6 +85,26 @@ struct resume_signal final : message_node, slot_waker {
   }
   process_base* target = nullptr;
   std::coroutine_handle<> leaf;
+  static void post(slot_waker* w) noexcept;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept;
+};
+
+/// A suspended handler that lets its process handle other messages while
+/// it waits (a reentrant wait, see otpp::reentrant). When the wait ends, the
+/// node goes to the back of the mailbox: the handler resumes in turn with
+/// the messages that came before. Owned by the process's cold state and
+/// reused, never freed while the process lives: a wake-up being posted
+/// still reaches valid memory (see reply_slot_base::publish).
+struct reentrant_wait final : message_node, slot_waker {
+  reentrant_wait() noexcept {
+    fn = &handle;
+    wake = &post;
+  }
+  process_base* target = nullptr;
+  std::coroutine_handle<> leaf;
+  awaiting_handler handler;
+  reentrant_wait* prev = nullptr;  // the process's list of waits, or its spares (next only)
+  reentrant_wait* next = nullptr;
   static void post(slot_waker* w) noexcept;
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept;
 };
@@ -259,6 +280,13 @@ struct process_cold {
   resume_signal resume;
   message_node* held_head = nullptr;
   message_node* held_tail = nullptr;
+  // Handlers suspended in reentrant waits (the process runs on meanwhile),
+  // the records free for the next one, and the one being set up by the
+  // handler that is suspending right now.
+  reentrant_wait* reentrant_head = nullptr;
+  reentrant_wait* reentrant_spare = nullptr;
+  reentrant_wait* suspending = nullptr;
+  awaiting_handler* running = nullptr;  // the handler running now (see process_base::drive)
   // The deadlines of its waits, and the one timer behind them, armed for the
   // earliest (or earlier: it re-arms itself when it comes due early).
   std::vector<await_deadline> deadlines;
@@ -315,6 +343,8 @@ class process_base : public process_identity {
   static constexpr std::uint32_t idle_flags = timeout_asked | hibernate_asked | idle_armed | auto_hibernate;
   static constexpr std::uint32_t awaiting = 8192;   // a handler coroutine is suspended
   static constexpr std::uint32_t has_held = 16384;  // messages held back while one awaited
+  static constexpr std::uint32_t reentrant_next = 32768;      // the wait being set up lets other messages run
+  static constexpr std::uint32_t reentrant_handlers = 65536;  // every wait of every handler does (Impl's choice)
   // What sends a turn down its slow path (one test on the fast path).
   static constexpr std::uint32_t turn_slow = has_continue | exit_pending | awaiting | has_held;
 
@@ -386,12 +416,28 @@ class process_base : public process_identity {
   /// wait is over; if the handler then finishes, held messages come next.
   void resume_handler(std::coroutine_handle<> leaf) noexcept;
   /// Owner only: the waker that resumes the suspended handler at `leaf`.
-  slot_waker* resume_waker(std::coroutine_handle<> leaf) noexcept {
+  /// Throws std::bad_alloc for a reentrant wait without memory for its record.
+  slot_waker* resume_waker(std::coroutine_handle<> leaf) {
+    if (local_ & reentrant_next) [[unlikely]]
+      return reentrant_waker(leaf);
     process_cold& c = *cold_;
+    if (c.suspending) [[unlikely]]
+      cancel_reentrant_wait();  // an earlier reentrant wait was over at once
     c.resume.target = this;
     c.resume.leaf = leaf;
     return &c.resume;
   }
+  /// Owner only, in a handler coroutine: the waits set up until
+  /// leave_reentrant are reentrant (see otpp::reentrant); nests.
+  void enter_reentrant() noexcept;
+  void leave_reentrant() noexcept;
+  /// Before the process runs: every wait of its handlers is reentrant.
+  void make_handlers_reentrant() noexcept { local_ |= reentrant_handlers; }
+  /// Owner only: a reentrant wait was set up but did not suspend (it was
+  /// over at once, or setting it up threw): its record goes back.
+  void cancel_reentrant_wait() noexcept;
+  /// Owner only: resumes the handler suspended in reentrant wait `w`.
+  void resume_reentrant(reentrant_wait* w) noexcept;
   /// Owner only: the wait `d` ends at d.due unless it is over first: then an
   /// awaited call is abandoned (if that ends it) and d.waker is woken.
   /// Throws std::bad_alloc (nothing registered).
@@ -584,6 +630,10 @@ class process_base : public process_identity {
  private:
   void run_continuation() noexcept;
   message_node* next_held_back() noexcept;
+  slot_waker* reentrant_waker(std::coroutine_handle<> leaf);
+  void drive(awaiting_handler h, std::coroutine_handle<> leaf) noexcept;
+  void abandon_reentrant(process_cold& c) noexcept;
+  void abandon_one(process_cold& c, awaiting_handler& h) noexcept;
   void hold_back(message_node* n) noexcept;
   void abandon_handler(process_cold& c) noexcept;
   void discard_held(process_cold& c, const exit_reason& why) noexcept;
@@ -658,6 +708,14 @@ inline void resume_signal::post(slot_waker* w) noexcept {
 }
 inline void resume_signal::handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
   if (op == msg_op::invoke) p.resume_handler(static_cast<resume_signal*>(n)->leaf);  // embedded: nothing to free
+}
+
+inline void reentrant_wait::post(slot_waker* w) noexcept {
+  auto* self = static_cast<reentrant_wait*>(w);
+  (void)self->target->enqueue(self);
+}
+inline void reentrant_wait::handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+  if (op == msg_op::invoke) p.resume_reentrant(static_cast<reentrant_wait*>(n));  // owned by the process
 }
 
 /// Turns a pid into the process it names, and a process into a new pid.

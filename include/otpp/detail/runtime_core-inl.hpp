@@ -1219,24 +1219,23 @@ OTPP_FUNC void process_base::deadlines_due(std::uint64_t gen) noexcept {
     c.deadline_timer = nullptr;
   }
   const std::int64_t now = rt_->timers().now_ns();
-  std::int64_t next = 0;
-  bool any = false;
-  for (std::size_t i = 0; i < c.deadlines.size();) {
-    const await_deadline d = c.deadlines[i];
-    if (d.due > now) {
-      next = any ? std::min(next, d.due) : d.due;
-      any = true;
-      ++i;
-      continue;
-    }
-    c.deadlines[i] = c.deadlines.back();
+  // The waits that are over go to the back, latest first, and end from the
+  // back: earliest deadline first (reentrant waits resume in that order).
+  const auto over = std::partition(c.deadlines.begin(), c.deadlines.end(),
+                                   [now](const await_deadline& d) { return d.due > now; });
+  std::sort(over, c.deadlines.end(), [](const await_deadline& a, const await_deadline& b) { return a.due > b.due; });
+  const std::size_t pending = static_cast<std::size_t>(over - c.deadlines.begin());
+  while (c.deadlines.size() > pending) {
+    const await_deadline d = c.deadlines.back();
     c.deadlines.pop_back();
     // A call: whoever ends the wait wakes the handler (the reply may have
     // just won). A sleep: its time has come.
     if (d.slot == nullptr || d.slot->abandon()) d.waker->wake(d.waker);
     if (d.slot) d.slot->release();
   }
-  if (!any) return;
+  if (c.deadlines.empty()) return;
+  std::int64_t next = c.deadlines.front().due;
+  for (const await_deadline& d : c.deadlines) next = std::min(next, d.due);
   try {
     arm_deadline_timer(next);
   } catch (...) {
@@ -1259,24 +1258,95 @@ OTPP_FUNC void process_base::drop_deadlines(process_cold& c) noexcept {
   c.deadlines.clear();
 }
 
-OTPP_FUNC void process_base::run_handler(const awaiting_handler& h) noexcept {
-  h.top.resume();
-  if (h.top.done()) {
-    awaiting_handler done = h;
-    done.finish(*this, done);
-    return;
-  }
-  cold_->awaiting = h;
-  local_ |= awaiting;
-}
+OTPP_FUNC void process_base::run_handler(const awaiting_handler& h) noexcept { drive(h, h.top); }
 
 OTPP_FUNC void process_base::resume_handler(std::coroutine_handle<> leaf) noexcept {
   process_cold& c = *cold_;
-  leaf.resume();
-  if (!c.awaiting.top.done()) return;
-  awaiting_handler h = std::exchange(c.awaiting, awaiting_handler{});
+  const awaiting_handler h = std::exchange(c.awaiting, awaiting_handler{});
   local_ &= ~awaiting;
-  h.finish(*this, h);
+  drive(h, leaf);
+}
+
+// Runs handler `h` from `leaf` until it finishes or suspends again, then
+// finishes it, or keeps it where its wait says: a reentrant wait's record
+// (the process runs on), or the process's one awaiting handler (the other
+// messages are held back).
+OTPP_FUNC void process_base::drive(awaiting_handler h, std::coroutine_handle<> leaf) noexcept {
+  process_cold& c = *cold_;
+  c.running = &h;
+  if ((local_ & reentrant_handlers) || h.reentrant_scopes) local_ |= reentrant_next;
+  leaf.resume();
+  local_ &= ~reentrant_next;
+  c.running = nullptr;
+  if (h.top.done()) {
+    cancel_reentrant_wait();  // the last wait was over at once
+    h.finish(*this, h);
+    return;
+  }
+  if (reentrant_wait* w = std::exchange(c.suspending, nullptr)) {
+    w->handler = h;
+    w->prev = nullptr;
+    w->next = c.reentrant_head;
+    if (w->next) w->next->prev = w;
+    c.reentrant_head = w;
+    return;
+  }
+  c.awaiting = h;
+  local_ |= awaiting;
+}
+
+OTPP_FUNC void process_base::enter_reentrant() noexcept {
+  ++cold_->running->reentrant_scopes;
+  local_ |= reentrant_next;
+}
+
+OTPP_FUNC void process_base::leave_reentrant() noexcept {
+  if (--cold_->running->reentrant_scopes == 0 && !(local_ & reentrant_handlers)) local_ &= ~reentrant_next;
+}
+
+OTPP_FUNC slot_waker* process_base::reentrant_waker(std::coroutine_handle<> leaf) {
+  process_cold& c = *cold_;
+  reentrant_wait* w = c.reentrant_spare;
+  if (w) {
+    c.reentrant_spare = w->next;
+  } else {
+    w = new reentrant_wait;
+  }
+  // The record of an earlier wait that was over at once goes back first:
+  // the last record set up belongs to the wait that suspends.
+  if (c.suspending) cancel_reentrant_wait();
+  w->target = this;
+  w->leaf = leaf;
+  w->next = nullptr;
+  c.suspending = w;
+  return w;
+}
+
+OTPP_FUNC void process_base::cancel_reentrant_wait() noexcept {
+  process_cold& c = *cold_;
+  if (reentrant_wait* w = std::exchange(c.suspending, nullptr)) {
+    w->next = c.reentrant_spare;
+    c.reentrant_spare = w;
+  }
+}
+
+OTPP_FUNC void process_base::resume_reentrant(reentrant_wait* w) noexcept {
+  process_cold& c = *cold_;
+  // Off the list, into the spares: its wait is over, and the handler, if it
+  // waits again, sets up a fresh record.
+  if (w->prev) {
+    w->prev->next = w->next;
+  } else {
+    c.reentrant_head = w->next;
+  }
+  if (w->next) w->next->prev = w->prev;
+  const awaiting_handler h = w->handler;
+  const std::coroutine_handle<> leaf = w->leaf;
+  w->handler = awaiting_handler{};
+  w->prev = nullptr;
+  w->next = c.reentrant_spare;
+  c.reentrant_spare = w;
+  drive(h, leaf);
 }
 
 // The next message to handle on a turn's slow path: while a handler awaits,
@@ -1322,6 +1392,23 @@ OTPP_FUNC void process_base::hold_back(message_node* n) noexcept {
 OTPP_FUNC void process_base::abandon_handler(process_cold& c) noexcept {
   awaiting_handler h = std::exchange(c.awaiting, awaiting_handler{});
   local_ &= ~awaiting;
+  abandon_one(c, h);
+}
+
+OTPP_FUNC void process_base::abandon_reentrant(process_cold& c) noexcept {
+  while (reentrant_wait* w = c.reentrant_head) {
+    c.reentrant_head = w->next;
+    awaiting_handler h = std::exchange(w->handler, awaiting_handler{});
+    // Its wake-up may be queued, or on its way: the record stays (the cold
+    // state frees it), and the discarded node does nothing.
+    w->prev = nullptr;
+    w->next = c.reentrant_spare;
+    c.reentrant_spare = w;
+    abandon_one(c, h);
+  }
+}
+
+OTPP_FUNC void process_base::abandon_one(process_cold& c, awaiting_handler& h) noexcept {
   h.top.destroy();
   if (h.slot) {
     try {
@@ -1354,6 +1441,7 @@ OTPP_FUNC exit_reason process_base::finish_exit() noexcept {
 OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_terminate) noexcept {
   process_cold* c = (local_ & has_cold) ? cold_ : nullptr;
   if (c && (local_ & awaiting)) abandon_handler(*c);
+  if (c && c->reentrant_head) abandon_reentrant(*c);
   if (c) drop_deadlines(*c);
   if (with_terminate) run_terminate(reason);
   if (c && c->idle_timer) {
