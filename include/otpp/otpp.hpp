@@ -20,6 +20,7 @@
 #include "supervisor.hpp"          // IWYU pragma: export
 #include "supervisor_events.hpp"   // IWYU pragma: export
 #include "sys.hpp"                 // IWYU pragma: export
+#include "table.hpp"               // IWYU pragma: export
 #include "task.hpp"                // IWYU pragma: export
 #include "task_stream.hpp"         // IWYU pragma: export
 #include "task_supervisor.hpp"     // IWYU pragma: export

@@ -1,0 +1,134 @@
+#pragma once
+// The storage behind otpp::table: the objects, sharded by key hash (set,
+// bag, duplicate_bag) or kept in key order (ordered_set), each shard under
+// its own reader-writer lock. Knows nothing of owners and access rights.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "platform.hpp"
+#include "rw_spinlock.hpp"
+
+namespace otpp::detail {
+
+/// The layout of a table type: several objects per key (`Multi`), kept
+/// distinct (`Distinct`, a bag), in key order (`Ordered`).
+template <class K, class V, bool Multi, bool Distinct, bool Ordered>
+class table_store {
+ public:
+  static constexpr bool multi = Multi;
+  static constexpr bool ordered = Ordered;
+  /// What a key holds: the object, or a bag's objects in insertion order.
+  using bucket = std::conditional_t<multi, std::vector<V>, V>;
+  using map_type = std::conditional_t<ordered, std::map<K, bucket>, std::unordered_map<K, bucket>>;
+
+  struct alignas(cache_line) shard {
+    rw_spinlock lock;
+    map_type map;
+    std::size_t objects = 0;  // under the lock; summed for size()
+  };
+
+  explicit table_store(std::size_t shards) : n_{ordered ? 1 : std::max<std::size_t>(1, shards)}, shards_{new shard[n_]} {}
+
+  [[nodiscard]] std::size_t shard_count() const noexcept { return n_; }
+  shard& shard_at(std::size_t i) noexcept { return shards_[i]; }
+  std::size_t index_of(const K& k) const noexcept {
+    if constexpr (ordered) {
+      return 0;
+    } else {
+      // Mixed so that keys whose hashes differ only in high bits (or an
+      // identity hash of small integers) still spread over the shards.
+      std::uint64_t h = static_cast<std::uint64_t>(std::hash<K>{}(k));
+      h ^= h >> 29;
+      h *= 0xbf58476d1ce4e5b9ull;
+      h ^= h >> 32;
+      return static_cast<std::size_t>(h % n_);
+    }
+  }
+  shard& shard_of(const K& k) noexcept { return shards_[index_of(k)]; }
+
+  /// Objects in the table: exact when nobody writes, else within the writes
+  /// in flight.
+  [[nodiscard]] std::size_t size() noexcept {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < n_; ++i) {
+      shared_spin_guard g{shards_[i].lock};
+      n += shards_[i].objects;
+    }
+    return n;
+  }
+
+  /// Adds `v` under `k` in a shard the caller holds exclusively: a set
+  /// replaces, a bag skips an equal object, a duplicate_bag appends.
+  /// Returns whether the table grew.
+  template <class KK, class VV>
+  static bool put_locked(shard& s, KK&& k, VV&& v) {
+    if constexpr (!multi) {
+      auto [it, fresh] = s.map.try_emplace(std::forward<KK>(k), std::forward<VV>(v));
+      if (!fresh) it->second = std::forward<VV>(v);
+      s.objects += fresh ? 1 : 0;
+      return fresh;
+    } else {
+      auto it = s.map.find(k);
+      if (it == s.map.end()) it = s.map.try_emplace(std::forward<KK>(k)).first;
+      if constexpr (Distinct) {
+        if (std::find(it->second.begin(), it->second.end(), v) != it->second.end()) return false;
+      }
+      it->second.push_back(std::forward<VV>(v));
+      ++s.objects;
+      return true;
+    }
+  }
+
+  /// Locks the shards of `keys` exclusively, in index order (no deadlock
+  /// between two batches), and unlocks them when it goes.
+  class batch_lock {
+   public:
+    template <class KeyRange>
+    batch_lock(table_store& t, const KeyRange& keys) : t_{t} {
+      for (const auto& k : keys) held_.push_back(t.index_of(k));
+      std::sort(held_.begin(), held_.end());
+      held_.erase(std::unique(held_.begin(), held_.end()), held_.end());
+      for (std::size_t i : held_) t_.shards_[i].lock.lock();
+    }
+    ~batch_lock() {
+      for (std::size_t i : held_) t_.shards_[i].lock.unlock();
+    }
+    batch_lock(const batch_lock&) = delete;
+    batch_lock& operator=(const batch_lock&) = delete;
+
+   private:
+    table_store& t_;
+    std::vector<std::size_t> held_;
+  };
+
+  /// Removes every object; returns how many there were.
+  std::size_t clear() noexcept {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < n_; ++i) {
+      map_type gone;
+      {
+        unique_spin_guard g{shards_[i].lock};
+        gone.swap(shards_[i].map);
+        n += std::exchange(shards_[i].objects, 0);
+      }
+      // Destroyed outside the lock: readers of this shard go on meanwhile.
+    }
+    return n;
+  }
+
+ private:
+  std::size_t n_;
+  std::unique_ptr<shard[]> shards_;
+};
+
+}  // namespace otpp::detail

@@ -1,0 +1,789 @@
+#pragma once
+// otpp::table: ETS. A concurrent table of (key, value) objects that any
+// thread or process reads directly, owned by the process that created it.
+//
+//   using cache_table = otpp::table<std::string, result, otpp::set>;
+//   auto t = cache_table::create({.name = "cache", .read_concurrency = true});  // in the owner
+//   t.insert("q", r);                           // protected (the default): the owner writes...
+//   std::optional<result> hit = t.lookup("q");  // ...anyone reads, without a message
+//
+// Ownership, as ETS: the table lives until its owner exits, then it is
+// deleted, unless an heir was named: then it passes to the heir, which
+// receives otpp::table_transfer<Table> in handle_info (ETS-TRANSFER).
+// give_away hands it over the same way. Created outside a process, a table
+// has no owner: it must be public, and lives until delete_table().
+//
+// Access: public (anyone reads and writes), protected (the owner writes,
+// anyone reads; the default), private (the owner only). A violation, or any
+// operation on a deleted table, throws otpp::table_error naming the
+// operation and the table; nothing is changed.
+//
+// Every single-object operation is atomic and isolated; a batch insert is
+// atomic as a whole. Readers never wait for readers: a hash table (set,
+// bag, duplicate_bag) is split into shards by key hash, each under a
+// reader-writer lock readers share; an ordered_set is one shard.
+//
+// Traversals (select, foldl, to_list) read one shard at a time under its
+// lock and copy what they keep, so the caller's function never runs under
+// a lock and may write to the table. Guarantee: an object present for the
+// whole traversal is seen exactly once; one inserted or erased meanwhile is
+// seen at most once. first/next/last/prev walk keys in key order (ordered_set)
+// or in shard order (the others); next of a key no longer in a hash table
+// throws table_error (use select or foldl to walk a table others write to).
+
+#include <any>
+#include <atomic>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "detail/table_store.hpp"
+#include "process.hpp"
+
+namespace otpp {
+
+/// Table types (ETS's): one object per key, in hash order.
+struct set {};
+/// One object per key, traversed in key order.
+struct ordered_set {};
+/// Several objects per key, no two equal (insertion order kept).
+struct bag {};
+/// Several objects per key, duplicates allowed (insertion order kept).
+struct duplicate_bag {};
+
+/// Who may read and write a table (ETS's public, protected, private).
+enum class table_access {
+  public_access,     ///< any thread or process reads and writes
+  protected_access,  ///< the owner writes, anyone reads (the default)
+  private_access,    ///< the owner alone reads and writes
+};
+
+/// A table operation that is not allowed: a write to a protected table from
+/// another process, any use of a private table by another, any use of a
+/// deleted table, a name already taken, a bad argument.
+class table_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+/// How to make a table (ETS's options).
+struct table_options {
+  /// Found with table<...>::named(name) while the table lives; empty: unnamed.
+  std::string name{};
+  /// Who may read and write.
+  table_access access = table_access::protected_access;
+  /// Receives the table when the owner exits (with heir_data); empty: none.
+  pid heir{};
+  /// Handed to the heir in table_transfer::data.
+  std::any heir_data{};
+  /// Both split a hash table into 64 lock shards rather than 8, for many
+  /// threads reading (read_concurrency) or writing (write_concurrency)
+  /// different keys; an ordered_set is one shard whatever they say.
+  bool read_concurrency = false;
+  /// See read_concurrency.
+  bool write_concurrency = false;
+};
+
+/// What info() reports.
+struct table_info {
+  std::string name;       ///< empty for an unnamed table
+  std::string_view type;  ///< "set", "ordered_set", "bag", "duplicate_bag"
+  table_access access;    ///< who may read and write
+  pid owner;              ///< empty for an ownerless table
+  pid heir;               ///< empty if none (or already used)
+  std::size_t size;    ///< objects
+  std::size_t memory;  ///< bytes, an estimate (objects, buckets, shards)
+};
+
+/// update_counter's bound (ETS's {Pos, Incr, Threshold, SetValue}): when
+/// the counter passes `threshold` (above it for a positive increment, below
+/// it for a negative one), it becomes `set_value` instead.
+template <class V>
+struct counter_bound {
+  V threshold;  ///< the value the counter may not pass
+  V set_value;  ///< what it becomes when it would
+};
+
+template <class K, class V, class Kind>
+class table;
+
+/// The message an heir (or a give_away recipient) gets in handle_info when
+/// it becomes a table's owner (ETS-TRANSFER).
+template <class Table>
+struct table_transfer {
+  Table table;    ///< the table, now the receiver's
+  pid from;       ///< the previous owner
+  std::any data;  ///< heir_data, or give_away's data
+};
+
+namespace detail {
+
+template <class Kind>
+inline constexpr bool is_bag_kind_v = std::is_same_v<Kind, bag> || std::is_same_v<Kind, duplicate_bag>;
+
+template <class Kind>
+constexpr const char* kind_name() noexcept {
+  if constexpr (std::is_same_v<Kind, set>) return "set";
+  if constexpr (std::is_same_v<Kind, ordered_set>) return "ordered_set";
+  if constexpr (std::is_same_v<Kind, bag>) return "bag";
+  if constexpr (std::is_same_v<Kind, duplicate_bag>) return "duplicate_bag";
+}
+
+template <class K, class V, class Kind>
+using store_for = table_store<K, V, is_bag_kind_v<Kind>, std::is_same_v<Kind, bag>, std::is_same_v<Kind, ordered_set>>;
+
+/// The untyped part of a table: its identity, owner and heir.
+struct table_meta : std::enable_shared_from_this<table_meta> {
+  table_meta(table_options&& o, const char* k, const void* type)
+      : name{std::move(o.name)}, access{o.access}, kind{k}, type_tag{type}, heir{std::move(o.heir)}, heir_data{std::move(o.heir_data)} {}
+  virtual ~table_meta() = default;
+  table_meta(const table_meta&) = delete;
+  table_meta& operator=(const table_meta&) = delete;
+
+  /// The owner gone without an heir (or delete_table): the objects go.
+  virtual void drop_objects() noexcept = 0;
+  /// Sends the typed table_transfer to `to`. Throws std::bad_alloc.
+  virtual void send_transfer(const pid& to, const pid& from, std::any data) = 0;
+
+  const std::string name;
+  const table_access access;
+  const char* const kind;
+  const void* const type_tag;  // the typed table, for named()
+  std::atomic<process_base*> owner{nullptr};  // no reference: cleared before the owner's memory can go
+  std::atomic<bool> deleted{false};
+  std::mutex m;  // owner transitions, heir
+  pid owner_pid;
+  pid heir;
+  std::any heir_data;
+};
+
+/// Named tables: one directory for the program, as process names.
+class table_names {
+ public:
+  static table_names& instance() {
+    static table_names t;
+    return t;
+  }
+  bool add(const std::string& name, const std::shared_ptr<table_meta>& t) {
+    std::lock_guard lock{m_};
+    auto [it, fresh] = map_.try_emplace(name, t);
+    if (!fresh) {
+      if (!it->second.expired()) return false;
+      it->second = t;
+    }
+    return true;
+  }
+  std::shared_ptr<table_meta> find(std::string_view name) {
+    std::lock_guard lock{m_};
+    auto it = map_.find(std::string{name});
+    return it == map_.end() ? nullptr : it->second.lock();
+  }
+  void remove(const std::string& name, const table_meta* t) noexcept {
+    std::lock_guard lock{m_};
+    auto it = map_.find(name);
+    if (it == map_.end()) return;
+    auto held = it->second.lock();
+    if (held == nullptr || held.get() == t) map_.erase(it);
+  }
+
+ private:
+  std::mutex m_;
+  std::unordered_map<std::string, std::weak_ptr<table_meta>> map_;
+};
+
+/// Deletes `t`: no more operations, objects freed, name released.
+inline void delete_table_now(table_meta& t) noexcept {
+  if (t.deleted.exchange(true, std::memory_order_acq_rel)) return;
+  {
+    std::lock_guard lock{t.m};
+    t.owner.store(nullptr, std::memory_order_release);
+    t.owner_pid = pid{};
+    t.heir = pid{};
+    t.heir_data.reset();
+  }
+  if (!t.name.empty()) table_names::instance().remove(t.name, &t);
+  t.drop_objects();
+}
+
+void adopt_table(const std::shared_ptr<table_meta>& t, const pid& to, const pid& from, std::any data);
+
+/// On the owner's exit hooks: the table lives as long as its owner (this
+/// holds it), then passes to the heir or is deleted.
+struct table_owner_hook final : exit_hook {
+  explicit table_owner_hook(std::shared_ptr<table_meta> t) noexcept : table{std::move(t)} {}
+  std::shared_ptr<table_meta> table;
+  void on_exit(process_base& p) noexcept override {
+    pid heir;
+    std::any data;
+    {
+      std::lock_guard lock{table->m};
+      if (table->owner.load(std::memory_order_relaxed) != &p) return;  // given away meanwhile
+      heir = std::exchange(table->heir, pid{});  // an heir inherits once
+      data = std::exchange(table->heir_data, std::any{});
+    }
+    if (heir.alive() && pid_access::get(heir) != &p) {
+      try {
+        adopt_table(table, heir, pid_access::make(&p), std::move(data));
+        return;
+      } catch (...) {
+        // No memory to tell the heir: the table goes, as if it had none.
+      }
+    }
+    delete_table_now(*table);
+  }
+  [[nodiscard]] const void* owner_tag() const noexcept override { return table.get(); }
+};
+
+/// A signal to the new owner: registers the hook on its own thread (before
+/// the transfer message, which queues behind signals), or, if it is dead
+/// by then, deletes the table.
+struct table_adopt_node final : message_node {
+  explicit table_adopt_node(std::shared_ptr<table_meta> t) noexcept : table{std::move(t)} { fn = &handle; }
+  std::shared_ptr<table_meta> table;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<table_adopt_node*>(n);
+    std::shared_ptr<table_meta> t = std::move(self->table);
+    free_node(self);
+    if (op == msg_op::invoke) {
+      try {
+        p.cold_state().exit_hooks.push_back(std::make_shared<table_owner_hook>(t));
+        return;
+      } catch (...) {
+      }
+    }
+    delete_table_now(*t);
+  }
+};
+
+inline void adopt_table(const std::shared_ptr<table_meta>& t, const pid& to, const pid& from, std::any data) {
+  process_base* p = pid_access::get(to);
+  auto* node = make_node<table_adopt_node>(t);
+  {
+    std::lock_guard lock{t->m};
+    t->owner.store(p, std::memory_order_release);
+    t->owner_pid = to;
+  }
+  p->enqueue_signal(node);
+  t->send_transfer(to, from, std::move(data));
+}
+
+template <class K, class V, class Kind>
+struct table_state final : table_meta {
+  table_state(table_options&& o, std::size_t shards)
+      : table_meta{std::move(o), kind_name<Kind>(), type_id<table<K, V, Kind>>}, store{shards} {}
+  void drop_objects() noexcept override { (void)store.clear(); }
+  void send_transfer(const pid& to, const pid& from, std::any data) override;
+  store_for<K, V, Kind> store;
+};
+
+}  // namespace detail
+
+/// A page of select's results, and where the next page starts.
+template <class K, class V>
+struct table_page {
+  /// This page's matches, at most the limit.
+  std::vector<std::pair<K, V>> objects;
+  /// Where select(continuation) goes on; empty after the last page.
+  struct continuation {
+    std::size_t next_shard = 0;                    ///< hash tables: the next shard to read
+    std::vector<std::pair<K, V>> pending;          ///< matches read that did not fit the last page
+    std::optional<K> after;                        ///< ordered_set: the last key read
+    std::function<bool(const K&, const V&)> pred;  ///< the select's predicate
+    std::size_t limit = 0;                         ///< objects per page (0: all)
+  };
+  /// The rest, if any.
+  std::optional<continuation> more;
+};
+
+/// A handle to a table of (K, V) objects of type Kind (otpp::set,
+/// ordered_set, bag, duplicate_bag). Copies share the table. K needs
+/// std::hash and == (hash tables) or < (ordered_set); V needs == for a bag
+/// and for erase_object.
+template <class K, class V, class Kind = set>
+class table {
+  using state = detail::table_state<K, V, Kind>;
+  using store = detail::store_for<K, V, Kind>;
+  static constexpr bool multi = store::multi;
+  static constexpr bool ordered = store::ordered;
+  static_assert(std::is_same_v<Kind, set> || std::is_same_v<Kind, ordered_set> || std::is_same_v<Kind, bag> ||
+                    std::is_same_v<Kind, duplicate_bag>,
+                "otpp::table: Kind is otpp::set, otpp::ordered_set, otpp::bag or otpp::duplicate_bag");
+
+ public:
+  using key_type = K;    ///< the objects' key
+  using value_type = V;  ///< the objects' value
+  /// What lookup gives: the object, if any (set, ordered_set), or every
+  /// object under the key in insertion order (bag, duplicate_bag).
+  using lookup_result = std::conditional_t<multi, std::vector<V>, std::optional<V>>;
+
+  /// An empty handle: every operation throws table_error.
+  table() noexcept = default;
+
+  /// Makes a table owned by the calling process (ETS's new). Outside a
+  /// process the table has no owner and must be public. Throws table_error
+  /// for a name already taken, or an ownerless table that is not public.
+  [[nodiscard]] static table create(table_options options = {}) {
+    detail::process_base* me = detail::tls().current;
+    if (me == nullptr && options.access != table_access::public_access)
+      throw table_error("otpp::table::create: a table made outside a process has no owner and must be public");
+    const std::size_t shards = (options.read_concurrency || options.write_concurrency) ? 64 : 8;
+    auto t = std::make_shared<state>(std::move(options), shards);
+    if (!t->name.empty() && !detail::table_names::instance().add(t->name, t))
+      throw table_error(fmt::format("otpp::table::create: the name '{}' is taken by another table", t->name));
+    if (me != nullptr) {
+      try {
+        me->cold_state().exit_hooks.push_back(std::make_shared<detail::table_owner_hook>(t));
+      } catch (...) {
+        if (!t->name.empty()) detail::table_names::instance().remove(t->name, t.get());
+        throw;
+      }
+      t->owner.store(me, std::memory_order_release);
+      t->owner_pid = detail::pid_access::make(me);
+    }
+    return table{std::move(t)};
+  }
+
+  /// The live table named `name`, if it has this type.
+  [[nodiscard]] static std::optional<table> named(std::string_view name) {
+    auto t = detail::table_names::instance().find(name);
+    if (t == nullptr || t->type_tag != detail::type_id<table> || t->deleted.load(std::memory_order_acquire)) return std::nullopt;
+    return table{std::static_pointer_cast<state>(std::move(t))};
+  }
+
+  // -- writes -------------------------------------------------------------------------
+  /// Inserts (k, v): a set replaces the object under k, a bag adds it
+  /// unless an equal one is there, a duplicate_bag adds it.
+  void insert(K k, V v) {
+    store& s = writable("insert");
+    auto& sh = s.shard_of(k);
+    detail::unique_spin_guard g{sh.lock};
+    (void)store::put_locked(sh, std::move(k), std::move(v));
+  }
+  /// Inserts every object, atomically: no reader sees some without the others.
+  void insert(std::vector<std::pair<K, V>> objects) {
+    store& s = writable("insert");
+    typename store::batch_lock g{s, keys_of(objects)};
+    for (auto& [k, v] : objects) (void)store::put_locked(s.shard_of(k), std::move(k), std::move(v));
+  }
+  /// Inserts (k, v) only if no object has key k; returns whether it did.
+  bool insert_new(K k, V v) {
+    store& s = writable("insert_new");
+    auto& sh = s.shard_of(k);
+    detail::unique_spin_guard g{sh.lock};
+    if (sh.map.find(k) != sh.map.end()) return false;
+    return store::put_locked(sh, std::move(k), std::move(v));
+  }
+  /// Inserts every object only if none of their keys is in the table (and
+  /// they are distinct); all or nothing.
+  bool insert_new(std::vector<std::pair<K, V>> objects) {
+    store& s = writable("insert_new");
+    auto keys = keys_of(objects);
+    typename store::batch_lock g{s, keys};
+    for (std::size_t i = 0; i < objects.size(); ++i) {
+      auto& sh = s.shard_of(objects[i].first);
+      if (sh.map.find(objects[i].first) != sh.map.end()) return false;
+      for (std::size_t j = 0; j < i; ++j)
+        if (objects[j].first == objects[i].first) return false;
+    }
+    for (auto& [k, v] : objects) (void)store::put_locked(s.shard_of(k), std::move(k), std::move(v));
+    return true;
+  }
+  /// Erases every object under k; returns whether there was one.
+  bool erase(const K& k) {
+    store& s = writable("erase");
+    auto& sh = s.shard_of(k);
+    detail::unique_spin_guard g{sh.lock};
+    auto it = sh.map.find(k);
+    if (it == sh.map.end()) return false;
+    sh.objects -= count_of(it->second);
+    sh.map.erase(it);
+    return true;
+  }
+  /// Erases the objects equal to (k, v) (every copy, in a duplicate_bag);
+  /// returns whether there was one.
+  bool erase_object(const K& k, const V& v) {
+    store& s = writable("erase_object");
+    auto& sh = s.shard_of(k);
+    detail::unique_spin_guard g{sh.lock};
+    auto it = sh.map.find(k);
+    if (it == sh.map.end()) return false;
+    if constexpr (multi) {
+      auto& objs = it->second;
+      const auto before = objs.size();
+      objs.erase(std::remove(objs.begin(), objs.end(), v), objs.end());
+      sh.objects -= before - objs.size();
+      const bool any = objs.size() != before;
+      if (objs.empty()) sh.map.erase(it);
+      return any;
+    } else {
+      if (!(it->second == v)) return false;
+      sh.map.erase(it);
+      --sh.objects;
+      return true;
+    }
+  }
+  /// Removes and returns what is under k (ETS's take).
+  lookup_result take(const K& k) {
+    store& s = writable("take");
+    auto& sh = s.shard_of(k);
+    detail::unique_spin_guard g{sh.lock};
+    auto it = sh.map.find(k);
+    if (it == sh.map.end()) return lookup_result{};
+    sh.objects -= count_of(it->second);
+    lookup_result out{std::move(it->second)};
+    sh.map.erase(it);
+    return out;
+  }
+  /// Adds `incr` to the counter under k and returns the new value. Throws
+  /// table_error if there is none (ETS's badarg).
+  V update_counter(const K& k, V incr)
+    requires(std::integral<V> && !multi)
+  {
+    return counter("update_counter", k, incr, nullptr, nullptr);
+  }
+  /// As above; a counter that would pass bound.threshold becomes bound.set_value.
+  V update_counter(const K& k, V incr, counter_bound<V> bound)
+    requires(std::integral<V> && !multi)
+  {
+    return counter("update_counter", k, incr, &bound, nullptr);
+  }
+  /// As above; a missing counter starts at `initial` (ETS's Default object).
+  V update_counter(const K& k, V incr, V initial)
+    requires(std::integral<V> && !multi)
+  {
+    return counter("update_counter", k, incr, nullptr, &initial);
+  }
+  /// Both: a missing counter starts at `initial`, the result is bounded.
+  V update_counter(const K& k, V incr, counter_bound<V> bound, V initial)
+    requires(std::integral<V> && !multi)
+  {
+    return counter("update_counter", k, incr, &bound, &initial);
+  }
+  /// Changes the object under k in place, atomically: fn(V&). Returns
+  /// whether there was one (ETS's update_element, for a typed value).
+  template <class F>
+    requires(std::invocable<F&, V&> && !multi)
+  bool update_element(const K& k, F&& fn) {
+    store& s = writable("update_element");
+    auto& sh = s.shard_of(k);
+    detail::unique_spin_guard g{sh.lock};
+    auto it = sh.map.find(k);
+    if (it == sh.map.end()) return false;
+    std::forward<F>(fn)(it->second);
+    return true;
+  }
+  /// Erases every object; returns how many there were.
+  std::size_t delete_all_objects() { return writable("delete_all_objects").clear(); }
+
+  // -- reads --------------------------------------------------------------------------
+  /// What is under k (a copy).
+  [[nodiscard]] lookup_result lookup(const K& k) const {
+    store& s = readable("lookup");
+    auto& sh = s.shard_of(k);
+    detail::shared_spin_guard g{sh.lock};
+    auto it = sh.map.find(k);
+    if (it == sh.map.end()) return lookup_result{};
+    return lookup_result{it->second};
+  }
+  /// Calls visit(const V&) on each object under k, in place, under the
+  /// shard's read lock (copies nothing; visit must not touch this table).
+  /// Returns whether there was one.
+  template <class F>
+    requires std::invocable<F&, const V&>
+  bool lookup(const K& k, F&& visit) const {
+    store& s = readable("lookup");
+    auto& sh = s.shard_of(k);
+    detail::shared_spin_guard g{sh.lock};
+    auto it = sh.map.find(k);
+    if (it == sh.map.end()) return false;
+    if constexpr (multi) {
+      for (const V& v : it->second) visit(v);
+    } else {
+      visit(std::as_const(it->second));
+    }
+    return true;
+  }
+  /// Whether an object has key k.
+  [[nodiscard]] bool member(const K& k) const {
+    store& s = readable("member");
+    auto& sh = s.shard_of(k);
+    detail::shared_spin_guard g{sh.lock};
+    return sh.map.find(k) != sh.map.end();
+  }
+  /// The objects for which pred(key, value) holds, up to `limit` (0: all)
+  /// per page, and a continuation for the next page.
+  template <class Pred>
+    requires std::predicate<Pred&, const K&, const V&>
+  [[nodiscard]] table_page<K, V> select(Pred pred, std::size_t limit = 0) const {
+    typename table_page<K, V>::continuation c;
+    c.pred = std::move(pred);
+    c.limit = limit;
+    return select(std::move(c));
+  }
+  /// The next page of a select.
+  [[nodiscard]] table_page<K, V> select(typename table_page<K, V>::continuation c) const {
+    store& s = readable("select");
+    table_page<K, V> page;
+    const std::size_t limit = c.limit == 0 ? SIZE_MAX : c.limit;
+    auto take_pending = [&] {
+      while (!c.pending.empty() && page.objects.size() < limit) {
+        page.objects.push_back(std::move(c.pending.front()));
+        c.pending.erase(c.pending.begin());
+      }
+    };
+    take_pending();
+    if constexpr (ordered) {
+      auto& sh = s.shard_at(0);
+      detail::shared_spin_guard g{sh.lock};
+      auto it = c.after ? sh.map.upper_bound(*c.after) : sh.map.begin();
+      for (; it != sh.map.end() && page.objects.size() < limit; ++it) {
+        c.after = it->first;
+        if (c.pred(it->first, std::as_const(it->second))) page.objects.emplace_back(it->first, it->second);
+      }
+      if (it != sh.map.end()) page.more = std::move(c);
+    } else {
+      while (page.objects.size() < limit && c.next_shard < s.shard_count()) {
+        std::vector<std::pair<K, V>> found = scan_shard(s.shard_at(c.next_shard++), c.pred);
+        for (auto& o : found) c.pending.push_back(std::move(o));
+        take_pending();
+      }
+      if (!c.pending.empty() || c.next_shard < s.shard_count()) page.more = std::move(c);
+    }
+    return page;
+  }
+  /// fn(acc, key, value) over every object, from `init` (foldl). fn runs
+  /// outside the table's locks.
+  template <class Acc, class F>
+  Acc foldl(Acc init, F&& fn) const {
+    store& s = readable("foldl");
+    for (std::size_t i = 0; i < s.shard_count(); ++i)
+      for (auto& [k, v] : scan_shard(s.shard_at(i), [](const K&, const V&) { return true; }))
+        init = fn(std::move(init), std::as_const(k), std::as_const(v));
+    return init;
+  }
+  /// Every object (ordered_set: in key order).
+  [[nodiscard]] std::vector<std::pair<K, V>> to_list() const {
+    return foldl(std::vector<std::pair<K, V>>{}, [](auto acc, const K& k, const V& v) {
+      acc.emplace_back(k, v);
+      return acc;
+    });
+  }
+  /// The first key (ordered_set: the smallest), if any.
+  [[nodiscard]] std::optional<K> first() const {
+    store& s = readable("first");
+    return first_from(s, 0);
+  }
+  /// The key after k, if any. Throws table_error for a hash table that no
+  /// longer holds k.
+  [[nodiscard]] std::optional<K> next(const K& k) const {
+    store& s = readable("next");
+    if constexpr (ordered) {
+      auto& sh = s.shard_at(0);
+      detail::shared_spin_guard g{sh.lock};
+      auto it = sh.map.upper_bound(k);
+      if (it == sh.map.end()) return std::nullopt;
+      return it->first;
+    } else {
+      const std::size_t i = s.index_of(k);
+      {
+        auto& sh = s.shard_at(i);
+        detail::shared_spin_guard g{sh.lock};
+        auto it = sh.map.find(k);
+        if (it == sh.map.end()) throw error("next", "the key is not in the table");
+        if (++it != sh.map.end()) return it->first;
+      }
+      return first_from(s, i + 1);
+    }
+  }
+  /// The last key (ordered_set: the largest; otherwise as first()).
+  [[nodiscard]] std::optional<K> last() const {
+    if constexpr (ordered) {
+      store& s = readable("last");
+      auto& sh = s.shard_at(0);
+      detail::shared_spin_guard g{sh.lock};
+      if (sh.map.empty()) return std::nullopt;
+      return std::prev(sh.map.end())->first;
+    } else {
+      return first();
+    }
+  }
+  /// The key before k (ordered_set; otherwise as next()).
+  [[nodiscard]] std::optional<K> prev(const K& k) const {
+    if constexpr (ordered) {
+      store& s = readable("prev");
+      auto& sh = s.shard_at(0);
+      detail::shared_spin_guard g{sh.lock};
+      auto it = sh.map.lower_bound(k);
+      if (it == sh.map.begin()) return std::nullopt;
+      return std::prev(it)->first;
+    } else {
+      return next(k);
+    }
+  }
+  /// Objects in the table.
+  [[nodiscard]] std::size_t size() const { return readable("size").size(); }
+  /// Name, type, access, owner, heir, size and memory.
+  [[nodiscard]] table_info info() const {
+    store& s = readable("info");
+    table_info i{t_->name, t_->kind, t_->access, {}, {}, s.size(), 0};
+    {
+      std::lock_guard lock{t_->m};
+      i.owner = t_->owner_pid;
+      i.heir = t_->heir;
+    }
+    i.memory = sizeof(state) + s.shard_count() * sizeof(typename store::shard) +
+               i.size * (sizeof(K) + sizeof(V) + 2 * sizeof(void*));
+    return i;
+  }
+
+  // -- ownership ----------------------------------------------------------------------
+  /// Makes `to` the owner (the caller must own the table): `to` receives
+  /// table_transfer{table, caller, data}. Throws table_error if `to` is
+  /// dead, empty or the caller.
+  void give_away(const pid& to, std::any data = {}) {
+    detail::process_base* me = owner_only("give_away");
+    if (!to.alive() || detail::pid_access::get(to) == me)
+      throw error("give_away", "the new owner must be a live process other than the owner");
+    // Off our exit hooks first: our exit no longer touches the table.
+    auto& hooks = me->cold_state().exit_hooks;
+    std::erase_if(hooks, [&](const auto& h) { return h->owner_tag() == t_.get(); });
+    detail::adopt_table(t_, to, detail::pid_access::make(me), std::move(data));
+  }
+  /// Deletes the table now (the owner, or anyone for an ownerless table).
+  void delete_table() {
+    if (t_ == nullptr) throw table_error("otpp::table::delete_table: an empty table handle");
+    if (t_->owner.load(std::memory_order_acquire) != nullptr) {
+      detail::process_base* me = owner_only("delete_table");
+      std::erase_if(me->cold_state().exit_hooks, [&](const auto& h) { return h->owner_tag() == t_.get(); });
+    }
+    detail::delete_table_now(*t_);
+  }
+  /// Whether the table was deleted (its owner exited without an heir, or delete_table).
+  [[nodiscard]] bool deleted() const noexcept { return t_ == nullptr || t_->deleted.load(std::memory_order_acquire); }
+  /// The owner (empty for an ownerless or deleted table).
+  [[nodiscard]] pid owner() const {
+    if (t_ == nullptr) return {};
+    std::lock_guard lock{t_->m};
+    return t_->owner_pid;
+  }
+  /// The same table.
+  friend bool operator==(const table& a, const table& b) noexcept { return a.t_ == b.t_; }
+
+ private:
+  explicit table(std::shared_ptr<state> t) noexcept : t_{std::move(t)} {}
+  friend struct detail::table_state<K, V, Kind>;
+
+  static std::size_t count_of(const typename store::bucket& b) noexcept {
+    if constexpr (multi) {
+      return b.size();
+    } else {
+      return 1;
+    }
+  }
+  static std::vector<K> keys_of(const std::vector<std::pair<K, V>>& objects) {
+    std::vector<K> keys;
+    keys.reserve(objects.size());
+    for (auto& o : objects) keys.push_back(o.first);
+    return keys;
+  }
+  template <class Pred>
+  static std::vector<std::pair<K, V>> scan_shard(typename store::shard& sh, const Pred& pred) {
+    std::vector<std::pair<K, V>> out;
+    detail::shared_spin_guard g{sh.lock};
+    for (auto& [k, b] : sh.map) {
+      if constexpr (multi) {
+        for (const V& v : b)
+          if (pred(k, v)) out.emplace_back(k, v);
+      } else {
+        if (pred(k, std::as_const(b))) out.emplace_back(k, b);
+      }
+    }
+    return out;
+  }
+  static std::optional<K> first_from(store& s, std::size_t i) {
+    for (; i < s.shard_count(); ++i) {
+      auto& sh = s.shard_at(i);
+      detail::shared_spin_guard g{sh.lock};
+      if (!sh.map.empty()) return sh.map.begin()->first;
+    }
+    return std::nullopt;
+  }
+
+  V counter(const char* op, const K& k, V incr, const counter_bound<V>* bound, const V* initial)
+    requires(std::integral<V> && !multi)
+  {
+    store& s = writable(op);
+    auto& sh = s.shard_of(k);
+    detail::unique_spin_guard g{sh.lock};
+    auto it = sh.map.find(k);
+    if (it == sh.map.end()) {
+      if (initial == nullptr) throw error(op, "no counter under the key (give an initial value to create one)");
+      it = sh.map.try_emplace(k, *initial).first;
+      ++sh.objects;
+    }
+    V v = it->second + incr;
+    if (bound != nullptr && ((incr >= 0 && v > bound->threshold) || (incr < 0 && v < bound->threshold))) v = bound->set_value;
+    it->second = v;
+    return v;
+  }
+
+  [[nodiscard]] table_error error(const char* op, std::string_view why) const {
+    return table_error(fmt::format("otpp::table::{} on {} table '{}': {}", op, t_ ? t_->kind : "?",
+                                   t_ && !t_->name.empty() ? t_->name : std::string{"(unnamed)"}, why));
+  }
+  store& live(const char* op) const {
+    if (t_ == nullptr) throw table_error(fmt::format("otpp::table::{}: an empty table handle", op));
+    if (t_->deleted.load(std::memory_order_acquire)) [[unlikely]]
+      throw error(op, "the table was deleted (its owner exited, or delete_table)");
+    return t_->store;
+  }
+  detail::process_base* owner_only(const char* op) const {
+    (void)live(op);
+    detail::process_base* me = detail::tls().current;
+    if (me == nullptr || t_->owner.load(std::memory_order_acquire) != me)
+      throw error(op, fmt::format("only its owner ({}) may do this", owner()));
+    return me;
+  }
+  store& writable(const char* op) const {
+    store& s = live(op);
+    if (t_->access != table_access::public_access) [[unlikely]] {
+      if (t_->owner.load(std::memory_order_acquire) != detail::tls().current)
+        throw error(op, fmt::format("the table is {}: only its owner ({}) writes",
+                                    t_->access == table_access::private_access ? "private" : "protected", owner()));
+    }
+    return s;
+  }
+  store& readable(const char* op) const {
+    store& s = live(op);
+    if (t_->access == table_access::private_access) [[unlikely]] {
+      if (t_->owner.load(std::memory_order_acquire) != detail::tls().current)
+        throw error(op, fmt::format("the table is private: only its owner ({}) reads", owner()));
+    }
+    return s;
+  }
+
+  std::shared_ptr<state> t_;
+};
+
+namespace detail {
+template <class K, class V, class Kind>
+void table_state<K, V, Kind>::send_transfer(const pid& to, const pid& from, std::any data) {
+  auto self = std::static_pointer_cast<table_state>(shared_from_this());
+  otpp::send(to, table_transfer<table<K, V, Kind>>{table<K, V, Kind>{std::move(self)}, from, std::move(data)});
+}
+}  // namespace detail
+
+}  // namespace otpp

@@ -1,0 +1,426 @@
+// otpp::table (ETS): semantics per table type, traversal, counters, access
+// levels, ownership (owner death, heir, give_away), names, and a stress
+// test with a model check.
+
+#include <algorithm>
+#include <any>
+#include <atomic>
+#include <map>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <otpp/otpp.hpp>
+#include <otpp/table.hpp>
+
+#include "catch.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+template <class Kind>
+using int_table = otpp::table<int, std::string, Kind>;
+using counters = otpp::table<std::string, long>;
+
+template <class Kind>
+int_table<Kind> public_table() {
+  return int_table<Kind>::create({.access = otpp::table_access::public_access});
+}
+
+bool throws_table_error(auto&& f, std::string_view needle) {
+  try {
+    f();
+  } catch (const otpp::table_error& e) {
+    return std::string_view{e.what()}.find(needle) != std::string_view::npos;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("set: one object per key; insert replaces, insert_new does not") {
+  auto t = public_table<otpp::set>();
+  t.insert(1, "a");
+  t.insert(1, "b");
+  CHECK(t.lookup(1) == "b");
+  CHECK_FALSE(t.insert_new(1, "c"));
+  CHECK(t.insert_new(2, "c"));
+  CHECK(t.size() == 2);
+  CHECK(t.member(2));
+  CHECK_FALSE(t.lookup(3).has_value());
+  CHECK_FALSE(t.erase_object(1, "a"));
+  CHECK(t.erase_object(1, "b"));
+  CHECK(t.take(2) == "c");
+  CHECK(t.size() == 0);
+  CHECK_FALSE(t.erase(2));
+}
+
+TEST_CASE("a batch insert is all or nothing for insert_new") {
+  auto t = public_table<otpp::set>();
+  t.insert({{1, "a"}, {2, "b"}, {3, "c"}});
+  CHECK(t.size() == 3);
+  CHECK_FALSE(t.insert_new({{4, "d"}, {2, "x"}}));  // 2 is there: nothing goes in
+  CHECK_FALSE(t.member(4));
+  CHECK_FALSE(t.insert_new({{5, "e"}, {5, "f"}}));  // the same key twice
+  CHECK(t.insert_new({{4, "d"}, {5, "e"}}));
+  CHECK(t.size() == 5);
+}
+
+TEST_CASE("bag keeps distinct objects per key, duplicate_bag keeps every copy, both in insertion order") {
+  auto b = public_table<otpp::bag>();
+  b.insert(1, "x");
+  b.insert(1, "y");
+  b.insert(1, "x");
+  CHECK(b.lookup(1) == std::vector<std::string>{"x", "y"});
+  CHECK(b.size() == 2);
+  auto d = public_table<otpp::duplicate_bag>();
+  d.insert(1, "x");
+  d.insert(1, "y");
+  d.insert(1, "x");
+  CHECK(d.lookup(1) == std::vector<std::string>{"x", "y", "x"});
+  CHECK(d.size() == 3);
+  CHECK(d.erase_object(1, "x"));  // every copy
+  CHECK(d.lookup(1) == std::vector<std::string>{"y"});
+  CHECK(d.take(1) == std::vector<std::string>{"y"});
+  CHECK(d.lookup(1).empty());
+  CHECK(d.size() == 0);
+  std::vector<std::string> seen;
+  b.insert(2, "z");
+  CHECK(b.lookup(1, [&](const std::string& v) { seen.push_back(v); }));
+  CHECK(seen == std::vector<std::string>{"x", "y"});
+}
+
+TEST_CASE("ordered_set walks keys in order: first, next, last, prev, to_list") {
+  auto t = public_table<otpp::ordered_set>();
+  for (int k : {5, 1, 9, 3}) t.insert(k, std::to_string(k));
+  CHECK(t.first() == 1);
+  CHECK(t.next(1) == 3);
+  CHECK(t.next(4) == 5);  // not in the table: the next key after it
+  CHECK(t.last() == 9);
+  CHECK(t.prev(9) == 5);
+  CHECK_FALSE(t.next(9).has_value());
+  CHECK_FALSE(t.prev(1).has_value());
+  auto all = t.to_list();
+  REQUIRE(all.size() == 4);
+  CHECK(all.front().first == 1);
+  CHECK(all.back().first == 9);
+  CHECK(std::is_sorted(all.begin(), all.end()));
+}
+
+TEST_CASE("a hash table's first/next visit every key once; next of a missing key is an error") {
+  auto t = public_table<otpp::set>();
+  for (int k = 0; k < 500; ++k) t.insert(k, "v");
+  std::vector<int> seen;
+  for (auto k = t.first(); k; k = t.next(*k)) seen.push_back(*k);
+  std::sort(seen.begin(), seen.end());
+  REQUIRE(seen.size() == 500);
+  for (int k = 0; k < 500; ++k) CHECK(seen[static_cast<std::size_t>(k)] == k);
+  CHECK(throws_table_error([&] { (void)t.next(1000); }, "not in the table"));
+}
+
+TEST_CASE("select pages through matches with a limit; an ordered continuation sees keys inserted after the cursor") {
+  auto t = public_table<otpp::ordered_set>();
+  for (int k = 0; k < 100; ++k) t.insert(k, std::to_string(k));
+  auto even = [](int k, const std::string&) { return k % 2 == 0; };
+  auto page = t.select(even, 10);
+  REQUIRE(page.objects.size() == 10);
+  CHECK(page.objects.back().first == 18);
+  REQUIRE(page.more);
+  t.insert(200, "200");  // after the cursor: seen
+  t.insert(-2, "-2");    // before it: not
+  std::vector<int> rest;
+  while (page.more) {
+    page = t.select(std::move(*page.more));
+    for (auto& [k, v] : page.objects) rest.push_back(k);
+  }
+  CHECK(rest.size() == 41);  // 20..98 (40 keys) and 200
+  CHECK(rest.back() == 200);
+  CHECK(std::find(rest.begin(), rest.end(), -2) == rest.end());
+}
+
+TEST_CASE("select over a hash table returns each match once across pages, even while others insert") {
+  auto t = public_table<otpp::set>();
+  for (int k = 0; k < 1000; ++k) t.insert(k, "old");
+  auto page = t.select([](int, const std::string& v) { return v == "old"; }, 64);
+  std::vector<int> seen;
+  for (auto& [k, v] : page.objects) seen.push_back(k);
+  int next_new = 1000;
+  while (page.more) {
+    for (int i = 0; i < 10; ++i) t.insert(next_new++, "new");  // never match
+    page = t.select(std::move(*page.more));
+    CHECK(page.objects.size() <= 64);
+    for (auto& [k, v] : page.objects) seen.push_back(k);
+  }
+  std::sort(seen.begin(), seen.end());
+  CHECK(seen.size() == 1000);
+  CHECK(std::adjacent_find(seen.begin(), seen.end()) == seen.end());
+}
+
+TEST_CASE("foldl's function runs outside the locks: it may write to the table") {
+  auto t = public_table<otpp::set>();
+  for (int k = 0; k < 50; ++k) t.insert(k, "v");
+  const int sum = t.foldl(0, [&](int acc, int k, const std::string&) {
+    t.insert(k, "w");  // a write to the shard being walked: no deadlock
+    return acc + k;
+  });
+  CHECK(sum == 49 * 50 / 2);
+  CHECK(t.size() == 50);
+  CHECK(t.select([](int, const std::string& v) { return v == "w"; }).objects.size() == 50);
+}
+
+TEST_CASE("update_counter: increments, bounds, initial values; update_element changes in place") {
+  auto c = counters::create({.access = otpp::table_access::public_access});
+  CHECK(throws_table_error([&] { (void)c.update_counter("hits", 1); }, "no counter under the key"));
+  CHECK(c.update_counter("hits", 1, 10L) == 11);  // created at 10, then incremented
+  CHECK(c.update_counter("hits", 5) == 16);
+  CHECK(c.update_counter("hits", 5, otpp::counter_bound<long>{20, 0}) == 0);  // 21 > 20: wraps to 0
+  CHECK(c.update_counter("hits", -1, otpp::counter_bound<long>{0, 100}) == 100);  // -1 < 0: set to 100
+  CHECK(c.update_counter("new", 2, otpp::counter_bound<long>{3, 0}, 0L) == 2);
+  CHECK(c.lookup("new") == 2);
+  CHECK(c.update_element("new", [](long& v) { v *= 10; }));
+  CHECK(c.lookup("new") == 20);
+  CHECK_FALSE(c.update_element("absent", [](long& v) { v = 1; }));
+  CHECK(c.delete_all_objects() == 2);
+  CHECK(c.size() == 0);
+}
+
+namespace {
+
+// Owns a table made in init; writes on request.
+class owner_server : public otpp::gen_server<owner_server> {
+ public:
+  using table_t = otpp::table<int, std::string, otpp::set>;
+  struct get_table {};
+  struct put {
+    int k;
+    std::string v;
+  };
+  struct give {
+    otpp::pid to;
+  };
+  struct crash {};
+
+  explicit owner_server(otpp::table_options o) : options_{std::move(o)} {}
+  void init() { table_ = table_t::create(std::move(options_)); }
+  table_t handle_call(get_table) const { return table_; }
+  bool handle_call(put p) {
+    table_.insert(p.k, std::move(p.v));
+    return true;
+  }
+  bool handle_call(give g) {
+    table_.give_away(g.to, std::string{"yours"});
+    return true;
+  }
+  void handle_cast(crash) { throw std::runtime_error("owner broke"); }
+
+ private:
+  otpp::table_options options_;
+  table_t table_;
+};
+
+// Receives tables (ETS-TRANSFER) and writes to them once it owns them.
+class heir_server : public otpp::gen_server<heir_server> {
+ public:
+  using table_t = owner_server::table_t;
+  using info_types = otpp::type_list<otpp::table_transfer<table_t>>;
+  struct received {};
+  struct put {
+    int k;
+  };
+  void handle_info(otpp::table_transfer<table_t> t) {
+    table_ = t.table;
+    data_ = std::any_cast<std::string>(t.data);
+    from_ = t.from;
+  }
+  std::pair<bool, std::string> handle_call(received) const { return {!table_.deleted(), data_}; }
+  bool handle_call(put p) {
+    table_.insert(p.k, "from heir");
+    return true;
+  }
+  otpp::pid handle_call(otpp::pid) const { return from_; }
+
+ private:
+  table_t table_;
+  std::string data_;
+  otpp::pid from_;
+};
+
+}  // namespace
+
+TEST_CASE("protected: the owner writes, others read; a write from elsewhere is a clear error and changes nothing") {
+  otpp::runtime rt{{.workers = 2}};
+  auto o = rt.start<owner_server>(otpp::table_options{.name = "prot"}).value();
+  auto t = otpp::call(o, owner_server::get_table{});
+  CHECK(otpp::call(o, owner_server::put{1, "a"}));
+  CHECK(t.lookup(1) == "a");  // from this thread, no message
+  CHECK(throws_table_error([&] { t.insert(2, "b"); }, "otpp::table::insert on set table 'prot': the table is protected"));
+  CHECK_FALSE(t.member(2));
+  CHECK(t.info().owner == o.pid());
+  CHECK(t.info().access == otpp::table_access::protected_access);
+}
+
+TEST_CASE("private: only the owner reads") {
+  otpp::runtime rt{{.workers = 2}};
+  auto o = rt.start<owner_server>(otpp::table_options{.access = otpp::table_access::private_access}).value();
+  auto t = otpp::call(o, owner_server::get_table{});
+  CHECK(otpp::call(o, owner_server::put{1, "a"}));
+  CHECK(throws_table_error([&] { (void)t.lookup(1); }, "private"));
+}
+
+TEST_CASE("the table is deleted when its owner exits without an heir; its name is free again") {
+  otpp::runtime rt{{.workers = 2}};
+  auto o = rt.start<owner_server>(otpp::table_options{.name = "mortal"}).value();
+  auto t = otpp::call(o, owner_server::get_table{});
+  CHECK(owner_server::table_t::named("mortal").has_value());
+  CHECK_FALSE((otpp::table<int, int>::named("mortal").has_value()));  // another type: not found
+  otpp::stop(o);
+  CHECK(t.deleted());
+  CHECK(throws_table_error([&] { (void)t.lookup(1); }, "deleted"));
+  CHECK_FALSE(owner_server::table_t::named("mortal").has_value());
+  auto again = rt.start<owner_server>(otpp::table_options{.name = "mortal"});
+  CHECK(again.has_value());
+}
+
+TEST_CASE("a name already taken is refused at create") {
+  auto a = otpp::table<int, int>::create({.name = "dup", .access = otpp::table_access::public_access});
+  CHECK(throws_table_error([] { (void)otpp::table<int, int>::create({.name = "dup", .access = otpp::table_access::public_access}); },
+                           "the name 'dup' is taken"));
+  a.delete_table();
+  CHECK(a.deleted());
+  auto b = otpp::table<int, int>::create({.name = "dup", .access = otpp::table_access::public_access});
+  CHECK_FALSE(b.deleted());
+  b.delete_table();
+}
+
+TEST_CASE("a table made outside a process must be public") {
+  CHECK(throws_table_error([] { (void)otpp::table<int, int>::create(); }, "must be public"));
+}
+
+TEST_CASE("an heir inherits the table when the owner crashes, with the heir data, and becomes its owner") {
+  otpp::runtime rt{{.workers = 2}};
+  auto h = rt.start<heir_server>().value();
+  auto o = rt.start<owner_server>(otpp::table_options{.heir = h.pid(), .heir_data = std::string{"heir data"}}).value();
+  auto t = otpp::call(o, owner_server::get_table{});
+  CHECK(otpp::call(o, owner_server::put{1, "kept"}));
+  otpp_test::log_capture quiet;
+  otpp::cast(o, owner_server::crash{});
+  REQUIRE(otpp::await_exit(o.pid(), 5s).has_value());
+  CHECK_FALSE(t.deleted());
+  CHECK(t.lookup(1) == "kept");
+  CHECK(otpp::call(h, heir_server::received{}) == std::pair<bool, std::string>{true, "heir data"});
+  CHECK(otpp::call(h, otpp::pid{}) == o.pid());
+  CHECK(t.owner() == h.pid());
+  CHECK(otpp::call(h, heir_server::put{2}));
+  CHECK(t.lookup(2) == "from heir");
+  otpp::stop(h);  // an heir inherits once: now the table goes
+  CHECK(t.deleted());
+}
+
+TEST_CASE("give_away hands the table to another process; the giver can no longer write") {
+  otpp::runtime rt{{.workers = 2}};
+  auto h = rt.start<heir_server>().value();
+  auto o = rt.start<owner_server>(otpp::table_options{}).value();
+  auto t = otpp::call(o, owner_server::get_table{});
+  CHECK(otpp::call(o, owner_server::give{h.pid()}));
+  CHECK(otpp::call(h, heir_server::received{}) == std::pair<bool, std::string>{true, "yours"});
+  CHECK(t.owner() == h.pid());
+  otpp_test::log_capture quiet;
+  auto r = otpp::try_call(o, owner_server::put{1, "no"});
+  REQUIRE_FALSE(r);  // the throw crashed the old owner
+  CHECK(r.error().to_string().find("only its owner") != std::string::npos);
+  CHECK_FALSE(t.deleted());  // the old owner's death does not touch it
+  CHECK(otpp::call(h, heir_server::put{3}));
+  CHECK(t.lookup(3) == "from heir");
+}
+
+TEST_CASE("give_away to a dead process or to oneself is refused") {
+  otpp::runtime rt{{.workers = 2}};
+  auto o = rt.start<owner_server>(otpp::table_options{}).value();
+  auto dead = rt.start<heir_server>().value();
+  otpp::stop(dead);
+  otpp_test::log_capture quiet;
+  auto r = otpp::try_call(o, owner_server::give{dead.pid()});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().to_string().find("live process other than the owner") != std::string::npos);
+}
+
+TEST_CASE("stress: 4 threads x mixed operations; the table equals a sequential replay, counter sums are exact") {
+  auto t = otpp::table<int, long>::create({.access = otpp::table_access::public_access, .write_concurrency = true});
+  auto c = counters::create({.access = otpp::table_access::public_access, .write_concurrency = true});
+  constexpr int threads = 4;
+  constexpr int ops = 20000;
+  std::vector<std::map<int, long>> models(threads);
+  std::atomic<int> mismatches{0};  // Catch's CHECK is not for other threads
+  auto expect = [&](bool ok) {
+    if (!ok) ++mismatches;
+  };
+  std::vector<std::thread> ts;
+  for (int i = 0; i < threads; ++i) {
+    ts.emplace_back([&, i] {
+      auto& model = models[static_cast<std::size_t>(i)];
+      unsigned x = 12345u + static_cast<unsigned>(i);
+      for (int n = 0; n < ops; ++n) {
+        x = x * 1103515245u + 12345u;
+        const int k = i * 1000 + static_cast<int>((x >> 8) % 200);  // each thread its own keys
+        switch ((x >> 20) % 6) {
+          case 0:
+            t.insert(k, n);
+            model[k] = n;
+            break;
+          case 1:
+            if (t.insert_new(k, n)) model.emplace(k, n);
+            break;
+          case 2:
+            expect(t.erase(k) == (model.erase(k) == 1));
+            break;
+          case 3: {
+            auto v = t.take(k);
+            auto it = model.find(k);
+            expect(v.has_value() == (it != model.end()));
+            if (it != model.end()) {
+              expect(*v == it->second);
+              model.erase(it);
+            }
+            break;
+          }
+          case 4:
+            t.insert({{k, n}, {k + 500, n}});
+            model[k] = n;
+            model[k + 500] = n;
+            break;
+          default: {
+            auto v = t.lookup(k);
+            auto it = model.find(k);
+            expect(v.has_value() == (it != model.end()));
+            if (v && it != model.end()) expect(*v == it->second);
+          }
+        }
+        (void)c.update_counter(n % 2 ? "shared" : "t" + std::to_string(i), 1, 0L);
+      }
+    });
+  }
+  // A reader walks the table meanwhile: never an object twice in one pass.
+  std::atomic<bool> done{false};
+  std::thread walker([&] {
+    while (!done) {
+      auto all = t.to_list();
+      std::sort(all.begin(), all.end());
+      expect(std::adjacent_find(all.begin(), all.end(), [](auto& a, auto& b) { return a.first == b.first; }) == all.end());
+    }
+  });
+  for (auto& th : ts) th.join();
+  done = true;
+  walker.join();
+  CHECK(mismatches == 0);
+  std::map<int, long> expected;
+  for (auto& m : models) expected.insert(m.begin(), m.end());
+  auto all = t.to_list();
+  std::map<int, long> actual(all.begin(), all.end());
+  CHECK(actual == expected);
+  CHECK(t.size() == expected.size());
+  CHECK(c.lookup("shared") == threads * ops / 2);
+  for (int i = 0; i < threads; ++i) CHECK(c.lookup("t" + std::to_string(i)) == ops / 2);
+}
