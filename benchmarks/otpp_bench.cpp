@@ -42,6 +42,13 @@
 //   demonitor_200k      a process removes 200k monitors it holds on one
 //                       target, until the target has handled them all (s);
 //                       "#" lines: 25k, 50k, 100k
+//   ets_*               otpp::table, as ../shared/anchors/beam/ets.exs: a public
+//                       set with read/write concurrency, 100k int keys and
+//                       "value-N" strings; lookups by one thread (ns), two
+//                       threads and 64 processes (ops/s); 1M inserts into an
+//                       empty set (ns); update_counter by one thread (ns),
+//                       two threads on two keys and on one (ops/s); an
+//                       ordered_set's 1M inserts and lookups (ns)
 //   supervisor_restart  a one_for_one supervisor with one named child; a
 //                       process kills the child and waits for the
 //                       replacement (registered before its init runs) to
@@ -56,6 +63,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <latch>
 #include <optional>
@@ -72,6 +80,7 @@
 #include <otpp/async_call.hpp>
 #include <otpp/task.hpp>
 #include <otpp/otpp.hpp>
+#include <otpp/table.hpp>
 
 #if OTPP_BENCH_EXAMPLES
 #include "rate_limiter.hpp"
@@ -987,6 +996,99 @@ void telemetry_cost() {
   figure("telemetry_idle_ns", idle, "ns");
 }
 
+// -- tables (ETS) ------------------------------------------------------------------
+
+// Runs fn(i) in `procs` processes at once (ets.exs's parallel/2): wall seconds
+// from the go to the last one done.
+class bench_proc : public otpp::gen_server<bench_proc> {
+ public:
+  struct go {
+    const std::function<void(int)>* fn;
+    int i;
+    std::latch* done;
+  };
+  void handle_cast(go g) {
+    (*g.fn)(g.i);
+    g.done->count_down();
+  }
+};
+double in_processes(otpp::runtime& rt, int procs, const std::function<void(int)>& fn) {
+  std::vector<otpp::server<bench_proc>> ps;
+  for (int i = 0; i < procs; ++i) ps.push_back(rt.start<bench_proc>().value());
+  std::latch done{procs};
+  const auto t0 = clk::now();
+  for (int i = 0; i < procs; ++i) otpp::cast(ps[static_cast<std::size_t>(i)], bench_proc::go{&fn, i + 1, &done});
+  done.wait();
+  const double s = seconds_since(t0);
+  for (auto& p : ps) otpp::stop(p);
+  return s;
+}
+// The same on plain threads.
+double in_threads(int n, const std::function<void(int)>& fn) {
+  std::latch ready{n + 1};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < n; ++i) ts.emplace_back([&, i] {
+    ready.arrive_and_wait();
+    fn(i + 1);
+  });
+  ready.arrive_and_wait();
+  const auto t0 = clk::now();
+  for (auto& t : ts) t.join();
+  return seconds_since(t0);
+}
+
+template <class Table>
+void lookup_loop(const Table& t, long k, long n) {
+  for (; k > 0; --k) {
+    auto v = t.lookup(static_cast<int>((k * 7919) % n + 1));
+    if (!v) std::abort();  // every key is there
+  }
+}
+
+void ets_bench(otpp::runtime& rt) {
+  using otpp::table_access;
+  const long keys = 100'000;
+  const long n = 2'000'000 / static_cast<long>(scale);
+  auto t = otpp::table<int, std::string>::create(
+      {.access = table_access::public_access, .read_concurrency = true, .write_concurrency = true});
+  for (int i = 1; i <= keys; ++i) t.insert(i, "value-" + std::to_string(i));
+  lookup_loop(t, 200'000 / static_cast<long>(scale), keys);  // warm-up
+  figure("ets_lookup_ns", in_threads(1, [&](int) { lookup_loop(t, n, keys); }) * 1e9 / static_cast<double>(n), "ns");
+  figure("ets_lookup_2procs", 2.0 * static_cast<double>(n) / in_threads(2, [&](int) { lookup_loop(t, n, keys); }), "ops/s");
+  const long per = n / 32;
+  figure("ets_lookup_64procs", 64.0 * static_cast<double>(per) / in_processes(rt, 64, [&](int) { lookup_loop(t, per, keys); }),
+         "ops/s");
+
+  const int inserts = 1'000'000 / static_cast<int>(scale);
+  auto ins = otpp::table<int, long>::create({.access = table_access::public_access, .write_concurrency = true});
+  figure("ets_insert_ns", in_threads(1, [&](int) {
+           for (int k = inserts; k > 0; --k) ins.insert(k, k);
+         }) * 1e9 / inserts,
+         "ns");
+
+  auto c = otpp::table<int, long>::create({.access = table_access::public_access, .write_concurrency = true});
+  const int a = 1;
+  const int b = 2;  // in another shard than a (as ETS keeps :a and :b under separate locks)
+  c.insert(a, 0);
+  c.insert(b, 0);
+  auto counter_loop = [&](int key) {
+    for (long k = n; k > 0; --k) (void)c.update_counter(key, 1);
+  };
+  figure("ets_update_counter_ns", in_threads(1, [&](int) { counter_loop(a); }) * 1e9 / static_cast<double>(n), "ns");
+  figure("ets_update_counter_2procs_distinct",
+         2.0 * static_cast<double>(n) / in_threads(2, [&](int i) { counter_loop(i == 1 ? a : b); }), "ops/s");
+  figure("ets_update_counter_2procs_same_key", 2.0 * static_cast<double>(n) / in_threads(2, [&](int) { counter_loop(a); }),
+         "ops/s");
+  if (c.lookup(a) != 4 * n || c.lookup(b) != n) std::printf("# ets_update_counter: counts are off!\n");
+
+  auto o = otpp::table<int, long, otpp::ordered_set>::create({.access = table_access::public_access});
+  figure("ets_ordered_insert_ns", in_threads(1, [&](int) {
+           for (int k = inserts; k > 0; --k) o.insert(k, k);
+         }) * 1e9 / inserts,
+         "ns");
+  figure("ets_ordered_lookup_ns", in_threads(1, [&](int) { lookup_loop(o, n, inserts); }) * 1e9 / static_cast<double>(n), "ns");
+}
+
 // Each figure (or group sharing a set-up) runs in a child process with a
 // runtime of its own, so no figure sees the threads, pools or memory another
 // one left behind: `otpp_bench NAME` and the full run agree.
@@ -1061,6 +1163,8 @@ int main(int argc, char** argv) {
   run(want("supervisor_restart"), "supervisor_restart", supervisor_restart);
   run(want("dynsup_start_100k"), "dynsup_start_100k", dynsup_start);
   run(want("demonitor_200k"), "demonitor_200k", demonitor_many);
+  run(std::any_of(wanted.begin(), wanted.end(), [](const std::string& w) { return w.rfind("ets_", 0) == 0; }) || wanted.empty(),
+      "ets", ets_bench);
 #if OTPP_BENCH_EXAMPLES
   run(want("cache_fetch_64"), "cache_fetch_64", cache_fetch);
   run(want("rate_limit_check"), "rate_limit_check", rate_limit);

@@ -110,6 +110,41 @@ TEST_CASE("ordered_set walks keys in order: first, next, last, prev, to_list") {
   CHECK(std::is_sorted(all.begin(), all.end()));
 }
 
+TEST_CASE("ordered_set and set agree with a model through 60k random inserts and erases; walks follow key order") {
+  auto o = public_table<otpp::ordered_set>();
+  auto h = public_table<otpp::set>();
+  std::map<int, std::string> model;
+  unsigned x = 7;
+  for (int n = 0; n < 60000; ++n) {
+    x = x * 1103515245u + 12345u;
+    const int k = static_cast<int>((x >> 8) % 20000);
+    if ((x >> 4) % 3 == 0) {
+      CHECK(o.erase(k) == (model.count(k) == 1));
+      CHECK(h.erase(k) == (model.erase(k) == 1));
+    } else {
+      o.insert(k, std::to_string(n));
+      h.insert(k, std::to_string(n));
+      model[k] = std::to_string(n);
+    }
+  }
+  CHECK(o.size() == model.size());
+  CHECK(h.size() == model.size());
+  std::vector<std::pair<int, std::string>> walked;
+  for (auto k = o.first(); k; k = o.next(*k)) walked.emplace_back(*k, *o.lookup(*k));
+  CHECK(walked == std::vector<std::pair<int, std::string>>(model.begin(), model.end()));
+  std::vector<int> back;
+  for (auto k = o.last(); k; k = o.prev(*k)) back.push_back(*k);
+  CHECK(std::equal(back.begin(), back.end(), model.rbegin(), model.rend(), [](int a, auto& b) { return a == b.first; }));
+  auto hashed = h.to_list();
+  std::sort(hashed.begin(), hashed.end());
+  CHECK(hashed == std::vector<std::pair<int, std::string>>(model.begin(), model.end()));
+  for (auto& [k, v] : model) {  // drain: every leaf and node goes
+    CHECK(o.take(k) == v);
+  }
+  CHECK(o.size() == 0);
+  CHECK_FALSE(o.first().has_value());
+}
+
 TEST_CASE("a hash table's first/next visit every key once; next of a missing key is an error") {
   auto t = public_table<otpp::set>();
   for (int k = 0; k < 500; ++k) t.insert(k, "v");
@@ -348,7 +383,9 @@ TEST_CASE("give_away to a dead process or to oneself is refused") {
 }
 
 TEST_CASE("stress: 4 threads x mixed operations; the table equals a sequential replay, counter sums are exact") {
-  auto t = otpp::table<int, long>::create({.access = otpp::table_access::public_access, .write_concurrency = true});
+  // Readers counted in groups on the table, on the lock word for the counters: both locks.
+  auto t = otpp::table<int, long>::create(
+      {.access = otpp::table_access::public_access, .read_concurrency = true, .write_concurrency = true});
   auto c = counters::create({.access = otpp::table_access::public_access, .write_concurrency = true});
   constexpr int threads = 4;
   constexpr int ops = 20000;

@@ -89,9 +89,11 @@ struct table_options {
   pid heir{};
   /// Handed to the heir in table_transfer::data.
   std::any heir_data{};
-  /// Both split a hash table into 64 lock shards rather than 8, for many
-  /// threads reading (read_concurrency) or writing (write_concurrency)
-  /// different keys; an ordered_set is one shard whatever they say.
+  /// Many threads read at once: readers count themselves on per-thread
+  /// cache lines rather than on the shard's lock word, so concurrent reads
+  /// scale; writes then check every line (they cost more, as in ETS). With
+  /// write_concurrency, it also splits a hash table into 64 lock shards
+  /// rather than 8 (an ordered_set is one shard whatever they say).
   bool read_concurrency = false;
   /// See read_concurrency.
   bool write_concurrency = false;
@@ -282,8 +284,8 @@ inline void adopt_table(const std::shared_ptr<table_meta>& t, const pid& to, con
 
 template <class K, class V, class Kind>
 struct table_state final : table_meta {
-  table_state(table_options&& o, std::size_t shards)
-      : table_meta{std::move(o), kind_name<Kind>(), type_id<table<K, V, Kind>>}, store{shards} {}
+  table_state(table_options&& o, std::size_t shards, bool reader_groups)
+      : table_meta{std::move(o), kind_name<Kind>(), type_id<table<K, V, Kind>>}, store{shards, reader_groups} {}
   void drop_objects() noexcept override { (void)store.clear(); }
   void send_transfer(const pid& to, const pid& from, std::any data) override;
   store_for<K, V, Kind> store;
@@ -340,7 +342,8 @@ class table {
     if (me == nullptr && options.access != table_access::public_access)
       throw table_error("otpp::table::create: a table made outside a process has no owner and must be public");
     const std::size_t shards = (options.read_concurrency || options.write_concurrency) ? 64 : 8;
-    auto t = std::make_shared<state>(std::move(options), shards);
+    const bool reader_groups = options.read_concurrency;
+    auto t = std::make_shared<state>(std::move(options), shards, reader_groups);
     if (!t->name.empty() && !detail::table_names::instance().add(t->name, t))
       throw table_error(fmt::format("otpp::table::create: the name '{}' is taken by another table", t->name));
     if (me != nullptr) {

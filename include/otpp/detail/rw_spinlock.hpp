@@ -2,9 +2,16 @@
 // A reader-writer lock for short critical sections (a table shard's lookup
 // or insert): readers share it without waiting for each other, a writer
 // waits for the readers in it to leave and keeps new ones out.
+//
+// Two ways to count readers. Plain: one word readers and writers share (one
+// cache line; cheapest when one thread uses the shard). Grouped (ETS's
+// read_concurrency): each reader counts itself on one of a few cache lines
+// picked per thread, so readers on different cores write different lines
+// and never pull a line from each other; a writer then checks every group.
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <thread>
 
 #include "platform.hpp"
@@ -13,31 +20,74 @@ namespace otpp::detail {
 
 class rw_spinlock {
  public:
-  void lock_shared() noexcept {
+  static constexpr unsigned reader_groups = 8;
+
+  rw_spinlock() noexcept = default;
+  rw_spinlock(const rw_spinlock&) = delete;
+  rw_spinlock& operator=(const rw_spinlock&) = delete;
+
+  /// Before first use: readers count themselves in groups. Throws std::bad_alloc.
+  void use_reader_groups() { groups_.reset(new group[reader_groups]); }
+
+  /// Returns what unlock_shared needs (the group, which must not be looked
+  /// up again: the holder may have moved to another thread meanwhile).
+  [[nodiscard]] unsigned lock_shared() noexcept {
+    if (groups_) return lock_shared_grouped();
     for (unsigned spins = 0;; ++spins) {
       // Optimistic: a reader that finds no writer is in with one RMW.
-      if (!(word_.fetch_add(reader, std::memory_order_acquire) & writer)) return;
+      if (!(word_.fetch_add(reader, std::memory_order_acquire) & writer)) return 0;
       word_.fetch_sub(reader, std::memory_order_relaxed);
       while (word_.load(std::memory_order_relaxed) & writer) backoff(spins);
     }
   }
-  void unlock_shared() noexcept { word_.fetch_sub(reader, std::memory_order_release); }
+  void unlock_shared(unsigned token) noexcept {
+    if (token == 0) {
+      word_.fetch_sub(reader, std::memory_order_release);
+    } else {
+      groups_[token - 1].readers.fetch_sub(1, std::memory_order_release);
+    }
+  }
 
   void lock() noexcept {
     for (unsigned spins = 0;; ++spins) {
       // Claim the writer bit first (new readers back off), then wait for
       // the readers already in to leave.
       std::uint32_t w = word_.load(std::memory_order_relaxed);
-      if (!(w & writer) && word_.compare_exchange_weak(w, w | writer, std::memory_order_acquire)) break;
+      if (!(w & writer) && word_.compare_exchange_weak(w, w | writer, std::memory_order_seq_cst)) break;
       backoff(spins);
     }
     for (unsigned spins = 0; word_.load(std::memory_order_acquire) != writer; ++spins) backoff(spins);
+    if (groups_) {
+      for (unsigned g = 0; g < reader_groups; ++g)
+        for (unsigned spins = 0; groups_[g].readers.load(std::memory_order_seq_cst) != 0; ++spins) backoff(spins);
+    }
   }
   void unlock() noexcept { word_.fetch_and(~writer, std::memory_order_release); }
 
  private:
   static constexpr std::uint32_t writer = 1;
   static constexpr std::uint32_t reader = 2;
+  struct alignas(cache_line) group {
+    std::atomic<std::uint32_t> readers{0};
+  };
+
+  static unsigned my_group() noexcept {
+    static std::atomic<unsigned> next{0};
+    thread_local const unsigned mine = next.fetch_add(1, std::memory_order_relaxed) % reader_groups;
+    return mine;
+  }
+  unsigned lock_shared_grouped() noexcept {
+    const unsigned g = my_group();
+    std::atomic<std::uint32_t>& n = groups_[g].readers;
+    for (unsigned spins = 0;; ++spins) {
+      // seq_cst both sides (here and the writer's claim, then its reads of
+      // the groups): either the writer sees us, or we see its bit.
+      n.fetch_add(1, std::memory_order_seq_cst);
+      if (!(word_.load(std::memory_order_seq_cst) & writer)) return g + 1;
+      n.fetch_sub(1, std::memory_order_relaxed);
+      while (word_.load(std::memory_order_relaxed) & writer) backoff(spins);
+    }
+  }
   static void backoff(unsigned spins) noexcept {
     // A holder that was preempted would keep a spinner busy for its whole
     // time slice: give the core away after a short spin.
@@ -47,19 +97,22 @@ class rw_spinlock {
       std::this_thread::yield();
     }
   }
+
   std::atomic<std::uint32_t> word_{0};
+  std::unique_ptr<group[]> groups_;
 };
 
 /// Holds a rw_spinlock shared for its scope.
 class shared_spin_guard {
  public:
-  explicit shared_spin_guard(rw_spinlock& l) noexcept : l_{l} { l_.lock_shared(); }
-  ~shared_spin_guard() { l_.unlock_shared(); }
+  explicit shared_spin_guard(rw_spinlock& l) noexcept : l_{l}, token_{l.lock_shared()} {}
+  ~shared_spin_guard() { l_.unlock_shared(token_); }
   shared_spin_guard(const shared_spin_guard&) = delete;
   shared_spin_guard& operator=(const shared_spin_guard&) = delete;
 
  private:
   rw_spinlock& l_;
+  unsigned token_;
 };
 
 /// Holds a rw_spinlock exclusively for its scope.

@@ -1,0 +1,347 @@
+#pragma once
+// An ordered map as a B+ tree, for an ordered_set table: keys sit packed in
+// nodes of 32, so a lookup in a million keys touches four or five nodes
+// where a red-black tree (std::map) chases twenty pointers, each a cache
+// miss. Leaves are linked both ways for in-order walks. Not thread safe:
+// the shard's lock guards it.
+//
+// Erase removes a leaf once it is empty (and inner nodes left without
+// children), so a table whose keys move (inserted at one end, erased at the
+// other) does not grow; leaves that are merely sparse are not merged.
+// Iterators are invalidated by inserts (a split moves objects) and by
+// erasing the object they point at.
+
+#include <algorithm>
+#include <cstddef>
+#include <functional>
+#include <iterator>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace otpp::detail {
+
+template <class K, class T, class Less = std::less<K>>
+class btree_map {
+  static constexpr int leaf_slots = 32;
+  static constexpr int inner_slots = 32;  // children
+
+ public:
+  using value_type = std::pair<K, T>;
+
+ private:
+  struct inner;
+  struct node {
+    inner* parent = nullptr;
+    int count = 0;  // objects (leaf) or children (inner)
+    bool leaf = true;
+  };
+  struct leaf_node : node {
+    leaf_node* prev = nullptr;
+    leaf_node* next = nullptr;
+    alignas(value_type) unsigned char storage[sizeof(value_type) * leaf_slots];
+    value_type& at(int i) noexcept { return std::launder(reinterpret_cast<value_type*>(storage))[i]; }
+    const value_type& at(int i) const noexcept { return std::launder(reinterpret_cast<const value_type*>(storage))[i]; }
+  };
+  struct inner : node {
+    // keys[i] is the smallest key under children[i + 1].
+    K keys[inner_slots - 1];
+    node* children[inner_slots];
+  };
+
+ public:
+  template <bool Const>
+  class basic_iterator {
+   public:
+    using iterator_category = std::bidirectional_iterator_tag;
+    using difference_type = std::ptrdiff_t;
+    using value_type = btree_map::value_type;
+    using tree_ptr = std::conditional_t<Const, const btree_map*, btree_map*>;
+    using reference = std::conditional_t<Const, const value_type&, value_type&>;
+    using pointer = std::conditional_t<Const, const value_type*, value_type*>;
+    basic_iterator() = default;
+    basic_iterator(tree_ptr t, leaf_node* l, int i) noexcept : t_{t}, l_{l}, i_{i} {}
+    template <bool C = Const, class = std::enable_if_t<C>>
+    basic_iterator(const basic_iterator<false>& o) noexcept : t_{o.t_}, l_{o.l_}, i_{o.i_} {}  // NOLINT: to const
+    reference operator*() const noexcept { return l_->at(i_); }
+    pointer operator->() const noexcept { return &l_->at(i_); }
+    basic_iterator& operator++() noexcept {
+      if (++i_ == l_->count) {
+        l_ = l_->next;
+        i_ = 0;
+      }
+      return *this;
+    }
+    basic_iterator& operator--() noexcept {
+      if (l_ == nullptr) {
+        l_ = t_->last_;
+        i_ = l_->count - 1;
+      } else if (i_ == 0) {
+        l_ = l_->prev;
+        i_ = l_->count - 1;
+      } else {
+        --i_;
+      }
+      return *this;
+    }
+    friend bool operator==(const basic_iterator& a, const basic_iterator& b) noexcept {
+      return a.l_ == b.l_ && a.i_ == b.i_;
+    }
+
+   private:
+    friend class btree_map;
+    template <bool>
+    friend class basic_iterator;
+    tree_ptr t_ = nullptr;
+    leaf_node* l_ = nullptr;  // null: end
+    int i_ = 0;
+  };
+  using iterator = basic_iterator<false>;
+  using const_iterator = basic_iterator<true>;
+
+  btree_map() noexcept = default;
+  btree_map(const btree_map&) = delete;
+  btree_map& operator=(const btree_map&) = delete;
+  ~btree_map() { destroy(root_); }
+
+  void swap(btree_map& o) noexcept {
+    std::swap(root_, o.root_);
+    std::swap(first_, o.first_);
+    std::swap(last_, o.last_);
+    std::swap(size_, o.size_);
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+
+  iterator begin() noexcept { return size_ ? iterator{this, first_, 0} : end(); }
+  iterator end() noexcept { return iterator{this, nullptr, 0}; }
+  const_iterator begin() const noexcept { return size_ ? const_iterator{this, first_, 0} : end(); }
+  const_iterator end() const noexcept { return const_iterator{this, nullptr, 0}; }
+
+  /// The first object whose key is not less than k.
+  iterator lower_bound(const K& k) noexcept {
+    if (size_ == 0) return end();
+    leaf_node* l = find_leaf(k);
+    const int i = static_cast<int>(
+        std::partition_point(&l->at(0), &l->at(0) + l->count, [&](const value_type& v) { return less_(v.first, k); }) - &l->at(0));
+    return normalize(l, i);
+  }
+  /// The first object whose key is greater than k.
+  iterator upper_bound(const K& k) noexcept {
+    if (size_ == 0) return end();
+    leaf_node* l = find_leaf(k);
+    const int i = static_cast<int>(
+        std::partition_point(&l->at(0), &l->at(0) + l->count, [&](const value_type& v) { return !less_(k, v.first); }) - &l->at(0));
+    return normalize(l, i);
+  }
+  iterator find(const K& k) noexcept {
+    iterator it = lower_bound(k);
+    return (it != end() && !less_(k, it->first)) ? it : end();
+  }
+
+  /// Inserts (k, T(args...)) unless k is there. Throws what allocation or
+  /// T's constructor throws (then the map holds what it held).
+  template <class KK, class... A>
+  std::pair<iterator, bool> try_emplace(KK&& k, A&&... args) {
+    if (root_ == nullptr) {
+      auto* l = new leaf_node;
+      root_ = first_ = last_ = l;
+    }
+    leaf_node* l = find_leaf(k);
+    int i = static_cast<int>(
+        std::partition_point(&l->at(0), &l->at(0) + l->count, [&](const value_type& v) { return less_(v.first, k); }) - &l->at(0));
+    if (i < l->count && !less_(k, l->at(i).first)) return {iterator{this, l, i}, false};
+    if (l->count == leaf_slots) {
+      split_leaf(l);  // may throw: nothing moved yet
+      if (i > l->count) {
+        i -= l->count;
+        l = l->next;
+      }
+    }
+    // Make room, constructing the new object last: if it throws, close the gap.
+    value_type made(std::piecewise_construct, std::forward_as_tuple(std::forward<KK>(k)), std::forward_as_tuple(std::forward<A>(args)...));
+    shift_right(l, i);
+    ::new (static_cast<void*>(&l->at(i))) value_type(std::move(made));
+    ++l->count;
+    ++size_;
+    return {iterator{this, l, i}, true};
+  }
+
+  void erase(iterator it) noexcept {
+    leaf_node* l = it.l_;
+    l->at(it.i_).~value_type();
+    for (int j = it.i_; j + 1 < l->count; ++j) {
+      ::new (static_cast<void*>(&l->at(j))) value_type(std::move(l->at(j + 1)));
+      l->at(j + 1).~value_type();
+    }
+    --l->count;
+    --size_;
+    if (l->count == 0 && l != root_) remove_leaf(l);
+  }
+
+ private:
+  static_assert(std::is_nothrow_move_constructible_v<K> && std::is_nothrow_move_constructible_v<T>,
+                "an ordered_set table needs keys and values that move without throwing");
+  static_assert(std::is_default_constructible_v<K> && std::is_copy_assignable_v<K>,
+                "an ordered_set table needs keys that are default constructible and copy assignable");
+
+  leaf_node* find_leaf(const K& k) const noexcept {
+    node* n = root_;
+    while (!n->leaf) {
+      auto* in = static_cast<inner*>(n);
+      // The child whose range holds k: after every separator not greater than k.
+      const int c = static_cast<int>(std::upper_bound(in->keys, in->keys + in->count - 1, k, less_) - in->keys);
+      n = in->children[c];
+    }
+    return static_cast<leaf_node*>(n);
+  }
+  iterator normalize(leaf_node* l, int i) noexcept {
+    if (i < l->count) return iterator{this, l, i};
+    return l->next ? iterator{this, l->next, 0} : end();
+  }
+  static void shift_right(leaf_node* l, int i) noexcept {
+    for (int j = l->count; j > i; --j) {
+      ::new (static_cast<void*>(&l->at(j))) value_type(std::move(l->at(j - 1)));
+      l->at(j - 1).~value_type();
+    }
+  }
+
+  void split_leaf(leaf_node* l) {
+    auto* r = new leaf_node;
+    try {
+      insert_child(l, r, nullptr);  // placeholder key fixed below: allocations first
+    } catch (...) {
+      delete r;
+      throw;
+    }
+    const int keep = l->count / 2;
+    for (int j = keep; j < l->count; ++j) {
+      ::new (static_cast<void*>(&r->at(j - keep))) value_type(std::move(l->at(j)));
+      l->at(j).~value_type();
+    }
+    r->count = l->count - keep;
+    l->count = keep;
+    r->prev = l;
+    r->next = l->next;
+    if (l->next) l->next->prev = r;
+    l->next = r;
+    if (last_ == l) last_ = r;
+    set_separator(r, r->at(0).first);
+  }
+
+  // Links `right` into l's parent just after l (growing the tree as
+  // needed); its separator is set by the caller (set_separator). Throws
+  // std::bad_alloc with nothing linked.
+  void insert_child(node* l, node* right, const K* key) {
+    inner* p = l->parent;
+    if (p == nullptr) {
+      p = new inner;
+      p->leaf = false;
+      p->count = 1;
+      p->children[0] = l;
+      l->parent = p;
+      root_ = p;
+    }
+    if (p->count == inner_slots) {
+      split_inner(p);  // may throw before anything moved
+      p = l->parent;
+    }
+    int pos = 0;
+    while (p->children[pos] != l) ++pos;
+    for (int j = p->count; j > pos + 1; --j) {
+      p->children[j] = p->children[j - 1];
+      p->keys[j - 1] = std::move(p->keys[j - 2]);
+    }
+    p->children[pos + 1] = right;
+    if (key) p->keys[pos] = *key;
+    ++p->count;
+    right->parent = p;
+  }
+
+  void split_inner(inner* p) {
+    auto* r = new inner;
+    r->leaf = false;
+    try {
+      insert_child(p, r, nullptr);
+    } catch (...) {
+      delete r;
+      throw;
+    }
+    const int keep = p->count / 2;  // children kept on the left
+    K up = std::move(p->keys[keep - 1]);
+    for (int j = keep; j < p->count; ++j) {
+      r->children[j - keep] = p->children[j];
+      r->children[j - keep]->parent = r;
+      if (j > keep) r->keys[j - keep - 1] = std::move(p->keys[j - 1]);
+    }
+    r->count = p->count - keep;
+    p->count = keep;
+    set_separator(r, up);
+  }
+
+  // The separator before child `n` in its parent becomes `k`.
+  static void set_separator(node* n, const K& k) {
+    inner* p = n->parent;
+    int pos = 0;
+    while (p->children[pos] != n) ++pos;
+    if (pos > 0) p->keys[pos - 1] = k;
+  }
+
+  void remove_leaf(leaf_node* l) noexcept {
+    if (l->prev) l->prev->next = l->next;
+    if (l->next) l->next->prev = l->prev;
+    if (first_ == l) first_ = l->next;
+    if (last_ == l) last_ = l->prev;
+    remove_node(l);
+  }
+  // Drops `n` (empty) from its parent, and the parent too if it is left
+  // without children; a root with one child gives way to it.
+  void remove_node(node* n) noexcept {
+    inner* p = n->parent;
+    int pos = 0;
+    while (p->children[pos] != n) ++pos;
+    delete_node(n);
+    for (int j = pos; j + 1 < p->count; ++j) p->children[j] = p->children[j + 1];
+    // The separators: drop the one before the removed child (or, for the
+    // first child, the one after it: the next child now starts the node).
+    const int drop = pos > 0 ? pos - 1 : 0;
+    for (int j = drop; j + 2 < p->count; ++j) p->keys[j] = std::move(p->keys[j + 1]);
+    --p->count;
+    if (p->count == 0) {
+      remove_node(p);
+      return;
+    }
+    if (p == root_ && p->count == 1) {
+      root_ = p->children[0];
+      root_->parent = nullptr;
+      delete p;
+    }
+  }
+  static void delete_node(node* n) noexcept {
+    if (n->leaf) {
+      delete static_cast<leaf_node*>(n);
+    } else {
+      delete static_cast<inner*>(n);
+    }
+  }
+  void destroy(node* n) noexcept {
+    if (n == nullptr) return;
+    if (n->leaf) {
+      auto* l = static_cast<leaf_node*>(n);
+      for (int i = 0; i < l->count; ++i) l->at(i).~value_type();
+      delete l;
+    } else {
+      auto* in = static_cast<inner*>(n);
+      for (int i = 0; i < in->count; ++i) destroy(in->children[i]);
+      delete in;
+    }
+  }
+
+  node* root_ = nullptr;
+  leaf_node* first_ = nullptr;
+  leaf_node* last_ = nullptr;
+  std::size_t size_ = 0;
+  [[no_unique_address]] Less less_{};
+};
+
+}  // namespace otpp::detail
