@@ -270,7 +270,14 @@ class heir_server : public otpp::gen_server<heir_server> {
     data_ = std::any_cast<std::string>(t.data);
     from_ = t.from;
   }
+  struct give {
+    otpp::pid to;
+  };
   std::pair<bool, std::string> handle_call(received) const { return {!table_.deleted(), data_}; }
+  bool handle_call(give g) {
+    table_.give_away(g.to, std::string{"again"});
+    return true;
+  }
   bool handle_call(put p) {
     table_.insert(p.k, "from heir");
     return true;
@@ -350,7 +357,15 @@ TEST_CASE("an heir inherits the table when the owner crashes, with the heir data
   CHECK(t.owner() == h.pid());
   CHECK(otpp::call(h, heir_server::put{2}));
   CHECK(t.lookup(2) == "from heir");
-  otpp::stop(h);  // an heir inherits once: now the table goes
+  // The heir stays set: given away again, the table comes back at the next crash.
+  auto o2 = rt.start<owner_server>(otpp::table_options{}).value();
+  CHECK(otpp::call(h, heir_server::give{o2.pid()}));
+  CHECK(t.owner() == o2.pid());
+  otpp::cast(o2, owner_server::crash{});
+  REQUIRE(otpp::await_exit(o2.pid(), 5s).has_value());
+  CHECK(t.owner() == h.pid());
+  CHECK_FALSE(t.deleted());
+  otpp::stop(h);  // the heir is the owner now: it takes the table with it
   CHECK(t.deleted());
 }
 

@@ -9,7 +9,9 @@
 //
 // Ownership, as ETS: the table lives until its owner exits, then it is
 // deleted, unless an heir was named: then it passes to the heir, which
-// receives otpp::table_transfer<Table> in handle_info (ETS-TRANSFER).
+// receives otpp::table_transfer<Table> in handle_info (ETS-TRANSFER), and
+// stays the heir (an heir that is the owner when it exits takes the table
+// with it).
 // give_away hands it over the same way. Created outside a process, a table
 // has no owner: it must be public, and lives until delete_table().
 //
@@ -105,7 +107,7 @@ struct table_info {
   std::string_view type;  ///< "set", "ordered_set", "bag", "duplicate_bag"
   table_access access;    ///< who may read and write
   pid owner;              ///< empty for an ownerless table
-  pid heir;               ///< empty if none (or already used)
+  pid heir;               ///< empty if none
   std::size_t size;    ///< objects
   std::size_t memory;  ///< bytes, an estimate (objects, buckets, shards)
 };
@@ -233,8 +235,10 @@ struct table_owner_hook final : exit_hook {
     {
       std::lock_guard lock{table->m};
       if (table->owner.load(std::memory_order_relaxed) != &p) return;  // given away meanwhile
-      heir = std::exchange(table->heir, pid{});  // an heir inherits once
-      data = std::exchange(table->heir_data, std::any{});
+      // The heir stays set (as ETS): a keeper that got the table back and
+      // gives it away again gets it back at the next crash too.
+      heir = table->heir;
+      data = table->heir_data;
     }
     if (heir.alive() && pid_access::get(heir) != &p) {
       try {
@@ -665,6 +669,14 @@ class table {
     std::erase_if(hooks, [&](const auto& h) { return h->owner_tag() == t_.get(); });
     detail::adopt_table(t_, to, detail::pid_access::make(me), std::move(data));
   }
+  /// Names the process that receives the table when the owner exits, with
+  /// `data` (ETS's setopts heir); an empty pid: none. Owner only.
+  void set_heir(const pid& heir, std::any data = {}) {
+    (void)owner_only("set_heir");
+    std::lock_guard lock{t_->m};
+    t_->heir = heir;
+    t_->heir_data = std::move(data);
+  }
   /// Deletes the table now (the owner, or anyone for an ownerless table).
   void delete_table() {
     if (t_ == nullptr) throw table_error("otpp::table::delete_table: an empty table handle");
@@ -747,35 +759,41 @@ class table {
     return table_error(fmt::format("otpp::table::{} on {} table '{}': {}", op, t_ ? t_->kind : "?",
                                    t_ && !t_->name.empty() ? t_->name : std::string{"(unnamed)"}, why));
   }
+  // The checks every operation makes, small enough to inline; the error
+  // paths (formatting, throwing) stay out of line.
   store& live(const char* op) const {
-    if (t_ == nullptr) throw table_error(fmt::format("otpp::table::{}: an empty table handle", op));
-    if (t_->deleted.load(std::memory_order_acquire)) [[unlikely]]
-      throw error(op, "the table was deleted (its owner exited, or delete_table)");
+    if (t_ == nullptr || t_->deleted.load(std::memory_order_acquire)) [[unlikely]]
+      throw_dead(op);
     return t_->store;
   }
   detail::process_base* owner_only(const char* op) const {
     (void)live(op);
     detail::process_base* me = detail::tls().current;
-    if (me == nullptr || t_->owner.load(std::memory_order_acquire) != me)
-      throw error(op, fmt::format("only its owner ({}) may do this", owner()));
+    if (me == nullptr || t_->owner.load(std::memory_order_acquire) != me) [[unlikely]]
+      throw_not_owner(op, "only its owner ({}) may do this");
     return me;
   }
   store& writable(const char* op) const {
     store& s = live(op);
-    if (t_->access != table_access::public_access) [[unlikely]] {
-      if (t_->owner.load(std::memory_order_acquire) != detail::tls().current)
-        throw error(op, fmt::format("the table is {}: only its owner ({}) writes",
-                                    t_->access == table_access::private_access ? "private" : "protected", owner()));
-    }
+    if (t_->access != table_access::public_access &&
+        t_->owner.load(std::memory_order_acquire) != detail::tls().current) [[unlikely]]
+      throw_not_owner(op, t_->access == table_access::private_access ? "the table is private: only its owner ({}) writes"
+                                                                      : "the table is protected: only its owner ({}) writes");
     return s;
   }
   store& readable(const char* op) const {
     store& s = live(op);
-    if (t_->access == table_access::private_access) [[unlikely]] {
-      if (t_->owner.load(std::memory_order_acquire) != detail::tls().current)
-        throw error(op, fmt::format("the table is private: only its owner ({}) reads", owner()));
-    }
+    if (t_->access == table_access::private_access &&
+        t_->owner.load(std::memory_order_acquire) != detail::tls().current) [[unlikely]]
+      throw_not_owner(op, "the table is private: only its owner ({}) reads");
     return s;
+  }
+  [[noreturn, gnu::noinline, gnu::cold]] void throw_dead(const char* op) const {
+    if (t_ == nullptr) throw table_error(fmt::format("otpp::table::{}: an empty table handle", op));
+    throw error(op, "the table was deleted (its owner exited, or delete_table)");
+  }
+  [[noreturn, gnu::noinline, gnu::cold]] void throw_not_owner(const char* op, const char* why) const {
+    throw error(op, fmt::format(fmt::runtime(why), owner()));
   }
 
   std::shared_ptr<state> t_;

@@ -4,6 +4,7 @@
 // its own reader-writer lock. Knows nothing of owners and access rights.
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -44,7 +45,7 @@ class table_store {
   /// `reader_groups`: readers count themselves per thread group (see
   /// rw_spinlock), for tables read from many threads at once.
   table_store(std::size_t shards, bool reader_groups)
-      : n_{ordered ? 1 : std::max<std::size_t>(1, shards)}, shards_{new shard[n_]} {
+      : n_{ordered ? 1 : std::bit_ceil(std::max<std::size_t>(1, shards))}, shards_{new shard[n_]} {
     if (reader_groups)
       for (std::size_t i = 0; i < n_; ++i) shards_[i].lock.use_reader_groups();
   }
@@ -61,7 +62,7 @@ class table_store {
       h ^= h >> 29;
       h *= 0xbf58476d1ce4e5b9ull;
       h ^= h >> 32;
-      return static_cast<std::size_t>(h % n_);
+      return static_cast<std::size_t>(h) & (n_ - 1);  // n_ is a power of two: a mask, not a division
     }
   }
   shard& shard_of(const K& k) noexcept { return shards_[index_of(k)]; }
