@@ -33,12 +33,14 @@
 // or in shard order (the others); next of a key no longer in a hash table
 // throws table_error (use select or foldl to walk a table others write to).
 
+#include <algorithm>
 #include <any>
 #include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -315,7 +317,8 @@ struct table_page {
 };
 
 /// A handle to a table of (K, V) objects of type Kind (otpp::set,
-/// ordered_set, bag, duplicate_bag). Copies share the table. K needs
+/// ordered_set, bag, duplicate_bag). Copies share the table; like a
+/// pointer, a const handle still reads and writes the table. K needs
 /// std::hash and == (hash tables) or < (ordered_set); V needs == for a bag
 /// and for erase_object.
 template <class K, class V, class Kind = set>
@@ -373,20 +376,20 @@ class table {
   // -- writes -------------------------------------------------------------------------
   /// Inserts (k, v): a set replaces the object under k, a bag adds it
   /// unless an equal one is there, a duplicate_bag adds it.
-  void insert(K k, V v) {
+  void insert(K k, V v) const {
     store& s = writable("insert");
     auto& sh = s.shard_of(k);
     detail::unique_spin_guard g{sh.lock};
     (void)store::put_locked(sh, std::move(k), std::move(v));
   }
   /// Inserts every object, atomically: no reader sees some without the others.
-  void insert(std::vector<std::pair<K, V>> objects) {
+  void insert(std::vector<std::pair<K, V>> objects) const {
     store& s = writable("insert");
     typename store::batch_lock g{s, keys_of(objects)};
     for (auto& [k, v] : objects) (void)store::put_locked(s.shard_of(k), std::move(k), std::move(v));
   }
   /// Inserts (k, v) only if no object has key k; returns whether it did.
-  bool insert_new(K k, V v) {
+  bool insert_new(K k, V v) const {
     store& s = writable("insert_new");
     auto& sh = s.shard_of(k);
     detail::unique_spin_guard g{sh.lock};
@@ -395,7 +398,7 @@ class table {
   }
   /// Inserts every object only if none of their keys is in the table (and
   /// they are distinct); all or nothing.
-  bool insert_new(std::vector<std::pair<K, V>> objects) {
+  bool insert_new(std::vector<std::pair<K, V>> objects) const {
     store& s = writable("insert_new");
     auto keys = keys_of(objects);
     typename store::batch_lock g{s, keys};
@@ -409,7 +412,7 @@ class table {
     return true;
   }
   /// Erases every object under k; returns whether there was one.
-  bool erase(const K& k) {
+  bool erase(const K& k) const {
     store& s = writable("erase");
     auto& sh = s.shard_of(k);
     detail::unique_spin_guard g{sh.lock};
@@ -421,7 +424,7 @@ class table {
   }
   /// Erases the objects equal to (k, v) (every copy, in a duplicate_bag);
   /// returns whether there was one.
-  bool erase_object(const K& k, const V& v) {
+  bool erase_object(const K& k, const V& v) const {
     store& s = writable("erase_object");
     auto& sh = s.shard_of(k);
     detail::unique_spin_guard g{sh.lock};
@@ -443,7 +446,7 @@ class table {
     }
   }
   /// Removes and returns what is under k (ETS's take).
-  lookup_result take(const K& k) {
+  lookup_result take(const K& k) const {
     store& s = writable("take");
     auto& sh = s.shard_of(k);
     detail::unique_spin_guard g{sh.lock};
@@ -456,25 +459,25 @@ class table {
   }
   /// Adds `incr` to the counter under k and returns the new value. Throws
   /// table_error if there is none (ETS's badarg).
-  V update_counter(const K& k, V incr)
+  V update_counter(const K& k, V incr) const
     requires(std::integral<V> && !multi)
   {
     return counter("update_counter", k, incr, nullptr, nullptr);
   }
   /// As above; a counter that would pass bound.threshold becomes bound.set_value.
-  V update_counter(const K& k, V incr, counter_bound<V> bound)
+  V update_counter(const K& k, V incr, counter_bound<V> bound) const
     requires(std::integral<V> && !multi)
   {
     return counter("update_counter", k, incr, &bound, nullptr);
   }
   /// As above; a missing counter starts at `initial` (ETS's Default object).
-  V update_counter(const K& k, V incr, V initial)
+  V update_counter(const K& k, V incr, V initial) const
     requires(std::integral<V> && !multi)
   {
     return counter("update_counter", k, incr, nullptr, &initial);
   }
   /// Both: a missing counter starts at `initial`, the result is bounded.
-  V update_counter(const K& k, V incr, counter_bound<V> bound, V initial)
+  V update_counter(const K& k, V incr, counter_bound<V> bound, V initial) const
     requires(std::integral<V> && !multi)
   {
     return counter("update_counter", k, incr, &bound, &initial);
@@ -483,7 +486,7 @@ class table {
   /// whether there was one (ETS's update_element, for a typed value).
   template <class F>
     requires(std::invocable<F&, V&> && !multi)
-  bool update_element(const K& k, F&& fn) {
+  bool update_element(const K& k, F&& fn) const {
     store& s = writable("update_element");
     auto& sh = s.shard_of(k);
     detail::unique_spin_guard g{sh.lock};
@@ -493,7 +496,7 @@ class table {
     return true;
   }
   /// Erases every object; returns how many there were.
-  std::size_t delete_all_objects() { return writable("delete_all_objects").clear(); }
+  std::size_t delete_all_objects() const { return writable("delete_all_objects").clear(); }
 
   // -- reads --------------------------------------------------------------------------
   /// What is under k (a copy).
@@ -546,10 +549,11 @@ class table {
     table_page<K, V> page;
     const std::size_t limit = c.limit == 0 ? SIZE_MAX : c.limit;
     auto take_pending = [&] {
-      while (!c.pending.empty() && page.objects.size() < limit) {
-        page.objects.push_back(std::move(c.pending.front()));
-        c.pending.erase(c.pending.begin());
-      }
+      const std::size_t n = std::min(c.pending.size(), limit - page.objects.size());
+      if (n == 0) return;
+      const auto last = c.pending.begin() + static_cast<std::ptrdiff_t>(n);
+      page.objects.insert(page.objects.end(), std::make_move_iterator(c.pending.begin()), std::make_move_iterator(last));
+      c.pending.erase(c.pending.begin(), last);  // one shift per page, not one per object
     };
     take_pending();
     if constexpr (ordered) {
@@ -660,7 +664,7 @@ class table {
   /// Makes `to` the owner (the caller must own the table): `to` receives
   /// table_transfer{table, caller, data}. Throws table_error if `to` is
   /// dead, empty or the caller.
-  void give_away(const pid& to, std::any data = {}) {
+  void give_away(const pid& to, std::any data = {}) const {
     detail::process_base* me = owner_only("give_away");
     if (!to.alive() || detail::pid_access::get(to) == me)
       throw error("give_away", "the new owner must be a live process other than the owner");
@@ -671,14 +675,14 @@ class table {
   }
   /// Names the process that receives the table when the owner exits, with
   /// `data` (ETS's setopts heir); an empty pid: none. Owner only.
-  void set_heir(const pid& heir, std::any data = {}) {
+  void set_heir(const pid& heir, std::any data = {}) const {
     (void)owner_only("set_heir");
     std::lock_guard lock{t_->m};
     t_->heir = heir;
     t_->heir_data = std::move(data);
   }
   /// Deletes the table now (the owner, or anyone for an ownerless table).
-  void delete_table() {
+  void delete_table() const {
     if (t_ == nullptr) throw table_error("otpp::table::delete_table: an empty table handle");
     if (t_->owner.load(std::memory_order_acquire) != nullptr) {
       detail::process_base* me = owner_only("delete_table");
@@ -737,7 +741,7 @@ class table {
     return std::nullopt;
   }
 
-  V counter(const char* op, const K& k, V incr, const counter_bound<V>* bound, const V* initial)
+  V counter(const char* op, const K& k, V incr, const counter_bound<V>* bound, const V* initial) const
     requires(std::integral<V> && !multi)
   {
     store& s = writable(op);
