@@ -668,10 +668,9 @@ class table {
     detail::process_base* me = owner_only("give_away");
     if (!to.alive() || detail::pid_access::get(to) == me)
       throw error("give_away", "the new owner must be a live process other than the owner");
-    // Off our exit hooks first: our exit no longer touches the table.
-    auto& hooks = me->cold_state().exit_hooks;
-    std::erase_if(hooks, [&](const auto& h) { return h->owner_tag() == t_.get(); });
-    detail::adopt_table(t_, to, detail::pid_access::make(me), std::move(data));
+    detail::adopt_table(t_, to, detail::pid_access::make(me), std::move(data));  // throws before any change
+    // Then off our exit hooks: our exit no longer touches the table.
+    std::erase_if(me->cold_state().exit_hooks, [&](const auto& h) { return h->owner_tag() == t_.get(); });
   }
   /// Names the process that receives the table when the owner exits, with
   /// `data` (ETS's setopts heir); an empty pid: none. Owner only.
