@@ -3,7 +3,7 @@
 #   plain   (default) optimised build, g++, header-only
 #   address ASan + UBSan, linked with the compiled runtime
 #   thread  TSan
-#   clang   optimised build with clang++, linked with the compiled runtime
+#   clang   clang++ at -O1, linked with the compiled runtime
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-plain}
@@ -16,7 +16,8 @@ build=build/test-$mode
 san=""; flags="-O2 -g1 -DNDEBUG"
 case $mode in
   plain) ;;
-  clang) extra=(-DCMAKE_CXX_COMPILER=clang++ -DOTPP_TEST_COMPILED=ON) ;;
+  # -O1: a quarter less build time; plain already tests the -O2 code.
+  clang) flags="-O1 -g1 -DNDEBUG"; extra=(-DCMAKE_CXX_COMPILER=clang++ -DOTPP_TEST_COMPILED=ON) ;;
   # The runtime compiled once rather than in every test (plain covers the
   # header-only build): a quarter off each test's compile under ASan.
   address) san=address; flags="-O0 -g1"; extra=(-DOTPP_TEST_COMPILED=ON) ;;
