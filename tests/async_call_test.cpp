@@ -176,15 +176,7 @@ class front : public otpp::gen_server<front> {
 };
 
 // Asks until `f` holds, for up to 10 s (each ask is a call: a flush).
-template <class F>
-bool eventually(F&& f) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::chrono::steady_clock::now() < until) {
-    if (f()) return true;
-    std::this_thread::yield();
-  }
-  return f();
-}
+using otpp_test::eventually;
 
 // Waits until the backend holds `n` calls (they reached it): a flush by call.
 void await_held(const otpp::server<backend>& b, int n) {

@@ -22,6 +22,18 @@ struct virtual_runtime {
   otpp::runtime rt{{.workers = 2, .clock = clock}};
 };
 
+/// Polls `f` (typically a flushing call) until it holds, for up to 10 s:
+/// for state another thread reaches in its own time, never as a delay.
+template <class F>
+bool eventually(F&& f) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < until) {
+    if (f()) return true;
+    std::this_thread::yield();
+  }
+  return f();
+}
+
 /// A door handlers wait at, opened by the test once it has its answer. The
 /// wait is bounded (20 s) so a test that fails does not hang the suite.
 struct gate {

@@ -61,23 +61,20 @@ class reentrant_awaiter {
     process_base& self = awaiting_process("otpp::reentrant");
     self.enter_reentrant();
     entered_ = &self;
-    if constexpr (std::is_void_v<suspend_result>) {
-      try {
-        inner_.await_suspend(h);
-      } catch (...) {
-        undo();
-        throw;
-      }
-    } else if constexpr (std::is_same_v<suspend_result, bool>) {
-      try {
-        return inner_.await_suspend(h);
-      } catch (...) {
-        undo();
-        throw;
-      }
+    if constexpr (std::is_convertible_v<suspend_result, std::coroutine_handle<>>) {
+      return inner_.await_suspend(h);  // a coroutine (a helper, when_all): its waits, as it runs, are ours
     } else {
-      // A coroutine (a helper, when_all): its waits, as it runs, are ours.
-      return inner_.await_suspend(h);
+      try {
+        if constexpr (std::is_void_v<suspend_result>) {
+          inner_.await_suspend(h);
+          return true;
+        } else {
+          return inner_.await_suspend(h);
+        }
+      } catch (...) {
+        std::exchange(entered_, nullptr)->leave_reentrant();
+        throw;
+      }
     }
   }
 
@@ -87,10 +84,6 @@ class reentrant_awaiter {
   }
 
  private:
-  void undo() noexcept {
-    entered_->cancel_reentrant_wait();
-    std::exchange(entered_, nullptr)->leave_reentrant();
-  }
   A inner_;  // a reference for an lvalue argument, the awaitable itself for an rvalue
   process_base* entered_ = nullptr;
 };

@@ -433,9 +433,6 @@ class process_base : public process_identity {
   void leave_reentrant() noexcept;
   /// Before the process runs: every wait of its handlers is reentrant.
   void make_handlers_reentrant() noexcept { local_ |= reentrant_handlers; }
-  /// Owner only: a reentrant wait was set up but did not suspend (it was
-  /// over at once, or setting it up threw): its record goes back.
-  void cancel_reentrant_wait() noexcept;
   /// Owner only: resumes the handler suspended in reentrant wait `w`.
   void resume_reentrant(reentrant_wait* w) noexcept;
   /// Owner only: the wait `d` ends at d.due unless it is over first: then an
@@ -631,6 +628,9 @@ class process_base : public process_identity {
   void run_continuation() noexcept;
   message_node* next_held_back() noexcept;
   slot_waker* reentrant_waker(std::coroutine_handle<> leaf);
+  // A reentrant wait was set up but did not suspend (it was over at once,
+  // or setting it up threw): its record goes back.
+  void cancel_reentrant_wait() noexcept;
   void drive(awaiting_handler h, std::coroutine_handle<> leaf) noexcept;
   void abandon_reentrant(process_cold& c) noexcept;
   void abandon_one(process_cold& c, awaiting_handler& h) noexcept;
