@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include <otpp/otpp.hpp>
 #include <otpp/table.hpp>
 
@@ -143,6 +145,28 @@ TEST_CASE("ordered_set and set agree with a model through 60k random inserts and
   }
   CHECK(o.size() == 0);
   CHECK_FALSE(o.first().has_value());
+}
+
+TEST_CASE("ordered_set filled in key order (ascending, descending, then between) finds every key and walks in order") {
+  // In-order keys split nodes at the ends of the tree (full nodes, not
+  // half-full ones); keys then inserted between them split in the middle.
+  auto o = otpp::table<std::string, int, otpp::ordered_set>::create({.access = otpp::table_access::public_access});
+  std::map<std::string, int> model;
+  auto key = [](int i) { return fmt::format("k{:07}", i); };
+  for (int i = 20000; i < 40000; ++i) o.insert(key(i), i), model[key(i)] = i;      // ascending: right edge
+  for (int i = 19999; i >= 0; i -= 2) o.insert(key(i), i), model[key(i)] = i;      // descending: left edge
+  for (int i = 1; i < 20000; i += 2) o.insert(key(i), i), model[key(i)] = i;       // between
+  CHECK(o.size() == model.size());
+  int missing = 0;
+  for (auto& [k, v] : model) missing += o.lookup(k) == v ? 0 : 1;
+  CHECK(missing == 0);
+  CHECK_FALSE(o.member("k"));
+  CHECK_FALSE(o.member(key(40000)));
+  std::vector<std::pair<std::string, int>> walked;
+  for (auto k = o.first(); k; k = o.next(*k)) walked.emplace_back(*k, *o.lookup(*k));
+  CHECK(walked == std::vector<std::pair<std::string, int>>(model.begin(), model.end()));
+  for (int i = 0; i < 40000; i += 3) CHECK(o.erase(key(i)) == (model.erase(key(i)) == 1));
+  CHECK(o.to_list() == std::vector<std::pair<std::string, int>>(model.begin(), model.end()));
 }
 
 TEST_CASE("a hash table's first/next visit every key once; next of a missing key is an error") {
