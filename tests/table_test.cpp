@@ -218,6 +218,63 @@ TEST_CASE("select over a hash table returns each match once across pages, even w
   CHECK(std::adjacent_find(seen.begin(), seen.end()) == seen.end());
 }
 
+TEST_CASE("select_count and select_delete per table type; a throwing predicate leaves the shard it was in whole") {
+  auto even = [](const int& k, const std::string&) { return k % 2 == 0; };
+  auto h = public_table<otpp::set>();
+  auto o = public_table<otpp::ordered_set>();
+  for (int k = 0; k < 1000; ++k) h.insert(k, "v"), o.insert(k, "v");
+  CHECK(h.select_count(even) == 500);
+  CHECK(o.select_count(even) == 500);
+  CHECK(h.select_delete(even) == 500);
+  CHECK(o.select_delete(even) == 500);
+  CHECK(h.size() == 500);
+  CHECK(o.size() == 500);
+  CHECK_FALSE(h.member(10));
+  CHECK(o.to_list().front().first == 1);
+  CHECK(o.select_count(even) == 0);
+
+  auto b = public_table<otpp::duplicate_bag>();
+  for (int k = 0; k < 10; ++k) b.insert({{k, "a"}, {k, "b"}, {k, "a"}});
+  CHECK(b.select_count([](const int&, const std::string& v) { return v == "a"; }) == 20);
+  CHECK(b.select_delete([](const int& k, const std::string& v) { return v == "a" || k == 3; }) == 21);
+  CHECK(b.size() == 9);
+  CHECK(b.lookup(4) == std::vector<std::string>{"b"});
+  CHECK_FALSE(b.member(3));  // every object under 3 went: so did the key
+
+  auto c = public_table<otpp::set>();
+  for (int k = 0; k < 100; ++k) c.insert(k, "v");
+  std::size_t calls = 0;
+  CHECK_THROWS_AS(c.select_delete([&](const int&, const std::string&) -> bool {
+                    if (++calls == 50) throw std::runtime_error("pred failed");
+                    return true;
+                  }),
+                  std::runtime_error);
+  const std::size_t left = c.size();
+  CHECK(left > 0);
+  CHECK(left < 100);  // the shards swept before the throw lost their objects
+  CHECK(c.to_list().size() == left);
+  CHECK(c.select_count([](const int&, const std::string&) { return true; }) == left);
+}
+
+TEST_CASE("size is exact with one table-wide counter and with per-shard counters, under concurrent writes") {
+  for (bool decentralized : {false, true}) {
+    auto t = otpp::table<int, long>::create(
+        {.access = otpp::table_access::public_access, .write_concurrency = true, .decentralized_counters = decentralized});
+    std::vector<std::thread> ts;
+    for (int w = 0; w < 4; ++w)
+      ts.emplace_back([&t, w] {
+        for (int i = 0; i < 5000; ++i) t.insert(w * 100000 + i, i);
+        for (int i = 0; i < 5000; i += 2) (void)t.erase(w * 100000 + i);
+        (void)t.update_counter(w * 100000 + 7777777, 1, 0L);  // created by its default
+      });
+    for (auto& th : ts) th.join();
+    CHECK(t.size() == 4 * 2501);
+    CHECK(t.info().size == 4 * 2501);
+    CHECK(t.delete_all_objects() == 4 * 2501);
+    CHECK(t.size() == 0);
+  }
+}
+
 TEST_CASE("foldl's function runs outside the locks: it may write to the table") {
   auto t = public_table<otpp::set>();
   for (int k = 0; k < 50; ++k) t.insert(k, "v");

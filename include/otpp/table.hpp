@@ -101,6 +101,12 @@ struct table_options {
   bool read_concurrency = false;
   /// See read_concurrency.
   bool write_concurrency = false;
+  /// How the table counts its objects. On: each shard counts its own, so
+  /// writers to different shards share no cache line, and size() sums the
+  /// shards (a read lock each). Off: one counter for the table, which every
+  /// insert and erase bumps, and size() reads at once. Unset: on with
+  /// write_concurrency (ETS's default for its ordered_set; here for all).
+  std::optional<bool> decentralized_counters{};
 };
 
 /// What info() reports.
@@ -290,8 +296,8 @@ inline void adopt_table(const std::shared_ptr<table_meta>& t, const pid& to, con
 
 template <class K, class V, class Kind>
 struct table_state final : table_meta {
-  table_state(table_options&& o, std::size_t shards, bool reader_groups)
-      : table_meta{std::move(o), kind_name<Kind>(), type_id<table<K, V, Kind>>}, store{shards, reader_groups} {}
+  table_state(table_options&& o, std::size_t shards, bool reader_groups, bool decentralized)
+      : table_meta{std::move(o), kind_name<Kind>(), type_id<table<K, V, Kind>>}, store{shards, reader_groups, decentralized} {}
   void drop_objects() noexcept override { (void)store.clear(); }
   void send_transfer(const pid& to, const pid& from, std::any data) override;
   store_for<K, V, Kind> store;
@@ -350,7 +356,8 @@ class table {
       throw table_error("otpp::table::create: a table made outside a process has no owner and must be public");
     const std::size_t shards = (options.read_concurrency || options.write_concurrency) ? 64 : 8;
     const bool reader_groups = options.read_concurrency;
-    auto t = std::make_shared<state>(std::move(options), shards, reader_groups);
+    const bool decentralized = options.decentralized_counters.value_or(options.write_concurrency);
+    auto t = std::make_shared<state>(std::move(options), shards, reader_groups, decentralized);
     if (!t->name.empty() && !detail::table_names::instance().add(t->name, t))
       throw table_error(fmt::format("otpp::table::create: the name '{}' is taken by another table", t->name));
     if (me != nullptr) {
@@ -380,13 +387,13 @@ class table {
     store& s = writable("insert");
     auto& sh = s.shard_of(k);
     detail::unique_spin_guard g{sh.lock};
-    (void)store::put_locked(sh, std::move(k), std::move(v));
+    (void)s.put_locked(sh, std::move(k), std::move(v));
   }
   /// Inserts every object, atomically: no reader sees some without the others.
   void insert(std::vector<std::pair<K, V>> objects) const {
     store& s = writable("insert");
     typename store::batch_lock g{s, keys_of(objects)};
-    for (auto& [k, v] : objects) (void)store::put_locked(s.shard_of(k), std::move(k), std::move(v));
+    for (auto& [k, v] : objects) (void)s.put_locked(s.shard_of(k), std::move(k), std::move(v));
   }
   /// Inserts (k, v) only if no object has key k; returns whether it did.
   bool insert_new(K k, V v) const {
@@ -394,7 +401,7 @@ class table {
     auto& sh = s.shard_of(k);
     detail::unique_spin_guard g{sh.lock};
     if (sh.map.find(k) != sh.map.end()) return false;
-    return store::put_locked(sh, std::move(k), std::move(v));
+    return s.put_locked(sh, std::move(k), std::move(v));
   }
   /// Inserts every object only if none of their keys is in the table (and
   /// they are distinct); all or nothing.
@@ -408,7 +415,7 @@ class table {
       for (std::size_t j = 0; j < i; ++j)
         if (objects[j].first == objects[i].first) return false;
     }
-    for (auto& [k, v] : objects) (void)store::put_locked(s.shard_of(k), std::move(k), std::move(v));
+    for (auto& [k, v] : objects) (void)s.put_locked(s.shard_of(k), std::move(k), std::move(v));
     return true;
   }
   /// Erases every object under k; returns whether there was one.
@@ -418,7 +425,7 @@ class table {
     detail::unique_spin_guard g{sh.lock};
     auto it = sh.map.find(k);
     if (it == sh.map.end()) return false;
-    sh.objects -= count_of(it->second);
+    s.counted(sh, -static_cast<std::ptrdiff_t>(count_of(it->second)));
     sh.map.erase(it);
     return true;
   }
@@ -434,14 +441,14 @@ class table {
       auto& objs = it->second;
       const auto before = objs.size();
       objs.erase(std::remove(objs.begin(), objs.end(), v), objs.end());
-      sh.objects -= before - objs.size();
+      s.counted(sh, -static_cast<std::ptrdiff_t>(before - objs.size()));
       const bool any = objs.size() != before;
       if (objs.empty()) sh.map.erase(it);
       return any;
     } else {
       if (!(it->second == v)) return false;
       sh.map.erase(it);
-      --sh.objects;
+      s.counted(sh, -1);
       return true;
     }
   }
@@ -452,7 +459,7 @@ class table {
     detail::unique_spin_guard g{sh.lock};
     auto it = sh.map.find(k);
     if (it == sh.map.end()) return lookup_result{};
-    sh.objects -= count_of(it->second);
+    s.counted(sh, -static_cast<std::ptrdiff_t>(count_of(it->second)));
     lookup_result out{std::move(it->second)};
     sh.map.erase(it);
     return out;
@@ -574,6 +581,77 @@ class table {
       if (!c.pending.empty() || c.next_shard < s.shard_count()) page.more = std::move(c);
     }
     return page;
+  }
+  /// How many objects pred(key, value) holds for (ETS's select_count). Each
+  /// shard is counted under its read lock: objects written meanwhile in
+  /// shards not yet counted may count or not.
+  template <class Pred>
+    requires std::predicate<Pred&, const K&, const V&>
+  [[nodiscard]] std::size_t select_count(Pred pred) const {
+    store& s = readable("select_count");
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < s.shard_count(); ++i) {
+      auto& sh = s.shard_at(i);
+      detail::shared_spin_guard g{sh.lock};
+      for (const auto& [k, b] : sh.map) {
+        if constexpr (multi) {
+          for (const V& v : b) n += pred(k, v) ? 1 : 0;
+        } else {
+          n += pred(k, b) ? 1 : 0;
+        }
+      }
+    }
+    return n;
+  }
+  /// Erases the objects pred(key, value) holds for and returns how many
+  /// (ETS's select_delete). Shard by shard, each under its write lock, so
+  /// pred must not use this table. If pred throws, the shards swept before
+  /// have lost their matches and the rest are untouched.
+  template <class Pred>
+    requires std::predicate<Pred&, const K&, const V&>
+  std::size_t select_delete(Pred pred) const {
+    store& s = writable("select_delete");
+    std::size_t n = 0;
+    std::vector<K> emptied;
+    std::vector<char> hit;
+    for (std::size_t i = 0; i < s.shard_count(); ++i) {
+      auto& sh = s.shard_at(i);
+      detail::unique_spin_guard g{sh.lock};
+      // pred decides for the whole shard before anything moves, and the
+      // allocations come first too: a throw leaves this shard whole.
+      emptied.clear();
+      emptied.reserve(sh.map.size());
+      hit.clear();
+      for (const auto& [k, b] : sh.map) {
+        if constexpr (multi) {
+          for (const V& v : b) hit.push_back(pred(k, v) ? 1 : 0);
+        } else {
+          hit.push_back(pred(k, b) ? 1 : 0);
+        }
+      }
+      std::size_t h = 0;
+      std::size_t removed = 0;
+      for (auto& [k, b] : sh.map) {
+        if constexpr (multi) {
+          std::size_t kept = 0;
+          for (std::size_t j = 0; j < b.size(); ++j, ++h)
+            if (!hit[h]) {
+              if (kept != j) b[kept] = std::move(b[j]);
+              ++kept;
+            }
+          removed += b.size() - kept;
+          b.erase(b.begin() + static_cast<std::ptrdiff_t>(kept), b.end());
+          if (b.empty()) emptied.push_back(k);
+        } else if (hit[h++]) {
+          emptied.push_back(k);
+          ++removed;
+        }
+      }
+      for (const K& k : emptied) sh.map.erase(sh.map.find(k));
+      s.counted(sh, -static_cast<std::ptrdiff_t>(removed));
+      n += removed;
+    }
+    return n;
   }
   /// fn(acc, key, value) over every object, from `init` (foldl). fn runs
   /// outside the table's locks.
@@ -750,7 +828,7 @@ class table {
     if (it == sh.map.end()) {
       if (initial == nullptr) throw error(op, "no counter under the key (give an initial value to create one)");
       it = sh.map.try_emplace(k, *initial).first;
-      ++sh.objects;
+      s.counted(sh, 1);
     }
     V v = it->second + incr;
     if (bound != nullptr && ((incr >= 0 && v > bound->threshold) || (incr < 0 && v < bound->threshold))) v = bound->set_value;

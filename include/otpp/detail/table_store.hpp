@@ -4,6 +4,7 @@
 // its own reader-writer lock. Knows nothing of owners and access rights.
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -39,13 +40,16 @@ class table_store {
   struct alignas(cache_line) shard {
     rw_spinlock lock;
     map_type map;
-    std::size_t objects = 0;  // under the lock; summed for size()
+    std::size_t objects = 0;  // under the lock; summed for size() (decentralized counters)
   };
 
   /// `reader_groups`: readers count themselves per thread group (see
   /// rw_spinlock), for tables read from many threads at once.
-  table_store(std::size_t shards, bool reader_groups)
-      : n_{ordered ? 1 : std::bit_ceil(std::max<std::size_t>(1, shards))}, shards_{new shard[n_]} {
+  /// `decentralized`: each shard counts its own objects (writers to
+  /// different shards share no counter; size() sums the shards), else one
+  /// counter for the table (size() reads it at once).
+  table_store(std::size_t shards, bool reader_groups, bool decentralized)
+      : n_{ordered ? 1 : std::bit_ceil(std::max<std::size_t>(1, shards))}, decentralized_{decentralized}, shards_{new shard[n_]} {
     if (reader_groups)
       for (std::size_t i = 0; i < n_; ++i) shards_[i].lock.use_reader_groups();
   }
@@ -70,6 +74,7 @@ class table_store {
   /// Objects in the table: exact when nobody writes, else within the writes
   /// in flight.
   [[nodiscard]] std::size_t size() noexcept {
+    if (!decentralized_) return static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, total_.load(std::memory_order_relaxed)));
     std::size_t n = 0;
     for (std::size_t i = 0; i < n_; ++i) {
       shared_spin_guard g{shards_[i].lock};
@@ -78,15 +83,25 @@ class table_store {
     return n;
   }
 
+  /// Counts objects added to (or, negative, removed from) shard `s`, which
+  /// the caller holds exclusively.
+  void counted(shard& s, std::ptrdiff_t delta) noexcept {
+    if (decentralized_) {
+      s.objects += static_cast<std::size_t>(delta);  // wraps back for a negative delta
+    } else {
+      total_.fetch_add(delta, std::memory_order_relaxed);
+    }
+  }
+
   /// Adds `v` under `k` in a shard the caller holds exclusively: a set
   /// replaces, a bag skips an equal object, a duplicate_bag appends.
   /// Returns whether the table grew.
   template <class KK, class VV>
-  static bool put_locked(shard& s, KK&& k, VV&& v) {
+  bool put_locked(shard& s, KK&& k, VV&& v) {
     if constexpr (!multi) {
       auto [it, fresh] = s.map.try_emplace(std::forward<KK>(k), std::forward<VV>(v));
       if (!fresh) it->second = std::forward<VV>(v);
-      s.objects += fresh ? 1 : 0;
+      if (fresh) counted(s, 1);
       return fresh;
     } else {
       auto it = s.map.find(k);
@@ -95,7 +110,7 @@ class table_store {
         if (std::find(it->second.begin(), it->second.end(), v) != it->second.end()) return false;
       }
       it->second.push_back(std::forward<VV>(v));
-      ++s.objects;
+      counted(s, 1);
       return true;
     }
   }
@@ -130,7 +145,15 @@ class table_store {
       {
         unique_spin_guard g{shards_[i].lock};
         gone.swap(shards_[i].map);
-        n += std::exchange(shards_[i].objects, 0);
+        std::size_t held = 0;
+        if constexpr (multi) {
+          for (auto& [k, b] : gone) held += b.size();
+        } else {
+          held = gone.size();
+        }
+        shards_[i].objects = 0;
+        if (!decentralized_) total_.fetch_sub(static_cast<std::ptrdiff_t>(held), std::memory_order_relaxed);
+        n += held;
       }
       // Destroyed outside the lock: readers of this shard go on meanwhile.
     }
@@ -139,7 +162,9 @@ class table_store {
 
  private:
   std::size_t n_;
+  bool decentralized_;
   std::unique_ptr<shard[]> shards_;
+  alignas(cache_line) std::atomic<std::ptrdiff_t> total_{0};
 };
 
 }  // namespace otpp::detail
