@@ -1,5 +1,6 @@
-// Sessions two ways: one store process holding them all, and one process
-// per user under a dynamic supervisor.
+// Sessions three ways: one store process holding them all, the same with
+// the sessions in a table that any thread reads without a message, and one
+// process per user under a dynamic supervisor.
 #include <chrono>
 #include <string>
 #include <thread>
@@ -9,6 +10,7 @@
 #include <otpp/otpp.hpp>
 
 #include "session_store.hpp"
+#include "session_store_table.hpp"
 #include "user_sessions.hpp"
 
 int main() {
@@ -23,6 +25,16 @@ int main() {
   while (otpp::monotonic_time() < until) std::this_thread::sleep_for(10ms);  // a demo waiting out the ttl
   fmt::print("after the ttl, get -> {}\n", otpp::call(store, session_store::get{id}).error());
   otpp::stop(store);
+
+  using examples::session_store_table;
+  auto table_store = otpp::start<session_store_table>(examples::session_store_table_options{.ttl = 5min}).value();
+  const std::string tid = otpp::call(table_store, session_store_table::create{"user=7"}).value();
+  const auto sessions = otpp::call(table_store, session_store_table::get_reader{});
+  std::string seen;
+  std::thread reader{[&] { seen = sessions.get(tid).value(); }};  // no message: it reads the table
+  reader.join();
+  fmt::print("table form: a plain thread reads session {} -> {}\n", tid.substr(0, 8), seen);
+  otpp::stop(table_store);
 
   examples::user_sessions users{{.idle_ttl = 5min, .max_users = 2}};
   auto alice = users.open("alice").value();

@@ -15,6 +15,7 @@
 // on it after the timeout, logs it, and leaves that thread and its state
 // behind rather than hang or free memory under it.
 
+#include <chrono>
 #include <cstddef>
 #include <utility>
 
@@ -66,6 +67,14 @@ class runtime {
   /// Threads started so far: the workers plus spares started to stand in for
   /// workers blocked in calls.
   [[nodiscard]] std::size_t thread_count() const { return core_->thread_count(); }
+  /// Now on this runtime's clock: the clock_source it was given (a
+  /// virtual_clock in tests), else the steady clock. Inside its processes
+  /// otpp::monotonic_time() says the same; this is for code outside them (a
+  /// plain thread reading a table) that must agree with their timers.
+  [[nodiscard]] std::chrono::steady_clock::time_point now() const noexcept {
+    const auto& clock = core_->config().clock;
+    return clock ? clock->now() : std::chrono::steady_clock::now();
+  }
 
  private:
   friend struct detail::runtime_access;
