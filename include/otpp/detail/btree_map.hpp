@@ -33,14 +33,14 @@ namespace otpp::detail {
 /// virtualisation: measured in benchmarks/otpp_bench, ets_ordered_*).
 /// Freed blocks are reused by the same tree; the chunks go back when the
 /// tree does.
-class node_pool {
+class tree_node_pool {
  public:
-  explicit node_pool(std::size_t block) noexcept : block_{(block + 63) / 64 * 64} {}
-  node_pool(const node_pool&) = delete;
-  node_pool& operator=(const node_pool&) = delete;
-  ~node_pool() { release(); }
+  explicit tree_node_pool(std::size_t block) noexcept : block_{(block + 63) / 64 * 64} {}
+  tree_node_pool(const tree_node_pool&) = delete;
+  tree_node_pool& operator=(const tree_node_pool&) = delete;
+  ~tree_node_pool() { release(); }
 
-  void swap(node_pool& o) noexcept {
+  void swap(tree_node_pool& o) noexcept {
     std::swap(free_, o.free_);
     std::swap(bump_, o.bump_);
     std::swap(end_, o.end_);
@@ -450,7 +450,7 @@ class btree_map {
     // The blocks go back with the pool's chunks.
   }
 
-  node_pool pool_{std::max(sizeof(leaf_node), sizeof(inner))};
+  tree_node_pool pool_{std::max(sizeof(leaf_node), sizeof(inner))};
   node* root_ = nullptr;
   leaf_node* first_ = nullptr;
   leaf_node* last_ = nullptr;
