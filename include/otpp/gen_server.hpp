@@ -122,6 +122,10 @@ struct handle_access {
     return reply_to<R>{s};
   }
   static message make_message(const untyped_node_base* n) noexcept { return message{n}; }
+  template <class R>
+  static reply_slot<R>* slot_of(const reply_to<R>& r) noexcept {
+    return r.slot_.get();
+  }
 };
 }  // namespace detail
 
@@ -251,6 +255,11 @@ void run_callback(process_base& p, F&& f, std::string_view msg_type, std::string
     std::forward<F>(f)();
   }
 }
+
+/// The base of every gen_statem (gen_statem.hpp), whose init is its own.
+struct statem_tag {};
+template <class Impl>
+init_result run_statem_init(Impl& impl);
 
 template <class Impl>
 concept has_init = requires(Impl& i) { i.init(); };
@@ -776,7 +785,13 @@ struct init_outcome {
 template <class Impl>
 init_outcome run_init(process_of<Impl>* p, process_base* parent) noexcept {
   init_result res;
-  if constexpr (has_init<Impl>) {
+  if constexpr (std::is_base_of_v<statem_tag, Impl>) {
+    try {
+      res = run_statem_init(p->impl());
+    } catch (...) {
+      p->crash(std::current_exception(), "init", "init");
+    }
+  } else if constexpr (has_init<Impl>) {
     try {
       if constexpr (std::is_void_v<decltype(p->impl().init())>) {
         p->impl().init();

@@ -183,8 +183,14 @@ OTPP_FUNC runtime_core::runtime_core(runtime_config cfg) : cfg_{cfg} {
   for (unsigned i = 0; i < n; ++i) slots_.push_back(std::make_unique<worker_slot>(i));
   if (fibers_supported) fiber_stack_ = cfg_.stack_size;
   spare_fiber_cap_ = std::max<std::size_t>(16, 2 * std::size_t{n});
-  std::lock_guard lock{spare_mutex_};
-  for (unsigned i = 0; i < n; ++i) start_thread(slots_[i].get());
+  {
+    std::lock_guard lock{spare_mutex_};
+    for (unsigned i = 0; i < n; ++i) start_thread(slots_[i].get());
+  }
+  // On a given clock (a test's virtual_clock) the timer service exists from
+  // the start, so that the clock knows this runtime: advance() and settle()
+  // wait for its processes even before anything has set a timer.
+  if (cfg_.clock) (void)start_timers();
 }
 
 OTPP_FUNC std::size_t runtime_core::timer_count() const noexcept {

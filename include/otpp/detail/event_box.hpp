@@ -1,0 +1,93 @@
+#pragma once
+// One value of any type, owned, for events a state machine keeps for later
+// (postponed events, inserted events, timeout contents): small values that
+// move without throwing sit inline, so keeping one allocates nothing.
+
+#include <cstddef>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace otpp::detail {
+
+class event_box {
+ public:
+  static constexpr std::size_t inline_size = 48;
+
+  event_box() noexcept = default;
+  event_box(const event_box&) = delete;
+  event_box& operator=(const event_box&) = delete;
+  event_box(event_box&& o) noexcept { take(o); }
+  event_box& operator=(event_box&& o) noexcept {
+    if (this != &o) {
+      reset();
+      take(o);
+    }
+    return *this;
+  }
+  ~event_box() { reset(); }
+
+  /// Holds T(args...) from now on. Throws what T's constructor or
+  /// allocation throws (then the box is empty).
+  template <class T, class... A>
+  T& emplace(A&&... args) {
+    reset();
+    if constexpr (fits<T>) {
+      T* p = ::new (static_cast<void*>(buf_)) T(std::forward<A>(args)...);
+      ops_ = &inline_ops<T>;
+      return *p;
+    } else {
+      T* p = new T(std::forward<A>(args)...);
+      ::new (static_cast<void*>(buf_)) T*(p);
+      ops_ = &heap_ops<T>;
+      return *p;
+    }
+  }
+  /// The value, which must be a T.
+  template <class T>
+  [[nodiscard]] T& get() noexcept {
+    if constexpr (fits<T>) {
+      return *std::launder(reinterpret_cast<T*>(buf_));
+    } else {
+      return **std::launder(reinterpret_cast<T**>(buf_));
+    }
+  }
+  [[nodiscard]] bool empty() const noexcept { return ops_ == nullptr; }
+  void reset() noexcept {
+    if (ops_ != nullptr) std::exchange(ops_, nullptr)->destroy(buf_);
+  }
+
+ private:
+  struct ops_t {
+    void (*move)(unsigned char* to, unsigned char* from) noexcept;  // constructs at `to`, destroys `from`
+    void (*destroy)(unsigned char* at) noexcept;
+  };
+  template <class T>
+  static constexpr bool fits = sizeof(T) <= inline_size && alignof(T) <= alignof(std::max_align_t) &&
+                               std::is_nothrow_move_constructible_v<T>;
+  template <class T>
+  static constexpr ops_t inline_ops{
+      [](unsigned char* to, unsigned char* from) noexcept {
+        T* f = std::launder(reinterpret_cast<T*>(from));
+        ::new (static_cast<void*>(to)) T(std::move(*f));
+        f->~T();
+      },
+      [](unsigned char* at) noexcept { std::launder(reinterpret_cast<T*>(at))->~T(); }};
+  template <class T>
+  static constexpr ops_t heap_ops{
+      [](unsigned char* to, unsigned char* from) noexcept {
+        ::new (static_cast<void*>(to)) T*(*std::launder(reinterpret_cast<T**>(from)));
+      },
+      [](unsigned char* at) noexcept { delete *std::launder(reinterpret_cast<T**>(at)); }};
+
+  void take(event_box& o) noexcept {
+    if (o.ops_ == nullptr) return;
+    o.ops_->move(buf_, o.buf_);
+    ops_ = std::exchange(o.ops_, nullptr);
+  }
+
+  alignas(std::max_align_t) unsigned char buf_[inline_size];
+  const ops_t* ops_ = nullptr;
+};
+
+}  // namespace otpp::detail

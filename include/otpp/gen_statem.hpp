@@ -1,0 +1,849 @@
+#pragma once
+// gen_statem<Impl, States...>: a state machine process with OTP's gen_statem
+// event semantics. States are types (they may carry data); the handlers are
+// Impl's handle_event overloads, one per state and event, found at compile
+// time:
+//
+//   struct locked {};  struct open {};
+//   class door : public otpp::gen_statem<door, locked, open> {
+//    public:
+//     struct push {};                                      // a cast
+//     struct status { using reply_type = std::string; };   // a call
+//     struct relock {};                                    // a state timeout's content
+//     transition handle_event(locked&, otpp::cast_event, const push&) {
+//       return next_state(open{}, state_timeout(10s, relock{}));
+//     }
+//     transition handle_event(open&, otpp::state_timeout_event, const relock&) { return next_state(locked{}); }
+//     transition handle_event(open&, otpp::cast_event, const push&) { return keep_state(postpone()); }
+//     template <class S>
+//     transition handle_event(S&, otpp::call_event<std::string> c, const status&) {
+//       return keep_state(reply(c, std::same_as<S, open> ? "open" : "locked"));
+//     }
+//     void handle_event(open&, otpp::enter_event) { /* ring a bell */ }
+//   };
+//
+//   auto d = otpp::start<door>().value();        // a server<door>: call, cast, stop, sys, supervisors as usual
+//   otpp::cast(d, door::push{});
+//   otpp::call(d, door::status{});               // "open"
+//
+// The machine starts in its first state (default constructed) unless init()
+// returns next_state(...). Event types, the handle_event's second argument:
+// call_event<R> (a call; the request type names `using reply_type = R;`),
+// cast_event, info_event (otpp::send, monitors' down, trapped exit
+// signals), internal_event (inserted by next_event), timeout_event (the
+// event timeout), state_timeout_event, generic_timeout_event (its `name`),
+// and enter_event (handle_event(State&, enter_event): the machine entered
+// State; also for the first state and on repeat_state). The event itself is
+// passed as an lvalue, since it may be postponed: take it by const& (or by
+// value: a copy). A handler returns a transition (or void: keep_state()).
+//
+// Transitions: next_state(s, actions...), keep_state(actions...),
+// repeat_state(actions...), stop(reason), stop_and_reply(reason, replies...).
+// Actions: reply(call, value), postpone(), next_event(kind, msg),
+// hibernate(), event_timeout / state_timeout / generic_timeout(name) with a
+// duration (otpp::infinity cancels) or an absolute time, their cancel_ and
+// update_ forms.
+//
+// Semantics (docs/semantics.md §9), as OTP's: actions take effect in list
+// order, replies at once; then the enter call runs (it may reply and set
+// timeouts, not postpone or insert events, nor change the state); then the
+// current event is postponed if asked; on a state change the postponed
+// events are retried first, oldest first; inserted events go before all of
+// them, in their order; timeouts are armed last. A zero timeout is queued
+// behind the events already queued, ahead of any message not yet received.
+// The event timeout is cancelled by any event (an event queued by the same
+// transition counts); the state timeout by a state change (one set during
+// the change belongs to the new state). An event no handler of the current
+// state takes crashes the machine, naming the event and the state (OTP's
+// function_clause); one no state takes at all does not compile.
+
+#include <algorithm>
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "detail/event_box.hpp"
+#include "gen_server.hpp"
+#include "timer.hpp"
+
+namespace otpp {
+
+/// handle_event(State&, cast_event, const Msg&): a cast.
+struct cast_event {};
+/// handle_event(State&, info_event, const Msg&): a message sent with
+/// otpp::send (or send_after), a monitor's down, a trapped exit signal.
+struct info_event {};
+/// handle_event(State&, internal_event, const Msg&): inserted by next_event.
+struct internal_event {};
+/// handle_event(State&, enter_event): the machine entered State.
+struct enter_event {};
+/// handle_event(State&, timeout_event, const Msg&): the event timeout passed
+/// with no event in between.
+struct timeout_event {};
+/// handle_event(State&, state_timeout_event, const Msg&): the state timeout
+/// passed in the state that set it.
+struct state_timeout_event {};
+/// handle_event(State&, generic_timeout_event, const Msg&): the generic
+/// timeout `name` passed.
+struct generic_timeout_event {
+  std::string_view name;  ///< the timeout's name (valid during the handler)
+};
+
+template <class Impl, class... States>
+class gen_statem;
+
+/// handle_event(State&, call_event<R>, const Req&): a call, answered by the
+/// reply action (reply(call, value)), by reply(value) here, or later through
+/// keep(). A borrowed view: valid during the handler.
+template <class R>
+class call_event {
+ public:
+  /// Answers the call now (gen_statem:reply); true if this reply reached the
+  /// caller (the first one does, if the caller still waits).
+  template <class... A>
+  bool reply(A&&... value) const {
+    return slot_->set_value(std::forward<A>(value)...);
+  }
+  /// The right to answer later, from anywhere (a stored From).
+  [[nodiscard]] reply_to<R> keep() const { return detail::handle_access::make_reply_to<R>(slot_); }
+
+ private:
+  template <class, class...>
+  friend class gen_statem;
+  explicit call_event(detail::reply_slot<R>* s) noexcept : slot_{s} {}
+  detail::reply_slot<R>* slot_;
+};
+
+namespace detail {
+
+template <class Impl, class S, class Kind, class M>
+concept statem_handles = requires(Impl& i, S& s, Kind& k, M& m) { i.handle_event(s, k, m); };
+template <class Impl, class S>
+concept statem_enters = requires(Impl& i, S& s, enter_event& e) { i.handle_event(s, e); };
+
+// What a transition asks for, and which timer an action names.
+enum class statem_step : unsigned char { keep, next, repeat, stop };
+enum class statem_action_kind : unsigned char { reply, postpone, next_event, hibernate, set_timer, cancel_timer, update_timer };
+enum class statem_timer : unsigned char { event, state, generic };
+
+// A state machine's timer message: which timer, and which arming of it (an
+// older one is stale).
+struct statem_tick {
+  std::uint32_t slot;
+  std::uint32_t generation;
+};
+
+template <class Impl>
+struct statem_tick_node;
+
+struct statem_access;
+
+template <class T>
+constexpr std::string_view statem_kind_name() noexcept {
+  if constexpr (std::is_same_v<T, cast_event>) return "cast";
+  if constexpr (std::is_same_v<T, info_event>) return "info";
+  if constexpr (std::is_same_v<T, internal_event>) return "internal";
+  if constexpr (std::is_same_v<T, timeout_event>) return "timeout";
+  if constexpr (std::is_same_v<T, state_timeout_event>) return "state_timeout";
+  if constexpr (std::is_same_v<T, generic_timeout_event>) return "generic_timeout";
+  if constexpr (std::is_same_v<T, enter_event>) return "enter";
+  return "call";
+}
+
+// "cast in state door_locked": static, for crash reports (they keep a view).
+template <class Kind, class S>
+std::string_view statem_where() {
+  static const std::string text = fmt::format("{} in state {}", statem_kind_name<Kind>(), type_name<S>());
+  return text;
+}
+
+}  // namespace detail
+
+/// CRTP base of a state machine: `class door : public
+/// otpp::gen_statem<door, locked, open>`. States are types, the machine is
+/// in one of them (a std::variant); Impl's members are the machine's data.
+/// Its protected members build transitions and actions.
+template <class Impl, class... States>
+class gen_statem : public gen_server<Impl>, private detail::statem_tag {
+  static_assert(sizeof...(States) > 0, "otpp::gen_statem<Impl, States...>: name at least one state type");
+  static_assert((std::is_nothrow_move_constructible_v<States> && ...), "otpp::gen_statem: state types must move without throwing");
+
+ public:
+  /// The machine's state: one of States.
+  using state_type = std::variant<States...>;
+  class transition;
+
+  /// One action of a transition (made by reply, postpone, next_event,
+  /// hibernate and the timeout functions).
+  class action {
+   public:
+    action(action&&) noexcept = default;
+    action& operator=(action&&) noexcept = default;
+
+   private:
+    friend class gen_statem;
+    action() noexcept = default;
+    detail::statem_action_kind kind{};
+    detail::statem_timer timer{};
+    bool absolute = false;
+    std::int64_t ns = 0;  // delay or absolute deadline; -1: infinity
+    std::string name;
+    detail::event_box content;
+    void (*run)(gen_statem&, detail::event_box&, std::string_view name) = nullptr;  // deliver the content as an event (or send the reply)
+    std::string_view type;                                                             // the content's type, for reports
+  };
+
+  /// What a handler returns: where the machine goes, and what it does.
+  class transition {
+   public:
+    transition(transition&&) noexcept = default;
+    transition& operator=(transition&&) noexcept = default;
+
+   private:
+    friend class gen_statem;
+    explicit transition(detail::statem_step s) noexcept : step{s} {}
+    detail::statem_step step;
+    std::optional<state_type> next;
+    exit_reason reason;
+    std::vector<action> actions;
+  };
+
+  // -- events, from the process (public: the runtime calls them; not for users) --
+  /// @cond OTPP_INTERNAL
+  template <class Req>
+    requires(detail::names_reply_type<Req> &&
+             (detail::statem_handles<Impl, States, call_event<typename Req::reply_type>, Req> || ...))
+  void handle_call(Req req, reply_to<typename Req::reply_type> to) {
+    using R = typename Req::reply_type;
+    call_event<R> ev{detail::handle_access::slot_of(to)};
+    external<call_event<R>>(ev, req, [&] { return boxed_call<R, Req>(std::move(req), std::move(to)); });
+  }
+  template <class M>
+    requires(std::is_same_v<M, std::remove_cvref_t<M>> && (detail::statem_handles<Impl, States, cast_event, M> || ...))
+  void handle_cast(M&& m) {
+    cast_event ev;
+    external<cast_event>(ev, m, [&] { return boxed<cast_event, M>(std::move(m)); });
+  }
+  template <class M>
+    requires(std::is_same_v<M, std::remove_cvref_t<M>> && (detail::statem_handles<Impl, States, info_event, M> || ...))
+  void handle_info(M&& m) {
+    info_event ev;
+    external<info_event>(ev, m, [&] { return boxed<info_event, M>(std::move(m)); });
+  }
+  /// @endcond
+
+ protected:
+  gen_statem() noexcept = default;
+
+  /// The current state.
+  [[nodiscard]] const state_type& state() const noexcept { return state_; }
+
+  // -- transitions --
+  /// Go to state `s` (an enter call runs if it differs from the current one).
+  template <class S, class... A>
+  static transition next_state(S&& s, A&&... actions) {
+    using T = std::remove_cvref_t<S>;
+    static_assert((std::is_same_v<T, States> || ...), "next_state: not one of the machine's state types");
+    transition t{detail::statem_step::next};
+    t.next.emplace(std::in_place_type<T>, std::forward<S>(s));
+    (t.actions.push_back(std::forward<A>(actions)), ...);
+    return t;
+  }
+  /// Stay in the current state (keep_state_and_data: the data are Impl's members).
+  template <class... A>
+  static transition keep_state(A&&... actions) {
+    transition t{detail::statem_step::keep};
+    (t.actions.push_back(std::forward<A>(actions)), ...);
+    return t;
+  }
+  /// Stay, and run the current state's enter call again.
+  template <class... A>
+  static transition repeat_state(A&&... actions) {
+    transition t{detail::statem_step::repeat};
+    (t.actions.push_back(std::forward<A>(actions)), ...);
+    return t;
+  }
+  /// Exit with `reason` (terminate runs).
+  static transition stop(exit_reason reason = {}) {
+    transition t{detail::statem_step::stop};
+    t.reason = std::move(reason);
+    return t;
+  }
+  /// Send the replies, then exit with `reason`.
+  template <class... A>
+  static transition stop_and_reply(exit_reason reason, A&&... replies) {
+    transition t = stop(std::move(reason));
+    (t.actions.push_back(std::forward<A>(replies)), ...);
+    return t;
+  }
+
+  // -- actions --
+  /// Answer `call` with `value`.
+  template <class R, class... V>
+  static action reply(call_event<R> call, V&&... value) {
+    action a;
+    a.kind = detail::statem_action_kind::reply;
+    if constexpr (std::is_void_v<R>) {
+      static_assert(sizeof...(V) == 0, "reply: this call's reply_type is void");
+      a.content.template emplace<detail::reply_slot<void>*>(call.slot_);
+      a.run = [](gen_statem&, detail::event_box& b, std::string_view) { b.get<detail::reply_slot<void>*>()->set_value(); };
+    } else {
+      static_assert(sizeof...(V) == 1, "reply: give the reply value");
+      using P = std::pair<detail::reply_slot<R>*, R>;
+      a.content.template emplace<P>(call.slot_, R(std::forward<V>(value)...));
+      a.run = [](gen_statem&, detail::event_box& b, std::string_view) {
+        auto& p = b.get<P>();
+        p.first->set_value(std::move(p.second));
+      };
+    }
+    return a;
+  }
+  /// Keep the current event until the state changes, then retry it.
+  static action postpone() {
+    action a;
+    a.kind = detail::statem_action_kind::postpone;
+    return a;
+  }
+  /// Handle `msg` as an event of `Kind` (internal_event, cast_event or
+  /// info_event) next, before any other queued event.
+  template <class Kind, class M>
+  static action next_event(Kind, M&& msg) {
+    static_assert(std::is_same_v<Kind, internal_event> || std::is_same_v<Kind, cast_event> || std::is_same_v<Kind, info_event>,
+                  "next_event: the event type is internal_event, cast_event or info_event");
+    using T = std::remove_cvref_t<M>;
+    static_assert((detail::statem_handles<Impl, States, Kind, T> || ...),
+                  "next_event: no state has a handle_event(State&, Kind, const Msg&) for this event");
+    action a;
+    a.kind = detail::statem_action_kind::next_event;
+    a.content.template emplace<T>(std::forward<M>(msg));
+    a.run = &deliver<Kind, T>;
+    a.type = detail::type_name<T>();
+    return a;
+  }
+  /// Sleep (hibernate) once no event is queued.
+  static action hibernate() {
+    action a;
+    a.kind = detail::statem_action_kind::hibernate;
+    return a;
+  }
+  /// The event timeout: timeout_event with `msg` after `d` unless an event
+  /// comes first. otpp::infinity cancels it.
+  template <class M>
+  static action event_timeout(std::chrono::steady_clock::duration d, M&& msg) {
+    return set_timer<timeout_event>(detail::statem_timer::event, {}, false, delay_ns(d), std::forward<M>(msg));
+  }
+  /// The event timeout at `t` (absolute).
+  template <class M>
+  static action event_timeout(std::chrono::steady_clock::time_point t, M&& msg) {
+    return set_timer<timeout_event>(detail::statem_timer::event, {}, true, t.time_since_epoch().count(), std::forward<M>(msg));
+  }
+  /// The state timeout: state_timeout_event with `msg` after `d` unless the
+  /// state changes first. otpp::infinity cancels it.
+  template <class M>
+  static action state_timeout(std::chrono::steady_clock::duration d, M&& msg) {
+    return set_timer<state_timeout_event>(detail::statem_timer::state, {}, false, delay_ns(d), std::forward<M>(msg));
+  }
+  /// The state timeout at `t` (absolute).
+  template <class M>
+  static action state_timeout(std::chrono::steady_clock::time_point t, M&& msg) {
+    return set_timer<state_timeout_event>(detail::statem_timer::state, {}, true, t.time_since_epoch().count(),
+                                          std::forward<M>(msg));
+  }
+  /// The generic timeout `name`: generic_timeout_event with `msg` after `d`
+  /// (setting it again restarts it). otpp::infinity cancels it.
+  template <class M>
+  static action generic_timeout(std::string name, std::chrono::steady_clock::duration d, M&& msg) {
+    return set_timer<generic_timeout_event>(detail::statem_timer::generic, std::move(name), false, delay_ns(d),
+                                            std::forward<M>(msg));
+  }
+  /// The generic timeout `name` at `t` (absolute).
+  template <class M>
+  static action generic_timeout(std::string name, std::chrono::steady_clock::time_point t, M&& msg) {
+    return set_timer<generic_timeout_event>(detail::statem_timer::generic, std::move(name), true, t.time_since_epoch().count(),
+                                            std::forward<M>(msg));
+  }
+  /// Cancels the event timeout.
+  static action cancel_event_timeout() { return cancel(detail::statem_timer::event, {}); }
+  /// Cancels the state timeout.
+  static action cancel_state_timeout() { return cancel(detail::statem_timer::state, {}); }
+  /// Cancels the generic timeout `name`.
+  static action cancel_generic_timeout(std::string name) { return cancel(detail::statem_timer::generic, std::move(name)); }
+  /// The running event timeout will carry `msg` (if none runs: as a zero timeout).
+  template <class M>
+  static action update_event_timeout(M&& msg) {
+    return update<timeout_event>(detail::statem_timer::event, {}, std::forward<M>(msg));
+  }
+  /// The running state timeout will carry `msg` (if none runs: as a zero timeout).
+  template <class M>
+  static action update_state_timeout(M&& msg) {
+    return update<state_timeout_event>(detail::statem_timer::state, {}, std::forward<M>(msg));
+  }
+  /// The running generic timeout `name` will carry `msg` (if none runs: as a zero timeout).
+  template <class M>
+  static action update_generic_timeout(std::string name, M&& msg) {
+    return update<generic_timeout_event>(detail::statem_timer::generic, std::move(name), std::forward<M>(msg));
+  }
+
+ private:
+  friend struct detail::statem_access;
+  friend struct detail::statem_tick_node<Impl>;
+  using gen_server<Impl>::continue_with;  // a state machine inserts events instead (next_event)
+  using gen_server<Impl>::set_timeout;    // ...and has its own timeouts
+
+  using run_fn = void (*)(gen_statem&, detail::event_box&, std::string_view);
+
+  // An event kept for later: postponed, inserted, or a zero timeout.
+  struct queued {
+    detail::event_box content;
+    run_fn run = nullptr;
+    std::string name;  // a generic timeout's
+    bool is_timeout = false;
+    detail::statem_timer timer{};
+  };
+
+  // One timer: armed lazily. A timer message already on its way for a
+  // deadline no later than the new one is kept; when it comes early it is
+  // sent again for the rest. So re-arming for later costs no allocation and
+  // no atomic operation.
+  struct timer_slot {
+    std::string name;
+    bool active = false;
+    bool live = false;                // a timer message is scheduled
+    std::int64_t deadline = 0;        // ns on the runtime's clock
+    std::int64_t live_deadline = 0;   // the scheduled message's
+    std::uint32_t generation = 0;     // of the scheduled message
+    detail::event_box content;
+    run_fn run = nullptr;
+  };
+
+  template <class Kind, class M>
+  static void deliver(gen_statem& self, detail::event_box& b, std::string_view name) {
+    Kind ev{};
+    if constexpr (std::is_same_v<Kind, generic_timeout_event>) ev.name = name;
+    self.template dispatch<Kind>(ev, b.get<M>());
+  }
+
+  template <class Kind, class M>
+  static action set_timer(detail::statem_timer which, std::string name, bool absolute, std::int64_t ns, M&& msg) {
+    using T = std::remove_cvref_t<M>;
+    static_assert((detail::statem_handles<Impl, States, Kind, T> || ...),
+                  "a timeout's message needs a handle_event(State&, timeout_event / state_timeout_event / "
+                  "generic_timeout_event, const Msg&) in some state");
+    action a;
+    a.kind = (!absolute && ns < 0) ? detail::statem_action_kind::cancel_timer : detail::statem_action_kind::set_timer;
+    a.timer = which;
+    a.absolute = absolute;
+    a.ns = ns;
+    a.name = std::move(name);
+    if (a.kind == detail::statem_action_kind::set_timer) {
+      a.content.template emplace<T>(std::forward<M>(msg));
+      a.run = &deliver<Kind, T>;
+      a.type = detail::type_name<T>();
+    }
+    return a;
+  }
+  static action cancel(detail::statem_timer which, std::string name) {
+    action a;
+    a.kind = detail::statem_action_kind::cancel_timer;
+    a.timer = which;
+    a.name = std::move(name);
+    return a;
+  }
+  template <class Kind, class M>
+  static action update(detail::statem_timer which, std::string name, M&& msg) {
+    action a = set_timer<Kind>(which, std::move(name), false, 0, std::forward<M>(msg));
+    a.kind = detail::statem_action_kind::update_timer;
+    return a;
+  }
+  static std::int64_t delay_ns(std::chrono::steady_clock::duration d) noexcept {
+    if (d == infinity) return -1;
+    return detail::clamp_delay(d);
+  }
+
+  template <class Kind, class M>
+  static queued boxed(M&& m) {
+    queued q;
+    q.content.template emplace<M>(std::move(m));
+    q.run = &deliver<Kind, M>;
+    return q;
+  }
+  template <class R, class Req>
+  static queued boxed_call(Req&& req, reply_to<R>&& to) {
+    using P = std::pair<Req, reply_to<R>>;
+    queued q;
+    q.content.template emplace<P>(std::move(req), std::move(to));
+    q.run = [](gen_statem& self, detail::event_box& b, std::string_view) {
+      auto& p = b.get<P>();
+      call_event<R> ev{detail::handle_access::slot_of(p.second)};
+      self.template dispatch<call_event<R>>(ev, p.first);
+    };
+    return q;
+  }
+
+  detail::process_of<Impl>* proc() noexcept { return detail::process_of<Impl>::from_impl(static_cast<Impl*>(this)); }
+  Impl& impl() noexcept { return static_cast<Impl&>(*this); }
+
+  // -- the event loop -------------------------------------------------------------
+
+  // An event from the mailbox. `box` keeps it, if the handler postpones it.
+  template <class Kind, class M, class Box>
+  void external(Kind& ev, M& m, Box&& box) {
+    postpone_box_ = &box;
+    box_fn_ = [](void* f) -> queued { return (*static_cast<std::remove_reference_t<Box>*>(f))(); };
+    dispatch<Kind>(ev, m);
+    drain();
+  }
+
+  // Runs the current state's handler for one event and carries out the
+  // transition it returns.
+  template <class Kind, class M>
+  void dispatch(Kind& ev, M& m) {
+    timers_[0].active = false;  // any event cancels the event timeout
+    auto run = [&](auto& s) -> transition {
+      using S = std::remove_reference_t<decltype(s)>;
+      if constexpr (detail::statem_handles<Impl, S, Kind, M>) {
+        try {
+          if constexpr (std::is_void_v<decltype(impl().handle_event(s, ev, m))>) {
+            impl().handle_event(s, ev, m);
+            return keep_state();
+          } else {
+            return impl().handle_event(s, ev, m);
+          }
+        } catch (...) {
+          crashed(std::current_exception(), detail::type_name<M>(), detail::statem_where<Kind, S>());
+          return stop();
+        }
+      } else {
+        crashed(std::make_exception_ptr(std::logic_error(fmt::format(
+                    "unhandled event: {} {} in state {} (no handle_event overload takes it there)",
+                    detail::statem_kind_name<Kind>(), detail::type_name<M>(), detail::type_name<S>()))),
+                detail::type_name<M>(), detail::statem_where<Kind, S>());
+        return stop();
+      }
+    };
+    transition t = std::visit(run, state_);
+    if (crashed_) return;
+    apply(std::move(t), false);
+  }
+
+  void crashed(std::exception_ptr e, std::string_view msg, std::string_view where) noexcept {
+    crashed_ = true;
+    proc()->crash(std::move(e), msg, where);
+  }
+
+  // Carries out a transition (OTP's order: replies and other actions in list
+  // order, the enter call, postpone, the queue, then the timeouts).
+  void apply(transition&& t, bool entering) {
+    if (t.step == detail::statem_step::stop) {
+      for (action& a : t.actions)
+        if (a.kind == detail::statem_action_kind::reply) a.run(*this, a.content, {});
+      stopped_ = true;
+      gen_server<Impl>::stop(std::move(t.reason));
+      return;
+    }
+    bool postponing = false;
+    std::vector<queued> inserted;
+    std::vector<action*> timeouts;
+    for (action& a : t.actions) {
+      switch (a.kind) {
+        case detail::statem_action_kind::reply:
+          a.run(*this, a.content, {});
+          break;
+        case detail::statem_action_kind::postpone:
+          if (entering) return bad_enter("postpone");
+          postponing = true;
+          break;
+        case detail::statem_action_kind::next_event: {
+          if (entering) return bad_enter("next_event");
+          queued q;
+          q.content = std::move(a.content);
+          q.run = a.run;
+          inserted.push_back(std::move(q));
+          break;
+        }
+        case detail::statem_action_kind::hibernate:
+          hibernate_ = true;
+          break;
+        default:
+          timeouts.push_back(&a);
+      }
+    }
+    if (entering) {
+      // The enter call's own result: it may stay (or name the same state) or repeat.
+      if (t.step == detail::statem_step::next && differs(*t.next)) return bad_enter("a state change");
+      for (action* a : timeouts) pending_timeouts_.push_back(std::move(*a));
+      if (t.step == detail::statem_step::repeat) enter();
+      return;
+    }
+    bool changed = false;
+    if (t.step == detail::statem_step::next) {
+      changed = differs(*t.next);
+      state_ = std::move(*t.next);
+    }
+    // Timeouts of this transition are armed after the enter call's... in list
+    // order, this transition's first.
+    for (action* a : timeouts) pending_timeouts_.push_back(std::move(*a));
+    if (changed) cancel_slot(timers_[1]);  // before the new state's own are armed
+    if (changed || t.step == detail::statem_step::repeat) {
+      enter();
+      if (stopped_ || crashed_) return;
+    }
+    if (postponing) {
+      if (postpone_box_ != nullptr) {
+        postponed_.push_back(box_fn_(postpone_box_));
+      } else {
+        postponed_.push_back(std::move(current_));
+      }
+    }
+    postpone_box_ = nullptr;
+    if (changed && !postponed_.empty()) {
+      // Retry the postponed events, oldest first, ahead of the queue.
+      for (auto it = postponed_.rbegin(); it != postponed_.rend(); ++it) queue_.push_front(std::move(*it));
+      postponed_.clear();
+    }
+    for (auto it = inserted.rbegin(); it != inserted.rend(); ++it) queue_.push_front(std::move(*it));
+    arm_timeouts();
+  }
+
+  void bad_enter(std::string_view what) {
+    crashed(std::make_exception_ptr(std::logic_error(
+                fmt::format("bad_state_enter_return: a state enter call may not ask for {}", what))),
+            "enter", "enter");
+  }
+
+  bool differs(const state_type& next) const {
+    if (next.index() != state_.index()) return true;
+    return std::visit(
+        [&](const auto& now) {
+          using S = std::remove_cvref_t<decltype(now)>;
+          if constexpr (std::equality_comparable<S>) {
+            return !(now == std::get<S>(next));
+          } else {
+            return false;
+          }
+        },
+        state_);
+  }
+
+  // The current state's enter call, if it has one.
+  void enter() {
+    std::visit(
+        [&](auto& s) {
+          using S = std::remove_reference_t<decltype(s)>;
+          if constexpr (detail::statem_enters<Impl, S>) {
+            enter_event ev;
+            transition t = keep_state();
+            try {
+              if constexpr (std::is_void_v<decltype(impl().handle_event(s, ev))>) {
+                impl().handle_event(s, ev);
+              } else {
+                t = impl().handle_event(s, ev);
+              }
+            } catch (...) {
+              crashed(std::current_exception(), "enter", detail::statem_where<enter_event, S>());
+              return;
+            }
+            if (t.step == detail::statem_step::stop) {
+              apply(std::move(t), true);
+              return;
+            }
+            if (++enter_depth_ > 1000) {
+              --enter_depth_;
+              return bad_enter("repeat_state a thousand times in a row");
+            }
+            apply(std::move(t), true);
+            --enter_depth_;
+          }
+        },
+        state_);
+  }
+
+  // Handles queued events until none is left (or the machine stops).
+  void drain() {
+    while (!queue_.empty() && !stopped_ && !crashed_) {
+      current_ = std::move(queue_.front());
+      queue_.pop_front();
+      postpone_box_ = nullptr;
+      current_.run(*this, current_.content, current_.name);
+    }
+    if (hibernate_ && queue_.empty() && !stopped_ && !crashed_) {
+      hibernate_ = false;
+      gen_server<Impl>::hibernate();
+    }
+  }
+
+  // -- timers ---------------------------------------------------------------------
+
+  timer_slot& slot_for(detail::statem_timer which, const std::string& name) {
+    if (which == detail::statem_timer::event) return timers_[0];
+    if (which == detail::statem_timer::state) return timers_[1];
+    for (std::size_t i = 2; i < timers_.size(); ++i)
+      if (timers_[i].name == name) return timers_[i];
+    timers_.emplace_back().name = name;
+    return timers_.back();
+  }
+
+  // Drops a queued zero timeout of this timer, and the timer itself.
+  void cancel_slot(timer_slot& s) {
+    s.active = false;
+    const auto which = static_cast<std::size_t>(&s - timers_.data());
+    std::erase_if(queue_, [&](const queued& q) {
+      return q.is_timeout && (which < 2 ? static_cast<std::size_t>(q.timer) == which : (q.timer == detail::statem_timer::generic && q.name == s.name));
+    });
+  }
+
+  void arm_timeouts() {
+    for (action& a : pending_timeouts_) {
+      timer_slot& s = slot_for(a.timer, a.name);
+      const bool event_timer = a.timer == detail::statem_timer::event;
+      if (a.kind == detail::statem_action_kind::update_timer) {
+        if (s.active) {
+          s.content = std::move(a.content);
+          s.run = a.run;
+          continue;
+        }
+        a.kind = detail::statem_action_kind::set_timer;  // none runs: a zero timeout
+        a.ns = 0;
+        a.absolute = false;
+      }
+      cancel_slot(s);
+      if (a.kind == detail::statem_action_kind::cancel_timer) continue;
+      // The event timeout does not start if an event is queued: it has arrived.
+      if (event_timer && !queue_.empty()) continue;
+      if (!a.absolute && a.ns == 0) {
+        queued q;
+        q.content = std::move(a.content);
+        q.run = a.run;
+        q.name = a.name;
+        q.is_timeout = true;
+        q.timer = a.timer;
+        queue_.push_back(std::move(q));
+        continue;
+      }
+      s.content = std::move(a.content);
+      s.run = a.run;
+      s.active = true;
+      s.deadline = a.absolute ? a.ns : detail::timer_due_after_ns(*proc()->rt(), a.ns);
+      if (!s.live || s.live_deadline > s.deadline) schedule(s);
+    }
+    pending_timeouts_.clear();
+  }
+
+  void schedule(timer_slot& s) {
+    const std::int64_t now = detail::timer_now_ns(*proc()->rt());
+    s.live = true;
+    s.live_deadline = s.deadline;
+    ++s.generation;
+    const auto slot = static_cast<std::uint32_t>(&s - timers_.data());
+    (void)detail::start_timer<detail::statem_tick_node<Impl>, detail::statem_tick>(
+        *proc()->rt(), proc(), detail::statem_tick{slot, s.generation}, std::chrono::nanoseconds(std::max<std::int64_t>(0, s.deadline - now)),
+        0, detail::pid_target{});
+  }
+
+  // A timer message arrived.
+  void on_tick(detail::statem_tick t) {
+    if (t.slot >= timers_.size()) return;
+    timer_slot& s = timers_[t.slot];
+    if (t.generation != s.generation) return;  // superseded by an earlier deadline
+    s.live = false;
+    if (!s.active) return;
+    if (detail::timer_now_ns(*proc()->rt()) < s.deadline) {
+      schedule(s);  // re-armed for later while this one was on its way
+      return;
+    }
+    s.active = false;
+    current_.content = std::move(s.content);
+    current_.run = s.run;
+    current_.name = s.name;
+    postpone_box_ = nullptr;
+    current_.run(*this, current_.content, current_.name);
+    drain();
+  }
+
+  // -- init -----------------------------------------------------------------------
+
+  init_result run_init() {
+    transition t = keep_state();
+    if constexpr (requires(Impl& i) { i.init(); }) {
+      if constexpr (std::is_void_v<decltype(impl().init())>) {
+        impl().init();
+      } else {
+        t = impl().init();
+      }
+    }
+    if (t.step == detail::statem_step::stop) {
+      gen_server<Impl>::stop(t.reason);
+      return init_result{init_result::kind::stop, std::move(t.reason)};
+    }
+    if (t.step == detail::statem_step::next) state_ = std::move(*t.next);
+    // The first state's enter call runs as if the machine had changed into it.
+    t.step = detail::statem_step::repeat;
+    t.next.reset();
+    apply(std::move(t), false);
+    drain();
+    return {};
+  }
+
+  state_type state_{};
+  std::deque<queued> queue_;
+  std::vector<queued> postponed_;
+  std::vector<timer_slot> timers_ = std::vector<timer_slot>(2);  // [0] the event timeout, [1] the state timeout, then generic ones
+  std::vector<action> pending_timeouts_;
+  queued current_;                  // the queued event being handled
+  void* postpone_box_ = nullptr;    // boxes the mailbox event being handled, if it is postponed
+  queued (*box_fn_)(void*) = nullptr;
+  unsigned enter_depth_ = 0;
+  bool hibernate_ = false;
+  bool stopped_ = false;
+  bool crashed_ = false;
+};
+
+namespace detail {
+
+struct statem_access {
+  template <class Impl>
+  static init_result run_init(Impl& i) {
+    return i.run_init();
+  }
+  template <class Impl>
+  static void on_tick(Impl& i, statem_tick t) {
+    i.on_tick(t);
+  }
+};
+
+template <class Impl>
+init_result run_statem_init(Impl& impl) {
+  return statem_access::run_init(impl);
+}
+
+template <class Impl>
+struct statem_tick_node final : message_node {
+  explicit statem_tick_node(statem_tick t) noexcept : tick{t} { fn = &handle; }
+  statem_tick tick;
+  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
+    auto* self = static_cast<statem_tick_node*>(n);
+    const statem_tick t = self->tick;
+    free_node(self);
+    if (op != msg_op::invoke) return;
+    try {
+      statem_access::on_tick(impl_of<Impl>(p), t);
+    } catch (...) {
+      p.crash(std::current_exception(), "timeout", "timeout");
+    }
+  }
+};
+
+}  // namespace detail
+
+}  // namespace otpp

@@ -1,0 +1,499 @@
+// otpp::gen_statem: OTP's gen_statem event semantics through the public
+// API — state handlers, calls and replies, postpone, inserted events, enter
+// calls, the three kinds of timeouts (on a virtual clock), stop, crashes,
+// and order under many senders.
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <otpp/gen_statem.hpp>
+#include <otpp/otpp.hpp>
+
+#include "catch.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using otpp_test::journal;
+
+struct idle {};
+struct busy {
+  int job = 0;
+  bool operator==(const busy&) const = default;
+};
+
+// A machine that writes down every event it handles, for order checks.
+class recorder : public otpp::gen_statem<recorder, idle, busy> {
+ public:
+  struct work {
+    int job;
+  };
+  struct done {};
+  struct only_busy {};
+  struct note {
+    std::string text;
+  };
+  struct where {
+    using reply_type = std::string;
+  };
+  struct arm {  // sets timeouts from a cast, as the test says
+    std::string kind;
+    std::chrono::milliseconds after;
+    std::string text;
+  };
+  struct flush {
+    using reply_type = void;
+  };
+
+  explicit recorder(std::shared_ptr<journal> j) : j_{std::move(j)} {}
+
+  transition init() {
+    j_->add("init");
+    return keep_state();
+  }
+
+  void handle_event(idle&, otpp::enter_event) { j_->add("enter idle"); }
+  void handle_event(busy& b, otpp::enter_event) { j_->add("enter busy " + std::to_string(b.job)); }
+
+  transition handle_event(idle&, otpp::cast_event, const work& w) {
+    j_->add("idle: work " + std::to_string(w.job));
+    return next_state(busy{w.job});
+  }
+  transition handle_event(busy&, otpp::cast_event, const work& w) {
+    j_->add("busy: postpone work " + std::to_string(w.job));
+    return keep_state(postpone());
+  }
+  transition handle_event(idle&, otpp::cast_event, done) {
+    j_->add("idle: postpone done");
+    return keep_state(postpone());
+  }
+  void handle_event(busy&, otpp::cast_event, only_busy) {}
+  transition handle_event(busy& b, otpp::cast_event, done) {
+    j_->add("busy: done " + std::to_string(b.job));
+    return next_state(idle{});
+  }
+  template <class S>
+  void handle_event(S&, otpp::cast_event, const note& n) {
+    j_->add("note " + n.text);
+  }
+  template <class S>
+  void handle_event(S&, otpp::internal_event, const note& n) {
+    j_->add("internal " + n.text);
+  }
+  template <class S>
+  void handle_event(S&, otpp::state_timeout_event, const note& n) {
+    j_->add("state_timeout " + n.text);
+  }
+  template <class S>
+  void handle_event(S&, otpp::timeout_event, const note& n) {
+    j_->add("timeout " + n.text);
+  }
+  template <class S>
+  void handle_event(S&, otpp::generic_timeout_event g, const note& n) {
+    j_->add("generic " + std::string{g.name} + " " + n.text);
+  }
+  template <class S>
+  transition handle_event(S&, otpp::cast_event, const arm& a) {
+    j_->add("arm " + a.kind + " " + a.text);
+    if (a.kind == "state") return keep_state(state_timeout(a.after, note{a.text}));
+    if (a.kind == "event") return keep_state(event_timeout(a.after, note{a.text}));
+    if (a.kind == "cancel state") return keep_state(cancel_state_timeout());
+    if (a.kind == "update state") return keep_state(update_state_timeout(note{a.text}));
+    return keep_state(generic_timeout(a.kind, a.after, note{a.text}));
+  }
+  template <class S>
+  transition handle_event(S&, otpp::call_event<std::string> c, const where&) {
+    return keep_state(reply(c, std::is_same_v<S, idle> ? "idle" : "busy"));
+  }
+  template <class S>
+  transition handle_event(S&, otpp::call_event<void> c, flush) {
+    return keep_state(reply(c));
+  }
+
+ private:
+  std::shared_ptr<journal> j_;
+};
+
+// Sets a timeout and waits until the machine is idle again (the virtual
+// clock must not move before the timer is armed). No call: a call is an
+// event, and would cancel an event timeout.
+void arm(otpp_test::virtual_runtime& f, const otpp::server<recorder>& m, recorder::arm a) {
+  otpp::cast(m, std::move(a));
+  f.clock->settle();
+}
+
+std::vector<std::string> tail(const std::vector<std::string>& v, std::size_t from) {
+  return {v.begin() + static_cast<std::ptrdiff_t>(std::min(from, v.size())), v.end()};
+}
+
+}  // namespace
+
+TEST_CASE("gen_statem: the first state is entered at start; calls and casts reach the current state's handlers") {
+  auto j = std::make_shared<journal>();
+  auto m = otpp::start<recorder>(j).value();
+  CHECK(otpp::call(m, recorder::where{}) == "idle");
+  otpp::cast(m, recorder::work{1});
+  CHECK(otpp::call(m, recorder::where{}) == "busy");
+  otpp::cast(m, recorder::done{});
+  CHECK(otpp::call(m, recorder::where{}) == "idle");
+  CHECK(j->get() == std::vector<std::string>{"init", "enter idle", "idle: work 1", "enter busy 1", "busy: done 1", "enter idle"});
+  otpp::stop(m);
+}
+
+TEST_CASE("gen_statem: postponed events are retried oldest first after a state change, before newer ones") {
+  auto j = std::make_shared<journal>();
+  auto m = otpp::start<recorder>(j).value();
+  otpp::cast(m, recorder::work{1});
+  otpp::cast(m, recorder::work{2});  // postponed in busy
+  otpp::cast(m, recorder::work{3});  // postponed in busy
+  otpp::cast(m, recorder::note{"a"});
+  otpp::cast(m, recorder::done{});  // busy -> idle: work 2 is retried (-> busy), work 3 postponed again
+  otpp::cast(m, recorder::note{"b"});
+  otpp::call(m, recorder::flush{});
+  CHECK(tail(j->get(), 2) == std::vector<std::string>{"idle: work 1", "enter busy 1", "busy: postpone work 2",
+                                                      "busy: postpone work 3", "note a", "busy: done 1", "enter idle",
+                                                      "idle: work 2", "enter busy 2", "busy: postpone work 3", "note b"});
+  otpp::cast(m, recorder::done{});
+  otpp::call(m, recorder::flush{});
+  CHECK(tail(j->get(), 13) == std::vector<std::string>{"busy: done 2", "enter idle", "idle: work 3", "enter busy 3"});
+  otpp::stop(m);
+}
+
+namespace {
+// next_event: inserted events go first, in order, ahead of postponed ones.
+struct s0 {};
+struct s1 {};
+class inserter : public otpp::gen_statem<inserter, s0, s1> {
+ public:
+  struct go {};
+  struct later {};
+  struct item {
+    int n;
+  };
+  struct log {
+    using reply_type = std::vector<std::string>;
+  };
+  transition handle_event(s0&, otpp::cast_event, later) {
+    seen_.push_back("postpone later");
+    return keep_state(postpone());
+  }
+  transition handle_event(s0&, otpp::cast_event, go) {
+    seen_.push_back("go");
+    return next_state(s1{}, next_event(otpp::internal_event{}, item{1}), next_event(otpp::internal_event{}, item{2}));
+  }
+  template <class S>
+  void handle_event(S&, otpp::internal_event, const item& i) {
+    seen_.push_back("item " + std::to_string(i.n));
+  }
+  void handle_event(s1&, otpp::cast_event, later) { seen_.push_back("later"); }
+  void handle_event(s1&, otpp::enter_event) { seen_.push_back("enter s1"); }
+  template <class S>
+  transition handle_event(S&, otpp::call_event<std::vector<std::string>> c, log) {
+    return keep_state(reply(c, seen_));
+  }
+
+ private:
+  std::vector<std::string> seen_;
+};
+}  // namespace
+
+TEST_CASE("gen_statem: inserted events run first in their order, then the retried postponed ones, then the mailbox") {
+  auto m = otpp::start<inserter>().value();
+  otpp::cast(m, inserter::later{});
+  otpp::cast(m, inserter::go{});
+  CHECK(otpp::call(m, inserter::log{}) ==
+        std::vector<std::string>{"postpone later", "go", "enter s1", "item 1", "item 2", "later"});
+  otpp::stop(m);
+}
+
+namespace {
+// Enter calls: repeat_state runs it again, next_state to an equal state does
+// not; an enter call may not postpone.
+struct counting {
+  int n = 0;
+  bool operator==(const counting&) const = default;
+};
+class enters : public otpp::gen_statem<enters, counting> {
+ public:
+  struct same {};     // next_state to an equal state
+  struct bump {};     // next_state to a different value of the same type
+  struct again {};    // repeat_state
+  struct count {
+    using reply_type = int;
+  };
+  struct bad {};      // makes the next enter call postpone
+  transition handle_event(counting& c, otpp::enter_event) {
+    ++entered_;
+    if (bad_) return keep_state(postpone());
+    (void)c;
+    return keep_state();
+  }
+  transition handle_event(counting& c, otpp::cast_event, same) { return next_state(counting{c.n}); }
+  transition handle_event(counting& c, otpp::cast_event, bump) { return next_state(counting{c.n + 1}); }
+  transition handle_event(counting&, otpp::cast_event, again) { return repeat_state(); }
+  transition handle_event(counting&, otpp::cast_event, bad) {
+    bad_ = true;
+    return repeat_state();
+  }
+  transition handle_event(counting&, otpp::call_event<int> c, count) { return keep_state(reply(c, entered_)); }
+
+ private:
+  int entered_ = 0;
+  bool bad_ = false;
+};
+}  // namespace
+
+TEST_CASE("gen_statem: enter calls for the first state, a changed state and repeat_state; an enter that postpones crashes") {
+  auto m = otpp::start<enters>().value();
+  CHECK(otpp::call(m, enters::count{}) == 1);  // the first state
+  otpp::cast(m, enters::same{});
+  CHECK(otpp::call(m, enters::count{}) == 1);  // an equal state: no change
+  otpp::cast(m, enters::bump{});
+  CHECK(otpp::call(m, enters::count{}) == 2);  // same type, other value: a change
+  otpp::cast(m, enters::again{});
+  CHECK(otpp::call(m, enters::count{}) == 3);
+  otpp_test::log_capture logs;
+  otpp::exit_watch w{m.pid()};
+  otpp::cast(m, enters::bad{});
+  auto r = w.wait(5s);
+  REQUIRE(r);
+  CHECK(fmt::format("{}", *r).find("bad_state_enter_return") != std::string::npos);
+}
+
+TEST_CASE("gen_statem: state timeout fires in its state, is cancelled by a state change, belongs to the new state when set during one") {
+  otpp_test::virtual_runtime f;
+  auto j = std::make_shared<journal>();
+  auto m = f.rt.start<recorder>(j).value();
+  arm(f, m, recorder::arm{"state", 10s, "t1"});
+  f.clock->advance(9s);
+  CHECK_FALSE(j->has("state_timeout t1"));
+  f.clock->advance(1s);
+  CHECK(j->has("state_timeout t1"));
+
+  arm(f, m, recorder::arm{"state", 10s, "t2"});
+  otpp::cast(m, recorder::work{1});  // idle -> busy: t2 is cancelled
+  otpp::call(m, recorder::flush{});
+  f.clock->advance(20s);
+  CHECK_FALSE(j->has("state_timeout t2"));
+
+  arm(f, m, recorder::arm{"state", 10s, "t3"});
+  arm(f, m, recorder::arm{"state", 20s, "t4"});  // re-set: restarts with the new time and message
+  f.clock->advance(15s);
+  CHECK_FALSE(j->has("state_timeout t3"));
+  CHECK_FALSE(j->has("state_timeout t4"));
+  f.clock->advance(5s);
+  CHECK(j->has("state_timeout t4"));
+
+  arm(f, m, recorder::arm{"state", 10s, "t5"});
+  arm(f, m, recorder::arm{"update state", 0s, "t5'"});  // same time, new message
+  arm(f, m, recorder::arm{"state", 10s, "t6"});
+  arm(f, m, recorder::arm{"cancel state", 0s, ""});
+  f.clock->advance(30s);
+  CHECK_FALSE(j->has("state_timeout t5"));
+  CHECK_FALSE(j->has("state_timeout t6"));
+  arm(f, m, recorder::arm{"state", 10s, "t7"});
+  arm(f, m, recorder::arm{"update state", 0s, "t7'"});
+  f.clock->advance(10s);
+  CHECK(j->has("state_timeout t7'"));
+  CHECK_FALSE(j->has("state_timeout t7"));
+  otpp::stop(m);
+}
+
+TEST_CASE("gen_statem: a zero timeout runs after the events already queued and before later messages") {
+  otpp_test::virtual_runtime f;
+  auto j = std::make_shared<journal>();
+  auto m = f.rt.start<recorder>(j).value();
+  arm(f, m, recorder::arm{"state", 0s, "zero"});
+  otpp::cast(m, recorder::note{"after"});
+  otpp::call(m, recorder::flush{});
+  auto got = j->get();
+  auto at = [&](const std::string& e) { return std::find(got.begin(), got.end(), e) - got.begin(); };
+  CHECK(at("state_timeout zero") < at("note after"));
+  CHECK(at("arm state zero") < at("state_timeout zero"));
+  otpp::stop(m);
+}
+
+TEST_CASE("gen_statem: the event timeout is cancelled by any event, and fires when none comes") {
+  otpp_test::virtual_runtime f;
+  auto j = std::make_shared<journal>();
+  auto m = f.rt.start<recorder>(j).value();
+  arm(f, m, recorder::arm{"event", 10s, "e1"});
+  f.clock->advance(5s);
+  otpp::cast(m, recorder::note{"x"});  // an event: e1 is cancelled
+  f.clock->settle();
+  f.clock->advance(10s);
+  CHECK_FALSE(j->has("timeout e1"));
+  arm(f, m, recorder::arm{"event", 10s, "e2"});
+  f.clock->advance(10s);
+  CHECK(j->has("timeout e2"));
+  // Re-armed on every event, further and further: one timer on the service, not one per arming.
+  for (int i = 0; i < 100; ++i) otpp::cast(m, recorder::arm{"event", 10s, "e3"});
+  otpp::call(m, recorder::flush{});
+  f.clock->settle();
+  CHECK(f.rt.timer_count() <= 2);
+  otpp::stop(m);
+}
+
+TEST_CASE("gen_statem: generic timeouts are independent by name; setting one again restarts it") {
+  otpp_test::virtual_runtime f;
+  auto j = std::make_shared<journal>();
+  auto m = f.rt.start<recorder>(j).value();
+  arm(f, m, recorder::arm{"a", 10s, "1"});
+  arm(f, m, recorder::arm{"b", 20s, "2"});
+  otpp::cast(m, recorder::work{1});  // a state change does not touch generic timeouts
+  otpp::call(m, recorder::flush{});
+  f.clock->advance(10s);
+  CHECK(j->has("generic a 1"));
+  CHECK_FALSE(j->has("generic b 2"));
+  arm(f, m, recorder::arm{"b", 20s, "3"});  // restarts b at 30 s
+  f.clock->advance(10s);
+  CHECK_FALSE(j->has("generic b 2"));
+  f.clock->advance(10s);
+  CHECK(j->has("generic b 3"));
+  otpp::stop(m);
+}
+
+namespace {
+struct closed {};
+struct opened {};
+// stop and stop_and_reply; a postponed call fails with the exit reason.
+class valve : public otpp::gen_statem<valve, closed, opened> {
+ public:
+  struct ask {
+    using reply_type = int;
+  };
+  struct shut {
+    using reply_type = std::string;
+  };
+  struct boom {};
+  struct pending {
+    using reply_type = int;
+  };
+  explicit valve(std::shared_ptr<std::atomic<int>> terminated) : terminated_{std::move(terminated)} {}
+  transition handle_event(closed&, otpp::call_event<int>, ask) {
+    ++postponed_;
+    return keep_state(postpone());
+  }
+  transition handle_event(closed&, otpp::call_event<int> c, pending) { return keep_state(reply(c, postponed_)); }
+  transition handle_event(closed&, otpp::call_event<std::string> c, shut) {
+    return stop_and_reply(otpp::exit_reason::shutdown("closed for good"), reply(c, "bye"));
+  }
+  transition handle_event(closed&, otpp::cast_event, boom) { throw std::runtime_error("valve burst"); }
+  void terminate(const otpp::exit_reason&) { terminated_->fetch_add(1); }
+
+ private:
+  std::shared_ptr<std::atomic<int>> terminated_;
+  int postponed_ = 0;
+};
+}  // namespace
+
+TEST_CASE("gen_statem: stop_and_reply replies then terminates; a postponed call fails with the exit reason at once") {
+  auto terminated = std::make_shared<std::atomic<int>>(0);
+  auto v = otpp::start<valve>(terminated).value();
+  std::atomic<bool> failed{false};
+  otpp::exit_reason why;
+  std::thread asker{[&] {
+    auto r = otpp::try_call(v, valve::ask{}, 30s);  // postponed forever
+    if (!r) why = r.error();
+    failed = !r.has_value();
+  }};
+  REQUIRE(otpp_test::eventually([&] { return otpp::call(v, valve::pending{}) == 1; }));  // the ask waits, postponed
+  otpp::exit_watch w{v.pid()};
+  CHECK(otpp::call(v, valve::shut{}) == "bye");
+  REQUIRE(w.wait(5s));
+  asker.join();
+  CHECK(failed.load());
+  CHECK(why == otpp::exit_reason::shutdown("closed for good"));
+  CHECK(terminated->load() == 1);
+}
+
+TEST_CASE("gen_statem: a throwing handler crashes the machine; the report names the event and the state") {
+  otpp_test::log_capture logs;
+  auto terminated = std::make_shared<std::atomic<int>>(0);
+  auto v = otpp::start<valve>(terminated).value();
+  otpp::exit_watch w{v.pid()};
+  otpp::cast(v, valve::boom{});
+  auto r = w.wait(5s);
+  REQUIRE(r);
+  CHECK(fmt::format("{}", *r).find("valve burst") != std::string::npos);
+  CHECK(logs.contains("boom (cast in state"));
+  CHECK(terminated->load() == 1);
+}
+
+TEST_CASE("gen_statem: an event the current state has no handler for crashes, naming it; a caller gets the reason") {
+  otpp_test::log_capture logs;
+  auto j = std::make_shared<journal>();
+  auto m = otpp::start<recorder>(j).value();
+  otpp::exit_watch w{m.pid()};
+  otpp::cast(m, recorder::only_busy{});
+  auto r = w.wait(5s);
+  REQUIRE(r);
+  const std::string reason = fmt::format("{}", *r);
+  CHECK(reason.find("unhandled event: cast") != std::string::npos);
+  CHECK(reason.find("only_busy") != std::string::npos);
+  CHECK(reason.find("idle") != std::string::npos);
+}
+
+namespace {
+// Alternates ready/working on every job; postpones jobs while working and
+// finishes while ready: whatever the interleaving, each sender's jobs must
+// run in the order sent.
+struct ready {};
+struct working {};
+class sequencer : public otpp::gen_statem<sequencer, ready, working> {
+ public:
+  struct job {
+    int sender;
+    int seq;
+  };
+  struct finish {};
+  struct ran {
+    using reply_type = std::vector<job>;
+  };
+  transition handle_event(ready&, otpp::cast_event, const job& j) {
+    ran_.push_back(j);
+    return next_state(working{});
+  }
+  transition handle_event(working&, otpp::cast_event, const job&) { return keep_state(postpone()); }
+  transition handle_event(working&, otpp::cast_event, finish) { return next_state(ready{}); }
+  transition handle_event(ready&, otpp::cast_event, finish) { return keep_state(postpone()); }
+  template <class S>
+  transition handle_event(S&, otpp::call_event<std::vector<job>> c, ran) {
+    return keep_state(reply(c, ran_));
+  }
+
+ private:
+  std::vector<job> ran_;
+};
+}  // namespace
+
+TEST_CASE("gen_statem: many senders, postpones and state changes: each sender's events run in its order, none lost or doubled") {
+  auto m = otpp::start<sequencer>().value();
+  constexpr int senders = 4;
+  constexpr int each = 2000;
+  std::vector<std::thread> ts;
+  for (int s = 0; s < senders; ++s)
+    ts.emplace_back([&, s] {
+      for (int i = 0; i < each; ++i) {
+        otpp::cast(m, sequencer::job{s, i});
+        otpp::cast(m, sequencer::finish{});
+      }
+    });
+  for (auto& t : ts) t.join();
+  const auto ran = otpp::call(m, sequencer::ran{}, 30s);
+  std::vector<int> next(senders, 0);
+  int out_of_order = 0;
+  for (const auto& j : ran) {
+    if (j.seq != next[static_cast<std::size_t>(j.sender)]) ++out_of_order;
+    next[static_cast<std::size_t>(j.sender)] = j.seq + 1;
+  }
+  CHECK(out_of_order == 0);
+  CHECK(ran.size() == static_cast<std::size_t>(senders * each));
+  otpp::stop(m);
+}
