@@ -52,6 +52,15 @@
 //   cache_fetch_64_ets  examples::search_cache_table (ETS form): 64 client
 //                       processes x 20k hits over 1000 keys, read from the
 //                       table without a message (ets.exs's last figure)
+//   statem_transitions  gen_statem, as ../shared/anchors/beam/statem.exs: 2M
+//                       casts from a plain thread through a two-state machine,
+//                       each transition with an enter call, entering `on`
+//                       setting a 60 s state timeout (transitions/s)
+//   statem_call_ns      sequential calls to that machine from a process
+//                       (co_await async_call; "#": a blocking call)
+//   timer_rearm_ns      a gen_statem re-arming its event timeout (5 s later
+//                       each time) on every one of 10M casts, minus the same
+//                       casts with no timeout (ns per cast)
 //   supervisor_restart  a one_for_one supervisor with one named child; a
 //                       process kills the child and waits for the
 //                       replacement (registered before its init runs) to
@@ -81,6 +90,7 @@
 
 #include <otpp/agent.hpp>
 #include <otpp/async_call.hpp>
+#include <otpp/gen_statem.hpp>
 #include <otpp/task.hpp>
 #include <otpp/otpp.hpp>
 #include <otpp/table.hpp>
@@ -1000,6 +1010,131 @@ void telemetry_cost() {
   figure("telemetry_idle_ns", idle, "ns");
 }
 
+// -- gen_statem ----------------------------------------------------------------------
+
+// statem.exs's Toggle: off <-> on on every flip; entering on sets a state timeout.
+struct toggle_off {};
+struct toggle_on {};
+class toggle : public otpp::gen_statem<toggle, toggle_off, toggle_on> {
+ public:
+  struct flip {};
+  struct get {
+    using reply_type = long;
+  };
+  struct idle {};
+  void handle_event(toggle_off&, otpp::enter_event) {}
+  transition handle_event(toggle_on&, otpp::enter_event) { return keep_state(state_timeout(std::chrono::seconds(60), idle{})); }
+  transition handle_event(toggle_off&, otpp::cast_event, flip) {
+    ++n_;
+    return next_state(toggle_on{});
+  }
+  transition handle_event(toggle_on&, otpp::cast_event, flip) {
+    ++n_;
+    return next_state(toggle_off{});
+  }
+  transition handle_event(toggle_on&, otpp::state_timeout_event, idle) { return next_state(toggle_off{}); }
+  template <class S>
+  transition handle_event(S&, otpp::call_event<long> c, get) {
+    return keep_state(reply(c, n_));
+  }
+
+ private:
+  long n_ = 0;
+};
+
+class toggle_caller : public otpp::gen_server<toggle_caller> {
+ public:
+  struct run {
+    otpp::server<toggle> target;
+    int calls;
+    bool blocking;
+    std::promise<double>* seconds;
+  };
+  otpp::async<void> handle_cast(run r) {
+    auto t0 = clk::now();
+    if (r.blocking) {
+      for (int i = 0; i < r.calls; ++i) (void)otpp::call(r.target, toggle::get{});
+    } else {
+      for (int i = 0; i < r.calls; ++i) (void)co_await otpp::async_call(r.target, toggle::get{});
+    }
+    r.seconds->set_value(seconds_since(t0));
+  }
+};
+
+void statem_bench(otpp::runtime& rt) {
+  auto m = rt.start<toggle>().value();
+  auto flips = [&](long k) {
+    for (; k > 0; --k) otpp::cast(m, toggle::flip{});
+  };
+  flips(100'000 / static_cast<long>(scale));
+  const long before = otpp::call(m, toggle::get{});
+  const long n = 2'000'000 / static_cast<long>(scale);
+  auto t0 = clk::now();
+  flips(n);
+  const long after = otpp::call(m, toggle::get{});
+  const double dt = seconds_since(t0);
+  if (after - before != n) std::printf("# statem_transitions: %ld transitions, expected %ld!\n", after - before, n);
+  figure("statem_transitions", static_cast<double>(n) / dt, "transitions/s");
+
+  auto call_ns = [&](bool blocking) {
+    const int calls = 1'000'000 / static_cast<int>(scale);
+    auto p = rt.start<toggle_caller>().value();
+    std::promise<double> warm;
+    otpp::cast(p, toggle_caller::run{m, 1000, blocking, &warm});
+    warm.get_future().get();
+    std::promise<double> secs;
+    otpp::cast(p, toggle_caller::run{m, calls, blocking, &secs});
+    const double s = secs.get_future().get();
+    otpp::stop(p);
+    return s * 1e9 / calls;
+  };
+  figure("statem_call_ns", call_ns(false), "ns");
+  std::printf("# statem_call_ns, a blocking call from the process: %.0f ns\n", call_ns(true));
+  otpp::stop(m);
+}
+
+// A machine that re-arms its event timeout on every cast, or does not.
+struct rearm_state {};
+class rearmer : public otpp::gen_statem<rearmer, rearm_state> {
+ public:
+  struct poke {};
+  struct count {
+    using reply_type = long;
+  };
+  struct quiet {};
+  explicit rearmer(bool arm) : arm_{arm} {}
+  transition handle_event(rearm_state&, otpp::cast_event, poke) {
+    ++n_;
+    if (arm_) return keep_state(event_timeout(std::chrono::seconds(5), quiet{}));
+    return keep_state();
+  }
+  void handle_event(rearm_state&, otpp::timeout_event, quiet) {}
+  transition handle_event(rearm_state&, otpp::call_event<long> c, count) { return keep_state(reply(c, n_)); }
+
+ private:
+  bool arm_;
+  long n_ = 0;
+};
+
+void timer_rearm(otpp::runtime& rt) {
+  const long n = 10'000'000 / static_cast<long>(scale);
+  auto per_cast = [&](bool arm) {
+    auto m = rt.start<rearmer>(arm).value();
+    for (long k = 0; k < 100'000; ++k) otpp::cast(m, rearmer::poke{});
+    (void)otpp::call(m, rearmer::count{});
+    auto t0 = clk::now();
+    for (long k = 0; k < n; ++k) otpp::cast(m, rearmer::poke{});
+    (void)otpp::call(m, rearmer::count{});
+    const double ns = seconds_since(t0) * 1e9 / static_cast<double>(n);
+    otpp::stop(m);
+    return ns;
+  };
+  const double plain = per_cast(false);
+  const double armed = per_cast(true);
+  std::printf("# timer_rearm: %.1f ns per cast re-arming, %.1f ns without a timeout\n", armed, plain);
+  figure("timer_rearm_ns", armed - plain, "ns");
+}
+
 // -- tables (ETS) ------------------------------------------------------------------
 
 // Runs fn(i) in `procs` processes at once (ets.exs's parallel/2): wall seconds
@@ -1190,6 +1325,8 @@ int main(int argc, char** argv) {
     timers(rt, want("timers_schedule_1m"), want("timer_lateness_p99"), want("timer_cancel"));
   });
   run(want("telemetry_idle_ns"), "telemetry_idle_ns", [](otpp::runtime&) { telemetry_cost(); });
+  run(want("statem_transitions") || want("statem_call_ns"), "statem", statem_bench);
+  run(want("timer_rearm_ns"), "timer_rearm_ns", timer_rearm);
   run(want("supervisor_restart"), "supervisor_restart", supervisor_restart);
   run(want("dynsup_start_100k"), "dynsup_start_100k", dynsup_start);
   run(want("demonitor_200k"), "demonitor_200k", demonitor_many);

@@ -58,11 +58,13 @@
 // function_clause); one no state takes at all does not compile.
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -193,6 +195,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
 
    private:
     friend class gen_statem;
+    friend class transition;
     action() noexcept = default;
     detail::statem_action_kind kind{};
     detail::statem_timer timer{};
@@ -207,16 +210,49 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   /// What a handler returns: where the machine goes, and what it does.
   class transition {
    public:
-    transition(transition&&) noexcept = default;
-    transition& operator=(transition&&) noexcept = default;
+    transition(transition&& o) noexcept
+        : step{o.step}, next{std::move(o.next)}, reason{std::move(o.reason)}, more_actions{std::move(o.more_actions)} {
+      for (; inline_count < o.inline_count; ++inline_count) ::new (slot(inline_count)) action(std::move(*o.inline_at(inline_count)));
+    }
+    transition& operator=(transition&& o) noexcept {
+      if (this != &o) {
+        this->~transition();
+        ::new (this) transition(std::move(o));
+      }
+      return *this;
+    }
+    ~transition() {
+      for (std::size_t i = 0; i < inline_count; ++i) inline_at(i)->~action();
+    }
 
    private:
     friend class gen_statem;
     explicit transition(detail::statem_step s) noexcept : step{s} {}
+    // Most transitions carry no action or one or two: those live here, built
+    // only when added, not in an allocation.
+    void add(action&& a) {
+      if (inline_count < inline_capacity) {
+        ::new (slot(inline_count)) action(std::move(a));
+        ++inline_count;
+      } else {
+        more_actions.push_back(std::move(a));
+      }
+    }
+    template <class F>
+    void each(F&& f) {
+      for (std::size_t i = 0; i < inline_count; ++i) f(*inline_at(i));
+      for (action& a : more_actions) f(a);
+    }
+    void* slot(std::size_t i) noexcept { return inline_storage + i * sizeof(action); }
+    action* inline_at(std::size_t i) noexcept { return std::launder(reinterpret_cast<action*>(slot(i))); }
+
+    static constexpr std::size_t inline_capacity = 2;
     detail::statem_step step;
     std::optional<state_type> next;
     exit_reason reason;
-    std::vector<action> actions;
+    std::vector<action> more_actions;
+    std::size_t inline_count = 0;
+    alignas(action) unsigned char inline_storage[inline_capacity * sizeof(action)];
   };
 
   // -- events, from the process (public: the runtime calls them; not for users) --
@@ -257,21 +293,21 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
     static_assert((std::is_same_v<T, States> || ...), "next_state: not one of the machine's state types");
     transition t{detail::statem_step::next};
     t.next.emplace(std::in_place_type<T>, std::forward<S>(s));
-    (t.actions.push_back(std::forward<A>(actions)), ...);
+    (t.add(std::forward<A>(actions)), ...);
     return t;
   }
   /// Stay in the current state (keep_state_and_data: the data are Impl's members).
   template <class... A>
   static transition keep_state(A&&... actions) {
     transition t{detail::statem_step::keep};
-    (t.actions.push_back(std::forward<A>(actions)), ...);
+    (t.add(std::forward<A>(actions)), ...);
     return t;
   }
   /// Stay, and run the current state's enter call again.
   template <class... A>
   static transition repeat_state(A&&... actions) {
     transition t{detail::statem_step::repeat};
-    (t.actions.push_back(std::forward<A>(actions)), ...);
+    (t.add(std::forward<A>(actions)), ...);
     return t;
   }
   /// Exit with `reason` (terminate runs).
@@ -284,7 +320,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   template <class... A>
   static transition stop_and_reply(exit_reason reason, A&&... replies) {
     transition t = stop(std::move(reason));
-    (t.actions.push_back(std::forward<A>(replies)), ...);
+    (t.add(std::forward<A>(replies)), ...);
     return t;
   }
 
@@ -546,43 +582,52 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   // order, the enter call, postpone, the queue, then the timeouts).
   void apply(transition&& t, bool entering) {
     if (t.step == detail::statem_step::stop) {
-      for (action& a : t.actions)
+      t.each([&](action& a) {
         if (a.kind == detail::statem_action_kind::reply) a.run(*this, a.content, {});
+      });
       stopped_ = true;
       gen_server<Impl>::stop(std::move(t.reason));
       return;
     }
     bool postponing = false;
-    std::vector<queued> inserted;
-    std::vector<action*> timeouts;
-    for (action& a : t.actions) {
+    bool timeouts = false;
+    const char* refused = nullptr;
+    t.each([&](action& a) {
+      if (refused != nullptr) return;
       switch (a.kind) {
         case detail::statem_action_kind::reply:
           a.run(*this, a.content, {});
           break;
         case detail::statem_action_kind::postpone:
-          if (entering) return bad_enter("postpone");
+          if (entering) refused = "postpone";
           postponing = true;
           break;
         case detail::statem_action_kind::next_event: {
-          if (entering) return bad_enter("next_event");
-          queued q;
+          if (entering) {
+            refused = "next_event";
+            break;
+          }
+          queued& q = inserted_.emplace_back();
           q.content = std::move(a.content);
           q.run = a.run;
-          inserted.push_back(std::move(q));
           break;
         }
         case detail::statem_action_kind::hibernate:
           hibernate_ = true;
           break;
         default:
-          timeouts.push_back(&a);
+          // Armed last, in list order: this transition's, then the enter call's.
+          if (entering) {
+            pending_timeouts_.push_back(std::move(a));  // the enter call's transition is gone by then
+          } else {
+            timeouts = true;
+          }
       }
-    }
+    });
+    if (refused != nullptr) return bad_enter(refused);
     if (entering) {
       // The enter call's own result: it may stay (or name the same state) or repeat.
       if (t.step == detail::statem_step::next && differs(*t.next)) return bad_enter("a state change");
-      for (action* a : timeouts) pending_timeouts_.push_back(std::move(*a));
       if (t.step == detail::statem_step::repeat) enter();
       return;
     }
@@ -591,9 +636,6 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
       changed = differs(*t.next);
       state_ = std::move(*t.next);
     }
-    // Timeouts of this transition are armed after the enter call's... in list
-    // order, this transition's first.
-    for (action* a : timeouts) pending_timeouts_.push_back(std::move(*a));
     if (changed) cancel_slot(timers_[1]);  // before the new state's own are armed
     if (changed || t.step == detail::statem_step::repeat) {
       enter();
@@ -612,8 +654,19 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
       for (auto it = postponed_.rbegin(); it != postponed_.rend(); ++it) queue_.push_front(std::move(*it));
       postponed_.clear();
     }
-    for (auto it = inserted.rbegin(); it != inserted.rend(); ++it) queue_.push_front(std::move(*it));
-    arm_timeouts();
+    if (!inserted_.empty()) {
+      for (auto it = inserted_.rbegin(); it != inserted_.rend(); ++it) queue_.push_front(std::move(*it));
+      inserted_.clear();
+    }
+    if (timeouts) {
+      t.each([&](action& a) {
+        if (a.kind >= detail::statem_action_kind::set_timer) arm(a);
+      });
+    }
+    if (!pending_timeouts_.empty()) {
+      for (action& a : pending_timeouts_) arm(a);
+      pending_timeouts_.clear();
+    }
   }
 
   void bad_enter(std::string_view what) {
@@ -697,47 +750,44 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   // Drops a queued zero timeout of this timer, and the timer itself.
   void cancel_slot(timer_slot& s) {
     s.active = false;
+    if (queue_.empty()) return;
     const auto which = static_cast<std::size_t>(&s - timers_.data());
     std::erase_if(queue_, [&](const queued& q) {
       return q.is_timeout && (which < 2 ? static_cast<std::size_t>(q.timer) == which : (q.timer == detail::statem_timer::generic && q.name == s.name));
     });
   }
 
-  void arm_timeouts() {
-    for (action& a : pending_timeouts_) {
-      timer_slot& s = slot_for(a.timer, a.name);
-      const bool event_timer = a.timer == detail::statem_timer::event;
-      if (a.kind == detail::statem_action_kind::update_timer) {
-        if (s.active) {
-          s.content = std::move(a.content);
-          s.run = a.run;
-          continue;
-        }
-        a.kind = detail::statem_action_kind::set_timer;  // none runs: a zero timeout
-        a.ns = 0;
-        a.absolute = false;
+  void arm(action& a) {
+    timer_slot& s = slot_for(a.timer, a.name);
+    if (a.kind == detail::statem_action_kind::update_timer) {
+      if (s.active) {
+        s.content = std::move(a.content);
+        s.run = a.run;
+        return;
       }
-      cancel_slot(s);
-      if (a.kind == detail::statem_action_kind::cancel_timer) continue;
-      // The event timeout does not start if an event is queued: it has arrived.
-      if (event_timer && !queue_.empty()) continue;
-      if (!a.absolute && a.ns == 0) {
-        queued q;
-        q.content = std::move(a.content);
-        q.run = a.run;
-        q.name = a.name;
-        q.is_timeout = true;
-        q.timer = a.timer;
-        queue_.push_back(std::move(q));
-        continue;
-      }
-      s.content = std::move(a.content);
-      s.run = a.run;
-      s.active = true;
-      s.deadline = a.absolute ? a.ns : detail::timer_due_after_ns(*proc()->rt(), a.ns);
-      if (!s.live || s.live_deadline > s.deadline) schedule(s);
+      a.kind = detail::statem_action_kind::set_timer;  // none runs: a zero timeout
+      a.ns = 0;
+      a.absolute = false;
     }
-    pending_timeouts_.clear();
+    cancel_slot(s);
+    if (a.kind == detail::statem_action_kind::cancel_timer) return;
+    // The event timeout does not start if an event is queued: it has arrived.
+    if (a.timer == detail::statem_timer::event && !queue_.empty()) return;
+    if (!a.absolute && a.ns == 0) {
+      queued q;
+      q.content = std::move(a.content);
+      q.run = a.run;
+      q.name = a.name;
+      q.is_timeout = true;
+      q.timer = a.timer;
+      queue_.push_back(std::move(q));
+      return;
+    }
+    s.content = std::move(a.content);
+    s.run = a.run;
+    s.active = true;
+    s.deadline = a.absolute ? a.ns : detail::timer_due_after_ns(*proc()->rt(), a.ns);
+    if (!s.live || s.live_deadline > s.deadline) schedule(s);
   }
 
   void schedule(timer_slot& s) {
@@ -799,7 +849,8 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   std::deque<queued> queue_;
   std::vector<queued> postponed_;
   std::vector<timer_slot> timers_ = std::vector<timer_slot>(2);  // [0] the event timeout, [1] the state timeout, then generic ones
-  std::vector<action> pending_timeouts_;
+  std::vector<action> pending_timeouts_;  // kept: their capacity is reused
+  std::vector<queued> inserted_;
   queued current_;                  // the queued event being handled
   void* postpone_box_ = nullptr;    // boxes the mailbox event being handled, if it is postponed
   queued (*box_fn_)(void*) = nullptr;

@@ -4,6 +4,7 @@
 // move without throwing sit inline, so keeping one allocates nothing.
 
 #include <cstddef>
+#include <cstring>
 #include <new>
 #include <type_traits>
 #include <utility>
@@ -54,13 +55,16 @@ class event_box {
   }
   [[nodiscard]] bool empty() const noexcept { return ops_ == nullptr; }
   void reset() noexcept {
-    if (ops_ != nullptr) std::exchange(ops_, nullptr)->destroy(buf_);
+    if (ops_ == nullptr) return;
+    const ops_t* ops = std::exchange(ops_, nullptr);
+    if (!ops->trivial) ops->destroy(buf_);
   }
 
  private:
   struct ops_t {
     void (*move)(unsigned char* to, unsigned char* from) noexcept;  // constructs at `to`, destroys `from`
     void (*destroy)(unsigned char* at) noexcept;
+    bool trivial;  // inline and trivially copyable: moved by memcpy, nothing to destroy
   };
   template <class T>
   static constexpr bool fits = sizeof(T) <= inline_size && alignof(T) <= alignof(std::max_align_t) &&
@@ -72,17 +76,23 @@ class event_box {
         ::new (static_cast<void*>(to)) T(std::move(*f));
         f->~T();
       },
-      [](unsigned char* at) noexcept { std::launder(reinterpret_cast<T*>(at))->~T(); }};
+      [](unsigned char* at) noexcept { std::launder(reinterpret_cast<T*>(at))->~T(); },
+      std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>};
   template <class T>
   static constexpr ops_t heap_ops{
       [](unsigned char* to, unsigned char* from) noexcept {
         ::new (static_cast<void*>(to)) T*(*std::launder(reinterpret_cast<T**>(from)));
       },
-      [](unsigned char* at) noexcept { delete *std::launder(reinterpret_cast<T**>(at)); }};
+      [](unsigned char* at) noexcept { delete *std::launder(reinterpret_cast<T**>(at)); },
+      false};
 
   void take(event_box& o) noexcept {
     if (o.ops_ == nullptr) return;
-    o.ops_->move(buf_, o.buf_);
+    if (o.ops_->trivial) {
+      std::memcpy(buf_, o.buf_, inline_size);  // no call for plain data
+    } else {
+      o.ops_->move(buf_, o.buf_);
+    }
     ops_ = std::exchange(o.ops_, nullptr);
   }
 
