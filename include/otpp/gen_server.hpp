@@ -174,8 +174,22 @@ template <class Impl, class Req>
 concept handles_deferred_call = detail::names_reply_type<Req> &&
     requires(Impl& i, Req&& r, reply_to<typename Req::reply_type> t) { i.handle_call(std::move(r), std::move(t)); };
 
+namespace detail {
+/// A call's reply slot, borrowed for one handler (gen_statem's calls: the
+/// machine keeps a reference, and tracks the call, only if it must answer
+/// later).
+template <class R>
+struct borrowed_reply {
+  reply_slot<R>* slot;
+};
 template <class Impl, class Req>
-concept handles_call = handles_sync_call<Impl, Req> || handles_deferred_call<Impl, Req>;
+concept handles_borrowed_call = names_reply_type<Req> &&
+    requires(Impl& i, Req&& r, borrowed_reply<typename Req::reply_type> b) { i.handle_call(std::move(r), b); };
+}  // namespace detail
+
+template <class Impl, class Req>
+concept handles_call =
+    handles_sync_call<Impl, Req> || handles_deferred_call<Impl, Req> || detail::handles_borrowed_call<Impl, Req>;
 
 /// Impl promises that none of its callbacks blocks or runs long (no sleeps,
 /// no waits, no calls to other processes): `static constexpr bool
@@ -632,6 +646,8 @@ struct call_node final : message_node {
               self->slot->set_value(std::move(r));
             }
           }
+        } else if constexpr (handles_borrowed_call<Impl, Req>) {
+          impl.handle_call(std::move(self->req), borrowed_reply<R>{self->slot});
         } else {
           p.track_deferred(self->slot);
           impl.handle_call(std::move(self->req), handle_access::make_reply_to<R>(self->slot));

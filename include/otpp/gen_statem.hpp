@@ -260,10 +260,15 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   template <class Req>
     requires(detail::names_reply_type<Req> &&
              (detail::statem_handles<Impl, States, call_event<typename Req::reply_type>, Req> || ...))
-  void handle_call(Req req, reply_to<typename Req::reply_type> to) {
+  void handle_call(Req req, detail::borrowed_reply<typename Req::reply_type> to) {
     using R = typename Req::reply_type;
-    call_event<R> ev{detail::handle_access::slot_of(to)};
-    external<call_event<R>>(ev, req, [&] { return boxed_call<R, Req>(std::move(req), std::move(to)); });
+    call_event<R> ev{to.slot};
+    external<call_event<R>>(ev, req, [&] {
+      return boxed_call<R, Req>(std::move(req), detail::handle_access::make_reply_to<R>(to.slot));
+    });
+    // Answered: nothing more to do. Otherwise (postponed, kept, forgotten or
+    // crashed) the process fails it with its exit reason if it dies first.
+    if (to.slot->open()) proc()->track_deferred(to.slot);
   }
   template <class M>
     requires(std::is_same_v<M, std::remove_cvref_t<M>> && (detail::statem_handles<Impl, States, cast_event, M> || ...))
