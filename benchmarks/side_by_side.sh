@@ -25,7 +25,7 @@ for p in cast_throughput call_latency call_concurrent ring spawn timers; do
   CAF_BENCH_THREADS=$workers "$out/caf/$p" | tee -a "$out/caf.txt"
 done
 echo "== BEAM"
-for s in cast_throughput call_latency call_concurrent ring timers supervisor_restart task_agent ets; do
+for s in cast_throughput call_latency call_concurrent ring timers supervisor_restart task_agent ets statem; do
   (cd "$anchors/beam" && elixir "$s.exs") | tee -a "$out/beam.txt"
 done
 (cd "$anchors/beam" && elixir --erl "+P 5000000" spawn.exs) | tee -a "$out/beam.txt"
