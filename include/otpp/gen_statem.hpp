@@ -190,7 +190,9 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   /// hibernate and the timeout functions).
   class action {
    public:
+    /// Moves: an action is made once and handed on.
     action(action&&) noexcept = default;
+    /// Moves.
     action& operator=(action&&) noexcept = default;
 
    private:
@@ -210,10 +212,12 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   /// What a handler returns: where the machine goes, and what it does.
   class transition {
    public:
+    /// Moves: a transition is returned by value.
     transition(transition&& o) noexcept
         : step{o.step}, next{std::move(o.next)}, reason{std::move(o.reason)}, more_actions{std::move(o.more_actions)} {
       for (; inline_count < o.inline_count; ++inline_count) ::new (slot(inline_count)) action(std::move(*o.inline_at(inline_count)));
     }
+    /// Moves.
     transition& operator=(transition&& o) noexcept {
       if (this != &o) {
         this->~transition();
@@ -221,6 +225,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
       }
       return *this;
     }
+    /// Destroys the actions not carried out.
     ~transition() {
       for (std::size_t i = 0; i < inline_count; ++i) inline_at(i)->~action();
     }

@@ -10,6 +10,7 @@
 #include "dynamic_supervisor.hpp"  // IWYU pragma: export
 #include "exit_reason.hpp"         // IWYU pragma: export
 #include "gen_server.hpp"          // IWYU pragma: export
+#include "gen_statem.hpp"          // IWYU pragma: export
 #include "log.hpp"                 // IWYU pragma: export
 #include "pid.hpp"                 // IWYU pragma: export
 #include "process.hpp"             // IWYU pragma: export
@@ -21,6 +22,7 @@
 #include "supervisor_events.hpp"   // IWYU pragma: export
 #include "sys.hpp"                 // IWYU pragma: export
 #include "table.hpp"               // IWYU pragma: export
+#include "table_options.hpp"       // IWYU pragma: export
 #include "task.hpp"                // IWYU pragma: export
 #include "task_stream.hpp"         // IWYU pragma: export
 #include "task_supervisor.hpp"     // IWYU pragma: export
