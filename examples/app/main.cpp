@@ -1,5 +1,6 @@
 // The demo application: a supervision tree holding a search cache, a rate
-// limiter, a session store and a job queue. Client processes (waiting in
+// limiter, a session store, a job queue and a connection to a flaky backend
+// (a gen_statem that backs off and reconnects). Client processes (waiting in
 // co_await async_try_call, holding no thread) and two client threads drive a mixed
 // load for a few seconds while a chaos thread crashes the servers; the
 // supervisor restarts them (the cache comes back from its snapshot), and a
@@ -14,6 +15,7 @@
 #include <latch>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -23,6 +25,7 @@
 
 #include <otpp/otpp.hpp>
 
+#include "connection.hpp"
 #include "job_queue.hpp"
 #include "rate_limiter.hpp"
 #include "search_cache.hpp"
@@ -38,6 +41,7 @@ using clk = std::chrono::steady_clock;
 struct counters {
   std::atomic<long> hits{0}, misses{0}, allowed{0}, limited{0}, sessions{0}, jobs_ok{0}, jobs_failed{0};
   std::atomic<long> requests{0}, unavailable{0};
+  std::atomic<long> backend_answered{0}, backend_failed{0}, backend_connects{0}, backend_lost{0};
   std::mutex mutex;
   std::map<std::string, long> restarts;  // by child id
 };
@@ -59,12 +63,44 @@ void attach_handlers(counters& c) {
                     [&c](const tel::event&, const tel::measurements&, const tel::metadata& md) {
                       (md.get<bool>("ok").value_or(false) ? c.jobs_ok : c.jobs_failed).fetch_add(1, std::memory_order_relaxed);
                     });
+  (void)tel::attach("app.backend.up", examples::connection_events::connected,
+                    [&c](const tel::event&, const tel::measurements&, const tel::metadata&) {
+                      c.backend_connects.fetch_add(1, std::memory_order_relaxed);
+                    });
+  (void)tel::attach("app.backend.lost", examples::connection_events::lost,
+                    [&c](const tel::event&, const tel::measurements&, const tel::metadata&) {
+                      c.backend_lost.fetch_add(1, std::memory_order_relaxed);
+                    });
   (void)tel::attach("app.restarts", otpp::supervisor_events::child_restarting,
                     [&c](const tel::event&, const tel::measurements&, const tel::metadata& md) {
                       std::lock_guard lock{c.mutex};
                       ++c.restarts[md.get<std::string>("child").value_or("?")];
                     });
 }
+
+// The flaky backend behind the connection: a connect fails two times in
+// five, a request one time in twenty, a keep-alive ping one time in ten
+// (the link drops).
+struct flaky_backend {
+  std::atomic<unsigned> draws{0};
+  bool fails(unsigned one_in) {
+    unsigned x = draws.fetch_add(1, std::memory_order_relaxed) * 2654435761u;
+    x ^= x >> 16;
+    return x % one_in == 0;
+  }
+  examples::connection_options options() {
+    return {.connect = [this] { return draws.fetch_add(1, std::memory_order_relaxed) % 5 >= 2; },
+            .send = [this](const std::string& q) -> std::optional<std::string> {
+              if (fails(20)) return std::nullopt;
+              return "backend answer to " + q;
+            },
+            .ping = [this] { return !fails(10); },
+            .initial_backoff = 5ms,
+            .max_backoff = 80ms,
+            .keepalive_every = 50ms,
+            .request_timeout = 300ms};
+  }
+};
 
 // One client: a user's request goes through the limiter, then the cache
 // (filled on a miss), sometimes opens a session or queues a job. Servers are
@@ -102,6 +138,10 @@ void client(int id, clk::time_point until, counters& c) {
       };
       auto r = otpp::try_call<examples::job_queue>("job_queue", examples::job_queue::enqueue{job});
       if (!r) c.unavailable.fetch_add(1, std::memory_order_relaxed);  // a full queue answers inside r
+    } else if (dice < 12) {
+      // The backend: answered once the link is up, or unavailable (down too long) or late.
+      auto r = otpp::try_call<examples::connection>("backend", examples::connection::request{q}, 500ms);
+      ((r && *r) ? c.backend_answered : c.backend_failed).fetch_add(1, std::memory_order_relaxed);
     }
   }
 }
@@ -164,6 +204,7 @@ int main(int argc, char** argv) {
   attach_handlers(c);
   if (!std::getenv("DEMO_LOGS")) otpp::set_log_level(otpp::log_level::none);  // the injected crashes' reports would drown the output
 
+  flaky_backend backend;
   const auto snap = std::filesystem::temp_directory_path() / "otpp_demo_app_cache.snap";
   std::filesystem::remove(snap);
   std::vector<otpp::child_spec> children{
@@ -175,6 +216,7 @@ int main(int argc, char** argv) {
       otpp::child<examples::session_store>(otpp::name("session_store"),
                                            examples::session_store_options{.ttl = 2s, .cleanup_every = 1s}),
       otpp::child<examples::job_queue>(otpp::name("job_queue"), examples::job_queue_options{.max_queued = 50}),
+      otpp::child<examples::connection>(otpp::name("backend"), backend.options()),
   };
   auto root = otpp::start<otpp::supervisor>(otpp::name("demo_root"), children,
                                             otpp::supervisor_flags{.max_restarts = 20, .max_seconds = 5s})
@@ -223,7 +265,8 @@ int main(int argc, char** argv) {
   otpp::stop(root);
   std::filesystem::remove(snap);
   otpp::set_log_level(otpp::log_level::debug);
-  for (const char* id : {"app.fetch", "app.check", "app.sessions", "app.jobs", "app.restarts"}) (void)tel::detach(id);
+  for (const char* id : {"app.fetch", "app.check", "app.sessions", "app.jobs", "app.backend.up", "app.backend.lost", "app.restarts"})
+    (void)tel::detach(id);
 
   long restarts = 0;
   for (auto& [id, n] : c.restarts) restarts += n;
@@ -241,6 +284,9 @@ int main(int argc, char** argv) {
   fmt::print("  {:<28} {:>12}\n", "sessions created", c.sessions.load());
   fmt::print("  {:<28} {:>12}\n", "jobs done", c.jobs_ok.load());
   fmt::print("  {:<28} {:>12}\n", "jobs failed (by design)", c.jobs_failed.load());
+  fmt::print("  {:<28} {:>12}\n", "backend requests answered", c.backend_answered.load());
+  fmt::print("  {:<28} {:>12}\n", "backend unavailable or late", c.backend_failed.load());
+  fmt::print("  {:<28} {:>12}\n", "backend connects / links lost", fmt::format("{} / {}", c.backend_connects.load(), c.backend_lost.load()));
   fmt::print("  {:<28} {:>12}\n", "requests during a restart", c.unavailable.load());
   fmt::print("  {:<28} {:>12}\n", "restarts", restarts);
   for (auto& [id, n] : c.restarts) fmt::print("    {:<26} {:>12}\n", id, n);

@@ -62,6 +62,13 @@
 
 namespace otpp {
 
+// The base of every gen_statem (gen_statem.hpp), whose init is its own. In
+// a namespace of its own, with no functions: a base class's namespace joins
+// argument-dependent lookup for calls on the machine's handles.
+namespace tags {
+struct statem {};
+}  // namespace tags
+
 template <class... T>
 struct type_list {};
 
@@ -270,8 +277,6 @@ void run_callback(process_base& p, F&& f, std::string_view msg_type, std::string
   }
 }
 
-/// The base of every gen_statem (gen_statem.hpp), whose init is its own.
-struct statem_tag {};
 template <class Impl>
 init_result run_statem_init(Impl& impl);
 
@@ -801,7 +806,7 @@ struct init_outcome {
 template <class Impl>
 init_outcome run_init(process_of<Impl>* p, process_base* parent) noexcept {
   init_result res;
-  if constexpr (std::is_base_of_v<statem_tag, Impl>) {
+  if constexpr (std::is_base_of_v<tags::statem, Impl>) {
     try {
       res = run_statem_init(p->impl());
     } catch (...) {

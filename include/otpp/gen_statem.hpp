@@ -177,7 +177,7 @@ std::string_view statem_where() {
 /// in one of them (a std::variant); Impl's members are the machine's data.
 /// Its protected members build transitions and actions.
 template <class Impl, class... States>
-class gen_statem : public gen_server<Impl>, private detail::statem_tag {
+class gen_statem : public gen_server<Impl>, private tags::statem {
   static_assert(sizeof...(States) > 0, "otpp::gen_statem<Impl, States...>: name at least one state type");
   static_assert((std::is_nothrow_move_constructible_v<States> && ...), "otpp::gen_statem: state types must move without throwing");
 
@@ -215,19 +215,20 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
     /// Moves: a transition is returned by value.
     transition(transition&& o) noexcept
         : step{o.step}, next{std::move(o.next)}, reason{std::move(o.reason)}, more_actions{std::move(o.more_actions)} {
-      for (; inline_count < o.inline_count; ++inline_count) ::new (slot(inline_count)) action(std::move(*o.inline_at(inline_count)));
+      for (; inline_count < o.inline_count; ++inline_count)
+        ::new (static_cast<void*>(&inline_actions[inline_count].a)) action(std::move(o.inline_actions[inline_count].a));
     }
     /// Moves.
     transition& operator=(transition&& o) noexcept {
       if (this != &o) {
         this->~transition();
-        ::new (this) transition(std::move(o));
+        ::new (static_cast<void*>(this)) transition(std::move(o));
       }
       return *this;
     }
     /// Destroys the actions not carried out.
     ~transition() {
-      for (std::size_t i = 0; i < inline_count; ++i) inline_at(i)->~action();
+      for (std::size_t i = 0; i < inline_count; ++i) inline_actions[i].a.~action();
     }
 
    private:
@@ -237,7 +238,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
     // only when added, not in an allocation.
     void add(action&& a) {
       if (inline_count < inline_capacity) {
-        ::new (slot(inline_count)) action(std::move(a));
+        ::new (static_cast<void*>(&inline_actions[inline_count].a)) action(std::move(a));
         ++inline_count;
       } else {
         more_actions.push_back(std::move(a));
@@ -245,11 +246,14 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
     }
     template <class F>
     void each(F&& f) {
-      for (std::size_t i = 0; i < inline_count; ++i) f(*inline_at(i));
+      for (std::size_t i = 0; i < inline_count; ++i) f(inline_actions[i].a);
       for (action& a : more_actions) f(a);
     }
-    void* slot(std::size_t i) noexcept { return inline_storage + i * sizeof(action); }
-    action* inline_at(std::size_t i) noexcept { return std::launder(reinterpret_cast<action*>(slot(i))); }
+    union inline_slot {
+      inline_slot() noexcept {}
+      ~inline_slot() {}
+      action a;
+    };
 
     static constexpr std::size_t inline_capacity = 2;
     detail::statem_step step;
@@ -257,7 +261,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
     exit_reason reason;
     std::vector<action> more_actions;
     std::size_t inline_count = 0;
-    alignas(action) unsigned char inline_storage[inline_capacity * sizeof(action)];
+    inline_slot inline_actions[inline_capacity];
   };
 
   // -- events, from the process (public: the runtime calls them; not for users) --
@@ -298,7 +302,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   // -- transitions --
   /// Go to state `s` (an enter call runs if it differs from the current one).
   template <class S, class... A>
-  static transition next_state(S&& s, A&&... actions) {
+  [[nodiscard]] static transition next_state(S&& s, A&&... actions) {
     using T = std::remove_cvref_t<S>;
     static_assert((std::is_same_v<T, States> || ...), "next_state: not one of the machine's state types");
     transition t{detail::statem_step::next};
@@ -308,27 +312,27 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   }
   /// Stay in the current state (keep_state_and_data: the data are Impl's members).
   template <class... A>
-  static transition keep_state(A&&... actions) {
+  [[nodiscard]] static transition keep_state(A&&... actions) {
     transition t{detail::statem_step::keep};
     (t.add(std::forward<A>(actions)), ...);
     return t;
   }
   /// Stay, and run the current state's enter call again.
   template <class... A>
-  static transition repeat_state(A&&... actions) {
+  [[nodiscard]] static transition repeat_state(A&&... actions) {
     transition t{detail::statem_step::repeat};
     (t.add(std::forward<A>(actions)), ...);
     return t;
   }
   /// Exit with `reason` (terminate runs).
-  static transition stop(exit_reason reason = {}) {
+  [[nodiscard]] static transition stop(exit_reason reason = {}) {
     transition t{detail::statem_step::stop};
     t.reason = std::move(reason);
     return t;
   }
   /// Send the replies, then exit with `reason`.
   template <class... A>
-  static transition stop_and_reply(exit_reason reason, A&&... replies) {
+  [[nodiscard]] static transition stop_and_reply(exit_reason reason, A&&... replies) {
     transition t = stop(std::move(reason));
     (t.add(std::forward<A>(replies)), ...);
     return t;
@@ -337,7 +341,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   // -- actions --
   /// Answer `call` with `value`.
   template <class R, class... V>
-  static action reply(call_event<R> call, V&&... value) {
+  [[nodiscard]] static action reply(call_event<R> call, V&&... value) {
     action a;
     a.kind = detail::statem_action_kind::reply;
     if constexpr (std::is_void_v<R>) {
@@ -356,7 +360,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
     return a;
   }
   /// Keep the current event until the state changes, then retry it.
-  static action postpone() {
+  [[nodiscard]] static action postpone() {
     action a;
     a.kind = detail::statem_action_kind::postpone;
     return a;
@@ -364,7 +368,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   /// Handle `msg` as an event of `Kind` (internal_event, cast_event or
   /// info_event) next, before any other queued event.
   template <class Kind, class M>
-  static action next_event(Kind, M&& msg) {
+  [[nodiscard]] static action next_event(Kind, M&& msg) {
     static_assert(std::is_same_v<Kind, internal_event> || std::is_same_v<Kind, cast_event> || std::is_same_v<Kind, info_event>,
                   "next_event: the event type is internal_event, cast_event or info_event");
     using T = std::remove_cvref_t<M>;
@@ -378,7 +382,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
     return a;
   }
   /// Sleep (hibernate) once no event is queued.
-  static action hibernate() {
+  [[nodiscard]] static action hibernate() {
     action a;
     a.kind = detail::statem_action_kind::hibernate;
     return a;
@@ -386,58 +390,58 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   /// The event timeout: timeout_event with `msg` after `d` unless an event
   /// comes first. otpp::infinity cancels it.
   template <class M>
-  static action event_timeout(std::chrono::steady_clock::duration d, M&& msg) {
+  [[nodiscard]] static action event_timeout(std::chrono::steady_clock::duration d, M&& msg) {
     return set_timer<timeout_event>(detail::statem_timer::event, {}, false, delay_ns(d), std::forward<M>(msg));
   }
   /// The event timeout at `t` (absolute).
   template <class M>
-  static action event_timeout(std::chrono::steady_clock::time_point t, M&& msg) {
+  [[nodiscard]] static action event_timeout(std::chrono::steady_clock::time_point t, M&& msg) {
     return set_timer<timeout_event>(detail::statem_timer::event, {}, true, t.time_since_epoch().count(), std::forward<M>(msg));
   }
   /// The state timeout: state_timeout_event with `msg` after `d` unless the
   /// state changes first. otpp::infinity cancels it.
   template <class M>
-  static action state_timeout(std::chrono::steady_clock::duration d, M&& msg) {
+  [[nodiscard]] static action state_timeout(std::chrono::steady_clock::duration d, M&& msg) {
     return set_timer<state_timeout_event>(detail::statem_timer::state, {}, false, delay_ns(d), std::forward<M>(msg));
   }
   /// The state timeout at `t` (absolute).
   template <class M>
-  static action state_timeout(std::chrono::steady_clock::time_point t, M&& msg) {
+  [[nodiscard]] static action state_timeout(std::chrono::steady_clock::time_point t, M&& msg) {
     return set_timer<state_timeout_event>(detail::statem_timer::state, {}, true, t.time_since_epoch().count(),
                                           std::forward<M>(msg));
   }
   /// The generic timeout `name`: generic_timeout_event with `msg` after `d`
   /// (setting it again restarts it). otpp::infinity cancels it.
   template <class M>
-  static action generic_timeout(std::string name, std::chrono::steady_clock::duration d, M&& msg) {
+  [[nodiscard]] static action generic_timeout(std::string name, std::chrono::steady_clock::duration d, M&& msg) {
     return set_timer<generic_timeout_event>(detail::statem_timer::generic, std::move(name), false, delay_ns(d),
                                             std::forward<M>(msg));
   }
   /// The generic timeout `name` at `t` (absolute).
   template <class M>
-  static action generic_timeout(std::string name, std::chrono::steady_clock::time_point t, M&& msg) {
+  [[nodiscard]] static action generic_timeout(std::string name, std::chrono::steady_clock::time_point t, M&& msg) {
     return set_timer<generic_timeout_event>(detail::statem_timer::generic, std::move(name), true, t.time_since_epoch().count(),
                                             std::forward<M>(msg));
   }
   /// Cancels the event timeout.
-  static action cancel_event_timeout() { return cancel(detail::statem_timer::event, {}); }
+  [[nodiscard]] static action cancel_event_timeout() { return cancel(detail::statem_timer::event, {}); }
   /// Cancels the state timeout.
-  static action cancel_state_timeout() { return cancel(detail::statem_timer::state, {}); }
+  [[nodiscard]] static action cancel_state_timeout() { return cancel(detail::statem_timer::state, {}); }
   /// Cancels the generic timeout `name`.
-  static action cancel_generic_timeout(std::string name) { return cancel(detail::statem_timer::generic, std::move(name)); }
+  [[nodiscard]] static action cancel_generic_timeout(std::string name) { return cancel(detail::statem_timer::generic, std::move(name)); }
   /// The running event timeout will carry `msg` (if none runs: as a zero timeout).
   template <class M>
-  static action update_event_timeout(M&& msg) {
+  [[nodiscard]] static action update_event_timeout(M&& msg) {
     return update<timeout_event>(detail::statem_timer::event, {}, std::forward<M>(msg));
   }
   /// The running state timeout will carry `msg` (if none runs: as a zero timeout).
   template <class M>
-  static action update_state_timeout(M&& msg) {
+  [[nodiscard]] static action update_state_timeout(M&& msg) {
     return update<state_timeout_event>(detail::statem_timer::state, {}, std::forward<M>(msg));
   }
   /// The running generic timeout `name` will carry `msg` (if none runs: as a zero timeout).
   template <class M>
-  static action update_generic_timeout(std::string name, M&& msg) {
+  [[nodiscard]] static action update_generic_timeout(std::string name, M&& msg) {
     return update<generic_timeout_event>(detail::statem_timer::generic, std::move(name), std::forward<M>(msg));
   }
 
@@ -481,7 +485,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
   }
 
   template <class Kind, class M>
-  static action set_timer(detail::statem_timer which, std::string name, bool absolute, std::int64_t ns, M&& msg) {
+  [[nodiscard]] static action set_timer(detail::statem_timer which, std::string name, bool absolute, std::int64_t ns, M&& msg) {
     using T = std::remove_cvref_t<M>;
     static_assert((detail::statem_handles<Impl, States, Kind, T> || ...),
                   "a timeout's message needs a handle_event(State&, timeout_event / state_timeout_event / "
@@ -499,7 +503,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
     }
     return a;
   }
-  static action cancel(detail::statem_timer which, std::string name) {
+  [[nodiscard]] static action cancel(detail::statem_timer which, std::string name) {
     action a;
     a.kind = detail::statem_action_kind::cancel_timer;
     a.timer = which;
@@ -507,7 +511,7 @@ class gen_statem : public gen_server<Impl>, private detail::statem_tag {
     return a;
   }
   template <class Kind, class M>
-  static action update(detail::statem_timer which, std::string name, M&& msg) {
+  [[nodiscard]] static action update(detail::statem_timer which, std::string name, M&& msg) {
     action a = set_timer<Kind>(which, std::move(name), false, 0, std::forward<M>(msg));
     a.kind = detail::statem_action_kind::update_timer;
     return a;
