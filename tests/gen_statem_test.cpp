@@ -3,11 +3,15 @@
 // calls, the three kinds of timeouts (on a virtual clock), stop, crashes,
 // and order under many senders.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <otpp/gen_statem.hpp>
@@ -496,4 +500,200 @@ TEST_CASE("gen_statem: many senders, postpones and state changes: each sender's 
   CHECK(out_of_order == 0);
   CHECK(ran.size() == static_cast<std::size_t>(senders * each));
   otpp::stop(m);
+}
+
+namespace {
+// A machine the test scripts: each `step` carries what the handler returns,
+// built with the (re-exported) transition and action functions.
+struct alpha {};
+struct beta {};
+class probe : public otpp::gen_statem<probe, alpha, beta> {
+ public:
+  using gen_statem::cancel_generic_timeout;
+  using gen_statem::event_timeout;
+  using gen_statem::generic_timeout;
+  using gen_statem::hibernate;
+  using gen_statem::keep_state;
+  using gen_statem::next_event;
+  using gen_statem::next_state;
+  using gen_statem::postpone;
+  using gen_statem::repeat_state;
+  using gen_statem::reply;
+  using gen_statem::state_timeout;
+  using gen_statem::stop_and_reply;
+  using gen_statem::update_event_timeout;
+
+  struct step {
+    std::function<transition(probe&)> fn;
+  };
+  struct ask {  // a call the script answers (or postpones, or keeps)
+    using reply_type = std::string;
+    std::function<transition(probe&, otpp::call_event<std::string>)> fn;
+  };
+  struct mark {
+    std::string text;
+  };
+  struct log {
+    using reply_type = std::vector<std::string>;
+  };
+
+  template <class S>
+  transition handle_event(S&, otpp::cast_event, step& s) {
+    return s.fn(*this);
+  }
+  template <class S>
+  transition handle_event(S&, otpp::call_event<std::string> c, ask& a) {
+    return a.fn(*this, c);
+  }
+  template <class S, class Kind>
+    requires(!std::is_same_v<Kind, otpp::enter_event>)
+  void handle_event(S&, Kind, const mark& m) {
+    seen.push_back(kind_name<Kind>() + " " + m.text + " in " + name<S>());
+  }
+  void handle_event(alpha&, otpp::enter_event) { seen.push_back("enter alpha"); }
+  void handle_event(beta&, otpp::enter_event) { seen.push_back("enter beta"); }
+  template <class S>
+  transition handle_event(S&, otpp::call_event<std::vector<std::string>> c, log) {
+    return keep_state(reply(c, seen));
+  }
+
+  template <class S>
+  static std::string name() {
+    return std::is_same_v<S, alpha> ? "alpha" : "beta";
+  }
+  template <class Kind>
+  static std::string kind_name() {
+    if constexpr (std::is_same_v<Kind, otpp::cast_event>) return "cast";
+    if constexpr (std::is_same_v<Kind, otpp::info_event>) return "info";
+    if constexpr (std::is_same_v<Kind, otpp::internal_event>) return "internal";
+    if constexpr (std::is_same_v<Kind, otpp::timeout_event>) return "timeout";
+    if constexpr (std::is_same_v<Kind, otpp::state_timeout_event>) return "state_timeout";
+    if constexpr (std::is_same_v<Kind, otpp::generic_timeout_event>) return "generic_timeout";
+    return "?";
+  }
+  std::vector<std::string> seen;
+  std::optional<otpp::reply_to<std::string>> kept;
+};
+
+std::vector<std::string> seen_by(const otpp::server<probe>& p) { return otpp::call(p, probe::log{}); }
+
+bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+}  // namespace
+
+TEST_CASE("gen_statem: next_event of cast and info kinds run as such, before the mailbox") {
+  auto p = otpp::start<probe>().value();
+  otpp::cast(p, probe::step{[](probe&) {
+               return probe::keep_state(probe::next_event(otpp::cast_event{}, probe::mark{"c"}),
+                                        probe::next_event(otpp::info_event{}, probe::mark{"i"}));
+             }});
+  otpp::send(p, probe::mark{"mailbox"});
+  CHECK(seen_by(p) == std::vector<std::string>{"enter alpha", "cast c in alpha", "info i in alpha", "info mailbox in alpha"});
+  otpp::stop(p);
+}
+
+TEST_CASE("gen_statem: a kept call is answered later from another thread; stop_and_reply answers, then the machine exits") {
+  auto p = otpp::start<probe>().value();
+  std::string later;
+  std::thread asker{[&] {
+    later = otpp::call(p, probe::ask{[](probe& m, otpp::call_event<std::string> c) {
+      m.kept = c.keep();  // no reply now
+      return probe::keep_state();
+    }});
+  }};
+  std::optional<otpp::reply_to<std::string>> kept;
+  REQUIRE(otpp_test::eventually([&] {
+    return otpp::call(p, probe::ask{[&kept](probe& m, otpp::call_event<std::string> c) {
+             if (m.kept) kept = std::exchange(m.kept, std::nullopt);
+             return probe::keep_state(probe::reply(c, kept ? "taken" : "not yet"));
+           }}) == "taken";
+  }));
+  std::thread other{[&] { kept->reply("later, from another thread"); }};
+  other.join();
+  asker.join();
+  CHECK(later == "later, from another thread");
+  otpp::exit_watch w{p.pid()};
+  CHECK(otpp::call(p, probe::ask{[](probe&, otpp::call_event<std::string> c) {
+          return probe::stop_and_reply(otpp::exit_reason::shutdown("done"), probe::reply(c, "bye"));
+        }}) == "bye");
+  auto r = w.wait(5s);
+  REQUIRE(r);
+  CHECK(*r == otpp::exit_reason::shutdown("done"));
+}
+
+TEST_CASE("gen_statem: absolute timeouts; update_event_timeout; a cancelled generic timeout never fires") {
+  otpp_test::virtual_runtime f;
+  auto p = f.rt.start<probe>().value();
+  const auto t0 = f.rt.now();
+  otpp::cast(p, probe::step{[t0](probe&) {
+               return probe::keep_state(probe::state_timeout(t0 + 30s, probe::mark{"abs"}),
+                                        probe::generic_timeout("g", 10s, probe::mark{"g"}));
+             }});
+  f.clock->settle();
+  otpp::cast(p, probe::step{[](probe&) { return probe::keep_state(probe::cancel_generic_timeout("g")); }});
+  f.clock->settle();
+  f.clock->advance(29s);
+  CHECK_FALSE(contains(seen_by(p), "state_timeout abs in alpha"));
+  CHECK_FALSE(contains(seen_by(p), "generic_timeout g in alpha"));
+  f.clock->advance(1s);
+  CHECK(contains(seen_by(p), "state_timeout abs in alpha"));
+
+  otpp::cast(p, probe::step{[](probe&) {
+               return probe::keep_state(probe::event_timeout(10s, probe::mark{"old"}), probe::update_event_timeout(probe::mark{"new"}));
+             }});
+  f.clock->settle();
+  f.clock->advance(10s);
+  const auto seen = seen_by(p);
+  CHECK(contains(seen, "timeout new in alpha"));
+  CHECK_FALSE(contains(seen, "timeout old in alpha"));
+  otpp::stop(p);
+}
+
+TEST_CASE("gen_statem: an event timeout set with an event queued never starts; a zero one runs before the mailbox") {
+  otpp_test::virtual_runtime f;
+  auto p = f.rt.start<probe>().value();
+  otpp::cast(p, probe::step{[](probe&) {
+               return probe::keep_state(probe::next_event(otpp::internal_event{}, probe::mark{"queued"}),
+                                        probe::event_timeout(5s, probe::mark{"never"}));
+             }});
+  f.clock->settle();
+  f.clock->advance(10s);
+  CHECK_FALSE(contains(seen_by(p), "timeout never in alpha"));
+  otpp::cast(p, probe::step{[](probe&) { return probe::keep_state(probe::event_timeout(0s, probe::mark{"zero"})); }});
+  otpp::send(p, probe::mark{"after"});
+  auto seen = seen_by(p);
+  auto at = [&](const std::string& e) { return std::find(seen.begin(), seen.end(), e) - seen.begin(); };
+  REQUIRE(contains(seen, "timeout zero in alpha"));
+  CHECK(at("timeout zero in alpha") < at("info after in alpha"));
+  otpp::stop(p);
+}
+
+TEST_CASE("gen_statem: postponed events wait through repeat_state and a next_state to the same state; a change retries them") {
+  auto p = otpp::start<probe>().value();
+  otpp::cast(p, probe::step{[](probe&) { return probe::keep_state(probe::postpone()); }});  // this step is postponed
+  otpp::cast(p, probe::step{[](probe&) { return probe::repeat_state(); }});
+  otpp::cast(p, probe::step{[](probe&) { return probe::next_state(alpha{}); }});
+  auto seen = seen_by(p);
+  CHECK(seen == std::vector<std::string>{"enter alpha", "enter alpha"});  // the repeat ran the enter call again
+  // The postponed step runs again on the change to beta: it postpones itself again.
+  otpp::cast(p, probe::step{[](probe&) { return probe::next_state(beta{}, probe::next_event(otpp::internal_event{}, probe::mark{"inserted"})); }});
+  seen = seen_by(p);
+  CHECK(std::vector<std::string>(seen.begin() + 2, seen.end()) == std::vector<std::string>{"enter beta", "internal inserted in beta"});
+  otpp::stop(p);
+}
+
+TEST_CASE("gen_statem: under a supervisor, a crashed machine is restarted in its first state") {
+  otpp_test::log_capture logs;
+  auto sup = otpp::start<otpp::supervisor>(std::vector<otpp::child_spec>{otpp::child<probe>(otpp::name("probe_machine"))},
+                                           otpp::supervisor_flags{})
+                 .value();
+  auto first = otpp::whereis<probe>("probe_machine");
+  REQUIRE(first);
+  otpp::cast(first, probe::step{[](probe&) { return probe::next_state(beta{}); }});
+  CHECK(seen_by(first).back() == "enter beta");
+  otpp::cast(first, probe::step{[](probe&) -> probe::transition { throw std::runtime_error("scripted crash"); }});
+  const otpp::pid again = otpp::testing::await_child(sup, "probe_machine", first.pid());
+  auto second = otpp::server_cast<probe>(again).value();
+  CHECK(seen_by(second) == std::vector<std::string>{"enter alpha"});
+  CHECK(logs.contains("scripted crash"));
+  otpp::stop(sup);
 }
