@@ -120,10 +120,11 @@ OTPP_FUNC std::size_t central_pool::release_locked() {
     for (const batch& b : lists_[c])
       for (free_block* f = b.head; f != nullptr; f = f->next)
         if (slab* s = slab_of(f)) ++s->free;
-  std::size_t released = 0;
-  bool any = false;
-  for (auto& s : slabs_) any = any || s.free == pool_batch(s.cls);
-  if (!any) return 0;
+  auto all_free = [](const slab& s) { return s.free == pool_slab_blocks(s.cls); };
+  if (std::none_of(slabs_.begin(), slabs_.end(), all_free)) return 0;
+  free_spaces_.reserve(free_spaces_.size() + slabs_.size());  // throws here, before anything changed
+  std::vector<slab> stay;
+  stay.reserve(slabs_.size());
   // Rebuild each class's lists from the blocks of slabs that stay.
   for (std::size_t c = 0; c < pool_classes; ++c) {
     std::vector<batch> kept;
@@ -132,7 +133,7 @@ OTPP_FUNC std::size_t central_pool::release_locked() {
       for (free_block* f = b.head; f != nullptr;) {
         free_block* next = f->next;
         slab* s = slab_of(f);
-        if (s == nullptr || s->free != pool_batch(s->cls)) {
+        if (s == nullptr || !all_free(*s)) {
           f->next = cur.head;
           cur.head = f;
           if (++cur.count == pool_batch(c)) {
@@ -146,44 +147,103 @@ OTPP_FUNC std::size_t central_pool::release_locked() {
     if (cur.count != 0) kept.push_back(cur);
     lists_[c] = std::move(kept);
   }
-  std::vector<slab> stay;
-  stay.reserve(slabs_.size());
+  std::size_t released = 0, block_bytes = 0;
   for (auto& s : slabs_) {
-    if (s.free == pool_batch(s.cls)) {
-      const std::size_t bytes = pool_class_size(s.cls) * pool_batch(s.cls);
-      ::operator delete(s.mem, std::align_val_t{cache_line});
-      released += bytes;
+    if (all_free(s)) {
+      (void)discard_pages(s.mem, pool_slab_bytes);
+      free_spaces_.push_back(s.mem);
+      released += pool_slab_bytes;
+      block_bytes += std::size_t{pool_slab_blocks(s.cls)} * pool_class_size(s.cls);
     } else {
       stay.push_back(s);
     }
   }
   slabs_ = std::move(stay);
-  free_bytes_.store(free_bytes_.load(std::memory_order_relaxed) - released, std::memory_order_relaxed);
+  unmap_free_regions();
+  free_bytes_.store(free_bytes_.load(std::memory_order_relaxed) - block_bytes, std::memory_order_relaxed);
   slab_bytes_.store(slab_bytes_.load(std::memory_order_relaxed) - released, std::memory_order_relaxed);
   return released;
 }
 
+OTPP_FUNC void central_pool::unmap_free_regions() {
+  std::sort(free_spaces_.begin(), free_spaces_.end());
+  auto region_of = [](const char* p) {
+    return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(p) & ~(std::uintptr_t{huge_page_bytes} - 1));
+  };
+  // Sorted, a region's free spaces are adjacent: all of them free is a run
+  // of pool_slabs_per_region.
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < free_spaces_.size();) {
+    char* region = region_of(free_spaces_[i]);
+    std::size_t j = i;
+    while (j < free_spaces_.size() && region_of(free_spaces_[j]) == region) ++j;
+    if (j - i == pool_slabs_per_region) {
+      unmap_huge_region(region, huge_page_bytes);
+      regions_.erase(std::find(regions_.begin(), regions_.end(), region));
+    } else {
+      for (; i < j; ++i) free_spaces_[out++] = free_spaces_[i];
+    }
+    i = j;
+  }
+  free_spaces_.resize(out);
+}
+
 OTPP_FUNC central_pool::batch central_pool::carve(std::size_t c) {
   const std::size_t size = pool_class_size(c);
-  const std::uint32_t n = pool_batch(c);
-  // 64-byte aligned slabs: blocks of a class whose size is a multiple of 64
-  // are then cache-line aligned (process objects rely on it, see process_base).
-  auto* mem = static_cast<char*>(::operator new(size * n, std::align_val_t{cache_line}));
-  try {
+  const std::uint32_t n = pool_slab_blocks(c);
+  const std::uint32_t per_batch = pool_batch(c);
+  const std::uint32_t batches = (n + per_batch - 1) / per_batch;
+  std::vector<batch> rest;
+  rest.reserve(batches - 1);  // a throw here changes nothing
+  char* mem = nullptr;
+  {
     std::lock_guard lock{mutex_};
+    slabs_.reserve(slabs_.size() + 1);
+    if (free_spaces_.empty()) {
+      regions_.reserve(regions_.size() + 1);
+      free_spaces_.reserve(pool_slabs_per_region);
+      char* region = static_cast<char*>(map_huge_region(huge_page_bytes));
+      regions_.push_back(region);
+      // Handed out from the low end, so a small program touches one region front to back.
+      for (std::size_t i = pool_slabs_per_region; i-- > 0;) free_spaces_.push_back(region + i * pool_slab_bytes);
+    }
+    mem = free_spaces_.back();
+    free_spaces_.pop_back();
     slabs_.push_back(slab{mem, static_cast<std::uint32_t>(c)});
-    slab_bytes_.store(slab_bytes_.load(std::memory_order_relaxed) + size * n, std::memory_order_relaxed);
-  } catch (...) {
-    ::operator delete(mem, std::align_val_t{cache_line});
-    throw;
+    slab_bytes_.store(slab_bytes_.load(std::memory_order_relaxed) + pool_slab_bytes, std::memory_order_relaxed);
   }
-  free_block* head = nullptr;
-  for (std::uint32_t i = n; i-- > 0;) {
-    auto* b = reinterpret_cast<free_block*>(mem + i * size);
-    b->next = head;
-    head = b;
+  // The blocks are threaded outside the lock: first touch of the pages is the slow part.
+  auto block = [&](std::uint32_t i) { return reinterpret_cast<free_block*>(mem + i * size); };
+  batch first{nullptr, 0};
+  free_block* first_tail = nullptr;
+  for (std::uint32_t k = 0; k < batches; ++k) {
+    const std::uint32_t lo = k * per_batch, hi = std::min(n, lo + per_batch);
+    for (std::uint32_t i = lo; i + 1 < hi; ++i) block(i)->next = block(i + 1);
+    block(hi - 1)->next = nullptr;
+    if (k == 0) {
+      first = {block(lo), hi - lo};
+      first_tail = block(hi - 1);
+    } else {
+      rest.push_back({block(lo), hi - lo});
+    }
   }
-  return {head, n};
+  if (!rest.empty()) {
+    std::lock_guard lock{mutex_};
+    std::size_t bytes = 0;
+    for (const batch& b : rest) {
+      try {
+        lists_[c].push_back(b);
+        bytes += std::size_t{b.count} * size;
+      } catch (...) {
+        // No room in the list: the caller's batch takes these blocks too.
+        first_tail->next = b.head;
+        first_tail = block(static_cast<std::uint32_t>((reinterpret_cast<char*>(b.head) - mem) / size) + b.count - 1);
+        first.count += b.count;
+      }
+    }
+    free_bytes_.store(free_bytes_.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
+  }
+  return first;
 }
 
 }  // namespace otpp::detail

@@ -13,12 +13,17 @@
 // Under AddressSanitizer every request goes to operator new, so ASan sees each
 // node's lifetime exactly (use-after-free in message handling stays visible).
 //
+// Slabs are 16 KiB spaces cut from 2 MiB regions mapped with huge pages
+// advised (huge_pages.hpp): a burst of a million messages or timers then
+// takes a few hundred page faults instead of tens of thousands.
+//
 // After a spike (a mailbox backlog that drained) the central lists can hold
 // gigabytes of free blocks. release_free_slabs() gives back to the system
-// every slab whose blocks are all free in the central lists; workers call it
-// as they go idle once more than `pool_release_threshold` bytes sit free
-// there. Slabs some block of which is still in use, or cached by a thread,
-// stay.
+// every slab whose blocks are all free in the central lists (its pages are
+// discarded, its space kept for the next slab; a region all of whose spaces
+// are free is unmapped); workers call it as they go idle once more than
+// `pool_release_threshold` bytes sit free there. Slabs some block of which
+// is still in use, or cached by a thread, stay.
 //
 // Out of memory: pool_allocate throws std::bad_alloc like operator new.
 
@@ -32,6 +37,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "huge_pages.hpp"
 #include "platform.hpp"
 
 #if defined(__GLIBC__)
@@ -44,6 +50,8 @@ inline constexpr std::size_t pool_granule = 16;
 inline constexpr std::size_t pool_max_size = 512;
 inline constexpr std::size_t pool_classes = pool_max_size / pool_granule;
 inline constexpr std::size_t pool_release_threshold = std::size_t{64} << 20;
+inline constexpr std::size_t pool_slab_bytes = 16384;
+inline constexpr std::size_t pool_slabs_per_region = huge_page_bytes / pool_slab_bytes;
 
 struct free_block {
   free_block* next;
@@ -51,6 +59,9 @@ struct free_block {
 
 constexpr std::size_t pool_class_of(std::size_t n) noexcept { return (n - 1) / pool_granule; }
 constexpr std::size_t pool_class_size(std::size_t c) noexcept { return (c + 1) * pool_granule; }
+constexpr std::uint32_t pool_slab_blocks(std::size_t c) noexcept {
+  return static_cast<std::uint32_t>(pool_slab_bytes / pool_class_size(c));
+}
 constexpr std::uint32_t pool_batch(std::size_t c) noexcept {
   std::size_t by_bytes = 16384 / pool_class_size(c);
   return static_cast<std::uint32_t>(by_bytes < 16 ? 16 : (by_bytes > 128 ? 128 : by_bytes));
@@ -97,11 +108,17 @@ class central_pool {
 
   std::size_t release_locked();
 
+  // A new slab of class c: its first batch is returned, the rest join the list.
   batch carve(std::size_t c);
+
+  // Unmaps every region all of whose spaces are free.
+  void unmap_free_regions();
 
   std::mutex mutex_;
   std::vector<batch> lists_[pool_classes];
   std::vector<slab> slabs_;  // keeps every slab reachable
+  std::vector<char*> regions_;
+  std::vector<char*> free_spaces_;  // slab-sized spaces of the regions, untouched or discarded
   std::atomic<std::size_t> free_bytes_{0};  // written under mutex_
   std::atomic<std::size_t> slab_bytes_{0};
 };
@@ -189,7 +206,7 @@ inline void pool_release_if_idle_and_large() noexcept {
     if (now - last < 1000 || !last_pass.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
     if (central.release_free_slabs() > 0) {
 #if defined(__GLIBC__)
-      ::malloc_trim(0);  // the slabs went back to malloc; this takes them back to the system
+      ::malloc_trim(0);  // blocks over pool_max_size came from malloc: take its free memory back too
 #endif
     }
   }

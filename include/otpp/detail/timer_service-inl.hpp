@@ -38,7 +38,7 @@ OTPP_FUNC void timer_service::clear() noexcept {
 }
 
 OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox_index) noexcept {
-  inbox_user user{inboxes_[inbox_index]};
+  inbox_user user{inboxes_[inbox_index], inbox_index == outsider_inbox()};
   if (stopping_.load(std::memory_order_seq_cst)) {
     t->state.store(done, std::memory_order_relaxed);
     t->release();
@@ -77,7 +77,7 @@ OTPP_FUNC std::optional<std::chrono::nanoseconds> timer_service::cancel(timer_no
     if (s != pending) return std::nullopt;
     if (!t->state.compare_exchange_weak(s, cancelled, std::memory_order_acq_rel)) continue;
     // Ours: the owner thread will unlink and free it; after stop(), clear() does.
-    inbox_user user{inboxes_[inbox_index]};
+    inbox_user user{inboxes_[inbox_index], inbox_index == outsider_inbox()};
     if (stopping_.load(std::memory_order_seq_cst)) return std::nullopt;
     t->add_ref();
     auto& top = inboxes_[inbox_index].cancels;

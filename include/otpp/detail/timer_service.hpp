@@ -189,17 +189,24 @@ class timer_service final : public clock_listener {
     std::atomic<std::uint32_t> users{0};  // schedules and cancels in progress
   };
 
-  // Counts a thread in while it may push onto an inbox (Dekker with clear():
-  // the count is raised before stopping_ is read).
+  // Counts an outside thread in while it may push onto the outsiders' inbox
+  // (Dekker with clear(): the count is raised before stopping_ is read). A
+  // worker slot's inbox needs no count, and its pushes no locked increment
+  // and decrement: clear() runs only once every worker thread has been
+  // joined (or from the runtime's destructor, after its last thread ended).
   class inbox_user {
    public:
-    explicit inbox_user(inbox& i) noexcept : i_{i} { i_.users.fetch_add(1, std::memory_order_seq_cst); }
-    ~inbox_user() { i_.users.fetch_sub(1, std::memory_order_release); }
+    inbox_user(inbox& i, bool outsider) noexcept : i_{outsider ? &i : nullptr} {
+      if (i_) i_->users.fetch_add(1, std::memory_order_seq_cst);
+    }
+    ~inbox_user() {
+      if (i_) i_->users.fetch_sub(1, std::memory_order_release);
+    }
     inbox_user(const inbox_user&) = delete;
     inbox_user& operator=(const inbox_user&) = delete;
 
    private:
-    inbox& i_;
+    inbox* i_;
   };
 
   // A deadline's tick: the first boundary at or after it.
