@@ -59,8 +59,9 @@
 //   statem_call_ns      sequential calls to that machine from a process
 //                       (co_await async_call; "#": a blocking call)
 //   timer_rearm_ns      a gen_statem re-arming its event timeout (5 s later
-//                       each time) on every one of 10M casts, minus the same
-//                       casts with no timeout (ns per cast)
+//                       each time) on every one of 2M queued casts, minus
+//                       the same casts with no timeout (ns per cast; best
+//                       of three alternating rounds)
 //   supervisor_restart  a one_for_one supervisor with one named child; a
 //                       process kills the child and waits for the
 //                       replacement (registered before its init runs) to
@@ -1098,6 +1099,11 @@ struct rearm_state {};
 class rearmer : public otpp::gen_statem<rearmer, rearm_state> {
  public:
   struct poke {};
+  // Holds the machine until the casts are queued, so that the timed part is
+  // the machine working through its mailbox, not the sender's pace.
+  struct hold {
+    std::atomic<bool>* go;
+  };
   struct count {
     using reply_type = long;
   };
@@ -1108,6 +1114,7 @@ class rearmer : public otpp::gen_statem<rearmer, rearm_state> {
     if (arm_) return keep_state(event_timeout(std::chrono::seconds(5), quiet{}));
     return keep_state();
   }
+  void handle_event(rearm_state&, otpp::cast_event, hold h) { h.go->wait(false); }
   void handle_event(rearm_state&, otpp::timeout_event, quiet) {}
   transition handle_event(rearm_state&, otpp::call_event<long> c, count) { return keep_state(reply(c, n_)); }
 
@@ -1117,21 +1124,30 @@ class rearmer : public otpp::gen_statem<rearmer, rearm_state> {
 };
 
 void timer_rearm(otpp::runtime& rt) {
-  const long n = 10'000'000 / static_cast<long>(scale);
+  const long n = 2'000'000 / static_cast<long>(scale);
   auto per_cast = [&](bool arm) {
     auto m = rt.start<rearmer>(arm).value();
     for (long k = 0; k < 100'000; ++k) otpp::cast(m, rearmer::poke{});
     (void)otpp::call(m, rearmer::count{});
-    auto t0 = clk::now();
+    std::atomic<bool> go{false};
+    otpp::cast(m, rearmer::hold{&go});
     for (long k = 0; k < n; ++k) otpp::cast(m, rearmer::poke{});
+    auto t0 = clk::now();
+    go.store(true);
+    go.notify_one();
     (void)otpp::call(m, rearmer::count{});
     const double ns = seconds_since(t0) * 1e9 / static_cast<double>(n);
     otpp::stop(m);
     return ns;
   };
-  const double plain = per_cast(false);
-  const double armed = per_cast(true);
-  std::printf("# timer_rearm: %.1f ns per cast re-arming, %.1f ns without a timeout\n", armed, plain);
+  // Alternating rounds, the best of each: the difference is a few ns, the
+  // machine's noise more.
+  double plain = 1e9, armed = 1e9;
+  for (int round = 0; round < 3; ++round) {
+    plain = std::min(plain, per_cast(false));
+    armed = std::min(armed, per_cast(true));
+  }
+  std::printf("# timer_rearm: %.1f ns per queued cast re-arming, %.1f ns without a timeout\n", armed, plain);
   figure("timer_rearm_ns", armed - plain, "ns");
 }
 

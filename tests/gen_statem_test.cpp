@@ -568,14 +568,17 @@ std::vector<std::string> seen_by(const otpp::server<probe>& p) { return otpp::ca
 bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 }  // namespace
 
-TEST_CASE("gen_statem: next_event of cast and info kinds run as such, before the mailbox") {
+TEST_CASE("gen_statem: next_event of cast and info kinds run as such, before the mailbox; a transition takes any number of actions") {
   auto p = otpp::start<probe>().value();
   otpp::cast(p, probe::step{[](probe&) {
                return probe::keep_state(probe::next_event(otpp::cast_event{}, probe::mark{"c"}),
-                                        probe::next_event(otpp::info_event{}, probe::mark{"i"}));
+                                        probe::next_event(otpp::info_event{}, probe::mark{"i"}),
+                                        probe::next_event(otpp::cast_event{}, probe::mark{"c2"}),
+                                        probe::next_event(otpp::info_event{}, probe::mark{"i2"}));
              }});
   otpp::send(p, probe::mark{"mailbox"});
-  CHECK(seen_by(p) == std::vector<std::string>{"enter alpha", "cast c in alpha", "info i in alpha", "info mailbox in alpha"});
+  CHECK(seen_by(p) == std::vector<std::string>{"enter alpha", "cast c in alpha", "info i in alpha", "cast c2 in alpha",
+                                               "info i2 in alpha", "info mailbox in alpha"});
   otpp::stop(p);
 }
 

@@ -64,6 +64,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -191,9 +192,23 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   class action {
    public:
     /// Moves: an action is made once and handed on.
-    action(action&&) noexcept = default;
+    action(action&& o) noexcept
+        : kind{o.kind}, timer{o.timer}, absolute{o.absolute}, ns{o.ns}, content{std::move(o.content)}, run{o.run}, type{o.type} {
+      if (!o.name.empty()) name = std::move(o.name);  // only generic timeouts have one: spare the call
+    }
     /// Moves.
-    action& operator=(action&&) noexcept = default;
+    action& operator=(action&& o) noexcept {
+      kind = o.kind;
+      timer = o.timer;
+      absolute = o.absolute;
+      ns = o.ns;
+      name = std::move(o.name);
+      content = std::move(o.content);
+      run = o.run;
+      type = o.type;
+      return *this;
+    }
+    ~action() = default;
 
    private:
     friend class gen_statem;
@@ -214,7 +229,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
    public:
     /// Moves: a transition is returned by value.
     transition(transition&& o) noexcept
-        : step{o.step}, next{std::move(o.next)}, reason{std::move(o.reason)}, more_actions{std::move(o.more_actions)} {
+        : step{o.step}, next{std::move(o.next)}, rare{std::move(o.rare)} {
       for (; inline_count < o.inline_count; ++inline_count)
         ::new (static_cast<void*>(&inline_actions[inline_count].a)) action(std::move(o.inline_actions[inline_count].a));
     }
@@ -241,13 +256,15 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
         ::new (static_cast<void*>(&inline_actions[inline_count].a)) action(std::move(a));
         ++inline_count;
       } else {
-        more_actions.push_back(std::move(a));
+        if (!rare) rare = std::make_unique<rare_part>();
+        rare->more_actions.push_back(std::move(a));
       }
     }
     template <class F>
     void each(F&& f) {
       for (std::size_t i = 0; i < inline_count; ++i) f(inline_actions[i].a);
-      for (action& a : more_actions) f(a);
+      if (rare)
+        for (action& a : rare->more_actions) f(a);
     }
     union inline_slot {
       inline_slot() noexcept {}
@@ -255,11 +272,18 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       action a;
     };
 
+    // What most transitions lack, behind one pointer: building and dropping
+    // a transition is on every event's path.
+    struct rare_part {
+      exit_reason reason;
+      std::vector<action> more_actions;
+    };
+    [[nodiscard]] exit_reason take_reason() noexcept { return rare ? std::move(rare->reason) : exit_reason{}; }
+
     static constexpr std::size_t inline_capacity = 2;
     detail::statem_step step;
     std::optional<state_type> next;
-    exit_reason reason;
-    std::vector<action> more_actions;
+    std::unique_ptr<rare_part> rare;
     std::size_t inline_count = 0;
     inline_slot inline_actions[inline_capacity];
   };
@@ -327,7 +351,8 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   /// Exit with `reason` (terminate runs).
   [[nodiscard]] static transition stop(exit_reason reason = {}) {
     transition t{detail::statem_step::stop};
-    t.reason = std::move(reason);
+    t.rare = std::make_unique<typename transition::rare_part>();
+    t.rare->reason = std::move(reason);
     return t;
   }
   /// Send the replies, then exit with `reason`.
@@ -495,7 +520,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     a.timer = which;
     a.absolute = absolute;
     a.ns = ns;
-    a.name = std::move(name);
+    if (!name.empty()) a.name = std::move(name);  // only generic timeouts have one
     if (a.kind == detail::statem_action_kind::set_timer) {
       a.content.template emplace<T>(std::forward<M>(msg));
       a.run = &deliver<Kind, T>;
@@ -507,7 +532,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     action a;
     a.kind = detail::statem_action_kind::cancel_timer;
     a.timer = which;
-    a.name = std::move(name);
+    if (!name.empty()) a.name = std::move(name);
     return a;
   }
   template <class Kind, class M>
@@ -600,7 +625,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
         if (a.kind == detail::statem_action_kind::reply) a.run(*this, a.content, {});
       });
       stopped_ = true;
-      gen_server<Impl>::stop(std::move(t.reason));
+      gen_server<Impl>::stop(t.take_reason());
       return;
     }
     bool postponing = false;
@@ -847,8 +872,9 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       }
     }
     if (t.step == detail::statem_step::stop) {
-      gen_server<Impl>::stop(t.reason);
-      return init_result{init_result::kind::stop, std::move(t.reason)};
+      exit_reason reason = t.take_reason();
+      gen_server<Impl>::stop(reason);
+      return init_result{init_result::kind::stop, std::move(reason)};
     }
     if (t.step == detail::statem_step::next) state_ = std::move(*t.next);
     // The first state's enter call runs as if the machine had changed into it.
