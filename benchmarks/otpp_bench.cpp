@@ -62,6 +62,11 @@
 //                       each time) on every one of 2M queued casts, minus
 //                       the same casts with no timeout (ns per cast; best
 //                       of three alternating rounds)
+//   mailbox_overload_info_max_ms / mailbox_overload_rss_mb
+//                       two threads cast flat out at a 1 us handler behind a
+//                       bounded mailbox (10k, drop_oldest) for 3 s: the
+//                       slowest sys::info asked every 10 ms meanwhile, and
+//                       the RSS growth ("#": sent, handled, dropped)
 //   supervisor_restart  a one_for_one supervisor with one named child; a
 //                       process kills the child and waits for the
 //                       replacement (registered before its init runs) to
@@ -1151,6 +1156,95 @@ void timer_rearm(otpp::runtime& rt) {
   figure("timer_rearm_ns", armed - plain, "ns");
 }
 
+// -- overload ---------------------------------------------------------------------
+
+// A server whose handler takes about a microsecond.
+class slow_sink : public otpp::gen_server<slow_sink> {
+ public:
+  struct work {};
+  struct count {
+    using reply_type = long;
+  };
+  void handle_cast(work) {
+    ++n_;
+    const auto until = clk::now() + std::chrono::microseconds(1);
+    while (clk::now() < until) {
+    }
+  }
+  long handle_call(count) { return n_; }
+
+ private:
+  long n_ = 0;
+};
+
+// Two threads cast as fast as they can at a 1 us handler behind a bounded
+// mailbox (10k, drop_oldest); a third asks sys::info every 10 ms and the
+// RSS is sampled. Every message sent is handled or counted dropped.
+void mailbox_overload(otpp::runtime& rt) {
+  const auto run_for = std::chrono::milliseconds(3000 / static_cast<long>(scale));
+  const long rss0 = rss_bytes();
+  auto s = rt.start<slow_sink>(otpp::bounded_mailbox(10'000, otpp::overflow::drop_oldest)).value();
+  std::atomic<bool> stop{false};
+  std::atomic<long> sent{0};
+  std::vector<std::thread> senders;
+  for (int k = 0; k < 2; ++k) {
+    senders.emplace_back([&] {
+      long n = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        for (int i = 0; i < 256; ++i) otpp::cast(s, slow_sink::work{});
+        n += 256;
+      }
+      sent += n;
+    });
+  }
+  double info_max_ms = 0, info_sum_ms = 0, stats_sum_ms = 0;
+  long infos = 0, info_failed = 0, rss_max = rss0, stats_asked = 0;
+  std::size_t longest_queue = 0;
+  const auto t0 = clk::now();
+  while (clk::now() - t0 < run_for) {
+    if (infos % 10 == 5) {
+      // For comparison, a request that waits its turn behind the backlog.
+      const auto a = clk::now();
+      if (otpp::sys::statistics(s.pid(), std::chrono::seconds(1))) {
+        stats_sum_ms += std::chrono::duration<double, std::milli>(clk::now() - a).count();
+        ++stats_asked;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the sampling period, not a synchronisation
+    const auto a = clk::now();
+    auto info = otpp::sys::info(s.pid(), std::chrono::seconds(1));
+    const double ms = std::chrono::duration<double, std::milli>(clk::now() - a).count();
+    if (info) {
+      info_max_ms = std::max(info_max_ms, ms);
+      info_sum_ms += ms;
+      ++infos;
+      longest_queue = std::max(longest_queue, info->mailbox_length);
+    } else {
+      ++info_failed;
+    }
+    rss_max = std::max(rss_max, rss_bytes());
+  }
+  stop = true;
+  for (auto& t : senders) t.join();
+  // Drained: everything sent is handled or dropped by now.
+  while (otpp::sys::peek(s.pid()).message_queue_len != 0) std::this_thread::yield();
+  const long handled = otpp::call(s, slow_sink::count{});
+  const auto dropped = otpp::sys::peek(s.pid()).dropped;
+  const long total = sent.load();
+  std::printf("# mailbox_overload: %.1f s, sent %ld, handled %ld, dropped %llu (%s); longest queue seen %zu; "
+              "sys::info %ld times, mean %.3f ms, max %.3f ms, %ld failed; sys::statistics (behind the queue) "
+              "mean %.3f ms; RSS +%.1f MB at most\n",
+              std::chrono::duration<double>(run_for).count(), total, handled,
+              static_cast<unsigned long long>(dropped),
+              handled + static_cast<long>(dropped) == total ? "every message accounted for" : "MISMATCH", longest_queue,
+              infos, infos ? info_sum_ms / static_cast<double>(infos) : 0.0, info_max_ms, info_failed,
+              stats_asked ? stats_sum_ms / static_cast<double>(stats_asked) : 0.0,
+              static_cast<double>(rss_max - rss0) / 1e6);
+  figure("mailbox_overload_info_max_ms", info_max_ms, "ms");
+  figure("mailbox_overload_rss_mb", static_cast<double>(rss_max - rss0) / 1e6, "MB");
+  otpp::stop(s);
+}
+
 // -- tables (ETS) ------------------------------------------------------------------
 
 // Runs fn(i) in `procs` processes at once (ets.exs's parallel/2): wall seconds
@@ -1344,6 +1438,7 @@ int main(int argc, char** argv) {
   run(want("statem_transitions") || want("statem_call_ns"), "statem", statem_bench);
   run(want("timer_rearm_ns"), "timer_rearm_ns", timer_rearm);
   run(want("supervisor_restart"), "supervisor_restart", supervisor_restart);
+  run(want("mailbox_overload_info_max_ms") || want("mailbox_overload_rss_mb"), "mailbox_overload", mailbox_overload);
   run(want("dynsup_start_100k"), "dynsup_start_100k", dynsup_start);
   run(want("demonitor_200k"), "demonitor_200k", demonitor_many);
   run(std::any_of(wanted.begin(), wanted.end(), [](const std::string& w) { return w.rfind("ets_", 0) == 0; }) || wanted.empty(),

@@ -6,7 +6,7 @@ Every header gets a level: one more than the highest header it includes
 own -inl.hpp in header-only mode, are the {fmt} pattern and not edges).
 Fails if the graph has a cycle, or if a detail/ header includes a public
 header that is not at the bottom of the stack (the value types, version,
-log, clock, runtime_config, table_options) - except detail/supervision.hpp, the machinery
+log, clock, runtime_config, table_options, telemetry, mailbox) - except detail/supervision.hpp, the machinery
 both supervisors share, which is built on the public API and sits on top.
 
   python3 scripts/include_graph.py [--print]
@@ -17,7 +17,8 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "include")
 BOTTOM = {"otpp/version.hpp", "otpp/log.hpp", "otpp/exit_reason.hpp", "otpp/pid.hpp",
-          "otpp/clock.hpp", "otpp/runtime_config.hpp", "otpp/table_options.hpp"}
+          "otpp/clock.hpp", "otpp/runtime_config.hpp", "otpp/table_options.hpp",
+          "otpp/telemetry.hpp", "otpp/mailbox.hpp"}
 ABOVE_PUBLIC = {"otpp/detail/supervision.hpp"}
 inc = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 

@@ -375,7 +375,7 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
   const std::int64_t due = tls().current != nullptr && timeout != steady::duration::max()
                                ? timer_due_after_ns(*tls().current->rt(), clamp_delay(timeout))
                                : no_deadline_ns;
-  p->enqueue(node);
+  (void)p->offer(node, true);  // a full bounded mailbox fails it at once (mailbox_full)
   return pending_call_access::sent<R, Throws>(slot, timeout, due, p->id(), type_name<Impl>(), type_name<Q>(), p->rt());
 }
 

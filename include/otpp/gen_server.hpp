@@ -57,6 +57,7 @@
 #include "detail/process_base.hpp"
 #include "detail/runtime_core.hpp"
 #include "exit_reason.hpp"
+#include "mailbox.hpp"
 #include "process.hpp"
 #include "runtime.hpp"
 
@@ -519,6 +520,9 @@ struct handler_node final : message_node {
   Msg msg;
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
     auto* self = static_cast<handler_node*>(n);
+    if constexpr (!std::is_same_v<Kind, continue_kind>) {
+      if (op == msg_op::invoke && p.evict_taken(false)) op = msg_op::discard;  // overflow::drop_oldest
+    }
     if (op == msg_op::invoke) {
       try {
         run_callback(
@@ -623,6 +627,11 @@ struct call_node final : message_node {
 
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
     auto* self = static_cast<call_node*>(n);
+    if (op == msg_op::invoke && p.evict_taken(true)) {  // overflow::drop_oldest
+      static const exit_reason full = exit_reason::mailbox_full();
+      op = msg_op::discard;
+      why = &full;
+    }
     if (op == msg_op::invoke) {
       Impl& impl = impl_of<Impl>(p);
       try {
@@ -792,6 +801,7 @@ struct local_registration {
 /// Start options other than the name.
 struct start_options {
   std::int64_t hibernate_after = -1;  // ns; negative: never
+  std::optional<bounded_mailbox_t> mailbox;  // unbounded if empty
   steady::duration start_timeout = steady::duration::max();  // infinity: init runs on the starter's stack
 };
 
@@ -869,6 +879,16 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
   if (rt.closed()) return exit_reason::shutdown("runtime stopped");
   process_base* const parent = link ? tls().current : nullptr;
   auto* p = process_of<Impl>::allocate(&rt);
+  if (opts.mailbox) {
+    // Before the process can be seen (registered, named): senders read the bound unsynchronised.
+    try {
+      p->set_bound(*opts.mailbox);
+    } catch (...) {
+      rt.register_process(p);  // the way every unstarted process goes
+      discard_unstarted(p);
+      throw;
+    }
+  }
   rt.register_process(p);
   // The name is registered before the Impl exists: on a clash no user code runs.
   std::optional<exit_reason> refused;
@@ -938,7 +958,8 @@ struct start_timeout_t {
 namespace detail {
 template <class T>
 inline constexpr bool is_start_option = std::is_same_v<T, name_t> || std::is_same_v<T, named_t> ||
-                                        std::is_same_v<T, hibernate_after_t> || std::is_same_v<T, start_timeout_t>;
+                                        std::is_same_v<T, hibernate_after_t> || std::is_same_v<T, start_timeout_t> ||
+                                        std::is_same_v<T, bounded_mailbox_t>;
 
 // A via (otpp::via, registry.hpp) registers the new process itself; its
 // register_for is private, reached through here.
@@ -961,6 +982,12 @@ template <class Impl, class Registrar, class... Args>
 result<server<Impl>> start_opts(runtime_core& rt, bool link, start_options o, Registrar&& r, hibernate_after_t h,
                                 Args&&... args) {
   o.hibernate_after = idle_ns(h.value);
+  return start_opts<Impl>(rt, link, o, std::forward<Registrar>(r), std::forward<Args>(args)...);
+}
+template <class Impl, class Registrar, class... Args>
+result<server<Impl>> start_opts(runtime_core& rt, bool link, start_options o, Registrar&& r, bounded_mailbox_t m,
+                                Args&&... args) {
+  o.mailbox = m;
   return start_opts<Impl>(rt, link, o, std::forward<Registrar>(r), std::forward<Args>(args)...);
 }
 template <class Impl, class Registrar, class... Args>
@@ -1207,6 +1234,35 @@ void send(const server<Impl>& s, Msg&& msg) {
   } else {
     static_assert(detail::always_false<Impl, M>,
                   "otpp::send: the server has no handle_info overload for this message type");
+  }
+}
+
+/// As cast, and says whether the message was queued: mailbox_full when the
+/// server's bounded mailbox refused it (otpp::bounded_mailbox), noproc when
+/// the handle is empty or the server is dead.
+template <class Impl, class Msg>
+result<void> try_cast(const server<Impl>& s, Msg&& msg) {
+  using M = std::remove_cvref_t<Msg>;
+  if constexpr (handles_cast<Impl, M>) {
+    return detail::try_post<detail::cast_node<Impl, M>>(s.pid(), std::forward<Msg>(msg));
+  } else {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::try_cast: the server has no handle_cast overload for this message type");
+    return {};
+  }
+}
+
+/// As send to a server, and says whether the message was queued
+/// (mailbox_full, noproc: see try_cast).
+template <class Impl, class Msg>
+result<void> try_send(const server<Impl>& s, Msg&& msg) {
+  using M = std::remove_cvref_t<Msg>;
+  if constexpr (handles_info<Impl, M>) {
+    return detail::try_post<detail::info_node<Impl, M>>(s.pid(), std::forward<Msg>(msg));
+  } else {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::try_send: the server has no handle_info overload for this message type");
+    return {};
   }
 }
 

@@ -921,6 +921,7 @@ init_result run_statem_init(Impl& impl) {
 template <class Impl>
 struct statem_tick_node final : message_node {
   explicit statem_tick_node(statem_tick t) noexcept : tick{t} { fn = &handle; }
+  static constexpr bool runtime_message = true;  // a bounded mailbox never refuses a timeout
   statem_tick tick;
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
     auto* self = static_cast<statem_tick_node*>(n);

@@ -47,7 +47,10 @@ class process_identity {
     // acq_rel: the freeing thread must see all writes of the other owners.
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) last_reference_gone();
   }
-  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_ & ~bounded_flag; }
+  /// Whether the process has a bounded mailbox: senders read it on the line
+  /// they touch anyway, so an unbounded send pays one test for the feature.
+  [[nodiscard]] bool bounded() const noexcept { return (id_ & bounded_flag) != 0; }
   [[nodiscard]] bool alive() const noexcept { return (state_.load(std::memory_order_acquire) & dead) == 0; }
 
  protected:
@@ -61,7 +64,8 @@ class process_identity {
   // (see process_base for the rest).
   std::atomic<std::uint32_t> state_{scheduled};  // 8: run state; born owned by its starter
   std::atomic<std::uint32_t> refs_{1};           // 12
-  std::uint64_t id_ = 0;                         // 16: set when the runtime registers it
+  std::uint64_t id_ = 0;                         // 16: set when the runtime registers it; top bit: bounded
+  static constexpr std::uint64_t bounded_flag = std::uint64_t{1} << 63;
 };
 
 /// Erlang's `<0.ID.0>`, without going through fmt (one formatter for pids,

@@ -57,7 +57,7 @@ struct untyped_node final : untyped_node_base {
 
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
     auto* self = static_cast<untyped_node*>(n);
-    if (op == msg_op::invoke) p.dispatch_untyped(self);
+    if (op == msg_op::invoke && !p.evict_taken(false)) p.dispatch_untyped(self);  // else overflow::drop_oldest
     free_node(self);
   }
 };
@@ -69,7 +69,19 @@ template <class Node, class Msg>
 void post(const pid& to, Msg&& msg) {
   process_base* p = pid_access::get(to);
   if (p == nullptr) return;
-  p->enqueue(make_node<Node>(std::forward<Msg>(msg)));
+  (void)p->offer(make_node<Node>(std::forward<Msg>(msg)), false);
+}
+/// As post, reporting the outcome: ok, mailbox_full or noproc.
+template <class Node, class Msg>
+result<void> try_post(const pid& to, Msg&& msg) {
+  process_base* p = pid_access::get(to);
+  if (p == nullptr) return exit_reason::noproc();
+  switch (p->offer(make_node<Node>(std::forward<Msg>(msg)), false)) {
+    case offer_result::queued: return {};
+    case offer_result::full: return exit_reason::mailbox_full();
+    case offer_result::dead: break;
+  }
+  return exit_reason::noproc();
 }
 }  // namespace detail
 
@@ -106,6 +118,14 @@ class message {
 template <class Msg>
 void send(const pid& to, Msg&& msg) {
   detail::post<detail::untyped_node<std::remove_cvref_t<Msg>>>(to, std::forward<Msg>(msg));
+}
+
+/// As send, and says whether the message was queued: mailbox_full when the
+/// process's bounded mailbox refused it (otpp::bounded_mailbox), noproc when
+/// the pid is empty or the process is dead.
+template <class Msg>
+result<void> try_send(const pid& to, Msg&& msg) {
+  return detail::try_post<detail::untyped_node<std::remove_cvref_t<Msg>>>(to, std::forward<Msg>(msg));
 }
 
 /// The process holding a name, from an already_started start error (empty

@@ -5,7 +5,8 @@
 // Everything that reads a process's own data runs on that process (a system
 // request handled between its messages, or inline when it is idle), so it
 // sees a consistent state and never races the process; under a backlog it
-// waits its turn. peek() and is_hibernating() are the exception: they read
+// waits its turn, except info(), which goes ahead of the queued messages.
+// peek() and is_hibernating() are the exception: they read
 // what the process publishes, at once, without a message (Erlang's
 // process_info(Pid, [status, message_queue_len])). A visitor or mutator
 // that throws fails the request with the exception and leaves the process
@@ -57,6 +58,8 @@ struct process_snapshot {
   };
   status_t status = status_t::exited;  ///< See status_t.
   std::size_t message_queue_len = 0;   ///< Messages waiting (0 once exited).
+  std::size_t mailbox_capacity = 0;    ///< A bounded mailbox's capacity (0: unbounded).
+  std::uint64_t dropped = 0;           ///< Messages its bounded mailbox dropped or refused so far.
 };
 
 /// The status and queue length of a process, at once, from any thread,
@@ -66,6 +69,10 @@ struct process_snapshot {
   process_snapshot out;
   if (proc == nullptr) return out;
   const std::uint32_t st = proc->run_state();
+  if (const otpp::detail::mailbox_bound* b = proc->bound()) {
+    out.mailbox_capacity = static_cast<std::size_t>(b->capacity);
+    out.dropped = b->dropped.load(std::memory_order_relaxed);
+  }
   if (st & otpp::detail::process_base::dead) return out;
   out.message_queue_len = proc->queue_length();
   if (proc->hibernating()) {
@@ -91,7 +98,7 @@ using otpp::detail::process_base;
 template <class R, class F>
 struct exec_node final : otpp::detail::system_node {
   // A system message: sys requests reach a process whose handler awaits.
-  exec_node(F f, otpp::detail::reply_slot<R>* s) : system_node{&handle}, fn_{std::move(f)}, slot{s} {}
+  exec_node(F f, otpp::detail::reply_slot<R>* s, bool urgent) : system_node{&handle, urgent}, fn_{std::move(f)}, slot{s} {}
   F fn_;
   otpp::detail::reply_slot<R>* slot;
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
@@ -118,7 +125,7 @@ struct exec_node final : otpp::detail::system_node {
 /// Runs f(process_base&) on the process: inline if it is idle, else as a
 /// system request in its mailbox.
 template <class F>
-auto run_on(const pid& target, F f, std::chrono::steady_clock::duration timeout)
+auto run_on(const pid& target, F f, std::chrono::steady_clock::duration timeout, bool urgent = false)
     -> result<std::invoke_result_t<F&, process_base&>> {
   using R = std::invoke_result_t<F&, process_base&>;
   otpp::detail::check_timeout(timeout, "otpp::sys");
@@ -155,7 +162,7 @@ auto run_on(const pid& target, F f, std::chrono::steady_clock::duration timeout)
         p->release_inline();
         return out;
       },
-      [&](otpp::detail::reply_slot<R>* slot) { return otpp::detail::make_node<exec_node<R, F>>(std::move(f), slot); });
+      [&](otpp::detail::reply_slot<R>* slot) { return otpp::detail::make_node<exec_node<R, F>>(std::move(f), slot, urgent); });
 }
 
 template <class Impl>
@@ -194,6 +201,8 @@ result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_
 }
 
 /// Name, type, mailbox, links, monitors and trap_exit of a live process.
+/// Like erlang:process_info it does not wait behind queued messages: it is
+/// answered as soon as the handler running now (if any) returns.
 [[nodiscard]] inline result<process_info> info(const pid& p, std::chrono::steady_clock::duration timeout = default_call_timeout) {
   return detail::run_on(
       p,
@@ -213,7 +222,7 @@ result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_
         }
         return i;
       },
-      timeout);
+      timeout, true);
 }
 
 /// Every live process of `rt`, oldest first.

@@ -85,6 +85,11 @@ struct named_target {
 };
 struct pid_target {};
 
+/// Nodes the runtime sends itself declare `runtime_message`: a bounded
+/// mailbox never refuses them.
+template <class Node>
+concept runtime_message = Node::runtime_message;
+
 /// A timer carrying a message of type M, delivered as a Node (typed
 /// info_node for a server<Impl>, untyped_node for a pid or a name).
 template <class Node, class M, class Target>
@@ -112,7 +117,13 @@ struct timer_msg final : timer_node {
       } else if constexpr (std::is_copy_constructible_v<M>) {
         n = make_node<Node>(std::as_const(self->payload));  // an interval keeps its copy
       }
-      if (n) alive = p->enqueue(n);
+      if (n) {
+        if constexpr (runtime_message<Node>) {
+          alive = p->enqueue(n);  // the runtime's own (a state machine's timeout): never refused
+        } else {
+          alive = p->offer(n, false) != offer_result::dead;  // a user's: a full bounded mailbox drops it
+        }
+      }
     } catch (...) {
       log_rt(log_level::error, "otpp: a timer message of type {} could not be built and was dropped", type_name<M>());
     }

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../exit_reason.hpp"
+#include "../mailbox.hpp"
 #include "../pid.hpp"
 #include "config.hpp"
 #include "mpsc_queue.hpp"
@@ -54,8 +55,12 @@ struct message_node : mpsc_node {
 /// requests): the others wait, held back in arrival order, until the
 /// handler finishes. Recognised by its `fn`; the node's own handler is `body`.
 struct system_node : message_node {
-  explicit system_node(fn_t b) noexcept : body{b} { fn = &handle; }
+  explicit system_node(fn_t b, bool jump_queue = false) noexcept : body{b}, urgent{jump_queue} { fn = &handle; }
   fn_t body;
+  // Handled before the queued messages, as a signal is (a read-only
+  // introspection request, erlang:process_info's way): a backlog does not
+  // delay it.
+  bool urgent;
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
     static_cast<system_node*>(n)->body(p, n, op, why);
   }
@@ -108,6 +113,27 @@ struct reentrant_wait final : message_node, slot_waker {
   static void post(slot_waker* w) noexcept;
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept;
 };
+
+/// A bounded mailbox's state (see otpp/mailbox.hpp), shared by the senders
+/// and the owner: set before the process is published, never replaced.
+struct mailbox_bound {
+  std::int64_t capacity = 0;
+  overflow policy = overflow::drop_newest;
+  std::int64_t block_ns = 0;
+  // Messages in the mailbox: added by every push, taken off as the owner
+  // takes each one. Concurrent senders can overshoot the capacity by a few.
+  alignas(cache_line) std::atomic<std::int64_t> queued{0};
+  std::atomic<std::uint64_t> dropped{0};
+  std::atomic<std::uint32_t> blocked{0};  // plain-thread senders waiting for room
+  std::atomic<std::uint32_t> room{0};     // bumped (and woken) when room comes back for them
+  // Owner only, overflow::drop_oldest: messages still to drop, then to keep
+  // without looking (see process_base::evict_if_over).
+  alignas(cache_line) std::int64_t drop_run = 0;
+  std::int64_t keep_run = 0;
+};
+
+/// What became of a message offered to a process.
+enum class offer_result : std::uint8_t { queued, full, dead };
 
 /// A wait with a deadline, kept by the process whose handler waits: one
 /// timer per process serves all of them (see process_base::add_deadline).
@@ -305,6 +331,7 @@ struct process_cold {
   };
   std::unordered_map<std::uint64_t, monitor_entry> monitors;  // who watches us, by ref
   std::unordered_set<std::uint64_t> watching;  // monitor refs we hold, not yet fired
+  std::unique_ptr<mailbox_bound> bound;  // a bounded mailbox's (set before the process is published)
   std::string name;                      // registered name, if any
   std::uint64_t handled_high = 0;        // messages handled, bits 32 and up
   std::vector<std::shared_ptr<exit_hook>> exit_hooks;  // registries we are in
@@ -345,6 +372,8 @@ class process_base : public process_identity {
   static constexpr std::uint32_t has_held = 16384;  // messages held back while one awaited
   static constexpr std::uint32_t reentrant_next = 32768;      // the wait being set up lets other messages run
   static constexpr std::uint32_t reentrant_handlers = 65536;  // every wait of every handler does (Impl's choice)
+  static constexpr std::uint32_t bounded_box = 131072;    // the mailbox is bounded
+  static constexpr std::uint32_t evicts_oldest = 262144;  // ...with overflow::drop_oldest
   // What sends a turn down its slow path (one test on the fast path).
   static constexpr std::uint32_t turn_slow = has_continue | exit_pending | awaiting | has_held;
 
@@ -371,7 +400,7 @@ class process_base : public process_identity {
 
   [[nodiscard]] runtime_core* rt() const noexcept { return rt_; }
   /// The runtime's registration: a process gets its id once.
-  void assign_id(std::uint64_t id) noexcept { id_ = id; }
+  void assign_id(std::uint64_t id) noexcept { id_ = id | (id_ & bounded_flag); }
   /// The run state word (scheduled, dead), for observers.
   [[nodiscard]] std::uint32_t run_state() const noexcept { return state_.load(std::memory_order_acquire); }
 
@@ -380,6 +409,22 @@ class process_base : public process_identity {
   /// process's messages are discarded (calls fail with noproc). Returns false
   /// if the process was already known dead (the node is discarded).
   inline bool enqueue(message_node* n) noexcept;
+  /// Any thread. A user's message (cast, send, a timer's message; a call if
+  /// `call`): as enqueue, except that a full bounded mailbox refuses it (the
+  /// node is discarded with mailbox_full, the drop counted and reported).
+  inline offer_result offer(message_node* n, bool call) noexcept;
+  /// Before the process is published: bound its mailbox. Throws bad_alloc.
+  void set_bound(const bounded_mailbox_t& b);
+  /// A bounded process's bound (null for an unbounded one). Any thread.
+  [[nodiscard]] const mailbox_bound* bound() const noexcept { return bounded() ? cold_->bound.get() : nullptr; }
+  /// Owner only, in a user message's handler under overflow::drop_oldest:
+  /// whether the message just taken is to be dropped because newer ones
+  /// fill the mailbox (counted and reported here).
+  [[nodiscard]] bool evict_taken(bool call) noexcept {
+    if (!(local_ & evicts_oldest)) [[likely]]
+      return false;
+    return evict_if_over(call);
+  }
   /// Any thread. Delivers a system signal (link, exit, monitor...): handled
   /// before the next message, not behind the queued ones. Never refused: a
   /// dead process's signals are discarded, and their fn answers for it.
@@ -641,6 +686,13 @@ class process_base : public process_identity {
   void drop_deadlines(process_cold& c) noexcept;
   bool run_signals() noexcept;
   inline void wake_after_push() noexcept;
+  inline void push_message(message_node* n) noexcept;
+  offer_result offer_bounded(message_node* n, bool call) noexcept;
+  bool wait_for_room(mailbox_bound& b) noexcept;
+  void report_drop(mailbox_bound& b, std::int64_t queued, bool call) noexcept;
+  bool evict_if_over(bool call) noexcept;
+  // Owner: a counted message left the mailbox.
+  void bound_taken() noexcept;
   inline bool queues_empty_after_release() const noexcept;
   void drain(const exit_reason& why) noexcept;
   void drain_dead() noexcept;
@@ -667,6 +719,19 @@ inline bool process_base::enqueue(message_node* n) noexcept {
     n->fn(*this, n, msg_op::discard, &noproc);
     return false;
   }
+  if (bounded()) [[unlikely]]
+    cold_->bound->queued.fetch_add(1, std::memory_order_relaxed);  // never refused, but counted
+  push_message(n);
+  return true;
+}
+
+inline offer_result process_base::offer(message_node* n, bool call) noexcept {
+  if (bounded()) [[unlikely]]
+    return offer_bounded(n, call);
+  return enqueue(n) ? offer_result::queued : offer_result::dead;
+}
+
+inline void process_base::push_message(message_node* n) noexcept {
   // Counted before the push, without a locked instruction (a fetch_add here
   // costs a third of the cast rate): exact for one sender; concurrent
   // senders may lose a count now and then, which the owner corrects each
@@ -674,7 +739,6 @@ inline bool process_base::enqueue(message_node* n) noexcept {
   enqueued_.store(enqueued_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   mailbox_.push(n);
   wake_after_push();
-  return true;
 }
 
 inline void process_base::enqueue_signal(message_node* n) noexcept {

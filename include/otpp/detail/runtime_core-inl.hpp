@@ -11,7 +11,9 @@
 #include <utility>
 
 #include "../log.hpp"
+#include "../mailbox.hpp"
 #include "../pid.hpp"
+#include "../telemetry.hpp"
 #include "links.hpp"
 #include "name_table.hpp"
 #include "runtime_core.hpp"
@@ -80,6 +82,107 @@ OTPP_FUNC void process_base::drain_dead() noexcept {
     if (queues_empty_after_release()) return;
     std::uint32_t expected = dead;
     if (!state_.compare_exchange_strong(expected, dead | scheduled, std::memory_order_acq_rel)) return;
+  }
+}
+
+// -- bounded mailboxes (otpp/mailbox.hpp) -----------------------------------------
+
+OTPP_FUNC void process_base::set_bound(const bounded_mailbox_t& o) {
+  auto b = std::make_unique<mailbox_bound>();
+  b->capacity = static_cast<std::int64_t>(o.capacity);
+  b->policy = o.policy;
+  b->block_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(o.block_timeout).count();
+  cold().bound = std::move(b);
+  local_ |= bounded_box | (o.policy == overflow::drop_oldest ? evicts_oldest : 0);
+  id_ |= bounded_flag;
+}
+
+OTPP_FUNC offer_result process_base::offer_bounded(message_node* n, bool call) noexcept {
+  if (state_.load(std::memory_order_acquire) & dead) {
+    static const exit_reason noproc = exit_reason::noproc();
+    n->fn(*this, n, msg_op::discard, &noproc);
+    return offer_result::dead;
+  }
+  mailbox_bound& b = *cold_->bound;
+  const std::int64_t q = b.queued.load(std::memory_order_relaxed);
+  if (q >= b.capacity) {
+    bool admit = false;
+    if (b.policy == overflow::drop_oldest && !call) {
+      admit = q < 2 * b.capacity;  // the owner drops the oldest as it takes them
+    } else if (b.policy == overflow::block && tls().current == nullptr && tls().slot == nullptr) {
+      admit = wait_for_room(b);  // a plain thread: it may wait
+    }
+    if (!admit) {
+      report_drop(b, q, call);
+      static const exit_reason full = exit_reason::mailbox_full();
+      n->fn(*this, n, msg_op::discard, &full);
+      return offer_result::full;
+    }
+  }
+  b.queued.fetch_add(1, std::memory_order_relaxed);
+  push_message(n);
+  return offer_result::queued;
+}
+
+OTPP_FUNC bool process_base::wait_for_room(mailbox_bound& b) noexcept {
+  const auto deadline = steady::now() + std::chrono::nanoseconds(b.block_ns);
+  for (;;) {
+    // Dekker with bound_taken: we count ourselves in before looking again,
+    // it takes a message off before looking for us.
+    b.blocked.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t epoch = b.room.load(std::memory_order_seq_cst);
+    const bool room = b.queued.load(std::memory_order_seq_cst) < b.capacity;
+    if (!room && alive() && steady::now() < deadline) park(b.room, epoch, deadline);
+    b.blocked.fetch_sub(1, std::memory_order_relaxed);
+    if (room) return true;
+    if (!alive() || steady::now() >= deadline) return b.queued.load(std::memory_order_relaxed) < b.capacity;
+  }
+}
+
+OTPP_FUNC void process_base::bound_taken() noexcept {
+  mailbox_bound& b = *cold_->bound;
+  const std::int64_t left = b.queued.fetch_sub(1, std::memory_order_seq_cst) - 1;
+  // Blocked senders are woken once a quarter of the room is back, not per
+  // message: each wake is a system call.
+  if (b.blocked.load(std::memory_order_seq_cst) != 0 && left <= b.capacity - std::max<std::int64_t>(1, b.capacity / 4)) {
+    b.room.fetch_add(1, std::memory_order_seq_cst);
+    unpark_all(b.room);
+  }
+}
+
+// overflow::drop_oldest, decided as the owner takes each message: when more
+// than `capacity` wait behind the one taken, it and the others beyond the
+// newest `capacity` are dropped, and then those `capacity` are handled
+// before it looks again. Looking at every message instead would starve the
+// handler under a flood: senders refill the mailbox faster than the owner
+// can drop, so it would drop forever and handle nothing.
+OTPP_FUNC bool process_base::evict_if_over(bool call) noexcept {
+  mailbox_bound& b = *cold_->bound;
+  const std::int64_t behind = b.queued.load(std::memory_order_relaxed);  // this one already taken off
+  if (b.drop_run > 0) {
+    --b.drop_run;
+  } else if (b.keep_run > 0) {
+    --b.keep_run;
+    return false;
+  } else if (behind >= b.capacity) {
+    b.drop_run = behind - b.capacity;
+    b.keep_run = b.capacity;
+  } else {
+    return false;
+  }
+  report_drop(b, behind, call);
+  return true;
+}
+
+OTPP_FUNC void process_base::report_drop(mailbox_bound& b, std::int64_t queued, bool call) noexcept {
+  b.dropped.fetch_add(1, std::memory_order_relaxed);
+  if (!mailbox_events::dropped.active()) [[likely]]
+    return;
+  try {
+    telemetry::execute(mailbox_events::dropped, {{"count", 1}, {"queue_length", queued}, {"capacity", b.capacity}},
+                       {{"pid", pid_access::make(this)}, {"policy", overflow_name(b.policy)}, {"call", call}});
+  } catch (...) {
+    // A metadata value that could not be built (out of memory): the drop is still counted.
   }
 }
 
@@ -166,6 +269,8 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
     }
     if ((local_ & (idle_flags | hibernated)) && n->fn != &idle_timer_node::handle) note_message();
     note_handled();  // taken: out of the queue length before its handler runs
+    if (local_ & bounded_box) [[unlikely]]
+      bound_taken();
     n->fn(*this, n, msg_op::invoke, nullptr);
     lingered = false;
     if (budget > 1) {
@@ -1246,7 +1351,7 @@ OTPP_FUNC void process_base::deadlines_due(std::uint64_t gen) noexcept {
     arm_deadline_timer(next);
   } catch (...) {
     log_rt(log_level::error, "otpp: process {} ({}): no memory to re-arm the deadline of a wait; it now ends only "
-           "with its answer", pid_text{id_}.view(), type_name());
+           "with its answer", pid_text{id()}.view(), type_name());
   }
 }
 
@@ -1463,10 +1568,10 @@ OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_termi
   }
   if (!reason.is_sane()) {
     if (c && !c->crash_message.empty()) {
-      detail::log_rt(log_level::error, "otpp: process {} ({}) terminating: {}; last message: {} ({})", pid_text{id_}.view(), type_name(),
+      detail::log_rt(log_level::error, "otpp: process {} ({}) terminating: {}; last message: {} ({})", pid_text{id()}.view(), type_name(),
           reason, c->crash_message, c->crash_kind);
     } else {
-      detail::log_rt(log_level::error, "otpp: process {} ({}) terminating: {}", pid_text{id_}.view(), type_name(), reason);
+      detail::log_rt(log_level::error, "otpp: process {} ({}) terminating: {}", pid_text{id()}.view(), type_name(), reason);
     }
   }
   if (c && c->continuation) {
@@ -1663,7 +1768,17 @@ OTPP_FUNC std::string describe_timeout(steady::duration d) {
 /// otpp::stop for any process.
 OTPP_FUNC std::uint32_t enqueue_and_await(process_base* p, message_node* node, reply_slot_base* slot,
                                           steady::duration timeout, bool target_nonblocking) noexcept {
-  p->enqueue(node);
+  // A call may find a bounded mailbox full (it fails at once); stop and sys
+  // requests never do.
+  if (node->fn == &system_node::handle) {
+    if (static_cast<system_node*>(node)->urgent) {
+      p->enqueue_signal(node);
+    } else {
+      p->enqueue(node);
+    }
+  } else {
+    (void)p->offer(node, true);
+  }
   return await_reply(slot, deadline_after(timeout), p, target_nonblocking);
 }
 
