@@ -98,7 +98,7 @@ using otpp::detail::process_base;
 template <class R, class F>
 struct exec_node final : otpp::detail::system_node {
   // A system message: sys requests reach a process whose handler awaits.
-  exec_node(F f, otpp::detail::reply_slot<R>* s, bool urgent) : system_node{&handle, urgent}, fn_{std::move(f)}, slot{s} {}
+  exec_node(F f, otpp::detail::reply_slot<R>* s, bool jump_queue) : system_node{&handle, jump_queue}, fn_{std::move(f)}, slot{s} {}
   F fn_;
   otpp::detail::reply_slot<R>* slot;
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason* why) noexcept {
