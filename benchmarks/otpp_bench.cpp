@@ -36,6 +36,8 @@
 //   telemetry_idle_ns   execute() of an event nobody is attached to, with
 //                       two measurements and two metadata entries; "#":
 //                       the same with one counting handler attached
+//   metrics_event_ns    a counter and a distribution on one event: what
+//                       they add per event (telemetry dispatch included)
 //   dynsup_start_100k   start_child 100k children into a fresh dynamic
 //                       supervisor, from a plain thread (s); "#" lines: 25k
 //                       and 50k (linear growth keeps the time per child flat)
@@ -67,6 +69,8 @@
 //                       bounded mailbox (10k, drop_oldest) for 3 s: the
 //                       slowest sys::info asked every 10 ms meanwhile, and
 //                       the RSS growth ("#": sent, handled, dropped)
+//   pool_checkout_ns    otpp::pool: checkout + checkin from a process (a
+//                       task), one alone ("#": 64 tasks over 8 workers)
 //   supervisor_restart  a one_for_one supervisor with one named child; a
 //                       process kills the child and waits for the
 //                       replacement (registered before its init runs) to
@@ -98,7 +102,9 @@
 #include <otpp/async_call.hpp>
 #include <otpp/gen_statem.hpp>
 #include <otpp/task.hpp>
+#include <otpp/metrics.hpp>
 #include <otpp/otpp.hpp>
+#include <otpp/pool.hpp>
 #include <otpp/table.hpp>
 
 #if OTPP_BENCH_EXAMPLES
@@ -1016,6 +1022,30 @@ void telemetry_cost() {
   figure("telemetry_idle_ns", idle, "ns");
 }
 
+// A counter and a distribution (no tags) on one hot event, per event, over
+// the same event with nothing attached.
+void metrics_cost() {
+  static const otpp::telemetry::event ev{"otpp_bench", "metrics"};
+  const std::size_t n = 10'000'000 / scale;
+  auto run = [&] {
+    const auto t0 = clk::now();
+    for (std::size_t i = 0; i < n; ++i)
+      otpp::telemetry::execute(ev, {{"duration", static_cast<double>(i & 1023)}}, {{"route", "/"}});
+    return seconds_since(t0) * 1e9 / static_cast<double>(n);
+  };
+  const double idle = run();
+  double with = 0;
+  {
+    otpp::metrics::reporter r{{otpp::metrics::counter("bench_requests_total", ev),
+                               otpp::metrics::distribution("bench_duration", ev, "duration", {10, 100, 1000})}};
+    with = run();
+    if (r.read("bench_requests_total").at(0).value != static_cast<double>(n)) std::printf("# metrics: counts lost!\n");
+  }
+  std::printf("# metrics_event_ns: %.1f ns per event with a counter and a distribution, %.1f ns with nothing attached\n",
+              with, idle);
+  figure("metrics_event_ns", with - idle, "ns");
+}
+
 // -- gen_statem ----------------------------------------------------------------------
 
 // statem.exs's Toggle: off <-> on on every flip; entering on sets a state timeout.
@@ -1245,6 +1275,40 @@ void mailbox_overload(otpp::runtime& rt) {
   otpp::stop(s);
 }
 
+// -- pool -------------------------------------------------------------------------
+
+class pooled_worker : public otpp::gen_server<pooled_worker> {
+ public:
+  struct ping {};
+  int handle_call(ping) { return 1; }
+};
+
+// checkout + checkin from processes (tasks): one alone, then 64 over 8 workers.
+void pool_checkout(otpp::runtime& rt) {
+  using pool_t = otpp::pool<pooled_worker>;
+  auto per_op_ns = [&](std::size_t size, int clients, int ops) {
+    auto p = rt.start<pool_t>(otpp::pool_options{.size = size}).value();
+    std::vector<otpp::task<void>> ts;
+    const auto t0 = clk::now();
+    for (int c = 0; c < clients; ++c) {
+      ts.push_back(otpp::task_async(rt, [p, ops] {
+        for (int i = 0; i < ops; ++i) {
+          auto w = otpp::checkout(p, std::chrono::seconds(60)).value();
+          otpp::checkin(p, w);
+        }
+      }));
+    }
+    for (auto& t : ts) otpp::await(t, std::chrono::seconds(600));
+    const double ns = seconds_since(t0) * 1e9 / (static_cast<double>(clients) * ops);
+    otpp::stop(p);
+    return ns;
+  };
+  (void)per_op_ns(1, 1, 1000);  // warm
+  figure("pool_checkout_ns", per_op_ns(1, 1, 200'000 / static_cast<int>(scale)), "ns");
+  std::printf("# pool_checkout, 64 client processes over 8 workers: %.0f ns per checkout+checkin\n",
+              per_op_ns(8, 64, 5'000 / static_cast<int>(scale)));
+}
+
 // -- tables (ETS) ------------------------------------------------------------------
 
 // Runs fn(i) in `procs` processes at once (ets.exs's parallel/2): wall seconds
@@ -1435,9 +1499,11 @@ int main(int argc, char** argv) {
     timers(rt, want("timers_schedule_1m"), want("timer_lateness_p99"), want("timer_cancel"));
   });
   run(want("telemetry_idle_ns"), "telemetry_idle_ns", [](otpp::runtime&) { telemetry_cost(); });
+  run(want("metrics_event_ns"), "metrics_event_ns", [](otpp::runtime&) { metrics_cost(); });
   run(want("statem_transitions") || want("statem_call_ns"), "statem", statem_bench);
   run(want("timer_rearm_ns"), "timer_rearm_ns", timer_rearm);
   run(want("supervisor_restart"), "supervisor_restart", supervisor_restart);
+  run(want("pool_checkout_ns"), "pool_checkout_ns", pool_checkout);
   run(want("mailbox_overload_info_max_ms") || want("mailbox_overload_rss_mb"), "mailbox_overload", mailbox_overload);
   run(want("dynsup_start_100k"), "dynsup_start_100k", dynsup_start);
   run(want("demonitor_200k"), "demonitor_200k", demonitor_many);

@@ -13,6 +13,7 @@
 #include "gen_statem.hpp"          // IWYU pragma: export
 #include "log.hpp"                 // IWYU pragma: export
 #include "mailbox.hpp"             // IWYU pragma: export
+#include "pool.hpp"                // IWYU pragma: export
 #include "pid.hpp"                 // IWYU pragma: export
 #include "process.hpp"             // IWYU pragma: export
 #include "reentrant.hpp"           // IWYU pragma: export
