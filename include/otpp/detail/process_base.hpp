@@ -610,6 +610,9 @@ class process_base : public process_identity {
     const std::uint32_t n = (in - taken + correction) & 0x7fffffffu;
     return n >= 0x40000000u ? 0 : n;  // a count lost in flight reads as "none", not as 2^31
   }
+  /// Messages taken so far, mod 2^32: it moves whenever the process gets on
+  /// with its mailbox (for an observer telling a stuck process from a busy one).
+  [[nodiscard]] std::uint32_t progress() const noexcept { return handled_.load(std::memory_order_acquire); }
   /// Hibernating: asleep after hibernate() or hibernate_after, until a message.
   [[nodiscard]] bool hibernating() const noexcept { return (published_.load(std::memory_order_acquire) & 1u) != 0; }
 

@@ -127,6 +127,17 @@ class runtime_core {
 
   [[nodiscard]] std::size_t live_count() noexcept;
 
+  /// Calls f(process_base&) for each live process, a shard at a time under
+  /// its lock (starts and exits in that shard wait meanwhile): f must only
+  /// read what the process publishes (atomics), and be quick.
+  template <class F>
+  void for_each_live(F&& f) {
+    for (auto& sh : shards_) {
+      std::lock_guard lock{sh.mutex};
+      for (process_base* p = sh.head; p; p = p->live_next_) f(*p);
+    }
+  }
+
   // -- blocking ------------------------------------------------------------------
 
   /// Called by a worker thread about to block: its slot goes to a spare.
