@@ -10,6 +10,7 @@
 #include <otpp/otpp.hpp>
 
 #include "catch.hpp"
+#include "support.hpp"
 
 namespace m = otpp::metrics;
 namespace tel = otpp::telemetry;
@@ -20,6 +21,15 @@ const tel::event other{"metrics_test", "other"};
 
 bool has_line(const std::string& text, const std::string& line) {
   return text.find(line + "\n") != std::string::npos;
+}
+
+// Some scheduler has been idle for a while (they all start idle).
+bool eventually_idle(otpp::runtime& rt) {
+  return otpp_test::eventually([&] {
+    for (const auto& s : rt.schedulers())
+      if (s.idle.count() > 0) return true;
+    return false;
+  });
 }
 }  // namespace
 
@@ -109,4 +119,40 @@ TEST_CASE("metrics: many threads emitting at once; every event counted once") {
   auto h = r.read("metrics_test_par_hist").at(0);
   CHECK(h.count == static_cast<std::uint64_t>(threads * per));
   CHECK(h.buckets == std::vector<std::uint64_t>{threads * per / 2, threads * per / 2, 0});
+}
+
+namespace {
+class counter_server : public otpp::gen_server<counter_server> {
+ public:
+  struct bump {};
+  struct get {};
+  void handle_cast(bump) { ++n_; }
+  int handle_call(get) { return n_; }
+
+ private:
+  int n_ = 0;
+};
+}  // namespace
+
+TEST_CASE("metrics: the runtime's own counters (messages and idle time per scheduler) and their exposition") {
+  otpp::runtime rt{{.workers = 2}};
+  auto total = [&] {
+    std::uint64_t n = 0;
+    for (const auto& s : rt.schedulers()) n += s.messages;
+    return n;
+  };
+  REQUIRE(rt.schedulers().size() == 2);
+  const auto before = total();
+  auto c = rt.start<counter_server>().value();
+  for (int i = 0; i < 1000; ++i) otpp::cast(c, counter_server::bump{});
+  REQUIRE(otpp::call(c, counter_server::get{}) == 1000);
+  CHECK(total() - before >= 1000);  // the casts (the call may have run inline)
+  CHECK(eventually_idle(rt));
+  const std::string text = m::runtime_prometheus(rt);
+  CHECK(has_line(text, "# TYPE otpp_processes gauge"));
+  CHECK(has_line(text, "otpp_processes 1"));
+  CHECK(has_line(text, "# TYPE otpp_messages_total counter"));
+  CHECK(text.find("otpp_messages_total{scheduler=\"1\"}") != std::string::npos);
+  CHECK(text.find("otpp_scheduler_idle_seconds_total{scheduler=\"0\"}") != std::string::npos);
+  CHECK(has_line(text, "otpp_run_queue_length{scheduler=\"shared\"} 0"));
 }

@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <cmath>
 #include <cstdint>
@@ -44,6 +45,7 @@
 #include <fmt/format.h>
 
 #include "pid.hpp"
+#include "runtime.hpp"
 #include "telemetry.hpp"
 
 namespace otpp::metrics {
@@ -384,5 +386,35 @@ class reporter {
   std::vector<std::shared_ptr<detail::live_metric>> metrics_;
   std::size_t events_ = 0;
 };
+
+/// The runtime's own metrics in the same text format: otpp_processes,
+/// otpp_threads and otpp_timers (gauges); per scheduler,
+/// otpp_messages_total and otpp_scheduler_idle_seconds_total (counters:
+/// rate() of the first is messages per second, 1 - rate() of the second the
+/// utilisation) and otpp_run_queue_length (a gauge, plus the shared queue as
+/// scheduler="shared"). Restarts and dropped messages are events: count them
+/// with counter() over supervisor_events::child_restarting and
+/// mailbox_events::dropped.
+[[nodiscard]] inline std::string runtime_prometheus(const runtime& rt) {
+  std::string out;
+  out += fmt::format("# HELP otpp_processes Live processes.\n# TYPE otpp_processes gauge\notpp_processes {}\n",
+                     rt.process_count());
+  out += fmt::format("# HELP otpp_threads Threads started by the runtime.\n# TYPE otpp_threads gauge\notpp_threads {}\n",
+                     rt.thread_count());
+  out += fmt::format("# HELP otpp_timers Timers waiting to fire.\n# TYPE otpp_timers gauge\notpp_timers {}\n",
+                     rt.timer_count());
+  const auto ss = rt.schedulers();
+  out += "# HELP otpp_messages_total Messages taken by processes, per scheduler.\n# TYPE otpp_messages_total counter\n";
+  for (std::size_t i = 0; i < ss.size(); ++i) out += fmt::format("otpp_messages_total{{scheduler=\"{}\"}} {}\n", i, ss[i].messages);
+  out += "# HELP otpp_scheduler_idle_seconds_total Time a scheduler had nothing to run.\n"
+         "# TYPE otpp_scheduler_idle_seconds_total counter\n";
+  for (std::size_t i = 0; i < ss.size(); ++i)
+    out += fmt::format("otpp_scheduler_idle_seconds_total{{scheduler=\"{}\"}} {}\n", i,
+                       detail::number(std::chrono::duration<double>(ss[i].idle).count()));
+  out += "# HELP otpp_run_queue_length Processes waiting to run.\n# TYPE otpp_run_queue_length gauge\n";
+  for (std::size_t i = 0; i < ss.size(); ++i) out += fmt::format("otpp_run_queue_length{{scheduler=\"{}\"}} {}\n", i, ss[i].run_queue);
+  out += fmt::format("otpp_run_queue_length{{scheduler=\"shared\"}} {}\n", rt.shared_run_queue());
+  return out;
+}
 
 }  // namespace otpp::metrics

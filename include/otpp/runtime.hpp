@@ -17,7 +17,9 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <utility>
+#include <vector>
 
 #include "detail/runtime_core.hpp"
 #include "exit_reason.hpp"
@@ -31,6 +33,16 @@ class server;
 namespace detail {
 struct runtime_access;
 }
+
+/// One worker thread's counters since the runtime started (what
+/// erlang:statistics(scheduler_wall_time) and the reductions give BEAM users).
+/// Utilisation over an interval is 1 - (idle delta / wall delta); messages
+/// per second the messages delta over the wall delta.
+struct scheduler_stats {
+  std::uint64_t messages = 0;            ///< Messages taken by the processes it ran.
+  std::chrono::nanoseconds idle{0};      ///< Time it had nothing to run (spinning or asleep).
+  std::size_t run_queue = 0;             ///< Processes waiting in its own queue now.
+};
 
 /// A scheduler and its processes (an Erlang node's VM, without the
 /// network): worker threads, timers, and shutdown. Most programs use the
@@ -67,6 +79,15 @@ class runtime {
   /// Threads started so far: the workers plus spares started to stand in for
   /// workers blocked in calls.
   [[nodiscard]] std::size_t thread_count() const { return core_->thread_count(); }
+  /// Each worker's counters, read without stopping anything (a snapshot).
+  [[nodiscard]] std::vector<scheduler_stats> schedulers() const {
+    std::vector<scheduler_stats> out;
+    for (const auto& x : core_->scheduler_samples())
+      out.push_back({x.messages, std::chrono::nanoseconds{x.idle_ns}, x.run_queue});
+    return out;
+  }
+  /// Processes waiting in the queue all workers share (beside their own).
+  [[nodiscard]] std::size_t shared_run_queue() const noexcept { return core_->injection_length(); }
   /// Now on this runtime's clock: the clock_source it was given (a
   /// virtual_clock in tests), else the steady clock. Inside its processes
   /// otpp::monotonic_time() says the same; this is for code outside them (a

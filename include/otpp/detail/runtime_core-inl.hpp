@@ -384,6 +384,22 @@ OTPP_FUNC std::vector<process_base*> runtime_core::live_processes() {
   return out;
 }
 
+OTPP_FUNC std::vector<scheduler_sample> runtime_core::scheduler_samples() const {
+  std::vector<scheduler_sample> out;
+  out.reserve(slots_.size());
+  const std::int64_t now = steady::now().time_since_epoch().count();
+  for (const auto& s : slots_) {
+    scheduler_sample x;
+    x.messages = s->messages.load(std::memory_order_relaxed);
+    x.idle_ns = s->idle_ns.load(std::memory_order_relaxed);
+    if (const std::int64_t since = s->idle_since.load(std::memory_order_relaxed); since != 0 && now > since)
+      x.idle_ns += now - since;
+    x.run_queue = static_cast<std::size_t>(s->deque.size_hint());
+    out.push_back(x);
+  }
+  return out;
+}
+
 OTPP_FUNC std::size_t runtime_core::live_count() noexcept {
   std::size_t n = 0;
   for (auto& sh : shards_) {
@@ -886,13 +902,22 @@ OTPP_FUNC worker_slot* runtime_core::wait_for_slot(thread_record* me) {
   return me->assigned;
 }
 
+// Credits the messages a turn took to the worker that finished it.
+inline void count_messages(worker_slot* s, std::uint32_t before, std::uint32_t after) noexcept {
+  if (s == nullptr) return;
+  s->messages.store(s->messages.load(std::memory_order_relaxed) + (after - before), std::memory_order_relaxed);
+}
+
 OTPP_FUNC void runtime_core::run(process_base* p) noexcept {
   for (;;) {
+    const std::uint32_t before = p->progress();
     if (p->run_turn(cfg_.batch) != turn_result::yielded) {
+      count_messages(tls().slot, before, p->progress());  // our ticket keeps the memory, dead or not
       p->release();
       return;
     }
     worker_slot* s = tls().slot;  // the turn may have resumed on another thread
+    count_messages(s, before, p->progress());
     // Nobody else waiting: keep going without a trip through the queues.
     if (s != nullptr && s->lifo == nullptr && s->deque.empty() &&
         injection_size_.load(std::memory_order_relaxed) == 0)
@@ -960,6 +985,19 @@ OTPP_FUNC std::int64_t runtime_core::queued_hint() const noexcept {
 }
 
 OTPP_FUNC void runtime_core::idle(worker_slot& s) noexcept {
+  // Time with nothing to run, for the utilisation observers derive: read
+  // only here, where the worker has nothing better to do.
+  const std::int64_t since = steady::now().time_since_epoch().count();
+  s.idle_since.store(since, std::memory_order_relaxed);
+  struct account {
+    worker_slot& s;
+    std::int64_t since;
+    ~account() {
+      s.idle_since.store(0, std::memory_order_relaxed);
+      const std::int64_t spent = steady::now().time_since_epoch().count() - since;
+      s.idle_ns.store(s.idle_ns.load(std::memory_order_relaxed) + spent, std::memory_order_relaxed);
+    }
+  } accounted{s, since};
   for (;;) {
     spinners_.fetch_add(1, std::memory_order_seq_cst);
     const auto until = steady::now() + cfg_.spin;

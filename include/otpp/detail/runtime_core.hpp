@@ -56,6 +56,18 @@ struct worker_slot {
   unsigned tick = 0;
   unsigned index;
   std::uint64_t rng;
+  // Written by the slot's owner only (a load and a store, no locked
+  // instruction), read by observers.
+  std::atomic<std::uint64_t> messages{0};  // taken by processes run here
+  std::atomic<std::int64_t> idle_ns{0};    // spent in idle(): spinning or parked with nothing to run
+  std::atomic<std::int64_t> idle_since{0}; // when the current idle() began (0: busy)
+};
+
+/// One worker's counters (see otpp::runtime::schedulers).
+struct scheduler_sample {
+  std::uint64_t messages = 0;
+  std::int64_t idle_ns = 0;
+  std::size_t run_queue = 0;
 };
 
 inline std::atomic<std::uint64_t> next_process_id{1};
@@ -126,6 +138,11 @@ class runtime_core {
   std::vector<process_base*> live_processes();
 
   [[nodiscard]] std::size_t live_count() noexcept;
+
+  /// Each worker's counters now (an idle period in progress counted in).
+  [[nodiscard]] std::vector<scheduler_sample> scheduler_samples() const;
+  /// Processes queued in the global (injection) queue.
+  [[nodiscard]] std::size_t injection_length() const noexcept { return injection_size_.load(std::memory_order_relaxed); }
 
   /// Calls f(process_base&) for each live process, a shard at a time under
   /// its lock (starts and exits in that shard wait meanwhile): f must only
