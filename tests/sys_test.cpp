@@ -96,13 +96,28 @@ TEST_CASE("process info: name, type, links, monitors, trap_exit") {
   REQUIRE(ia.links.size() == 1);
   CHECK(ia.links[0] == b.pid());
   CHECK(ia.monitored_by == 1);
+  CHECK(!ia.parent);  // started from this thread
+  CHECK(ia.memory >= sizeof(int));
   auto ib = otpp::sys::info(b).value();
   CHECK(ib.monitoring == 1);
   CHECK(ib.links.size() == 1);
   CHECK_FALSE(ib.trap_exit);
+  CHECK(ib.memory > 0);
   otpp::stop(a);
   otpp::stop(b);
   CHECK(otpp::sys::info(a).error().kind() == otpp::exit_kind::noproc);
+}
+
+TEST_CASE("process info: the parent a process was start_link-ed from") {
+  auto t = otpp::task_async([] {
+    auto child = otpp::start_link<box>(7).value();
+    auto i = otpp::sys::info(child).value();
+    const bool ok = i.parent == otpp::self();
+    otpp::unlink(child.pid());
+    otpp::stop(child);
+    return ok;
+  });
+  CHECK(otpp::await(t, 60s));
 }
 
 TEST_CASE("listing the live processes of a runtime") {

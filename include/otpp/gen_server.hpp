@@ -431,6 +431,7 @@ class process_of final : public process_base {
   }
   [[nodiscard]] std::string_view type_name() const noexcept override { return detail::type_name<Impl>(); }
   [[nodiscard]] const void* impl_type() const noexcept override { return type_id<Impl>; }
+  [[nodiscard]] std::size_t object_bytes() const noexcept override { return alloc_size; }
 
 
  private:

@@ -35,6 +35,8 @@ struct process_info {
   std::string type;                    ///< The server's Impl type.
   std::size_t mailbox_length = 0;      ///< Messages waiting.
   std::uint64_t messages_handled = 0;  ///< Messages handled so far.
+  otpp::pid parent;                    ///< The process that start_link-ed it (empty if none, or started from a thread).
+  std::size_t memory = 0;              ///< Bytes it holds: the process object, its bookkeeping and queued messages (not what the Impl allocates).
   std::vector<otpp::pid> links;        ///< The processes linked to it.
   std::size_t monitored_by = 0;        ///< Monitors others hold on it.
   std::size_t monitoring = 0;          ///< Monitors it holds.
@@ -213,7 +215,10 @@ result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_
         i.mailbox_length = proc.mailbox_length();
         i.messages_handled = proc.messages_handled();
         i.trap_exit = proc.traps_exits();
+        i.memory = proc.object_bytes() + proc.mailbox_length() * otpp::detail::pool_granule * 2;
         if (auto* c = proc.cold_if_any()) {
+          i.memory += proc.cold_bytes();
+          if (c->parent != nullptr) i.parent = otpp::detail::pid_access::make(c->parent);
           i.name = c->name;
           c->links.for_each([&](otpp::detail::process_base* l) { i.links.push_back(otpp::detail::pid_access::make(l)); });
           std::sort(i.links.begin(), i.links.end());

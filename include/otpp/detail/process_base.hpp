@@ -390,6 +390,8 @@ class process_base : public process_identity {
   /// type_id of the server's Impl: lets an untyped lookup be checked before
   /// it becomes a server<Impl>.
   [[nodiscard]] virtual const void* impl_type() const noexcept = 0;
+  /// Bytes of the process object (header and Impl, as allocated).
+  [[nodiscard]] virtual std::size_t object_bytes() const noexcept = 0;
   /// handle_info for the runtime's own messages (trapped exits, monitors).
   virtual void dispatch_info(exit_signal& m) noexcept = 0;
   virtual void dispatch_info(down& m) noexcept = 0;
@@ -545,6 +547,20 @@ class process_base : public process_identity {
   /// Owner only; the cold state, created on demand.
   process_cold& cold_state() { return cold(); }
   [[nodiscard]] process_cold* cold_if_any() noexcept { return (local_ & has_cold) ? cold_ : nullptr; }
+  /// Owner only: about what the cold state holds, in bytes (tables at their
+  /// capacity; the nodes of hash tables estimated).
+  [[nodiscard]] std::size_t cold_bytes() noexcept {
+    process_cold* c = cold_if_any();
+    if (c == nullptr) return 0;
+    std::size_t n = sizeof(process_cold) + c->name.capacity() + c->deferred.capacity() * sizeof(void*) +
+                    c->stop_waiters.capacity() * sizeof(process_cold::stop_waiter) +
+                    c->held_replies.capacity() * sizeof(void*) + c->deadlines.capacity() * sizeof(await_deadline) +
+                    c->exit_hooks.capacity() * sizeof(std::shared_ptr<exit_hook>);
+    n += c->monitors.size() * (sizeof(process_cold::monitor_entry) + 4 * sizeof(void*)) + c->monitors.bucket_count() * sizeof(void*);
+    n += c->watching.size() * 4 * sizeof(void*) + c->watching.bucket_count() * sizeof(void*);
+    if (c->bound) n += sizeof(mailbox_bound);
+    return n;
+  }
 
   // -- introspection (owner only) --------------------------------------------
   void note_handled() {
