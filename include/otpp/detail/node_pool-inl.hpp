@@ -179,7 +179,6 @@ OTPP_FUNC void central_pool::unmap_free_regions() {
     while (j < free_spaces_.size() && region_of(free_spaces_[j]) == region) ++j;
     if (j - i == pool_slabs_per_region) {
       unmap_huge_region(region, huge_page_bytes);
-      regions_.erase(std::find(regions_.begin(), regions_.end(), region));
     } else {
       for (; i < j; ++i) free_spaces_[out++] = free_spaces_[i];
     }
@@ -200,10 +199,8 @@ OTPP_FUNC central_pool::batch central_pool::carve(std::size_t c) {
     std::lock_guard lock{mutex_};
     slabs_.reserve(slabs_.size() + 1);
     if (free_spaces_.empty()) {
-      regions_.reserve(regions_.size() + 1);
       free_spaces_.reserve(pool_slabs_per_region);
       char* region = static_cast<char*>(map_huge_region(huge_page_bytes));
-      regions_.push_back(region);
       // Handed out from the low end, so a small program touches one region front to back.
       for (std::size_t i = pool_slabs_per_region; i-- > 0;) free_spaces_.push_back(region + i * pool_slab_bytes);
     }

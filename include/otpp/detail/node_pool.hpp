@@ -117,7 +117,6 @@ class central_pool {
   std::mutex mutex_;
   std::vector<batch> lists_[pool_classes];
   std::vector<slab> slabs_;  // keeps every slab reachable
-  std::vector<char*> regions_;
   std::vector<char*> free_spaces_;  // slab-sized spaces of the regions, untouched or discarded
   std::atomic<std::size_t> free_bytes_{0};  // written under mutex_
   std::atomic<std::size_t> slab_bytes_{0};
