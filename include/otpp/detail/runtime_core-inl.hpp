@@ -268,9 +268,11 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
       continue;
     }
     if ((local_ & (idle_flags | hibernated)) && n->fn != &idle_timer_node::handle) note_message();
-    note_handled();  // taken: out of the queue length before its handler runs
+    // Room first, then the queue length: an observer that reads the mailbox
+    // empty must find room in it too.
     if (local_ & bounded_box) [[unlikely]]
       bound_taken();
+    note_handled();  // taken: out of the queue length before its handler runs
     n->fn(*this, n, msg_op::invoke, nullptr);
     lingered = false;
     if (budget > 1) {
