@@ -2,7 +2,7 @@
 # Installs the Debian packages otpp needs to build, test and benchmark, if missing.
 set -euo pipefail
 need=()
-for pkg in g++ cmake make libfmt-dev catch2 python3 "$@"; do
+for pkg in g++ cmake make libfmt-dev catch2 python3 libasio-dev "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

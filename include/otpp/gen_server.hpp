@@ -432,6 +432,15 @@ class process_of final : public process_base {
   [[nodiscard]] std::string_view type_name() const noexcept override { return detail::type_name<Impl>(); }
   [[nodiscard]] const void* impl_type() const noexcept override { return type_id<Impl>; }
   [[nodiscard]] std::size_t object_bytes() const noexcept override { return alloc_size; }
+  bool format_state(std::string& out) override {
+    if constexpr (fmt::is_formattable<Impl>::value) {
+      out = fmt::format("{}", std::as_const(impl()));
+      return true;
+    } else {
+      out.clear();
+      return false;
+    }
+  }
 
 
  private:

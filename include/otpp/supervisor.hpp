@@ -495,9 +495,11 @@ inline result<void> delete_child(const server<supervisor>& sup, std::string id) 
   return detail::flatten(try_call(sup, supervisor::delete_child_req{std::move(id)}, infinity));
 }
 
-/// The children, newest-started first.
-[[nodiscard]] inline result<std::vector<child_info>> which_children(const server<supervisor>& sup) {
-  return try_call(sup, supervisor::which_children_req{}, infinity);
+/// The children, newest-started first. Waits for the supervisor as long as
+/// `timeout` (Erlang's which_children waits forever, the default here too).
+[[nodiscard]] inline result<std::vector<child_info>> which_children(const server<supervisor>& sup,
+                                                                    std::chrono::steady_clock::duration timeout = infinity) {
+  return try_call(sup, supervisor::which_children_req{}, timeout);
 }
 
 [[nodiscard]] inline result<child_counts> count_children(const server<supervisor>& sup) {

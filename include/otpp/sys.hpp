@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -228,6 +229,23 @@ result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_
         return i;
       },
       timeout, true);
+}
+
+/// A server's state as its fmt formatter writes it (a
+/// fmt::formatter<Impl> specialization), read between two messages: what
+/// the observer shows of a process. Nothing when Impl has no formatter; an
+/// error when the process is gone, does not answer within `timeout`, or the
+/// formatter throws.
+[[nodiscard]] inline result<std::optional<std::string>> format_state(
+    const pid& p, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  return detail::run_on(
+      p,
+      [](detail::process_base& proc) -> std::optional<std::string> {
+        std::string out;
+        if (!proc.format_state(out)) return std::nullopt;
+        return out;
+      },
+      timeout);
 }
 
 /// Every live process of `rt`, oldest first.

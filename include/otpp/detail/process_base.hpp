@@ -392,6 +392,9 @@ class process_base : public process_identity {
   [[nodiscard]] virtual const void* impl_type() const noexcept = 0;
   /// Bytes of the process object (header and Impl, as allocated).
   [[nodiscard]] virtual std::size_t object_bytes() const noexcept = 0;
+  /// Owner only: the state as its fmt formatter writes it; false when Impl
+  /// has none. A formatter's exception propagates.
+  virtual bool format_state(std::string& out) = 0;
   /// handle_info for the runtime's own messages (trapped exits, monitors).
   virtual void dispatch_info(exit_signal& m) noexcept = 0;
   virtual void dispatch_info(down& m) noexcept = 0;
