@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-plain}
 extra=()
-case $mode in clang) bash scripts/deps.sh clang ;; *) bash scripts/deps.sh ;; esac
+# Chromium for the observer's browser test, in the unsanitized runs.
+case $mode in clang) bash scripts/deps.sh clang chromium ;; plain) bash scripts/deps.sh chromium ;; *) bash scripts/deps.sh ;; esac
 build=build/test-$mode
 # Line tables only (-g1): stack traces still name file and line, and the
 # tests build in two thirds of the time full debug information takes. TSan

@@ -6,9 +6,16 @@
 // supervisor restarts them (the cache comes back from its snapshot), and a
 // telemetry summary is printed at the end.
 //
-//   otpp_example_app [--seconds N]
+// With --observer PORT the program serves otpp's observer on
+// 127.0.0.1:PORT (0: any free port; the URL is printed) and runs until
+// interrupted (or for --seconds N), its clients paced and without the
+// chaos thread: the page is where processes get killed, once
+// --observer-actions allows it (the printed URL carries the token).
+//
+//   otpp_example_app [--seconds N] [--observer PORT [--observer-actions]]
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -23,6 +30,7 @@
 
 #include <fmt/core.h>
 
+#include <otpp/observer.hpp>
 #include <otpp/otpp.hpp>
 
 #include "connection.hpp"
@@ -36,6 +44,13 @@ namespace {
 using namespace std::chrono_literals;
 namespace tel = otpp::telemetry;
 using clk = std::chrono::steady_clock;
+
+// Set by SIGINT or SIGTERM: the clients and the main loop wind down.
+std::atomic<bool> interrupted{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+extern "C" void on_signal(int) { interrupted.store(true); }
+
+bool running(clk::time_point until) { return clk::now() < until && !interrupted.load(std::memory_order_relaxed); }
 
 // What the telemetry handlers count, from whichever thread emits.
 struct counters {
@@ -106,11 +121,12 @@ struct flaky_backend {
 // (filled on a miss), sometimes opens a session or queues a job. Servers are
 // found by name at every request, so a restarted one is used at once; a
 // request that meets a server mid-restart counts as unavailable.
-void client(int id, clk::time_point until, counters& c) {
+void client(int id, clk::time_point until, clk::duration pace, counters& c) {
   std::mt19937 rng{static_cast<unsigned>(id) * 7919u};
   std::uniform_int_distribution<int> user{0, 199};
   std::geometric_distribution<int> query{0.02};  // a few queries are popular
-  while (clk::now() < until) {
+  while (running(until)) {
+    if (pace.count() > 0) std::this_thread::sleep_for(pace);  // a steady load for someone watching, not synchronization
     c.requests.fetch_add(1, std::memory_order_relaxed);
     const std::string u = "user:" + std::to_string(user(rng));
     auto d = otpp::try_call<examples::rate_limiter>("rate_limiter", examples::rate_limiter::check{u});
@@ -153,6 +169,7 @@ class client_process : public otpp::gen_server<client_process> {
   struct run {
     int id;
     clk::time_point until;
+    clk::duration pace;
     counters* c;
     std::latch* done;
   };
@@ -164,7 +181,8 @@ class client_process : public otpp::gen_server<client_process> {
     std::mt19937 rng{static_cast<unsigned>(r.id) * 7919u};
     std::uniform_int_distribution<int> user{0, 199};
     std::geometric_distribution<int> query{0.02};
-    while (clk::now() < r.until) {
+    while (running(r.until)) {
+      if (r.pace.count() > 0) co_await otpp::sleep_for(r.pace);  // holds no thread while it waits
       c.requests.fetch_add(1, std::memory_order_relaxed);
       const std::string u = "user:" + std::to_string(user(rng));
       examples::rate_limiter::check check{u};
@@ -197,8 +215,31 @@ class client_process : public otpp::gen_server<client_process> {
 
 int main(int argc, char** argv) {
   double seconds = 3;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string{argv[i]} == "--seconds") seconds = std::atof(argv[i + 1]);
+  bool seconds_given = false;
+  std::optional<int> observer_port;
+  bool observer_actions = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--seconds" && i + 1 < argc) {
+      seconds = std::atof(argv[++i]);
+      seconds_given = true;
+    } else if (arg == "--observer" && i + 1 < argc) {
+      observer_port = std::atoi(argv[++i]);
+    } else if (arg == "--observer-actions") {
+      observer_actions = true;
+    } else {
+      fmt::print(stderr, "usage: {} [--seconds N] [--observer PORT [--observer-actions]]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (observer_port && (*observer_port < 0 || *observer_port > 65535)) {
+    fmt::print(stderr, "--observer: {} is not a port\n", *observer_port);
+    return 2;
+  }
+  const bool watched = observer_port.has_value();
+  if (watched && !seconds_given) seconds = 1e9;  // until interrupted
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
 
   counters c;
   attach_handlers(c);
@@ -222,24 +263,40 @@ int main(int argc, char** argv) {
                                             otpp::supervisor_flags{.max_restarts = 20, .max_seconds = 5s})
                   .value();
   fmt::print("supervision tree up: {} children under demo_root {}\n", otpp::count_children(root).value().active, root);
+  otpp::server<otpp::observer> observer;
+  if (watched) {
+    auto o = otpp::start<otpp::observer>(otpp::observer_options{.port = static_cast<std::uint16_t>(*observer_port),
+                                                                .allow_actions = observer_actions});
+    if (!o) {
+      fmt::print(stderr, "{}\n", o.error());
+      otpp::stop(root);
+      return 1;
+    }
+    observer = *o;
+    fmt::print("observer: {}\n", otpp::observer_url(observer).value());
+  }
   std::fflush(stdout);
 
   const auto t0 = clk::now();
   const auto until = t0 + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(seconds));
+  // Watched, the load is paced (a few thousand requests a second) and can
+  // go on for hours; unwatched, it runs flat out for the benchmark.
+  const clk::duration pace = watched ? clk::duration{std::chrono::milliseconds{2}} : clk::duration::zero();
   std::vector<std::thread> clients;
-  for (int i = 0; i < 2; ++i) clients.emplace_back(client, i, until, std::ref(c));
+  for (int i = 0; i < 2; ++i) clients.emplace_back(client, i, until, pace, std::ref(c));
   constexpr int client_processes = 16;
   std::latch processes_done{client_processes};
   std::vector<otpp::server<client_process>> client_procs;
   for (int i = 0; i < client_processes; ++i) {
     client_procs.push_back(otpp::start<client_process>().value());
-    otpp::cast(client_procs.back(), client_process::run{100 + i, until, &c, &processes_done});
+    otpp::cast(client_procs.back(), client_process::run{100 + i, until, pace, &c, &processes_done});
   }
 
   // Chaos: every 400 ms one child crashes; show the supervisor bringing it back.
   const char* victims[] = {"search_cache", "rate_limiter", "session_store", "job_queue"};
   std::mt19937 rng{42};
-  while (clk::now() + 400ms < until) {
+  while (watched && running(until)) std::this_thread::sleep_for(100ms);  // the page does the crashing
+  while (!watched && clk::now() + 400ms < until && running(until)) {
     std::this_thread::sleep_for(400ms);  // the demo's pacing, not synchronization
     const std::string v = victims[rng() % 4];
     const otpp::pid old = otpp::whereis(v);
@@ -262,6 +319,7 @@ int main(int argc, char** argv) {
   const double took = std::chrono::duration<double>(clk::now() - t0).count();
 
   const auto cache_stats = otpp::call<examples::search_cache>("search_cache", examples::search_cache::get_stats{});
+  if (observer) otpp::stop(observer);
   otpp::stop(root);
   std::filesystem::remove(snap);
   otpp::set_log_level(otpp::log_level::debug);

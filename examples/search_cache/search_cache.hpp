@@ -51,6 +51,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <otpp/gen_server.hpp>
 #include <otpp/log.hpp>
 #include <otpp/process.hpp>
@@ -152,7 +154,11 @@ class search_cache : public otpp::gen_server<search_cache> {
     otpp::telemetry::execute(search_cache_events::cache, {{"size", lru_.size()}});
   }
 
-  stats handle_call(get_stats) const {
+  stats handle_call(get_stats) const { return current_stats(); }
+
+  /// The counters now (what get_stats answers, and what the cache's fmt
+  /// formatter prints for otpp's observer).
+  [[nodiscard]] stats current_stats() const {
     stats s = stats_;
     s.size = lru_.size();
     s.capacity = opts_.capacity;
@@ -426,3 +432,13 @@ class search_cache : public otpp::gen_server<search_cache> {
 };
 
 }  // namespace examples
+
+// The state as otpp's observer shows it (otpp::sys::format_state).
+template <>
+struct fmt::formatter<examples::search_cache> : fmt::formatter<std::string_view> {
+  auto format(const examples::search_cache& c, fmt::format_context& ctx) const {
+    const auto s = c.current_stats();
+    return fmt::format_to(ctx.out(), "{} of {} entries; {} hits, {} misses, {} evictions", s.size, s.capacity, s.hits,
+                          s.misses, s.evictions);
+  }
+};

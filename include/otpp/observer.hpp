@@ -267,6 +267,10 @@ class observer_core {
     return out;
   }
 
+  [[nodiscard]] static bool is_supervisor(std::string_view type) noexcept {
+    return type == type_name<supervisor>() || type.substr(0, 30) == "otpp::basic_dynamic_supervisor";
+  }
+
   [[nodiscard]] std::uint64_t restarts_of(const row& x) const {
     // Under the lock: a supervisor's restarts, or how often this child was restarted.
     if (auto it = restarts_by_supervisor_.find(x.p); it != restarts_by_supervisor_.end()) return it->second;
@@ -296,7 +300,7 @@ class observer_core {
         out += fmt::format(",\"name\":{},\"type\":{},\"memory\":{},\"handled\":{},\"parent\":{},\"supervisor\":{}",
                            json_string(x.info->name), json_string(x.info->type), x.info->memory, x.info->messages_handled,
                            json_string(x.info->parent ? fmt::format("{}", x.info->parent) : std::string{}),
-                           x.info->type == type_name<supervisor>() ? "true" : "false");
+                           is_supervisor(x.info->type) ? "true" : "false");
       }
       out += '}';
     }

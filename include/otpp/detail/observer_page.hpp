@@ -272,19 +272,20 @@ async function loadDetail(pid) {
   pane.dataset.pid = pid;
   document.getElementById("d-title").textContent = (d.name || shortType(d.type) || "process") + " " + pid;
   const link = p => p ? el("a", {class: "pidlink", onclick: () => select(p)}, p) : "none";
-  const f = [["status", d.status], ["type", d.type], ["parent", link(d.parent)],
+  const f = [["status", d.status], ["type", d.type], ["parent", d.type ? link(d.parent) : ""],
              ["mailbox", d.queue === undefined ? "" : d.queue + (d.capacity ? " of " + d.capacity + ", " + d.dropped + " dropped" : "")],
              ["memory", d.memory === undefined ? "" : bytes(d.memory)], ["handled", d.handled],
              ["links", d.links ? (d.links.length ? el("span", {}, ...d.links.flatMap((l, i) => i ? [", ", link(l)] : [link(l)])) : "none") : ""],
              ["monitors", d.monitoring === undefined ? "" : d.monitoring + " held, " + d.monitored_by + " on it"],
              ["traps exits", d.trap_exit === undefined ? "" : (d.trap_exit ? "yes" : "no")]];
   if (d.error) f.push(["note", d.error]);
-  document.getElementById("d-fields").replaceChildren(...f.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v ?? "")]));
+  document.getElementById("d-fields").replaceChildren(...f.filter(([, v]) => v !== "" && v !== undefined)
+    .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const ch = document.getElementById("d-children");
   ch.replaceChildren(...(d.children && d.children.length ? [el("h3", {}, "Children"),
     el("ul", {}, ...d.children.map(c => el("li", {"data-id": c.id}, c.id + " ", c.pid ? link(c.pid) : el("span", {class: "muted"}, c.state))))] : []));
   document.getElementById("d-state").textContent = d.state === undefined ? "" : d.state === null ? "(no fmt formatter for this server's state)" : d.state;
-  document.getElementById("d-actions").hidden = !(snap && snap.overview.actions && token);
+  document.getElementById("d-actions").hidden = !(snap && snap.overview.actions && token) || d.status === "exited";
 }
 
 async function kill() {
