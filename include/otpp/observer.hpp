@@ -123,7 +123,8 @@ class observer_core {
   void listen() {
     http_ = std::make_unique<http::server>(opts_.address, opts_.port,
                                            [this](const http::request& r) { return handle(r); });
-    port_ = http_->port();
+    port_ = http_->port();  // before the first request is read: the Host check needs it
+    http_->start();
   }
   void stop() noexcept { http_.reset(); }
 

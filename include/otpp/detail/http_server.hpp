@@ -223,14 +223,15 @@ struct limits {
   std::chrono::milliseconds deadline{10'000};  ///< For the whole exchange, read and write.
 };
 
-/// Listens on one address and answers each request with `handler`, on a
-/// thread of its own; stopped and joined by the destructor.
+/// Listens on one address and, once started, answers each request with
+/// `handler` on a thread of its own; stopped and joined by the destructor.
 class server {
  public:
   using handler_fn = std::function<response(const request&)>;
 
-  /// Binds and listens. Throws std::runtime_error naming the address when
-  /// it cannot (a bad address, a port in use, no permission).
+  /// Binds and listens (connections wait in the backlog until start).
+  /// Throws std::runtime_error naming the address when it cannot (a bad
+  /// address, a port in use, no permission).
   server(const std::string& address, std::uint16_t port, handler_fn handler, limits l = {})
       : acceptor_{io_}, handler_{std::move(handler)}, limits_{l} {
     try {
@@ -242,8 +243,6 @@ class server {
     } catch (const std::exception& e) {
       throw std::runtime_error("cannot listen on " + address + ":" + std::to_string(port) + ": " + e.what());
     }
-    accept();
-    thread_ = std::thread{[this] { io_.run(); }};
   }
   server(const server&) = delete;
   server& operator=(const server&) = delete;
@@ -251,6 +250,12 @@ class server {
 
   /// The port listened on (the one the system chose, when asked for 0).
   [[nodiscard]] std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+
+  /// Starts answering, on the server's own thread. Once only.
+  void start() {
+    accept();
+    thread_ = std::thread{[this] { io_.run(); }};
+  }
 
   /// Stops answering and joins the thread; a request being answered is cut off.
   void stop() noexcept {
