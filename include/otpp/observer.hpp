@@ -38,6 +38,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <fmt/core.h>
@@ -319,22 +320,30 @@ class observer_core {
     return out;
   }
 
-  [[nodiscard]] http::response process_detail(const http::request& r) const {
+  // The live process a request's ?pid= names, or the answer that says why not.
+  [[nodiscard]] std::variant<pid, http::response> target_of(const http::request& r) const {
     const auto text = r.param("pid");
-    if (!text) return {400, "application/json", R"({"error":"which process? ?pid=<0.12.0>"})"};
-    const auto p = find(*text);
-    if (!p) return {404, "application/json", "{\"error\":" + json_string(fmt::format("no live process {}", *text)) + "}"};
+    if (!text) return http::response{400, "application/json", R"({"error":"which process? ?pid=<0.12.0>"})"};
+    if (auto p = find(*text)) return *p;
+    return http::response{404, "application/json", "{\"error\":" + json_string(fmt::format("no live process {}", *text)) + "}"};
+  }
+
+  [[nodiscard]] http::response process_detail(const http::request& r) const {
+    auto t = target_of(r);
+    if (auto* answer = std::get_if<http::response>(&t)) return std::move(*answer);
+    const pid* p = std::get_if<pid>(&t);
+    const std::string text = fmt::format("{}", *p);
     auto info = sys::info(*p, opts_.process_timeout);
     const auto peek = sys::peek(*p);
     if (!info) {
       return {200, "application/json",
-              fmt::format(R"({{"pid":{},"status":"busy","queue":{},"error":{}}})", json_string(*text), peek.message_queue_len,
+              fmt::format(R"({{"pid":{},"status":"busy","queue":{},"error":{}}})", json_string(text), peek.message_queue_len,
                           json_string(fmt::format("no answer within {} ms: {}", opts_.process_timeout.count(), info.error())))};
     }
     std::string out = fmt::format(
         "{{\"pid\":{},\"name\":{},\"type\":{},\"status\":\"{}\",\"queue\":{},\"capacity\":{},\"dropped\":{},\"memory\":{},"
         "\"handled\":{},\"parent\":{},\"trap_exit\":{},\"monitored_by\":{},\"monitoring\":{},\"links\":[",
-        json_string(*text), json_string(info->name), json_string(info->type), status_name(peek.status), peek.message_queue_len,
+        json_string(text), json_string(info->name), json_string(info->type), status_name(peek.status), peek.message_queue_len,
         peek.mailbox_capacity, peek.dropped, info->memory, info->messages_handled,
         json_string(info->parent ? fmt::format("{}", info->parent) : std::string{}), info->trap_exit ? "true" : "false",
         info->monitored_by, info->monitoring);
@@ -369,12 +378,11 @@ class observer_core {
     if (!opts_.allow_actions)
       return {403, "application/json", R"({"error":"actions are off: start the observer with allow_actions"})"};
     if (!token_ok(r.header("x-otpp-token"))) return {403, "application/json", R"({"error":"wrong or missing token"})"};
-    const auto text = r.param("pid");
-    if (!text) return {400, "application/json", R"({"error":"which process? ?pid=<0.12.0>"})"};
-    const auto p = find(*text);
-    if (!p) return {404, "application/json", "{\"error\":" + json_string(fmt::format("no live process {}", *text)) + "}"};
-    otpp::exit(*p, exit_reason::kill());
-    return {200, "application/json", fmt::format(R"({{"killed":{}}})", json_string(*text))};
+    auto t = target_of(r);
+    if (auto* answer = std::get_if<http::response>(&t)) return std::move(*answer);
+    const pid& p = std::get<pid>(t);
+    otpp::exit(p, exit_reason::kill());
+    return {200, "application/json", fmt::format(R"({{"killed":{}}})", json_string(fmt::format("{}", p)))};
   }
 
   [[nodiscard]] std::string prometheus() const {

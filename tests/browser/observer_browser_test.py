@@ -59,6 +59,7 @@ class Chromium:
         self.next_id = 0
         self.buffer = b""
         self.session = None
+        self.events = []  # the names of the events seen so far
 
     def send(self, method, params=None, session=True, timeout=30):
         self.next_id += 1
@@ -76,6 +77,8 @@ class Chromium:
                     if "error" in m:
                         fail(f"{method}: {m['error']}")
                     return m.get("result", {})
+                if "method" in m:
+                    self.events.append(m["method"])
             if time.monotonic() > deadline:
                 fail(f"{method}: no answer from Chromium within {timeout} s")
 
@@ -98,6 +101,16 @@ class Chromium:
         self.send("Runtime.enable")
         self.send("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
         self.send("Page.navigate", {"url": url})
+        self.wait_event("Page.loadEventFired")
+
+    def wait_event(self, method, timeout=30):
+        deadline = time.monotonic() + timeout
+        while method not in self.events:
+            if time.monotonic() > deadline:
+                fail(f"no {method} from Chromium within {timeout} s")
+            for m in self._messages(deadline):
+                if "method" in m:
+                    self.events.append(m["method"])
 
     def eval(self, expression):
         r = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
@@ -106,13 +119,24 @@ class Chromium:
         return r["result"].get("value")
 
     def wait_for(self, what, expression, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.eval(expression)
-            if value:
-                return value
-            time.sleep(0.1)  # polling the page, as a person looking at it would
-        fail(f"{what}: not seen within {timeout} s (last: {self.eval(expression)!r})")
+        """Waits in the page: the condition is checked at once and after each
+        change of the document (every refresh changes it), until it holds or
+        the deadline passes."""
+        script = f"""new Promise(resolve => {{
+            const check = () => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }};
+            const first = check();
+            if (first) {{ resolve(first); return; }}
+            const done = v => {{ observer.disconnect(); clearTimeout(timer); resolve(v); }};
+            const observer = new MutationObserver(() => {{ const v = check(); if (v) done(v); }});
+            observer.observe(document, {{subtree: true, childList: true, attributes: true, characterData: true}});
+            const timer = setTimeout(() => done(null), {int(timeout * 1000)});
+        }})"""
+        r = self.send("Runtime.evaluate", {"expression": script, "returnByValue": True, "awaitPromise": True},
+                      timeout=timeout + 10)
+        value = r.get("result", {}).get("value")
+        if not value:
+            fail(f"{what}: not seen within {timeout} s (last: {self.eval(expression)!r})")
+        return value
 
     def click(self, selector):
         """A real mouse click at the middle of the element."""
