@@ -41,6 +41,7 @@ enum class exit_kind : std::uint8_t {
   ignore,           ///< init asked not to start
   already_started,  ///< the name was taken
   mailbox_full,     ///< a bounded mailbox had no room for the message
+  noconnection,     ///< the process's node is not connected, or the connection went down
 };
 
 /// Why a process ended, or why an operation on one failed: a value that
@@ -68,6 +69,8 @@ class exit_reason {
   static exit_reason calling_self() noexcept { return exit_reason{exit_kind::calling_self}; }
   /// The target's bounded mailbox had no room: the message was not queued.
   static exit_reason mailbox_full() noexcept { return exit_reason{exit_kind::mailbox_full}; }
+  /// The remote process's node went away (see <otpp/node.hpp>).
+  static exit_reason noconnection() noexcept { return exit_reason{exit_kind::noconnection}; }
   /// init() asked not to start (start returns this as its error).
   static exit_reason ignore() noexcept { return exit_reason{exit_kind::ignore}; }
   /// A custom reason; `what` is what logs and comparisons see.
@@ -130,6 +133,7 @@ class exit_reason {
       case exit_kind::ignore: return "ignore";
       case exit_kind::already_started: return "already_started";
       case exit_kind::mailbox_full: return "mailbox_full";
+      case exit_kind::noconnection: return "noconnection";
     }
     return "?";
   }

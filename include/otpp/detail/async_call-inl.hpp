@@ -23,6 +23,9 @@ OTPP_FUNC process_base& awaiting_process(const char* operation) {
 
 OTPP_FUNC void throw_async_call_error(const exit_reason& reason, std::uint64_t target, std::string_view server_type,
                                       std::string_view request_type, steady::duration timeout) {
+  // A remote call (otpp::node) has no local pid: its server_type names it.
+  if (target == 0)
+    throw exit_error{reason, fmt::format("otpp::async_call({}, {}, {})", server_type, request_type, describe_timeout(timeout))};
   throw exit_error{reason, fmt::format("otpp::async_call({} {}, {}, {})", pid_text{target}.view(), server_type,
                                        request_type, describe_timeout(timeout))};
 }
