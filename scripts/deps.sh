@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages otpp needs to build, test and benchmark, if missing.
+# (elixir brings the BEAM: the distribution tests and the cluster example run
+# against real Elixir nodes.)
 set -euo pipefail
 need=()
-for pkg in g++ cmake make libfmt-dev catch2 python3 libasio-dev "$@"; do
+for pkg in g++ cmake make libfmt-dev catch2 python3 libasio-dev elixir "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -1,0 +1,302 @@
+// otpp::node against the real BEAM (Elixir nodes started by the test) and
+// against another otpp node. Everything binds to loopback and stops itself.
+#include <otpp/node.hpp>
+#include <otpp/otpp.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "beam_peer.hpp"
+#include "catch.hpp"
+#include "support.hpp"
+
+using otpp::atom;
+using otpp::term;
+
+namespace {
+
+const std::string cookie = "otpp_test_cookie";
+
+std::string unique(const std::string& base) { return base + "_" + std::to_string(::getpid()); }
+std::string script(const char* name) { return std::string{OTPP_TEST_BEAM_DIR} + "/" + name; }
+
+/// Served to Elixir: a counter that answers terms.
+struct remote_counter : otpp::gen_server<remote_counter> {
+  using info_types = otpp::type_list<term>;
+  std::int64_t n = 0;
+  std::vector<term> infos;
+  otpp::remote_pid worker;
+
+  explicit remote_counter(otpp::remote_pid w = {}) : worker{std::move(w)} {}
+
+  term handle_call(term req) {
+    if (req.is_atom("get")) return n;
+    if (req.is_atom("infos")) return otpp::to_term(infos);
+    if (req.is_atom("worker")) return worker;
+    if (req.is_atom("crash")) throw std::runtime_error{"asked to crash"};
+    if (req.is_tuple(2) && req[0].is_atom("add")) return n += req[1].as<std::int64_t>();
+    if (req.is_tuple(2) && req[0].is_atom("echo")) return req[1];
+    return term::tuple(atom{"error"}, atom{"unknown_request"});
+  }
+  void handle_cast(term msg) {
+    if (msg.is_tuple(2) && msg[0].is_atom("add")) n += msg[1].as<std::int64_t>();
+  }
+  void handle_info(term msg) { infos.push_back(std::move(msg)); }
+};
+
+/// Records what reaches it (nodedown, plain terms).
+struct recorder : otpp::gen_server<recorder> {
+  using info_types = otpp::type_list<otpp::nodedown, term>;
+  std::vector<std::string> seen;
+  struct get {
+    using reply_type = std::vector<std::string>;
+  };
+  std::vector<std::string> handle_call(get) { return seen; }
+  void handle_info(otpp::nodedown d) { seen.push_back("nodedown " + d.node); }
+  void handle_info(term t) { seen.push_back(fmt::format("{}", t)); }
+};
+
+/// Asks a remote store from a coroutine handler.
+struct asker : otpp::gen_server<asker> {
+  otpp::node* node;
+  otpp::remote_name to;
+  asker(otpp::node* n, otpp::remote_name t) : node{n}, to{std::move(t)} {}
+  struct ask {
+    std::string key;
+  };
+  otpp::async<term> handle_call(ask a) {
+    auto pending = node->async_call(to, term::tuple(atom{"get"}, a.key));
+    co_return co_await pending;
+  }
+  struct ask_nobody {};
+  otpp::async<std::string> handle_call(ask_nobody) {
+    try {
+      auto pending = node->async_call({"nobody", to.node}, atom{"x"});
+      (void)co_await pending;
+    } catch (const otpp::exit_error& e) {
+      co_return std::string{e.what()};
+    }
+    co_return std::string{"no exception"};
+  }
+};
+
+/// Hears nodedown for one peer.
+struct watcher : otpp::gen_server<watcher> {
+  using info_types = otpp::type_list<otpp::nodedown>;
+  otpp::node* node;
+  std::string peer;
+  std::vector<std::string> seen;
+  watcher(otpp::node* n, std::string p) : node{n}, peer{std::move(p)} {}
+  void init() { node->monitor_node(peer); }
+  struct get {
+    using reply_type = std::vector<std::string>;
+  };
+  std::vector<std::string> handle_call(get) { return seen; }
+  void handle_info(otpp::nodedown d) { seen.push_back(d.node); }
+};
+
+/// Log lines, for what only the log can show (a refused handshake).
+struct log_lines {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  log_lines() {
+    otpp::set_logger([this](otpp::log_level, std::string_view l) {
+      std::lock_guard lock{mu};
+      lines.emplace_back(l);
+    });
+  }
+  ~log_lines() { otpp::set_logger(nullptr); }
+  bool contains(std::string_view s) {
+    std::lock_guard lock{mu};
+    for (auto& l : lines)
+      if (l.find(s) != std::string::npos) return true;
+    return false;
+  }
+};
+
+std::map<std::string, std::string> read_results(otpp_test::beam_peer& peer) {
+  std::map<std::string, std::string> out;
+  while (auto line = peer.read_line()) {
+    auto sp = line->find(' ');
+    if (sp == std::string::npos) continue;
+    out[line->substr(0, sp)] = line->substr(sp + 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("node: an Elixir node calls, casts and sends to an otpp server") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node n{{.name = unique("otpp_a"), .cookie = cookie}};
+  auto worker = rt.start<remote_counter>().value();
+  auto counter = rt.start<remote_counter>(n.pid_of(worker)).value();
+  REQUIRE(n.serve("counter", counter));
+  CHECK_FALSE(n.serve("counter", counter));  // the name is taken while it lives
+
+  otpp_test::beam_peer peer{unique("ex_caller"), cookie, script("call_otpp.exs"), {n.name()}};
+  REQUIRE(peer.started());
+  auto r = read_results(peer);
+  CHECK(peer.finish() == 0);
+
+  CHECK(r["ping"] == ":pong");
+  CHECK(r["add"] == "5");
+  CHECK(r["get"] == "15");  // the cast came before the second call
+  CHECK(r["infos"] == "[hello: \"world\"]");  // Elixir prints a list of 2-tuples headed by atoms as a keyword list
+  CHECK(r["echo"] == "true");  // maps, bignums, floats, pids, refs, improper lists, charlists, UTF-8 atoms
+  CHECK(r["worker_pid"] == "true");
+  CHECK(r["by_pid"] == "1");
+  CHECK(r["noproc"] == ":noproc");  // the caller's monitor on an unserved name
+  CHECK(r["crash"] == "{:exception, \"std::runtime_error: asked to crash\"}");
+  CHECK(r["down"] == "{:exception, \"std::runtime_error: asked to crash\"}");
+  CHECK_FALSE(counter.pid().alive());
+}
+
+TEST_CASE("node: an otpp node calls an Elixir GenServer") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node n{{.name = unique("otpp_b"), .cookie = cookie}};
+  otpp_test::beam_peer peer{unique("ex_store"), cookie, script("store_server.exs")};
+  REQUIRE(peer.started());
+  auto ready = peer.read_line();
+  REQUIRE(ready.has_value());
+  REQUIRE(ready->rfind("ready ", 0) == 0);
+  const std::string beam = ready->substr(6);
+  const otpp::remote_name store{"store", beam};
+
+  // From a plain thread.
+  CHECK(n.try_call(store, term::tuple(atom{"put"}, "k", 1)).value() == atom{"ok"});
+  CHECK(n.try_call(store, term::tuple(atom{"get"}, "k")).value() == term{1});
+  n.cast(store, term::tuple(atom{"put"}, "c", 2));
+  n.send(store, term::tuple(atom{"put"}, "s", 3));
+  CHECK(n.try_call(store, term::tuple(atom{"get"}, "c")).value() == term{2});
+  CHECK(n.try_call(store, term::tuple(atom{"get"}, "s")).value() == term{3});
+  CHECK(n.nodes() == std::vector<std::string>{beam});
+
+  // From a process, with co_await: the worker is free while it waits.
+  auto a = rt.start<asker>(&n, store).value();
+  CHECK(otpp::call(a, asker::ask{"k"}) == term{1});
+
+  // Failures come back as OTP's reasons.
+  CHECK(n.try_call({"nobody", beam}, atom{"x"}).error().kind() == otpp::exit_kind::noproc);
+  auto slow = n.try_call(store, term::tuple(atom{"sleep"}, 2000), std::chrono::milliseconds{100});
+  CHECK(slow.error().kind() == otpp::exit_kind::timeout);
+  auto crash = n.try_call(store, atom{"crash"});
+  REQUIRE_FALSE(crash);
+  CHECK(crash.error().to_string() == "error(boom)");
+  CHECK(n.try_call(store, atom{"x"}).error().kind() == otpp::exit_kind::noproc);  // it is gone
+
+  // In a coroutine handler a failure is thrown, naming the call.
+  CHECK(otpp::call(a, asker::ask_nobody{}) == "otpp::async_call({nobody, " + beam + "}, otpp::term, 5000 ms): noproc");
+  CHECK(peer.finish() == 0);
+}
+
+TEST_CASE("node: when the Elixir node dies, calls fail with noconnection and watchers hear nodedown") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node n{{.name = unique("otpp_c"), .cookie = cookie}};
+  otpp_test::beam_peer peer{unique("ex_doomed"), cookie, script("store_server.exs")};
+  auto ready = peer.read_line();
+  REQUIRE(ready.has_value());
+  const std::string beam = ready->substr(6);
+  REQUIRE(n.connect(beam));
+
+  auto w = rt.start<watcher>(&n, beam).value();
+  auto pending = n.async_try_call({"store", beam}, term::tuple(atom{"sleep"}, 20000), std::chrono::seconds{30});
+  CHECK_FALSE(pending.wait_for(std::chrono::milliseconds{50}));  // still asleep over there
+  peer.kill_now();
+  CHECK(pending.get().error().kind() == otpp::exit_kind::noconnection);
+  CHECK(otpp_test::eventually([&] { return otpp::call(w, watcher::get{}) == std::vector<std::string>{beam}; }));
+  CHECK(n.nodes().empty());
+}
+
+TEST_CASE("node: a wrong cookie is refused on both sides") {
+  log_lines log;
+  otpp::node n{{.name = unique("otpp_d"), .cookie = cookie}};
+  // Elixir with another cookie pings us: refused.
+  otpp_test::beam_peer wrong{unique("ex_wrong"), "not_the_cookie", script("call_otpp.exs"), {n.name()}};
+  auto first = wrong.read_line();
+  REQUIRE(first.has_value());
+  CHECK(*first == "ping :pang");
+  wrong.kill_now();
+  CHECK(otpp_test::eventually([&] { return log.contains("refused an incoming connection"); }));
+  // And we, with another cookie, cannot reach an Elixir node.
+  otpp_test::beam_peer store{unique("ex_store2"), cookie, script("store_server.exs")};
+  auto ready = store.read_line();
+  REQUIRE(ready.has_value());
+  otpp::node stranger{{.name = unique("otpp_stranger"), .cookie = "not_the_cookie"}};
+  auto r = stranger.try_call({"store", ready->substr(6)}, atom{"x"}, std::chrono::seconds{10});
+  CHECK(r.error().kind() == otpp::exit_kind::noconnection);
+  CHECK(log.contains("cannot connect to " + ready->substr(6)));
+}
+
+TEST_CASE("node: two otpp nodes call, link-free monitor and fail as Erlang's do") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node a{{.name = unique("otpp_e1"), .cookie = cookie}};
+  auto counter = rt.start<remote_counter>().value();
+  REQUIRE(a.serve("counter", counter));
+  const otpp::remote_name to{"counter", a.name()};
+  {
+    otpp::node b{{.name = unique("otpp_e2"), .cookie = cookie}};
+    CHECK(b.try_call(to, term::tuple(atom{"add"}, 2)).value() == term{2});
+    b.cast(to, term::tuple(atom{"add"}, 3));
+    CHECK(b.try_call(to, atom{"get"}).value() == term{5});
+    // A plain send to an exported pid reaches handle_info(term).
+    auto rec = rt.start<recorder>().value();
+    b.send(a.pid_of(rec.pid()), term::tuple(atom{"hi"}, 1));
+    CHECK(otpp_test::eventually([&] { return otpp::call(rec, recorder::get{}).size() == 1; }));
+    CHECK(otpp::call(rec, recorder::get{})[0] == "{hi, 1}");
+    // The server's death fails the call with its reason, at once.
+    auto crash = b.try_call(to, atom{"crash"});
+    CHECK(crash.error().kind() == otpp::exit_kind::custom);
+    CHECK(crash.error().detail().find("asked to crash") != std::string::npos);
+    CHECK(b.try_call(to, atom{"get"}).error().kind() == otpp::exit_kind::noproc);
+  }
+  // b is gone: a no longer lists it.
+  CHECK(otpp_test::eventually([&] { return a.nodes().empty(); }));
+}
+
+TEST_CASE("node: garbage after the handshake closes only that connection") {
+  log_lines log;
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node a{{.name = unique("otpp_f1"), .cookie = cookie}};
+  auto counter = rt.start<remote_counter>().value();
+  REQUIRE(a.serve("counter", counter));
+  otpp::node good{{.name = unique("otpp_f2"), .cookie = cookie}};
+  CHECK(good.try_call({"counter", a.name()}, atom{"get"}).value() == term{0});
+
+  // A hand-made peer: a real handshake, then frames of our own making.
+  auto attack = [&](const std::string& frame, const char* expect) {
+    namespace dist = otpp::detail::dist;
+    const auto deadline = dist::clock::now() + std::chrono::seconds{5};
+    std::string error;
+    const auto port = dist::epmd_lookup("127.0.0.1", a.name().substr(0, a.name().find('@')), error, deadline);
+    REQUIRE(port.has_value());
+    const int fd = dist::tcp_connect("127.0.0.1", *port, deadline);
+    REQUIRE(fd >= 0);
+    auto r = dist::handshake_out(fd, unique("otpp_f3") + a.name().substr(a.name().find('@')), dist::our_flags, 1, cookie,
+                                 a.name(), deadline);
+    REQUIRE(r.error.empty());
+    REQUIRE(dist::write_all(fd, frame, deadline));
+    char c;
+    CHECK_FALSE(dist::read_exact(fd, &c, 1, deadline));  // closed by the node
+    ::close(fd);
+    CHECK(otpp_test::eventually([&] { return log.contains(expect); }));
+  };
+  const std::string not_pass_through{"\0\0\0\2\x71\x83", 6};
+  attack(not_pass_through, "not a pass-through frame");
+  const std::string truncated_term{"\0\0\0\5\x70\x83\x68\x03\x61", 9};
+  attack(truncated_term, "malformed frame");
+  const std::string huge{"\x7f\xff\xff\xff", 4};
+  attack(huge, "a frame of 2147483647 bytes");
+  const std::string bad_control{"\0\0\0\4\x70\x83\x61\x07", 8};
+  attack(bad_control, "not a tuple with an operation");
+
+  // The good connection never noticed.
+  CHECK(good.try_call({"counter", a.name()}, term::tuple(atom{"add"}, 1)).value() == term{1});
+}
