@@ -153,6 +153,7 @@ TEST_CASE("node: an Elixir node calls, casts and sends to an otpp server") {
   CHECK(r["echo"] == "true");  // maps, bignums, floats, pids, refs, improper lists, charlists, UTF-8 atoms
   CHECK(r["worker_pid"] == "true");
   CHECK(r["by_pid"] == "1");
+  CHECK(r["linked_exit"] == "{:exception, \"std::runtime_error: asked to crash\"}");
   CHECK(r["noproc"] == ":noproc");  // the caller's monitor on an unserved name
   CHECK(r["crash"] == "{:exception, \"std::runtime_error: asked to crash\"}");
   CHECK(r["down"] == "{:exception, \"std::runtime_error: asked to crash\"}");
@@ -197,6 +198,59 @@ TEST_CASE("node: an otpp node calls an Elixir GenServer") {
   CHECK(peer.finish() == 0);
 }
 
+/// Monitors remote processes, and says what it heard.
+struct remote_watcher : otpp::gen_server<remote_watcher> {
+  using info_types = otpp::type_list<otpp::remote_down, otpp::nodedown>;
+  otpp::node* node;
+  std::vector<std::string> seen;
+  explicit remote_watcher(otpp::node* n) : node{n} {}
+  struct watch_name {
+    otpp::remote_name name;
+  };
+  otpp::remote_ref handle_call(watch_name w) { return node->monitor(w.name); }
+  struct link_to {
+    otpp::remote_pid pid;
+  };
+  bool handle_call(link_to l) {
+    node->link(l.pid);
+    return true;
+  }
+  struct get {
+    using reply_type = std::vector<std::string>;
+  };
+  std::vector<std::string> handle_call(get) { return seen; }
+  void handle_info(otpp::remote_down d) { seen.push_back(fmt::format("{} {}", d.target, d.reason.to_string())); }
+  void handle_info(otpp::nodedown d) { seen.push_back("nodedown " + d.node); }
+};
+
+TEST_CASE("node: otpp processes monitor and link Elixir processes") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node n{{.name = unique("otpp_g"), .cookie = cookie}};
+  otpp_test::beam_peer peer{unique("ex_linked"), cookie, script("store_server.exs")};
+  auto ready = peer.read_line();
+  REQUIRE(ready.has_value());
+  const std::string beam = ready->substr(6);
+
+  auto w = rt.start<remote_watcher>(&n).value();
+  (void)otpp::call(w, remote_watcher::watch_name{{"store", beam}});
+  (void)otpp::call(w, remote_watcher::watch_name{{"nobody", beam}});
+  CHECK(otpp_test::eventually([&] {
+    return otpp::call(w, remote_watcher::get{}) == std::vector<std::string>{"{nobody, " + beam + "} noproc"};
+  }));
+  CHECK(n.try_call({"store", beam}, atom{"crash"}).error().to_string() == "error(boom)");
+  CHECK(otpp_test::eventually([&] { return otpp::call(w, remote_watcher::get{}).size() == 2; }));
+  CHECK(otpp::call(w, remote_watcher::get{})[1] == "{store, " + beam + "} error(boom)");
+
+  // A linked process dies with the Elixir process it is linked to.
+  auto linked = rt.start<remote_watcher>(&n).value();
+  const auto other = n.try_call({"other", beam}, atom{"whoami"}).value().as<otpp::remote_pid>();
+  CHECK(otpp::call(linked, remote_watcher::link_to{other}));
+  otpp::exit_watch dies{linked.pid()};
+  CHECK(n.try_call({"other", beam}, atom{"crash"}).error().to_string() == "error(boom)");
+  CHECK(dies.wait(std::chrono::seconds{10}).value().to_string() == "error(boom)");
+  CHECK(peer.finish() == 0);
+}
+
 TEST_CASE("node: when the Elixir node dies, calls fail with noconnection and watchers hear nodedown") {
   otpp::runtime rt{{.workers = 2}};
   otpp::node n{{.name = unique("otpp_c"), .cookie = cookie}};
@@ -207,11 +261,21 @@ TEST_CASE("node: when the Elixir node dies, calls fail with noconnection and wat
   REQUIRE(n.connect(beam));
 
   auto w = rt.start<watcher>(&n, beam).value();
+  auto mon = rt.start<remote_watcher>(&n).value();
+  (void)otpp::call(mon, remote_watcher::watch_name{{"store", beam}});
+  // And a process linked to it goes down with the connection.
+  auto linked = rt.start<remote_watcher>(&n).value();
+  CHECK(otpp::call(linked, remote_watcher::link_to{n.try_call({"other", beam}, atom{"whoami"}).value().as<otpp::remote_pid>()}));
+  otpp::exit_watch dies{linked.pid()};
   auto pending = n.async_try_call({"store", beam}, term::tuple(atom{"sleep"}, 20000), std::chrono::seconds{30});
   CHECK_FALSE(pending.wait_for(std::chrono::milliseconds{50}));  // still asleep over there
   peer.kill_now();
   CHECK(pending.get().error().kind() == otpp::exit_kind::noconnection);
   CHECK(otpp_test::eventually([&] { return otpp::call(w, watcher::get{}) == std::vector<std::string>{beam}; }));
+  CHECK(otpp_test::eventually([&] {
+    return otpp::call(mon, remote_watcher::get{}) == std::vector<std::string>{"{store, " + beam + "} noconnection"};
+  }));
+  CHECK(dies.wait(std::chrono::seconds{10}).value().kind() == otpp::exit_kind::noconnection);
   CHECK(n.nodes().empty());
 }
 

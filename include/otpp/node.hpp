@@ -138,6 +138,27 @@ class node {
   void send(const remote_name& to, term message) { core_->send_to_name(to.node, to.name, message); }
   void send(const remote_pid& to, term message) { core_->send_to_pid(to, message); }
 
+  /// From a process: monitors a remote process, which need not exist yet
+  /// nor its node be connected. The caller receives otpp::remote_down
+  /// (handle_info) when it exits, with its reason; noproc if there is
+  /// none; noconnection if its node goes away.
+  remote_ref monitor(const remote_pid& target) {
+    return core_->monitor(target.node, target, target, caller("monitor"));
+  }
+  remote_ref monitor(const remote_name& target) {
+    return core_->monitor(target.node, atom{target.name}, term::tuple(atom{target.name}, atom{target.node}), caller("monitor"));
+  }
+  /// Stops a monitor from monitor(); false if it already fired.
+  bool demonitor(const remote_ref& ref) { return core_->demonitor(ref); }
+  /// From a process: links it with a remote process. Either's abnormal
+  /// exit reaches the other as an exit signal (kills it unless it traps
+  /// exits); a lost connection reaches the local one as noconnection.
+  void link(const remote_pid& other) { core_->link(caller("link"), other); }
+  void unlink(const remote_pid& other) { core_->unlink(caller("unlink"), other); }
+  /// Sends an exit signal to a remote process (Erlang's exit/2), from the
+  /// calling process, or from the node outside one.
+  void exit(const remote_pid& target, const exit_reason& reason) { core_->exit(self(), target, reason); }
+
   /// The pid remote nodes know a local process by; they can then send to
   /// it (handle_info(otpp::term)), link to it and monitor it.
   [[nodiscard]] remote_pid pid_of(const pid& p) { return core_->export_pid(p); }
@@ -159,13 +180,15 @@ class node {
   [[nodiscard]] std::vector<std::string> nodes() const { return core_->nodes(); }
   /// The calling process receives otpp::nodedown{peer} (handle_info) when
   /// the connection to `peer` goes down, or at once if it cannot be made.
-  void monitor_node(const std::string& peer) {
-    pid me = self();
-    if (!me) throw std::logic_error{"otpp::node::monitor_node: call it from a process"};
-    core_->monitor_node(peer, me);
-  }
+  void monitor_node(const std::string& peer) { core_->monitor_node(peer, caller("monitor_node")); }
 
  private:
+  static pid caller(const char* operation) {
+    pid me = self();
+    if (!me) throw std::logic_error{fmt::format("otpp::node::{}: call it from a process", operation)};
+    return me;
+  }
+
   template <class Impl>
   static detail::dist::served served_entry(const server<Impl>& s) {
     static_assert(handles_call<Impl, term> || handles_cast<Impl, term> || handles_info<Impl, term>,

@@ -20,6 +20,16 @@ worker = GenServer.call({:counter, node}, :worker)
 out.("worker_pid", is_pid(worker) and node(worker) == node)
 out.("by_pid", GenServer.call(worker, {:add, 1}))
 
+# A link from here to an otpp process: its crash reaches us as an EXIT.
+Process.flag(:trap_exit, true)
+Process.link(worker)
+catch_exit = fn f -> try do f.() catch :exit, {reason, _} -> reason end end
+catch_exit.(fn -> GenServer.call(worker, :crash, 3000) end)
+receive do
+  {:EXIT, ^worker, reason} -> out.("linked_exit", reason)
+after 3000 -> out.("linked_exit", :none)
+end
+
 noproc = try do
   GenServer.call({:nobody, node}, :x, 3000)
 catch

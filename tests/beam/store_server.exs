@@ -1,4 +1,4 @@
-# An Elixir GenServer, :store, that an otpp node calls (tests/node_test.cpp).
+# Two Elixir GenServers, :store and :other, that an otpp node calls (tests/node_test.cpp).
 # Prints "ready <node>", then serves until its stdin closes.
 defmodule Store do
   use GenServer
@@ -10,10 +10,12 @@ defmodule Store do
     {:reply, :slept, m}
   end
   def handle_call(:crash, _from, _m), do: exit(:boom)
+  def handle_call(:whoami, _from, m), do: {:reply, self(), m}
   def handle_cast({:put, k, v}, m), do: {:noreply, Map.put(m, k, v)}
   def handle_info({:put, k, v}, m), do: {:noreply, Map.put(m, k, v)}
 end
 
 {:ok, _} = GenServer.start(Store, %{}, name: :store)
+{:ok, _} = GenServer.start(Store, %{}, name: :other)
 IO.puts("ready #{node()}")
 IO.read(:stdio, :line)

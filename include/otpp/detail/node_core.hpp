@@ -66,6 +66,15 @@ class node_error : public std::runtime_error {
 struct nodedown {
   std::string node;
 };
+
+/// What a process that called node::monitor receives when the remote
+/// process exits (Erlang's {'DOWN', Ref, process, Target, Reason}): noproc
+/// if there was none, noconnection if its node went away.
+struct remote_down {
+  remote_ref ref;
+  term target;  // the pid, or the {name, node} as given
+  exit_reason reason;
+};
 }  // namespace otpp
 
 namespace otpp::detail::dist {
@@ -223,6 +232,13 @@ struct connection {
   std::atomic<std::int64_t> last_in{0}, last_out{0};
 };
 
+/// A local process's monitor of a remote one.
+struct proc_monitor {
+  pid watcher;
+  std::string peer;
+  term target;
+};
+
 /// A call to a remote server, waiting for its reply.
 struct outbound {
   reply_slot<term>* slot = nullptr;
@@ -371,6 +387,56 @@ class node_core {
     }
     std::lock_guard lock{mu_};
     node_watchers_[peer].push_back(watcher);
+  }
+
+  /// `watcher` (a local process) monitors a remote process: it receives
+  /// remote_down when that exits.
+  remote_ref monitor(const std::string& peer, const term& target, const term& target_as_given, const pid& watcher) {
+    const std::uint64_t n = next_ref_.fetch_add(1, std::memory_order_relaxed);
+    term ref = make_ref(n);
+    term from;
+    {
+      std::lock_guard lock{mu_};
+      from = export_locked(watcher);
+      proc_monitors_[n] = proc_monitor{watcher, peer, target_as_given};
+    }
+    send_control(peer, term::tuple(std::int64_t{op_monitor_p}, from, target, ref));
+    return ref.as<remote_ref>();
+  }
+  bool demonitor(const remote_ref& ref) {
+    auto n = ref_number(&ref);
+    if (!n) return false;
+    proc_monitor pm;
+    term from;
+    {
+      std::lock_guard lock{mu_};
+      auto it = proc_monitors_.find(*n);
+      if (it == proc_monitors_.end()) return false;
+      pm = std::move(it->second);
+      proc_monitors_.erase(it);
+      from = export_locked(pm.watcher);
+    }
+    term target = pm.target.is_tuple(2) ? pm.target[0] : pm.target;
+    send_control(pm.peer, term::tuple(std::int64_t{op_demonitor_p}, from, target, term{ref}));
+    return true;
+  }
+  /// Links a local process and a remote one: either's exit reaches the other.
+  void link(const pid& local, const remote_pid& remote) {
+    if (!local.alive()) return;
+    const term wire = export_pid(local);
+    start_watch(remote.node, watch::link, local, wire, remote, term{});
+    send_control(remote.node, term::tuple(std::int64_t{op_link}, wire, remote));
+  }
+  void unlink(const pid& local, const remote_pid& remote) {
+    const term wire = export_pid(local);
+    drop_link(remote.node, remote, wire);
+    const std::uint64_t id = next_ref_.fetch_add(1, std::memory_order_relaxed);
+    send_control(remote.node, term::tuple(std::int64_t{op_unlink_id}, id, wire, remote));
+  }
+  /// exit(Pid, Reason) to a remote process, from `from` (or the node).
+  void exit(const pid& from, const remote_pid& to, const exit_reason& reason) {
+    const term sender = from ? term{export_pid(from)} : proxy();
+    send_control(to.node, term::tuple(std::int64_t{op_exit2}, sender, to, reason_to_term(reason)));
   }
 
   // -- the completion queue ----------------------------------------------------------
@@ -775,6 +841,8 @@ class node_core {
     std::vector<reply_slot<term>*> failed;
     std::vector<pid> to_tell;
     std::vector<std::pair<pid, watch::kind_t>> watched;
+    std::vector<remote_down> downs;
+    std::vector<pid> watchers;
     {
       std::lock_guard lock{mu_};
       auto it = conns_.find(c->peer);
@@ -800,7 +868,17 @@ class node_core {
         to_tell = std::move(n->second);
         node_watchers_.erase(n);
       }
+      for (auto m = proc_monitors_.begin(); m != proc_monitors_.end();) {
+        if (m->second.peer == c->peer) {
+          downs.push_back(remote_down{make_ref(m->first).as<remote_ref>(), m->second.target, exit_reason::noconnection()});
+          watchers.push_back(m->second.watcher);
+          m = proc_monitors_.erase(m);
+        } else {
+          ++m;
+        }
+      }
     }
+    for (std::size_t k = 0; k < downs.size(); ++k) otpp::send(watchers[k], std::move(downs[k]));
     for (auto* s : failed) {
       s->fail(exit_reason::noconnection());
       s->release();
@@ -1142,7 +1220,14 @@ class node_core {
     {
       std::lock_guard lock{mu_};
       auto it = outbound_.find(*n);
-      if (it == outbound_.end()) return;
+      if (it == outbound_.end()) {
+        auto m = proc_monitors_.find(*n);
+        if (m == proc_monitors_.end()) return;
+        proc_monitor pm = std::move(m->second);
+        proc_monitors_.erase(m);
+        otpp::send(pm.watcher, remote_down{ref.as<remote_ref>(), pm.target, reason_from_term(reason)});
+        return;
+      }
       o = std::move(it->second);
       outbound_.erase(it);
     }
@@ -1159,7 +1244,7 @@ class node_core {
       send_control(c->peer, term::tuple(std::int64_t{op_monitor_p_exit}, target, from, ref, atom{"noproc"}));
       return;
     }
-    start_watch(c, watch::monitor, p, target, from, ref);
+    start_watch(c->peer, watch::monitor, p, target, from, ref);
   }
 
   void on_demonitor(const std::shared_ptr<connection>& c, const term& ref) {
@@ -1179,13 +1264,15 @@ class node_core {
       send_control(c->peer, term::tuple(std::int64_t{op_exit}, to, from, atom{"noproc"}));
       return;
     }
-    start_watch(c, watch::link, p, to, from, term{});
+    start_watch(c->peer, watch::link, p, to, from, term{});
   }
 
-  void on_unlink(const std::shared_ptr<connection>& c, const term& from, const term& to) {
+  void on_unlink(const std::shared_ptr<connection>& c, const term& from, const term& to) { drop_link(c->peer, from, to); }
+  /// Ends the link between a remote pid and a local one (either side asked).
+  void drop_link(const std::string& peer, const term& remote, const term& local) {
     std::lock_guard lock{mu_};
     for (auto* w : watches_) {
-      if (w->kind == watch::link && !w->cancelled && w->peer == c->peer && w->remote == from && w->local_pid == to) {
+      if (w->kind == watch::link && !w->cancelled && w->peer == peer && w->remote == remote && w->local_pid == local) {
         w->cancelled = true;
         w->target_proc_cancel();
         return;
@@ -1201,24 +1288,24 @@ class node_core {
     otpp::exit(p, reason_from_term(reason));
   }
 
-  void start_watch(const std::shared_ptr<connection>& c, watch::kind_t kind, const pid& p, const term& target,
-                   const term& remote, const term& ref) {
+  void start_watch(const std::string& peer, watch::kind_t kind, const pid& p, const term& target, const term& remote,
+                   const term& ref) {
     auto* w = new watch;
     w->core = this;
-    w->peer = c->peer;
+    w->peer = peer;
     w->kind = kind;
     w->target = p;
     w->target_term = target;
     w->remote = remote;
     w->ref = ref;
-    {
-      std::lock_guard lock{mu_};
-      w->local_pid = export_locked(p);
-      watches_.insert(w);
-    }
     w->slot = reply_slot<exit_reason>::make();
     w->id = next_monitor_ref.fetch_add(1, std::memory_order_relaxed);
     (void)w->slot->await(w);
+    // Under the lock: whoever cancels it finds it whole, and its exit
+    // cannot be handled before it is listed.
+    std::lock_guard lock{mu_};
+    w->local_pid = export_locked(p);
+    watches_.insert(w);
     pid_access::get(p)->enqueue_signal(make_node<detail::monitor_node>(w->id, nullptr, w->slot));
   }
 
@@ -1396,6 +1483,7 @@ class node_core {
   std::unordered_map<std::uint32_t, pid> exported_;                // wire index -> process
   std::uint32_t next_export_ = 1;                                  // 0 is the call proxy
   std::set<watch*> watches_;
+  std::unordered_map<std::uint64_t, proc_monitor> proc_monitors_;  // by reference number
   std::set<inbound_call*> inbound_;
   std::map<std::string, std::vector<pid>> node_watchers_;
   int connecting_ = 0;  // handshake threads still running
