@@ -1,7 +1,7 @@
 #pragma once
-// A real Elixir node for the distribution tests: `elixir --sname NAME
-// --cookie COOKIE script args...` as a child process, its stdout read line
-// by line (with a deadline), its stdin closed to tell it to finish.
+// A child process whose stdout is read line by line (with a deadline) and
+// whose stdin is closed to tell it to finish: a real Elixir node for the
+// distribution tests and benchmarks (beam_peer), or another otpp program.
 
 #include <fcntl.h>
 #include <poll.h>
@@ -19,10 +19,9 @@ extern char** environ;
 
 namespace otpp_test {
 
-class beam_peer {
+class child_process {
  public:
-  beam_peer(const std::string& sname, const std::string& cookie, const std::string& script,
-            const std::vector<std::string>& args = {}) {
+  explicit child_process(std::vector<std::string> argv_s) {
     int out[2], in[2];
     if (::pipe(out) != 0 || ::pipe(in) != 0) return;
     posix_spawn_file_actions_t fa;
@@ -31,21 +30,19 @@ class beam_peer {
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_addclose(&fa, out[0]);
     posix_spawn_file_actions_addclose(&fa, in[1]);
-    std::vector<std::string> argv_s{"elixir", "--sname", sname, "--cookie", cookie, script};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : argv_s) argv.push_back(a.data());
     argv.push_back(nullptr);
-    if (::posix_spawnp(&pid_, "elixir", &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    if (::posix_spawnp(&pid_, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
     posix_spawn_file_actions_destroy(&fa);
     ::close(out[1]);
     ::close(in[0]);
     out_ = out[0];
     in_ = in[1];
   }
-  beam_peer(const beam_peer&) = delete;
-  beam_peer& operator=(const beam_peer&) = delete;
-  ~beam_peer() {
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+  ~child_process() {
     finish();
     if (out_ >= 0) ::close(out_);
   }
@@ -98,7 +95,7 @@ class beam_peer {
     }
   }
 
-  /// Kills the whole BEAM at once (its connections drop as a crash drops them).
+  /// Kills it at once (its connections drop as a crash drops them).
   void kill_now() {
     if (pid_ > 0) ::kill(pid_, SIGKILL);
     (void)finish();
@@ -109,6 +106,22 @@ class beam_peer {
   int out_ = -1, in_ = -1;
   int status_ = -1;
   std::string buf_;
+};
+
+/// `elixir --sname NAME --cookie COOKIE script args...`.
+class beam_peer : public child_process {
+ public:
+  beam_peer(const std::string& sname, const std::string& cookie, const std::string& script,
+            const std::vector<std::string>& args = {})
+      : child_process{command(sname, cookie, script, args)} {}
+
+ private:
+  static std::vector<std::string> command(const std::string& sname, const std::string& cookie, const std::string& script,
+                                          const std::vector<std::string>& args) {
+    std::vector<std::string> argv{"elixir", "--sname", sname, "--cookie", cookie, script};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
 };
 
 }  // namespace otpp_test

@@ -162,7 +162,7 @@ struct completion : slot_waker {
   node_core* core = nullptr;
   completion* next = nullptr;
   std::string peer;
-  bool cancelled = false;  // I/O thread only: the peer went; free without answering
+  bool cancelled = false;  // under the node's lock: the peer went; free without answering
   completion() { wake = &on_wake; }
   virtual ~completion() = default;
   virtual void complete(node_core& c) = 0;
@@ -171,6 +171,11 @@ struct completion : slot_waker {
 
 /// A call from a remote node, being answered by a local server.
 struct inbound_call : completion {
+  inbound_call() {
+    wake = &on_answer;
+    after_publish = true;
+  }
+  static void on_answer(slot_waker* w) noexcept;
   term from;
   term tag;
   virtual result<term> collect() = 0;
@@ -227,6 +232,7 @@ struct connection {
   bool closed = false;  // gone: writes are dropped
   bool want_out = false;
   bool superseded = false;  // our handshake lost to the peer's (simultaneous connect)
+  bool dirty = false;       // listed for the I/O thread to flush
   std::string out;      // what a writer could not send yet (or before `up`)
   std::string in;       // I/O thread only
   std::atomic<std::int64_t> last_in{0}, last_out{0};
@@ -254,6 +260,7 @@ struct node_config {
   std::chrono::milliseconds tick;
   std::size_t max_frame;
   bool hidden;
+  std::chrono::microseconds busy_poll;
 };
 
 class node_core {
@@ -454,8 +461,8 @@ class node_core {
     {
       std::lock_guard lock{mu_};
       inbound_.erase(&c);
+      if (c.cancelled) return;
     }
-    if (c.cancelled) return;
     result<term> r = c.collect();
     if (!r) {
       // The server failed to answer (it died): the caller's monitor, if it
@@ -503,6 +510,7 @@ class node_core {
     name_ = alive_ + "@" + host;
     if (cfg_.cookie.empty()) throw node_error{fmt::format("otpp::node {}: an empty cookie", name_)};
     flags_ = our_flags | (cfg_.hidden ? 0 : dflag_published);
+    busy_poll_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.busy_poll).count();
 
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -753,8 +761,27 @@ class node_core {
 
   void write(const std::string& peer, const std::string& frames) {
     auto c = connection_for(peer);
-    std::lock_guard l{c->mu};
+    std::unique_lock l{c->mu};
     if (c->closed) return;
+    if (c->up && io_hot_.load()) {
+      // The I/O thread is polling: it sends this with whatever else comes
+      // meanwhile, in one system call.
+      if (c->out.size() + frames.size() > cfg_.max_frame * 4) {
+        log_rt(log_level::warning, "otpp::node {}: output to {} backed up past {} bytes: message dropped", name_, peer,
+               cfg_.max_frame * 4);
+        return;
+      }
+      c->out += frames;
+      const bool first = !c->dirty;
+      c->dirty = true;
+      l.unlock();
+      if (first) {
+        std::lock_guard d{dirty_mu_};
+        dirty_.push_back(c);
+      }
+      if (!io_hot_.load()) notify();  // it stopped polling meanwhile: wake it
+      return;
+    }
     if (!c->up || !c->out.empty()) {
       if (c->out.size() + frames.size() > cfg_.max_frame * 4) {
         log_rt(log_level::warning, "otpp::node {}: output to {} backed up past {} bytes: message dropped", name_, peer,
@@ -892,8 +919,22 @@ class node_core {
   void io_loop() {
     epoll_event events[64];
     std::int64_t next_tick = now_ms() + 1000;
+    std::int64_t active_until = 0;  // busy-poll until then (steady ns)
     while (!stopping_.load()) {
-      const int n = ::epoll_wait(epoll_, events, 64, 1000);
+      // After traffic, poll without sleeping for a while: a reply that comes
+      // back within it is read microseconds sooner than a wake-up brings it.
+      const bool hot = steady::now().time_since_epoch().count() < active_until;
+      if (!hot && io_hot_.load(std::memory_order_relaxed)) {
+        io_hot_.store(false);  // writers send for themselves again...
+        flush_dirty();         // ...after what they left for us has gone
+      }
+      const int n = ::epoll_wait(epoll_, events, 64, hot ? 0 : 1000);
+      if (n > 0) {
+        active_until = steady::now().time_since_epoch().count() + busy_poll_ns_;
+        if (busy_poll_ns_ > 0) io_hot_.store(true);
+      } else if (hot) {
+        if (!flush_dirty()) std::this_thread::yield();  // others on this core (workers) go first
+      }
       for (int k = 0; k < n; ++k) {
         const int fd = events[k].data.fd;
         if (fd == wake_fd_) {
@@ -914,11 +955,28 @@ class node_core {
         }
         if (events[k].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) read_from(c);
       }
+      (void)flush_dirty();
       if (now_ms() >= next_tick) {
         next_tick = now_ms() + 1000;
         housekeeping();
       }
     }
+  }
+
+  /// Sends what writers left while this thread polled; true if any.
+  bool flush_dirty() {
+    std::vector<std::shared_ptr<connection>> list;
+    {
+      std::lock_guard d{dirty_mu_};
+      if (dirty_.empty()) return false;
+      list.swap(dirty_);
+    }
+    for (auto& c : list) {
+      std::lock_guard l{c->mu};
+      c->dirty = false;
+      if (!c->closed && c->fd >= 0 && !flush_locked(*c)) c->out.clear();
+    }
+    return true;
   }
 
   void take_new_connections() {
@@ -1021,8 +1079,6 @@ class node_core {
     if (!ctl || ctl->elements.empty() || !ctl->elements[0].is<std::int64_t>())
       d.fail("a control message that is not a tuple with an operation");
     const auto& e = ctl->elements;
-    if (log_enabled(log_level::debug))
-      log_rt(log_level::debug, "otpp::node {}: from {}: {} {}", name_, c->peer, control, message ? *message : term{});
     auto need = [&](std::size_t n, bool with_message) {
       if (e.size() != n || (with_message && !message))
         d.fail(fmt::format("control operation {} with {} elements{}", e[0].as<std::int64_t>(), e.size(),
@@ -1364,8 +1420,6 @@ class node_core {
   }
 
   void cancel_leftovers() {
-    std::vector<watch*> ws;
-    std::vector<inbound_call*> ins;
     {
       std::lock_guard lock{mu_};
       for (auto& [n, o] : outbound_) {
@@ -1373,23 +1427,24 @@ class node_core {
         o.slot->release();
       }
       outbound_.clear();
-      ws.assign(watches_.begin(), watches_.end());
-      ins.assign(inbound_.begin(), inbound_.end());
-    }
-    // Each still-pending watch is resolved by its demonitor (or its exit);
-    // each call by its server: wait for those wake-ups, then free.
-    for (auto* w : ws)
-      if (!w->cancelled) {
-        w->cancelled = true;
-        w->target_proc_cancel();
+      // Each watch still pending is resolved by its demonitor (or its
+      // exit); each call by its server, or abandoned here.
+      for (auto* w : watches_) {
+        if (!w->cancelled) {
+          w->cancelled = true;
+          w->target_proc_cancel();
+        }
       }
-    for (auto* in : ins) {
-      in->cancelled = true;
-      reply_slot_base* s = in->slot();
-      if (s && s->abandon()) {
-        std::lock_guard lock{mu_};
-        inbound_.erase(in);
-        delete in;
+      for (auto it = inbound_.begin(); it != inbound_.end();) {
+        inbound_call* in = *it;
+        in->cancelled = true;
+        reply_slot_base* slot = in->slot();
+        if (slot && slot->abandon()) {  // no answer will come: ours to free
+          it = inbound_.erase(it);
+          delete in;
+        } else {
+          ++it;  // its answer is on its way, and frees it
+        }
       }
     }
     for (;;) {
@@ -1471,6 +1526,10 @@ class node_core {
   int port_ = 0;
   int listen_fd_ = -1, publish_fd_ = -1, epoll_ = -1, wake_fd_ = -1, stop_fd_ = -1;
   std::atomic<bool> stopping_{false};
+  std::int64_t busy_poll_ns_ = 0;
+  std::atomic<bool> io_hot_{false};  // the I/O thread is polling: writers leave output to it
+  std::mutex dirty_mu_;
+  std::vector<std::shared_ptr<connection>> dirty_;
   std::atomic<std::uint64_t> next_ref_{1};
   std::uint32_t ref_salt_ = 0;
 
@@ -1505,6 +1564,16 @@ class node_core {
 inline void completion::on_wake(slot_waker* w) noexcept {
   auto* self = static_cast<completion*>(w);
   self->core->post_completion(self);
+}
+/// A call's answer goes out from the thread that gave it (the server's
+/// worker), once it is final: no hand-over to the I/O thread.
+inline void inbound_call::on_answer(slot_waker* w) noexcept {
+  std::unique_ptr<inbound_call> self{static_cast<inbound_call*>(w)};
+  try {
+    self->core->finish_inbound(*self);
+  } catch (const std::exception& e) {
+    log_rt(log_level::error, "otpp::node: answering a call from {} failed: {}", self->peer, e.what());
+  }
 }
 inline void inbound_call::complete(node_core& c) { c.finish_inbound(*this); }
 inline void watch::complete(node_core& c) { c.finish_watch(*this); }

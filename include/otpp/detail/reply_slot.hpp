@@ -28,6 +28,11 @@ namespace otpp::detail {
 /// calls when it is resolved: the process's wake-up (see otpp/async_call.hpp).
 struct slot_waker {
   void (*wake)(slot_waker* self) noexcept = nullptr;
+  /// Woken once the outcome is final, so that `wake` may read it on the
+  /// resolver's thread. Only for a waker that outlives the slot's
+  /// resolution on its own (not a process, which could then be freed
+  /// while the wake-up is posted to it).
+  bool after_publish = false;
 };
 
 class reply_slot_base {
@@ -165,10 +170,12 @@ class reply_slot_base {
     // An awaiting process is woken before the state is final: until then it
     // waits in settled_state, and so does its exit, so the process cannot
     // be freed while the wake-up is being posted to it.
-    if (prev == awaited) waker_->wake(waker_);
+    const bool late = prev == awaited && waker_->after_publish;
+    if (prev == awaited && !late) waker_->wake(waker_);
     // release: the caller's acquire load of the state sees the value/error.
     state_.store(final_state, std::memory_order_release);
     if (prev == waiting) unpark_one(state_);
+    if (late) waker_->wake(waker_);
   }
 
   std::atomic<std::uint32_t> state_{pending};
