@@ -100,13 +100,17 @@ int serve(const std::string& name) {
   return 0;
 }
 
+/// "name value" or "name: value unit" lines: the first number after the name.
 std::map<std::string, double> read_figures(otpp_test::child_process& p) {
   std::map<std::string, double> out;
   while (auto line = p.read_line(std::chrono::minutes{10})) {
-    auto sp = line->find_last_of(' ');
-    if (sp == std::string::npos) continue;
+    const auto end = line->find_first_of(" :");
+    if (end == std::string::npos) continue;
+    const std::string name = line->substr(0, end);
+    std::size_t at = line->find_first_of("0123456789", end);
+    if (at == std::string::npos) continue;
     try {
-      out[line->substr(0, line->find_first_of(" :"))] = std::stod(line->substr(sp + 1));
+      out[name] = std::stod(line->substr(at));
     } catch (...) {
     }
   }

@@ -364,3 +364,19 @@ TEST_CASE("node: garbage after the handshake closes only that connection") {
   // The good connection never noticed.
   CHECK(good.try_call({"counter", a.name()}, term::tuple(atom{"add"}, 1)).value() == term{1});
 }
+
+TEST_CASE("node: hidden by default, visible when asked") {
+  otpp::runtime rt{{.workers = 2}};
+  for (bool hidden : {true, false}) {
+    otpp::node n{{.name = unique(hidden ? "otpp_h1" : "otpp_h2"), .cookie = cookie, .hidden = hidden}};
+    auto counter = rt.start<remote_counter>().value();
+    REQUIRE(n.serve("counter", counter));
+    otpp_test::beam_peer peer{unique(hidden ? "ex_h1" : "ex_h2"), cookie, script("visible.exs"), {n.name()}};
+    auto r = read_results(peer);
+    CHECK(peer.finish() == 0);
+    CHECK(r["connect"] == "true");
+    CHECK(r["visible"] == (hidden ? "false" : "true"));
+    CHECK(r["hidden"] == (hidden ? "true" : "false"));
+    CHECK(r["call"] == "0");
+  }
+}
