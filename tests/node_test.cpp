@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <map>
+#include <random>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -360,6 +361,42 @@ TEST_CASE("node: garbage after the handshake closes only that connection") {
   attack(huge, "a frame of 2147483647 bytes");
   const std::string bad_control{"\0\0\0\4\x70\x83\x61\x07", 8};
   attack(bad_control, "not a tuple with an operation");
+
+  // Random corruptions of valid frames, each on a connection of its own:
+  // whatever they decode to, the node stays up (the sanitizers watch the
+  // decoder and the dispatch).
+  {
+    namespace dist = otpp::detail::dist;
+    const std::string host = a.name().substr(a.name().find('@'));
+    auto frame_of = [](const term& control, const term& message) {
+      std::string body = "p" + otpp::encode_term(control) + otpp::encode_term(message);
+      std::string f;
+      for (int k = 3; k >= 0; --k) f.push_back(static_cast<char>(body.size() >> (8 * k)));
+      return f + body;
+    };
+    const otpp::remote_pid from{unique("otpp_fz") + host, 1, 0, 1};
+    const std::vector<std::string> bases{
+        frame_of(term::tuple(6, from, atom{""}, atom{"nobody"}),
+                 term::tuple(atom{"$gen_call"}, term::tuple(from, otpp::remote_ref{from.node, 1, {1, 2, 3}}),
+                             term::map({{atom{"k"}, term::list(1, 2.5, "x")}}))),
+        frame_of(term::tuple(19, from, atom{"nobody"}, otpp::remote_ref{from.node, 1, {4, 5, 6}}), term{})};
+    std::mt19937 rng{17};
+    for (int round = 0; round < 40; ++round) {
+      std::string f = bases[static_cast<std::size_t>(round) % bases.size()];
+      for (int e = 0; e < 3; ++e) f[4 + rng() % (f.size() - 4)] = static_cast<char>(rng());
+      const auto deadline = dist::clock::now() + std::chrono::seconds{5};
+      std::string error;
+      const auto port = dist::epmd_lookup("127.0.0.1", a.name().substr(0, a.name().find('@')), error, deadline);
+      REQUIRE(port.has_value());
+      const int fd = dist::tcp_connect("127.0.0.1", *port, deadline);
+      REQUIRE(fd >= 0);
+      auto r = dist::handshake_out(fd, unique("otpp_fz" + std::to_string(round)) + host, dist::our_flags, 1, cookie,
+                                   a.name(), deadline);
+      REQUIRE(r.error.empty());
+      CHECK(dist::write_all(fd, f, deadline));
+      ::close(fd);
+    }
+  }
 
   // The good connection never noticed.
   CHECK(good.try_call({"counter", a.name()}, term::tuple(atom{"add"}, 1)).value() == term{1});

@@ -71,8 +71,8 @@ struct node_options {
 
 /// A process registered by name on some node: {name, node}.
 struct remote_name {
-  std::string name;
-  std::string node;
+  std::string name;  ///< The registered (served) name.
+  std::string node;  ///< The node, `name@host`.
 };
 
 /// This program as a node. Not copyable; stopping it (the destructor)
@@ -108,6 +108,7 @@ class node {
                                               std::chrono::steady_clock::duration timeout = default_call_timeout) {
     return core_->call<true>(to.node, atom{to.name}, std::move(request), timeout, label(to));
   }
+  /// As async_call to a name, to a pid.
   [[nodiscard]] pending_call<term> async_call(const remote_pid& to, term request,
                                               std::chrono::steady_clock::duration timeout = default_call_timeout) {
     return core_->call<true>(to.node, to, std::move(request), timeout, label(to));
@@ -117,6 +118,7 @@ class node {
                                                       std::chrono::steady_clock::duration timeout = default_call_timeout) {
     return core_->call<false>(to.node, atom{to.name}, std::move(request), timeout, label(to));
   }
+  /// As async_try_call to a name, to a pid.
   [[nodiscard]] pending_try_call<term> async_try_call(const remote_pid& to, term request,
                                                       std::chrono::steady_clock::duration timeout = default_call_timeout) {
     return core_->call<false>(to.node, to, std::move(request), timeout, label(to));
@@ -127,6 +129,7 @@ class node {
                                       std::chrono::steady_clock::duration timeout = default_call_timeout) {
     return async_try_call(to, std::move(request), timeout).get();
   }
+  /// As try_call to a name, to a pid.
   [[nodiscard]] result<term> try_call(const remote_pid& to, term request,
                                       std::chrono::steady_clock::duration timeout = default_call_timeout) {
     return async_try_call(to, std::move(request), timeout).get();
@@ -135,11 +138,13 @@ class node {
   void cast(const remote_name& to, term message) {
     core_->send_to_name(to.node, to.name, term::tuple(atom{"$gen_cast"}, std::move(message)));
   }
+  /// GenServer.cast to a remote pid.
   void cast(const remote_pid& to, term message) {
     core_->send_to_pid(to, term::tuple(atom{"$gen_cast"}, std::move(message)));
   }
   /// send/2 to a remote process (dropped if it cannot be delivered).
   void send(const remote_name& to, term message) { core_->send_to_name(to.node, to.name, message); }
+  /// send/2 to a remote pid.
   void send(const remote_pid& to, term message) { core_->send_to_pid(to, message); }
 
   /// From a process: monitors a remote process, which need not exist yet
@@ -149,6 +154,7 @@ class node {
   remote_ref monitor(const remote_pid& target) {
     return core_->monitor(target.node, target, target, caller("monitor"));
   }
+  /// As monitor of a pid, of {name, node}: remote_down names it so.
   remote_ref monitor(const remote_name& target) {
     return core_->monitor(target.node, atom{target.name}, term::tuple(atom{target.name}, atom{target.node}), caller("monitor"));
   }
@@ -158,6 +164,7 @@ class node {
   /// exit reaches the other as an exit signal (kills it unless it traps
   /// exits); a lost connection reaches the local one as noconnection.
   void link(const remote_pid& other) { core_->link(caller("link"), other); }
+  /// From a process: removes a link made with link.
   void unlink(const remote_pid& other) { core_->unlink(caller("unlink"), other); }
   /// Sends an exit signal to a remote process (Erlang's exit/2), from the
   /// calling process, or from the node outside one.

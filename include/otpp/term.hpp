@@ -54,77 +54,77 @@ class term_error : public std::runtime_error {
 
 /// An atom, by name (UTF-8, at most 255 characters).
 struct atom {
-  std::string name;
+  std::string name;  ///< The atom's text.
   friend bool operator==(const atom&, const atom&) = default;
   friend auto operator<=>(const atom&, const atom&) = default;
 };
 
 /// A binary: bytes (Elixir's String is a binary of UTF-8).
 struct binary {
-  std::string bytes;
+  std::string bytes;  ///< The binary's bytes.
   friend bool operator==(const binary&, const binary&) = default;
 };
 
 /// An integer beyond 64 bits: sign and magnitude, little-endian bytes with
 /// no trailing zero byte.
 struct big_integer {
-  bool negative = false;
-  std::vector<std::uint8_t> magnitude;
+  bool negative = false;                 ///< Below zero.
+  std::vector<std::uint8_t> magnitude;  ///< The absolute value, least significant byte first.
   friend bool operator==(const big_integer&, const big_integer&) = default;
 };
 
 /// A process on some node (Erlang's pid): the node's name, the process's
 /// number and serial, and the node's incarnation (creation).
 struct remote_pid {
-  std::string node;
-  std::uint32_t id = 0;
-  std::uint32_t serial = 0;
-  std::uint32_t creation = 0;
+  std::string node;            ///< The node's name, `name@host`.
+  std::uint32_t id = 0;        ///< The process's number on that node.
+  std::uint32_t serial = 0;    ///< The number's serial (reuse count).
+  std::uint32_t creation = 0;  ///< Which incarnation of the node.
   friend bool operator==(const remote_pid&, const remote_pid&) = default;
   friend auto operator<=>(const remote_pid&, const remote_pid&) = default;
 };
 
 /// A reference made on some node: up to 5 32-bit words.
 struct remote_ref {
-  std::string node;
-  std::uint32_t creation = 0;
-  std::vector<std::uint32_t> words;
+  std::string node;                  ///< The node that made it.
+  std::uint32_t creation = 0;        ///< Which incarnation of the node.
+  std::vector<std::uint32_t> words;  ///< Its 1 to 5 words.
   friend bool operator==(const remote_ref&, const remote_ref&) = default;
   friend auto operator<=>(const remote_ref&, const remote_ref&) = default;
 };
 
 /// A port on some node.
 struct remote_port {
-  std::string node;
-  std::uint64_t id = 0;
-  std::uint32_t creation = 0;
+  std::string node;            ///< The port's node.
+  std::uint64_t id = 0;        ///< Its number there.
+  std::uint32_t creation = 0;  ///< Which incarnation of the node.
   friend bool operator==(const remote_port&, const remote_port&) = default;
 };
 
 /// A term otpp carries but does not look into (a fun, an export, a
 /// bitstring): its encoding, without the version byte, sent back as is.
 struct opaque_term {
-  std::string encoded;
+  std::string encoded;  ///< The external format, without the version byte.
   friend bool operator==(const opaque_term&, const opaque_term&) = default;
 };
 
 /// The elements of a tuple.
 struct term_tuple {
-  std::vector<term> elements;
+  std::vector<term> elements;  ///< In order.
   friend bool operator==(const term_tuple&, const term_tuple&);
 };
 
 /// A list: its elements and, for an improper list, the tail that is not
 /// a list (`[1, 2 | 3]`). An empty list is `[]` (Erlang's nil).
 struct term_list {
-  std::vector<term> elements;
-  std::vector<term> tail;  // empty, or the one improper tail
+  std::vector<term> elements;  ///< In order.
+  std::vector<term> tail;      ///< Empty, or the one improper tail.
   friend bool operator==(const term_list&, const term_list&);
 };
 
 /// A map's pairs, in the order they were built or received.
 struct term_map {
-  std::vector<std::pair<term, term>> pairs;
+  std::vector<std::pair<term, term>> pairs;  ///< Key and value.
   friend bool operator==(const term_map&, const term_map&);
 };
 
@@ -136,31 +136,49 @@ enum class term_kind : std::uint8_t {
 /// An Erlang term: a value, copied and compared like one.
 class term {
  public:
+  /// The alternatives, in term_kind's order.
   using value_type = std::variant<std::int64_t, big_integer, double, atom, binary, term_tuple, term_list, term_map,
                                   remote_pid, remote_ref, remote_port, opaque_term>;
 
-  /// The empty list, `[]`.
+  /// The empty list, `[]`. The constructors below are implicit on
+  /// purpose: `term::tuple(atom{"ok"}, 42, "text")` reads like the literal.
   term() : v_{term_list{}} {}
-  term(std::int64_t i) : v_{i} {}                        // NOLINT(google-explicit-constructor): terms read like literals
+  /// As an integer.
+  term(std::int64_t i) : v_{i} {}
+  /// As an integer (a big_integer beyond 64 bits).
   template <std::integral I>
     requires(!std::same_as<I, bool> && !std::same_as<I, std::int64_t> && !std::same_as<I, char>)
-  term(I i) : v_{from_integral(i)} {}                     // NOLINT(google-explicit-constructor)
-  term(bool b) : v_{atom{b ? "true" : "false"}} {}         // NOLINT(google-explicit-constructor)
-  term(double d) : v_{d} {}                               // NOLINT(google-explicit-constructor)
-  term(atom a) : v_{std::move(a)} {}                      // NOLINT(google-explicit-constructor)
-  term(binary b) : v_{std::move(b)} {}                    // NOLINT(google-explicit-constructor)
-  /// A string is a binary, as in Elixir.
-  term(std::string s) : v_{binary{std::move(s)}} {}       // NOLINT(google-explicit-constructor)
-  term(std::string_view s) : v_{binary{std::string{s}}} {}  // NOLINT(google-explicit-constructor)
-  term(const char* s) : v_{binary{std::string{s}}} {}     // NOLINT(google-explicit-constructor)
-  term(big_integer b) : v_{std::move(b)} {}               // NOLINT(google-explicit-constructor)
-  term(term_tuple t) : v_{std::move(t)} {}                // NOLINT(google-explicit-constructor)
-  term(term_list l) : v_{std::move(l)} {}                 // NOLINT(google-explicit-constructor)
-  term(term_map m) : v_{std::move(m)} {}                  // NOLINT(google-explicit-constructor)
-  term(remote_pid p) : v_{std::move(p)} {}                // NOLINT(google-explicit-constructor)
-  term(remote_ref r) : v_{std::move(r)} {}                // NOLINT(google-explicit-constructor)
-  term(remote_port p) : v_{std::move(p)} {}               // NOLINT(google-explicit-constructor)
-  term(opaque_term o) : v_{std::move(o)} {}               // NOLINT(google-explicit-constructor)
+  term(I i) : v_{from_integral(i)} {}
+  /// As the atom true or false.
+  term(bool b) : v_{atom{b ? "true" : "false"}} {}
+  /// As a float.
+  term(double d) : v_{d} {}
+  /// As an atom.
+  term(atom a) : v_{std::move(a)} {}
+  /// As a binary.
+  term(binary b) : v_{std::move(b)} {}
+  /// As a binary, as Elixir strings are.
+  term(std::string s) : v_{binary{std::move(s)}} {}
+  /// As a binary.
+  term(std::string_view s) : v_{binary{std::string{s}}} {}
+  /// As a binary.
+  term(const char* s) : v_{binary{std::string{s}}} {}
+  /// As an integer of any size.
+  term(big_integer b) : v_{std::move(b)} {}
+  /// As a tuple.
+  term(term_tuple t) : v_{std::move(t)} {}
+  /// As a list.
+  term(term_list l) : v_{std::move(l)} {}
+  /// As a map.
+  term(term_map m) : v_{std::move(m)} {}
+  /// As a pid.
+  term(remote_pid p) : v_{std::move(p)} {}
+  /// As a reference.
+  term(remote_ref r) : v_{std::move(r)} {}
+  /// As a port.
+  term(remote_port p) : v_{std::move(p)} {}
+  /// As a term carried as is.
+  term(opaque_term o) : v_{std::move(o)} {}
 
   /// `{a, b, ...}`.
   template <class... T>
@@ -188,18 +206,24 @@ class term {
     return term{std::move(l)};
   }
 
+  /// Which kind of value it holds.
   [[nodiscard]] term_kind kind() const noexcept { return static_cast<term_kind>(v_.index()); }
+  /// The value, for std::visit.
   [[nodiscard]] const value_type& value() const noexcept { return v_; }
+  /// The value, for std::visit and in-place changes.
   [[nodiscard]] value_type& value() noexcept { return v_; }
 
+  /// Whether it holds a T (std::int64_t, double, atom, binary, term_tuple...).
   template <class T>
   [[nodiscard]] bool is() const noexcept {
     return std::holds_alternative<T>(v_);
   }
+  /// The T it holds, or null.
   template <class T>
   [[nodiscard]] const T* get_if() const noexcept {
     return std::get_if<T>(&v_);
   }
+  /// The T it holds, or null.
   template <class T>
   [[nodiscard]] T* get_if() noexcept {
     return std::get_if<T>(&v_);
@@ -211,14 +235,17 @@ class term {
     throw term_error{fmt::format("otpp::term: expected {}, got {}", kind_name(index_of<T>()), kind_name(kind()))};
   }
 
+  /// Whether it is the atom `name`.
   [[nodiscard]] bool is_atom(std::string_view name) const noexcept {
     const atom* a = get_if<atom>();
     return a && a->name == name;
   }
+  /// Whether it is a tuple of `arity` elements.
   [[nodiscard]] bool is_tuple(std::size_t arity) const noexcept {
     const term_tuple* t = get_if<term_tuple>();
     return t && t->elements.size() == arity;
   }
+  /// Whether it is `[]`.
   [[nodiscard]] bool is_nil() const noexcept {
     const term_list* l = get_if<term_list>();
     return l && l->elements.empty() && l->tail.empty();
@@ -240,6 +267,7 @@ class term {
 
   friend bool operator==(const term& a, const term& b) { return a.v_ == b.v_; }
 
+  /// "integer", "atom", "tuple"...: for messages.
   [[nodiscard]] static std::string_view kind_name(term_kind k) noexcept {
     constexpr std::array<std::string_view, 12> names{"integer", "big integer", "float",     "atom",
                                                      "binary",  "tuple",       "list",      "map",
@@ -298,6 +326,10 @@ template <class T>
   return term_convert<T>::from(t);
 }
 
+/// @cond OTPP_INTERNAL
+// The built-in conversions: bool (atoms), integers, floats, std::string
+// (binary), the term types, std::vector (list), std::tuple and std::pair
+// (tuple), std::map (map).
 template <>
 struct term_convert<term> {
   static term to(const term& t) { return t; }
@@ -430,6 +462,8 @@ struct term_convert<std::map<K, V>> {
     return out;
   }
 };
+
+/// @endcond
 
 // -- the external term format -------------------------------------------------------
 
@@ -845,6 +879,7 @@ inline void encode_term_to(std::string& out, const term& t) { detail::etf::encod
 
 }  // namespace otpp
 
+/// @cond OTPP_INTERNAL
 /// Prints a term as Erlang writes it: {ok, 42}, <<"abc">>, [1, 2 | 3], #{a => 1}.
 template <>
 struct fmt::formatter<otpp::term> {
@@ -923,3 +958,4 @@ struct fmt::formatter<otpp::term> {
     std::visit(visitor{s}, t.value());
   }
 };
+/// @endcond
