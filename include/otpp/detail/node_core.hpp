@@ -199,23 +199,45 @@ struct typed_inbound_call final : inbound_call {
   reply_slot_base* slot() override { return pending_call_access::slot(call); }
 };
 
-/// A local process watched for a remote monitor or link.
+/// A local process that remote nodes monitor or are linked to: one
+/// otpp monitor on it, however many remote monitors and links it has, so
+/// a call's monitor and demonitor cost two map operations and no signal to
+/// the process. Its lists are guarded by the node's lock.
 struct watch : completion {
-  enum kind_t : std::uint8_t { monitor, link } kind = monitor;
+  struct remote_monitor {
+    std::string peer;
+    term watcher;  // the remote pid
+    term ref;
+    term named;    // the target as the remote named it (a name or a pid)
+  };
+  struct remote_link {
+    std::string peer;
+    term other;  // the remote pid
+  };
   reply_slot<exit_reason>* slot = nullptr;
   std::uint64_t id = 0;
+  std::uint32_t index = 0;  // the target's wire index
   pid target;
-  term target_term;  // as the remote named it (a name or a pid)
-  term local_pid;    // the target's wire pid
-  term remote;       // the remote watcher
-  term ref;          // the monitor's reference
+  term local_pid;  // the target's wire pid
+  std::unordered_map<std::string, remote_monitor> monitors;  // by monitor_key
+  std::vector<remote_link> links;
   void complete(node_core& c) override;
-  /// Ends the watch: the demonitor (or the exit, if it came first) wakes
-  /// it once more, and then it is freed.
-  void target_proc_cancel() {
+  /// Ends the watch early (the node stops): the demonitor, or the exit if
+  /// it came first, wakes it once more, and then it is freed.
+  void cancel() {
+    if (cancelled) return;
+    cancelled = true;
     if (process_base* p = pid_access::get(target)) p->enqueue_signal(make_node<demonitor_node>(id));
   }
 };
+
+/// A remote monitor's key: the peer and the reference's encoding.
+inline std::string monitor_key(const std::string& peer, const term& ref) {
+  std::string k = peer;
+  k.push_back('\0');
+  encode_term_to(k, ref);
+  return k;
+}
 
 /// A served process: how a remote request reaches it.
 struct served {
@@ -430,8 +452,13 @@ class node_core {
   /// Links a local process and a remote one: either's exit reaches the other.
   void link(const pid& local, const remote_pid& remote) {
     if (!local.alive()) return;
-    const term wire = export_pid(local);
-    start_watch(remote.node, watch::link, local, wire, remote, term{});
+    term wire;
+    {
+      std::lock_guard lock{mu_};
+      watch& w = watch_locked(local);
+      w.links.push_back({remote.node, remote});
+      wire = w.local_pid;
+    }
     send_control(remote.node, term::tuple(std::int64_t{op_link}, wire, remote));
   }
   void unlink(const pid& local, const remote_pid& remote) {
@@ -479,16 +506,20 @@ class node_core {
     if (w.slot->settled_state() == reply_slot_base::ready) why = w.slot->take();
     w.slot->release();
     w.slot = nullptr;
+    std::vector<std::pair<std::string, term>> out;
     {
       std::lock_guard lock{mu_};
-      watches_.erase(&w);
+      auto it = watches_.find(w.index);
+      if (it != watches_.end() && it->second == &w) watches_.erase(it);
+      if (w.cancelled) return;
+      const term reason = reason_to_term(why);
+      for (auto& [key, m] : w.monitors) {
+        monitor_index_.erase(key);
+        out.emplace_back(m.peer, term::tuple(std::int64_t{op_monitor_p_exit}, m.named, m.watcher, m.ref, reason));
+      }
+      for (auto& l : w.links) out.emplace_back(l.peer, term::tuple(std::int64_t{op_exit}, w.local_pid, l.other, reason));
     }
-    if (w.cancelled) return;
-    if (w.kind == watch::monitor) {
-      send_control(w.peer, term::tuple(std::int64_t{op_monitor_p_exit}, w.target_term, w.remote, w.ref, reason_to_term(why)));
-    } else {
-      send_control(w.peer, term::tuple(std::int64_t{op_exit}, w.local_pid, w.remote, reason_to_term(why)));
-    }
+    for (auto& [peer, control] : out) send_control(peer, control);
   }
 
  private:
@@ -867,7 +898,7 @@ class node_core {
     log_rt(log_level::info, "otpp::node {}: connection to {} closed: {}", name_, c->peer, why);
     std::vector<reply_slot<term>*> failed;
     std::vector<pid> to_tell;
-    std::vector<std::pair<pid, watch::kind_t>> watched;
+    std::vector<pid> unlinked;
     std::vector<remote_down> downs;
     std::vector<pid> watchers;
     {
@@ -885,11 +916,23 @@ class node_core {
       for (auto* in : inbound_) {
         if (in->peer == c->peer) in->cancelled = true;  // its answer has nowhere to go
       }
-      for (auto* w : watches_) {
-        if (w->peer != c->peer || w->cancelled) continue;
-        w->cancelled = true;
-        watched.emplace_back(w->target, w->kind);
-        w->target_proc_cancel();
+      for (auto& [index, w] : watches_) {
+        for (auto m = w->monitors.begin(); m != w->monitors.end();) {
+          if (m->second.peer == c->peer) {
+            monitor_index_.erase(m->first);
+            m = w->monitors.erase(m);
+          } else {
+            ++m;
+          }
+        }
+        for (auto l = w->links.begin(); l != w->links.end();) {
+          if (l->peer == c->peer) {
+            unlinked.push_back(w->target);
+            l = w->links.erase(l);
+          } else {
+            ++l;
+          }
+        }
       }
       if (auto n = node_watchers_.find(c->peer); n != node_watchers_.end()) {
         to_tell = std::move(n->second);
@@ -910,8 +953,7 @@ class node_core {
       s->fail(exit_reason::noconnection());
       s->release();
     }
-    for (auto& [p, kind] : watched)
-      if (kind == watch::link) otpp::exit(p, exit_reason::noconnection());
+    for (auto& p : unlinked) otpp::exit(p, exit_reason::noconnection());
     for (auto& p : to_tell) otpp::send(p, nodedown{c->peer});
   }
 
@@ -1300,18 +1342,20 @@ class node_core {
       send_control(c->peer, term::tuple(std::int64_t{op_monitor_p_exit}, target, from, ref, atom{"noproc"}));
       return;
     }
-    start_watch(c->peer, watch::monitor, p, target, from, ref);
+    std::string key = monitor_key(c->peer, ref);
+    std::lock_guard lock{mu_};
+    watch& w = watch_locked(p);
+    monitor_index_[key] = w.index;
+    w.monitors.emplace(std::move(key), watch::remote_monitor{c->peer, from, ref, target});
   }
 
   void on_demonitor(const std::shared_ptr<connection>& c, const term& ref) {
+    const std::string key = monitor_key(c->peer, ref);
     std::lock_guard lock{mu_};
-    for (auto* w : watches_) {
-      if (w->kind == watch::monitor && !w->cancelled && w->peer == c->peer && w->ref == ref) {
-        w->cancelled = true;
-        w->target_proc_cancel();
-        return;
-      }
-    }
+    auto it = monitor_index_.find(key);
+    if (it == monitor_index_.end()) return;
+    if (auto w = watches_.find(it->second); w != watches_.end()) w->second->monitors.erase(key);
+    monitor_index_.erase(it);
   }
 
   void on_link(const std::shared_ptr<connection>& c, const term& from, const term& to) {
@@ -1320,17 +1364,22 @@ class node_core {
       send_control(c->peer, term::tuple(std::int64_t{op_exit}, to, from, atom{"noproc"}));
       return;
     }
-    start_watch(c->peer, watch::link, p, to, from, term{});
+    std::lock_guard lock{mu_};
+    watch_locked(p).links.push_back({c->peer, from});
   }
 
   void on_unlink(const std::shared_ptr<connection>& c, const term& from, const term& to) { drop_link(c->peer, from, to); }
   /// Ends the link between a remote pid and a local one (either side asked).
   void drop_link(const std::string& peer, const term& remote, const term& local) {
+    const auto* lp = local.get_if<remote_pid>();
+    if (!lp) return;
     std::lock_guard lock{mu_};
-    for (auto* w : watches_) {
-      if (w->kind == watch::link && !w->cancelled && w->peer == peer && w->remote == remote && w->local_pid == local) {
-        w->cancelled = true;
-        w->target_proc_cancel();
+    auto it = watches_.find(wire_index(*lp));
+    if (it == watches_.end()) return;
+    auto& links = it->second->links;
+    for (auto l = links.begin(); l != links.end(); ++l) {
+      if (l->peer == peer && l->other == remote) {
+        links.erase(l);
         return;
       }
     }
@@ -1344,25 +1393,26 @@ class node_core {
     otpp::exit(p, reason_from_term(reason));
   }
 
-  void start_watch(const std::string& peer, watch::kind_t kind, const pid& p, const term& target, const term& remote,
-                   const term& ref) {
-    auto* w = new watch;
+  /// The watch on local process `p`, made on first use (under mu_): its
+  /// monitor is enqueued under the lock, so whoever cancels it finds it
+  /// whole and its exit cannot be handled before it is listed.
+  watch& watch_locked(const pid& p) {
+    const remote_pid wire = export_locked(p);
+    const std::uint32_t index = wire_index(wire);
+    auto it = watches_.find(index);
+    if (it != watches_.end()) return *it->second;
+    auto owned = std::make_unique<watch>();
+    watch* w = owned.get();
     w->core = this;
-    w->peer = peer;
-    w->kind = kind;
+    w->index = index;
     w->target = p;
-    w->target_term = target;
-    w->remote = remote;
-    w->ref = ref;
+    w->local_pid = wire;
     w->slot = reply_slot<exit_reason>::make();
     w->id = next_monitor_ref.fetch_add(1, std::memory_order_relaxed);
     (void)w->slot->await(w);
-    // Under the lock: whoever cancels it finds it whole, and its exit
-    // cannot be handled before it is listed.
-    std::lock_guard lock{mu_};
-    w->local_pid = export_locked(p);
-    watches_.insert(w);
+    watches_.emplace(index, owned.release());
     pid_access::get(p)->enqueue_signal(make_node<detail::monitor_node>(w->id, nullptr, w->slot));
+    return *w;
   }
 
   // -- housekeeping ------------------------------------------------------------------
@@ -1429,12 +1479,7 @@ class node_core {
       outbound_.clear();
       // Each watch still pending is resolved by its demonitor (or its
       // exit); each call by its server, or abandoned here.
-      for (auto* w : watches_) {
-        if (!w->cancelled) {
-          w->cancelled = true;
-          w->target_proc_cancel();
-        }
-      }
+      for (auto& [index, w] : watches_) w->cancel();
       for (auto it = inbound_.begin(); it != inbound_.end();) {
         inbound_call* in = *it;
         in->cancelled = true;
@@ -1541,7 +1586,8 @@ class node_core {
   std::unordered_map<std::uint64_t, std::uint32_t> exported_ids_;  // otpp pid id -> wire index
   std::unordered_map<std::uint32_t, pid> exported_;                // wire index -> process
   std::uint32_t next_export_ = 1;                                  // 0 is the call proxy
-  std::set<watch*> watches_;
+  std::unordered_map<std::uint32_t, watch*> watches_;           // by the target's wire index
+  std::unordered_map<std::string, std::uint32_t> monitor_index_;  // monitor_key -> the watch's index
   std::unordered_map<std::uint64_t, proc_monitor> proc_monitors_;  // by reference number
   std::set<inbound_call*> inbound_;
   std::map<std::string, std::vector<pid>> node_watchers_;
