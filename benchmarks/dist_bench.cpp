@@ -2,6 +2,7 @@
 // loopback TCP, in each direction, beside BEAM <-> BEAM.
 //
 //   otpp_dist_bench [--quick] [--anchor PATH/dist_call.sh]
+//   (OTPP_BUSY_POLL_US=N sets node_options::busy_poll on both otpp nodes)
 //
 // Figures (as ../shared/anchors/beam/dist_call.sh names them):
 //   dist_call_ns             sequential calls of a counter on the other node
@@ -87,9 +88,11 @@ figures measure(otpp::runtime& rt, otpp::node& n, const otpp::remote_name& to, i
   return f;
 }
 
+std::chrono::microseconds busy_poll{100};
+
 int serve(const std::string& name) {
   otpp::runtime rt{{.workers = 1}};
-  otpp::node n{{.name = name, .cookie = cookie}};
+  otpp::node n{{.name = name, .cookie = cookie, .busy_poll = busy_poll}};
   auto c = rt.start<counter>().value();
   (void)n.serve("counter", c);
   std::printf("ready %s\n", n.name().c_str());
@@ -120,6 +123,7 @@ std::map<std::string, double> read_figures(otpp_test::child_process& p) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (const char* bp = std::getenv("OTPP_BUSY_POLL_US")) busy_poll = std::chrono::microseconds{std::atoi(bp)};
   if (argc == 3 && std::string{argv[1]} == "serve") return serve(argv[2]);
   bool quick = false;
   std::string anchor;
@@ -133,7 +137,7 @@ int main(int argc, char** argv) {
   const std::string tag = std::to_string(::getpid());
 
   otpp::runtime rt{{.workers = 1}};  // the other core serves (or runs the peer)
-  otpp::node n{{.name = "otpp_bench_cli_" + tag, .cookie = cookie}};
+  otpp::node n{{.name = "otpp_bench_cli_" + tag, .cookie = cookie, .busy_poll = busy_poll}};
 
   // otpp -> otpp: a second process of this program serves.
   otpp_test::child_process server{{"/proc/self/exe", "serve", "otpp_bench_srv_" + tag}};
