@@ -417,3 +417,26 @@ TEST_CASE("node: hidden by default, visible when asked") {
     CHECK(r["call"] == "0");
   }
 }
+
+TEST_CASE("node: long names (name@address) connect as short ones do") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node a{{.name = unique("otpp_la") + "@127.0.0.1", .cookie = cookie}};
+  otpp::node b{{.name = unique("otpp_lb") + "@127.0.0.1", .cookie = cookie}};
+  CHECK(a.name() == unique("otpp_la") + "@127.0.0.1");
+  auto counter = rt.start<remote_counter>().value();
+  REQUIRE(a.serve("counter", counter));
+  CHECK(b.try_call({"counter", a.name()}, term::tuple(atom{"add"}, 7)).value() == term{7});
+  CHECK(b.nodes() == std::vector<std::string>{a.name()});
+  // A node name without a host part cannot be reached: noconnection, at once.
+  CHECK(b.try_call({"counter", "nohost"}, atom{"get"}).error().kind() == otpp::exit_kind::noconnection);
+}
+
+TEST_CASE("node: bad options are refused with the node's name and the cause") {
+  CHECK_THROWS_WITH((otpp::node{{.name = "", .cookie = cookie}}), Catch::Matchers::Contains("bad node name"));
+  CHECK_THROWS_WITH((otpp::node{{.name = unique("otpp_bad"), .cookie = cookie, .address = "not-an-ip"}}),
+                    Catch::Matchers::Contains("bad listen address 'not-an-ip'"));
+  // The name is taken (epmd holds it for the first node).
+  otpp::node first{{.name = unique("otpp_taken"), .cookie = cookie}};
+  CHECK_THROWS_WITH((otpp::node{{.name = unique("otpp_taken"), .cookie = cookie}}),
+                    Catch::Matchers::Contains("cannot register with epmd"));
+}
