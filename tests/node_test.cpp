@@ -440,3 +440,21 @@ TEST_CASE("node: bad options are refused with the node's name and the cause") {
   CHECK_THROWS_WITH((otpp::node{{.name = unique("otpp_taken"), .cookie = cookie}}),
                     Catch::Matchers::Contains("cannot register with epmd"));
 }
+
+TEST_CASE("node: a process of this node is not reached through the network") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node n{{.name = unique("otpp_self"), .cookie = cookie}};
+  auto counter = rt.start<remote_counter>().value();
+  REQUIRE(n.serve("counter", counter));
+  const otpp::remote_pid me = n.pid_of(counter.pid());
+  CHECK(n.try_call({"counter", n.name()}, atom{"get"}).error().detail().find("this node itself") != std::string::npos);
+  auto w = rt.start<remote_watcher>(&n).value();
+  // Linking to it through the node is a clear error (here it crashes the
+  // handler that tried, which the call reports).
+  CHECK_THROWS_WITH(otpp::call(w, remote_watcher::link_to{me}), Catch::Matchers::Contains("use otpp::link"));
+  CHECK(n.nodes().empty());  // and no connection to itself was attempted
+  // A send to one of its own pids is delivered here.
+  auto rec = rt.start<recorder>().value();
+  n.send(n.pid_of(rec.pid()), atom{"local"});
+  CHECK(otpp_test::eventually([&] { return otpp::call(rec, recorder::get{}) == std::vector<std::string>{"local"}; }));
+}

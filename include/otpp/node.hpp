@@ -35,6 +35,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -152,10 +153,12 @@ class node {
   /// (handle_info) when it exits, with its reason; noproc if there is
   /// none; noconnection if its node goes away.
   remote_ref monitor(const remote_pid& target) {
+    not_here(target.node, "monitor", "otpp::monitor");
     return core_->monitor(target.node, target, target, caller("monitor"));
   }
   /// As monitor of a pid, of {name, node}: remote_down names it so.
   remote_ref monitor(const remote_name& target) {
+    not_here(target.node, "monitor", "otpp::monitor");
     return core_->monitor(target.node, atom{target.name}, term::tuple(atom{target.name}, atom{target.node}), caller("monitor"));
   }
   /// Stops a monitor from monitor(); false if it already fired.
@@ -163,12 +166,21 @@ class node {
   /// From a process: links it with a remote process. Either's abnormal
   /// exit reaches the other as an exit signal (kills it unless it traps
   /// exits); a lost connection reaches the local one as noconnection.
-  void link(const remote_pid& other) { core_->link(caller("link"), other); }
+  void link(const remote_pid& other) {
+    not_here(other.node, "link", "otpp::link");
+    core_->link(caller("link"), other);
+  }
   /// From a process: removes a link made with link.
   void unlink(const remote_pid& other) { core_->unlink(caller("unlink"), other); }
   /// Sends an exit signal to a remote process (Erlang's exit/2), from the
   /// calling process, or from the node outside one.
-  void exit(const remote_pid& target, const exit_reason& reason) { core_->exit(self(), target, reason); }
+  void exit(const remote_pid& target, const exit_reason& reason) {
+    if (target.node == name()) {
+      otpp::exit(local_pid(target), reason);
+    } else {
+      core_->exit(self(), target, reason);
+    }
+  }
 
   /// The pid remote nodes know a local process by; they can then send to
   /// it (handle_info(otpp::term)), link to it and monitor it.
@@ -194,6 +206,13 @@ class node {
   void monitor_node(const std::string& peer) { core_->monitor_node(peer, caller("monitor_node")); }
 
  private:
+  /// Monitors and links within this node are otpp's own: a clear error
+  /// rather than a monitor that never fires.
+  void not_here(const std::string& peer, const char* operation, const char* instead) const {
+    if (peer == name())
+      throw std::invalid_argument{fmt::format("otpp::node::{}: the target is on this node ({}): use {}", operation, peer, instead)};
+  }
+
   static pid caller(const char* operation) {
     pid me = self();
     if (!me) throw std::logic_error{fmt::format("otpp::node::{}: call it from a process", operation)};

@@ -648,11 +648,11 @@ class node_core {
     if (it != conns_.end()) return it->second;
     auto c = std::make_shared<connection>();
     c->peer = peer;
-    conns_[peer] = c;
-    if (stopping_.load()) {
-      c->closed = true;
+    if (stopping_.load() || peer == name_) {
+      c->closed = true;  // nothing goes out: the node stops, or this is us
       return c;
     }
+    conns_[peer] = c;
     ++connecting_;
     try {
       std::thread{[this, c] { connect_to(c); }}.detach();
