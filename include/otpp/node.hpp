@@ -30,20 +30,1636 @@
 // nodes(hidden) and does not mesh it with the others, as C nodes are);
 // node_options::hidden = false makes it visible.
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <random>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "async_call.hpp"
-#include "detail/node_core.hpp"
+#include "detail/dist_handshake.hpp"
+#include "exit_reason.hpp"
 #include "gen_server.hpp"
+#include "log.hpp"
+#include "process.hpp"
 #include "term.hpp"
+
+namespace otpp {
+/// A node could not start, or was given something it cannot use.
+class node_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// What a process that called node::monitor_node receives when the
+/// connection to that node goes down (or cannot be made): Erlang's
+/// {nodedown, Node}.
+struct nodedown {
+  std::string node;  ///< The node that went down.
+};
+
+/// What a process that called node::monitor receives when the remote
+/// process exits (Erlang's {'DOWN', Ref, process, Target, Reason}): noproc
+/// if there was none, noconnection if its node went away.
+struct remote_down {
+  remote_ref ref;       ///< What node::monitor returned.
+  term target;          ///< The pid, or {name, node} as given.
+  exit_reason reason;   ///< Why it exited: its reason, noproc or noconnection.
+};
+}  // namespace otpp
+
+namespace otpp::detail::dist {
+
+// -- the engine ----------------------------------------------------------------------
+// Threads: one I/O thread owns every established connection (epoll): it
+// reads and parses frames, dispatches them, sends ticks, and writes what
+// writers left to it. Handshakes block (with deadlines), so they run off
+// it: an acceptor thread, and one short thread per handshake, in or out.
+// A writer (any thread) sends on the socket itself under the connection's
+// lock, or, while the I/O thread is polling after traffic, leaves the
+// bytes to it, so that a burst goes out in one system call.
+//
+// Waiting never holds a worker: a call from a remote node is an async call
+// to the local server whose reply slot wakes an `inbound_call` once the
+// answer is final, on the server's worker, which sends it. A local process
+// monitored or linked from afar has one `watch` (a thread-style monitor
+// whose resolution is queued to the I/O thread) holding all its remote
+// monitors and links.
+
+/// Control message operations (the distribution protocol's numbering).
+enum op : std::int64_t {
+  op_link = 1,
+  op_send = 2,
+  op_exit = 3,
+  op_unlink = 4,
+  op_reg_send = 6,
+  op_exit2 = 8,
+  op_send_tt = 12,
+  op_exit_tt = 13,
+  op_reg_send_tt = 16,
+  op_exit2_tt = 18,
+  op_monitor_p = 19,
+  op_demonitor_p = 20,
+  op_monitor_p_exit = 21,
+  op_send_sender = 22,
+  op_send_sender_tt = 23,
+  op_payload_exit = 24,
+  op_payload_exit_tt = 25,
+  op_payload_exit2 = 26,
+  op_payload_exit2_tt = 27,
+  op_payload_monitor_p_exit = 28,
+  op_alias_send = 33,
+  op_alias_send_tt = 34,
+  op_unlink_id = 35,
+  op_unlink_id_ack = 36,
+};
+
+inline std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+/// The text of an exit reason as Erlang reads it.
+inline term reason_to_term(const exit_reason& r) {
+  switch (r.kind()) {
+    case exit_kind::normal: return atom{"normal"};
+    case exit_kind::shutdown:
+      if (r.detail().empty()) return atom{"shutdown"};
+      return term::tuple(atom{"shutdown"}, r.detail());
+    case exit_kind::kill: return atom{"kill"};
+    case exit_kind::killed: return atom{"killed"};
+    case exit_kind::noproc: return atom{"noproc"};
+    case exit_kind::noconnection: return atom{"noconnection"};
+    case exit_kind::timeout: return atom{"timeout"};
+    default: return term::tuple(atom{std::string{exit_reason::kind_name(r.kind())}}, r.detail());
+  }
+}
+
+/// An Erlang exit reason as otpp's.
+inline exit_reason reason_from_term(const term& t) {
+  if (const auto* a = t.get_if<atom>()) {
+    if (a->name == "normal") return exit_reason::normal();
+    if (a->name == "shutdown") return exit_reason::shutdown();
+    if (a->name == "kill") return exit_reason::kill();
+    if (a->name == "killed") return exit_reason::killed();
+    if (a->name == "noproc") return exit_reason::noproc();
+    if (a->name == "noconnection") return exit_reason::noconnection();
+    if (a->name == "timeout") return exit_reason::timeout();
+  }
+  if (t.is_tuple(2) && t[0].is_atom("shutdown")) {
+    if (const auto* b = t[1].get_if<binary>()) return exit_reason::shutdown(b->bytes);
+    return exit_reason::shutdown(fmt::format("{}", t[1]));
+  }
+  return exit_reason::error(fmt::format("{}", t));
+}
+
+/// Strings that pending calls name themselves by (views must outlive them).
+inline std::string_view intern(std::string s) {
+  static std::mutex mu;
+  static std::set<std::string, std::less<>> strings;
+  std::lock_guard lock{mu};
+  auto it = strings.find(s);
+  if (it == strings.end()) it = strings.insert(std::move(s)).first;
+  return *it;
+}
+
+class node_core;
+
+/// Something the I/O thread finishes once a slot it awaits is resolved.
+struct completion : slot_waker {
+  node_core* core = nullptr;
+  completion* next = nullptr;
+  std::string peer;
+  bool cancelled = false;  // under the node's lock: the peer went; free without answering
+  completion() { wake = &on_wake; }
+  virtual ~completion() = default;
+  virtual void complete(node_core& c) = 0;
+  static void on_wake(slot_waker* w) noexcept;
+};
+
+/// A call from a remote node, being answered by a local server.
+struct inbound_call : completion {
+  inbound_call() {
+    wake = &on_answer;
+    after_publish = true;
+  }
+  static void on_answer(slot_waker* w) noexcept;
+  term from;
+  term tag;
+  virtual result<term> collect() = 0;
+  virtual reply_slot_base* slot() = 0;
+  void complete(node_core& c) override;
+};
+
+template <class R>
+struct typed_inbound_call final : inbound_call {
+  explicit typed_inbound_call(pending_try_call<R> c) : call{std::move(c)} {}
+  pending_try_call<R> call;
+  result<term> collect() override {
+    auto r = call.get();  // resolved: does not wait
+    if (!r) return r.error();
+    if constexpr (std::is_void_v<R>) {
+      return term{atom{"ok"}};
+    } else {
+      return to_term(*r);
+    }
+  }
+  reply_slot_base* slot() override { return pending_call_access::slot(call); }
+};
+
+/// A local process that remote nodes monitor or are linked to: one
+/// otpp monitor on it, however many remote monitors and links it has, so
+/// a call's monitor and demonitor cost two map operations and no signal to
+/// the process. Its lists are guarded by the node's lock.
+struct watch : completion {
+  struct remote_monitor {
+    std::string peer;
+    term watcher;  // the remote pid
+    term ref;
+    term named;    // the target as the remote named it (a name or a pid)
+  };
+  struct remote_link {
+    std::string peer;
+    term other;  // the remote pid
+  };
+  reply_slot<exit_reason>* slot = nullptr;
+  std::uint64_t id = 0;
+  std::uint32_t index = 0;  // the target's wire index
+  pid target;
+  term local_pid;  // the target's wire pid
+  std::unordered_map<std::string, remote_monitor> monitors;  // by monitor_key
+  std::vector<remote_link> links;
+  void complete(node_core& c) override;
+  /// Ends the watch early (the node stops): the demonitor, or the exit if
+  /// it came first, wakes it once more, and then it is freed.
+  void cancel() {
+    if (cancelled) return;
+    cancelled = true;
+    if (process_base* p = pid_access::get(target)) p->enqueue_signal(make_node<demonitor_node>(id));
+  }
+};
+
+/// A remote monitor's key: the peer and the reference's encoding.
+inline std::string monitor_key(const std::string& peer, const term& ref) {
+  std::string k = peer;
+  k.push_back('\0');
+  encode_term_to(k, ref);
+  return k;
+}
+
+/// A served process: how a remote request reaches it.
+struct served {
+  pid target;
+  std::function<std::unique_ptr<inbound_call>(term)> call;  // empty: it answers no calls
+  std::function<void(term)> cast;                           // empty: it takes no casts
+};
+
+struct connection {
+  std::string peer;
+  std::mutex mu;        // guards fd's writes, out, up, closed
+  int fd = -1;
+  bool up = false;      // handshake done, on the I/O thread's epoll
+  bool closed = false;  // gone: writes are dropped
+  bool want_out = false;
+  bool superseded = false;  // our handshake lost to the peer's (simultaneous connect)
+  bool dirty = false;       // listed for the I/O thread to flush
+  std::string out;      // what a writer could not send yet (or before `up`)
+  std::string in;       // I/O thread only
+  std::atomic<std::int64_t> last_in{0}, last_out{0};
+};
+
+/// A local process's monitor of a remote one.
+struct proc_monitor {
+  pid watcher;
+  std::string peer;
+  term target;
+};
+
+/// A call to a remote server, waiting for its reply.
+struct outbound {
+  reply_slot<term>* slot = nullptr;
+  std::string peer;
+  term target;  // what the monitor names
+};
+
+struct node_config {
+  std::string name;
+  std::string cookie;
+  std::string address;
+  std::chrono::milliseconds connect_timeout;
+  std::chrono::milliseconds tick;
+  std::size_t max_frame;
+  bool hidden;
+  std::chrono::microseconds busy_poll;
+};
+
+class node_core {
+ public:
+  explicit node_core(node_config cfg) : cfg_{std::move(cfg)} { start(); }
+  node_core(const node_core&) = delete;
+  node_core& operator=(const node_core&) = delete;
+  ~node_core() { stop(); }
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] std::uint32_t creation() const noexcept { return creation_; }
+  [[nodiscard]] int port() const noexcept { return port_; }
+
+  // -- serving ---------------------------------------------------------------------
+  bool serve(std::string name, served s) {
+    std::lock_guard lock{mu_};
+    auto it = served_.find(name);
+    if (it != served_.end() && it->second.target.alive()) return false;
+    const remote_pid wire = export_locked(s.target);
+    served_by_index_[wire_index(wire)] = s;
+    served_[std::move(name)] = std::move(s);
+    return true;
+  }
+  bool unserve(std::string_view name) {
+    std::lock_guard lock{mu_};
+    auto it = served_.find(std::string{name});
+    if (it == served_.end()) return false;
+    served_.erase(it);
+    return true;
+  }
+  /// A local server reachable by pid: calls and casts to it work as to a
+  /// served name.
+  remote_pid export_served(served s) {
+    std::lock_guard lock{mu_};
+    const remote_pid wire = export_locked(s.target);
+    served_by_index_[wire_index(wire)] = std::move(s);
+    return wire;
+  }
+
+  /// The wire identity of a local process (exported: remote nodes can now
+  /// send to it, link to it and monitor it).
+  remote_pid export_pid(const pid& p) {
+    std::lock_guard lock{mu_};
+    return export_locked(p);
+  }
+  [[nodiscard]] pid local_pid(const remote_pid& r) {
+    std::lock_guard lock{mu_};
+    return lookup_pid_locked(r);
+  }
+
+  // -- sending ----------------------------------------------------------------------
+  /// Frames `control` (and `message`) and sends them to `peer`, connecting
+  /// first if needed (a send to a node that cannot be reached is dropped).
+  void send_control(const std::string& peer, const term& control, const term* message = nullptr) {
+    std::string frame = make_frame(control, message);
+    write(peer, frame);
+  }
+
+  void send_to_name(const std::string& peer, const std::string& name, const term& msg) {
+    send_control(peer, term::tuple(std::int64_t{op_reg_send}, proxy(), atom{""}, atom{name}), &msg);
+  }
+  void send_to_pid(const remote_pid& to, const term& msg) {
+    if (to.node == name_) {
+      deliver_local(to, msg);
+      return;
+    }
+    send_control(to.node, term::tuple(std::int64_t{op_send}, atom{""}, to), &msg);
+  }
+
+  /// A call to a remote server: a monitor on it (so its death or absence
+  /// fails the call with its reason) and the '$gen_call'.
+  template <bool Throws>
+  basic_pending_call<term, Throws> call(const std::string& peer, term target, term request,
+                                        std::chrono::steady_clock::duration timeout, std::string_view label) {
+    if (peer == name_)
+      return pending_call_access::failed<term, Throws>(
+          exit_reason::error("otpp::node: a call to this node itself goes to the local server directly"));
+    auto* slot = reply_slot<term>::make();
+    const std::uint64_t n = next_ref_.fetch_add(1, std::memory_order_relaxed);
+    term tag = make_ref(n);
+    {
+      std::lock_guard lock{mu_};
+      outbound_[n] = outbound{slot, peer, target};
+    }
+    std::string frames = make_frame(term::tuple(std::int64_t{op_monitor_p}, proxy(), target, tag));
+    term msg = term::tuple(atom{"$gen_call"}, term::tuple(proxy(), tag), std::move(request));
+    if (const auto* name = target.get_if<atom>()) {
+      frames += make_frame(term::tuple(std::int64_t{op_reg_send}, proxy(), atom{""}, *name), &msg);
+    } else {
+      frames += make_frame(term::tuple(std::int64_t{op_send}, atom{""}, target), &msg);
+    }
+    const std::int64_t due = tls().current != nullptr && timeout != steady::duration::max()
+                                 ? timer_due_after_ns(*tls().current->rt(), clamp_delay(timeout))
+                                 : no_deadline_ns;
+    write(peer, frames);
+    return pending_call_access::sent<term, Throws>(slot, timeout, due, 0, label, "otpp::term");
+  }
+
+  bool connect(const std::string& peer, std::chrono::steady_clock::duration timeout) {
+    auto c = connection_for(peer);
+    std::unique_lock lock{conn_mu_};
+    return conn_cv_.wait_for(lock, timeout, [&] {
+      std::lock_guard l{c->mu};
+      return c->up || c->closed;
+    }) && [&] {
+      std::lock_guard l{c->mu};
+      return c->up;
+    }();
+  }
+
+  [[nodiscard]] std::vector<std::string> nodes() {
+    std::vector<std::string> out;
+    std::lock_guard lock{mu_};
+    for (auto& [name, c] : conns_) {
+      std::lock_guard l{c->mu};
+      if (c->up && !c->closed) out.push_back(name);
+    }
+    return out;
+  }
+
+  void monitor_node(const std::string& peer, const pid& watcher) {
+    auto c = connection_for(peer);
+    bool gone;
+    {
+      std::lock_guard l{c->mu};
+      gone = c->closed;
+    }
+    if (gone) {
+      otpp::send(watcher, nodedown{peer});
+      return;
+    }
+    std::lock_guard lock{mu_};
+    node_watchers_[peer].push_back(watcher);
+  }
+
+  /// `watcher` (a local process) monitors a remote process: it receives
+  /// remote_down when that exits.
+  remote_ref monitor(const std::string& peer, const term& target, const term& target_as_given, const pid& watcher) {
+    const std::uint64_t n = next_ref_.fetch_add(1, std::memory_order_relaxed);
+    term ref = make_ref(n);
+    term from;
+    {
+      std::lock_guard lock{mu_};
+      from = export_locked(watcher);
+      proc_monitors_[n] = proc_monitor{watcher, peer, target_as_given};
+    }
+    send_control(peer, term::tuple(std::int64_t{op_monitor_p}, from, target, ref));
+    return ref.as<remote_ref>();
+  }
+  bool demonitor(const remote_ref& ref) {
+    auto n = ref_number(&ref);
+    if (!n) return false;
+    proc_monitor pm;
+    term from;
+    {
+      std::lock_guard lock{mu_};
+      auto it = proc_monitors_.find(*n);
+      if (it == proc_monitors_.end()) return false;
+      pm = std::move(it->second);
+      proc_monitors_.erase(it);
+      from = export_locked(pm.watcher);
+    }
+    term target = pm.target.is_tuple(2) ? pm.target[0] : pm.target;
+    send_control(pm.peer, term::tuple(std::int64_t{op_demonitor_p}, from, target, term{ref}));
+    return true;
+  }
+  /// Links a local process and a remote one: either's exit reaches the other.
+  void link(const pid& local, const remote_pid& remote) {
+    if (!local.alive()) return;
+    term wire;
+    {
+      std::lock_guard lock{mu_};
+      watch& w = watch_locked(local);
+      w.links.push_back({remote.node, remote});
+      wire = w.local_pid;
+    }
+    send_control(remote.node, term::tuple(std::int64_t{op_link}, wire, remote));
+  }
+  void unlink(const pid& local, const remote_pid& remote) {
+    const term wire = export_pid(local);
+    drop_link(remote.node, remote, wire);
+    const std::uint64_t id = next_ref_.fetch_add(1, std::memory_order_relaxed);
+    send_control(remote.node, term::tuple(std::int64_t{op_unlink_id}, id, wire, remote));
+  }
+  /// exit(Pid, Reason) to a remote process, from `from` (or the node).
+  void exit(const pid& from, const remote_pid& to, const exit_reason& reason) {
+    const term sender = from ? term{export_pid(from)} : proxy();
+    send_control(to.node, term::tuple(std::int64_t{op_exit2}, sender, to, reason_to_term(reason)));
+  }
+
+  // -- the completion queue ----------------------------------------------------------
+  void post_completion(completion* c) noexcept {
+    {
+      std::lock_guard lock{done_mu_};
+      c->next = done_;
+      done_ = c;
+    }
+    notify();
+  }
+
+  // -- used by completions (I/O thread) ----------------------------------------------
+  void finish_inbound(inbound_call& c) {
+    {
+      std::lock_guard lock{mu_};
+      inbound_.erase(&c);
+      if (c.cancelled) return;
+    }
+    result<term> r = c.collect();
+    if (!r) {
+      // The server failed to answer (it died): the caller's monitor, if it
+      // has one, reports the reason; a reply would be wrong.
+      log_rt(log_level::debug, "otpp::node {}: a call from {} ended without a reply: {}", name_, c.peer,
+             r.error().to_string());
+      return;
+    }
+    term reply = term::tuple(c.tag, std::move(*r));
+    if (const auto* to = c.from.get_if<remote_pid>()) send_to_pid(*to, reply);
+  }
+  void finish_watch(watch& w) {
+    exit_reason why = exit_reason::noproc();
+    if (w.slot->settled_state() == reply_slot_base::ready) why = w.slot->take();
+    w.slot->release();
+    w.slot = nullptr;
+    std::vector<std::pair<std::string, term>> out;
+    {
+      std::lock_guard lock{mu_};
+      auto it = watches_.find(w.index);
+      if (it != watches_.end() && it->second == &w) watches_.erase(it);
+      if (w.cancelled) return;
+      const term reason = reason_to_term(why);
+      for (auto& [key, m] : w.monitors) {
+        monitor_index_.erase(key);
+        out.emplace_back(m.peer, term::tuple(std::int64_t{op_monitor_p_exit}, m.named, m.watcher, m.ref, reason));
+      }
+      for (auto& l : w.links) out.emplace_back(l.peer, term::tuple(std::int64_t{op_exit}, w.local_pid, l.other, reason));
+    }
+    for (auto& [peer, control] : out) send_control(peer, control);
+  }
+
+ private:
+  // -- start and stop ----------------------------------------------------------------
+  void start() {
+    const auto at = cfg_.name.find('@');
+    alive_ = cfg_.name.substr(0, at);
+    std::string host;
+    if (at != std::string::npos) {
+      host = cfg_.name.substr(at + 1);
+    } else {
+      char buf[256] = {};
+      if (::gethostname(buf, sizeof buf - 1) != 0) throw node_error{"otpp::node: gethostname failed"};
+      host = buf;
+      host = host.substr(0, host.find('.'));  // a short name, as `--sname` gives
+    }
+    if (alive_.empty() || host.empty() || alive_.size() > 255 || host.size() > 255)
+      throw node_error{fmt::format("otpp::node: bad node name '{}' (want name or name@host)", cfg_.name)};
+    name_ = alive_ + "@" + host;
+    if (cfg_.cookie.empty()) throw node_error{fmt::format("otpp::node {}: an empty cookie", name_)};
+    flags_ = our_flags | (cfg_.hidden ? 0 : dflag_published);
+    busy_poll_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.busy_poll).count();
+
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, cfg_.address.c_str(), &addr.sin_addr) != 1)
+      throw node_error{fmt::format("otpp::node {}: bad listen address '{}' (an IPv4 address)", name_, cfg_.address)};
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    socklen_t len = sizeof addr;
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(listen_fd_, 64) != 0 || ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      const int e = errno;
+      close_fds();
+      throw node_error{fmt::format("otpp::node {}: cannot listen on {}: {}", name_, cfg_.address, std::strerror(e))};
+    }
+    port_ = ntohs(addr.sin_port);
+    publish();
+
+    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (epoll_ < 0 || wake_fd_ < 0 || stop_fd_ < 0) {
+      const int e = errno;
+      close_fds();
+      throw node_error{fmt::format("otpp::node {}: epoll/eventfd: {}", name_, std::strerror(e))};
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = wake_fd_;
+    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_fd_, &ev);
+    std::random_device rd;
+    ref_salt_ = rd();
+    io_ = std::thread{[this] { io_loop(); }};
+    acceptor_ = std::thread{[this] { accept_loop(); }};
+  }
+
+  /// Registers with epmd, starting `epmd -daemon` if none answers.
+  void publish() {
+    std::string error;
+    auto deadline = [] { return clock::now() + std::chrono::seconds{2}; };
+    publish_fd_ = epmd_register(alive_, static_cast<std::uint16_t>(port_), cfg_.hidden, creation_, error, deadline());
+    if (publish_fd_ < 0 && error.rfind("epmd does not answer", 0) == 0) {
+      pid_t child = 0;
+      const char* argv[] = {"epmd", "-daemon", nullptr};
+      if (::posix_spawnp(&child, "epmd", nullptr, nullptr, const_cast<char* const*>(argv), environ) == 0) {
+        int status = 0;
+        ::waitpid(child, &status, 0);  // -daemon forks and returns
+      }
+      for (int attempt = 0; attempt < 40 && publish_fd_ < 0; ++attempt) {
+        std::this_thread::sleep_for(std::chrono::milliseconds{50});  // epmd starting: nothing to wait on but its port
+        error.clear();
+        publish_fd_ = epmd_register(alive_, static_cast<std::uint16_t>(port_), cfg_.hidden, creation_, error, deadline());
+      }
+    }
+    if (publish_fd_ < 0) {
+      close_fds();
+      throw node_error{fmt::format("otpp::node {}: cannot register with epmd: {}", name_, error)};
+    }
+  }
+
+  void stop() {
+    stopping_.store(true);
+    std::uint64_t one = 1;
+    (void)!::write(stop_fd_, &one, sizeof one);
+    notify();
+    if (acceptor_.joinable()) acceptor_.join();
+    {
+      // A handshake in flight ends within connect_timeout.
+      std::unique_lock lock{mu_};
+      connectors_done_.wait(lock, [&] { return connecting_ == 0; });
+    }
+    if (io_.joinable()) io_.join();
+    // Whatever is still open ends here: callers fail, watches go.
+    std::vector<std::shared_ptr<connection>> all;
+    {
+      std::lock_guard lock{mu_};
+      for (auto& [n, c] : conns_) all.push_back(c);
+    }
+    for (auto& c : all) close_connection(c, "node stopped");
+    drain_completions();
+    cancel_leftovers();
+    close_fds();
+  }
+
+  void close_fds() {
+    for (int* fd : {&publish_fd_, &listen_fd_, &epoll_, &wake_fd_, &stop_fd_}) {
+      if (*fd >= 0) ::close(*fd);
+      *fd = -1;
+    }
+  }
+
+  void wake_connect_waiters() {
+    { std::lock_guard g{conn_mu_}; }  // a waiter between its check and its sleep is not missed
+    conn_cv_.notify_all();
+  }
+
+  void notify() noexcept {
+    std::uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+  }
+
+  // -- connections ---------------------------------------------------------------------
+  std::shared_ptr<connection> connection_for(const std::string& peer) {
+    std::lock_guard lock{mu_};
+    auto it = conns_.find(peer);
+    if (it != conns_.end()) return it->second;
+    auto c = std::make_shared<connection>();
+    c->peer = peer;
+    if (stopping_.load() || peer == name_) {
+      c->closed = true;  // nothing goes out: the node stops, or this is us
+      return c;
+    }
+    conns_[peer] = c;
+    ++connecting_;
+    try {
+      std::thread{[this, c] { connect_to(c); }}.detach();
+    } catch (...) {
+      --connecting_;
+      c->closed = true;
+    }
+    return c;
+  }
+
+  void connect_to(const std::shared_ptr<connection>& c) {
+    const std::string& peer = c->peer;
+    const auto deadline = clock::now() + cfg_.connect_timeout;
+    std::string error;
+    int fd = -1;
+    const auto at = peer.find('@');
+    if (at == std::string::npos || at == 0 || at + 1 == peer.size()) {
+      error = "not a node name (name@host)";
+    } else if (auto port = epmd_lookup(peer.substr(at + 1), peer.substr(0, at), error, deadline)) {
+      fd = tcp_connect(peer.substr(at + 1), *port, deadline);
+      if (fd < 0) {
+        error = fmt::format("TCP connect failed: {}", std::strerror(errno));
+      } else {
+        handshake_result r = handshake_out(fd, name_, flags_, creation_, cfg_.cookie, peer, deadline);
+        if (!r.error.empty()) {
+          error = std::move(r.error);
+          ::close(fd);
+          fd = -1;
+        }
+      }
+    }
+    if (fd < 0) log_rt(log_level::warning, "otpp::node {}: cannot connect to {}: {}", name_, peer, error);
+    new_conns_push(c, fd);
+    std::lock_guard lock{mu_};
+    if (--connecting_ == 0) connectors_done_.notify_all();
+  }
+
+  void accept_loop() {
+    for (;;) {
+      pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+      if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
+      if (stopping_.load()) return;
+      if (!(fds[0].revents & POLLIN)) continue;
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      {
+        std::lock_guard lock{mu_};
+        ++connecting_;
+      }
+      try {
+        std::thread{[this, fd] { accept_from(fd); }}.detach();
+      } catch (...) {
+        ::close(fd);
+        std::lock_guard lock{mu_};
+        if (--connecting_ == 0) connectors_done_.notify_all();
+      }
+    }
+  }
+
+  /// A handshake thread for one incoming connection.
+  void accept_from(int fd) {
+    std::shared_ptr<connection> c;
+    auto status_for = [&](const std::string& peer) -> std::string {
+      std::lock_guard lock{mu_};
+      if (stopping_.load()) return "not_allowed";
+      auto it = conns_.find(peer);
+      if (it == conns_.end()) {
+        c = std::make_shared<connection>();
+        c->peer = peer;
+        conns_[peer] = c;
+        return "ok";
+      }
+      std::lock_guard l{it->second->mu};
+      if (it->second->up) return "nok";  // keep the connection we have
+      // Both sides are connecting: the greater name keeps its own.
+      if (name_ > peer) return "nok";
+      it->second->superseded = true;
+      c = it->second;
+      return "ok_simultaneous";
+    };
+    handshake_result r =
+        handshake_in(fd, name_, flags_, creation_, cfg_.cookie, status_for, clock::now() + cfg_.connect_timeout);
+    if (!r.error.empty()) {
+      log_rt(log_level::warning, "otpp::node {}: refused an incoming connection: {}", name_, r.error);
+      ::close(fd);
+      if (c) new_conns_push(c, -1);
+    } else {
+      new_conns_push(c, fd);
+    }
+    std::lock_guard lock{mu_};
+    if (--connecting_ == 0) connectors_done_.notify_all();
+  }
+
+  void new_conns_push(const std::shared_ptr<connection>& c, int fd) {
+    {
+      std::lock_guard lock{done_mu_};
+      new_conns_.emplace_back(c, fd);
+    }
+    notify();
+  }
+
+  /// I/O thread: a handshake finished (fd >= 0) or failed.
+  void adopt(const std::shared_ptr<connection>& c, int fd) {
+    if (fd < 0) {
+      {
+        std::lock_guard l{c->mu};
+        if (c->up) return;  // the other side's connection won meanwhile
+        if (c->superseded) {
+          c->superseded = false;  // the incoming handshake is still running: it decides
+          return;
+        }
+      }
+      close_connection(c, "cannot connect");
+      return;
+    }
+    {
+      std::lock_guard l{c->mu};
+      if (c->up || c->closed) {
+        ::close(fd);
+        return;
+      }
+      c->fd = fd;
+      c->up = true;
+      c->last_in = c->last_out = now_ms();
+      by_fd_[fd] = c;
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLRDHUP;
+      ev.data.fd = fd;
+      ::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev);
+      flush_locked(*c);
+    }
+    wake_connect_waiters();
+    log_rt(log_level::info, "otpp::node {}: connected to {}", name_, c->peer);
+  }
+
+  void write(const std::string& peer, const std::string& frames) {
+    auto c = connection_for(peer);
+    std::unique_lock l{c->mu};
+    if (c->closed) return;
+    if (c->up && io_hot_.load()) {
+      // The I/O thread is polling: it sends this with whatever else comes
+      // meanwhile, in one system call.
+      if (c->out.size() + frames.size() > cfg_.max_frame * 4) {
+        log_rt(log_level::warning, "otpp::node {}: output to {} backed up past {} bytes: message dropped", name_, peer,
+               cfg_.max_frame * 4);
+        return;
+      }
+      c->out += frames;
+      const bool first = !c->dirty;
+      c->dirty = true;
+      l.unlock();
+      if (first) {
+        std::lock_guard d{dirty_mu_};
+        dirty_.push_back(c);
+      }
+      if (!io_hot_.load()) notify();  // it stopped polling meanwhile: wake it
+      return;
+    }
+    if (!c->up || !c->out.empty()) {
+      if (c->out.size() + frames.size() > cfg_.max_frame * 4) {
+        log_rt(log_level::warning, "otpp::node {}: output to {} backed up past {} bytes: message dropped", name_, peer,
+               cfg_.max_frame * 4);
+        return;
+      }
+      c->out += frames;
+      return;
+    }
+    std::size_t done = 0;
+    while (done < frames.size()) {
+      const ssize_t n = ::send(c->fd, frames.data() + done, frames.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        done += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      break;  // full, or broken: the I/O thread finds out which
+    }
+    c->last_out.store(now_ms(), std::memory_order_relaxed);
+    if (done < frames.size()) {
+      c->out.append(frames, done);
+      want_out_locked(*c);
+    }
+  }
+
+  void want_out_locked(connection& c) {
+    if (c.want_out || c.fd < 0) return;
+    c.want_out = true;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP;
+    ev.data.fd = c.fd;
+    ::epoll_ctl(epoll_, EPOLL_CTL_MOD, c.fd, &ev);
+  }
+
+  /// Writes what is buffered; true unless the socket is broken.
+  bool flush_locked(connection& c) {
+    std::size_t done = 0;
+    while (done < c.out.size()) {
+      const ssize_t n = ::send(c.fd, c.out.data() + done, c.out.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        done += static_cast<std::size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        break;
+      } else {
+        return false;
+      }
+    }
+    c.out.erase(0, done);
+    if (done) c.last_out.store(now_ms(), std::memory_order_relaxed);
+    if (!c.out.empty()) {
+      want_out_locked(c);
+    } else if (c.want_out) {
+      c.want_out = false;
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLRDHUP;
+      ev.data.fd = c.fd;
+      ::epoll_ctl(epoll_, EPOLL_CTL_MOD, c.fd, &ev);
+    }
+    return true;
+  }
+
+  /// I/O thread (or stop): the connection is gone. Everything that depended
+  /// on it learns so now: calls fail with noconnection, links get an exit
+  /// signal, watchers get nodedown.
+  void close_connection(const std::shared_ptr<connection>& c, std::string_view why) {
+    {
+      std::lock_guard l{c->mu};
+      if (c->closed) return;
+      c->closed = true;
+      c->up = false;
+      if (c->fd >= 0) {
+        ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c->fd, nullptr);
+        ::close(c->fd);
+        by_fd_.erase(c->fd);
+        c->fd = -1;
+      }
+      c->out.clear();
+    }
+    wake_connect_waiters();
+    log_rt(log_level::info, "otpp::node {}: connection to {} closed: {}", name_, c->peer, why);
+    std::vector<reply_slot<term>*> failed;
+    std::vector<pid> to_tell;
+    std::vector<pid> unlinked;
+    std::vector<remote_down> downs;
+    std::vector<pid> watchers;
+    {
+      std::lock_guard lock{mu_};
+      auto it = conns_.find(c->peer);
+      if (it != conns_.end() && it->second == c) conns_.erase(it);
+      for (auto o = outbound_.begin(); o != outbound_.end();) {
+        if (o->second.peer == c->peer) {
+          failed.push_back(o->second.slot);
+          o = outbound_.erase(o);
+        } else {
+          ++o;
+        }
+      }
+      for (auto* in : inbound_) {
+        if (in->peer == c->peer) in->cancelled = true;  // its answer has nowhere to go
+      }
+      for (auto& [index, w] : watches_) {
+        for (auto m = w->monitors.begin(); m != w->monitors.end();) {
+          if (m->second.peer == c->peer) {
+            monitor_index_.erase(m->first);
+            m = w->monitors.erase(m);
+          } else {
+            ++m;
+          }
+        }
+        for (auto l = w->links.begin(); l != w->links.end();) {
+          if (l->peer == c->peer) {
+            unlinked.push_back(w->target);
+            l = w->links.erase(l);
+          } else {
+            ++l;
+          }
+        }
+      }
+      if (auto n = node_watchers_.find(c->peer); n != node_watchers_.end()) {
+        to_tell = std::move(n->second);
+        node_watchers_.erase(n);
+      }
+      for (auto m = proc_monitors_.begin(); m != proc_monitors_.end();) {
+        if (m->second.peer == c->peer) {
+          downs.push_back(remote_down{make_ref(m->first).as<remote_ref>(), m->second.target, exit_reason::noconnection()});
+          watchers.push_back(m->second.watcher);
+          m = proc_monitors_.erase(m);
+        } else {
+          ++m;
+        }
+      }
+    }
+    for (std::size_t k = 0; k < downs.size(); ++k) otpp::send(watchers[k], std::move(downs[k]));
+    for (auto* s : failed) {
+      s->fail(exit_reason::noconnection());
+      s->release();
+    }
+    for (auto& p : unlinked) otpp::exit(p, exit_reason::noconnection());
+    for (auto& p : to_tell) otpp::send(p, nodedown{c->peer});
+  }
+
+  // -- the I/O thread ------------------------------------------------------------------
+  void io_loop() {
+    epoll_event events[64];
+    std::int64_t next_tick = now_ms() + 1000;
+    std::int64_t active_until = 0;  // busy-poll until then (steady ns)
+    while (!stopping_.load()) {
+      // After traffic, poll without sleeping for a while: a reply that comes
+      // back within it is read microseconds sooner than a wake-up brings it.
+      const bool hot = steady::now().time_since_epoch().count() < active_until;
+      if (!hot && io_hot_.load(std::memory_order_relaxed)) {
+        io_hot_.store(false);  // writers send for themselves again...
+        flush_dirty();         // ...after what they left for us has gone
+      }
+      const int n = ::epoll_wait(epoll_, events, 64, hot ? 0 : 1000);
+      if (n > 0) {
+        active_until = steady::now().time_since_epoch().count() + busy_poll_ns_;
+        if (busy_poll_ns_ > 0) io_hot_.store(true);
+      } else if (hot) {
+        if (!flush_dirty()) std::this_thread::yield();  // others on this core (workers) go first
+      }
+      for (int k = 0; k < n; ++k) {
+        const int fd = events[k].data.fd;
+        if (fd == wake_fd_) {
+          std::uint64_t v;
+          (void)!::read(wake_fd_, &v, sizeof v);
+          take_new_connections();
+          drain_completions();
+          continue;
+        }
+        auto it = by_fd_.find(fd);
+        if (it == by_fd_.end()) continue;  // closed earlier in this batch
+        std::shared_ptr<connection> c = it->second;
+        if (events[k].events & EPOLLOUT) {
+          std::lock_guard l{c->mu};
+          if (!c->closed && !flush_locked(*c)) {
+            c->out.clear();
+          }
+        }
+        if (events[k].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) read_from(c);
+      }
+      (void)flush_dirty();
+      if (now_ms() >= next_tick) {
+        next_tick = now_ms() + 1000;
+        housekeeping();
+      }
+    }
+  }
+
+  /// Sends what writers left while this thread polled; true if any.
+  bool flush_dirty() {
+    std::vector<std::shared_ptr<connection>> list;
+    {
+      std::lock_guard d{dirty_mu_};
+      if (dirty_.empty()) return false;
+      list.swap(dirty_);
+    }
+    for (auto& c : list) {
+      std::lock_guard l{c->mu};
+      c->dirty = false;
+      if (!c->closed && c->fd >= 0 && !flush_locked(*c)) c->out.clear();
+    }
+    return true;
+  }
+
+  void take_new_connections() {
+    std::vector<std::pair<std::shared_ptr<connection>, int>> fresh;
+    {
+      std::lock_guard lock{done_mu_};
+      fresh.swap(new_conns_);
+    }
+    for (auto& [c, fd] : fresh) adopt(c, fd);
+  }
+
+  void drain_completions() {
+    completion* list;
+    {
+      std::lock_guard lock{done_mu_};
+      list = std::exchange(done_, nullptr);
+    }
+    // Oldest first: the list was pushed at its head.
+    completion* prev = nullptr;
+    while (list) {
+      completion* next = list->next;
+      list->next = prev;
+      prev = list;
+      list = next;
+    }
+    while (prev) {
+      completion* next = prev->next;
+      std::unique_ptr<completion> owned{prev};
+      try {
+        owned->complete(*this);
+      } catch (const std::exception& e) {
+        log_rt(log_level::error, "otpp::node {}: answering {} failed: {}", name_, owned->peer, e.what());
+      }
+      prev = next;
+    }
+  }
+
+  void read_from(const std::shared_ptr<connection>& c) {
+    char buf[65536];
+    for (;;) {
+      int fd;
+      {
+        std::lock_guard l{c->mu};
+        if (c->closed) return;
+        fd = c->fd;
+      }
+      const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        c->in.append(buf, static_cast<std::size_t>(n));
+        c->last_in.store(now_ms(), std::memory_order_relaxed);
+        if (!parse_frames(c)) return;
+        if (static_cast<std::size_t>(n) < sizeof buf) return;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      close_connection(c, n == 0 ? "closed by the peer" : std::strerror(errno));
+      return;
+    }
+  }
+
+  /// Handles every whole frame in c->in; false if the connection was closed.
+  bool parse_frames(const std::shared_ptr<connection>& c) {
+    std::size_t pos = 0;
+    std::string& in = c->in;
+    while (in.size() - pos >= 4) {
+      const auto* p = reinterpret_cast<const unsigned char*>(in.data() + pos);
+      const std::uint32_t len = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+      if (len > cfg_.max_frame) {
+        close_connection(c, fmt::format("a frame of {} bytes (the limit is {})", len, cfg_.max_frame));
+        return false;
+      }
+      if (in.size() - pos - 4 < len) break;
+      std::string_view frame{in.data() + pos + 4, len};
+      pos += 4 + len;
+      if (len == 0) continue;  // a tick: its arrival is what counts
+      try {
+        handle_frame(c, frame);
+      } catch (const term_error& e) {
+        close_connection(c, fmt::format("malformed frame: {}", e.what()));
+        return false;
+      }
+    }
+    in.erase(0, pos);
+    return true;
+  }
+
+  void handle_frame(const std::shared_ptr<connection>& c, std::string_view frame) {
+    etf::decoder d{frame};
+    if (d.u8() != 112) d.fail("not a pass-through frame (112)");
+    if (d.u8() != etf::version) d.fail("no version byte before the control message");
+    term control = d.read();
+    std::optional<term> message;
+    if (d.position() < frame.size()) {
+      if (d.u8() != etf::version) d.fail("no version byte before the message");
+      message = d.read();
+      if (d.position() != frame.size()) d.fail("bytes after the message");
+    }
+    const auto* ctl = control.get_if<term_tuple>();
+    if (!ctl || ctl->elements.empty() || !ctl->elements[0].is<std::int64_t>())
+      d.fail("a control message that is not a tuple with an operation");
+    const auto& e = ctl->elements;
+    auto need = [&](std::size_t n, bool with_message) {
+      if (e.size() != n || (with_message && !message))
+        d.fail(fmt::format("control operation {} with {} elements{}", e[0].as<std::int64_t>(), e.size(),
+                           with_message && !message ? " and no message" : ""));
+    };
+    switch (e[0].as<std::int64_t>()) {
+      case op_send:
+      case op_send_sender:
+        need(3, true);
+        on_send(c, e[2], std::move(*message));
+        break;
+      case op_send_tt:
+      case op_send_sender_tt:
+        need(4, true);
+        on_send(c, e[2], std::move(*message));
+        break;
+      case op_reg_send:
+        need(4, true);
+        on_reg_send(c, e[1], e[3], std::move(*message));
+        break;
+      case op_reg_send_tt:
+        need(5, true);
+        on_reg_send(c, e[1], e[3], std::move(*message));
+        break;
+      case op_monitor_p:
+        need(4, false);
+        on_monitor(c, e[1], e[2], e[3]);
+        break;
+      case op_demonitor_p:
+        need(4, false);
+        on_demonitor(c, e[3]);
+        break;
+      case op_monitor_p_exit:
+        need(5, false);
+        on_monitor_exit(e[3], e[4]);
+        break;
+      case op_payload_monitor_p_exit:
+        need(4, true);
+        on_monitor_exit(e[3], *message);
+        break;
+      case op_link:
+        need(3, false);
+        on_link(c, e[1], e[2]);
+        break;
+      case op_unlink:
+        need(3, false);
+        on_unlink(c, e[1], e[2]);
+        break;
+      case op_unlink_id:
+        need(4, false);
+        on_unlink(c, e[2], e[3]);
+        send_control(c->peer, term::tuple(std::int64_t{op_unlink_id_ack}, e[1], e[3], e[2]));
+        break;
+      case op_unlink_id_ack: break;
+      case op_exit:
+      case op_exit2:
+        need(4, false);
+        on_exit_signal(c, e[1], e[2], e[3], e[0].as<std::int64_t>() == op_exit);
+        break;
+      case op_exit_tt:
+      case op_exit2_tt:
+        need(5, false);
+        on_exit_signal(c, e[1], e[2], e[4], e[0].as<std::int64_t>() == op_exit_tt);
+        break;
+      case op_payload_exit:
+      case op_payload_exit2:
+        need(3, true);
+        on_exit_signal(c, e[1], e[2], *message, e[0].as<std::int64_t>() == op_payload_exit);
+        break;
+      case op_payload_exit_tt:
+      case op_payload_exit2_tt:
+        need(4, true);
+        on_exit_signal(c, e[1], e[2], *message, e[0].as<std::int64_t>() == op_payload_exit_tt);
+        break;
+      default:
+        log_rt(log_level::debug, "otpp::node {}: control operation {} from {} ignored", name_, e[0].as<std::int64_t>(),
+               c->peer);
+    }
+  }
+
+  // -- what arrives --------------------------------------------------------------------
+  void on_send(const std::shared_ptr<connection>& c, const term& to, term message) {
+    const auto* rp = to.get_if<remote_pid>();
+    if (!rp) throw term_error{"otpp::node: a send to something that is not a pid"};
+    if (is_proxy(*rp)) {
+      on_reply(std::move(message));
+      return;
+    }
+    pid target;
+    served s;
+    {
+      std::lock_guard lock{mu_};
+      target = lookup_pid_locked(*rp);
+      if (auto it = served_by_index_.find(wire_index(*rp)); target && it != served_by_index_.end()) s = it->second;
+    }
+    if (!target) return;  // a dead or unknown pid: dropped, as Erlang does
+    if (s.target) {
+      deliver_to_served(c, s, std::move(message));
+    } else {
+      otpp::send(target, std::move(message));
+    }
+  }
+
+  void on_reg_send(const std::shared_ptr<connection>& c, const term& from, const term& name, term message) {
+    (void)from;
+    const auto* a = name.get_if<atom>();
+    if (!a) throw term_error{"otpp::node: a registered send to something that is not an atom"};
+    served s;
+    {
+      std::lock_guard lock{mu_};
+      auto it = served_.find(a->name);
+      if (it != served_.end() && it->second.target.alive()) s = it->second;
+    }
+    if (!s.target) {
+      if (a->name == "net_kernel") answer_net_kernel(message);
+      // Not served: dropped, as a send to an unregistered name on a remote
+      // node is; a caller's monitor reports noproc.
+      return;
+    }
+    deliver_to_served(c, s, std::move(message));
+  }
+
+  /// net_adm:ping/1 asks the node's net_kernel {is_auth, Node}: the answer
+  /// that makes a ping pong.
+  void answer_net_kernel(const term& message) {
+    if (!message.is_tuple(3) || !message[0].is_atom("$gen_call") || !message[1].is_tuple(2)) return;
+    const term& request = message[2];
+    if (!request.is_tuple(2) || !request[0].is_atom("is_auth")) return;
+    if (const auto* to = message[1][0].get_if<remote_pid>()) send_to_pid(*to, term::tuple(message[1][1], atom{"yes"}));
+  }
+
+  void deliver_to_served(const std::shared_ptr<connection>& c, const served& s, term message) {
+    if (message.is_tuple(3) && message[0].is_atom("$gen_call") && message[1].is_tuple(2)) {
+      if (!s.call) {
+        log_rt(log_level::warning, "otpp::node {}: a call from {} to a process that answers no calls (no handle_call(otpp::term))",
+               name_, c->peer);
+        return;
+      }
+      auto& tt = message.value();
+      auto& parts = std::get<term_tuple>(tt).elements;
+      std::unique_ptr<inbound_call> rec = s.call(std::move(parts[2]));
+      rec->core = this;
+      rec->peer = c->peer;
+      rec->from = parts[1][0];
+      rec->tag = parts[1][1];
+      reply_slot_base* slot = rec->slot();
+      inbound_call* raw = rec.release();
+      {
+        std::lock_guard lock{mu_};
+        inbound_.insert(raw);
+      }
+      if (slot == nullptr || !slot->await(raw)) post_completion(raw);  // answered (or failed) already
+      return;
+    }
+    if (message.is_tuple(2) && message[0].is_atom("$gen_cast")) {
+      if (!s.cast) {
+        log_rt(log_level::warning, "otpp::node {}: a cast from {} to a process that takes no casts (no handle_cast(otpp::term))",
+               name_, c->peer);
+        return;
+      }
+      s.cast(std::move(std::get<term_tuple>(message.value()).elements[1]));
+      return;
+    }
+    otpp::send(s.target, std::move(message));
+  }
+
+  void on_reply(term message) {
+    if (!message.is_tuple(2)) return;
+    const term& tag = message[0];
+    const remote_ref* r = tag.get_if<remote_ref>();
+    if (!r) {
+      // OTP 24+ tags a reply [alias | Ref]; ours are plain, but take both.
+      const auto* l = tag.get_if<term_list>();
+      if (l && l->tail.size() == 1) r = l->tail.front().get_if<remote_ref>();
+    }
+    auto n = ref_number(r);
+    if (!n) return;
+    outbound o;
+    {
+      std::lock_guard lock{mu_};
+      auto it = outbound_.find(*n);
+      if (it == outbound_.end()) return;  // abandoned and swept: late replies are dropped
+      o = std::move(it->second);
+      outbound_.erase(it);
+    }
+    (void)o.slot->set_value(std::move(std::get<term_tuple>(message.value()).elements[1]));
+    o.slot->release();
+    send_control(o.peer, term::tuple(std::int64_t{op_demonitor_p}, proxy(), o.target, tag));
+  }
+
+  void on_monitor_exit(const term& ref, const term& reason) {
+    auto n = ref_number(ref.get_if<remote_ref>());
+    if (!n) return;
+    outbound o;
+    {
+      std::lock_guard lock{mu_};
+      auto it = outbound_.find(*n);
+      if (it == outbound_.end()) {
+        auto m = proc_monitors_.find(*n);
+        if (m == proc_monitors_.end()) return;
+        proc_monitor pm = std::move(m->second);
+        proc_monitors_.erase(m);
+        otpp::send(pm.watcher, remote_down{ref.as<remote_ref>(), pm.target, reason_from_term(reason)});
+        return;
+      }
+      o = std::move(it->second);
+      outbound_.erase(it);
+    }
+    (void)o.slot->fail(reason_from_term(reason));
+    o.slot->release();
+  }
+
+  void on_monitor(const std::shared_ptr<connection>& c, const term& from, const term& target, const term& ref) {
+    // gen:call monitors the net_kernel that net_adm:ping asks; it is the
+    // node itself here and goes down only with the connection.
+    if (target.is_atom("net_kernel")) return;
+    pid p = resolve(target);
+    if (!p || !p.alive()) {
+      send_control(c->peer, term::tuple(std::int64_t{op_monitor_p_exit}, target, from, ref, atom{"noproc"}));
+      return;
+    }
+    std::string key = monitor_key(c->peer, ref);
+    std::lock_guard lock{mu_};
+    watch& w = watch_locked(p);
+    monitor_index_[key] = w.index;
+    w.monitors.emplace(std::move(key), watch::remote_monitor{c->peer, from, ref, target});
+  }
+
+  void on_demonitor(const std::shared_ptr<connection>& c, const term& ref) {
+    const std::string key = monitor_key(c->peer, ref);
+    std::lock_guard lock{mu_};
+    auto it = monitor_index_.find(key);
+    if (it == monitor_index_.end()) return;
+    if (auto w = watches_.find(it->second); w != watches_.end()) w->second->monitors.erase(key);
+    monitor_index_.erase(it);
+  }
+
+  void on_link(const std::shared_ptr<connection>& c, const term& from, const term& to) {
+    pid p = resolve(to);
+    if (!p || !p.alive()) {
+      send_control(c->peer, term::tuple(std::int64_t{op_exit}, to, from, atom{"noproc"}));
+      return;
+    }
+    std::lock_guard lock{mu_};
+    watch_locked(p).links.push_back({c->peer, from});
+  }
+
+  void on_unlink(const std::shared_ptr<connection>& c, const term& from, const term& to) { drop_link(c->peer, from, to); }
+  /// Ends the link between a remote pid and a local one (either side asked).
+  void drop_link(const std::string& peer, const term& remote, const term& local) {
+    const auto* lp = local.get_if<remote_pid>();
+    if (!lp) return;
+    std::lock_guard lock{mu_};
+    auto it = watches_.find(wire_index(*lp));
+    if (it == watches_.end()) return;
+    auto& links = it->second->links;
+    for (auto l = links.begin(); l != links.end(); ++l) {
+      if (l->peer == peer && l->other == remote) {
+        links.erase(l);
+        return;
+      }
+    }
+  }
+
+  void on_exit_signal(const std::shared_ptr<connection>& c, const term& from, const term& to, const term& reason,
+                      bool from_link) {
+    pid p = resolve(to);
+    if (!p) return;
+    if (from_link) on_unlink(c, from, to);  // the link is gone with its other end
+    otpp::exit(p, reason_from_term(reason));
+  }
+
+  /// The watch on local process `p`, made on first use (under mu_): its
+  /// monitor is enqueued under the lock, so whoever cancels it finds it
+  /// whole and its exit cannot be handled before it is listed.
+  watch& watch_locked(const pid& p) {
+    const remote_pid wire = export_locked(p);
+    const std::uint32_t index = wire_index(wire);
+    auto it = watches_.find(index);
+    if (it != watches_.end()) return *it->second;
+    auto owned = std::make_unique<watch>();
+    watch* w = owned.get();
+    w->core = this;
+    w->index = index;
+    w->target = p;
+    w->local_pid = wire;
+    w->slot = reply_slot<exit_reason>::make();
+    w->id = next_monitor_ref.fetch_add(1, std::memory_order_relaxed);
+    (void)w->slot->await(w);
+    watches_.emplace(index, owned.release());
+    pid_access::get(p)->enqueue_signal(make_node<detail::monitor_node>(w->id, nullptr, w->slot));
+    return *w;
+  }
+
+  // -- housekeeping ------------------------------------------------------------------
+  void housekeeping() {
+    const std::int64_t now = now_ms();
+    const std::int64_t tick = cfg_.tick.count();
+    std::vector<std::shared_ptr<connection>> all, silent;
+    std::vector<std::pair<std::string, term>> demonitors;
+    {
+      std::lock_guard lock{mu_};
+      for (auto& [n, c] : conns_) all.push_back(c);
+      // Calls whose callers gave up (timeout): their entries go now.
+      for (auto it = outbound_.begin(); it != outbound_.end();) {
+        if (!it->second.slot->open()) {
+          demonitors.emplace_back(it->second.peer,
+                                  term::tuple(std::int64_t{op_demonitor_p}, proxy(), it->second.target, make_ref(it->first)));
+          it->second.slot->release();
+          it = outbound_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      for (auto it = exported_.begin(); it != exported_.end();) {
+        if (!it->second.alive()) {
+          exported_ids_.erase(it->second.id());
+          served_by_index_.erase(it->first);
+          it = exported_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& [peer, ctl] : demonitors) send_control(peer, ctl);
+    for (auto& c : all) {
+      bool up;
+      {
+        std::lock_guard l{c->mu};
+        up = c->up && !c->closed;
+      }
+      if (!up) continue;
+      if (now - c->last_in.load() > tick * 4) {
+        silent.push_back(c);
+        continue;
+      }
+      if (now - c->last_out.load() >= tick) {
+        std::lock_guard l{c->mu};
+        if (c->out.empty()) {
+          static constexpr char zero[4] = {0, 0, 0, 0};
+          (void)::send(c->fd, zero, 4, MSG_NOSIGNAL | MSG_DONTWAIT);
+          c->last_out = now;
+        }
+      }
+    }
+    for (auto& c : silent) close_connection(c, "net tick timeout (nothing heard for 4 ticks)");
+  }
+
+  void cancel_leftovers() {
+    {
+      std::lock_guard lock{mu_};
+      for (auto& [n, o] : outbound_) {
+        o.slot->fail(exit_reason::noconnection());
+        o.slot->release();
+      }
+      outbound_.clear();
+      // Each watch still pending is resolved by its demonitor (or its
+      // exit); each call by its server, or abandoned here.
+      for (auto& [index, w] : watches_) w->cancel();
+      for (auto it = inbound_.begin(); it != inbound_.end();) {
+        inbound_call* in = *it;
+        in->cancelled = true;
+        reply_slot_base* slot = in->slot();
+        if (slot && slot->abandon()) {  // no answer will come: ours to free
+          it = inbound_.erase(it);
+          delete in;
+        } else {
+          ++it;  // its answer is on its way, and frees it
+        }
+      }
+    }
+    for (;;) {
+      drain_completions();
+      std::lock_guard lock{mu_};
+      if (watches_.empty() && inbound_.empty()) break;
+      std::this_thread::yield();  // a wake-up on its way from a worker
+    }
+  }
+
+  // -- identities ---------------------------------------------------------------------
+  [[nodiscard]] term proxy() const { return remote_pid{name_, 0, 0, creation_}; }
+  [[nodiscard]] bool is_proxy(const remote_pid& p) const noexcept {
+    return p.node == name_ && p.id == 0 && p.serial == 0;
+  }
+
+  remote_pid export_locked(const pid& p) {
+    auto it = exported_ids_.find(p.id());
+    std::uint32_t index;
+    if (it != exported_ids_.end()) {
+      index = it->second;
+    } else {
+      index = next_export_++;
+      exported_ids_[p.id()] = index;
+      exported_[index] = p;
+    }
+    // Erlang keeps 15 bits of a pid's number and 13 of its serial.
+    return remote_pid{name_, index & 0x7fff, (index >> 15) & 0x1fff, creation_};
+  }
+  static std::uint32_t wire_index(const remote_pid& r) noexcept { return (r.id & 0x7fff) | ((r.serial & 0x1fff) << 15); }
+  pid lookup_pid_locked(const remote_pid& r) {
+    if (r.node != name_) return {};
+    auto it = exported_.find(wire_index(r));
+    return it == exported_.end() ? pid{} : it->second;
+  }
+  /// A local process named by a remote: a served name or an exported pid.
+  pid resolve(const term& t) {
+    std::lock_guard lock{mu_};
+    if (const auto* a = t.get_if<atom>()) {
+      auto it = served_.find(a->name);
+      return it == served_.end() ? pid{} : it->second.target;
+    }
+    if (const auto* r = t.get_if<remote_pid>()) return lookup_pid_locked(*r);
+    return {};
+  }
+  void deliver_local(const remote_pid& to, const term& msg) {
+    pid p = local_pid(to);
+    if (p) otpp::send(p, msg);
+  }
+
+  [[nodiscard]] term make_ref(std::uint64_t n) const {
+    return remote_ref{name_, creation_,
+                      {static_cast<std::uint32_t>(n & 0x3ffff), static_cast<std::uint32_t>(n >> 18), ref_salt_}};
+  }
+  [[nodiscard]] std::optional<std::uint64_t> ref_number(const remote_ref* r) const {
+    if (!r || r->node != name_ || r->words.size() != 3 || r->words[2] != ref_salt_) return std::nullopt;
+    return (std::uint64_t{r->words[1]} << 18) | r->words[0];
+  }
+
+  static std::string make_frame(const term& control, const term* message = nullptr) {
+    std::string f(4, '\0');
+    f.push_back(static_cast<char>(112));
+    f.push_back(static_cast<char>(etf::version));
+    encode_term_to(f, control);
+    if (message) {
+      f.push_back(static_cast<char>(etf::version));
+      encode_term_to(f, *message);
+    }
+    const auto len = static_cast<std::uint32_t>(f.size() - 4);
+    for (int k = 0; k < 4; ++k) f[static_cast<std::size_t>(k)] = static_cast<char>(len >> (24 - 8 * k));
+    return f;
+  }
+
+  node_config cfg_;
+  std::string name_;
+  std::string alive_;
+  std::uint64_t flags_ = 0;
+  std::uint32_t creation_ = 0;
+  int port_ = 0;
+  int listen_fd_ = -1, publish_fd_ = -1, epoll_ = -1, wake_fd_ = -1, stop_fd_ = -1;
+  std::atomic<bool> stopping_{false};
+  std::int64_t busy_poll_ns_ = 0;
+  std::atomic<bool> io_hot_{false};  // the I/O thread is polling: writers leave output to it
+  std::mutex dirty_mu_;
+  std::vector<std::shared_ptr<connection>> dirty_;
+  std::atomic<std::uint64_t> next_ref_{1};
+  std::uint32_t ref_salt_ = 0;
+
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<connection>> conns_;
+  std::map<std::string, served, std::less<>> served_;
+  std::unordered_map<std::uint32_t, served> served_by_index_;  // by wire index: servers reachable by pid
+  std::unordered_map<std::uint64_t, outbound> outbound_;
+  std::unordered_map<std::uint64_t, std::uint32_t> exported_ids_;  // otpp pid id -> wire index
+  std::unordered_map<std::uint32_t, pid> exported_;                // wire index -> process
+  std::uint32_t next_export_ = 1;                                  // 0 is the call proxy
+  std::unordered_map<std::uint32_t, watch*> watches_;           // by the target's wire index
+  std::unordered_map<std::string, std::uint32_t> monitor_index_;  // monitor_key -> the watch's index
+  std::unordered_map<std::uint64_t, proc_monitor> proc_monitors_;  // by reference number
+  std::set<inbound_call*> inbound_;
+  std::map<std::string, std::vector<pid>> node_watchers_;
+  int connecting_ = 0;  // handshake threads still running
+  std::condition_variable connectors_done_;
+
+  std::mutex conn_mu_;
+  std::condition_variable conn_cv_;
+
+  std::mutex done_mu_;
+  completion* done_ = nullptr;
+  std::vector<std::pair<std::shared_ptr<connection>, int>> new_conns_;
+
+  std::unordered_map<int, std::shared_ptr<connection>> by_fd_;  // I/O thread (and stop, after it)
+
+  std::thread io_;
+  std::thread acceptor_;
+};
+
+inline void completion::on_wake(slot_waker* w) noexcept {
+  auto* self = static_cast<completion*>(w);
+  self->core->post_completion(self);
+}
+/// A call's answer goes out from the thread that gave it (the server's
+/// worker), once it is final: no hand-over to the I/O thread.
+inline void inbound_call::on_answer(slot_waker* w) noexcept {
+  std::unique_ptr<inbound_call> self{static_cast<inbound_call*>(w)};
+  try {
+    self->core->finish_inbound(*self);
+  } catch (const std::exception& e) {
+    log_rt(log_level::error, "otpp::node: answering a call from {} failed: {}", self->peer, e.what());
+  }
+}
+inline void inbound_call::complete(node_core& c) { c.finish_inbound(*this); }
+inline void watch::complete(node_core& c) { c.finish_watch(*this); }
+
+}  // namespace otpp::detail::dist
 
 namespace otpp {
 
