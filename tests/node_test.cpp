@@ -458,3 +458,73 @@ TEST_CASE("node: a process of this node is not reached through the network") {
   n.send(n.pid_of(rec.pid()), atom{"local"});
   CHECK(otpp_test::eventually([&] { return otpp::call(rec, recorder::get{}) == std::vector<std::string>{"local"}; }));
 }
+
+/// Checks what reaches it: per sender, every sequence number once, in order.
+struct sequence_checker : otpp::gen_server<sequence_checker> {
+  using info_types = otpp::type_list<term>;
+  std::map<std::int64_t, std::int64_t> next;  // sender -> the number it must send next
+  std::int64_t received = 0, out_of_order = 0;
+  void handle_info(term t) {
+    const auto sender = t[0].as<std::int64_t>();
+    const auto seq = t[1].as<std::int64_t>();
+    if (seq != next[sender]) ++out_of_order;
+    next[sender] = seq + 1;
+    ++received;
+  }
+  struct get {
+    using reply_type = std::pair<std::int64_t, std::int64_t>;
+  };
+  std::pair<std::int64_t, std::int64_t> handle_call(get) { return {received, out_of_order}; }
+};
+
+/// Calls a remote counter `count` times with co_await, checking each reply.
+struct remote_caller : otpp::gen_server<remote_caller> {
+  otpp::node* node;
+  otpp::remote_name to;
+  remote_caller(otpp::node* n, otpp::remote_name t) : node{n}, to{std::move(t)} {}
+  struct run {
+    int id;
+    int count;
+  };
+  otpp::async<int> handle_call(run r) {
+    int wrong = 0;
+    for (int k = 0; k < r.count; ++k) {
+      auto pending = node->async_call(to, term::tuple(atom{"echo"}, term::tuple(r.id, k)));
+      const term reply = co_await pending;
+      if (reply != term::tuple(r.id, k)) ++wrong;
+    }
+    co_return wrong;
+  }
+};
+
+TEST_CASE("node: many senders over one connection: nothing lost, doubled or reordered") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node a{{.name = unique("otpp_s1"), .cookie = cookie}};
+  otpp::node b{{.name = unique("otpp_s2"), .cookie = cookie}};
+  auto checker = rt.start<sequence_checker>().value();
+  auto counter = rt.start<remote_counter>().value();
+  REQUIRE(a.serve("counter", counter));
+  const otpp::remote_pid to = a.pid_of(checker.pid());
+
+  // Plain threads sending, and processes calling, at once, on b's one
+  // connection to a.
+  constexpr int senders = 4, per_sender = 5000, callers = 6, per_caller = 300;
+  std::vector<std::thread> threads;
+  for (int s = 0; s < senders; ++s)
+    threads.emplace_back([&, s] {
+      for (int k = 0; k < per_sender; ++k) b.send(to, term::tuple(s, k));
+    });
+  std::vector<otpp::pending_call<int>> calls;
+  std::vector<otpp::server<remote_caller>> procs;
+  for (int c = 0; c < callers; ++c) {
+    procs.push_back(rt.start<remote_caller>(&b, otpp::remote_name{"counter", a.name()}).value());
+    calls.push_back(otpp::async_call(procs.back(), remote_caller::run{c, per_caller}, otpp::infinity));
+  }
+  for (auto& t : threads) t.join();
+  for (auto& c : calls) CHECK(c.get().value() == 0);  // every reply was its own call's
+  CHECK(otpp_test::eventually([&] { return otpp::call(checker, sequence_checker::get{}).first == senders * per_sender; }));
+  const auto [received, out_of_order] = otpp::call(checker, sequence_checker::get{});
+  CHECK(received == senders * per_sender);
+  CHECK(out_of_order == 0);
+  CHECK(a.nodes() == std::vector<std::string>{b.name()});  // one connection carried it all
+}
