@@ -1135,6 +1135,11 @@ class node_core {
       } catch (const term_error& e) {
         close_connection(c, fmt::format("malformed frame: {}", e.what()));
         return false;
+      } catch (const std::exception& e) {
+        // Out of memory handling it, say: this connection goes, the I/O
+        // thread and the others stay.
+        close_connection(c, fmt::format("handling a frame failed: {}", e.what()));
+        return false;
       }
     }
     in.erase(0, pos);
