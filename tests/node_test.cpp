@@ -187,7 +187,7 @@ TEST_CASE("node: an otpp node calls an Elixir GenServer") {
 
   // Failures come back as OTP's reasons.
   CHECK(n.try_call({"nobody", beam}, atom{"x"}).error().kind() == otpp::exit_kind::noproc);
-  auto slow = n.try_call(store, term::tuple(atom{"sleep"}, 2000), std::chrono::milliseconds{100});
+  auto slow = n.try_call(store, atom{"hold"}, std::chrono::milliseconds{100});
   CHECK(slow.error().kind() == otpp::exit_kind::timeout);
   auto crash = n.try_call(store, atom{"crash"});
   REQUIRE_FALSE(crash);
@@ -268,8 +268,8 @@ TEST_CASE("node: when the Elixir node dies, calls fail with noconnection and wat
   auto linked = rt.start<remote_watcher>(&n).value();
   CHECK(otpp::call(linked, remote_watcher::link_to{n.try_call({"other", beam}, atom{"whoami"}).value().as<otpp::remote_pid>()}));
   otpp::exit_watch dies{linked.pid()};
-  auto pending = n.async_try_call({"store", beam}, term::tuple(atom{"sleep"}, 20000), std::chrono::seconds{30});
-  CHECK_FALSE(pending.wait_for(std::chrono::milliseconds{50}));  // still asleep over there
+  auto pending = n.async_try_call({"store", beam}, atom{"hold"}, std::chrono::seconds{30});
+  CHECK_FALSE(pending.wait_for(std::chrono::milliseconds{50}));  // held over there: not answered
   peer.kill_now();
   CHECK(pending.get().error().kind() == otpp::exit_kind::noconnection);
   CHECK(otpp_test::eventually([&] { return otpp::call(w, watcher::get{}) == std::vector<std::string>{beam}; }));

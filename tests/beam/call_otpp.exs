@@ -30,19 +30,11 @@ receive do
 after 3000 -> out.("linked_exit", :none)
 end
 
-noproc = try do
-  GenServer.call({:nobody, node}, :x, 3000)
-catch
-  :exit, {reason, _} -> reason
-end
+noproc = catch_exit.(fn -> GenServer.call({:nobody, node}, :x, 3000) end)
 out.("noproc", noproc)
 
 ref = Process.monitor({:counter, node})
-crash = try do
-  GenServer.call({:counter, node}, :crash, 3000)
-catch
-  :exit, {reason, _} -> reason
-end
+crash = catch_exit.(fn -> GenServer.call({:counter, node}, :crash, 3000) end)
 out.("crash", crash)
 receive do
   {:DOWN, ^ref, :process, _, reason} -> out.("down", reason)

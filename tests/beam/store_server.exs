@@ -5,10 +5,8 @@ defmodule Store do
   def init(m), do: {:ok, m}
   def handle_call({:put, k, v}, _from, m), do: {:reply, :ok, Map.put(m, k, v)}
   def handle_call({:get, k}, _from, m), do: {:reply, Map.get(m, k), m}
-  def handle_call({:sleep, ms}, _from, m) do
-    Process.sleep(ms)
-    {:reply, :slept, m}
-  end
+  # Never answered: the caller's timeout (or its node's death) ends the call.
+  def handle_call(:hold, _from, m), do: {:noreply, m}
   def handle_call(:crash, _from, _m), do: exit(:boom)
   def handle_call(:whoami, _from, m), do: {:reply, self(), m}
   def handle_cast({:put, k, v}, m), do: {:noreply, Map.put(m, k, v)}
