@@ -122,6 +122,14 @@ struct log_lines {
   }
 };
 
+/// The node name an Elixir peer prints once ready ("ready <node>").
+std::string ready_node(otpp_test::beam_peer& peer) {
+  auto ready = peer.read_line();
+  REQUIRE(ready.has_value());
+  REQUIRE(ready->rfind("ready ", 0) == 0);
+  return ready->substr(6);
+}
+
 std::map<std::string, std::string> read_results(otpp_test::beam_peer& peer) {
   std::map<std::string, std::string> out;
   while (auto line = peer.read_line()) {
@@ -166,10 +174,7 @@ TEST_CASE("node: an otpp node calls an Elixir GenServer") {
   otpp::node n{{.name = unique("otpp_b"), .cookie = cookie}};
   otpp_test::beam_peer peer{unique("ex_store"), cookie, script("store_server.exs")};
   REQUIRE(peer.started());
-  auto ready = peer.read_line();
-  REQUIRE(ready.has_value());
-  REQUIRE(ready->rfind("ready ", 0) == 0);
-  const std::string beam = ready->substr(6);
+  const std::string beam = ready_node(peer);
   const otpp::remote_name store{"store", beam};
 
   // From a plain thread.
@@ -228,9 +233,7 @@ TEST_CASE("node: otpp processes monitor and link Elixir processes") {
   otpp::runtime rt{{.workers = 2}};
   otpp::node n{{.name = unique("otpp_g"), .cookie = cookie}};
   otpp_test::beam_peer peer{unique("ex_linked"), cookie, script("store_server.exs")};
-  auto ready = peer.read_line();
-  REQUIRE(ready.has_value());
-  const std::string beam = ready->substr(6);
+  const std::string beam = ready_node(peer);
 
   auto w = rt.start<remote_watcher>(&n).value();
   (void)otpp::call(w, remote_watcher::watch_name{{"store", beam}});
@@ -256,9 +259,7 @@ TEST_CASE("node: when the Elixir node dies, calls fail with noconnection and wat
   otpp::runtime rt{{.workers = 2}};
   otpp::node n{{.name = unique("otpp_c"), .cookie = cookie}};
   otpp_test::beam_peer peer{unique("ex_doomed"), cookie, script("store_server.exs")};
-  auto ready = peer.read_line();
-  REQUIRE(ready.has_value());
-  const std::string beam = ready->substr(6);
+  const std::string beam = ready_node(peer);
   REQUIRE(n.connect(beam));
 
   auto w = rt.start<watcher>(&n, beam).value();
@@ -292,12 +293,11 @@ TEST_CASE("node: a wrong cookie is refused on both sides") {
   CHECK(otpp_test::eventually([&] { return log.contains("refused an incoming connection"); }));
   // And we, with another cookie, cannot reach an Elixir node.
   otpp_test::beam_peer store{unique("ex_store2"), cookie, script("store_server.exs")};
-  auto ready = store.read_line();
-  REQUIRE(ready.has_value());
+  const std::string beam = ready_node(store);
   otpp::node stranger{{.name = unique("otpp_stranger"), .cookie = "not_the_cookie"}};
-  auto r = stranger.try_call({"store", ready->substr(6)}, atom{"x"}, std::chrono::seconds{10});
+  auto r = stranger.try_call({"store", beam}, atom{"x"}, std::chrono::seconds{10});
   CHECK(r.error().kind() == otpp::exit_kind::noconnection);
-  CHECK(log.contains("cannot connect to " + ready->substr(6)));
+  CHECK(log.contains("cannot connect to " + beam));
 }
 
 TEST_CASE("node: two otpp nodes call, link-free monitor and fail as Erlang's do") {
