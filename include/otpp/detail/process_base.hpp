@@ -139,7 +139,7 @@ enum class offer_result : std::uint8_t { queued, full, dead };
 /// timer per process serves all of them (see process_base::add_deadline).
 struct await_deadline {
   std::int64_t due = 0;              // ns on the runtime's clock
-  reply_slot_base* slot = nullptr;   // an awaited call (a reference), or null for a sleep
+  reply_slot_base* slot = nullptr;   // an awaited call (not a reference: see add_deadline), or null for a sleep
   slot_waker* waker = nullptr;       // resumes the handler
 };
 

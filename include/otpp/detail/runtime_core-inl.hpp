@@ -1333,11 +1333,15 @@ OTPP_FUNC void process_base::arm_deadline_timer(std::int64_t due) {
   svc.schedule(t, timer_inbox(svc));
 }
 
+// An entry takes no reference on its slot: the call that added it removes
+// it before letting go of the slot (its await_resume, or its destructor when
+// the frame goes), on this process's thread. A reference here was two
+// atomic operations per call on the cache line the callee writes its reply
+// to: ~40% of a sequential co_awaited call (otpp_bench call_process_async_ns).
 OTPP_FUNC void process_base::add_deadline(const await_deadline& d) {
   process_cold& c = *cold_;
   c.deadlines.push_back(d);
   if (c.deadline_timer != nullptr && c.deadline_timer_due <= d.due) {
-    if (d.slot) d.slot->add_ref();
     return;  // it fires in time, then re-arms for what is left
   }
   try {
@@ -1346,7 +1350,6 @@ OTPP_FUNC void process_base::add_deadline(const await_deadline& d) {
     c.deadlines.pop_back();
     throw;
   }
-  if (d.slot) d.slot->add_ref();
 }
 
 OTPP_FUNC bool process_base::remove_deadline(const reply_slot_base* slot, const slot_waker* waker) noexcept {
@@ -1354,7 +1357,6 @@ OTPP_FUNC bool process_base::remove_deadline(const reply_slot_base* slot, const 
   for (std::size_t i = 0; i < c.deadlines.size(); ++i) {
     await_deadline& d = c.deadlines[i];
     if (slot ? d.slot != slot : (d.slot != nullptr || d.waker != waker)) continue;  // a sleep: no slot
-    if (d.slot) d.slot->release();
     d = c.deadlines.back();
     c.deadlines.pop_back();
     return true;
@@ -1382,7 +1384,6 @@ OTPP_FUNC void process_base::deadlines_due(std::uint64_t gen) noexcept {
     // A call: whoever ends the wait wakes the handler (the reply may have
     // just won). A sleep: its time has come.
     if (d.slot == nullptr || d.slot->abandon()) d.waker->wake(d.waker);
-    if (d.slot) d.slot->release();
   }
   if (c.deadlines.empty()) return;
   std::int64_t next = c.deadlines.front().due;
@@ -1404,8 +1405,6 @@ OTPP_FUNC void process_base::drop_deadlines(process_cold& c) noexcept {
     c.deadline_timer->release();
     c.deadline_timer = nullptr;
   }
-  for (const await_deadline& d : c.deadlines)
-    if (d.slot) d.slot->release();
   c.deadlines.clear();
 }
 
