@@ -156,6 +156,28 @@ TEST_CASE("async_stream: a task past its timeout is killed (kill_task) or ends t
   }
 }
 
+TEST_CASE("async_stream: a long per-item timeout (taken on the coarse clock) is never early") {
+  otpp_test::log_capture quiet;
+  otpp::runtime rt{{.workers = 2}};
+  auto h = rt.start<otpp_test::holder>().value();
+  auto slow_one = [h](int x) -> otpp::async<int> {
+    if (x == 1) co_await otpp::async_call(h, otpp_test::holder::hold{}, otpp::infinity);
+    co_return x;
+  };
+  // 1.1 s: past the 256 kernel ticks (1.024 s at 250 Hz) from which the
+  // deadline is read on the coarse clock.
+  const auto timeout = std::chrono::milliseconds(1100);
+  std::vector<std::string> seen;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto& r : otpp::async_stream(rt, std::vector<int>{0, 1, 2}, slow_one,
+                                    {.max_concurrency = 3, .timeout = timeout, .on_timeout = otpp::stream_timeout::kill_task}))
+    seen.push_back(r ? std::to_string(*r) : r.error().to_string());
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(seen == std::vector<std::string>{"0", "timeout", "2"});
+  CHECK(took >= timeout);
+  CHECK(took < timeout + std::chrono::seconds(5));  // late by a few ticks at most, give or take the machine's load
+}
+
 TEST_CASE("async_stream: a crash is an outcome on a thread or for a trapping process, and takes a linked process down") {
   otpp_test::log_capture quiet;  // outlives the runtime: tasks log their deaths until it stops
   otpp::runtime rt{{.workers = 2}};

@@ -45,6 +45,7 @@
 
 #include <fmt/core.h>
 
+#include "detail/coarse_clock.hpp"
 #include "process.hpp"
 #include "task.hpp"
 
@@ -244,7 +245,6 @@ class task_stream {
 
   // Starts tasks for further items while there is room.
   void fill() {
-    std::optional<detail::steady::time_point> now;  // one clock read for the lot
     while (!free_.empty() && *it_ != std::end(range_)) {
       const std::uint32_t i = free_.back();
       entry& e = entries_[i];
@@ -253,12 +253,9 @@ class task_stream {
       free_.pop_back();
       e.done = false;
       e.timed_out = false;
-      if (options_.timeout == std::chrono::steady_clock::duration::max()) {
-        e.deadline = detail::steady::time_point::max();
-      } else {
-        if (!now) now = detail::steady::now();
-        e.deadline = *now + std::min(options_.timeout, detail::steady::time_point::max() - *now);
-      }
+      e.deadline = options_.timeout == std::chrono::steady_clock::duration::max()
+                       ? detail::steady::time_point::max()
+                       : detail::coarse_deadline_after(options_.timeout);
       ++in_flight_;
       order_.push_back(i);
       if (!detail::task_access::slot(*e.t)->await(&e)) mark_done(i);  // finished already
@@ -289,8 +286,13 @@ class task_stream {
         emit(*next);
         return;
       }
+      auto soonest = detail::steady::time_point::max();
+      for (std::uint32_t i : order_)
+        if (!entries_[i].done) soonest = std::min(soonest, entries_[i].deadline);
       auto wake_by = detail::steady::time_point::max();
-      const auto now = detail::steady::now();
+      // No finite deadline: nothing can expire (and no clock is read).
+      const auto now =
+          soonest == detail::steady::time_point::max() ? detail::steady::time_point::min() : detail::now_for_deadlines(soonest);
       bool expired = false;
       for (std::uint32_t i : order_) {
         entry& e = entries_[i];

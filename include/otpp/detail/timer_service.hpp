@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "../clock.hpp"
+#include "coarse_clock.hpp"
 #include "mpsc_queue.hpp"
 #include "parking.hpp"
 #include "platform.hpp"
@@ -98,16 +99,6 @@ struct timer_node : mpsc_node, wheel_entry {
   }
 };
 
-/// The coarse monotonic clock's resolution (one kernel tick), read once.
-inline std::int64_t coarse_tick_ns() noexcept {
-  static const std::int64_t res = [] {
-    timespec r{};
-    clock_getres(CLOCK_MONOTONIC_COARSE, &r);
-    return static_cast<std::int64_t>(r.tv_sec) * 1'000'000'000 + r.tv_nsec;
-  }();
-  return res;
-}
-
 class timer_service final : public clock_listener {
   static constexpr std::uint32_t pending = timer_node::pending, firing = timer_node::firing, done = timer_node::done,
                                  cancelled = timer_node::cancelled;
@@ -145,9 +136,7 @@ class timer_service final : public clock_listener {
   [[nodiscard]] std::int64_t due_after_ns(std::int64_t delay) const noexcept {
     const std::int64_t coarse_tick = coarse_tick_ns();
     if (clock_ || delay < 256 * coarse_tick) return now_ns() + delay;
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // the steady clock's own, coarser
-    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec + 4 * coarse_tick + delay;
+    return coarse_now_ns() + 4 * coarse_tick + delay;
   }
   /// The runtime whose worker slots own inboxes 0..slots-1.
   [[nodiscard]] const runtime_core* runtime() const noexcept { return rt_; }
