@@ -304,6 +304,10 @@ struct process_cold {
   // it finishes (a list through the nodes' own links, oldest first).
   awaiting_handler awaiting;
   resume_signal resume;
+  // The first wait's deadline, beside the waker that wait has just set (see
+  // process_base::add_deadline); further ones are in `deadlines`.
+  await_deadline first_deadline;
+  bool first_deadline_used = false;
   message_node* held_head = nullptr;
   message_node* held_tail = nullptr;
   // Handlers suspended in reentrant waits (the process runs on meanwhile),
@@ -313,8 +317,9 @@ struct process_cold {
   reentrant_wait* reentrant_spare = nullptr;
   reentrant_wait* suspending = nullptr;
   awaiting_handler* running = nullptr;  // the handler running now (see process_base::drive)
-  // The deadlines of its waits, and the one timer behind them, armed for the
-  // earliest (or earlier: it re-arms itself when it comes due early).
+  // The deadlines of its other waits (room kept for first_deadline too), and
+  // the one timer behind them all, armed for the earliest (or earlier: it
+  // re-arms itself when it comes due early).
   std::vector<await_deadline> deadlines;
   timer_node* deadline_timer = nullptr;  // a handle reference
   std::int64_t deadline_timer_due = 0;
