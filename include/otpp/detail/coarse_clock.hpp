@@ -30,17 +30,17 @@ inline std::int64_t coarse_now_ns() noexcept {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-/// steady::now() + d, saturating: for a long `d` (256 ticks and more) read on
+/// steady_clock::now() + d, saturating: for a long `d` (256 ticks and more) read on
 /// the coarse clock plus four ticks, so never early and at most 16 ms late,
 /// under 1% of such a wait; a short one reads the exact clock.
 inline std::chrono::steady_clock::time_point coarse_deadline_after(std::chrono::steady_clock::duration d) noexcept {
-  using steady = std::chrono::steady_clock;
+  using sc = std::chrono::steady_clock;
   const std::int64_t tick = coarse_tick_ns();
-  const steady::time_point now =
+  const sc::time_point now =
       d < std::chrono::nanoseconds(256 * tick)
-          ? steady::now()
-          : steady::time_point{std::chrono::duration_cast<steady::duration>(std::chrono::nanoseconds(coarse_now_ns() + 4 * tick))};
-  if (d >= steady::time_point::max() - now) return steady::time_point::max();
+          ? sc::now()
+          : sc::time_point{std::chrono::duration_cast<sc::duration>(std::chrono::nanoseconds(coarse_now_ns() + 4 * tick))};
+  if (d >= sc::time_point::max() - now) return sc::time_point::max();
   return now + d;
 }
 
@@ -48,11 +48,11 @@ inline std::chrono::steady_clock::time_point coarse_deadline_after(std::chrono::
 /// the soonest is `soonest`: the coarse clock when that is over eight ticks
 /// ahead of it (no deadline can have passed unseen), else the exact clock.
 inline std::chrono::steady_clock::time_point now_for_deadlines(std::chrono::steady_clock::time_point soonest) noexcept {
-  using steady = std::chrono::steady_clock;
+  using sc = std::chrono::steady_clock;
   const std::int64_t coarse = coarse_now_ns();
-  const auto coarse_tp = steady::time_point{std::chrono::duration_cast<steady::duration>(std::chrono::nanoseconds(coarse))};
+  const auto coarse_tp = sc::time_point{std::chrono::duration_cast<sc::duration>(std::chrono::nanoseconds(coarse))};
   if (soonest > coarse_tp && soonest - coarse_tp > std::chrono::nanoseconds(8 * coarse_tick_ns())) return coarse_tp;
-  return steady::now();
+  return sc::now();
 }
 
 }  // namespace otpp::detail
