@@ -379,6 +379,9 @@ class process_base : public process_identity {
   static constexpr std::uint32_t reentrant_handlers = 65536;  // every wait of every handler does (Impl's choice)
   static constexpr std::uint32_t bounded_box = 131072;    // the mailbox is bounded
   static constexpr std::uint32_t evicts_oldest = 262144;  // ...with overflow::drop_oldest
+  // Bits 24-31: the worker that last ran it (slot index + 1, mod 255; 0:
+  // none yet), for the scheduler's steal backoff.
+  static constexpr unsigned worker_shift = 24;
   // What sends a turn down its slow path (one test on the fast path).
   static constexpr std::uint32_t turn_slow = has_continue | exit_pending | awaiting | has_held;
 
@@ -520,6 +523,10 @@ class process_base : public process_identity {
   void call_crashed(std::exception_ptr e, std::string_view req_type, reply_slot_base* slot) noexcept;
   [[nodiscard]] bool exit_requested() const noexcept { return (local_ & exit_pending) != 0; }
   void mark_constructed() noexcept { local_ |= constructed; }
+  /// Owner only: it runs on worker slot `i` now.
+  void note_worker(unsigned i) noexcept { local_ = (local_ & ((1u << worker_shift) - 1)) | ((i % 255 + 1) << worker_shift); }
+  /// Whether worker slot `i` ran it last.
+  [[nodiscard]] bool last_ran_on(unsigned i) const noexcept { return (local_ >> worker_shift) == i % 255 + 1; }
   void set_trap_exit(bool on) noexcept { local_ = on ? (local_ | trapping) : (local_ & ~trapping); }
   [[nodiscard]] bool traps_exits() const noexcept { return (local_ & trapping) != 0; }
   /// Owner only (inside a callback): set_timeout. A negative duration clears it.

@@ -56,6 +56,11 @@ struct worker_slot {
   unsigned tick = 0;
   unsigned index;
   std::uint64_t rng;
+  // Stealing backs off while it only bounces processes between workers
+  // (see runtime_core::steal). Owner only; ns.
+  std::int64_t steal_hold = 0;       // how long work must wait in another deque before this worker takes it
+  std::int64_t steal_seen = 0;       // when it first saw work to take and held off (0: not holding)
+  process_base* stolen = nullptr;    // just stolen, not yet run
   // Written by the slot's owner only (a load and a store, no locked
   // instruction), read by observers.
   std::atomic<std::uint64_t> messages{0};  // taken by processes run here
@@ -297,6 +302,7 @@ class runtime_core {
 
   /// Runs a queued process; consumes its ticket (see schedule_owned).
   void run(process_base* p) noexcept;
+  void run_turns(process_base* p) noexcept;
 
   process_base* find_work(worker_slot& s) noexcept;
 
