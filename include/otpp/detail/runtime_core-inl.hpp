@@ -932,12 +932,17 @@ OTPP_FUNC void runtime_core::run(process_base* p) noexcept {
   s->stolen = nullptr;
   const bool bounced = p->last_ran_on(s->index);
   p->note_worker(s->index);
+  if (!bounced) {  // the clock is read only for a steal that may not pay
+    s->steal_hold = 0;
+    run_turns(p);
+    return;
+  }
   const std::int64_t t0 = steady::now().time_since_epoch().count();
   run_turns(p);  // p may be gone now
   if (tls().slot != s) return;  // its fiber went on on another thread
   constexpr std::int64_t worth = 5'000, least = 1'000, most = 1'000'000;
   const std::int64_t took = steady::now().time_since_epoch().count() - t0;
-  s->steal_hold = bounced && took < worth ? std::min(most, std::max(least, 2 * s->steal_hold)) : 0;
+  s->steal_hold = took < worth ? std::min(most, std::max(least, 2 * s->steal_hold)) : 0;
 }
 
 OTPP_FUNC void runtime_core::run_turns(process_base* p) noexcept {
