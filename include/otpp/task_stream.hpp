@@ -286,25 +286,16 @@ class task_stream {
         emit(*next);
         return;
       }
-      auto soonest = detail::steady::time_point::max();
+      auto wake_by = detail::steady::time_point::max();  // the soonest deadline
       for (std::uint32_t i : order_)
-        if (!entries_[i].done) soonest = std::min(soonest, entries_[i].deadline);
-      auto wake_by = detail::steady::time_point::max();
-      // No finite deadline: nothing can expire (and no clock is read).
-      const auto now =
-          soonest == detail::steady::time_point::max() ? detail::steady::time_point::min() : detail::now_for_deadlines(soonest);
-      bool expired = false;
-      for (std::uint32_t i : order_) {
-        entry& e = entries_[i];
-        if (e.done) continue;
-        if (e.deadline <= now) {
-          expire(i);
-          expired = true;
-        } else {
-          wake_by = std::min(wake_by, e.deadline);
+        if (!entries_[i].done) wake_by = std::min(wake_by, entries_[i].deadline);
+      if (wake_by != detail::steady::time_point::max()) {  // none finite: no clock read
+        if (const auto now = detail::now_for_deadlines(wake_by); wake_by <= now) {
+          for (std::uint32_t i : order_)
+            if (!entries_[i].done && entries_[i].deadline <= now) expire(i);
+          continue;
         }
       }
-      if (expired) continue;
       scratch_.clear();
       // On a worker, a task of ours queued behind us is run here rather
       // than left for another thread to steal (or for a spare to start).

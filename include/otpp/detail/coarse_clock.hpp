@@ -30,16 +30,21 @@ inline std::int64_t coarse_now_ns() noexcept {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-/// steady_clock::now() + d, saturating: for a long `d` (256 ticks and more) read on
-/// the coarse clock plus four ticks, so never early and at most 16 ms late,
-/// under 1% of such a wait; a short one reads the exact clock.
+/// Now, in ns on the steady clock's epoch, as the start of a wait of
+/// `delay_ns`: for a long one (256 ticks and more) the coarse clock plus four
+/// ticks, so that its deadline is never early and at most 16 ms late, under
+/// 1% of such a wait; for a short one the exact clock.
+inline std::int64_t now_for_delay_ns(std::int64_t delay_ns) noexcept {
+  const std::int64_t tick = coarse_tick_ns();
+  if (delay_ns >= 256 * tick) return coarse_now_ns() + 4 * tick;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+/// steady_clock::now() + d, saturating, read as now_for_delay_ns says.
 inline std::chrono::steady_clock::time_point coarse_deadline_after(std::chrono::steady_clock::duration d) noexcept {
   using sc = std::chrono::steady_clock;
-  const std::int64_t tick = coarse_tick_ns();
-  const sc::time_point now =
-      d < std::chrono::nanoseconds(256 * tick)
-          ? sc::now()
-          : sc::time_point{std::chrono::duration_cast<sc::duration>(std::chrono::nanoseconds(coarse_now_ns() + 4 * tick))};
+  const std::int64_t delay = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  const sc::time_point now{std::chrono::duration_cast<sc::duration>(std::chrono::nanoseconds(now_for_delay_ns(delay)))};
   if (d >= sc::time_point::max() - now) return sc::time_point::max();
   return now + d;
 }

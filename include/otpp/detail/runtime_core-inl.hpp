@@ -994,35 +994,25 @@ OTPP_FUNC process_base* runtime_core::find_work(worker_slot& s) noexcept {
 OTPP_FUNC process_base* runtime_core::steal(worker_slot& s) noexcept {
   const std::size_t n = slots_.size();
   if (n < 2) return nullptr;
-  if (s.steal_hold > 0) {
-    bool any = false;
-    for (auto& v : slots_) {
-      if (v.get() != &s && !v->deque.empty()) {
-        any = true;
-        break;
-      }
-    }
-    if (!any) {
-      s.steal_seen = 0;
-      return nullptr;
-    }
-    const std::int64_t now = steady::now().time_since_epoch().count();
-    if (s.steal_seen == 0) s.steal_seen = now;
-    if (now - s.steal_seen < s.steal_hold) return nullptr;
-  }
   s.rng ^= s.rng << 13;
   s.rng ^= s.rng >> 7;
   s.rng ^= s.rng << 17;
   const std::size_t start = s.rng % n;
   for (std::size_t i = 0; i < n; ++i) {
     worker_slot& v = *slots_[(start + i) % n];
-    if (&v == &s) continue;
+    if (&v == &s || v.deque.empty()) continue;
+    if (s.steal_hold > 0) {  // holding off (see run): has this work waited long enough?
+      const std::int64_t now = steady::now().time_since_epoch().count();
+      if (s.steal_seen == 0) s.steal_seen = now;
+      if (now - s.steal_seen < s.steal_hold) return nullptr;
+    }
     if (process_base* p = v.deque.steal()) {
       s.steal_seen = 0;
       s.stolen = p;
       return p;
     }
   }
+  s.steal_seen = 0;  // nothing to take: the wait starts again when there is
   return nullptr;
 }
 

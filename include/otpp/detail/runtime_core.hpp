@@ -57,7 +57,7 @@ struct worker_slot {
   unsigned index;
   std::uint64_t rng;
   // Stealing backs off while it only bounces processes between workers
-  // (see runtime_core::steal). Owner only; ns.
+  // (see runtime_core::run). Owner only; ns.
   std::int64_t steal_hold = 0;       // how long work must wait in another deque before this worker takes it
   std::int64_t steal_seen = 0;       // when it first saw work to take and held off (0: not holding)
   process_base* stolen = nullptr;    // just stolen, not yet run

@@ -128,15 +128,11 @@ class timer_service final : public clock_listener {
     const auto t = clock_ ? clock_->now() : steady::now();
     return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   }
-  /// now_ns() + delay for a deadline. Long delays on the real clock read
-  /// the kernel's coarse clock (a few ns instead of tens, per call) and add
-  /// four of its ticks: it lags the exact clock by up to about two (measured
-  /// 3-7 ms at 4 ms ticks), so the deadline is never early and at most
-  /// 16 ms late, under 1% of such a delay. Short delays read the exact clock.
+  /// now_ns() + delay for a deadline; on the real clock a long delay reads
+  /// the coarse clock (see now_for_delay_ns): never early, a few ns a call.
   [[nodiscard]] std::int64_t due_after_ns(std::int64_t delay) const noexcept {
-    const std::int64_t coarse_tick = coarse_tick_ns();
-    if (clock_ || delay < 256 * coarse_tick) return now_ns() + delay;
-    return coarse_now_ns() + 4 * coarse_tick + delay;
+    if (clock_) return now_ns() + delay;
+    return now_for_delay_ns(delay) + delay;
   }
   /// The runtime whose worker slots own inboxes 0..slots-1.
   [[nodiscard]] const runtime_core* runtime() const noexcept { return rt_; }
