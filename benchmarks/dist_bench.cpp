@@ -1,7 +1,7 @@
 // Distribution benchmarks: GenServer-style calls between nodes over
 // loopback TCP, in each direction, beside BEAM <-> BEAM.
 //
-//   otpp_dist_bench [--quick] [--anchor PATH/dist_call.sh]
+//   otpp_dist_bench [--quick] [--otpp-only] [--anchor PATH/dist_call.sh]
 //   (OTPP_BUSY_POLL_US=N sets node_options::busy_poll on both otpp nodes)
 //
 // Figures (as ../shared/anchors/beam/dist_call.sh names them):
@@ -126,10 +126,12 @@ int main(int argc, char** argv) {
   if (const char* bp = std::getenv("OTPP_BUSY_POLL_US")) busy_poll = std::chrono::microseconds{std::atoi(bp)};
   if (argc == 3 && std::string{argv[1]} == "serve") return serve(argv[2]);
   bool quick = false;
+  bool otpp_only = false;  // otpp <-> otpp alone: seconds, for A/B runs
   std::string anchor;
   for (int k = 1; k < argc; ++k) {
     std::string a = argv[k];
     if (a == "--quick") quick = true;
+    if (a == "--otpp-only") otpp_only = true;
     if (a == "--anchor" && k + 1 < argc) anchor = argv[++k];
   }
   const int seq = quick ? 2000 : 20000;
@@ -146,6 +148,11 @@ int main(int argc, char** argv) {
   const std::string otpp_server = ready->substr(6);
   figures oo = measure(rt, n, {"counter", otpp_server}, seq, per);
 
+  if (otpp_only) {
+    std::printf("%-26s %14.0f\n%-26s %14.0f\n%-26s %14.0f\n", "dist_call_ns", oo.call_ns, "dist_call_1k_ns", oo.call_1k_ns,
+                "dist_call_concurrent_64/s", oo.concurrent);
+    return 0;
+  }
   // Elixir -> otpp.
   otpp_test::beam_peer ex_client{"otpp_bench_ex_" + tag, cookie, OTPP_BENCH_BEAM_DIR "/dist_client.exs",
                                  {otpp_server, std::to_string(seq), std::to_string(per)}};

@@ -25,8 +25,9 @@
 // The protocol is spoken directly (epmd, the version-6 handshake of OTP
 // 23+, the external term format), header-only like the rest of otpp: no
 // library to link. See detail/dist_handshake.hpp for why not erl_interface.
-// Connection I/O runs on one I/O thread, so a slow peer never holds a
-// worker. A node is hidden by default (Erlang lists it under
+// Connection I/O runs on an I/O thread, or, while traffic flows, on a worker
+// that has nothing else to run (as BEAM's schedulers poll): a slow peer
+// never holds a worker, and a busy node crosses no thread per frame. A node is hidden by default (Erlang lists it under
 // nodes(hidden) and does not mesh it with the others, as C nodes are);
 // node_options::hidden = false makes it visible.
 
@@ -66,6 +67,8 @@
 
 #include "async_call.hpp"
 #include "detail/dist_handshake.hpp"
+#include "detail/idle_poll.hpp"
+#include "detail/parking.hpp"
 #include "exit_reason.hpp"
 #include "gen_server.hpp"
 #include "log.hpp"
@@ -106,6 +109,15 @@ namespace otpp::detail::dist {
 // A writer (any thread) sends on the socket itself under the connection's
 // lock, or, while the I/O thread is polling after traffic, leaves the
 // bytes to it, so that a burst goes out in one system call.
+//
+// While traffic flows (within busy_poll of the last frame), an idle worker
+// of any runtime in the program polls instead (detail/idle_poll.hpp),
+// holding io_mu_ as the I/O thread does, and the I/O thread sleeps until
+// their lease lapses (every worker busy for lease_ns) or one parks. A frame
+// read there queues its process on that worker, whose answer goes out
+// from it: a call's round trip crosses no thread on either side. A
+// process's writes then wait until its worker runs out of processes (at
+// most cork_ns, or the lease), so that a burst leaves in one system call.
 //
 // Waiting never holds a worker: a call from a remote node is an async call
 // to the local server whose reply slot wakes an `inbound_call` once the
@@ -290,6 +302,7 @@ struct connection {
   bool want_out = false;
   bool superseded = false;  // our handshake lost to the peer's (simultaneous connect)
   bool dirty = false;       // listed for the I/O thread to flush
+  std::int64_t corked_at = 0;  // when `out` last went from empty to not (steady ns)
   std::string out;      // what a writer could not send yet (or before `up`)
   std::string in;       // I/O thread only
   std::atomic<std::int64_t> last_in{0}, last_out{0};
@@ -609,6 +622,7 @@ class node_core {
     ref_salt_ = rd();
     io_ = std::thread{[this] { io_loop(); }};
     acceptor_ = std::thread{[this] { accept_loop(); }};
+    if (busy_poll_ns_ > 0) polled_by_workers_ = idle_pollers::add(&poller_);
   }
 
   /// Registers with epmd, starting `epmd -daemon` if none answers.
@@ -636,7 +650,10 @@ class node_core {
   }
 
   void stop() {
+    if (polled_by_workers_) idle_pollers::remove(&poller_);  // no worker polls from here on
     stopping_.store(true);
+    poll_mode_.store(io_thread_polls);
+    unpark_one(poll_mode_);
     std::uint64_t one = 1;
     (void)!::write(stop_fd_, &one, sizeof one);
     notify();
@@ -827,24 +844,29 @@ class node_core {
 
   void write(const std::string& peer, const std::string& frames) {
     auto c = connection_for(peer);
+    if (polled_by_workers_) note_traffic();
     std::unique_lock l{c->mu};
     if (c->closed) return;
+    if (c->up && poll_mode_.load(std::memory_order_relaxed) == workers_poll && tls().slot != nullptr) {
+      // Workers poll, and this is one: the bytes wait until it runs out of
+      // processes to run, and go out with what the others it runs wrote,
+      // in one system call (a worker that stays busy sends them itself
+      // once they have waited cork_ns).
+      const std::int64_t now = steady::now().time_since_epoch().count();
+      if (!c->out.empty() && now - c->corked_at > cork_ns) {
+        c->out += frames;
+        if (!flush_locked(*c)) c->out.clear();
+        return;
+      }
+      leave_output(c, l, frames);
+      // The I/O thread took polling back meanwhile: it flushes, once awake.
+      if (poll_mode_.load() != workers_poll && !io_hot_.load()) notify();
+      return;
+    }
     if (c->up && io_hot_.load()) {
       // The I/O thread is polling: it sends this with whatever else comes
       // meanwhile, in one system call.
-      if (c->out.size() + frames.size() > cfg_.max_frame * 4) {
-        log_rt(log_level::warning, "otpp::node {}: output to {} backed up past {} bytes: message dropped", name_, peer,
-               cfg_.max_frame * 4);
-        return;
-      }
-      c->out += frames;
-      const bool first = !c->dirty;
-      c->dirty = true;
-      l.unlock();
-      if (first) {
-        std::lock_guard d{dirty_mu_};
-        dirty_.push_back(c);
-      }
+      leave_output(c, l, frames);
       if (!io_hot_.load()) notify();  // it stopped polling meanwhile: wake it
       return;
     }
@@ -871,6 +893,24 @@ class node_core {
     if (done < frames.size()) {
       c->out.append(frames, done);
       want_out_locked(*c);
+    }
+  }
+
+  /// Adds `frames` to what flush_dirty sends (unlocking `l`).
+  void leave_output(const std::shared_ptr<connection>& c, std::unique_lock<std::mutex>& l, const std::string& frames) {
+    if (c->out.size() + frames.size() > cfg_.max_frame * 4) {
+      log_rt(log_level::warning, "otpp::node {}: output to {} backed up past {} bytes: message dropped", name_, c->peer,
+             cfg_.max_frame * 4);
+      return;
+    }
+    if (c->out.empty()) c->corked_at = steady::now().time_since_epoch().count();
+    c->out += frames;
+    const bool first = !c->dirty;
+    c->dirty = true;
+    l.unlock();
+    if (first) {
+      std::lock_guard d{dirty_mu_};
+      dirty_.push_back(c);
     }
   }
 
@@ -998,40 +1038,30 @@ class node_core {
     std::int64_t next_tick = now_ms() + 1000;
     std::int64_t active_until = 0;  // busy-poll until then (steady ns)
     while (!stopping_.load()) {
+      if (poll_mode_.load() == workers_poll) {
+        wait_for_workers(next_tick);
+        continue;
+      }
       // After traffic, poll without sleeping for a while: a reply that comes
       // back within it is read microseconds sooner than a wake-up brings it.
       const bool hot = steady::now().time_since_epoch().count() < active_until;
       if (!hot && io_hot_.load(std::memory_order_relaxed)) {
         io_hot_.store(false);  // writers send for themselves again...
-        flush_dirty();         // ...after what they left for us has gone
+        std::lock_guard io{io_mu_};
+        flush_dirty();  // ...after what they left for us has gone
       }
       const int n = ::epoll_wait(epoll_, events, 64, hot ? 0 : 1000);
       if (n > 0) {
         active_until = steady::now().time_since_epoch().count() + busy_poll_ns_;
         if (busy_poll_ns_ > 0) io_hot_.store(true);
-      } else if (hot) {
-        if (!flush_dirty()) std::this_thread::yield();  // others on this core (workers) go first
       }
-      for (int k = 0; k < n; ++k) {
-        const int fd = events[k].data.fd;
-        if (fd == wake_fd_) {
-          std::uint64_t v;
-          (void)!::read(wake_fd_, &v, sizeof v);
-          take_new_connections();
-          drain_completions();
-          continue;
-        }
-        auto it = by_fd_.find(fd);
-        if (it == by_fd_.end()) continue;  // closed earlier in this batch
-        std::shared_ptr<connection> c = it->second;
-        if (events[k].events & EPOLLOUT) {
-          std::lock_guard l{c->mu};
-          if (!c->closed && !flush_locked(*c)) {
-            c->out.clear();
-          }
-        }
-        if (events[k].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) read_from(c);
+      std::unique_lock io{io_mu_};
+      if (n <= 0 && hot && !flush_dirty()) {
+        io.unlock();
+        std::this_thread::yield();  // others on this core (workers) go first
+        io.lock();
       }
+      handle_events(events, n);
       (void)flush_dirty();
       if (now_ms() >= next_tick) {
         next_tick = now_ms() + 1000;
@@ -1039,6 +1069,102 @@ class node_core {
       }
     }
   }
+
+  /// I/O thread, while workers poll: sends what writers left before they
+  /// noticed, keeps the ticks, and takes polling back when the workers'
+  /// lease lapses (none has polled for a while: all are busy running
+  /// processes) or one of them parks.
+  void wait_for_workers(std::int64_t& next_tick) {
+    if (io_hot_.load(std::memory_order_relaxed)) io_hot_.store(false);
+    {
+      std::lock_guard io{io_mu_};
+      (void)flush_dirty();
+      if (now_ms() >= next_tick) {
+        next_tick = now_ms() + 1000;
+        housekeeping();
+      }
+    }
+    const std::int64_t now = steady::now().time_since_epoch().count();
+    const std::int64_t lease = lease_until_.load();
+    if (now >= lease) {
+      std::uint32_t expected = workers_poll;
+      (void)poll_mode_.compare_exchange_strong(expected, io_thread_polls);
+      return;
+    }
+    park(poll_mode_, workers_poll, steady::time_point{steady::duration{lease}});
+  }
+
+  void handle_events(const epoll_event* events, int n) {
+    for (int k = 0; k < n; ++k) {
+      const int fd = events[k].data.fd;
+      if (fd == wake_fd_) {
+        std::uint64_t v;
+        (void)!::read(wake_fd_, &v, sizeof v);
+        take_new_connections();
+        drain_completions();
+        continue;
+      }
+      auto it = by_fd_.find(fd);
+      if (it == by_fd_.end()) continue;  // closed earlier in this batch
+      std::shared_ptr<connection> c = it->second;
+      if (events[k].events & EPOLLOUT) {
+        std::lock_guard l{c->mu};
+        if (!c->closed && !flush_locked(*c)) {
+          c->out.clear();
+        }
+      }
+      if (events[k].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) read_from(c);
+    }
+  }
+
+  // -- polled by idle workers ----------------------------------------------------------
+  // A worker with nothing to run polls while traffic flows (within busy_poll
+  // of the last frame): the frame it reads queues its process on that very
+  // worker, and the answer goes out from it, so a remote call's round trip
+  // crosses no thread. Both sides of a connection doing this make it the
+  // network's round trip plus the handlers.
+  static poll_result poll_idle(void* self) noexcept { return static_cast<node_core*>(self)->poll_as_worker(); }
+  static void worker_parks(void* self) noexcept { static_cast<node_core*>(self)->hand_back(); }
+
+  poll_result poll_as_worker() noexcept {
+    const std::int64_t now = steady::now().time_since_epoch().count();
+    if (now - traffic_ns_.load(std::memory_order_relaxed) > busy_poll_ns_) {
+      hand_back();  // quiet: the I/O thread sleeps in epoll for both
+      return poll_result::quiet;
+    }
+    lease_until_.store(now + lease_ns, std::memory_order_relaxed);
+    if (poll_mode_.load(std::memory_order_relaxed) != workers_poll) poll_mode_.store(workers_poll);
+    std::unique_lock io{io_mu_, std::try_to_lock};
+    if (!io.owns_lock()) return poll_result::hot;
+    epoll_event events[16];
+    const int n = ::epoll_wait(epoll_, events, 16, 0);
+    bool handled = n > 0;
+    try {
+      handle_events(events, n);
+      handled |= flush_dirty();
+    } catch (const std::exception& e) {
+      log_rt(log_level::error, "otpp::node {}: polling on a worker failed: {}", name_, e.what());
+    }
+    return handled ? poll_result::handled : poll_result::hot;
+  }
+
+  void note_traffic() noexcept {
+    const std::int64_t now = steady::now().time_since_epoch().count();
+    traffic_ns_.store(now, std::memory_order_relaxed);
+    if (polled_by_workers_) idle_pollers::note_traffic(now + busy_poll_ns_);
+  }
+
+  void hand_back() noexcept {
+    if (poll_mode_.load(std::memory_order_relaxed) != workers_poll) return;
+    poll_mode_.store(io_thread_polls);
+    unpark_one(poll_mode_);
+  }
+
+  /// How long the I/O thread leaves polling to workers after the last one
+  /// polled: an upper bound on the read latency a long handler adds.
+  static constexpr std::int64_t lease_ns = 500'000;
+  /// How long a worker's writes may wait for it to run out of work.
+  static constexpr std::int64_t cork_ns = 50'000;
 
   /// Sends what writers left while this thread polled; true if any.
   bool flush_dirty() {
@@ -1092,7 +1218,7 @@ class node_core {
   }
 
   void read_from(const std::shared_ptr<connection>& c) {
-    char buf[65536];
+    char* const buf = read_buf_.get();  // off the stack: a worker's fiber may read
     for (;;) {
       int fd;
       {
@@ -1100,12 +1226,13 @@ class node_core {
         if (c->closed) return;
         fd = c->fd;
       }
-      const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      const ssize_t n = ::recv(fd, buf, read_buf_size, MSG_DONTWAIT);
       if (n > 0) {
         c->in.append(buf, static_cast<std::size_t>(n));
         c->last_in.store(now_ms(), std::memory_order_relaxed);
+        note_traffic();
         if (!parse_frames(c)) return;
-        if (static_cast<std::size_t>(n) < sizeof buf) return;
+        if (static_cast<std::size_t>(n) < read_buf_size) return;
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
@@ -1613,6 +1740,17 @@ class node_core {
   std::atomic<bool> stopping_{false};
   std::int64_t busy_poll_ns_ = 0;
   std::atomic<bool> io_hot_{false};  // the I/O thread is polling: writers leave output to it
+  // While traffic flows and a worker spins idle, the workers poll the
+  // connections (workers_poll); the I/O thread waits until their lease
+  // lapses (a worker went off to run a long handler) or one parks.
+  static constexpr std::uint32_t io_thread_polls = 0, workers_poll = 1;
+  std::atomic<std::uint32_t> poll_mode_{io_thread_polls};
+  std::atomic<std::int64_t> lease_until_{0};  // steady ns
+  std::atomic<std::int64_t> traffic_ns_{0};   // the last frame in or out (steady ns)
+  idle_poller poller_{&node_core::poll_idle, &node_core::worker_parks, this};
+  bool polled_by_workers_ = false;
+  std::mutex io_mu_;  // held by whoever polls (the I/O thread or a worker): what is marked "I/O thread"
+  std::unique_ptr<char[]> read_buf_ = std::make_unique<char[]>(read_buf_size);
   std::mutex dirty_mu_;
   std::vector<std::shared_ptr<connection>> dirty_;
   std::atomic<std::uint64_t> next_ref_{1};
@@ -1642,6 +1780,7 @@ class node_core {
   std::vector<std::pair<std::shared_ptr<connection>, int>> new_conns_;
 
   std::unordered_map<int, std::shared_ptr<connection>> by_fd_;  // I/O thread (and stop, after it)
+  static constexpr std::size_t read_buf_size = 65536;
 
   std::thread io_;
   std::thread acceptor_;
@@ -1685,9 +1824,11 @@ struct node_options {
   std::size_t max_frame = 64 * 1024 * 1024;
   /// Hidden (the default) or visible to the cluster's other nodes.
   bool hidden = true;
-  /// After traffic, the I/O thread polls without sleeping this long: a
-  /// reply within it is read at once instead of after a wake-up (tens of
-  /// microseconds on a VM). 0: always sleep.
+  /// After traffic, the I/O thread, or a worker with nothing to run, polls
+  /// without sleeping this long: a reply within it is read at once instead
+  /// of after a wake-up (tens of microseconds on a VM), and read on the
+  /// worker that runs its process. 0: always sleep, and only the I/O thread
+  /// reads.
   std::chrono::microseconds busy_poll{100};
 };
 

@@ -14,6 +14,7 @@
 #include "../mailbox.hpp"
 #include "../pid.hpp"
 #include "../telemetry.hpp"
+#include "idle_poll.hpp"
 #include "links.hpp"
 #include "name_table.hpp"
 #include "runtime_core.hpp"
@@ -239,7 +240,10 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
       // worker has nothing else to do, wait that long for it rather than go
       // idle and make the sender pay for rescheduling us (the difference
       // between a consumer that keeps up and one that thrashes).
-      if (!lingered && !(local_ & awaiting) && worker_has_nothing_else(rt_)) {
+      // Not while a node's traffic flows: the worker's idle poll is then
+      // what the next message (and what this turn wrote) waits for.
+      if (!lingered && !(local_ & awaiting) && worker_has_nothing_else(rt_) &&
+          !(idle_pollers::any() && idle_pollers::hot(steady::now().time_since_epoch().count()))) {
         lingered = true;
         // Poll sparsely: each poll pulls the line the sender is about to
         // write; letting it run ahead a little turns lockstep into batches.
@@ -1048,6 +1052,7 @@ OTPP_FUNC void runtime_core::idle(worker_slot& s) noexcept {
   for (;;) {
     spinners_.fetch_add(1, std::memory_order_seq_cst);
     const auto until = steady::now() + cfg_.spin;
+    poll_result polled = poll_result::quiet;
     for (unsigned i = 0;; ++i) {
       if (has_work(s) || may_leave() || ((i & 63) == 63 && fiber_due())) {
         // The last spinner leaving with work wakes a sleeper to spin in its
@@ -1062,13 +1067,23 @@ OTPP_FUNC void runtime_core::idle(worker_slot& s) noexcept {
         }
         return;
       }
+      // A node's connections are polled here, first thing when the worker
+      // runs out of work (what its processes wrote goes out now, in one
+      // system call per connection) and then every so often: frames read
+      // here queue their processes on this worker, with no thread to wake.
+      // While traffic flows the worker keeps polling instead of parking.
+      if ((i & 63) == 0 && idle_pollers::any()) {
+        polled = idle_pollers::poll();
+        if (polled == poll_result::handled) continue;
+      }
       cpu_relax();
       if ((i & 63) == 63) {
-        if (steady::now() >= until) break;
+        if (polled == poll_result::quiet && steady::now() >= until) break;
         std::this_thread::yield();
       }
     }
     spinners_.fetch_sub(1, std::memory_order_seq_cst);
+    if (idle_pollers::any()) idle_pollers::parking();
     // About to sleep: a moment to hand memory from a past spike back.
     pool_trim();
     pool_release_if_idle_and_large();
