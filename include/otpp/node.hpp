@@ -1136,12 +1136,16 @@ class node_core {
     if (poll_mode_.load(std::memory_order_relaxed) != workers_poll) poll_mode_.store(workers_poll);
     std::unique_lock io{io_mu_, std::try_to_lock};
     if (!io.owns_lock()) return poll_result::hot;
-    epoll_event events[16];
-    const int n = ::epoll_wait(epoll_, events, 16, 0);
-    bool handled = n > 0;
+    // What the processes this worker ran wrote goes out first; what reading
+    // now writes (demonitors, say) waits for the processes it wakes to run
+    // and write too: the next poll sends it all in one system call.
+    bool handled = false;
     try {
+      handled = flush_dirty();
+      epoll_event events[16];
+      const int n = ::epoll_wait(epoll_, events, 16, 0);
       handle_events(events, n);
-      handled |= flush_dirty();
+      handled |= n > 0;
     } catch (const std::exception& e) {
       log_rt(log_level::error, "otpp::node {}: polling on a worker failed: {}", name_, e.what());
     }
