@@ -582,3 +582,53 @@ TEST_CASE("node: processes sending and calling at once over one connection: noth
   CHECK(received == senders * per_sender);
   CHECK(out_of_order == 0);
 }
+
+/// Records when its first message came.
+struct arrival_clock : otpp::gen_server<arrival_clock> {
+  using info_types = otpp::type_list<term>;
+  std::int64_t at = 0;  // steady ns
+  void handle_info(const term&) {
+    if (at == 0) at = std::chrono::steady_clock::now().time_since_epoch().count();
+  }
+  struct get {
+    using reply_type = std::int64_t;
+  };
+  std::int64_t handle_call(get) { return at; }
+};
+
+/// Calls across (traffic flows: its worker polls the connection), sends one
+/// message, then keeps its worker busy: the message must not wait for it.
+struct busy_sender : otpp::gen_server<busy_sender> {
+  otpp::node* node;
+  otpp::remote_name echo;
+  otpp::remote_pid to;
+  busy_sender(otpp::node* n, otpp::remote_name e, otpp::remote_pid t) : node{n}, echo{std::move(e)}, to{std::move(t)} {}
+  struct go {};
+  otpp::async<std::int64_t> handle_call(go) {
+    for (int k = 0; k < 20; ++k) {
+      auto pending = node->async_call(echo, term::tuple(atom{"echo"}, k));
+      (void)co_await pending;
+    }
+    node->send(to, atom{"hello"});
+    const auto busy_until = std::chrono::steady_clock::now() + std::chrono::milliseconds{300};
+    while (std::chrono::steady_clock::now() < busy_until) {
+    }
+    co_return busy_until.time_since_epoch().count();
+  }
+};
+
+TEST_CASE("node: what a process sent goes out while its worker is still busy") {
+  // Each side on a runtime of one worker: the sender's worker runs nothing
+  // but its handler for 300 ms after the send.
+  otpp::runtime ra{{.workers = 1}};
+  otpp::runtime rb{{.workers = 1}};
+  otpp::node a{{.name = unique("otpp_busy_a"), .cookie = cookie}};
+  otpp::node b{{.name = unique("otpp_busy_b"), .cookie = cookie}};
+  auto echo = ra.start<remote_counter>().value();
+  REQUIRE(a.serve("counter", echo));
+  auto clock = ra.start<arrival_clock>().value();
+  auto sender = rb.start<busy_sender>(&b, otpp::remote_name{"counter", a.name()}, a.pid_of(clock.pid())).value();
+  const std::int64_t busy_until = otpp::call(sender, busy_sender::go{}, std::chrono::seconds{30});
+  REQUIRE(otpp_test::eventually([&] { return otpp::call(clock, arrival_clock::get{}) != 0; }));
+  CHECK(otpp::call(clock, arrival_clock::get{}) < busy_until);
+}

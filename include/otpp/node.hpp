@@ -1045,10 +1045,12 @@ class node_core {
       // After traffic, poll without sleeping for a while: a reply that comes
       // back within it is read microseconds sooner than a wake-up brings it.
       const bool hot = steady::now().time_since_epoch().count() < active_until;
-      if (!hot && io_hot_.load(std::memory_order_relaxed)) {
-        io_hot_.store(false);  // writers send for themselves again...
+      if (!hot) {
+        // About to sleep: writers send for themselves again, after what
+        // they (or workers that handed polling back) left has gone.
+        if (io_hot_.load(std::memory_order_relaxed)) io_hot_.store(false);
         std::lock_guard io{io_mu_};
-        flush_dirty();  // ...after what they left for us has gone
+        flush_dirty();
       }
       const int n = ::epoll_wait(epoll_, events, 64, hot ? 0 : 1000);
       if (n > 0) {
@@ -1129,11 +1131,16 @@ class node_core {
   poll_result poll_as_worker() noexcept {
     const std::int64_t now = steady::now().time_since_epoch().count();
     if (now - traffic_ns_.load(std::memory_order_relaxed) > busy_poll_ns_) {
-      hand_back();  // quiet: the I/O thread sleeps in epoll for both
+      // Quiet: the I/O thread sleeps in epoll for both, once it has sent
+      // what is left (it flushes before it sleeps).
+      hand_back();
       return poll_result::quiet;
     }
     lease_until_.store(now + lease_ns, std::memory_order_relaxed);
-    if (poll_mode_.load(std::memory_order_relaxed) != workers_poll) poll_mode_.store(workers_poll);
+    if (poll_mode_.load(std::memory_order_relaxed) != workers_poll) {
+      poll_mode_.store(workers_poll);
+      notify();  // out of epoll_wait, into wait_for_workers: the lease holds from now
+    }
     std::unique_lock io{io_mu_, std::try_to_lock};
     if (!io.owns_lock()) return poll_result::hot;
     // What the processes this worker ran wrote goes out first; what reading
@@ -1158,6 +1165,8 @@ class node_core {
     if (polled_by_workers_) idle_pollers::note_traffic(now + busy_poll_ns_);
   }
 
+  /// The I/O thread takes polling back; it flushes what writers left
+  /// before it sleeps in epoll.
   void hand_back() noexcept {
     if (poll_mode_.load(std::memory_order_relaxed) != workers_poll) return;
     poll_mode_.store(io_thread_polls);
