@@ -1126,7 +1126,11 @@ class node_core {
   // crosses no thread. Both sides of a connection doing this make it the
   // network's round trip plus the handlers.
   static poll_result poll_idle(void* self) noexcept { return static_cast<node_core*>(self)->poll_as_worker(); }
-  static void worker_parks(void* self) noexcept { static_cast<node_core*>(self)->hand_back(); }
+  /// Only the polling worker hands polling back when it parks.
+  static void worker_parks(void* self) noexcept {
+    auto* core = static_cast<node_core*>(self);
+    if (core->poller_thread_.load(std::memory_order_relaxed) == &tls()) core->hand_back();
+  }
 
   poll_result poll_as_worker() noexcept {
     const std::int64_t now = steady::now().time_since_epoch().count();
@@ -1135,6 +1139,14 @@ class node_core {
       // what is left (it flushes before it sleeps).
       hand_back();
       return poll_result::quiet;
+    }
+    // One worker polls (and spins for it); another takes over only once it
+    // has stopped (it went off to run processes), so that a trickle of
+    // traffic keeps one worker from parking, not all of them.
+    const void* me = &tls();
+    if (poller_thread_.load(std::memory_order_relaxed) != me) {
+      if (now - lease_until_.load(std::memory_order_relaxed) + lease_ns < takeover_ns) return poll_result::quiet;
+      poller_thread_.store(me, std::memory_order_relaxed);
     }
     lease_until_.store(now + lease_ns, std::memory_order_relaxed);
     if (poll_mode_.load(std::memory_order_relaxed) != workers_poll) {
@@ -1176,6 +1188,9 @@ class node_core {
   /// How long the I/O thread leaves polling to workers after the last one
   /// polled: an upper bound on the read latency a long handler adds.
   static constexpr std::int64_t lease_ns = 500'000;
+  /// How long a polling worker may go without polling before another idle
+  /// worker takes over.
+  static constexpr std::int64_t takeover_ns = 20'000;
   /// How long a worker's writes may wait for it to run out of work.
   static constexpr std::int64_t cork_ns = 50'000;
 
@@ -1760,6 +1775,7 @@ class node_core {
   std::atomic<std::uint32_t> poll_mode_{io_thread_polls};
   std::atomic<std::int64_t> lease_until_{0};  // steady ns
   std::atomic<std::int64_t> traffic_ns_{0};   // the last frame in or out (steady ns)
+  std::atomic<const void*> poller_thread_{nullptr};  // the worker polling now (its thread context)
   idle_poller poller_{&node_core::poll_idle, &node_core::worker_parks, this};
   bool polled_by_workers_ = false;
   std::mutex io_mu_;  // held by whoever polls (the I/O thread or a worker): what is marked "I/O thread"
