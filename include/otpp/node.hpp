@@ -27,9 +27,10 @@
 // library to link. See detail/dist_handshake.hpp for why not erl_interface.
 // Connection I/O runs on an I/O thread, or, while traffic flows, on a worker
 // that has nothing else to run (as BEAM's schedulers poll): a slow peer
-// never holds a worker, and a busy node crosses no thread per frame. A node is hidden by default (Erlang lists it under
-// nodes(hidden) and does not mesh it with the others, as C nodes are);
-// node_options::hidden = false makes it visible.
+// never holds a worker, and a busy node crosses no thread per frame. A node
+// is hidden by default (Erlang lists it under nodes(hidden) and does not
+// mesh it with the others, as C nodes are); node_options::hidden = false
+// makes it visible.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -110,7 +111,7 @@ namespace otpp::detail::dist {
 // lock, or, while the I/O thread is polling after traffic, leaves the
 // bytes to it, so that a burst goes out in one system call.
 //
-// While traffic flows (within busy_poll of the last frame), an idle worker
+// While traffic flows (within busy_poll of the last frame), one idle worker
 // of any runtime in the program polls instead (detail/idle_poll.hpp),
 // holding io_mu_ as the I/O thread does, and the I/O thread sleeps until
 // their lease lapses (every worker busy for lease_ns) or one parks. A frame
