@@ -845,7 +845,7 @@ class node_core {
 
   void write(const std::string& peer, const std::string& frames) {
     auto c = connection_for(peer);
-    if (polled_by_workers_) note_traffic();
+    const std::int64_t now = polled_by_workers_ ? note_traffic() : 0;
     std::unique_lock l{c->mu};
     if (c->closed) return;
     if (c->up && poll_mode_.load(std::memory_order_relaxed) == workers_poll && tls().slot != nullptr) {
@@ -853,13 +853,12 @@ class node_core {
       // processes to run, and go out with what the others it runs wrote,
       // in one system call (a worker that stays busy sends them itself
       // once they have waited cork_ns).
-      const std::int64_t now = steady::now().time_since_epoch().count();
       if (!c->out.empty() && now - c->corked_at > cork_ns) {
         c->out += frames;
         if (!flush_locked(*c)) c->out.clear();
         return;
       }
-      leave_output(c, l, frames);
+      leave_output(c, l, frames, now);
       // The I/O thread took polling back meanwhile: it flushes, once awake.
       if (poll_mode_.load() != workers_poll && !io_hot_.load()) notify();
       return;
@@ -867,17 +866,12 @@ class node_core {
     if (c->up && io_hot_.load()) {
       // The I/O thread is polling: it sends this with whatever else comes
       // meanwhile, in one system call.
-      leave_output(c, l, frames);
+      leave_output(c, l, frames, now);
       if (!io_hot_.load()) notify();  // it stopped polling meanwhile: wake it
       return;
     }
     if (!c->up || !c->out.empty()) {
-      if (c->out.size() + frames.size() > cfg_.max_frame * 4) {
-        log_rt(log_level::warning, "otpp::node {}: output to {} backed up past {} bytes: message dropped", name_, peer,
-               cfg_.max_frame * 4);
-        return;
-      }
-      c->out += frames;
+      if (room_for(*c, frames)) c->out += frames;
       return;
     }
     std::size_t done = 0;
@@ -897,14 +891,21 @@ class node_core {
     }
   }
 
-  /// Adds `frames` to what flush_dirty sends (unlocking `l`).
-  void leave_output(const std::shared_ptr<connection>& c, std::unique_lock<std::mutex>& l, const std::string& frames) {
-    if (c->out.size() + frames.size() > cfg_.max_frame * 4) {
-      log_rt(log_level::warning, "otpp::node {}: output to {} backed up past {} bytes: message dropped", name_, c->peer,
-             cfg_.max_frame * 4);
-      return;
-    }
-    if (c->out.empty()) c->corked_at = steady::now().time_since_epoch().count();
+  /// False (and a log line) if `frames` would take the connection's
+  /// backlog past its bound: the message is dropped.
+  bool room_for(const connection& c, const std::string& frames) {
+    if (c.out.size() + frames.size() <= cfg_.max_frame * 4) return true;
+    log_rt(log_level::warning, "otpp::node {}: output to {} backed up past {} bytes: message dropped", name_, c.peer,
+           cfg_.max_frame * 4);
+    return false;
+  }
+
+  /// Adds `frames` to what flush_dirty sends (unlocking `l`); `now` is when
+  /// they were written (steady ns; read only while workers poll).
+  void leave_output(const std::shared_ptr<connection>& c, std::unique_lock<std::mutex>& l, const std::string& frames,
+                    std::int64_t now) {
+    if (!room_for(*c, frames)) return;
+    if (c->out.empty()) c->corked_at = now;
     c->out += frames;
     const bool first = !c->dirty;
     c->dirty = true;
@@ -1058,19 +1059,22 @@ class node_core {
         active_until = steady::now().time_since_epoch().count() + busy_poll_ns_;
         if (busy_poll_ns_ > 0) io_hot_.store(true);
       }
-      std::unique_lock io{io_mu_};
-      if (n <= 0 && hot && !flush_dirty()) {
-        io.unlock();
-        std::this_thread::yield();  // others on this core (workers) go first
-        io.lock();
+      bool sent;
+      {
+        std::lock_guard io{io_mu_};
+        handle_events(events, n);
+        sent = flush_dirty();
+        tick_if_due(next_tick);
       }
-      handle_events(events, n);
-      (void)flush_dirty();
-      if (now_ms() >= next_tick) {
-        next_tick = now_ms() + 1000;
-        housekeeping();
-      }
+      if (n <= 0 && hot && !sent) std::this_thread::yield();  // others on this core (workers) go first
     }
+  }
+
+  /// I/O thread, under io_mu_: ticks and sweeps once a second.
+  void tick_if_due(std::int64_t& next_tick) {
+    if (now_ms() < next_tick) return;
+    next_tick = now_ms() + 1000;
+    housekeeping();
   }
 
   /// I/O thread, while workers poll: sends what writers left before they
@@ -1082,10 +1086,7 @@ class node_core {
     {
       std::lock_guard io{io_mu_};
       (void)flush_dirty();
-      if (now_ms() >= next_tick) {
-        next_tick = now_ms() + 1000;
-        housekeeping();
-      }
+      tick_if_due(next_tick);
     }
     const std::int64_t now = steady::now().time_since_epoch().count();
     const std::int64_t lease = lease_until_.load();
@@ -1172,10 +1173,16 @@ class node_core {
     return handled ? poll_result::handled : poll_result::hot;
   }
 
-  void note_traffic() noexcept {
+  /// Traffic now (steady ns, returned): workers keep polling for
+  /// busy_poll. Stored at most every eighth of it, so that a burst of
+  /// frames does not write the shared lines at each one.
+  std::int64_t note_traffic() noexcept {
     const std::int64_t now = steady::now().time_since_epoch().count();
-    traffic_ns_.store(now, std::memory_order_relaxed);
-    if (polled_by_workers_) idle_pollers::note_traffic(now + busy_poll_ns_);
+    if (now - traffic_ns_.load(std::memory_order_relaxed) > busy_poll_ns_ / 8) {
+      traffic_ns_.store(now, std::memory_order_relaxed);
+      idle_pollers::note_traffic(now + busy_poll_ns_);
+    }
+    return now;
   }
 
   /// The I/O thread takes polling back; it flushes what writers left
@@ -1259,7 +1266,7 @@ class node_core {
       if (n > 0) {
         c->in.append(buf, static_cast<std::size_t>(n));
         c->last_in.store(now_ms(), std::memory_order_relaxed);
-        note_traffic();
+        if (polled_by_workers_) (void)note_traffic();
         if (!parse_frames(c)) return;
         if (static_cast<std::size_t>(n) < read_buf_size) return;
         continue;

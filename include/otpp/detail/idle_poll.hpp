@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <thread>
@@ -64,8 +65,9 @@ class idle_pollers {
   static void note_traffic(std::int64_t until) noexcept {
     if (hot_until_.load(std::memory_order_relaxed) < until) hot_until_.store(until, std::memory_order_relaxed);
   }
-  [[nodiscard]] static bool hot(std::int64_t now) noexcept {
-    return now < hot_until_.load(std::memory_order_relaxed);
+  /// Reads the clock only where a poller exists.
+  [[nodiscard]] static bool hot() noexcept {
+    return any() && std::chrono::steady_clock::now().time_since_epoch().count() < hot_until_.load(std::memory_order_relaxed);
   }
 
   /// One worker at a time per poller; the others go on spinning.

@@ -243,7 +243,7 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
       // Not while a node's traffic flows: the worker's idle poll is then
       // what the next message (and what this turn wrote) waits for.
       if (!lingered && !(local_ & awaiting) && worker_has_nothing_else(rt_) &&
-          !(idle_pollers::any() && idle_pollers::hot(steady::now().time_since_epoch().count()))) {
+          !idle_pollers::hot()) {
         lingered = true;
         // Poll sparsely: each poll pulls the line the sender is about to
         // write; letting it run ahead a little turns lockstep into batches.
