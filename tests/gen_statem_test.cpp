@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -507,6 +508,7 @@ struct alpha {};
 struct beta {};
 class probe : public otpp::gen_statem<probe, alpha, beta> {
  public:
+  using gen_statem::cancel_event_timeout;
   using gen_statem::cancel_generic_timeout;
   using gen_statem::event_timeout;
   using gen_statem::generic_timeout;
@@ -658,6 +660,28 @@ TEST_CASE("gen_statem: an event timeout set with an event queued never starts; a
   otpp::stop(p);
 }
 
+TEST_CASE("gen_statem: event timeouts and other actions on it act in list order; one kept as a plain action acts the same") {
+  otpp_test::virtual_runtime f;
+  auto p = f.rt.start<probe>().value();
+  auto arm_then_wait = [&](std::function<probe::transition(probe&)> fn) {
+    otpp::cast(p, probe::step{std::move(fn)});
+    f.clock->settle();
+    f.clock->advance(10s);
+  };
+  arm_then_wait([](probe&) { return probe::keep_state(probe::event_timeout(5s, probe::mark{"then cancelled"}), probe::cancel_event_timeout()); });
+  arm_then_wait([](probe&) { return probe::keep_state(probe::cancel_event_timeout(), probe::event_timeout(5s, probe::mark{"set after a cancel"})); });
+  arm_then_wait([](probe&) { return probe::keep_state(probe::event_timeout(5s, probe::mark{"old"}), probe::update_event_timeout(probe::mark{"updated"})); });
+  arm_then_wait([](probe&) { return probe::keep_state(probe::event_timeout(5s, probe::mark{"first"}), probe::event_timeout(7s, probe::mark{"second"})); });
+  arm_then_wait([](probe&) {
+    probe::action a = probe::event_timeout(5s, probe::mark{"plain action"});
+    return probe::keep_state(std::move(a));
+  });
+  arm_then_wait([](probe&) { return probe::keep_state(probe::event_timeout(5s, probe::mark{"infinity comes later"}), probe::event_timeout(otpp::infinity, probe::mark{"x"})); });
+  CHECK(seen_by(p) == std::vector<std::string>{"enter alpha", "timeout set after a cancel in alpha", "timeout updated in alpha",
+                                               "timeout second in alpha", "timeout plain action in alpha"});
+  otpp::stop(p);
+}
+
 TEST_CASE("gen_statem: postponed events wait through repeat_state and a next_state to the same state; a change retries them") {
   auto p = otpp::start<probe>().value();
   otpp::cast(p, probe::step{[](probe&) { return probe::keep_state(probe::postpone()); }});  // this step is postponed
@@ -687,4 +711,131 @@ TEST_CASE("gen_statem: under a supervisor, a crashed machine is restarted in its
   CHECK(seen_by(second) == std::vector<std::string>{"enter alpha"});
   CHECK(logs.contains("scripted crash"));
   otpp::stop(sup);
+}
+
+namespace {
+// Re-arms its event timeout on every poke; writes down which arming fired,
+// and when. On the real clock.
+struct waiting {};
+class rearming : public otpp::gen_statem<rearming, waiting> {
+ public:
+  struct poke {
+    int k;
+  };
+  struct hold {
+    otpp_test::gate* g;
+  };
+  struct quiet {
+    int k;
+  };
+  struct fired {
+    using reply_type = std::vector<int>;
+  };
+  struct fire_times {
+    std::mutex m;
+    std::vector<std::chrono::steady_clock::time_point> at;
+  };
+  rearming(std::chrono::milliseconds after, std::shared_ptr<fire_times> times) : after_{after}, times_{std::move(times)} {}
+  transition handle_event(waiting&, otpp::cast_event, poke p) { return keep_state(event_timeout(after_, quiet{p.k})); }
+  void handle_event(waiting&, otpp::cast_event, hold h) { h.g->wait(); }
+  void handle_event(waiting&, otpp::timeout_event, quiet q) {
+    fired_.push_back(q.k);
+    std::lock_guard lock{times_->m};
+    times_->at.push_back(std::chrono::steady_clock::now());
+  }
+  // A call is an event: it cancels the event timeout, so tests ask only once it fired.
+  transition handle_event(waiting&, otpp::call_event<std::vector<int>> c, fired) { return keep_state(reply(c, fired_)); }
+
+ private:
+  std::chrono::milliseconds after_;
+  std::shared_ptr<fire_times> times_;
+  std::vector<int> fired_;
+};
+
+// Waits (bounded) until the machine's event timeout has fired `n` times; returns the times.
+std::vector<std::chrono::steady_clock::time_point> await_fired(rearming::fire_times& t, std::size_t n) {
+  (void)otpp_test::eventually([&] {
+    std::lock_guard lock{t.m};
+    return t.at.size() >= n;
+  });
+  std::lock_guard lock{t.m};
+  return t.at;
+}
+}  // namespace
+
+TEST_CASE("gen_statem: on the real clock a burst of re-armings leaves one timer, which fires its full delay after the last event") {
+  otpp::runtime rt{{.workers = 2}};
+  auto times = std::make_shared<rearming::fire_times>();
+  auto m = rt.start<rearming>(40ms, times).value();
+  otpp_test::gate g;
+  otpp::cast(m, rearming::hold{&g});
+  for (int k = 0; k < 1000; ++k) otpp::cast(m, rearming::poke{k});
+  const auto released = std::chrono::steady_clock::now();
+  g.release();
+  const auto at = await_fired(*times, 1);
+  REQUIRE(at.size() == 1);
+  CHECK(at[0] - released >= 40ms);  // counted from the last poke at the earliest, never from an earlier one
+  CHECK(otpp::call(m, rearming::fired{}) == std::vector<int>{999});
+  CHECK(rt.timer_count() <= 1);
+  otpp::stop(m);
+}
+
+TEST_CASE("gen_statem: an event timeout re-armed while an earlier arming's timer message waits behind it still runs its full delay") {
+  otpp::runtime rt{{.workers = 2}};
+  auto times = std::make_shared<rearming::fire_times>();
+  auto m = rt.start<rearming>(30ms, times).value();
+  otpp::cast(m, rearming::poke{1});  // armed once the mailbox runs dry: a timer 30 ms out
+  REQUIRE(otpp_test::eventually([&] { return rt.timer_count() == 1; }));
+  otpp_test::gate g;
+  otpp::cast(m, rearming::hold{&g});  // an event: poke 1's timeout is off, its timer still runs
+  otpp::cast(m, rearming::poke{2});   // queued ahead of that timer's message
+  // The timer comes due and its message queues behind poke 2.
+  REQUIRE(otpp_test::eventually([&] { return rt.timer_count() == 0; }));
+  const auto released = std::chrono::steady_clock::now();
+  g.release();
+  const auto at = await_fired(*times, 1);
+  REQUIRE(at.size() == 1);
+  CHECK(at[0] - released >= 30ms);  // poke 2's full delay, not poke 1's deadline
+  CHECK(otpp::call(m, rearming::fired{}) == std::vector<int>{2});
+  otpp::stop(m);
+}
+
+namespace {
+struct calm {};
+struct wary {};
+// Sets its event timeout from the enter call of `wary`.
+class watchful : public otpp::gen_statem<watchful, calm, wary> {
+ public:
+  struct alarm {};
+  struct relax {};
+  struct seen {
+    using reply_type = std::vector<std::string>;
+  };
+  void handle_event(calm&, otpp::enter_event) {}
+  transition handle_event(wary&, otpp::enter_event) { return keep_state(event_timeout(5s, relax{})); }
+  transition handle_event(calm&, otpp::cast_event, alarm) { return next_state(wary{}); }
+  transition handle_event(wary&, otpp::timeout_event, relax) {
+    seen_.push_back("relaxed");
+    return next_state(calm{});
+  }
+  template <class S>
+  transition handle_event(S&, otpp::call_event<std::vector<std::string>> c, seen) {
+    return keep_state(reply(c, seen_));
+  }
+
+ private:
+  std::vector<std::string> seen_;
+};
+}  // namespace
+
+TEST_CASE("gen_statem: an event timeout set by an enter call is armed after the transition, and fires") {
+  otpp_test::virtual_runtime f;
+  auto m = f.rt.start<watchful>().value();
+  otpp::cast(m, watchful::alarm{});
+  f.clock->settle();
+  f.clock->advance(4s);
+  f.clock->settle();
+  f.clock->advance(2s);  // 6 s since the enter call, with no event between
+  CHECK(otpp::call(m, watchful::seen{}) == std::vector<std::string>{"relaxed"});
+  otpp::stop(m);
 }

@@ -280,6 +280,9 @@ void run_callback(process_base& p, F&& f, std::string_view msg_type, std::string
 
 template <class Impl>
 init_result run_statem_init(Impl& impl);
+/// A state machine's mailbox ran dry: its event timeout starts counting.
+template <class Impl>
+void statem_mailbox_dry(Impl& impl) noexcept;
 
 template <class Impl>
 concept has_init = requires(Impl& i) { i.init(); };
@@ -428,6 +431,9 @@ class process_of final : public process_base {
         crash(std::current_exception(), "hibernate", "hibernate");
       }
     }
+  }
+  void run_mailbox_dry() noexcept override {
+    if constexpr (std::is_base_of_v<tags::statem, Impl>) statem_mailbox_dry(impl());
   }
   [[nodiscard]] std::string_view type_name() const noexcept override { return detail::type_name<Impl>(); }
   [[nodiscard]] const void* impl_type() const noexcept override { return type_id<Impl>; }

@@ -193,7 +193,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
    public:
     /// Moves: an action is made once and handed on.
     action(action&& o) noexcept
-        : kind{o.kind}, timer{o.timer}, absolute{o.absolute}, ns{o.ns}, content{std::move(o.content)}, run{o.run}, type{o.type} {
+        : kind{o.kind}, timer{o.timer}, absolute{o.absolute}, ns{o.ns}, content{std::move(o.content)}, run{o.run} {
       if (!o.name.empty()) name = std::move(o.name);  // only generic timeouts have one: spare the call
     }
     /// Moves.
@@ -205,7 +205,6 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       name = std::move(o.name);
       content = std::move(o.content);
       run = o.run;
-      type = o.type;
       return *this;
     }
     ~action() = default;
@@ -221,7 +220,36 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     std::string name;
     detail::event_box content;
     void (*run)(gen_statem&, detail::event_box&, std::string_view name) = nullptr;  // deliver the content as an event (or send the reply)
-    std::string_view type;                                                             // the content's type, for reports
+  };
+
+  /// The event timeout as event_timeout(duration, msg) makes it: an action
+  /// kept apart from the others, because machines that use it re-arm it on
+  /// nearly every event. Converts to an action.
+  class event_timeout_action {
+   public:
+    /// Moves: an action is made once and handed on.
+    event_timeout_action(event_timeout_action&&) noexcept = default;
+    /// Moves.
+    event_timeout_action& operator=(event_timeout_action&&) noexcept = default;
+    ~event_timeout_action() = default;
+    /// The same timeout as a plain action (to keep with others in a container).
+    operator action() && {  // NOLINT(google-explicit-constructor): an action, as every timeout function makes
+      action a;
+      a.kind = ns < 0 ? detail::statem_action_kind::cancel_timer : detail::statem_action_kind::set_timer;
+      a.timer = detail::statem_timer::event;
+      a.ns = ns;
+      a.content = std::move(content);
+      a.run = run;
+      return a;
+    }
+
+   private:
+    friend class gen_statem;
+    friend class transition;
+    event_timeout_action() noexcept = default;
+    std::int64_t ns = 0;  // the delay; -1: infinity (cancels)
+    detail::event_box content;
+    void (*run)(gen_statem&, detail::event_box&, std::string_view name) = nullptr;
   };
 
   /// What a handler returns: where the machine goes, and what it does.
@@ -229,9 +257,10 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
    public:
     /// Moves: a transition is returned by value.
     transition(transition&& o) noexcept
-        : step{o.step}, next{std::move(o.next)}, rare{std::move(o.rare)} {
+        : step{o.step}, next{std::move(o.next)}, rare{std::move(o.rare)}, has_event_timeout{o.has_event_timeout} {
       for (; inline_count < o.inline_count; ++inline_count)
         ::new (static_cast<void*>(&inline_actions[inline_count].a)) action(std::move(o.inline_actions[inline_count].a));
+      if (has_event_timeout) event_timeout = std::move(o.event_timeout);
     }
     /// Moves.
     transition& operator=(transition&& o) noexcept {
@@ -251,7 +280,19 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     explicit transition(detail::statem_step s) noexcept : step{s} {}
     // Most transitions carry no action or one or two: those live here, built
     // only when added, not in an allocation.
+    void add(event_timeout_action&& a) noexcept {
+      event_timeout = std::move(a);  // a later one replaces an earlier: arming both would come to the same
+      has_event_timeout = true;
+    }
     void add(action&& a) {
+      if (has_event_timeout && a.kind >= detail::statem_action_kind::set_timer && a.timer == detail::statem_timer::event) {
+        // Another action on the event timeout comes after it: keep the order.
+        has_event_timeout = false;
+        push(std::move(event_timeout));
+      }
+      push(std::move(a));
+    }
+    void push(action&& a) {
       if (inline_count < inline_capacity) {
         ::new (static_cast<void*>(&inline_actions[inline_count].a)) action(std::move(a));
         ++inline_count;
@@ -286,6 +327,8 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     std::unique_ptr<rare_part> rare;
     std::size_t inline_count = 0;
     inline_slot inline_actions[inline_capacity];
+    bool has_event_timeout = false;
+    event_timeout_action event_timeout;  // armed after the listed actions' timeouts
   };
 
   // -- events, from the process (public: the runtime calls them; not for users) --
@@ -403,7 +446,6 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     a.kind = detail::statem_action_kind::next_event;
     a.content.template emplace<T>(std::forward<M>(msg));
     a.run = &deliver<Kind, T>;
-    a.type = detail::type_name<T>();
     return a;
   }
   /// Sleep (hibernate) once no event is queued.
@@ -415,8 +457,18 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   /// The event timeout: timeout_event with `msg` after `d` unless an event
   /// comes first. otpp::infinity cancels it.
   template <class M>
-  [[nodiscard]] static action event_timeout(std::chrono::steady_clock::duration d, M&& msg) {
-    return set_timer<timeout_event>(detail::statem_timer::event, {}, false, delay_ns(d), std::forward<M>(msg));
+  [[nodiscard]] static event_timeout_action event_timeout(std::chrono::steady_clock::duration d, M&& msg) {
+    using T = std::remove_cvref_t<M>;
+    static_assert((detail::statem_handles<Impl, States, timeout_event, T> || ...),
+                  "a timeout's message needs a handle_event(State&, timeout_event / state_timeout_event / "
+                  "generic_timeout_event, const Msg&) in some state");
+    event_timeout_action a;
+    a.ns = delay_ns(d);
+    if (a.ns >= 0) {
+      a.content.template emplace<T>(std::forward<M>(msg));
+      a.run = &deliver<timeout_event, T>;
+    }
+    return a;
   }
   /// The event timeout at `t` (absolute).
   template <class M>
@@ -498,6 +550,8 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     std::int64_t deadline = 0;        // ns on the runtime's clock
     std::int64_t live_deadline = 0;   // the scheduled message's
     std::uint32_t generation = 0;     // of the scheduled message
+    bool waits_dry = false;           // the event timeout's count starts when the mailbox runs dry
+    std::int64_t delay = 0;           // ...and lasts this long (ns)
     detail::event_box content;
     run_fn run = nullptr;
   };
@@ -524,8 +578,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     if (a.kind == detail::statem_action_kind::set_timer) {
       a.content.template emplace<T>(std::forward<M>(msg));
       a.run = &deliver<Kind, T>;
-      a.type = detail::type_name<T>();
-    }
+      }
     return a;
   }
   [[nodiscard]] static action cancel(detail::statem_timer which, std::string name) {
@@ -664,6 +717,10 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       }
     });
     if (refused != nullptr) return bad_enter(refused);
+    if (entering && t.has_event_timeout) {
+      t.has_event_timeout = false;
+      pending_timeouts_.push_back(std::move(t.event_timeout));
+    }
     if (entering) {
       // The enter call's own result: it may stay (or name the same state) or repeat.
       if (t.step == detail::statem_step::next && differs(*t.next)) return bad_enter("a state change");
@@ -702,6 +759,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
         if (a.kind >= detail::statem_action_kind::set_timer) arm(a);
       });
     }
+    if (t.has_event_timeout) arm_event_timeout(t.event_timeout);
     if (!pending_timeouts_.empty()) {
       for (action& a : pending_timeouts_) arm(a);
       pending_timeouts_.clear();
@@ -825,7 +883,58 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     s.content = std::move(a.content);
     s.run = a.run;
     s.active = true;
+    if (a.timer == detail::statem_timer::event && !a.absolute && !detail::timers_on_own_clock(*proc()->rt())) {
+      // Counted from when the machine waits for its next event, as a
+      // receive's `after` counts: any event before then cancels it anyway,
+      // so re-arming per event reads no clock. (A virtual clock is read at
+      // once: a test may move it as soon as it has the reply.)
+      s.delay = a.ns;
+      s.waits_dry = true;
+      proc()->ask_mailbox_dry();
+      return;
+    }
+    s.waits_dry = false;
     s.deadline = a.absolute ? a.ns : detail::timer_due_after_ns(*proc()->rt(), a.ns);
+    if (!s.live || s.live_deadline > s.deadline) schedule(s);
+  }
+
+  // arm() for an event_timeout(duration, msg), without building an action.
+  void arm_event_timeout(event_timeout_action& e) {
+    timer_slot& s = timers_[0];
+    // An event queued has arrived: the timeout does not start (and a
+    // queued zero timeout of it goes); a zero one is queued as an event.
+    if (!queue_.empty() || e.ns <= 0) {
+      action a = std::move(e);
+      arm(a);
+      return;
+    }
+    s.content = std::move(e.content);
+    s.run = e.run;
+    s.active = true;
+    if (!detail::timers_on_own_clock(*proc()->rt())) {
+      s.delay = e.ns;  // counted from when the mailbox runs dry: see arm()
+      s.waits_dry = true;
+      proc()->ask_mailbox_dry();
+      return;
+    }
+    s.waits_dry = false;
+    s.deadline = detail::timer_due_after_ns(*proc()->rt(), e.ns);
+    if (!s.live || s.live_deadline > s.deadline) schedule(s);
+  }
+
+  // The event timeout starts counting, if one is armed.
+  void start_counting(timer_slot& s) {
+    s.waits_dry = false;
+    s.deadline = detail::timer_due_after_ns(*proc()->rt(), s.delay);
+  }
+  void on_mailbox_dry() {
+    timer_slot& s = timers_[0];
+    if (!s.waits_dry) return;
+    if (!s.active) {
+      s.waits_dry = false;
+      return;
+    }
+    start_counting(s);
     if (!s.live || s.live_deadline > s.deadline) schedule(s);
   }
 
@@ -847,6 +956,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     if (t.generation != s.generation) return;  // superseded by an earlier deadline
     s.live = false;
     if (!s.active) return;
+    if (s.waits_dry) start_counting(s);  // an earlier arming's timer message came first
     if (detail::timer_now_ns(*proc()->rt()) < s.deadline) {
       schedule(s);  // re-armed for later while this one was on its way
       return;
@@ -911,11 +1021,25 @@ struct statem_access {
   static void on_tick(Impl& i, statem_tick t) {
     i.on_tick(t);
   }
+  template <class Impl>
+  static void mailbox_dry(Impl& i) {
+    i.on_mailbox_dry();
+  }
 };
 
 template <class Impl>
 init_result run_statem_init(Impl& impl) {
   return statem_access::run_init(impl);
+}
+
+template <class Impl>
+void statem_mailbox_dry(Impl& impl) noexcept {
+  try {
+    statem_access::mailbox_dry(impl);
+  } catch (...) {
+    // Out of memory arming the event timeout: a crash, as in any callback.
+    process_of<Impl>::from_impl(&impl)->crash(std::current_exception(), "timeout", "timeout");
+  }
 }
 
 template <class Impl>

@@ -379,6 +379,9 @@ class process_base : public process_identity {
   static constexpr std::uint32_t reentrant_handlers = 65536;  // every wait of every handler does (Impl's choice)
   static constexpr std::uint32_t bounded_box = 131072;    // the mailbox is bounded
   static constexpr std::uint32_t evicts_oldest = 262144;  // ...with overflow::drop_oldest
+  static constexpr std::uint32_t dry_asked = 524288;      // run_mailbox_dry once the mailbox runs dry
+  // What makes a turn that found the mailbox empty settle first.
+  static constexpr std::uint32_t settle_flags = idle_flags | dry_asked;
   // Bits 24-31: the worker that last ran it (slot index + 1, mod 255; 0:
   // none yet), for the scheduler's steal backoff.
   static constexpr unsigned worker_shift = 24;
@@ -410,6 +413,9 @@ class process_base : public process_identity {
   virtual void dispatch_timeout() noexcept = 0;
   /// Runs Impl::on_hibernate if it exists (a throw crashes the process).
   virtual void run_on_hibernate() noexcept = 0;
+  /// What the Impl asked (ask_mailbox_dry) to do once no message waits:
+  /// a state machine starts its event timeout there.
+  virtual void run_mailbox_dry() noexcept = 0;
 
   [[nodiscard]] runtime_core* rt() const noexcept { return rt_; }
   /// The runtime's registration: a process gets its id once.
@@ -536,6 +542,9 @@ class process_base : public process_identity {
     cold().timeout_requested = ns;
     local_ |= timeout_asked;
   }
+  /// Owner only: run_mailbox_dry once the mailbox runs dry (before an idle
+  /// timeout or hibernation is armed).
+  void ask_mailbox_dry() noexcept { local_ |= dry_asked; }
   /// Owner only (inside a callback): hibernate once it returns.
   void request_hibernate() noexcept { local_ = (local_ & ~timeout_asked) | hibernate_asked; }
   /// Owner only, before the process is published.
@@ -603,7 +612,7 @@ class process_base : public process_identity {
 
   /// The starter's last step: the process becomes runnable by anyone.
   void publish_started() noexcept {
-    if (local_ & idle_flags) settle_idle();
+    if (local_ & settle_flags) settle_idle();
     if (local_ & (has_continue | exit_pending)) {
       schedule_owned();
       return;

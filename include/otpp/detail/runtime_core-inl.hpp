@@ -48,7 +48,7 @@ OTPP_FUNC void process_base::release_inline() noexcept {
     schedule_owned();
     return;
   }
-  if (local_ & idle_flags) {
+  if (local_ & settle_flags) {
     settle_idle();
     if (local_ & exit_pending) {
       finish_exit();
@@ -256,7 +256,7 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
         // Held messages are still queued as far as queue_length goes, and
         // idle timeouts wait for the handler to finish.
       } else {
-        if (local_ & idle_flags) {
+        if (local_ & settle_flags) {
           settle_idle();
           if (local_ & exit_pending) continue;  // on_hibernate threw
         }
@@ -1250,6 +1250,11 @@ struct idle_timer final : timer_node {
 
 
 OTPP_FUNC void process_base::settle_idle() noexcept {
+  if (local_ & dry_asked) {
+    local_ &= ~dry_asked;
+    run_mailbox_dry();
+    if (!(local_ & idle_flags) || (local_ & exit_pending)) return;
+  }
   const std::int64_t since = (local_ & idle_since_set) ? cold_->idle_since : rt_->timers().now_ns();
   local_ &= ~idle_since_set;
   if (local_ & timeout_asked) {

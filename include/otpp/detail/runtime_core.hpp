@@ -115,6 +115,8 @@ class runtime_core {
     return start_timers();
   }
   [[nodiscard]] timer_service* timers_if_started() const noexcept { return timers_.load(std::memory_order_acquire); }
+  /// Timers follow a clock other than the steady one (a test's virtual clock).
+  [[nodiscard]] bool timers_on_own_clock() const noexcept { return cfg_.clock != nullptr; }
   /// Timers waiting to fire (0 if the service never started).
   [[nodiscard]] std::size_t timer_count() const noexcept;
 
@@ -412,6 +414,8 @@ std::int64_t timer_now_ns(runtime_core& rt);
 /// A deadline `delay_ns` from now on that clock, cheaply (see
 /// timer_service::due_after_ns).
 std::int64_t timer_due_after_ns(runtime_core& rt, std::int64_t delay_ns);
+/// Whether the runtime's timers follow their own clock (a virtual one).
+inline bool timers_on_own_clock(const runtime_core& rt) noexcept { return rt.timers_on_own_clock(); }
 
 inline void process_base::mark_replied() noexcept {
   if (!(local_ & (timeout_asked | auto_hibernate))) return;
