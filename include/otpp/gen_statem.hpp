@@ -260,7 +260,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
         : step{o.step}, next{std::move(o.next)}, rare{std::move(o.rare)}, has_event_timeout{o.has_event_timeout} {
       for (; inline_count < o.inline_count; ++inline_count)
         ::new (static_cast<void*>(&inline_actions[inline_count].a)) action(std::move(o.inline_actions[inline_count].a));
-      if (has_event_timeout) event_timeout = std::move(o.event_timeout);
+      if (has_event_timeout) ::new (static_cast<void*>(&event_timeout_slot.a)) event_timeout_action(std::move(o.event_timeout_slot.a));
     }
     /// Moves.
     transition& operator=(transition&& o) noexcept {
@@ -273,6 +273,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     /// Destroys the actions not carried out.
     ~transition() {
       for (std::size_t i = 0; i < inline_count; ++i) inline_actions[i].a.~action();
+      if (has_event_timeout) event_timeout_slot.a.~event_timeout_action();
     }
 
    private:
@@ -281,16 +282,26 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     // Most transitions carry no action or one or two: those live here, built
     // only when added, not in an allocation.
     void add(event_timeout_action&& a) noexcept {
-      event_timeout = std::move(a);  // a later one replaces an earlier: arming both would come to the same
-      has_event_timeout = true;
+      if (has_event_timeout) {
+        event_timeout_slot.a = std::move(a);  // a later one replaces an earlier: arming both would come to the same
+      } else {
+        ::new (static_cast<void*>(&event_timeout_slot.a)) event_timeout_action(std::move(a));
+        has_event_timeout = true;
+      }
     }
     void add(action&& a) {
       if (has_event_timeout && a.kind >= detail::statem_action_kind::set_timer && a.timer == detail::statem_timer::event) {
         // Another action on the event timeout comes after it: keep the order.
-        has_event_timeout = false;
-        push(std::move(event_timeout));
+        push(take_event_timeout());
       }
       push(std::move(a));
+    }
+    // The event timeout as a plain action; the transition no longer has it.
+    action take_event_timeout() {
+      action a = std::move(event_timeout_slot.a);
+      event_timeout_slot.a.~event_timeout_action();
+      has_event_timeout = false;
+      return a;
     }
     void push(action&& a) {
       if (inline_count < inline_capacity) {
@@ -327,8 +338,13 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     std::unique_ptr<rare_part> rare;
     std::size_t inline_count = 0;
     inline_slot inline_actions[inline_capacity];
+    union event_timeout_union {
+      event_timeout_union() noexcept {}
+      ~event_timeout_union() {}
+      event_timeout_action a;
+    };
     bool has_event_timeout = false;
-    event_timeout_action event_timeout;  // armed after the listed actions' timeouts
+    event_timeout_union event_timeout_slot;  // built when set; armed after the listed actions' timeouts
   };
 
   // -- events, from the process (public: the runtime calls them; not for users) --
@@ -717,10 +733,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       }
     });
     if (refused != nullptr) return bad_enter(refused);
-    if (entering && t.has_event_timeout) {
-      t.has_event_timeout = false;
-      pending_timeouts_.push_back(std::move(t.event_timeout));
-    }
+    if (entering && t.has_event_timeout) pending_timeouts_.push_back(t.take_event_timeout());
     if (entering) {
       // The enter call's own result: it may stay (or name the same state) or repeat.
       if (t.step == detail::statem_step::next && differs(*t.next)) return bad_enter("a state change");
@@ -759,7 +772,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
         if (a.kind >= detail::statem_action_kind::set_timer) arm(a);
       });
     }
-    if (t.has_event_timeout) arm_event_timeout(t.event_timeout);
+    if (t.has_event_timeout) arm_event_timeout(t.event_timeout_slot.a);
     if (!pending_timeouts_.empty()) {
       for (action& a : pending_timeouts_) arm(a);
       pending_timeouts_.clear();
@@ -883,7 +896,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     s.content = std::move(a.content);
     s.run = a.run;
     s.active = true;
-    if (a.timer == detail::statem_timer::event && !a.absolute && !detail::timers_on_own_clock(*proc()->rt())) {
+    if (a.timer == detail::statem_timer::event && !a.absolute && !timers_on_own_clock_) {
       // Counted from when the machine waits for its next event, as a
       // receive's `after` counts: any event before then cancels it anyway,
       // so re-arming per event reads no clock. (A virtual clock is read at
@@ -911,7 +924,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     s.content = std::move(e.content);
     s.run = e.run;
     s.active = true;
-    if (!detail::timers_on_own_clock(*proc()->rt())) {
+    if (!timers_on_own_clock_) {
       s.delay = e.ns;  // counted from when the mailbox runs dry: see arm()
       s.waits_dry = true;
       proc()->ask_mailbox_dry();
@@ -973,6 +986,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   // -- init -----------------------------------------------------------------------
 
   init_result run_init() {
+    timers_on_own_clock_ = detail::timers_on_own_clock(*proc()->rt());
     transition t = keep_state();
     if constexpr (requires(Impl& i) { i.init(); }) {
       if constexpr (std::is_void_v<decltype(impl().init())>) {
@@ -1006,6 +1020,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   queued (*box_fn_)(void*) = nullptr;
   unsigned enter_depth_ = 0;
   bool hibernate_ = false;
+  bool timers_on_own_clock_ = false;  // a virtual clock: timeouts count from the handler
   bool stopped_ = false;
   bool crashed_ = false;
 };

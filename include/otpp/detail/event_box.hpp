@@ -20,6 +20,10 @@ class event_box {
   event_box& operator=(const event_box&) = delete;
   event_box(event_box&& o) noexcept { take(o); }
   event_box& operator=(event_box&& o) noexcept {
+    if (ops_ != nullptr && ops_ == o.ops_ && ops_->empty) {
+      o.ops_ = nullptr;  // the same empty value (a timeout's tag, re-armed): nothing to move
+      return *this;
+    }
     if (this != &o) {
       reset();
       take(o);
@@ -55,9 +59,7 @@ class event_box {
   }
   [[nodiscard]] bool empty() const noexcept { return ops_ == nullptr; }
   void reset() noexcept {
-    if (ops_ == nullptr) return;
-    const ops_t* ops = std::exchange(ops_, nullptr);
-    if (!ops->trivial) ops->destroy(buf_);
+    if (ops_ != nullptr) drop();  // the common case, moved-from or empty, stays inline
   }
 
  private:
@@ -65,6 +67,7 @@ class event_box {
     void (*move)(unsigned char* to, unsigned char* from) noexcept;  // constructs at `to`, destroys `from`
     void (*destroy)(unsigned char* at) noexcept;
     bool trivial;  // inline and trivially copyable: moved by memcpy, nothing to destroy
+    bool empty;    // ...and without data: nothing to move either
   };
   template <class T>
   static constexpr bool fits = sizeof(T) <= inline_size && alignof(T) <= alignof(std::max_align_t) &&
@@ -77,18 +80,26 @@ class event_box {
         f->~T();
       },
       [](unsigned char* at) noexcept { std::launder(reinterpret_cast<T*>(at))->~T(); },
-      std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>};
+      std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>,
+      std::is_empty_v<T> && std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>};
   template <class T>
   static constexpr ops_t heap_ops{
       [](unsigned char* to, unsigned char* from) noexcept {
         ::new (static_cast<void*>(to)) T*(*std::launder(reinterpret_cast<T**>(from)));
       },
       [](unsigned char* at) noexcept { delete *std::launder(reinterpret_cast<T**>(at)); },
-      false};
+      false, false};
+
+  void drop() noexcept {
+    const ops_t* ops = std::exchange(ops_, nullptr);
+    if (!ops->trivial) ops->destroy(buf_);
+  }
 
   void take(event_box& o) noexcept {
     if (o.ops_ == nullptr) return;
-    if (o.ops_->trivial) {
+    if (o.ops_->empty) {
+      // nothing to copy
+    } else if (o.ops_->trivial) {
       std::memcpy(buf_, o.buf_, inline_size);  // no call for plain data
     } else {
       o.ops_->move(buf_, o.buf_);
