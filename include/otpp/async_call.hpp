@@ -360,11 +360,12 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
   check_timeout(timeout, Throws ? "otpp::async_call" : "otpp::async_try_call");
   auto* p = pid_access::get(s.pid());
   if (p == nullptr || !p->alive()) return pending_call_access::failed<R, Throws>(exit_reason::noproc());
-  if (p == tls().current) return pending_call_access::failed<R, Throws>(exit_reason::calling_self());
+  process_base* const self = tls().current;
+  if (p == self) return pending_call_access::failed<R, Throws>(exit_reason::calling_self());
   auto* slot = reply_slot<R>::make();
   message_node* node;
   try {
-    node = make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, tls().current);
+    node = make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, self);
   } catch (...) {
     slot->release();  // both references: nobody else ever saw it
     slot->release();
@@ -372,8 +373,8 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
   }
   // From a process, the deadline is on the runtime's clock (virtual in
   // tests), read before the request leaves.
-  const std::int64_t due = tls().current != nullptr && timeout != steady::duration::max()
-                               ? timer_due_after_ns(*tls().current->rt(), clamp_delay(timeout))
+  const std::int64_t due = self != nullptr && timeout != steady::duration::max()
+                               ? timer_due_after_ns(*self->rt(), clamp_delay(timeout))
                                : no_deadline_ns;
   (void)p->offer(node, true);  // a full bounded mailbox fails it at once (mailbox_full)
   return pending_call_access::sent<R, Throws>(slot, timeout, due, p->id(), type_name<Impl>(), type_name<Q>(), p->rt());

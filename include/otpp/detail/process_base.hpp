@@ -201,7 +201,11 @@ inline thread_local thread_ctx tls_ctx{};
 /// A blocked call inside the scope may resume it on another thread.
 class current_scope {
  public:
-  explicit current_scope(process_base* p) noexcept : saved_{tls().current} { tls().current = p; }
+  explicit current_scope(process_base* p) noexcept {
+    thread_ctx& t = tls();
+    saved_ = t.current;
+    t.current = p;
+  }
   ~current_scope() { tls().current = saved_; }
   current_scope(const current_scope&) = delete;
   current_scope& operator=(const current_scope&) = delete;

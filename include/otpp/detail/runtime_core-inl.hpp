@@ -310,7 +310,8 @@ OTPP_FUNC std::size_t runtime_core::timer_count() const noexcept {
 }
 
 OTPP_FUNC unsigned timer_inbox(const timer_service& s) noexcept {
-  return tls().slot != nullptr && tls().rt == s.runtime() ? tls().slot->index : s.outsider_inbox();
+  const thread_ctx& t = tls();
+  return t.slot != nullptr && t.rt == s.runtime() ? t.slot->index : s.outsider_inbox();
 }
 
 OTPP_FUNC std::int64_t timer_now_ns(runtime_core& rt) { return rt.timers().now_ns(); }
@@ -438,16 +439,18 @@ OTPP_FUNC void runtime_core::hand_off_slot() {
 }
 
 OTPP_FUNC void runtime_core::release_for_wait(process_base* callee) {
-  worker_slot* s = tls().slot;
-  if (s == nullptr || tls().rt != this || s->lifo != callee || callee == nullptr) return;
-  if (slots_.size() > 1 || (tls().fib != nullptr && tls().fib != tls().native)) {
+  const thread_ctx& t = tls();
+  worker_slot* s = t.slot;
+  if (s == nullptr || t.rt != this || s->lifo != callee || callee == nullptr) return;
+  const bool on_fiber = t.fib != nullptr && t.fib != t.native;
+  if (slots_.size() > 1 || on_fiber) {
     s->lifo = nullptr;
     s->deque.push(callee);
     notify();
     if (spinners_.load(std::memory_order_seq_cst) + sleepers_.load(std::memory_order_seq_cst) > 0) return;
   }
   // On a fiber the waiter parks instead: the worker itself runs the callee next.
-  if (tls().fib != nullptr && tls().fib != tls().native) return;
+  if (on_fiber) return;
   hand_off_slot();
 }
 
@@ -1811,17 +1814,19 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
     }
   }
   auto help = [&]() noexcept {
-    worker_slot* s = tls().slot;
-    if (!may_help || s == nullptr || callee == nullptr || s->lifo != callee || tls().rt != callee->rt()) return false;
+    if (!may_help || callee == nullptr) return false;
+    const thread_ctx& t = tls();
+    worker_slot* s = t.slot;
+    if (s == nullptr || s->lifo != callee || t.rt != callee->rt()) return false;
     s->lifo = nullptr;  // we take its ticket
     if (callee->run_turn(callee->rt()->config().batch) == turn_result::yielded) callee->schedule_owned();
     callee->release();
     return true;
   };
-  if (tls().fib != nullptr && tls().fib != tls().native && tls().rt != nullptr) {
+  if (const thread_ctx& t = tls(); t.fib != nullptr && t.fib != t.native && t.rt != nullptr) {
     // On a fiber: spin for a reply from the other core while nothing else
     // wants this worker, then the fiber parks and the worker carries on.
-    runtime_core* const rt = tls().rt;
+    runtime_core* const rt = t.rt;
     for (unsigned i = 0;; ++i) {
       if (slot->resolved()) return true;
       cpu_relax();

@@ -94,8 +94,9 @@ class runtime_core {
 
   /// `p` is owned (its `scheduled` bit is ours): queue it to run.
   void schedule(process_base* p) noexcept {
-    worker_slot* s = tls().slot;
-    if (s != nullptr && tls().rt == this) {
+    const thread_ctx& t = tls();
+    worker_slot* s = t.slot;
+    if (s != nullptr && t.rt == this) {
       if (s->lifo != nullptr) {
         s->deque.push(s->lifo);
         notify();
@@ -398,8 +399,8 @@ void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) no
 
 /// True on a worker of `rt` whose queues are empty.
 inline bool worker_has_nothing_else(const runtime_core* rt) noexcept {
-  worker_slot* s = tls().slot;
-  return s != nullptr && tls().rt == rt && !rt->others_waiting(*s);
+  const thread_ctx& t = tls();
+  return t.slot != nullptr && t.rt == rt && !rt->others_waiting(*t.slot);
 }
 
 inline bool runtime_quiescent(const runtime_core* rt) noexcept { return rt->quiescent(); }
@@ -431,8 +432,9 @@ inline void process_base::mark_replied() noexcept {
 /// block it past its deadline, or wait on the waiter itself.
 template <class Mine>
 bool help_own(Mine&& mine) {
-  worker_slot* s = tls().slot;
-  runtime_core* rt = tls().rt;
+  const thread_ctx& t = tls();
+  worker_slot* s = t.slot;
+  runtime_core* rt = t.rt;
   if (s == nullptr || rt == nullptr) return false;
   process_base* p = nullptr;
   if (s->lifo != nullptr && mine(s->lifo)) {
