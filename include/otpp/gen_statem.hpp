@@ -689,6 +689,14 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   // Carries out a transition (OTP's order: replies and other actions in list
   // order, the enter call, postpone, the queue, then the timeouts).
   void apply(transition&& t, bool entering) {
+    if (t.step == detail::statem_step::keep && !entering && t.rare == nullptr && t.inline_count <= 1 && !t.has_event_timeout &&
+        (t.inline_count == 0 || t.inline_actions[0].a.kind == detail::statem_action_kind::reply)) {
+      // Most events: stay, and perhaps answer. Nothing below would act (no
+      // state change, enter call, postpone, inserted event or timeout).
+      if (t.inline_count == 1) t.inline_actions[0].a.run(*this, t.inline_actions[0].a.content, {});
+      postpone_box_ = nullptr;
+      return;
+    }
     if (t.step == detail::statem_step::stop) {
       t.each([&](action& a) {
         if (a.kind == detail::statem_action_kind::reply) a.run(*this, a.content, {});
