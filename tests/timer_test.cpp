@@ -114,6 +114,18 @@ TEST_CASE("timers due together arrive in deadline order", "[timer]") {
   CHECK(fixture::seen(r) == std::vector<int>{10, 10, 20, 30, 40, 50});
 }
 
+TEST_CASE("timers with the same deadline arrive in the order they were set", "[timer]") {
+  fixture f;
+  auto r = f.start_receiver();
+  std::vector<int> expected;
+  for (int i = 0; i < 300; ++i) {
+    otpp::send_after(r, tick{i}, std::chrono::milliseconds(100));  // the virtual clock stands still: one deadline
+    expected.push_back(i);
+  }
+  f.clock->advance(1s);
+  CHECK(fixture::seen(r) == expected);
+}
+
 TEST_CASE("cancel_timer returns the time left, once", "[timer]") {
   fixture f;
   auto r = f.start_receiver();

@@ -91,13 +91,13 @@ template <class Node>
 concept runtime_message = Node::runtime_message;
 
 /// A timer carrying a message of type M, delivered as a Node (typed
-/// info_node for a server<Impl>, untyped_node for a pid or a name).
-template <class Node, class M, class Target>
-struct timer_msg final : timer_node {
+/// info_node for a server<Impl>, untyped_node for a pid or a name); an
+/// Interval one repeats.
+template <class Node, class M, class Target, bool Interval>
+struct timer_msg final : std::conditional_t<Interval, interval_timer_node, timer_node> {
   template <class U>
   explicit timer_msg(U&& m, Target t) : payload{std::forward<U>(m)}, target{std::move(t)} {
-    deliver = &do_deliver;
-    destroy = &do_destroy;
+    this->ops = &table;
   }
   M payload;
   [[no_unique_address]] Target target;
@@ -135,6 +135,7 @@ struct timer_msg final : timer_node {
     }
   }
   static void do_destroy(timer_node* t) noexcept { free_node(static_cast<timer_msg*>(t)); }
+  static constexpr timer_node::ops_table table{&do_deliver, &do_destroy};
 };
 
 // Far enough to mean "never" without overflowing the clock.
@@ -146,19 +147,22 @@ inline std::int64_t clamp_delay(std::chrono::steady_clock::duration d) noexcept 
   return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
 }
 
-template <class Node, class M, class Target, class U>
+/// A one-shot timer (period 0), or with Interval one every `period` ns.
+template <class Node, class M, bool Interval = false, class Target, class U>
 timer_ref start_timer(runtime_core& rt, process_base* dest, U&& msg, std::chrono::steady_clock::duration delay,
                       std::int64_t period, Target target) {
   timer_service& svc = rt.timers();
-  auto* t = make_node<timer_msg<Node, M, Target>>(std::forward<U>(msg), std::move(target));
+  auto* t = make_node<timer_msg<Node, M, Target, Interval>>(std::forward<U>(msg), std::move(target));
+  if constexpr (Interval) {
+    t->every = period;
+    if (dest == nullptr) dest = tls().current;  // an interval to a name stops with its setter
+  } else {
+    (void)period;
+  }
   if (dest) {
     dest->add_ref();
     t->dest = dest;
-  } else if (period != 0 && tls().current != nullptr) {
-    tls().current->add_ref();
-    t->owner = tls().current;
   }
-  t->period = period;
   t->deadline.store(svc.now_ns() + clamp_delay(delay), std::memory_order_relaxed);
   timer_ref ref = timer_access::adopt(t);
   svc.schedule(t, timer_inbox(svc));
@@ -216,8 +220,8 @@ timer_ref send_interval(const pid& dest, Msg&& msg, std::chrono::steady_clock::d
   const std::int64_t ns = detail::checked_period(period);
   detail::process_base* p = detail::pid_access::get(dest);
   if (p == nullptr || !p->alive()) return {};
-  return detail::start_timer<detail::untyped_node<M>, M>(*p->rt(), p, std::forward<Msg>(msg), period, ns,
-                                                         detail::pid_target{});
+  return detail::start_timer<detail::untyped_node<M>, M, true>(*p->rt(), p, std::forward<Msg>(msg), period, ns,
+                                                               detail::pid_target{});
 }
 
 /// send_interval to a gen_server, dispatched at compile time.
@@ -229,8 +233,8 @@ timer_ref send_interval(const server<Impl>& dest, Msg&& msg, std::chrono::steady
   const std::int64_t ns = detail::checked_period(period);
   detail::process_base* p = detail::pid_access::get(dest.pid());
   if (p == nullptr || !p->alive()) return {};
-  return detail::start_timer<detail::info_node<Impl, M>, M>(*p->rt(), p, std::forward<Msg>(msg), period, ns,
-                                                            detail::pid_target{});
+  return detail::start_timer<detail::info_node<Impl, M>, M, true>(*p->rt(), p, std::forward<Msg>(msg), period, ns,
+                                                                  detail::pid_target{});
 }
 
 /// send_interval to a registered name, resolved at every delivery. Started
@@ -241,8 +245,8 @@ timer_ref send_interval(std::string_view name, Msg&& msg, std::chrono::steady_cl
   using M = std::remove_cvref_t<Msg>;
   static_assert(std::is_copy_constructible_v<M>, "otpp::send_interval: the message must be copyable");
   const std::int64_t ns = detail::checked_period(period);
-  return detail::start_timer<detail::untyped_node<M>, M>(detail::current_core(), nullptr, std::forward<Msg>(msg),
-                                                         period, ns, detail::named_target{std::string{name}});
+  return detail::start_timer<detail::untyped_node<M>, M, true>(detail::current_core(), nullptr, std::forward<Msg>(msg),
+                                                               period, ns, detail::named_target{std::string{name}});
 }
 
 /// Cancels a timer. Returns the time that was left, or nothing if it had

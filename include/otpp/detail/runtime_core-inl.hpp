@@ -1235,10 +1235,7 @@ OTPP_FUNC void runtime_core::stop_watchdog(steady::time_point deadline) noexcept
 
 /// An idle timer's node: delivers an idle_timer_node of its generation.
 struct idle_timer final : timer_node {
-  explicit idle_timer(std::uint64_t g) noexcept : gen{g} {
-    deliver = &do_deliver;
-    destroy = &do_destroy;
-  }
+  explicit idle_timer(std::uint64_t g) noexcept : gen{g} { ops = &table; }
   std::uint64_t gen;
   static bool do_deliver(timer_node* t, bool) noexcept {
     auto* self = static_cast<idle_timer*>(t);
@@ -1249,6 +1246,7 @@ struct idle_timer final : timer_node {
     }
   }
   static void do_destroy(timer_node* t) noexcept { free_node(static_cast<idle_timer*>(t)); }
+  static constexpr ops_table table{&do_deliver, &do_destroy};
 };
 
 
@@ -1360,10 +1358,7 @@ struct deadline_signal final : message_node {
 /// The timer behind a process's wait deadlines. Its signal is made when it
 /// is armed: firing allocates nothing, so a deadline is never lost.
 struct deadline_timer final : timer_node {
-  explicit deadline_timer(deadline_signal* s) noexcept : signal{s} {
-    deliver = &do_deliver;
-    destroy = &do_destroy;
-  }
+  explicit deadline_timer(deadline_signal* s) noexcept : signal{s} { ops = &table; }
   deadline_signal* signal;
   static bool do_deliver(timer_node* t, bool) noexcept {
     auto* self = static_cast<deadline_timer*>(t);
@@ -1375,6 +1370,7 @@ struct deadline_timer final : timer_node {
     if (self->signal) free_node(self->signal);
     free_node(self);
   }
+  static constexpr ops_table table{&do_deliver, &do_destroy};
 };
 
 OTPP_FUNC void process_base::arm_deadline_timer(std::int64_t due) {

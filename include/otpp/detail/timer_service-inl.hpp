@@ -94,7 +94,7 @@ OTPP_FUNC std::optional<std::chrono::nanoseconds> timer_service::read(const time
   const std::uint32_t s = t->state.load(std::memory_order_acquire);
   // A one-shot that is firing has sent (or is sending) its message: its
   // receiver may be handling it already, and must not read it as live.
-  if (s == firing && t->period == 0) return std::nullopt;
+  if (s == firing && !t->interval) return std::nullopt;
   if ((s != pending && s != firing) || t->orphaned()) return std::nullopt;
   return remaining(t);
 }
@@ -216,7 +216,7 @@ OTPP_FUNC void timer_service::sweep_orphans() noexcept {
 }
 
 OTPP_FUNC void timer_service::admit(timer_node* t, std::int64_t now_tick) noexcept {
-  t->seq = next_seq_++;
+  t->seq = static_cast<std::uint32_t>(next_seq_++);
   if (t->state.load(std::memory_order_acquire) != pending) {  // cancelled before it arrived
     t->release();
     return;
@@ -232,7 +232,11 @@ OTPP_FUNC void timer_service::admit(timer_node* t, std::int64_t now_tick) noexce
 
 OTPP_FUNC void timer_service::add_due(timer_node* t) {
   try {
-    due_.push_back({t->deadline.load(std::memory_order_relaxed), t->seq, t});
+    // The node keeps the low 32 bits of its arrival number: whole again
+    // for any timer that arrived within the last 2^32 (an older one may
+    // misplace a tie, never the order's consistency).
+    const std::uint64_t seq = next_seq_ - static_cast<std::uint32_t>(static_cast<std::uint32_t>(next_seq_) - t->seq);
+    due_.push_back({t->deadline.load(std::memory_order_relaxed), seq, t});
   } catch (...) {
     t->release();  // out of memory in the timer thread: this timer is lost
   }
@@ -246,13 +250,13 @@ OTPP_FUNC void timer_service::fire_due(std::int64_t now_tick) noexcept {
   if (!std::is_sorted(due_.begin(), due_.end(), earlier)) std::sort(due_.begin(), due_.end(), earlier);
   for (const due_entry& d : due_) {
     timer_node* t = d.t;
-    if (t->period == 0) {
+    if (!t->interval) {
       // `firing` until the message is in the mailbox: a cancel that loses
       // the race returns only once the message can be seen there.
       const bool orphan = t->orphaned();  // a dead destination cancels its timers
       std::uint32_t s = pending;
       if (t->state.compare_exchange_strong(s, firing, std::memory_order_acq_rel)) {
-        if (!orphan) t->deliver(t, true);
+        if (!orphan) t->deliver(true);
         t->state.store(done, std::memory_order_release);
         if (!orphan) delivered_.fetch_add(1, std::memory_order_release);
       }
@@ -273,9 +277,9 @@ OTPP_FUNC void timer_service::fire_interval(timer_node* t, std::int64_t now_tick
       t->release();
       return;
     }
-    const bool alive = t->deliver(t, false);
+    const bool alive = t->deliver(false);
     delivered_.fetch_add(1, std::memory_order_release);
-    const std::int64_t next = t->deadline.load(std::memory_order_relaxed) + t->period;
+    const std::int64_t next = t->deadline.load(std::memory_order_relaxed) + t->period();
     t->deadline.store(next, std::memory_order_relaxed);
     t->state.store(alive ? pending : done, std::memory_order_release);
     if (!alive) {

@@ -58,46 +58,67 @@ std::uint64_t runtime_exits(const runtime_core* rt) noexcept;
 
 /// One scheduled timer. Shared by the service (one reference from schedule
 /// until it leaves the wheel for good) and by the timer_ref handles.
+///
+/// Kept to 88 bytes (a one-shot with a small message is a 96-byte block):
+/// a burst of a million timers is a million fresh blocks, and on a
+/// virtualised host their first touch costs more than setting them (see
+/// otpp_bench timers_schedule_1m). So the two functions share one table,
+/// the arrival number is 32 bits in the wheel entry's padding, an interval
+/// keeps its period in a derived part, and one pointer holds the process a
+/// timer depends on.
 struct timer_node : mpsc_node, wheel_entry {
   // pending → done (fired, or stopped because its destination died)
   // pending → cancelled; an interval goes pending → firing → pending.
   static constexpr std::uint32_t pending = 0, firing = 1, done = 2, cancelled = 3;
 
-  /// Delivers one message; `last` lets a one-shot move its payload out.
-  /// Returns false if the destination is gone for good.
-  using deliver_fn = bool (*)(timer_node*, bool last) noexcept;
-  using destroy_fn = void (*)(timer_node*) noexcept;
+  /// What a kind of timer does: deliver one message (`last` lets a one-shot
+  /// move its payload out; false if the destination is gone for good), and
+  /// free the node.
+  struct ops_table {
+    bool (*deliver)(timer_node*, bool last) noexcept;
+    void (*destroy)(timer_node*) noexcept;
+  };
 
+  bool interval = false;  // an interval_timer_node: it has a period
   std::atomic<std::uint32_t> state{pending};
   std::atomic<std::uint32_t> refs{2};  // the service's and the first handle's
+  std::uint32_t seq = 0;                // arrival order at the service (owner thread), wrapping
   std::atomic<std::int64_t> deadline{0};  // ns since the clock's epoch
-  std::int64_t period = 0;  // ns between deliveries; 0 for a one-shot
-  std::uint64_t seq = 0;    // arrival order at the service (owner thread)
   timer_node* cancel_next = nullptr;
   timer_service* service = nullptr;
-  process_base* dest = nullptr;   // a reference; null when sent to a name
-  process_base* owner = nullptr;  // a reference; an interval to a name stops with it
-  deliver_fn deliver = nullptr;
-  destroy_fn destroy = nullptr;
+  // A reference: the destination, or for an interval sent to a name the
+  // process that set it (it stops with it); null for a one-shot to a name.
+  process_base* dest = nullptr;
+  const ops_table* ops = nullptr;
 
   void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
     if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       if (dest) dest->release();
-      if (owner) owner->release();
-      destroy(this);
+      ops->destroy(this);
     }
   }
+  bool deliver(bool last) noexcept { return ops->deliver(this, last); }
+  /// ns between deliveries; 0 for a one-shot.
+  [[nodiscard]] std::int64_t period() const noexcept;
   /// Not fired (for good) nor cancelled: only then is `service` alive for sure.
   [[nodiscard]] bool live() const noexcept {
     const std::uint32_t s = state.load(std::memory_order_acquire);
     return s == pending || s == firing;
   }
-  /// The destination (or the owner of a named interval) has exited.
-  [[nodiscard]] bool orphaned() const noexcept {
-    return (dest != nullptr && !dest->alive()) || (owner != nullptr && !owner->alive());
-  }
+  /// The destination (or the setter of an interval sent to a name) has exited.
+  [[nodiscard]] bool orphaned() const noexcept { return dest != nullptr && !dest->alive(); }
 };
+
+/// A timer that repeats.
+struct interval_timer_node : timer_node {
+  interval_timer_node() noexcept { interval = true; }
+  std::int64_t every = 0;  // ns between deliveries
+};
+
+inline std::int64_t timer_node::period() const noexcept {
+  return interval ? static_cast<const interval_timer_node*>(this)->every : 0;
+}
 
 class timer_service final : public clock_listener {
   static constexpr std::uint32_t pending = timer_node::pending, firing = timer_node::firing, done = timer_node::done,
