@@ -594,7 +594,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     if (a.kind == detail::statem_action_kind::set_timer) {
       a.content.template emplace<T>(std::forward<M>(msg));
       a.run = &deliver<Kind, T>;
-      }
+    }
     return a;
   }
   [[nodiscard]] static action cancel(detail::statem_timer which, std::string name) {
@@ -689,12 +689,14 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   // Carries out a transition (OTP's order: replies and other actions in list
   // order, the enter call, postpone, the queue, then the timeouts).
   void apply(transition&& t, bool entering) {
-    if (t.step == detail::statem_step::keep && !entering && t.rare == nullptr && t.inline_count <= 1 && !t.has_event_timeout &&
+    if (t.step == detail::statem_step::keep && !entering && t.rare == nullptr && t.inline_count <= 1 &&
         (t.inline_count == 0 || t.inline_actions[0].a.kind == detail::statem_action_kind::reply)) {
-      // Most events: stay, and perhaps answer. Nothing below would act (no
-      // state change, enter call, postpone, inserted event or timeout).
+      // Most events: stay, perhaps answer, perhaps re-arm the event
+      // timeout. Nothing else below would act (no state change, enter
+      // call, postpone, inserted event or other timeout).
       if (t.inline_count == 1) t.inline_actions[0].a.run(*this, t.inline_actions[0].a.content, {});
       postpone_box_ = nullptr;
+      if (t.has_event_timeout) arm_event_timeout(t.event_timeout_slot.a);
       return;
     }
     if (t.step == detail::statem_step::stop) {
@@ -904,24 +906,11 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     s.content = std::move(a.content);
     s.run = a.run;
     s.active = true;
-    if (a.timer == detail::statem_timer::event && !a.absolute && !timers_on_own_clock_) {
-      // Counted from when the machine waits for its next event, as a
-      // receive's `after` counts: any event before then cancels it anyway,
-      // so re-arming per event reads no clock. (A virtual clock is read at
-      // once: a test may move it as soon as it has the reply.)
-      s.delay = a.ns;
-      s.waits_dry = true;
-      proc()->ask_mailbox_dry();
-      return;
-    }
-    s.waits_dry = false;
-    s.deadline = a.absolute ? a.ns : detail::timer_due_after_ns(*proc()->rt(), a.ns);
-    if (!s.live || s.live_deadline > s.deadline) schedule(s);
+    set_deadline(s, a.timer == detail::statem_timer::event, a.absolute, a.ns);
   }
 
   // arm() for an event_timeout(duration, msg), without building an action.
   void arm_event_timeout(event_timeout_action& e) {
-    timer_slot& s = timers_[0];
     // An event queued has arrived: the timeout does not start (and a
     // queued zero timeout of it goes); a zero one is queued as an event.
     if (!queue_.empty() || e.ns <= 0) {
@@ -929,21 +918,30 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       arm(a);
       return;
     }
+    timer_slot& s = timers_[0];
     s.content = std::move(e.content);
     s.run = e.run;
     s.active = true;
-    if (!timers_on_own_clock_) {
-      s.delay = e.ns;  // counted from when the mailbox runs dry: see arm()
+    set_deadline(s, true, false, e.ns);
+  }
+
+  // The armed timer `s` is due `ns` from now, or at `ns` (absolute).
+  void set_deadline(timer_slot& s, bool event, bool absolute, std::int64_t ns) {
+    if (event && !absolute && !timers_on_own_clock_) {
+      // Counted from when the machine waits for its next event, as a
+      // receive's `after` counts: any event before then cancels it anyway,
+      // so re-arming per event reads no clock. (A virtual clock is read at
+      // once: a test may move it as soon as it has the reply.)
+      s.delay = ns;
       s.waits_dry = true;
       proc()->ask_mailbox_dry();
       return;
     }
     s.waits_dry = false;
-    s.deadline = detail::timer_due_after_ns(*proc()->rt(), e.ns);
-    if (!s.live || s.live_deadline > s.deadline) schedule(s);
+    s.deadline = absolute ? ns : detail::timer_due_after_ns(*proc()->rt(), ns);
+    schedule_if_sooner(s);
   }
-
-  // The event timeout starts counting, if one is armed.
+  // The event timeout starts counting.
   void start_counting(timer_slot& s) {
     s.waits_dry = false;
     s.deadline = detail::timer_due_after_ns(*proc()->rt(), s.delay);
@@ -956,6 +954,10 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       return;
     }
     start_counting(s);
+    schedule_if_sooner(s);
+  }
+  // A timer message for s's deadline, unless the one on its way comes no later.
+  void schedule_if_sooner(timer_slot& s) {
     if (!s.live || s.live_deadline > s.deadline) schedule(s);
   }
 
