@@ -474,16 +474,9 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   /// comes first. otpp::infinity cancels it.
   template <class M>
   [[nodiscard]] static event_timeout_action event_timeout(std::chrono::steady_clock::duration d, M&& msg) {
-    using T = std::remove_cvref_t<M>;
-    static_assert((detail::statem_handles<Impl, States, timeout_event, T> || ...),
-                  "a timeout's message needs a handle_event(State&, timeout_event / state_timeout_event / "
-                  "generic_timeout_event, const Msg&) in some state");
     event_timeout_action a;
     a.ns = delay_ns(d);
-    if (a.ns >= 0) {
-      a.content.template emplace<T>(std::forward<M>(msg));
-      a.run = &deliver<timeout_event, T>;
-    }
+    if (a.ns >= 0) hold_timeout<timeout_event>(a.content, a.run, std::forward<M>(msg));
     return a;
   }
   /// The event timeout at `t` (absolute).
@@ -579,22 +572,26 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     self.template dispatch<Kind>(ev, b.get<M>());
   }
 
+  // A timeout's message, boxed with the handler it goes to.
   template <class Kind, class M>
-  [[nodiscard]] static action set_timer(detail::statem_timer which, std::string name, bool absolute, std::int64_t ns, M&& msg) {
+  static void hold_timeout(detail::event_box& content, run_fn& run, M&& msg) {
     using T = std::remove_cvref_t<M>;
     static_assert((detail::statem_handles<Impl, States, Kind, T> || ...),
                   "a timeout's message needs a handle_event(State&, timeout_event / state_timeout_event / "
                   "generic_timeout_event, const Msg&) in some state");
+    content.template emplace<T>(std::forward<M>(msg));
+    run = &deliver<Kind, T>;
+  }
+
+  template <class Kind, class M>
+  [[nodiscard]] static action set_timer(detail::statem_timer which, std::string name, bool absolute, std::int64_t ns, M&& msg) {
     action a;
     a.kind = (!absolute && ns < 0) ? detail::statem_action_kind::cancel_timer : detail::statem_action_kind::set_timer;
     a.timer = which;
     a.absolute = absolute;
     a.ns = ns;
     if (!name.empty()) a.name = std::move(name);  // only generic timeouts have one
-    if (a.kind == detail::statem_action_kind::set_timer) {
-      a.content.template emplace<T>(std::forward<M>(msg));
-      a.run = &deliver<Kind, T>;
-    }
+    if (a.kind == detail::statem_action_kind::set_timer) hold_timeout<Kind>(a.content, a.run, std::forward<M>(msg));
     return a;
   }
   [[nodiscard]] static action cancel(detail::statem_timer which, std::string name) {
