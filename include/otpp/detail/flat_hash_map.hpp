@@ -22,28 +22,94 @@
 #include <cstdint>
 #include <functional>
 #include <iterator>
+#include <memory>
 #include <new>
 #include <type_traits>
 #include <utility>
 
 namespace otpp::detail {
 
+inline constexpr std::uint8_t hash_slot_empty = 0x80;
+
+/// One slot of a flat_hash_map: `first` (the key) and `second` (the value),
+/// alive while the state byte says full, then the state byte. The more
+/// aligned of the two comes first and the state sits in what would be the
+/// tail padding: an int key with a std::string value takes 40 bytes where a
+/// std::pair and a byte beside it took 48, an int with a long 16 instead of
+/// 24. Binds as [key, value] like a pair.
+template <class K, class T, bool KeyFirst = (alignof(K) > alignof(T))>
+struct hash_slot {
+  hash_slot() noexcept {}  // NOLINT: the members start dead; the map constructs them
+  ~hash_slot() {}          // NOLINT: the map destroys them, by the state
+  hash_slot(const hash_slot&) = delete;
+  hash_slot& operator=(const hash_slot&) = delete;
+  union {
+    T second;
+  };
+  union {
+    K first;
+  };
+  std::uint8_t state = hash_slot_empty;
+};
+template <class K, class T>
+struct hash_slot<K, T, true> {
+  hash_slot() noexcept {}  // NOLINT: as above
+  ~hash_slot() {}          // NOLINT
+  hash_slot(const hash_slot&) = delete;
+  hash_slot& operator=(const hash_slot&) = delete;
+  union {
+    K first;
+  };
+  union {
+    T second;
+  };
+  std::uint8_t state = hash_slot_empty;
+};
+template <std::size_t I, class K, class T, bool B>
+auto& get(hash_slot<K, T, B>& s) noexcept {
+  if constexpr (I == 0) {
+    return s.first;
+  } else {
+    return s.second;
+  }
+}
+template <std::size_t I, class K, class T, bool B>
+const auto& get(const hash_slot<K, T, B>& s) noexcept {
+  if constexpr (I == 0) {
+    return s.first;
+  } else {
+    return s.second;
+  }
+}
+
 template <class K, class T, class Hash = std::hash<K>, class Eq = std::equal_to<K>>
 class flat_hash_map {
  public:
-  using value_type = std::pair<K, T>;
+  using value_type = hash_slot<K, T>;
 
  private:
   // A full slot's state is below 0x80: its key hash's top seven bits.
-  static constexpr std::uint8_t empty_slot = 0x80;
+  static constexpr std::uint8_t empty_slot = hash_slot_empty;
   static constexpr std::uint8_t tombstone = 0xfe;
   static constexpr bool is_full(std::uint8_t state) noexcept { return state < 0x80; }
-  struct slot {
-    std::uint8_t state = empty_slot;
-    alignas(value_type) unsigned char storage[sizeof(value_type)];
-    value_type& object() noexcept { return *std::launder(reinterpret_cast<value_type*>(storage)); }
-    const value_type& object() const noexcept { return *std::launder(reinterpret_cast<const value_type*>(storage)); }
-  };
+  using slot = value_type;
+  static_assert(std::is_nothrow_destructible_v<K> && std::is_nothrow_destructible_v<T>);
+  static void destroy_object(slot& s) noexcept {
+    s.first.~K();
+    s.second.~T();
+  }
+  // Constructs the key from k and the value from args... in a dead slot;
+  // if the value throws, the key is destroyed again.
+  template <class KK, class... A>
+  static void construct_object(slot& s, KK&& k, A&&... args) {
+    ::new (static_cast<void*>(std::addressof(s.first))) K(std::forward<KK>(k));
+    try {
+      ::new (static_cast<void*>(std::addressof(s.second))) T(std::forward<A>(args)...);
+    } catch (...) {
+      s.first.~K();
+      throw;
+    }
+  }
 
  public:
   template <bool Const>
@@ -59,8 +125,8 @@ class flat_hash_map {
     basic_iterator(map_ptr m, std::size_t i) noexcept : m_{m}, i_{i} { skip(); }
     template <bool C = Const, class = std::enable_if_t<C>>
     basic_iterator(const basic_iterator<false>& o) noexcept : m_{o.m_}, i_{o.i_} {}  // NOLINT: iterator to const_iterator
-    reference operator*() const noexcept { return m_->slots_[i_].object(); }
-    pointer operator->() const noexcept { return &m_->slots_[i_].object(); }
+    reference operator*() const noexcept { return m_->slots_[i_]; }
+    pointer operator->() const noexcept { return &m_->slots_[i_]; }
     basic_iterator& operator++() noexcept {
       ++i_;
       skip();
@@ -122,8 +188,7 @@ class flat_hash_map {
     if ((used_ + 1) * 8 > cap_ * 7) grow();
     std::size_t i = h & (cap_ - 1);
     while (is_full(slots_[i].state)) i = (i + 1) & (cap_ - 1);
-    ::new (static_cast<void*>(slots_[i].storage))
-        value_type(std::piecewise_construct, std::forward_as_tuple(std::forward<KK>(k)), std::forward_as_tuple(std::forward<A>(args)...));
+    construct_object(slots_[i], std::forward<KK>(k), std::forward<A>(args)...);
     if (slots_[i].state == empty_slot) ++used_;
     slots_[i].state = h2_of(h);
     ++size_;
@@ -132,7 +197,7 @@ class flat_hash_map {
 
   void erase(iterator it) noexcept {
     std::size_t i = it.i_;
-    slots_[i].object().~value_type();
+    destroy_object(slots_[i]);
     --size_;
     // A tombstone keeps the probe chains through this slot intact, until an
     // insert reuses it or the next rehash drops it. No chain goes on past
@@ -167,7 +232,7 @@ class flat_hash_map {
     const std::uint8_t h2 = h2_of(h);
     for (std::size_t i = h & (cap_ - 1);; i = (i + 1) & (cap_ - 1)) {
       const slot& s = slots_[i];
-      if (s.state == h2 && Eq{}(s.object().first, k)) return i;
+      if (s.state == h2 && Eq{}(s.first, k)) return i;
       if (s.state == empty_slot) return cap_;  // at most 7/8 full: there is one
     }
   }
@@ -175,17 +240,19 @@ class flat_hash_map {
     // Double when live objects fill it, else rebuild at the same size to
     // drop tombstones.
     const std::size_t cap = size_ * 2 >= cap_ ? (cap_ ? cap_ * 2 : 8) : cap_;
-    static_assert(std::is_nothrow_move_constructible_v<value_type> || std::is_copy_constructible_v<value_type>,
-                  "flat_hash_map: objects must be movable or copyable");
+    static_assert(std::is_nothrow_move_constructible_v<K> || std::is_copy_constructible_v<K>,
+                  "flat_hash_map: keys must be movable or copyable");
+    static_assert(std::is_nothrow_move_constructible_v<T> || std::is_copy_constructible_v<T>,
+                  "flat_hash_map: values must be movable or copyable");
     flat_hash_map fresh;  // destroys what it holds if a copy throws
     fresh.slots_ = new slot[cap];
     fresh.cap_ = cap;
     for (std::size_t i = 0; i < cap_; ++i) {
       slot& s = slots_[i];
       if (!is_full(s.state)) continue;
-      std::size_t j = static_cast<std::size_t>(hash_of(s.object().first)) & (cap - 1);
+      std::size_t j = static_cast<std::size_t>(hash_of(s.first)) & (cap - 1);
       while (is_full(fresh.slots_[j].state)) j = (j + 1) & (cap - 1);
-      ::new (static_cast<void*>(fresh.slots_[j].storage)) value_type(std::move_if_noexcept(s.object()));
+      construct_object(fresh.slots_[j], std::move_if_noexcept(s.first), std::move_if_noexcept(s.second));
       fresh.slots_[j].state = s.state;
     }
     destroy();
@@ -196,7 +263,7 @@ class flat_hash_map {
   void destroy() noexcept {
     if (slots_ == nullptr) return;
     for (std::size_t i = 0; i < cap_; ++i)
-      if (is_full(slots_[i].state)) slots_[i].object().~value_type();
+      if (is_full(slots_[i].state)) destroy_object(slots_[i]);
     delete[] slots_;
     slots_ = nullptr;
   }
@@ -208,3 +275,15 @@ class flat_hash_map {
 };
 
 }  // namespace otpp::detail
+
+// [key, value] = slot, as for a pair.
+template <class K, class T, bool B>
+struct std::tuple_size<otpp::detail::hash_slot<K, T, B>> : std::integral_constant<std::size_t, 2> {};
+template <class K, class T, bool B>
+struct std::tuple_element<0, otpp::detail::hash_slot<K, T, B>> {
+  using type = K;
+};
+template <class K, class T, bool B>
+struct std::tuple_element<1, otpp::detail::hash_slot<K, T, B>> {
+  using type = T;
+};
