@@ -179,26 +179,39 @@ TEST_CASE("a set under insert/erase churn in a few keys finds exactly the model'
   CHECK(all == std::vector<std::pair<int, std::string>>(model.begin(), model.end()));
 }
 
-TEST_CASE("ordered_set filled in key order (ascending, descending, then between) finds every key and walks in order") {
-  // In-order keys split nodes at the ends of the tree (full nodes, not
-  // half-full ones); keys then inserted between them split in the middle.
-  auto o = otpp::table<std::string, int, otpp::ordered_set>::create({.access = otpp::table_access::public_access});
-  std::map<std::string, int> model;
-  auto key = [](int i) { return fmt::format("k{:07}", i); };
-  for (int i = 20000; i < 40000; ++i) o.insert(key(i), i), model[key(i)] = i;      // ascending: right edge
-  for (int i = 19999; i >= 0; i -= 2) o.insert(key(i), i), model[key(i)] = i;      // descending: left edge
-  for (int i = 1; i < 20000; i += 2) o.insert(key(i), i), model[key(i)] = i;       // between
+// In-order keys split nodes at the ends of the tree (full nodes, not
+// half-full ones) and skip the walk from the root; keys then inserted
+// between them split in the middle.
+template <class K, class V, class Key>
+void check_filled_in_order(Key key) {
+  auto o = otpp::table<K, V, otpp::ordered_set>::create({.access = otpp::table_access::public_access});
+  std::map<K, V> model;
+  for (int i = 20000; i < 40000; ++i) o.insert(key(i), V(i)), model[key(i)] = V(i);  // ascending: right edge
+  for (int i = 19999; i >= 0; i -= 2) o.insert(key(i), V(i)), model[key(i)] = V(i);  // descending: left edge
+  for (int i = 1; i < 20000; i += 2) o.insert(key(i), V(i)), model[key(i)] = V(i);   // between
   CHECK(o.size() == model.size());
   int missing = 0;
   for (auto& [k, v] : model) missing += o.lookup(k) == v ? 0 : 1;
   CHECK(missing == 0);
-  CHECK_FALSE(o.member("k"));
+  CHECK_FALSE(o.member(K{}));
   CHECK_FALSE(o.member(key(40000)));
-  std::vector<std::pair<std::string, int>> walked;
+  std::vector<std::pair<K, V>> walked;
   for (auto k = o.first(); k; k = o.next(*k)) walked.emplace_back(*k, *o.lookup(*k));
-  CHECK(walked == std::vector<std::pair<std::string, int>>(model.begin(), model.end()));
+  CHECK(walked == std::vector<std::pair<K, V>>(model.begin(), model.end()));
   for (int i = 0; i < 40000; i += 3) CHECK(o.erase(key(i)) == (model.erase(key(i)) == 1));
-  CHECK(o.to_list() == std::vector<std::pair<std::string, int>>(model.begin(), model.end()));
+  CHECK(o.to_list() == std::vector<std::pair<K, V>>(model.begin(), model.end()));
+  for (int i = 40000; i < 40100; ++i) o.insert(key(i), V(i)), model[key(i)] = V(i);  // the edges again, after erases
+  for (int i = 0; i < 40000; i += 3) o.insert(key(i), V(i)), model[key(i)] = V(i);
+  CHECK(o.to_list() == std::vector<std::pair<K, V>>(model.begin(), model.end()));
+}
+
+TEST_CASE("ordered_set filled in key order (ascending, descending, then between) finds every key and walks in order") {
+  SECTION("string keys (objects moved one by one)") {
+    check_filled_in_order<std::string, int>([](int i) { return fmt::format("k{:07}", i); });
+  }
+  SECTION("int keys and long values (objects moved as bytes)") {
+    check_filled_in_order<int, long>([](int i) { return 2 * i + 2; });
+  }
 }
 
 TEST_CASE("a hash table's first/next visit every key once; next of a missing key is an error") {

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <functional>
 #include <iterator>
 #include <new>
@@ -107,13 +108,22 @@ class tree_node_pool {
   std::size_t bytes_ = 0;
 };
 
+/// An object in a btree_map: binds as [key, value] like a pair, and is
+/// trivially copyable when both are, so a leaf moves its objects with one
+/// memmove (a pair never is, whatever it holds).
+template <class K, class T>
+struct btree_entry {
+  K first;
+  T second;
+};
+
 template <class K, class T, class Less = std::less<K>>
 class btree_map {
   static constexpr int leaf_slots = 32;
   static constexpr int inner_slots = 32;  // children
 
  public:
-  using value_type = std::pair<K, T>;
+  using value_type = btree_entry<K, T>;
 
  private:
   struct inner;
@@ -236,10 +246,24 @@ class btree_map {
       auto* l = make<leaf_node>();
       root_ = first_ = last_ = l;
     }
-    leaf_node* l = find_leaf(k);
-    int i = static_cast<int>(
-        std::partition_point(&l->at(0), &l->at(0) + l->count, [&](const value_type& v) { return less_(v.first, k); }) - &l->at(0));
-    if (i < l->count && !less_(k, l->at(i).first)) return {iterator{this, l, i}, false};
+    leaf_node* l;
+    int i;
+    // Keys that arrive in order (timestamps, sequence numbers) go before
+    // the first object or after the last: straight to that leaf, without
+    // the walk down from the root. (An end leaf is empty only after a
+    // constructor threw mid-insert; then the walk finds the place.)
+    if (first_->count > 0 && less_(k, first_->at(0).first)) {
+      l = first_;
+      i = 0;
+    } else if (last_->count > 0 && less_(last_->at(last_->count - 1).first, k)) {
+      l = last_;
+      i = l->count;
+    } else {
+      l = find_leaf(k);
+      i = static_cast<int>(
+          std::partition_point(&l->at(0), &l->at(0) + l->count, [&](const value_type& v) { return less_(v.first, k); }) - &l->at(0));
+      if (i < l->count && !less_(k, l->at(i).first)) return {iterator{this, l, i}, false};
+    }
     bool right_edge = false;
     if (l->count == leaf_slots) {
       split_leaf(l, i);  // may throw: nothing moved yet
@@ -250,7 +274,7 @@ class btree_map {
       }
     }
     // Make room, constructing the new object last: if it throws, close the gap.
-    value_type made(std::piecewise_construct, std::forward_as_tuple(std::forward<KK>(k)), std::forward_as_tuple(std::forward<A>(args)...));
+    value_type made{K(std::forward<KK>(k)), T(std::forward<A>(args)...)};
     shift_right(l, i);
     ::new (static_cast<void*>(&l->at(i))) value_type(std::move(made));
     ++l->count;
@@ -262,10 +286,7 @@ class btree_map {
   void erase(iterator it) noexcept {
     leaf_node* l = it.l_;
     l->at(it.i_).~value_type();
-    for (int j = it.i_; j + 1 < l->count; ++j) {
-      ::new (static_cast<void*>(&l->at(j))) value_type(std::move(l->at(j + 1)));
-      l->at(j + 1).~value_type();
-    }
+    move_objects(l, it.i_ + 1, l, it.i_, l->count - it.i_ - 1);
     --l->count;
     --size_;
     if (l->count == 0 && l != root_) remove_leaf(l);
@@ -300,10 +321,24 @@ class btree_map {
     if (i < l->count) return iterator{this, l, i};
     return l->next ? iterator{this, l->next, 0} : end();
   }
-  static void shift_right(leaf_node* l, int i) noexcept {
-    for (int j = l->count; j > i; --j) {
-      ::new (static_cast<void*>(&l->at(j))) value_type(std::move(l->at(j - 1)));
-      l->at(j - 1).~value_type();
+  static void shift_right(leaf_node* l, int i) noexcept { move_objects(l, i, l, i + 1, l->count - i); }
+  // Moves n objects from one run of slots to another (the runs may overlap),
+  // leaving the source slots dead.
+  static void move_objects(leaf_node* from, int i, leaf_node* to, int j, int n) noexcept {
+    if (n <= 0) return;
+    if constexpr (std::is_trivially_copyable_v<value_type>) {
+      std::memmove(to->storage + static_cast<std::size_t>(j) * sizeof(value_type),
+                   from->storage + static_cast<std::size_t>(i) * sizeof(value_type), static_cast<std::size_t>(n) * sizeof(value_type));
+    } else if (from != to || j < i) {
+      for (int m = 0; m < n; ++m) {
+        ::new (static_cast<void*>(&to->at(j + m))) value_type(std::move(from->at(i + m)));
+        from->at(i + m).~value_type();
+      }
+    } else {
+      for (int m = n - 1; m >= 0; --m) {
+        ::new (static_cast<void*>(&to->at(j + m))) value_type(std::move(from->at(i + m)));
+        from->at(i + m).~value_type();
+      }
     }
   }
 
@@ -322,10 +357,7 @@ class btree_map {
       throw;
     }
     const int keep = e == edge::left ? 0 : e == edge::right ? l->count : l->count / 2;
-    for (int j = keep; j < l->count; ++j) {
-      ::new (static_cast<void*>(&r->at(j - keep))) value_type(std::move(l->at(j)));
-      l->at(j).~value_type();
-    }
+    move_objects(l, keep, r, 0, l->count - keep);
     r->count = l->count - keep;
     l->count = keep;
     r->prev = l;
