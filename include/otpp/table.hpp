@@ -216,23 +216,23 @@ class table {
   /// unless an equal one is there, a duplicate_bag adds it.
   void insert(K k, V v) const {
     store& s = writable("insert");
-    auto& sh = s.shard_of(k);
+    auto [sh, hash] = s.place_of(k);
     detail::unique_spin_guard g{sh.lock};
-    (void)s.put_locked(sh, std::move(k), std::move(v));
+    (void)s.put_locked({sh, hash}, std::move(k), std::move(v));
   }
   /// Inserts every object, atomically: no reader sees some without the others.
   void insert(std::vector<std::pair<K, V>> objects) const {
     store& s = writable("insert");
     typename store::batch_lock g{s, keys_of(objects)};
-    for (auto& [k, v] : objects) (void)s.put_locked(s.shard_of(k), std::move(k), std::move(v));
+    for (auto& [k, v] : objects) (void)s.put_locked(s.place_of(k), std::move(k), std::move(v));
   }
   /// Inserts (k, v) only if no object has key k; returns whether it did.
   bool insert_new(K k, V v) const {
     store& s = writable("insert_new");
-    auto& sh = s.shard_of(k);
+    auto [sh, hash] = s.place_of(k);
     detail::unique_spin_guard g{sh.lock};
-    if (sh.map.find(k) != sh.map.end()) return false;
-    return s.put_locked(sh, std::move(k), std::move(v));
+    if (sh.map.find(k, hash) != sh.map.end()) return false;
+    return s.put_locked({sh, hash}, std::move(k), std::move(v));
   }
   /// Inserts every object only if none of their keys is in the table (and
   /// they are distinct); all or nothing.
@@ -246,15 +246,15 @@ class table {
       for (std::size_t j = 0; j < i; ++j)
         if (objects[j].first == objects[i].first) return false;
     }
-    for (auto& [k, v] : objects) (void)s.put_locked(s.shard_of(k), std::move(k), std::move(v));
+    for (auto& [k, v] : objects) (void)s.put_locked(s.place_of(k), std::move(k), std::move(v));
     return true;
   }
   /// Erases every object under k; returns whether there was one.
   bool erase(const K& k) const {
     store& s = writable("erase");
-    auto& sh = s.shard_of(k);
+    auto [sh, hash] = s.place_of(k);
     detail::unique_spin_guard g{sh.lock};
-    auto it = sh.map.find(k);
+    auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return false;
     s.counted(sh, -static_cast<std::ptrdiff_t>(count_of(it->second)));
     sh.map.erase(it);
@@ -264,9 +264,9 @@ class table {
   /// returns whether there was one.
   bool erase_object(const K& k, const V& v) const {
     store& s = writable("erase_object");
-    auto& sh = s.shard_of(k);
+    auto [sh, hash] = s.place_of(k);
     detail::unique_spin_guard g{sh.lock};
-    auto it = sh.map.find(k);
+    auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return false;
     if constexpr (multi) {
       auto& objs = it->second;
@@ -286,9 +286,9 @@ class table {
   /// Removes and returns what is under k (ETS's take).
   lookup_result take(const K& k) const {
     store& s = writable("take");
-    auto& sh = s.shard_of(k);
+    auto [sh, hash] = s.place_of(k);
     detail::unique_spin_guard g{sh.lock};
-    auto it = sh.map.find(k);
+    auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return lookup_result{};
     s.counted(sh, -static_cast<std::ptrdiff_t>(count_of(it->second)));
     lookup_result out{std::move(it->second)};
@@ -326,9 +326,9 @@ class table {
     requires(std::invocable<F&, V&> && !multi)
   bool update_element(const K& k, F&& fn) const {
     store& s = writable("update_element");
-    auto& sh = s.shard_of(k);
+    auto [sh, hash] = s.place_of(k);
     detail::unique_spin_guard g{sh.lock};
-    auto it = sh.map.find(k);
+    auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return false;
     std::forward<F>(fn)(it->second);
     return true;
@@ -340,9 +340,9 @@ class table {
   /// What is under k (a copy).
   [[nodiscard]] lookup_result lookup(const K& k) const {
     store& s = readable("lookup");
-    auto& sh = s.shard_of(k);
+    auto [sh, hash] = s.place_of(k);
     detail::shared_spin_guard g{sh.lock};
-    auto it = sh.map.find(k);
+    auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return lookup_result{};
     return lookup_result{it->second};
   }
@@ -353,9 +353,9 @@ class table {
     requires std::invocable<F&, const V&>
   bool lookup(const K& k, F&& visit) const {
     store& s = readable("lookup");
-    auto& sh = s.shard_of(k);
+    auto [sh, hash] = s.place_of(k);
     detail::shared_spin_guard g{sh.lock};
-    auto it = sh.map.find(k);
+    auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return false;
     if constexpr (multi) {
       for (const V& v : it->second) visit(v);
@@ -367,9 +367,9 @@ class table {
   /// Whether an object has key k.
   [[nodiscard]] bool member(const K& k) const {
     store& s = readable("member");
-    auto& sh = s.shard_of(k);
+    auto [sh, hash] = s.place_of(k);
     detail::shared_spin_guard g{sh.lock};
-    return sh.map.find(k) != sh.map.end();
+    return sh.map.find(k, hash) != sh.map.end();
   }
   /// The objects for which pred(key, value) holds, up to `limit` (0: all)
   /// per page, and a continuation for the next page.
@@ -653,12 +653,12 @@ class table {
     requires(std::integral<V> && !multi)
   {
     store& s = writable(op);
-    auto& sh = s.shard_of(k);
+    auto [sh, hash] = s.place_of(k);
     detail::unique_spin_guard g{sh.lock};
-    auto it = sh.map.find(k);
+    auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) {
       if (initial == nullptr) throw error(op, "no counter under the key (give an initial value to create one)");
-      it = sh.map.try_emplace(k, *initial).first;
+      it = sh.map.try_emplace_hashed(hash, k, *initial).first;
       s.counted(sh, 1);
     }
     V v = it->second + incr;

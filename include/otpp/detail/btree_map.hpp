@@ -237,6 +237,12 @@ class btree_map {
     iterator it = lower_bound(k);
     return (it != end() && !less_(k, it->first)) ? it : end();
   }
+  // The hash map's hashed forms, for code written over both: no hash here.
+  iterator find(const K& k, std::size_t /*hash*/) noexcept { return find(k); }
+  template <class KK, class... A>
+  std::pair<iterator, bool> try_emplace_hashed(std::size_t /*hash*/, KK&& k, A&&... args) {
+    return try_emplace(std::forward<KK>(k), std::forward<A>(args)...);
+  }
 
   /// Inserts (k, T(args...)) unless k is there. Throws what allocation or
   /// T's constructor throws (then the map holds what it held).

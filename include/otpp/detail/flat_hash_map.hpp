@@ -177,13 +177,21 @@ class flat_hash_map {
 
   iterator find(const K& k) noexcept { return iterator{this, locate(k)}; }
   const_iterator find(const K& k) const noexcept { return const_iterator{this, locate(k)}; }
+  /// As find(k), given hash == Hash{}(k) (a caller that needed it already).
+  iterator find(const K& k, std::size_t hash) noexcept { return iterator{this, locate(k, mixed(hash))}; }
+  const_iterator find(const K& k, std::size_t hash) const noexcept { return const_iterator{this, locate(k, mixed(hash))}; }
 
   /// Inserts (k, T(args...)) unless k is there; the object under k, and
   /// whether it is new. Throws what allocation or T's constructor throws
   /// (the map is unchanged).
   template <class KK, class... A>
   std::pair<iterator, bool> try_emplace(KK&& k, A&&... args) {
-    const std::size_t h = hash_of(k);
+    return try_emplace_hashed(Hash{}(k), std::forward<KK>(k), std::forward<A>(args)...);
+  }
+  /// As try_emplace, given hash == Hash{}(k).
+  template <class KK, class... A>
+  std::pair<iterator, bool> try_emplace_hashed(std::size_t hash, KK&& k, A&&... args) {
+    const std::size_t h = mixed(hash);
     if (std::size_t i = locate(k, h); i != cap_) return {iterator{this, i}, false};
     if ((used_ + 1) * 8 > cap_ * 7) grow();
     std::size_t i = h & (cap_ - 1);
@@ -215,10 +223,11 @@ class flat_hash_map {
   }
 
  private:
-  static std::size_t hash_of(const K& k) noexcept {
+  static std::size_t hash_of(const K& k) noexcept { return mixed(Hash{}(k)); }
+  static std::size_t mixed(std::size_t hash) noexcept {
     // Different constants from the shard choice: the slot index must not
     // repeat the bits that picked the shard.
-    std::uint64_t x = static_cast<std::uint64_t>(Hash{}(k));
+    std::uint64_t x = static_cast<std::uint64_t>(hash);
     x ^= x >> 31;
     x *= 0x94d049bb133111ebull;
     x ^= x >> 29;

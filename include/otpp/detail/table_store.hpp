@@ -60,16 +60,26 @@ class table_store {
     if constexpr (ordered) {
       return 0;
     } else {
-      // Mixed so that keys whose hashes differ only in high bits (or an
-      // identity hash of small integers) still spread over the shards.
-      std::uint64_t h = static_cast<std::uint64_t>(std::hash<K>{}(k));
-      h ^= h >> 29;
-      h *= 0xbf58476d1ce4e5b9ull;
-      h ^= h >> 32;
-      return static_cast<std::size_t>(h) & (n_ - 1);  // n_ is a power of two: a mask, not a division
+      return index_of_hash(std::hash<K>{}(k));
     }
   }
   shard& shard_of(const K& k) noexcept { return shards_[index_of(k)]; }
+
+  /// Where k lives: its shard, and its key's std::hash for the shard's map
+  /// (a string key is hashed once per operation, not twice). An ordered
+  /// shard needs no hash: 0.
+  struct place {
+    shard& at;
+    std::size_t hash;
+  };
+  place place_of(const K& k) noexcept {
+    if constexpr (ordered) {
+      return {shards_[0], 0};
+    } else {
+      const std::size_t h = std::hash<K>{}(k);
+      return {shards_[index_of_hash(h)], h};
+    }
+  }
 
   /// Objects in the table: exact when nobody writes, else within the writes
   /// in flight.
@@ -97,15 +107,16 @@ class table_store {
   /// replaces, a bag skips an equal object, a duplicate_bag appends.
   /// Returns whether the table grew.
   template <class KK, class VV>
-  bool put_locked(shard& s, KK&& k, VV&& v) {
+  bool put_locked(place p, KK&& k, VV&& v) {
+    shard& s = p.at;
     if constexpr (!multi) {
-      auto [it, fresh] = s.map.try_emplace(std::forward<KK>(k), std::forward<VV>(v));
+      auto [it, fresh] = s.map.try_emplace_hashed(p.hash, std::forward<KK>(k), std::forward<VV>(v));
       if (!fresh) it->second = std::forward<VV>(v);
       if (fresh) counted(s, 1);
       return fresh;
     } else {
-      auto it = s.map.find(k);
-      if (it == s.map.end()) it = s.map.try_emplace(std::forward<KK>(k)).first;
+      auto it = s.map.find(k, p.hash);
+      if (it == s.map.end()) it = s.map.try_emplace_hashed(p.hash, std::forward<KK>(k)).first;
       if constexpr (Distinct) {
         if (std::find(it->second.begin(), it->second.end(), v) != it->second.end()) return false;
       }
@@ -161,6 +172,16 @@ class table_store {
   }
 
  private:
+  std::size_t index_of_hash(std::size_t hash) const noexcept {
+    // Mixed so that keys whose hashes differ only in high bits (or an
+    // identity hash of small integers) still spread over the shards.
+    std::uint64_t h = static_cast<std::uint64_t>(hash);
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 32;
+    return static_cast<std::size_t>(h) & (n_ - 1);  // n_ is a power of two: a mask, not a division
+  }
+
   std::size_t n_;
   bool decentralized_;
   std::unique_ptr<shard[]> shards_;
