@@ -9,6 +9,7 @@
 // picked per thread, so readers on different cores write different lines
 // and never pull a line from each other; a writer then checks every group.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -37,7 +38,7 @@ class rw_spinlock {
       // Optimistic: a reader that finds no writer is in with one RMW.
       if (!(word_.fetch_add(reader, std::memory_order_acquire) & writer)) return 0;
       word_.fetch_sub(reader, std::memory_order_relaxed);
-      while (word_.load(std::memory_order_relaxed) & writer) backoff(spins);
+      while (word_.load(std::memory_order_relaxed) & writer) backoff(spins++);
     }
   }
   void unlock_shared(unsigned token) noexcept {
@@ -85,18 +86,23 @@ class rw_spinlock {
       n.fetch_add(1, std::memory_order_seq_cst);
       if (!(word_.load(std::memory_order_seq_cst) & writer)) return g + 1;
       n.fetch_sub(1, std::memory_order_relaxed);
-      while (word_.load(std::memory_order_relaxed) & writer) backoff(spins);
+      while (word_.load(std::memory_order_relaxed) & writer) backoff(spins++);
     }
   }
   static void backoff(unsigned spins) noexcept {
-    // A holder that was preempted would keep a spinner busy for its whole
-    // time slice: give the core away after a short spin.
-    if (spins < 64) {
-      cpu_relax();
+    // Exponential: a waiter that comes back at once takes the lock word's
+    // cache line from the holder on every try, and two threads on one key
+    // then pay a line transfer per operation; waiting longer each time
+    // lets the holder finish several in a row. A holder that was preempted
+    // would keep a spinner busy for its whole time slice: after about 15 us
+    // of pauses, give the core away.
+    if (spins < max_spins) {
+      for (unsigned n = 1u << std::min(spins, 6u); n > 0; --n) cpu_relax();
     } else {
       std::this_thread::yield();
     }
   }
+  static constexpr unsigned max_spins = 16;
 
   std::atomic<std::uint32_t> word_{0};
   std::unique_ptr<group[]> groups_;
