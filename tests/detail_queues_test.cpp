@@ -133,20 +133,24 @@ TEST_CASE("node pool: blocks allocated on one thread and freed on another are re
 TEST_CASE("timing wheel: every entry comes due exactly at its tick", "[detail][timer]") {
   using otpp::detail::timer_wheel;
   using otpp::detail::wheel_entry;
+  struct entry : wheel_entry {
+    std::uint64_t when = 0;
+  };
+  auto when_of = [](const wheel_entry* e) { return static_cast<const entry*>(e)->when; };
   std::mt19937_64 rng{11};
   timer_wheel w;
-  std::vector<std::unique_ptr<wheel_entry>> entries;
+  std::vector<std::unique_ptr<entry>> entries;
   std::vector<wheel_entry*> live;
   std::size_t wrong = 0, fired = 0;
   std::uint64_t now = 0;
   for (int round = 0; round < 2000; ++round) {
     // Insert a few with spans across every level, remove a few, advance.
     for (int k = 0; k < 8; ++k) {
-      auto e = std::make_unique<wheel_entry>();
+      auto e = std::make_unique<entry>();
       const int level = static_cast<int>(rng() % 7);
       const std::uint64_t range = std::uint64_t{1} << (6 * level + 1);
       e->when = now + 1 + rng() % range;
-      w.insert(e.get());
+      w.insert(e.get(), e->when);
       live.push_back(e.get());
       entries.push_back(std::move(e));
     }
@@ -157,9 +161,9 @@ TEST_CASE("timing wheel: every entry comes due exactly at its tick", "[detail][t
     }
     const std::uint64_t step = (rng() % 4 == 0) ? rng() % 100000 : rng() % 70;
     now += step;
-    w.advance(now, [&](wheel_entry* e) {
+    w.advance(now, when_of, [&](wheel_entry* e) {
       ++fired;
-      if (e->when > now) ++wrong;  // early
+      if (when_of(e) > now) ++wrong;  // early
       auto it = std::find(live.begin(), live.end(), e);
       if (it == live.end()) {
         ++wrong;  // removed or fired twice
@@ -169,7 +173,7 @@ TEST_CASE("timing wheel: every entry comes due exactly at its tick", "[detail][t
     });
     // Nothing still live may be overdue.
     for (wheel_entry* e : live)
-      if (e->when <= now) ++wrong;
+      if (when_of(e) <= now) ++wrong;
     if (auto next = w.next_due()) {
       if (*next <= now) ++wrong;
     }

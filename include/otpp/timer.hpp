@@ -82,6 +82,7 @@ struct timer_access {
 
 struct named_target {
   std::string name;
+  timer_service* service = nullptr;  // set by start_timer (a pid target's comes from the process)
 };
 struct pid_target {};
 
@@ -135,7 +136,14 @@ struct timer_msg final : std::conditional_t<Interval, interval_timer_node, timer
     }
   }
   static void do_destroy(timer_node* t) noexcept { free_node(static_cast<timer_msg*>(t)); }
-  static constexpr timer_node::ops_table table{&do_deliver, &do_destroy};
+  static timer_service* do_service(const timer_node* t) noexcept {
+    if constexpr (std::is_same_v<Target, pid_target>) {
+      return &t->dest->rt()->timers();  // set on the destination's runtime, which the reference keeps
+    } else {
+      return static_cast<const timer_msg*>(t)->target.service;
+    }
+  }
+  static constexpr timer_node::ops_table table{&do_deliver, &do_destroy, &do_service};
 };
 
 // Far enough to mean "never" without overflowing the clock.
@@ -153,6 +161,7 @@ timer_ref start_timer(runtime_core& rt, process_base* dest, U&& msg, std::chrono
                       std::int64_t period, Target target) {
   timer_service& svc = rt.timers();
   auto* t = make_node<timer_msg<Node, M, Target, Interval>>(std::forward<U>(msg), std::move(target));
+  if constexpr (!std::is_same_v<Target, pid_target>) t->target.service = &svc;
   if constexpr (Interval) {
     t->every = period;
     if (dest == nullptr) dest = tls().current;  // an interval to a name stops with its setter
@@ -255,7 +264,8 @@ timer_ref send_interval(std::string_view name, Msg&& msg, std::chrono::steady_cl
 inline std::optional<std::chrono::nanoseconds> cancel_timer(const timer_ref& t) noexcept {
   detail::timer_node* n = detail::timer_access::get(t);
   if (n == nullptr || !n->live()) return std::nullopt;
-  return n->service->cancel(n, detail::timer_inbox(*n->service));
+  detail::timer_service* svc = n->service();
+  return svc->cancel(n, detail::timer_inbox(*svc));
 }
 
 /// The time left before the timer fires (an interval: its next delivery), or
@@ -263,7 +273,7 @@ inline std::optional<std::chrono::nanoseconds> cancel_timer(const timer_ref& t) 
 [[nodiscard]] inline std::optional<std::chrono::nanoseconds> read_timer(const timer_ref& t) noexcept {
   detail::timer_node* n = detail::timer_access::get(t);
   if (n == nullptr || !n->live()) return std::nullopt;
-  return n->service->read(n);
+  return n->service()->read(n);
 }
 
 }  // namespace otpp

@@ -51,7 +51,6 @@ OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox_index) noex
     t->release();
     return false;
   }
-  t->service = this;
   inboxes_[inbox_index].queue.push(t);  // seq_cst: ordered before the load below
   const std::int64_t due = tick_of(t->deadline.load(std::memory_order_relaxed));
   std::int64_t w = next_wake_.load(std::memory_order_seq_cst);
@@ -157,7 +156,12 @@ OTPP_FUNC void timer_service::run() noexcept {
       }
       t->release();  // the cancel stack's
     });
-    wheel_.advance(static_cast<std::uint64_t>(now_tick), [&](wheel_entry* e) { add_due(static_cast<timer_node*>(e)); });
+    wheel_.advance(
+        static_cast<std::uint64_t>(now_tick),
+        [&](const wheel_entry* e) {
+          return static_cast<std::uint64_t>(tick_of(static_cast<const timer_node*>(e)->deadline.load(std::memory_order_relaxed)));
+        },
+        [&](wheel_entry* e) { add_due(static_cast<timer_node*>(e)); });
     fire_due(now_tick);
     sweep_orphans();
     pending_.store(wheel_.size(), std::memory_order_release);
@@ -222,11 +226,10 @@ OTPP_FUNC void timer_service::admit(timer_node* t, std::int64_t now_tick) noexce
     return;
   }
   const std::int64_t due = tick_of(t->deadline.load(std::memory_order_relaxed));
-  t->when = static_cast<std::uint64_t>(due);
   if (due <= now_tick || static_cast<std::uint64_t>(due) <= wheel_.now()) {
     add_due(t);
   } else {
-    wheel_.insert(t);
+    wheel_.insert(t, static_cast<std::uint64_t>(due));
   }
 }
 
@@ -288,8 +291,7 @@ OTPP_FUNC void timer_service::fire_interval(timer_node* t, std::int64_t now_tick
     }
     const std::int64_t due = tick_of(next);
     if (due > now_tick) {
-      t->when = static_cast<std::uint64_t>(due);
-      wheel_.insert(t);
+      wheel_.insert(t, static_cast<std::uint64_t>(due));
       return;
     }
   }

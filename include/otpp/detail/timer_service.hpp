@@ -59,24 +59,28 @@ std::uint64_t runtime_exits(const runtime_core* rt) noexcept;
 /// One scheduled timer. Shared by the service (one reference from schedule
 /// until it leaves the wheel for good) and by the timer_ref handles.
 ///
-/// Kept to 88 bytes (a one-shot with a small message is a 96-byte block):
+/// Kept to 72 bytes (a one-shot with a small message is an 80-byte block):
 /// a burst of a million timers is a million fresh blocks, and on a
 /// virtualised host their first touch costs more than setting them (see
-/// otpp_bench timers_schedule_1m). So the two functions share one table,
-/// the arrival number is 32 bits in the wheel entry's padding, an interval
-/// keeps its period in a derived part, and one pointer holds the process a
-/// timer depends on.
+/// otpp_bench timers_schedule_1m). So the functions share one table, the
+/// arrival number is 32 bits in the wheel entry's padding, an interval
+/// keeps its period in a derived part, one pointer holds the process a timer
+/// depends on, the wheel works out the tick from the deadline instead of
+/// keeping it, and the service is found through that process (or, for a
+/// name, kept with the name).
 struct timer_node : mpsc_node, wheel_entry {
   // pending → done (fired, or stopped because its destination died)
   // pending → cancelled; an interval goes pending → firing → pending.
   static constexpr std::uint32_t pending = 0, firing = 1, done = 2, cancelled = 3;
 
   /// What a kind of timer does: deliver one message (`last` lets a one-shot
-  /// move its payload out; false if the destination is gone for good), and
-  /// free the node.
+  /// move its payload out; false if the destination is gone for good), free
+  /// the node, and name the service it was set on (for cancel_timer and
+  /// read_timer; the runtime's own timers, never handed out, have none).
   struct ops_table {
     bool (*deliver)(timer_node*, bool last) noexcept;
     void (*destroy)(timer_node*) noexcept;
+    timer_service* (*service)(const timer_node*) noexcept = nullptr;
   };
 
   bool interval = false;  // an interval_timer_node: it has a period
@@ -85,7 +89,6 @@ struct timer_node : mpsc_node, wheel_entry {
   std::uint32_t seq = 0;                // arrival order at the service (owner thread), wrapping
   std::atomic<std::int64_t> deadline{0};  // ns since the clock's epoch
   timer_node* cancel_next = nullptr;
-  timer_service* service = nullptr;
   // A reference: the destination, or for an interval sent to a name the
   // process that set it (it stops with it); null for a one-shot to a name.
   process_base* dest = nullptr;
@@ -99,6 +102,8 @@ struct timer_node : mpsc_node, wheel_entry {
     }
   }
   bool deliver(bool last) noexcept { return ops->deliver(this, last); }
+  /// The service it was set on; only while live().
+  [[nodiscard]] timer_service* service() const noexcept { return ops->service(this); }
   /// ns between deliveries; 0 for a one-shot.
   [[nodiscard]] std::int64_t period() const noexcept;
   /// Not fired (for good) nor cancelled: only then is `service` alive for sure.
@@ -109,6 +114,8 @@ struct timer_node : mpsc_node, wheel_entry {
   /// The destination (or the setter of an interval sent to a name) has exited.
   [[nodiscard]] bool orphaned() const noexcept { return dest != nullptr && !dest->alive(); }
 };
+
+static_assert(sizeof(void*) != 8 || sizeof(timer_node) <= 72, "timer_node grew: a million timers are a million of them");
 
 /// A timer that repeats.
 struct interval_timer_node : timer_node {

@@ -21,10 +21,12 @@
 
 namespace otpp::detail {
 
+// The tick an entry is due at is not kept here: the wheel is told it on
+// insert and asks for it (`when_of`) as a slot comes due, so an owner that
+// keeps a deadline anyway does not pay for a second copy in every entry.
 struct wheel_entry {
   wheel_entry* wprev = nullptr;
   wheel_entry* wnext = nullptr;
-  std::uint64_t when = 0;  // the tick at which it is due
   static constexpr std::uint16_t no_slot = 0xffff;
   std::uint16_t slot = no_slot;  // level * 64 + index while in the wheel
 
@@ -44,11 +46,11 @@ class timer_wheel {
   [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
 
-  /// Adds `e`, due at e->when, which must be after now().
-  void insert(wheel_entry* e) noexcept {
-    const std::uint64_t when = e->when - elapsed_ >= span ? elapsed_ + span - 1 : e->when;
-    const unsigned level = level_for(when);
-    const unsigned index = static_cast<unsigned>(when >> (level * slot_bits)) & (slots - 1);
+  /// Adds `e`, due at tick `when`, which must be after now().
+  void insert(wheel_entry* e, std::uint64_t when) noexcept {
+    const std::uint64_t placed = when - elapsed_ >= span ? elapsed_ + span - 1 : when;
+    const unsigned level = level_for(placed);
+    const unsigned index = static_cast<unsigned>(placed >> (level * slot_bits)) & (slots - 1);
     const unsigned s = level * slots + index;
     e->slot = static_cast<std::uint16_t>(s);
     e->wprev = nullptr;
@@ -117,8 +119,9 @@ class timer_wheel {
 
   /// Moves time forward to `tick`, handing every entry due by then to `due`
   /// (taken out of the wheel first; `due` may insert or free it).
-  template <class F>
-  void advance(std::uint64_t tick, F&& due) {
+  /// `when_of(e)` gives the tick an entry was inserted for.
+  template <class WhenOf, class F>
+  void advance(std::uint64_t tick, WhenOf&& when_of, F&& due) {
     while (auto next = next_due()) {
       if (*next > tick) break;
       // The lowest occupied level holds the earliest slot.
@@ -137,10 +140,10 @@ class timer_wheel {
         e->slot = wheel_entry::no_slot;
         e->wprev = e->wnext = nullptr;
         --count_;
-        if (e->when <= elapsed_) {
+        if (const std::uint64_t when = when_of(e); when <= elapsed_) {
           due(e);
         } else {
-          insert(e);  // cascades to a lower level
+          insert(e, when);  // cascades to a lower level
         }
       }
     }
