@@ -158,9 +158,7 @@ OTPP_FUNC void timer_service::run() noexcept {
     });
     wheel_.advance(
         static_cast<std::uint64_t>(now_tick),
-        [&](const wheel_entry* e) {
-          return static_cast<std::uint64_t>(tick_of(static_cast<const timer_node*>(e)->deadline.load(std::memory_order_relaxed)));
-        },
+        [&](const wheel_entry* e) { return static_cast<std::uint64_t>(due_tick(static_cast<const timer_node*>(e))); },
         [&](wheel_entry* e) { add_due(static_cast<timer_node*>(e)); });
     fire_due(now_tick);
     sweep_orphans();
@@ -225,7 +223,7 @@ OTPP_FUNC void timer_service::admit(timer_node* t, std::int64_t now_tick) noexce
     t->release();
     return;
   }
-  const std::int64_t due = tick_of(t->deadline.load(std::memory_order_relaxed));
+  const std::int64_t due = due_tick(t);
   if (due <= now_tick || static_cast<std::uint64_t>(due) <= wheel_.now()) {
     add_due(t);
   } else {

@@ -106,7 +106,7 @@ struct timer_node : mpsc_node, wheel_entry {
   [[nodiscard]] timer_service* service() const noexcept { return ops->service(this); }
   /// ns between deliveries; 0 for a one-shot.
   [[nodiscard]] std::int64_t period() const noexcept;
-  /// Not fired (for good) nor cancelled: only then is `service` alive for sure.
+  /// Not fired (for good) nor cancelled: only then is service() alive for sure.
   [[nodiscard]] bool live() const noexcept {
     const std::uint32_t s = state.load(std::memory_order_acquire);
     return s == pending || s == firing;
@@ -227,6 +227,11 @@ class timer_service final : public clock_listener {
     const std::int64_t d = deadline - origin_;
     if (d <= 0) return 0;
     return (d + tick_ns - 1) / tick_ns;
+  }
+  // The tick `t` is due at: what it enters the wheel with, and what the
+  // wheel asks for again as it cascades (the two must agree).
+  [[nodiscard]] std::int64_t due_tick(const timer_node* t) const noexcept {
+    return tick_of(t->deadline.load(std::memory_order_relaxed));
   }
   // The tick that has fully passed at `now`.
   [[nodiscard]] std::int64_t passed_tick(std::int64_t now) const noexcept {
