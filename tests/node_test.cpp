@@ -375,15 +375,36 @@ TEST_CASE("node: garbage after the handshake closes only that connection") {
       return f + body;
     };
     const otpp::remote_pid from{unique("otpp_fz") + host, 1, 0, 1};
+    auto target = rt.start<remote_counter>().value();
+    REQUIRE(a.serve("target", target));
     const std::vector<std::string> bases{
         frame_of(term::tuple(6, from, atom{""}, atom{"nobody"}),
                  term::tuple(atom{"$gen_call"}, term::tuple(from, otpp::remote_ref{from.node, 1, {1, 2, 3}}),
                              term::map({{atom{"k"}, term::list(1, 2.5, "x")}}))),
-        frame_of(term::tuple(19, from, atom{"nobody"}, otpp::remote_ref{from.node, 1, {4, 5, 6}}), term{})};
+        frame_of(term::tuple(19, from, atom{"nobody"}, otpp::remote_ref{from.node, 1, {4, 5, 6}}), term{}),
+        // The call protocol to a served name, which the node reads in
+        // place rather than as terms: a plain tag and OTP 24's alias tag.
+        // A corruption may make any signal of it (an exit, say), so its
+        // target is a server of its own.
+        frame_of(term::tuple(6, from, atom{""}, atom{"target"}),
+                 term::tuple(atom{"$gen_call"}, term::tuple(from, otpp::remote_ref{from.node, 1, {7, 8, 9}}),
+                             term::tuple(atom{"echo"}, term::map({{atom{"k"}, term::list(1, "x")}})))),
+        frame_of(term::tuple(6, from, atom{""}, atom{"target"}),
+                 term::tuple(atom{"$gen_call"},
+                             term::tuple(from, term{otpp::term_list{{atom{"alias"}}, {otpp::remote_ref{from.node, 1, {1, 1, 1}}}}}),
+                             term::tuple(atom{"echo"}, 1))),
+        frame_of(term::tuple(19, from, atom{"target"}, otpp::remote_ref{from.node, 1, {2, 2, 2}}), term{}),
+        frame_of(term::tuple(20, from, atom{"target"}, otpp::remote_ref{from.node, 1, {2, 2, 2}}), term{})};
     std::mt19937 rng{17};
-    for (int round = 0; round < 40; ++round) {
+    for (int round = 0; round < 80; ++round) {
       std::string f = bases[static_cast<std::size_t>(round) % bases.size()];
       for (int e = 0; e < 3; ++e) f[4 + rng() % (f.size() - 4)] = static_cast<char>(rng());
+      if (round % 3 == 0) {
+        // Cut short, its length told truthfully: every read must stop at the end.
+        f.resize(6 + rng() % (f.size() - 6));
+        const auto body = static_cast<std::uint32_t>(f.size() - 4);
+        for (int k = 0; k < 4; ++k) f[static_cast<std::size_t>(k)] = static_cast<char>(body >> (24 - 8 * k));
+      }
       const auto deadline = dist::clock::now() + std::chrono::seconds{5};
       std::string error;
       const auto port = dist::epmd_lookup("127.0.0.1", a.name().substr(0, a.name().find('@')), error, deadline);

@@ -226,6 +226,9 @@ struct inbound_call : completion {
   static void on_answer(slot_waker* w) noexcept;
   term from;
   term tag;
+  // Read in place (the usual case): the reply's frame up to the reply,
+  // {send, '', From} and {Tag, ...; from and tag are then unused.
+  std::string reply_head;
   virtual result<term> collect() = 0;
   virtual reply_slot_base* slot() = 0;
   void complete(node_core& c) override;
@@ -253,10 +256,9 @@ struct typed_inbound_call final : inbound_call {
 /// the process. Its lists are guarded by the node's lock.
 struct watch : completion {
   struct remote_monitor {
-    std::string peer;
-    term watcher;  // the remote pid
-    term ref;
-    term named;    // the target as the remote named it (a name or a pid)
+    // The target as the remote named it, the watcher and the reference,
+    // encoded back to back: the middle of the monitor_p_exit it is owed.
+    std::string wire;
   };
   struct remote_link {
     std::string peer;
@@ -280,11 +282,125 @@ struct watch : completion {
 };
 
 /// A remote monitor's key: the peer and the reference's encoding.
-inline std::string monitor_key(const std::string& peer, const term& ref) {
-  std::string k = peer;
+inline std::string monitor_key(std::string_view peer, std::string_view ref_wire) {
+  std::string k;
+  k.reserve(peer.size() + 1 + ref_wire.size());
+  k += peer;
   k.push_back('\0');
-  encode_term_to(k, ref);
+  k += ref_wire;
   return k;
+}
+inline std::string monitor_key_of(std::string_view peer, const term& ref) {
+  std::string wire;
+  encode_term_to(wire, ref);
+  return monitor_key(peer, std::string_view{wire});
+}
+/// The peer a remote monitor's key names.
+inline std::string_view monitor_peer(std::string_view key) noexcept { return key.substr(0, key.find('\0')); }
+
+/// Reads the frames of the call protocol in place, in the forms nodes write
+/// them: each step checks and advances, or fails (false) and the frame
+/// takes the general path, which reads it as terms.
+struct wire_cursor {
+  std::string_view in;
+  std::size_t pos = 0;
+
+  [[nodiscard]] bool has(std::size_t n) const noexcept { return in.size() - pos >= n; }
+  bool byte(std::uint8_t v) noexcept {
+    if (!has(1) || static_cast<std::uint8_t>(in[pos]) != v) return false;
+    ++pos;
+    return true;
+  }
+  bool bytes(std::string_view v) noexcept {
+    if (!has(v.size()) || in.substr(pos, v.size()) != v) return false;
+    pos += v.size();
+    return true;
+  }
+  bool u32(std::uint32_t& v) noexcept {
+    if (!has(4)) return false;
+    v = 0;
+    for (std::size_t k = 0; k < 4; ++k) v = (v << 8) | static_cast<std::uint8_t>(in[pos + k]);
+    pos += 4;
+    return true;
+  }
+  bool skip(std::size_t n) noexcept {
+    if (!has(n)) return false;
+    pos += n;
+    return true;
+  }
+  /// An atom; `text` is its bytes as sent. Latin-1 atoms are taken only
+  /// where their bytes are carried, not read (`utf8_only`).
+  bool atom(std::string_view& text, bool utf8_only = false) noexcept {
+    if (!has(2)) return false;
+    const auto tag = static_cast<std::uint8_t>(in[pos]);
+    std::size_t n, head;
+    if (tag == etf::small_atom_utf8 || (tag == etf::small_atom_latin1 && !utf8_only)) {
+      n = static_cast<std::uint8_t>(in[pos + 1]);
+      head = 2;
+    } else if ((tag == etf::atom_utf8 || (tag == etf::atom_latin1 && !utf8_only)) && has(3)) {
+      n = (std::size_t{static_cast<std::uint8_t>(in[pos + 1])} << 8) | static_cast<std::uint8_t>(in[pos + 2]);
+      head = 3;
+    } else {
+      return false;
+    }
+    if (!has(head + n)) return false;
+    text = in.substr(pos + head, n);
+    pos += head + n;
+    return true;
+  }
+  /// A pid (its encoding in `wire`, its node's name in `node`).
+  bool pid(std::string_view& wire, std::string_view& node) noexcept {
+    const std::size_t at = pos;
+    if (!byte(etf::new_pid) || !atom(node, true) || !skip(12)) return false;
+    wire = in.substr(at, pos - at);
+    return true;
+  }
+  /// A reference in the one form this node writes and keys remote
+  /// monitors by (as a reference decoded and encoded again comes out).
+  bool canonical_ref(std::string_view& wire) noexcept {
+    const std::size_t at = pos;
+    if (!has(4) || !byte(etf::newer_reference)) return false;
+    const std::size_t words = (std::size_t{static_cast<std::uint8_t>(in[pos])} << 8) | static_cast<std::uint8_t>(in[pos + 1]);
+    pos += 2;
+    if (words == 0 || words > 5 || !has(2) || static_cast<std::uint8_t>(in[pos]) != etf::small_atom_utf8) return false;
+    std::string_view node;
+    if (!atom(node) || !skip(4 + 4 * words)) return false;
+    wire = in.substr(at, pos - at);
+    return true;
+  }
+  /// A call's tag: a reference, or OTP 24's [alias | Ref] (its head the
+  /// atom, or a reference).
+  bool tag(std::string_view& wire) noexcept {
+    const std::size_t at = pos;
+    std::string_view r, head;
+    if (canonical_ref(r)) {
+      wire = r;
+      return true;
+    }
+    pos = at;
+    if (!byte(etf::list) || !bytes(std::string_view{"\0\0\0\1", 4})) return false;
+    const std::size_t head_at = pos;
+    if (!atom(head)) {
+      pos = head_at;
+      if (!canonical_ref(head)) return false;
+    }
+    if (!canonical_ref(r)) return false;
+    wire = in.substr(at, pos - at);
+    return true;
+  }
+};
+
+/// A frame under construction: its length is filled in by end_frame.
+inline std::size_t begin_frame(std::string& o) {
+  const std::size_t at = o.size();
+  o.append(4, '\0');
+  etf::put8(o, 112);
+  etf::put8(o, etf::version);
+  return at;
+}
+inline void end_frame(std::string& o, std::size_t at) {
+  const auto len = static_cast<std::uint32_t>(o.size() - at - 4);
+  for (std::size_t k = 0; k < 4; ++k) o[at + k] = static_cast<char>(len >> (24 - 8 * k));
 }
 
 /// A served process: how a remote request reaches it.
@@ -409,19 +525,48 @@ class node_core {
     if (peer == name_)
       return pending_call_access::failed<term, Throws>(
           exit_reason::error("otpp::node: a call to this node itself goes to the local server directly"));
-    auto* slot = reply_slot<term>::make();
     const std::uint64_t n = next_ref_.fetch_add(1, std::memory_order_relaxed);
-    term tag = make_ref(n);
+    // {monitor_p, Proxy, Target, Ref}, then {reg_send, Proxy, '', Name} (or
+    // {send, '', Pid}) with {'$gen_call', {Proxy, Ref}, Request}, written
+    // straight from their encodings.
+    std::string frames;
+    frames.reserve(2 * (proxy_wire_.size() + ref_head_.size()) + 96);
+    std::size_t at = begin_frame(frames);
+    etf::put8(frames, etf::small_tuple);
+    etf::put8(frames, 4);
+    etf::encode_integer(frames, op_monitor_p);
+    frames += proxy_wire_;
+    encode_term_to(frames, target);
+    put_ref(frames, n);
+    end_frame(frames, at);
+    at = begin_frame(frames);
+    etf::put8(frames, etf::small_tuple);
+    if (const auto* name = target.get_if<atom>()) {
+      etf::put8(frames, 4);
+      etf::encode_integer(frames, op_reg_send);
+      frames += proxy_wire_;
+      etf::put_atom(frames, "");
+      etf::put_atom(frames, name->name);
+    } else {
+      etf::put8(frames, 3);
+      etf::encode_integer(frames, op_send);
+      etf::put_atom(frames, "");
+      encode_term_to(frames, target);
+    }
+    etf::put8(frames, etf::version);
+    etf::put8(frames, etf::small_tuple);
+    etf::put8(frames, 3);
+    etf::put_atom(frames, "$gen_call");
+    etf::put8(frames, etf::small_tuple);
+    etf::put8(frames, 2);
+    frames += proxy_wire_;
+    put_ref(frames, n);
+    encode_term_to(frames, request);
+    end_frame(frames, at);
+    auto* slot = reply_slot<term>::make();  // after encoding: a request that cannot be encoded leaves nothing behind
     {
       std::lock_guard lock{mu_};
-      outbound_[n] = outbound{slot, peer, target};
-    }
-    std::string frames = make_frame(term::tuple(std::int64_t{op_monitor_p}, proxy(), target, tag));
-    term msg = term::tuple(atom{"$gen_call"}, term::tuple(proxy(), tag), std::move(request));
-    if (const auto* name = target.get_if<atom>()) {
-      frames += make_frame(term::tuple(std::int64_t{op_reg_send}, proxy(), atom{""}, *name), &msg);
-    } else {
-      frames += make_frame(term::tuple(std::int64_t{op_send}, atom{""}, target), &msg);
+      outbound_[n] = outbound{slot, peer, std::move(target)};
     }
     const std::int64_t due = tls().current != nullptr && timeout != steady::duration::max()
                                  ? timer_due_after_ns(*tls().current->rt(), clamp_delay(timeout))
@@ -547,6 +692,13 @@ class node_core {
              r.error().to_string());
       return;
     }
+    if (!c.reply_head.empty()) {
+      std::string frame = std::move(c.reply_head);
+      encode_term_to(frame, *r);
+      end_frame(frame, 0);
+      write(c.peer, frame);
+      return;
+    }
     term reply = term::tuple(c.tag, std::move(*r));
     if (const auto* to = c.from.get_if<remote_pid>()) send_to_pid(*to, reply);
   }
@@ -555,20 +707,23 @@ class node_core {
     if (w.slot->settled_state() == reply_slot_base::ready) why = w.slot->take();
     w.slot->release();
     w.slot = nullptr;
-    std::vector<std::pair<std::string, term>> out;
+    std::vector<std::pair<std::string, std::string>> out;  // peer, frame
     {
       std::lock_guard lock{mu_};
       auto it = watches_.find(w.index);
       if (it != watches_.end() && it->second == &w) watches_.erase(it);
       if (w.cancelled) return;
       const term reason = reason_to_term(why);
+      std::string reason_wire;
+      encode_term_to(reason_wire, reason);
       for (auto& [key, m] : w.monitors) {
         monitor_index_.erase(key);
-        out.emplace_back(m.peer, term::tuple(std::int64_t{op_monitor_p_exit}, m.named, m.watcher, m.ref, reason));
+        out.emplace_back(std::string{monitor_peer(key)}, monitor_exit_frame(m.wire, reason_wire));
       }
-      for (auto& l : w.links) out.emplace_back(l.peer, term::tuple(std::int64_t{op_exit}, w.local_pid, l.other, reason));
+      for (auto& l : w.links)
+        out.emplace_back(l.peer, make_frame(term::tuple(std::int64_t{op_exit}, w.local_pid, l.other, reason)));
     }
-    for (auto& [peer, control] : out) send_control(peer, control);
+    for (auto& [peer, frame] : out) write(peer, frame);
   }
 
  private:
@@ -621,6 +776,10 @@ class node_core {
     ::epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_fd_, &ev);
     std::random_device rd;
     ref_salt_ = rd();
+    encode_term_to(proxy_wire_, proxy());
+    const term ref = make_ref(0);
+    encode_term_to(ref_head_, ref);
+    ref_head_.resize(ref_head_.size() - 12);  // all but the words
     io_ = std::thread{[this] { io_loop(); }};
     acceptor_ = std::thread{[this] { accept_loop(); }};
     if (busy_poll_ns_ > 0) polled_by_workers_ = idle_pollers::add(&poller_);
@@ -995,7 +1154,7 @@ class node_core {
       }
       for (auto& [index, w] : watches_) {
         for (auto m = w->monitors.begin(); m != w->monitors.end();) {
-          if (m->second.peer == c->peer) {
+          if (monitor_peer(m->first) == c->peer) {
             monitor_index_.erase(m->first);
             m = w->monitors.erase(m);
           } else {
@@ -1309,7 +1468,140 @@ class node_core {
     return true;
   }
 
+  // -- the call protocol, read in place -----------------------------------------------
+  // A call is four frames: monitor, '$gen_call', reply, demonitor. Read as
+  // terms they cost more than the rest of the call together (every pid
+  // and reference owns a copy of its node's name), so these four are read
+  // where they lie when they come in the forms nodes write them, and the
+  // pids and references in them are carried as the bytes they came as.
+  // Anything else (an alias tag, a pid as a monitor's target, latin-1
+  // names) takes the general path: false, and nothing was done.
+
+  bool read_in_place(const std::shared_ptr<connection>& c, std::string_view frame) {
+    wire_cursor w{frame, 0};
+    if (!w.byte(112) || !w.byte(etf::version) || !w.byte(etf::small_tuple) || !w.has(3)) return false;
+    const auto arity = static_cast<std::uint8_t>(frame[w.pos]);
+    if (static_cast<std::uint8_t>(frame[w.pos + 1]) != etf::small_integer) return false;
+    const auto op = static_cast<std::uint8_t>(frame[w.pos + 2]);
+    w.pos += 3;
+    std::string_view ignored, node;
+    switch (op) {
+      case op_send: return arity == 3 && w.atom(ignored) && reply_in_place(w);
+      case op_send_sender: return arity == 3 && w.pid(ignored, node) && reply_in_place(w);
+      case op_reg_send: return arity == 4 && call_in_place(c, w);
+      case op_monitor_p: return arity == 4 && monitor_in_place(c, w);
+      case op_demonitor_p: return arity == 4 && demonitor_in_place(c, w);
+      default: return false;
+    }
+  }
+
+  /// {send, _, Proxy} {Ref, Reply}: the reply to one of this node's calls.
+  bool reply_in_place(wire_cursor& w) {
+    std::uint32_t low, high, salt;
+    if (!w.bytes(proxy_wire_) || !w.byte(etf::version) || !w.byte(etf::small_tuple) || !w.byte(2) ||
+        !w.bytes(ref_head_) || !w.u32(low) || !w.u32(high) || !w.u32(salt) || salt != ref_salt_)
+      return false;
+    etf::decoder d{w.in, w.pos};
+    term reply = d.read();
+    if (d.position() != w.in.size()) d.fail("bytes after the message");
+    finish_call((std::uint64_t{high} << 18) | low, std::move(reply));
+    return true;
+  }
+
+  /// {reg_send, _, _, Name} {'$gen_call', {From, Tag}, Request}.
+  bool call_in_place(const std::shared_ptr<connection>& c, wire_cursor& w) {
+    std::string_view sender, sender_node, ignored, name, gen_call, from, from_node, tag;
+    if (!w.pid(sender, sender_node) || !w.atom(ignored) || !w.atom(name, true) || !w.byte(etf::version) ||
+        !w.byte(etf::small_tuple) || !w.byte(3) || !w.atom(gen_call, true) || gen_call != "$gen_call" ||
+        !w.byte(etf::small_tuple) || !w.byte(2) || !w.pid(from, from_node) || from_node != c->peer || !w.tag(tag))
+      return false;
+    served s;
+    {
+      std::lock_guard lock{mu_};
+      auto it = served_.find(name);
+      if (it == served_.end() || !it->second.target.alive() || !it->second.call) return false;
+      s = it->second;
+    }
+    etf::decoder d{w.in, w.pos};
+    term request = d.read();
+    if (d.position() != w.in.size()) d.fail("bytes after the message");
+    std::unique_ptr<inbound_call> rec = s.call(std::move(request));
+    std::string& head = rec->reply_head;
+    head.reserve(from.size() + tag.size() + 32);
+    (void)begin_frame(head);
+    etf::put8(head, etf::small_tuple);
+    etf::put8(head, 3);
+    etf::encode_integer(head, op_send);
+    etf::put_atom(head, "");
+    head += from;
+    etf::put8(head, etf::version);
+    etf::put8(head, etf::small_tuple);
+    etf::put8(head, 2);
+    head += tag;
+    start_inbound(c, std::move(rec));
+    return true;
+  }
+
+  /// {monitor_p, From, Name, Ref}.
+  bool monitor_in_place(const std::shared_ptr<connection>& c, wire_cursor& w) {
+    std::string_view from, from_node, name, ref;
+    if (!w.pid(from, from_node)) return false;
+    const std::size_t named_at = w.pos;
+    if (!w.atom(name, true) || name == "net_kernel") return false;
+    const std::string_view named = w.in.substr(named_at, w.pos - named_at);
+    if (!w.canonical_ref(ref) || w.pos != w.in.size()) return false;
+    pid p;
+    {
+      std::lock_guard lock{mu_};
+      auto it = served_.find(name);
+      if (it != served_.end()) p = it->second.target;
+    }
+    std::string wire;
+    wire.reserve(named.size() + from.size() + ref.size());
+    wire += named;
+    wire += from;
+    wire += ref;
+    if (!p || !p.alive()) {
+      std::string reason;
+      etf::put_atom(reason, "noproc");
+      write(c->peer, monitor_exit_frame(wire, reason));
+      return true;
+    }
+    add_remote_monitor(p, monitor_key(c->peer, ref), std::move(wire));
+    return true;
+  }
+
+  /// {demonitor_p, From, Target, Ref}.
+  bool demonitor_in_place(const std::shared_ptr<connection>& c, wire_cursor& w) {
+    std::string_view from, node, target, ref;
+    if (!w.pid(from, node)) return false;
+    const std::size_t target_at = w.pos;
+    if (!w.atom(target)) {
+      w.pos = target_at;
+      if (!w.pid(target, node)) return false;
+    }
+    if (!w.canonical_ref(ref) || w.pos != w.in.size()) return false;
+    drop_remote_monitor(monitor_key(c->peer, ref));
+    return true;
+  }
+
+  /// {monitor_p_exit, Target, Watcher, Ref, Reason} from a remote monitor's
+  /// wire and the reason's encoding.
+  static std::string monitor_exit_frame(std::string_view wire, std::string_view reason) {
+    std::string frame;
+    frame.reserve(wire.size() + reason.size() + 16);
+    const std::size_t at = begin_frame(frame);
+    etf::put8(frame, etf::small_tuple);
+    etf::put8(frame, 5);
+    etf::encode_integer(frame, op_monitor_p_exit);
+    frame += wire;
+    frame += reason;
+    end_frame(frame, at);
+    return frame;
+  }
+
   void handle_frame(const std::shared_ptr<connection>& c, std::string_view frame) {
+    if (read_in_place(c, frame)) return;
     etf::decoder d{frame};
     if (d.u8() != 112) d.fail("not a pass-through frame (112)");
     if (d.u8() != etf::version) d.fail("no version byte before the control message");
@@ -1465,17 +1757,9 @@ class node_core {
       auto& tt = message.value();
       auto& parts = std::get<term_tuple>(tt).elements;
       std::unique_ptr<inbound_call> rec = s.call(std::move(parts[2]));
-      rec->core = this;
-      rec->peer = c->peer;
       rec->from = parts[1][0];
       rec->tag = parts[1][1];
-      reply_slot_base* slot = rec->slot();
-      inbound_call* raw = rec.release();
-      {
-        std::lock_guard lock{mu_};
-        inbound_.insert(raw);
-      }
-      if (slot == nullptr || !slot->await(raw)) post_completion(raw);  // answered (or failed) already
+      start_inbound(c, std::move(rec));
       return;
     }
     if (message.is_tuple(2) && message[0].is_atom("$gen_cast")) {
@@ -1490,6 +1774,19 @@ class node_core {
     otpp::send(s.target, std::move(message));
   }
 
+  /// A call handed to its server: the answer comes back as a completion.
+  void start_inbound(const std::shared_ptr<connection>& c, std::unique_ptr<inbound_call> rec) {
+    rec->core = this;
+    rec->peer = c->peer;
+    reply_slot_base* slot = rec->slot();
+    inbound_call* raw = rec.release();
+    {
+      std::lock_guard lock{mu_};
+      inbound_.insert(raw);
+    }
+    if (slot == nullptr || !slot->await(raw)) post_completion(raw);  // answered (or failed) already
+  }
+
   void on_reply(term message) {
     if (!message.is_tuple(2)) return;
     const term& tag = message[0];
@@ -1501,17 +1798,32 @@ class node_core {
     }
     auto n = ref_number(r);
     if (!n) return;
+    finish_call(*n, std::move(std::get<term_tuple>(message.value()).elements[1]));
+  }
+
+  /// Call `n`'s reply came: it goes to the caller, and the monitor that
+  /// call set goes.
+  void finish_call(std::uint64_t n, term reply) {
     outbound o;
     {
       std::lock_guard lock{mu_};
-      auto it = outbound_.find(*n);
+      auto it = outbound_.find(n);
       if (it == outbound_.end()) return;  // abandoned and swept: late replies are dropped
       o = std::move(it->second);
       outbound_.erase(it);
     }
-    (void)o.slot->set_value(std::move(std::get<term_tuple>(message.value()).elements[1]));
+    (void)o.slot->set_value(std::move(reply));
     o.slot->release();
-    send_control(o.peer, term::tuple(std::int64_t{op_demonitor_p}, proxy(), o.target, tag));
+    std::string frame;
+    const std::size_t at = begin_frame(frame);
+    etf::put8(frame, etf::small_tuple);
+    etf::put8(frame, 4);
+    etf::encode_integer(frame, op_demonitor_p);
+    frame += proxy_wire_;
+    encode_term_to(frame, o.target);
+    put_ref(frame, n);
+    end_frame(frame, at);
+    write(o.peer, frame);
   }
 
   void on_monitor_exit(const term& ref, const term& reason) {
@@ -1545,15 +1857,21 @@ class node_core {
       send_control(c->peer, term::tuple(std::int64_t{op_monitor_p_exit}, target, from, ref, atom{"noproc"}));
       return;
     }
-    std::string key = monitor_key(c->peer, ref);
+    std::string wire;
+    encode_term_to(wire, target);
+    encode_term_to(wire, from);
+    encode_term_to(wire, ref);
+    add_remote_monitor(p, monitor_key_of(c->peer, ref), std::move(wire));
+  }
+  void add_remote_monitor(const pid& p, std::string key, std::string wire) {
     std::lock_guard lock{mu_};
     watch& w = watch_locked(p);
     monitor_index_[key] = w.index;
-    w.monitors.emplace(std::move(key), watch::remote_monitor{c->peer, from, ref, target});
+    w.monitors.emplace(std::move(key), watch::remote_monitor{std::move(wire)});
   }
 
-  void on_demonitor(const std::shared_ptr<connection>& c, const term& ref) {
-    const std::string key = monitor_key(c->peer, ref);
+  void on_demonitor(const std::shared_ptr<connection>& c, const term& ref) { drop_remote_monitor(monitor_key_of(c->peer, ref)); }
+  void drop_remote_monitor(const std::string& key) {
     std::lock_guard lock{mu_};
     auto it = monitor_index_.find(key);
     if (it == monitor_index_.end()) return;
@@ -1743,6 +2061,13 @@ class node_core {
     if (p) otpp::send(p, msg);
   }
 
+  /// Call `n`'s reference, as make_ref(n) encodes.
+  void put_ref(std::string& o, std::uint64_t n) const {
+    o += ref_head_;
+    etf::put32(o, static_cast<std::uint32_t>(n & 0x3ffff));
+    etf::put32(o, static_cast<std::uint32_t>(n >> 18));
+    etf::put32(o, ref_salt_);
+  }
   [[nodiscard]] term make_ref(std::uint64_t n) const {
     return remote_ref{name_, creation_,
                       {static_cast<std::uint32_t>(n & 0x3ffff), static_cast<std::uint32_t>(n >> 18), ref_salt_}};
@@ -1792,6 +2117,8 @@ class node_core {
   std::vector<std::shared_ptr<connection>> dirty_;
   std::atomic<std::uint64_t> next_ref_{1};
   std::uint32_t ref_salt_ = 0;
+  std::string proxy_wire_;  // proxy()'s encoding
+  std::string ref_head_;    // make_ref(n)'s encoding up to its three words
 
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<connection>> conns_;
@@ -2052,11 +2379,28 @@ class node {
       throw node_error{fmt::format("otpp::node: no cookie given and none readable in {}", path)};
     return cookie;
   }
+  // A caller calls the same target many times in a row: the last label is
+  // kept per thread, so a call formats and interns only on a change.
   static std::string_view label(const remote_name& to) {
-    return detail::dist::intern(fmt::format("{{{}, {}}}", to.name, to.node));
+    thread_local std::string name, node;
+    thread_local std::string_view last;
+    if (last.empty() || to.name != name || to.node != node) {
+      last = detail::dist::intern(fmt::format("{{{}, {}}}", to.name, to.node));
+      name = to.name;
+      node = to.node;
+    }
+    return last;
   }
   // Per node, not per pid: the interned labels stay few.
-  static std::string_view label(const remote_pid& to) { return detail::dist::intern(fmt::format("a pid on {}", to.node)); }
+  static std::string_view label(const remote_pid& to) {
+    thread_local std::string node;
+    thread_local std::string_view last;
+    if (last.empty() || to.node != node) {
+      last = detail::dist::intern(fmt::format("a pid on {}", to.node));
+      node = to.node;
+    }
+    return last;
+  }
 
   std::unique_ptr<detail::dist::node_core> core_;
 };
