@@ -217,6 +217,8 @@ struct completion : slot_waker {
   static void on_wake(slot_waker* w) noexcept;
 };
 
+struct connection;
+
 /// A call from a remote node, being answered by a local server.
 struct inbound_call : completion {
   inbound_call() {
@@ -229,9 +231,46 @@ struct inbound_call : completion {
   // Read in place (the usual case): the reply's frame up to the reply,
   // {send, '', From} and {Tag, ...; from and tag are then unused.
   std::string reply_head;
+  std::shared_ptr<connection> conn;  // the one the call came on (the reply goes back on it)
+  inbound_call* prev_in = nullptr;   // in the node's inbound_list, under its lock
+  inbound_call* next_in = nullptr;
+  bool listed = false;
   virtual result<term> collect() = 0;
   virtual reply_slot_base* slot() = 0;
   void complete(node_core& c) override;
+};
+
+/// The calls being answered, linked through themselves: listing one and
+/// taking it off allocate nothing (there is one of each per remote call).
+class inbound_list {
+ public:
+  void insert(inbound_call* c) noexcept {
+    c->prev_in = nullptr;
+    c->next_in = head_;
+    if (head_) head_->prev_in = c;
+    head_ = c;
+    c->listed = true;
+  }
+  void erase(inbound_call* c) noexcept {
+    if (!c->listed) return;
+    (c->prev_in ? c->prev_in->next_in : head_) = c->next_in;
+    if (c->next_in) c->next_in->prev_in = c->prev_in;
+    c->prev_in = c->next_in = nullptr;
+    c->listed = false;
+  }
+  [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+  /// `f` may erase (and free) the call it is given.
+  template <class F>
+  void for_each(F&& f) {
+    for (inbound_call* c = head_; c != nullptr;) {
+      inbound_call* next = c->next_in;
+      f(c);
+      c = next;
+    }
+  }
+
+ private:
+  inbound_call* head_ = nullptr;
 };
 
 template <class R>
@@ -405,9 +444,13 @@ inline void end_frame(std::string& o, std::size_t at) {
 
 /// A served process: how a remote request reaches it.
 struct served {
+  using call_fn = std::function<std::unique_ptr<inbound_call>(term)>;
+  using cast_fn = std::function<void(term)>;
   pid target;
-  std::function<std::unique_ptr<inbound_call>(term)> call;  // empty: it answers no calls
-  std::function<void(term)> cast;                           // empty: it takes no casts
+  // Shared, so that copying an entry out from under the node's lock (once
+  // per request) allocates nothing.
+  std::shared_ptr<const call_fn> call;  // null: it answers no calls
+  std::shared_ptr<const cast_fn> cast;  // null: it takes no casts
 };
 
 struct connection {
@@ -435,8 +478,8 @@ struct proc_monitor {
 /// A call to a remote server, waiting for its reply.
 struct outbound {
   reply_slot<term>* slot = nullptr;
-  std::string peer;
-  term target;  // what the monitor names
+  std::shared_ptr<connection> conn;  // the one the call went out on (its peer's name too)
+  term target;                       // what the monitor names
 };
 
 struct node_config {
@@ -530,7 +573,7 @@ class node_core {
     // {send, '', Pid}) with {'$gen_call', {Proxy, Ref}, Request}, written
     // straight from their encodings.
     std::string frames;
-    frames.reserve(2 * (proxy_wire_.size() + ref_head_.size()) + 96);
+    frames.reserve(2 * (proxy_wire_.size() + ref_head_.size()) + 160);
     std::size_t at = begin_frame(frames);
     etf::put8(frames, etf::small_tuple);
     etf::put8(frames, 4);
@@ -563,15 +606,16 @@ class node_core {
     put_ref(frames, n);
     encode_term_to(frames, request);
     end_frame(frames, at);
+    auto conn = connection_for(peer);
     auto* slot = reply_slot<term>::make();  // after encoding: a request that cannot be encoded leaves nothing behind
     {
       std::lock_guard lock{mu_};
-      outbound_[n] = outbound{slot, peer, std::move(target)};
+      outbound_[n] = outbound{slot, conn, std::move(target)};
     }
     const std::int64_t due = tls().current != nullptr && timeout != steady::duration::max()
                                  ? timer_due_after_ns(*tls().current->rt(), clamp_delay(timeout))
                                  : no_deadline_ns;
-    write(peer, frames);
+    write(conn, frames);
     return pending_call_access::sent<term, Throws>(slot, timeout, due, 0, label, "otpp::term");
   }
 
@@ -696,7 +740,7 @@ class node_core {
       std::string frame = std::move(c.reply_head);
       encode_term_to(frame, *r);
       end_frame(frame, 0);
-      write(c.peer, frame);
+      write(c.conn, frame);
       return;
     }
     term reply = term::tuple(c.tag, std::move(*r));
@@ -1002,8 +1046,10 @@ class node_core {
     log_rt(log_level::info, "otpp::node {}: connected to {}", name_, c->peer);
   }
 
-  void write(const std::string& peer, const std::string& frames) {
-    auto c = connection_for(peer);
+  void write(const std::string& peer, const std::string& frames) { write(connection_for(peer), frames); }
+  /// As write(peer, ...) on a connection already looked up: frames for a
+  /// connection that has closed meanwhile are dropped with it.
+  void write(const std::shared_ptr<connection>& c, const std::string& frames) {
     const std::int64_t now = polled_by_workers_ ? note_traffic() : 0;
     std::unique_lock l{c->mu};
     if (c->closed) return;
@@ -1142,16 +1188,16 @@ class node_core {
       auto it = conns_.find(c->peer);
       if (it != conns_.end() && it->second == c) conns_.erase(it);
       for (auto o = outbound_.begin(); o != outbound_.end();) {
-        if (o->second.peer == c->peer) {
+        if (o->second.conn->peer == c->peer) {
           failed.push_back(o->second.slot);
           o = outbound_.erase(o);
         } else {
           ++o;
         }
       }
-      for (auto* in : inbound_) {
+      inbound_.for_each([&](inbound_call* in) {
         if (in->peer == c->peer) in->cancelled = true;  // its answer has nowhere to go
-      }
+      });
       for (auto& [index, w] : watches_) {
         for (auto m = w->monitors.begin(); m != w->monitors.end();) {
           if (monitor_peer(m->first) == c->peer) {
@@ -1525,9 +1571,9 @@ class node_core {
     etf::decoder d{w.in, w.pos};
     term request = d.read();
     if (d.position() != w.in.size()) d.fail("bytes after the message");
-    std::unique_ptr<inbound_call> rec = s.call(std::move(request));
+    std::unique_ptr<inbound_call> rec = (*s.call)(std::move(request));
     std::string& head = rec->reply_head;
-    head.reserve(from.size() + tag.size() + 32);
+    head.reserve(from.size() + tag.size() + 96);  // room for a small reply
     (void)begin_frame(head);
     etf::put8(head, etf::small_tuple);
     etf::put8(head, 3);
@@ -1550,24 +1596,23 @@ class node_core {
     if (!w.atom(name, true) || name == "net_kernel") return false;
     const std::string_view named = w.in.substr(named_at, w.pos - named_at);
     if (!w.canonical_ref(ref) || w.pos != w.in.size()) return false;
-    pid p;
-    {
-      std::lock_guard lock{mu_};
-      auto it = served_.find(name);
-      if (it != served_.end()) p = it->second.target;
-    }
     std::string wire;
     wire.reserve(named.size() + from.size() + ref.size());
     wire += named;
     wire += from;
     wire += ref;
-    if (!p || !p.alive()) {
-      std::string reason;
-      etf::put_atom(reason, "noproc");
-      write(c->peer, monitor_exit_frame(wire, reason));
-      return true;
+    std::string key = monitor_key(c->peer, ref);
+    {
+      std::lock_guard lock{mu_};
+      auto it = served_.find(name);
+      if (it != served_.end() && it->second.target.alive()) {
+        add_remote_monitor_locked(it->second.target, std::move(key), std::move(wire));
+        return true;
+      }
     }
-    add_remote_monitor(p, monitor_key(c->peer, ref), std::move(wire));
+    std::string reason;
+    etf::put_atom(reason, "noproc");
+    write(c, monitor_exit_frame(wire, reason));
     return true;
   }
 
@@ -1756,7 +1801,7 @@ class node_core {
       }
       auto& tt = message.value();
       auto& parts = std::get<term_tuple>(tt).elements;
-      std::unique_ptr<inbound_call> rec = s.call(std::move(parts[2]));
+      std::unique_ptr<inbound_call> rec = (*s.call)(std::move(parts[2]));
       rec->from = parts[1][0];
       rec->tag = parts[1][1];
       start_inbound(c, std::move(rec));
@@ -1768,7 +1813,7 @@ class node_core {
                name_, c->peer);
         return;
       }
-      s.cast(std::move(std::get<term_tuple>(message.value()).elements[1]));
+      (*s.cast)(std::move(std::get<term_tuple>(message.value()).elements[1]));
       return;
     }
     otpp::send(s.target, std::move(message));
@@ -1778,6 +1823,7 @@ class node_core {
   void start_inbound(const std::shared_ptr<connection>& c, std::unique_ptr<inbound_call> rec) {
     rec->core = this;
     rec->peer = c->peer;
+    rec->conn = c;
     reply_slot_base* slot = rec->slot();
     inbound_call* raw = rec.release();
     {
@@ -1815,6 +1861,7 @@ class node_core {
     (void)o.slot->set_value(std::move(reply));
     o.slot->release();
     std::string frame;
+    frame.reserve(proxy_wire_.size() + ref_head_.size() + 64);
     const std::size_t at = begin_frame(frame);
     etf::put8(frame, etf::small_tuple);
     etf::put8(frame, 4);
@@ -1823,7 +1870,7 @@ class node_core {
     encode_term_to(frame, o.target);
     put_ref(frame, n);
     end_frame(frame, at);
-    write(o.peer, frame);
+    write(o.conn, frame);
   }
 
   void on_monitor_exit(const term& ref, const term& reason) {
@@ -1865,6 +1912,9 @@ class node_core {
   }
   void add_remote_monitor(const pid& p, std::string key, std::string wire) {
     std::lock_guard lock{mu_};
+    add_remote_monitor_locked(p, std::move(key), std::move(wire));
+  }
+  void add_remote_monitor_locked(const pid& p, std::string key, std::string wire) {
     watch& w = watch_locked(p);
     monitor_index_[key] = w.index;
     w.monitors.emplace(std::move(key), watch::remote_monitor{std::move(wire)});
@@ -1948,7 +1998,7 @@ class node_core {
       // Calls whose callers gave up (timeout): their entries go now.
       for (auto it = outbound_.begin(); it != outbound_.end();) {
         if (!it->second.slot->open()) {
-          demonitors.emplace_back(it->second.peer,
+          demonitors.emplace_back(it->second.conn->peer,
                                   term::tuple(std::int64_t{op_demonitor_p}, proxy(), it->second.target, make_ref(it->first)));
           it->second.slot->release();
           it = outbound_.erase(it);
@@ -2001,17 +2051,14 @@ class node_core {
       // Each watch still pending is resolved by its demonitor (or its
       // exit); each call by its server, or abandoned here.
       for (auto& [index, w] : watches_) w->cancel();
-      for (auto it = inbound_.begin(); it != inbound_.end();) {
-        inbound_call* in = *it;
+      inbound_.for_each([&](inbound_call* in) {
         in->cancelled = true;
         reply_slot_base* slot = in->slot();
         if (slot && slot->abandon()) {  // no answer will come: ours to free
-          it = inbound_.erase(it);
+          inbound_.erase(in);
           delete in;
-        } else {
-          ++it;  // its answer is on its way, and frees it
-        }
-      }
+        }  // else its answer is on its way, and frees it
+      });
     }
     for (;;) {
       drain_completions();
@@ -2131,7 +2178,7 @@ class node_core {
   std::unordered_map<std::uint32_t, watch*> watches_;           // by the target's wire index
   std::unordered_map<std::string, std::uint32_t> monitor_index_;  // monitor_key -> the watch's index
   std::unordered_map<std::uint64_t, proc_monitor> proc_monitors_;  // by reference number
-  std::set<inbound_call*> inbound_;
+  inbound_list inbound_;
   std::map<std::string, std::vector<pid>> node_watchers_;
   int connecting_ = 0;  // handshake threads still running
   std::condition_variable connectors_done_;
@@ -2355,13 +2402,14 @@ class node {
       using R = call_reply_t<Impl, term>;
       static_assert(std::is_void_v<R> || term_convertible<R>,
                     "otpp::node: handle_call(otpp::term) must reply with a type otpp::to_term converts");
-      entry.call = [s](term request) -> std::unique_ptr<detail::dist::inbound_call> {
-        return std::make_unique<detail::dist::typed_inbound_call<R>>(
-            detail::send_call<false>(s, std::move(request), detail::steady::duration::max()));
-      };
+      entry.call = std::make_shared<const detail::dist::served::call_fn>(
+          [s](term request) -> std::unique_ptr<detail::dist::inbound_call> {
+            return std::make_unique<detail::dist::typed_inbound_call<R>>(
+                detail::send_call<false>(s, std::move(request), detail::steady::duration::max()));
+          });
     }
     if constexpr (handles_cast<Impl, term>) {
-      entry.cast = [s](term message) { otpp::cast(s, std::move(message)); };
+      entry.cast = std::make_shared<const detail::dist::served::cast_fn>([s](term message) { otpp::cast(s, std::move(message)); });
     }
     return entry;
   }

@@ -504,22 +504,25 @@ enum tag : std::uint8_t {
 inline constexpr unsigned max_depth = 512;
 
 inline void put8(std::string& o, std::uint8_t v) { o.push_back(static_cast<char>(v)); }
+// Big-endian, appended whole: one capacity check per number, not one per byte.
 inline void put16(std::string& o, std::uint16_t v) {
-  o.push_back(static_cast<char>(v >> 8));
-  o.push_back(static_cast<char>(v));
+  const char b[2] = {static_cast<char>(v >> 8), static_cast<char>(v)};
+  o.append(b, 2);
 }
 inline void put32(std::string& o, std::uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) o.push_back(static_cast<char>(v >> s));
+  const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
+  o.append(b, 4);
 }
 inline void put64(std::string& o, std::uint64_t v) {
-  for (int s = 56; s >= 0; s -= 8) o.push_back(static_cast<char>(v >> s));
+  put32(o, static_cast<std::uint32_t>(v >> 32));
+  put32(o, static_cast<std::uint32_t>(v));
 }
 
 inline void put_atom(std::string& o, std::string_view name) {
   if (name.size() > 255 * 4) throw term_error{fmt::format("otpp::encode_term: atom of {} bytes (at most 255 characters)", name.size())};
   if (name.size() < 256) {
-    put8(o, small_atom_utf8);
-    put8(o, static_cast<std::uint8_t>(name.size()));
+    const char head[2] = {static_cast<char>(small_atom_utf8), static_cast<char>(name.size())};
+    o.append(head, 2);
   } else {
     put8(o, atom_utf8);
     put16(o, static_cast<std::uint16_t>(name.size()));
