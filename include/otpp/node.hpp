@@ -289,16 +289,27 @@ struct typed_inbound_call final : inbound_call {
   reply_slot_base* slot() override { return pending_call_access::slot(call); }
 };
 
+struct watch;
+
+/// A remote process's monitor of a local one: an entry of the node's map
+/// (by monitor_key), linked into its watch's list through itself, so that
+/// a call's monitor and demonitor cost one map operation each. Guarded by
+/// the node's lock.
+struct remote_monitor {
+  watch* owner = nullptr;
+  const std::string* key = nullptr;  // its key in the node's map
+  remote_monitor* prev = nullptr;
+  remote_monitor* next = nullptr;
+  // The target as the remote named it, the watcher and the reference,
+  // encoded back to back: the middle of the monitor_p_exit it is owed.
+  std::string wire;
+};
+
 /// A local process that remote nodes monitor or are linked to: one
 /// otpp monitor on it, however many remote monitors and links it has, so
-/// a call's monitor and demonitor cost two map operations and no signal to
-/// the process. Its lists are guarded by the node's lock.
+/// a call's monitor and demonitor send no signal to the process. Its lists
+/// are guarded by the node's lock.
 struct watch : completion {
-  struct remote_monitor {
-    // The target as the remote named it, the watcher and the reference,
-    // encoded back to back: the middle of the monitor_p_exit it is owed.
-    std::string wire;
-  };
   struct remote_link {
     std::string peer;
     term other;  // the remote pid
@@ -308,7 +319,7 @@ struct watch : completion {
   std::uint32_t index = 0;  // the target's wire index
   pid target;
   term local_pid;  // the target's wire pid
-  std::unordered_map<std::string, remote_monitor> monitors;  // by monitor_key
+  remote_monitor* monitors = nullptr;  // its remote monitors' list
   std::vector<remote_link> links;
   void complete(node_core& c) override;
   /// Ends the watch early (the node stops): the demonitor, or the exit if
@@ -756,14 +767,18 @@ class node_core {
       std::lock_guard lock{mu_};
       auto it = watches_.find(w.index);
       if (it != watches_.end() && it->second == &w) watches_.erase(it);
-      if (w.cancelled) return;
       const term reason = reason_to_term(why);
       std::string reason_wire;
       encode_term_to(reason_wire, reason);
-      for (auto& [key, m] : w.monitors) {
-        monitor_index_.erase(key);
-        out.emplace_back(std::string{monitor_peer(key)}, monitor_exit_frame(m.wire, reason_wire));
+      // Its remote monitors go with it, told (unless the node stops) why.
+      for (remote_monitor* m = w.monitors; m != nullptr;) {
+        remote_monitor* next = m->next;
+        if (!w.cancelled) out.emplace_back(std::string{monitor_peer(*m->key)}, monitor_exit_frame(m->wire, reason_wire));
+        remote_monitors_.erase(remote_monitors_.find(*m->key));
+        m = next;
       }
+      w.monitors = nullptr;
+      if (w.cancelled) return;
       for (auto& l : w.links)
         out.emplace_back(l.peer, make_frame(term::tuple(std::int64_t{op_exit}, w.local_pid, l.other, reason)));
     }
@@ -1198,15 +1213,15 @@ class node_core {
       inbound_.for_each([&](inbound_call* in) {
         if (in->peer == c->peer) in->cancelled = true;  // its answer has nowhere to go
       });
-      for (auto& [index, w] : watches_) {
-        for (auto m = w->monitors.begin(); m != w->monitors.end();) {
-          if (monitor_peer(m->first) == c->peer) {
-            monitor_index_.erase(m->first);
-            m = w->monitors.erase(m);
-          } else {
-            ++m;
-          }
+      for (auto m = remote_monitors_.begin(); m != remote_monitors_.end();) {
+        if (monitor_peer(m->first) == c->peer) {
+          unlink_monitor(m->second);
+          m = remote_monitors_.erase(m);
+        } else {
+          ++m;
         }
+      }
+      for (auto& [index, w] : watches_) {
         for (auto l = w->links.begin(); l != w->links.end();) {
           if (l->peer == c->peer) {
             unlinked.push_back(w->target);
@@ -1916,17 +1931,31 @@ class node_core {
   }
   void add_remote_monitor_locked(const pid& p, std::string key, std::string wire) {
     watch& w = watch_locked(p);
-    monitor_index_[key] = w.index;
-    w.monitors.emplace(std::move(key), watch::remote_monitor{std::move(wire)});
+    auto [it, fresh] = remote_monitors_.try_emplace(std::move(key));
+    remote_monitor& m = it->second;
+    if (!fresh) unlink_monitor(m);  // the same reference again: it now watches this process
+    m.wire = std::move(wire);
+    m.key = &it->first;
+    m.owner = &w;
+    m.prev = nullptr;
+    m.next = w.monitors;
+    if (w.monitors) w.monitors->prev = &m;
+    w.monitors = &m;
+  }
+  static void unlink_monitor(remote_monitor& m) noexcept {
+    (m.prev ? m.prev->next : m.owner->monitors) = m.next;
+    if (m.next) m.next->prev = m.prev;
+    m.owner = nullptr;
+    m.prev = m.next = nullptr;
   }
 
   void on_demonitor(const std::shared_ptr<connection>& c, const term& ref) { drop_remote_monitor(monitor_key_of(c->peer, ref)); }
   void drop_remote_monitor(const std::string& key) {
     std::lock_guard lock{mu_};
-    auto it = monitor_index_.find(key);
-    if (it == monitor_index_.end()) return;
-    if (auto w = watches_.find(it->second); w != watches_.end()) w->second->monitors.erase(key);
-    monitor_index_.erase(it);
+    auto it = remote_monitors_.find(key);
+    if (it == remote_monitors_.end()) return;
+    unlink_monitor(it->second);
+    remote_monitors_.erase(it);
   }
 
   void on_link(const std::shared_ptr<connection>& c, const term& from, const term& to) {
@@ -2176,7 +2205,7 @@ class node_core {
   std::unordered_map<std::uint32_t, pid> exported_;                // wire index -> process
   std::uint32_t next_export_ = 1;                                  // 0 is the call proxy
   std::unordered_map<std::uint32_t, watch*> watches_;           // by the target's wire index
-  std::unordered_map<std::string, std::uint32_t> monitor_index_;  // monitor_key -> the watch's index
+  std::unordered_map<std::string, remote_monitor> remote_monitors_;  // by monitor_key
   std::unordered_map<std::uint64_t, proc_monitor> proc_monitors_;  // by reference number
   inbound_list inbound_;
   std::map<std::string, std::vector<pid>> node_watchers_;
