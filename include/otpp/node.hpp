@@ -617,10 +617,14 @@ class node_core {
     put_ref(frames, n);
     encode_term_to(frames, request);
     end_frame(frames, at);
-    auto conn = connection_for(peer);
     auto* slot = reply_slot<term>::make();  // after encoding: a request that cannot be encoded leaves nothing behind
+    std::shared_ptr<connection> conn;
     {
+      // One hold of the lock: a connection that closes meanwhile either
+      // fails this call with the others (it is listed before the close
+      // looks) or is replaced by a fresh one here.
       std::lock_guard lock{mu_};
+      conn = connection_for_locked(peer);
       outbound_[n] = outbound{slot, conn, std::move(target)};
     }
     const std::int64_t due = tls().current != nullptr && timeout != steady::duration::max()
@@ -915,6 +919,9 @@ class node_core {
   // -- connections ---------------------------------------------------------------------
   std::shared_ptr<connection> connection_for(const std::string& peer) {
     std::lock_guard lock{mu_};
+    return connection_for_locked(peer);
+  }
+  std::shared_ptr<connection> connection_for_locked(const std::string& peer) {
     auto it = conns_.find(peer);
     if (it != conns_.end()) return it->second;
     auto c = std::make_shared<connection>();
