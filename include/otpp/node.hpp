@@ -366,6 +366,8 @@ struct wire_cursor {
     pos += v.size();
     return true;
   }
+  /// A small tuple's head with `arity` elements.
+  bool tuple(std::uint8_t arity) noexcept { return byte(etf::small_tuple) && byte(arity); }
   bool u32(std::uint32_t& v) noexcept {
     if (!has(4)) return false;
     v = 0;
@@ -439,6 +441,17 @@ struct wire_cursor {
     return true;
   }
 };
+
+/// A small tuple's head (fewer than 256 elements).
+inline void put_tuple(std::string& o, std::uint8_t arity) {
+  const char head[2] = {static_cast<char>(etf::small_tuple), static_cast<char>(arity)};
+  o.append(head, 2);
+}
+/// A control message's head: its tuple and its operation.
+inline void put_control(std::string& o, std::uint8_t arity, std::int64_t operation) {
+  put_tuple(o, arity);
+  etf::encode_integer(o, operation);
+}
 
 /// A frame under construction: its length is filled in by end_frame.
 inline std::size_t begin_frame(std::string& o) {
@@ -586,33 +599,26 @@ class node_core {
     std::string frames;
     frames.reserve(2 * (proxy_wire_.size() + ref_head_.size()) + 160);
     std::size_t at = begin_frame(frames);
-    etf::put8(frames, etf::small_tuple);
-    etf::put8(frames, 4);
-    etf::encode_integer(frames, op_monitor_p);
+    put_control(frames, 4, op_monitor_p);
     frames += proxy_wire_;
     encode_term_to(frames, target);
     put_ref(frames, n);
     end_frame(frames, at);
     at = begin_frame(frames);
-    etf::put8(frames, etf::small_tuple);
     if (const auto* name = target.get_if<atom>()) {
-      etf::put8(frames, 4);
-      etf::encode_integer(frames, op_reg_send);
+      put_control(frames, 4, op_reg_send);
       frames += proxy_wire_;
       etf::put_atom(frames, "");
       etf::put_atom(frames, name->name);
     } else {
-      etf::put8(frames, 3);
-      etf::encode_integer(frames, op_send);
+      put_control(frames, 3, op_send);
       etf::put_atom(frames, "");
       encode_term_to(frames, target);
     }
     etf::put8(frames, etf::version);
-    etf::put8(frames, etf::small_tuple);
-    etf::put8(frames, 3);
+    put_tuple(frames, 3);
     etf::put_atom(frames, "$gen_call");
-    etf::put8(frames, etf::small_tuple);
-    etf::put8(frames, 2);
+    put_tuple(frames, 2);
     frames += proxy_wire_;
     put_ref(frames, n);
     encode_term_to(frames, request);
@@ -1566,7 +1572,7 @@ class node_core {
   /// {send, _, Proxy} {Ref, Reply}: the reply to one of this node's calls.
   bool reply_in_place(wire_cursor& w) {
     std::uint32_t low, high, salt;
-    if (!w.bytes(proxy_wire_) || !w.byte(etf::version) || !w.byte(etf::small_tuple) || !w.byte(2) ||
+    if (!w.bytes(proxy_wire_) || !w.byte(etf::version) || !w.tuple(2) ||
         !w.bytes(ref_head_) || !w.u32(low) || !w.u32(high) || !w.u32(salt) || salt != ref_salt_)
       return false;
     etf::decoder d{w.in, w.pos};
@@ -1580,8 +1586,8 @@ class node_core {
   bool call_in_place(const std::shared_ptr<connection>& c, wire_cursor& w) {
     std::string_view sender, sender_node, ignored, name, gen_call, from, from_node, tag;
     if (!w.pid(sender, sender_node) || !w.atom(ignored) || !w.atom(name, true) || !w.byte(etf::version) ||
-        !w.byte(etf::small_tuple) || !w.byte(3) || !w.atom(gen_call, true) || gen_call != "$gen_call" ||
-        !w.byte(etf::small_tuple) || !w.byte(2) || !w.pid(from, from_node) || from_node != c->peer || !w.tag(tag))
+        !w.tuple(3) || !w.atom(gen_call, true) || gen_call != "$gen_call" ||
+        !w.tuple(2) || !w.pid(from, from_node) || from_node != c->peer || !w.tag(tag))
       return false;
     served s;
     {
@@ -1597,14 +1603,11 @@ class node_core {
     std::string& head = rec->reply_head;
     head.reserve(from.size() + tag.size() + 96);  // room for a small reply
     (void)begin_frame(head);
-    etf::put8(head, etf::small_tuple);
-    etf::put8(head, 3);
-    etf::encode_integer(head, op_send);
+    put_control(head, 3, op_send);
     etf::put_atom(head, "");
     head += from;
     etf::put8(head, etf::version);
-    etf::put8(head, etf::small_tuple);
-    etf::put8(head, 2);
+    put_tuple(head, 2);
     head += tag;
     start_inbound(c, std::move(rec));
     return true;
@@ -1658,9 +1661,7 @@ class node_core {
     std::string frame;
     frame.reserve(wire.size() + reason.size() + 16);
     const std::size_t at = begin_frame(frame);
-    etf::put8(frame, etf::small_tuple);
-    etf::put8(frame, 5);
-    etf::encode_integer(frame, op_monitor_p_exit);
+    put_control(frame, 5, op_monitor_p_exit);
     frame += wire;
     frame += reason;
     end_frame(frame, at);
@@ -1885,9 +1886,7 @@ class node_core {
     std::string frame;
     frame.reserve(proxy_wire_.size() + ref_head_.size() + 64);
     const std::size_t at = begin_frame(frame);
-    etf::put8(frame, etf::small_tuple);
-    etf::put8(frame, 4);
-    etf::encode_integer(frame, op_demonitor_p);
+    put_control(frame, 4, op_demonitor_p);
     frame += proxy_wire_;
     encode_term_to(frame, o.target);
     put_ref(frame, n);
