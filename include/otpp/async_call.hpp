@@ -118,7 +118,7 @@ class [[nodiscard]] basic_pending_call {
       due_ns_ = detail::timer_due_after_ns(*self.rt(), detail::clamp_delay(left));
     }
     if (due_ns_ != detail::no_deadline_ns) {
-      self.add_deadline({due_ns_, slot_, w});
+      self.add_deadline(due_ns_, slot_, w);
       owner_ = &self;
     }
     if (!slot_->await(w)) {  // answered in the meantime
@@ -284,7 +284,7 @@ class when_any_awaiter {
     for (std::size_t i = 0; i < calls_.size(); ++i) {
       if (calls_[i].due == no_deadline_ns) continue;
       try {
-        self.add_deadline({calls_[i].due, calls_[i].slot, &wakers_[i]});
+        self.add_deadline(calls_[i].due, calls_[i].slot, &wakers_[i]);
       } catch (...) {
         remove_deadlines(i);
         throw;
@@ -397,7 +397,7 @@ class sleep_awaiter {
   void await_suspend(std::coroutine_handle<> h) {
     process_base& self = awaiting_process("otpp::sleep_for");
     slot_waker* w = self.resume_waker(h);
-    self.add_deadline({timer_due_after_ns(*self.rt(), clamp_delay(delay_)), nullptr, w});
+    self.add_deadline(timer_due_after_ns(*self.rt(), clamp_delay(delay_)), nullptr, w);
     waker_ = w;
     owner_ = &self;
   }

@@ -503,10 +503,24 @@ class process_base : public process_identity {
   void make_handlers_reentrant() noexcept { local_ |= reentrant_handlers; }
   /// Owner only: resumes the handler suspended in reentrant wait `w`.
   void resume_reentrant(reentrant_wait* w) noexcept;
-  /// Owner only: the wait `d` ends at d.due unless it is over first: then an
-  /// awaited call is abandoned (if that ends it) and d.waker is woken.
-  /// Throws std::bad_alloc (nothing registered).
-  void add_deadline(const await_deadline& d);
+  /// Owner only: the wait (an awaited call's `slot`, or a sleep's null) ends
+  /// at `due` unless it is over first: then the call is abandoned (if that
+  /// ends it) and `waker` is woken. Throws std::bad_alloc (nothing registered).
+  void add_deadline(std::int64_t due, reply_slot_base* slot, slot_waker* waker) {
+    // A process's only wait, with the timer already set early enough (a
+    // call after call, each re-using the last one's timer): three stores.
+    process_cold& c = *cold_;
+    if (!c.first_deadline_used && c.deadline_timer != nullptr && c.deadline_timer_due <= due &&
+        c.deadlines.capacity() != c.deadlines.size()) [[likely]] {
+      c.first_deadline.due = due;
+      c.first_deadline.slot = slot;
+      c.first_deadline.waker = waker;
+      c.first_deadline_used = true;
+      return;
+    }
+    add_deadline_slow(due, slot, waker);
+  }
+  void add_deadline_slow(std::int64_t due, reply_slot_base* slot, slot_waker* waker);
   /// Owner only: the wait keyed by `slot` (a call) or `waker` (a sleep) is
   /// over. False if its deadline had already passed (its waker was woken).
   bool remove_deadline(const reply_slot_base* slot, const slot_waker* waker) noexcept;
@@ -533,10 +547,12 @@ class process_base : public process_identity {
   void call_crashed(std::exception_ptr e, std::string_view req_type, reply_slot_base* slot) noexcept;
   [[nodiscard]] bool exit_requested() const noexcept { return (local_ & exit_pending) != 0; }
   void mark_constructed() noexcept { local_ |= constructed; }
-  /// Owner only: it runs on worker slot `i` now.
-  void note_worker(unsigned i) noexcept { local_ = (local_ & ((1u << worker_shift) - 1)) | ((i % 255 + 1) << worker_shift); }
-  /// Whether worker slot `i` ran it last.
-  [[nodiscard]] bool last_ran_on(unsigned i) const noexcept { return (local_ >> worker_shift) == i % 255 + 1; }
+  /// A worker slot's mark in local_ (worker_slot::mark): slot i % 255 + 1 in the top byte.
+  [[nodiscard]] static constexpr std::uint32_t worker_mark(unsigned i) noexcept { return (i % 255 + 1) << worker_shift; }
+  /// Owner only: it runs on the worker slot with this mark now.
+  void note_worker(std::uint32_t mark) noexcept { local_ = (local_ & ((1u << worker_shift) - 1)) | mark; }
+  /// Whether the worker slot with this mark ran it last.
+  [[nodiscard]] bool last_ran_on(std::uint32_t mark) const noexcept { return (local_ & ~((1u << worker_shift) - 1)) == mark; }
   void set_trap_exit(bool on) noexcept { local_ = on ? (local_ | trapping) : (local_ & ~trapping); }
   [[nodiscard]] bool traps_exits() const noexcept { return (local_ & trapping) != 0; }
   /// Owner only (inside a callback): set_timeout. A negative duration clears it.

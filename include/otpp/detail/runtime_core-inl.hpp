@@ -932,13 +932,13 @@ inline void count_messages(worker_slot* s, std::uint32_t before, std::uint32_t a
 OTPP_FUNC void runtime_core::run(process_base* p) noexcept {
   worker_slot* const s = tls().slot;
   if (s == nullptr || s->stolen != p) [[likely]] {
-    if (s != nullptr) p->note_worker(s->index);
+    if (s != nullptr) p->note_worker(s->mark);
     run_turns(p);
     return;
   }
   s->stolen = nullptr;
-  const bool bounced = p->last_ran_on(s->index);
-  p->note_worker(s->index);
+  const bool bounced = p->last_ran_on(s->mark);
+  p->note_worker(s->mark);
   if (!bounced) {  // the clock is read only for a steal that may not pay
     s->steal_hold = 0;
     run_turns(p);
@@ -1410,22 +1410,29 @@ OTPP_FUNC void process_base::arm_deadline_timer(std::int64_t due) {
 // vector's buffer was a cache miss on each (~10% of call_concurrent_64_async).
 // The vector keeps room for that entry too, so deadlines_due merges it
 // without allocating.
-OTPP_FUNC void process_base::add_deadline(const await_deadline& d) {
+//
+// Taken field by field, not as an await_deadline: a caller's struct built
+// just before and copied whole here stalled the copy's wide load on the
+// narrow stores that made it (store forwarding, seen in perf annotate of
+// a co_awaited call).
+OTPP_FUNC void process_base::add_deadline_slow(std::int64_t due, reply_slot_base* slot, slot_waker* waker) {
   process_cold& c = *cold_;
   const bool first = !c.first_deadline_used;
   if (first) {
     if (c.deadlines.capacity() == c.deadlines.size()) c.deadlines.reserve(c.deadlines.size() + 4);
-    c.first_deadline = d;
+    c.first_deadline.due = due;
+    c.first_deadline.slot = slot;
+    c.first_deadline.waker = waker;
     c.first_deadline_used = true;
   } else {
     if (c.deadlines.capacity() < c.deadlines.size() + 2) c.deadlines.reserve(c.deadlines.size() * 2 + 2);
-    c.deadlines.push_back(d);  // within the capacity just made
+    c.deadlines.push_back({due, slot, waker});  // within the capacity just made
   }
-  if (c.deadline_timer != nullptr && c.deadline_timer_due <= d.due) {
+  if (c.deadline_timer != nullptr && c.deadline_timer_due <= due) {
     return;  // it fires in time, then re-arms for what is left
   }
   try {
-    arm_deadline_timer(d.due);
+    arm_deadline_timer(due);
   } catch (...) {
     if (first) {
       c.first_deadline_used = false;
