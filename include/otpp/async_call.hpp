@@ -362,15 +362,7 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
   if (p == nullptr || !p->alive()) return pending_call_access::failed<R, Throws>(exit_reason::noproc());
   process_base* const self = tls().current;
   if (p == self) return pending_call_access::failed<R, Throws>(exit_reason::calling_self());
-  auto* slot = reply_slot<R>::make();
-  message_node* node;
-  try {
-    node = make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, self);
-  } catch (...) {
-    slot->release();  // both references: nobody else ever saw it
-    slot->release();
-    throw;
-  }
+  const auto [slot, node] = make_call<Impl, Q, R>(std::forward<Req>(req), self);
   // From a process, the deadline is on the runtime's clock (virtual in
   // tests), read before the request leaves.
   const std::int64_t due = self != nullptr && timeout != steady::duration::max()

@@ -654,9 +654,14 @@ struct call_node final : message_node {
         if constexpr (handles_async_call<Impl, Req>) {
           p.cold_state();  // where a suspended handler is kept: allocated before it starts
           auto task = invoke_sync(impl, std::move(self->req), handle_access::make_from(self->caller));
-          // The handler owns the reply slot and the caller's reference now.
-          p.run_handler(awaiting_handler{async_access::release(task), &finish_call<R>, std::exchange(self->slot, nullptr),
-                                         std::exchange(self->caller, nullptr), type_name<Req>(), "call"});
+          // The handler owns the reply slot and the caller's reference now,
+          // and with the slot this node's memory (make_call): the node goes
+          // first, as the handler may be done with the slot before it returns.
+          reply_slot<R>* const slot = std::exchange(self->slot, nullptr);
+          process_base* const caller = std::exchange(self->caller, nullptr);
+          self->~call_node();
+          p.run_handler(awaiting_handler{async_access::release(task), &finish_call<R>, slot, caller, type_name<Req>(), "call"});
+          return;
         } else if constexpr (handles_sync_call<Impl, Req>) {
           const from f = handle_access::make_from(self->caller);
           if constexpr (std::is_void_v<R>) {
@@ -689,10 +694,21 @@ struct call_node final : message_node {
       self->slot->fail(*why);
     }
     if (self->caller) self->caller->release();
-    if (self->slot) self->slot->release();
-    free_node(self);
+    // The node lives in its slot's block (make_call): gone, it leaves the
+    // memory to the slot, whose last reference frees both.
+    reply_slot<R>* const s = self->slot;
+    self->~call_node();
+    if (s) s->release();
   }
 };
+
+/// A call's request and its reply slot, in one block (see reply_slot::make_with).
+template <class Impl, class Req, class R, class U>
+std::pair<reply_slot<R>*, call_node<Impl, Req, R>*> make_call(U&& req, process_base* caller) {
+  using node = call_node<Impl, Req, R>;
+  return reply_slot<R>::template make_with<node>(
+      [&](void* where, reply_slot<R>* slot) { return ::new (where) node(std::forward<U>(req), slot, caller); });
+}
 
 }  // namespace detail
 
@@ -1148,23 +1164,23 @@ result<call_reply_t<Impl, std::remove_cvref_t<Req>>> try_call(const server<Impl>
   if constexpr (handles_sync_call<Impl, Q> && !handles_async_call<Impl, Q>) {
     if ((nonblocking || may_run_inline(timeout)) && tls().inline_depth < max_inline_depth) {
       if constexpr (!std::is_reference_v<Req> && std::is_nothrow_move_constructible_v<Q>) {
-        return request<R>(
+        return request_made<R>(
             p, timeout, true, nonblocking, [&] { return call_inline<Impl, Q, R>(p, std::move(req)); },
-            [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::move(req), slot, tls().current); });
+            [&] { return make_call<Impl, Q, R>(std::move(req), tls().current); });
       } else {
         // A copy (or a move that may throw) is made on the caller's side,
         // before the server is claimed, as the mailbox path does: a throw
         // reaches the caller and leaves nothing behind.
         Q copy(std::forward<Req>(req));
-        return request<R>(
+        return request_made<R>(
             p, timeout, true, nonblocking, [&] { return call_inline<Impl, Q, R>(p, std::move(copy)); },
-            [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::move(copy), slot, tls().current); });
+            [&] { return make_call<Impl, Q, R>(std::move(copy), tls().current); });
       }
     }
   }
-  return request<R>(
+  return request_made<R>(
       p, timeout, false, nonblocking, [] { return result<R>{exit_reason::noproc()}; },
-      [&](reply_slot<R>* slot) { return make_node<call_node<Impl, Q, R>>(std::forward<Req>(req), slot, tls().current); });
+      [&] { return make_call<Impl, Q, R>(std::forward<Req>(req), tls().current); });
 }
 
 /// Throws the exit_error of a failed otpp::call, naming it:

@@ -11,6 +11,7 @@
 // system call is made only then.
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <new>
 #include <thread>
@@ -185,12 +186,39 @@ class reply_slot_base {
   exit_reason error_;
 };
 
+/// Where a node made with its slot (reply_slot::make_with) sits in their
+/// block, and the block's size.
+template <class Slot, class Node>
+struct slot_block {
+  static constexpr std::size_t node_offset = (sizeof(Slot) + alignof(Node) - 1) / alignof(Node) * alignof(Node);
+  static constexpr std::size_t bytes = node_offset + sizeof(Node);
+};
+
 template <class R>
 class reply_slot final : public reply_slot_base {
  public:
   static reply_slot* make() {
     void* m = pool_allocate(sizeof(reply_slot));
     return ::new (m) reply_slot;
+  }
+  /// A slot and the request that will answer it in one block (one
+  /// allocation per call instead of two): `construct(where, slot)` builds the
+  /// Node at `where`. The block goes with the slot's last reference, so the
+  /// Node, once done, is destroyed but never freed by itself (call_node).
+  /// Throws what allocation or construct throws (then nothing is left).
+  template <class Node, class F>
+  static std::pair<reply_slot*, Node*> make_with(F&& construct) {
+    using block = slot_block<reply_slot, Node>;
+    static_assert(alignof(Node) <= pool_granule, "over-aligned requests are not supported");
+    char* m = static_cast<char*>(pool_allocate(block::bytes));
+    auto* slot = ::new (m) reply_slot{&destroy_block<Node>};
+    try {
+      return {slot, construct(static_cast<void*>(m + block::node_offset), slot)};
+    } catch (...) {
+      slot->~reply_slot();
+      pool_deallocate(m, block::bytes);
+      throw;
+    }
   }
 
   template <class... A>
@@ -207,6 +235,7 @@ class reply_slot final : public reply_slot_base {
 
  private:
   reply_slot() noexcept : reply_slot_base{&destroy} {}
+  explicit reply_slot(destroy_fn d) noexcept : reply_slot_base{d} {}
   ~reply_slot() {
     if (state_.load(std::memory_order_relaxed) == ready) value_.~R();
   }
@@ -214,6 +243,12 @@ class reply_slot final : public reply_slot_base {
     auto* s = static_cast<reply_slot*>(b);
     s->~reply_slot();
     pool_deallocate(s, sizeof(reply_slot));
+  }
+  template <class Node>
+  static void destroy_block(reply_slot_base* b) noexcept {
+    auto* s = static_cast<reply_slot*>(b);
+    s->~reply_slot();
+    pool_deallocate(s, slot_block<reply_slot, Node>::bytes);
   }
   union {
     R value_;
@@ -227,6 +262,21 @@ class reply_slot<void> final : public reply_slot_base {
     void* m = pool_allocate(sizeof(reply_slot));
     return ::new (m) reply_slot;
   }
+  /// As reply_slot<R>::make_with.
+  template <class Node, class F>
+  static std::pair<reply_slot*, Node*> make_with(F&& construct) {
+    using block = slot_block<reply_slot, Node>;
+    static_assert(alignof(Node) <= pool_granule, "over-aligned requests are not supported");
+    char* m = static_cast<char*>(pool_allocate(block::bytes));
+    auto* slot = ::new (m) reply_slot{&destroy_block<Node>};
+    try {
+      return {slot, construct(static_cast<void*>(m + block::node_offset), slot)};
+    } catch (...) {
+      slot->~reply_slot();
+      pool_deallocate(m, block::bytes);
+      throw;
+    }
+  }
   bool set_value() noexcept {
     std::uint32_t prev;
     if (!claim(prev)) return false;
@@ -237,10 +287,17 @@ class reply_slot<void> final : public reply_slot_base {
 
  private:
   reply_slot() noexcept : reply_slot_base{&destroy} {}
+  explicit reply_slot(destroy_fn d) noexcept : reply_slot_base{d} {}
   static void destroy(reply_slot_base* b) noexcept {
     auto* s = static_cast<reply_slot*>(b);
     s->~reply_slot();
     pool_deallocate(s, sizeof(reply_slot));
+  }
+  template <class Node>
+  static void destroy_block(reply_slot_base* b) noexcept {
+    auto* s = static_cast<reply_slot*>(b);
+    s->~reply_slot();
+    pool_deallocate(s, slot_block<reply_slot, Node>::bytes);
   }
 };
 

@@ -506,24 +506,32 @@ std::uint32_t enqueue_and_await(process_base* p, message_node* node, reply_slot_
 /// `make_node(slot)` builds the request, which goes through the mailbox
 /// while the caller waits until the deadline: the answer, the target's exit
 /// reason if it dies first, or timeout (a late answer is dropped).
-template <class R, class RunInline, class MakeNode>
-result<R> request(process_base* p, steady::duration timeout, bool inline_allowed, bool target_nonblocking,
-                  RunInline&& run_inline, MakeNode&& make_node) {
+/// `make()` gives the slot (two references) and the request for it (a
+/// call's, in one block: make_call), or throws with nothing left.
+template <class R, class RunInline, class Make>
+result<R> request_made(process_base* p, steady::duration timeout, bool inline_allowed, bool target_nonblocking,
+                       RunInline&& run_inline, Make&& make) {
   if (inline_allowed && p->try_claim()) return run_inline();
   if (!p->alive()) return exit_reason::noproc();
-  auto* slot = reply_slot<R>::make();
-  message_node* node;
-  try {
-    node = make_node(slot);
-  } catch (...) {
-    slot->release();  // both references: nobody else ever saw it
-    slot->release();
-    throw;
-  }
+  const auto [slot, node] = make();
   const std::uint32_t st = enqueue_and_await(p, node, slot, timeout, target_nonblocking);
   auto out = collect<R>(slot, st);
   slot->release();
   return out;
+}
+template <class R, class RunInline, class MakeNode>
+result<R> request(process_base* p, steady::duration timeout, bool inline_allowed, bool target_nonblocking,
+                  RunInline&& run_inline, MakeNode&& make_node) {
+  return request_made<R>(p, timeout, inline_allowed, target_nonblocking, std::forward<RunInline>(run_inline), [&] {
+    auto* slot = reply_slot<R>::make();
+    try {
+      return std::pair<reply_slot<R>*, message_node*>{slot, make_node(slot)};
+    } catch (...) {
+      slot->release();  // both references: nobody else ever saw it
+      slot->release();
+      throw;
+    }
+  });
 }
 
 /// otpp::stop for any process.
