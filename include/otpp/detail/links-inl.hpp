@@ -35,8 +35,9 @@ OTPP_FUNC void signal_exit(process_base& p, process_cold& c, const exit_reason& 
     c.parent = nullptr;
   }
   for (auto& [ref, m] : c.monitors) deliver_down(p, m, reason);
-  c.monitors.clear();
-  c.watching.clear();
+  // clear() zeroes the bucket array even when there is nothing in it.
+  if (!c.monitors.empty()) c.monitors.clear();
+  if (!c.watching.empty()) c.watching.clear();
 }
 
 }  // namespace otpp::detail

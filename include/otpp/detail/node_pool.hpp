@@ -47,7 +47,7 @@
 namespace otpp::detail {
 
 inline constexpr std::size_t pool_granule = 16;
-inline constexpr std::size_t pool_max_size = 512;
+inline constexpr std::size_t pool_max_size = 768;  // a process's cold part (process_cold) fits
 inline constexpr std::size_t pool_classes = pool_max_size / pool_granule;
 inline constexpr std::size_t pool_release_threshold = std::size_t{64} << 20;
 inline constexpr std::size_t pool_slab_bytes = 16384;
