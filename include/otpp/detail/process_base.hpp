@@ -392,9 +392,6 @@ class process_base : public process_identity {
   static constexpr std::uint32_t dry_asked = 524288;      // run_mailbox_dry once the mailbox runs dry
   // What makes a turn that found the mailbox empty settle first.
   static constexpr std::uint32_t settle_flags = idle_flags | dry_asked;
-  // Bits 24-31: the worker that last ran it (slot index + 1, mod 255; 0:
-  // none yet), for the scheduler's steal backoff.
-  static constexpr unsigned worker_shift = 24;
   // What sends a turn down its slow path (one test on the fast path).
   static constexpr std::uint32_t turn_slow = has_continue | exit_pending | awaiting | has_held;
 
@@ -553,12 +550,6 @@ class process_base : public process_identity {
   void call_crashed(std::exception_ptr e, std::string_view req_type, reply_slot_base* slot) noexcept;
   [[nodiscard]] bool exit_requested() const noexcept { return (local_ & exit_pending) != 0; }
   void mark_constructed() noexcept { local_ |= constructed; }
-  /// A worker slot's mark in local_ (worker_slot::mark): slot i % 255 + 1 in the top byte.
-  [[nodiscard]] static constexpr std::uint32_t worker_mark(unsigned i) noexcept { return (i % 255 + 1) << worker_shift; }
-  /// Owner only: it runs on the worker slot with this mark now.
-  void note_worker(std::uint32_t mark) noexcept { local_ = (local_ & ((1u << worker_shift) - 1)) | mark; }
-  /// Whether the worker slot with this mark ran it last.
-  [[nodiscard]] bool last_ran_on(std::uint32_t mark) const noexcept { return (local_ & ~((1u << worker_shift) - 1)) == mark; }
   void set_trap_exit(bool on) noexcept { local_ = on ? (local_ | trapping) : (local_ & ~trapping); }
   [[nodiscard]] bool traps_exits() const noexcept { return (local_ & trapping) != 0; }
   /// Owner only (inside a callback): set_timeout. A negative duration clears it.

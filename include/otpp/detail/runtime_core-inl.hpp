@@ -917,33 +917,26 @@ inline void count_messages(worker_slot* s, std::uint32_t before, std::uint32_t a
   s->messages.store(s->messages.load(std::memory_order_relaxed) + (after - before), std::memory_order_relaxed);
 }
 
-// A process stolen from another worker that runs one short turn here and
-// is then woken back on the worker it came from (a client of a busy server
-// there, a ring's token) gained nothing from the move and paid for it:
-// its memory crossed cores twice, and its next message will too. Such
-// steals make the thief hold off, doubling from 1 us up to 1 ms: work must
-// then wait that long in another deque before this worker takes it. Any
-// other steal (a long turn, a process not bounced back, a new one) makes it
-// eager again. 64 clients co_awaiting one server on 2 workers: 5.6-5.8 M
-// calls/s with eager stealing, 6.6-9.1 M with this backoff, 8.8-10.6 M on
-// one worker alone (otpp_bench call_concurrent_64_async): on two cores the
-// chatter between a server and its callers costs more in cache traffic than
-// the second core gives.
+// A process stolen from another worker that runs only a short turn here
+// gained little from the move and paid for it: its memory crossed cores, and
+// what it wakes (a server it calls, the task stream it reports to) is on the
+// other side too. Such steals make the thief hold off, doubling from 1 us up
+// to 1 ms: work must then wait that long in another deque before this worker
+// takes it. A steal whose turn runs long (5 us and more) makes it eager
+// again. Any process counts, a new one (a task) included: counting only
+// processes bounced back and forth, otpp_bench measured (6 interleaved runs,
+// medians) task_async_stream_rate 2.46 M items/s against 4.02 M now (one
+// worker alone: ~6 M), and call_concurrent_64_async 9.1 M calls/s against
+// 9.7 M; ets_lookup_64procs (long turns) 72.9 against 69.9 M/s, within its
+// spread. On two cores the chatter between processes that talk
+// costs more in cache traffic than the second core gives.
 OTPP_FUNC void runtime_core::run(process_base* p) noexcept {
   worker_slot* const s = tls().slot;
   if (s == nullptr || s->stolen != p) [[likely]] {
-    if (s != nullptr) p->note_worker(s->mark);
     run_turns(p);
     return;
   }
   s->stolen = nullptr;
-  const bool bounced = p->last_ran_on(s->mark);
-  p->note_worker(s->mark);
-  if (!bounced) {  // the clock is read only for a steal that may not pay
-    s->steal_hold = 0;
-    run_turns(p);
-    return;
-  }
   const std::int64_t t0 = steady::now().time_since_epoch().count();
   run_turns(p);  // p may be gone now
   if (tls().slot != s) return;  // its fiber went on on another thread

@@ -49,13 +49,12 @@ namespace detail {
 class timer_service;
 
 struct worker_slot {
-  explicit worker_slot(unsigned i) : index{i}, mark{process_base::worker_mark(i)}, rng{0x9e3779b97f4a7c15ull * (i + 1)} {}
+  explicit worker_slot(unsigned i) : index{i}, rng{0x9e3779b97f4a7c15ull * (i + 1)} {}
   work_stealing_deque<process_base*> deque;
   process_base* lifo = nullptr;  // owner only
   unsigned lifo_streak = 0;
   unsigned tick = 0;
   unsigned index;
-  std::uint32_t mark;  // what a process it runs notes (process_base::note_worker)
   std::uint64_t rng;
   // Stealing backs off while it only bounces processes between workers
   // (see runtime_core::run). Owner only; ns.
