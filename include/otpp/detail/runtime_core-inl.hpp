@@ -1025,6 +1025,21 @@ OTPP_FUNC bool runtime_core::has_work(const worker_slot& s) const noexcept {
   return false;
 }
 
+OTPP_FUNC bool runtime_core::has_work_to_take(worker_slot& s, bool read_clock) noexcept {
+  if (s.lifo != nullptr || !s.deque.empty()) return true;
+  if (injection_size_.load(std::memory_order_relaxed) != 0) return true;
+  if (ready_count_.load(std::memory_order_relaxed) != 0) return true;
+  for (auto& v : slots_) {
+    if (v.get() == &s || v->deque.empty()) continue;
+    if (s.steal_hold == 0) return true;
+    if (!read_clock) return false;
+    const std::int64_t now = steady::now().time_since_epoch().count();
+    if (s.steal_seen == 0) s.steal_seen = now;
+    return now - s.steal_seen >= s.steal_hold;
+  }
+  return false;
+}
+
 OTPP_FUNC std::int64_t runtime_core::queued_hint() const noexcept {
   auto n = static_cast<std::int64_t>(injection_size_.load(std::memory_order_relaxed));
   for (auto& v : slots_) n += v->deque.size_hint();
@@ -1050,7 +1065,10 @@ OTPP_FUNC void runtime_core::idle(worker_slot& s) noexcept {
     const auto until = steady::now() + cfg_.spin;
     poll_result polled = poll_result::quiet;
     for (unsigned i = 0;; ++i) {
-      if (has_work(s) || may_leave() || ((i & 63) == 63 && fiber_due())) {
+      // Work held off from stealing keeps us here, not in a loop through
+      // find_work that would count us out and in as a spinner each time
+      // (two locked operations on the line every notify() reads).
+      if (has_work_to_take(s, (i & 63) == 63) || may_leave() || ((i & 63) == 63 && fiber_due())) {
         // The last spinner leaving with work wakes a sleeper to spin in its
         // place (Go's rule): a push that saw us spinning woke nobody, and
         // there may be more queued than this thread will take. A thread

@@ -312,6 +312,10 @@ class runtime_core {
   process_base* steal(worker_slot& s) noexcept;
 
   [[nodiscard]] bool has_work(const worker_slot& s) const noexcept;
+  /// has_work, less what `s` is holding off from stealing (see run): other
+  /// workers' queues count once the hold has run out, which is read on the
+  /// clock only if `read_clock`.
+  [[nodiscard]] bool has_work_to_take(worker_slot& s, bool read_clock) noexcept;
 
   // Work other threads could take: the global queue and every deque.
   [[nodiscard]] std::int64_t queued_hint() const noexcept;
