@@ -194,33 +194,42 @@ struct slot_block {
   static constexpr std::size_t bytes = node_offset + sizeof(Node);
 };
 
+/// A slot and the request that will answer it in one block (one allocation
+/// per call instead of two): `construct(where, slot)` builds the Node at
+/// `where`. The block goes with the slot's last reference, so the Node, once
+/// done, is destroyed but never freed by itself (call_node). Throws what
+/// allocation or construct throws (then nothing is left).
+template <class Slot>
+struct slot_block_maker {
+  template <class Node, class F>
+  static std::pair<Slot*, Node*> make_with(F&& construct) {
+    using block = slot_block<Slot, Node>;
+    static_assert(alignof(Node) <= pool_granule, "over-aligned requests are not supported");
+    char* m = static_cast<char*>(pool_allocate(block::bytes));
+    auto* slot = ::new (m) Slot{&destroy_block<Node>};
+    try {
+      return {slot, construct(static_cast<void*>(m + block::node_offset), slot)};
+    } catch (...) {
+      slot->~Slot();
+      pool_deallocate(m, block::bytes);
+      throw;
+    }
+  }
+  template <class Node>
+  static void destroy_block(reply_slot_base* b) noexcept {
+    auto* s = static_cast<Slot*>(b);
+    s->~Slot();
+    pool_deallocate(s, slot_block<Slot, Node>::bytes);
+  }
+};
+
 template <class R>
-class reply_slot final : public reply_slot_base {
+class reply_slot final : public reply_slot_base, public slot_block_maker<reply_slot<R>> {
  public:
   static reply_slot* make() {
     void* m = pool_allocate(sizeof(reply_slot));
     return ::new (m) reply_slot;
   }
-  /// A slot and the request that will answer it in one block (one
-  /// allocation per call instead of two): `construct(where, slot)` builds the
-  /// Node at `where`. The block goes with the slot's last reference, so the
-  /// Node, once done, is destroyed but never freed by itself (call_node).
-  /// Throws what allocation or construct throws (then nothing is left).
-  template <class Node, class F>
-  static std::pair<reply_slot*, Node*> make_with(F&& construct) {
-    using block = slot_block<reply_slot, Node>;
-    static_assert(alignof(Node) <= pool_granule, "over-aligned requests are not supported");
-    char* m = static_cast<char*>(pool_allocate(block::bytes));
-    auto* slot = ::new (m) reply_slot{&destroy_block<Node>};
-    try {
-      return {slot, construct(static_cast<void*>(m + block::node_offset), slot)};
-    } catch (...) {
-      slot->~reply_slot();
-      pool_deallocate(m, block::bytes);
-      throw;
-    }
-  }
-
   template <class... A>
   bool set_value(A&&... a) noexcept(std::is_nothrow_constructible_v<R, A&&...>) {
     std::uint32_t prev;
@@ -235,6 +244,7 @@ class reply_slot final : public reply_slot_base {
 
  private:
   reply_slot() noexcept : reply_slot_base{&destroy} {}
+  friend struct slot_block_maker<reply_slot>;
   explicit reply_slot(destroy_fn d) noexcept : reply_slot_base{d} {}
   ~reply_slot() {
     if (state_.load(std::memory_order_relaxed) == ready) value_.~R();
@@ -244,38 +254,17 @@ class reply_slot final : public reply_slot_base {
     s->~reply_slot();
     pool_deallocate(s, sizeof(reply_slot));
   }
-  template <class Node>
-  static void destroy_block(reply_slot_base* b) noexcept {
-    auto* s = static_cast<reply_slot*>(b);
-    s->~reply_slot();
-    pool_deallocate(s, slot_block<reply_slot, Node>::bytes);
-  }
   union {
     R value_;
   };
 };
 
 template <>
-class reply_slot<void> final : public reply_slot_base {
+class reply_slot<void> final : public reply_slot_base, public slot_block_maker<reply_slot<void>> {
  public:
   static reply_slot* make() {
     void* m = pool_allocate(sizeof(reply_slot));
     return ::new (m) reply_slot;
-  }
-  /// As reply_slot<R>::make_with.
-  template <class Node, class F>
-  static std::pair<reply_slot*, Node*> make_with(F&& construct) {
-    using block = slot_block<reply_slot, Node>;
-    static_assert(alignof(Node) <= pool_granule, "over-aligned requests are not supported");
-    char* m = static_cast<char*>(pool_allocate(block::bytes));
-    auto* slot = ::new (m) reply_slot{&destroy_block<Node>};
-    try {
-      return {slot, construct(static_cast<void*>(m + block::node_offset), slot)};
-    } catch (...) {
-      slot->~reply_slot();
-      pool_deallocate(m, block::bytes);
-      throw;
-    }
   }
   bool set_value() noexcept {
     std::uint32_t prev;
@@ -287,17 +276,12 @@ class reply_slot<void> final : public reply_slot_base {
 
  private:
   reply_slot() noexcept : reply_slot_base{&destroy} {}
+  friend struct slot_block_maker<reply_slot>;
   explicit reply_slot(destroy_fn d) noexcept : reply_slot_base{d} {}
   static void destroy(reply_slot_base* b) noexcept {
     auto* s = static_cast<reply_slot*>(b);
     s->~reply_slot();
     pool_deallocate(s, sizeof(reply_slot));
-  }
-  template <class Node>
-  static void destroy_block(reply_slot_base* b) noexcept {
-    auto* s = static_cast<reply_slot*>(b);
-    s->~reply_slot();
-    pool_deallocate(s, slot_block<reply_slot, Node>::bytes);
   }
 };
 
