@@ -2,6 +2,7 @@
 // non-reentrant rule, and what still acts while a handler waits.
 
 #include <atomic>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -53,6 +54,17 @@ class backend : public otpp::gen_server<backend> {
   std::vector<std::pair<int, otpp::reply_to<int>>> waiting_;
 };
 
+// Counts the live instances of a request: shows each copy is destroyed once.
+struct counted {
+  static inline std::atomic<int> live{0};
+  counted() { ++live; }
+  counted(const counted&) { ++live; }
+  counted(counted&&) noexcept { ++live; }
+  counted& operator=(const counted&) = default;
+  counted& operator=(counted&&) noexcept = default;
+  ~counted() { --live; }
+};
+
 // Sets a flag when destroyed: shows a coroutine frame went away.
 struct frame_guard {
   std::shared_ptr<std::atomic<bool>> gone;
@@ -94,6 +106,11 @@ class front : public otpp::gen_server<front> {
     int k;
   };
   struct two_deadlines {};
+  struct counted_gate {
+    counted tag;
+    std::shared_future<void> go;
+    int k;
+  };
   struct nap_guarded {
     std::shared_ptr<std::atomic<bool>> gone;
   };
@@ -114,6 +131,11 @@ class front : public otpp::gen_server<front> {
     const int v = co_await otpp::async_call(b_, backend::held{q.k}, q.timeout);
     j_->add("done " + std::to_string(q.k));
     co_return v;
+  }
+  // A coroutine that never suspends, and finishes only when the test says.
+  otpp::async<int> handle_call(counted_gate q) {
+    q.go.wait();
+    co_return q.k;
   }
   otpp::async<std::string> handle_call(via_held_try q) {
     auto r = co_await otpp::async_try_call(b_, backend::held{q.k}, q.timeout);
@@ -223,6 +245,25 @@ TEST_CASE("an awaited call times out on its own timeout; the late reply is dropp
   REQUIRE_FALSE(r);
   CHECK(r.error() == otpp::exit_reason::timeout());
   CHECK(log.contains("front::via_held (call)"));
+}
+
+TEST_CASE("a coroutine handler answers after its caller gave up: the reply goes nowhere, the request is freed once") {
+  journal j;  // outlives the runtime: terminate writes to it at shutdown
+  otpp::runtime rt{{.workers = 2}};
+  auto b = rt.start<backend>().value();
+  auto f = rt.start<front>(b, &j).value();
+  const int before = counted::live.load();
+  // The call's request and its reply share one block. The caller gives up
+  // while the handler runs, so the handler's reply drops the block's last
+  // reference before the handler has returned to the process.
+  std::promise<void> go;
+  auto r = otpp::try_call(f, front::counted_gate{{}, go.get_future().share(), 5}, 30ms);
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == otpp::exit_reason::timeout());
+  go.set_value();
+  CHECK(otpp::call(f, front::events{}).empty());  // a flush: the handler is done
+  CHECK(counted::live.load() == before);
+  CHECK(f.alive());
 }
 
 TEST_CASE("a callee that crashes while awaited fails the await at once with its reason") {

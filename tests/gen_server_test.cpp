@@ -681,6 +681,7 @@ TEST_CASE("requests passed as lvalues are copied, and a throwing copy leaves not
   CHECK_THROWS_WITH(otpp::call(s, bad), "copy refused");
   CHECK_THROWS_WITH(otpp::call(s, bad, otpp::infinity), "copy refused");
   CHECK_THROWS_WITH(otpp::cast(s, bad), "copy refused");
+  CHECK_THROWS_WITH((void)otpp::async_call(s, bad), "copy refused");  // the request and its reply slot are one block
   CHECK(fragile::live.load() == before);
   CHECK(s.alive());
   CHECK(otpp::call(s, counter::get_value{}) == "kept");
