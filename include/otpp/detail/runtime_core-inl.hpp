@@ -1001,11 +1001,7 @@ OTPP_FUNC process_base* runtime_core::steal(worker_slot& s) noexcept {
   for (std::size_t i = 0; i < n; ++i) {
     worker_slot& v = *slots_[(start + i) % n];
     if (&v == &s || v.deque.empty()) continue;
-    if (s.steal_hold > 0) {  // holding off (see run): has this work waited long enough?
-      const std::int64_t now = steady::now().time_since_epoch().count();
-      if (s.steal_seen == 0) s.steal_seen = now;
-      if (now - s.steal_seen < s.steal_hold) return nullptr;
-    }
+    if (!hold_over(s)) return nullptr;
     if (process_base* p = v.deque.steal()) {
       s.steal_seen = 0;
       s.stolen = p;
@@ -1016,28 +1012,32 @@ OTPP_FUNC process_base* runtime_core::steal(worker_slot& s) noexcept {
   return nullptr;
 }
 
-OTPP_FUNC bool runtime_core::has_work(const worker_slot& s) const noexcept {
+OTPP_FUNC bool runtime_core::has_own_work(const worker_slot& s) const noexcept {
   if (s.lifo != nullptr || !s.deque.empty()) return true;
-  if (injection_size_.load(std::memory_order_relaxed) != 0) return true;
-  if (ready_count_.load(std::memory_order_relaxed) != 0) return true;
+  return injection_size_.load(std::memory_order_relaxed) != 0 || ready_count_.load(std::memory_order_relaxed) != 0;
+}
+
+OTPP_FUNC bool runtime_core::others_have_work(const worker_slot& s) const noexcept {
   for (auto& v : slots_)
-    if (!v->deque.empty()) return true;
+    if (v.get() != &s && !v->deque.empty()) return true;
   return false;
 }
 
+OTPP_FUNC bool runtime_core::hold_over(worker_slot& s) noexcept {
+  if (s.steal_hold == 0) return true;
+  const std::int64_t now = steady::now().time_since_epoch().count();
+  if (s.steal_seen == 0) s.steal_seen = now;  // the wait starts when work is first seen
+  return now - s.steal_seen >= s.steal_hold;
+}
+
+OTPP_FUNC bool runtime_core::has_work(const worker_slot& s) const noexcept {
+  return has_own_work(s) || others_have_work(s);
+}
+
 OTPP_FUNC bool runtime_core::has_work_to_take(worker_slot& s, bool read_clock) noexcept {
-  if (s.lifo != nullptr || !s.deque.empty()) return true;
-  if (injection_size_.load(std::memory_order_relaxed) != 0) return true;
-  if (ready_count_.load(std::memory_order_relaxed) != 0) return true;
-  for (auto& v : slots_) {
-    if (v.get() == &s || v->deque.empty()) continue;
-    if (s.steal_hold == 0) return true;
-    if (!read_clock) return false;
-    const std::int64_t now = steady::now().time_since_epoch().count();
-    if (s.steal_seen == 0) s.steal_seen = now;
-    return now - s.steal_seen >= s.steal_hold;
-  }
-  return false;
+  if (has_own_work(s)) return true;
+  if (!others_have_work(s)) return false;
+  return s.steal_hold == 0 || (read_clock && hold_over(s));
 }
 
 OTPP_FUNC std::int64_t runtime_core::queued_hint() const noexcept {

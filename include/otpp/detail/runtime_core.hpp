@@ -311,10 +311,16 @@ class runtime_core {
 
   process_base* steal(worker_slot& s) noexcept;
 
+  /// Work for `s` without stealing: its own queues, the global one, ready fibers.
+  [[nodiscard]] bool has_own_work(const worker_slot& s) const noexcept;
+  [[nodiscard]] bool others_have_work(const worker_slot& s) const noexcept;
+  /// Whether `s` may steal now: it holds off no longer (see run), or the
+  /// work it sees has waited out the hold.
+  [[nodiscard]] bool hold_over(worker_slot& s) noexcept;
   [[nodiscard]] bool has_work(const worker_slot& s) const noexcept;
-  /// has_work, less what `s` is holding off from stealing (see run): other
-  /// workers' queues count once the hold has run out, which is read on the
-  /// clock only if `read_clock`.
+  /// has_work, less what `s` is holding off from stealing: other workers'
+  /// queues count once the hold has run out, which is read on the clock
+  /// only if `read_clock`.
   [[nodiscard]] bool has_work_to_take(worker_slot& s, bool read_clock) noexcept;
 
   // Work other threads could take: the global queue and every deque.
