@@ -191,6 +191,9 @@ class deferring : public otpp::gen_server<deferring> {
   struct release {
     int value;
   };
+  struct release_oldest {
+    int value;
+  };
   struct pending {};
   struct crash {};
   struct hand_out {
@@ -202,6 +205,10 @@ class deferring : public otpp::gen_server<deferring> {
   void handle_cast(release r) {
     for (auto& w : waiting_) last_ok_ = w.reply(r.value);
     waiting_.clear();
+  }
+  void handle_cast(release_oldest r) {
+    last_ok_ = waiting_.front().reply(r.value);
+    waiting_.erase(waiting_.begin());
   }
   void handle_cast(crash) { throw std::runtime_error("deferring crashed"); }
   void handle_cast(hand_out h) {
@@ -259,6 +266,32 @@ TEST_CASE("a server that dies with calls pending fails them at once with its rea
   CHECK(r.error().kind() == otpp::exit_kind::exception);
   CHECK(r.error().detail().find("deferring crashed") != std::string_view::npos);
   CHECK(std::chrono::steady_clock::now() - t0 < 30s);  // not the 60 s timeout
+}
+
+TEST_CASE("many deferred calls, some answered: the answered ones are let go, the rest fail with the exit reason") {
+  // The server tracks each kept reply_to and drops the answered ones from
+  // time to time (past 16): the oldest, answered first, must go without
+  // taking an open one with it.
+  otpp_test::log_capture logs;
+  auto d = otpp::start<deferring>().value();
+  std::vector<otpp::pending_call<int>> calls;
+  for (std::size_t i = 0; i < 21; ++i) {
+    calls.push_back(otpp::async_call(d, deferring::get{}, 60s));
+    while (otpp::call(d, deferring::pending{}) != i + 1) std::this_thread::yield();
+  }
+  otpp::cast(d, deferring::release_oldest{7});
+  REQUIRE(calls.front().get().value() == 7);
+  for (std::size_t i = 0; i < 20; ++i) {
+    calls.push_back(otpp::async_call(d, deferring::get{}, 60s));
+    while (otpp::call(d, deferring::pending{}) != i + 21) std::this_thread::yield();
+  }
+  otpp::cast(d, deferring::crash{});
+  for (std::size_t i = 1; i < calls.size(); ++i) {
+    auto r = calls[i].get();
+    REQUIRE_FALSE(r);
+    CHECK(r.error().kind() == otpp::exit_kind::exception);
+    CHECK(r.error().detail().find("deferring crashed") != std::string_view::npos);
+  }
 }
 
 TEST_CASE("an exception in handle_call crashes the server; the caller gets the reason") {

@@ -138,6 +138,18 @@ concept statem_enters = requires(Impl& i, S& s, enter_event& e) { i.handle_event
 // What a transition asks for, and which timer an action names.
 enum class statem_step : unsigned char { keep, next, repeat, stop };
 enum class statem_action_kind : unsigned char { reply, postpone, next_event, hibernate, set_timer, cancel_timer, update_timer };
+
+// A reply action's content: a plain struct, not a std::pair, so that it is
+// trivially copyable when R is (a pair never is) and a box moves it without
+// a call.
+template <class R>
+struct statem_reply_content {
+  statem_reply_content(reply_slot<R>* s, R&& v) noexcept(std::is_nothrow_move_constructible_v<R>)
+      : slot{s}, value{std::move(v)} {}
+  reply_slot<R>* slot;
+  R value;
+};
+
 enum class statem_timer : unsigned char { event, state, generic };
 
 // A state machine's timer message: which timer, and which arming of it (an
@@ -207,7 +219,9 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       run = o.run;
       return *this;
     }
-    ~action() = default;
+    // Inlined by force (as the other steps on every event's path below):
+    // GCC would call it, and the call was more than its body.
+    [[gnu::always_inline]] ~action() = default;
 
    private:
     friend class gen_statem;
@@ -271,9 +285,8 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       return *this;
     }
     /// Destroys the actions not carried out.
-    ~transition() {
-      for (std::size_t i = 0; i < inline_count; ++i) inline_actions[i].a.~action();
-      if (has_event_timeout) event_timeout_slot.a.~event_timeout_action();
+    [[gnu::always_inline]] ~transition() {
+      if (inline_count != 0 || has_event_timeout) destroy_actions();  // the test inline: most have none left
     }
 
    private:
@@ -311,6 +324,12 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
         if (!rare) rare = std::make_unique<rare_part>();
         rare->more_actions.push_back(std::move(a));
       }
+    }
+    void destroy_actions() noexcept {
+      for (std::size_t i = 0; i < inline_count; ++i) inline_actions[i].a.~action();
+      inline_count = 0;
+      if (has_event_timeout) event_timeout_slot.a.~event_timeout_action();
+      has_event_timeout = false;
     }
     template <class F>
     void each(F&& f) {
@@ -434,11 +453,11 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       a.run = [](gen_statem&, detail::event_box& b, std::string_view) { b.get<detail::reply_slot<void>*>()->set_value(); };
     } else {
       static_assert(sizeof...(V) == 1, "reply: give the reply value");
-      using P = std::pair<detail::reply_slot<R>*, R>;
+      using P = detail::statem_reply_content<R>;
       a.content.template emplace<P>(call.slot_, R(std::forward<V>(value)...));
       a.run = [](gen_statem&, detail::event_box& b, std::string_view) {
         auto& p = b.get<P>();
-        p.first->set_value(std::move(p.second));
+        p.slot->set_value(std::move(p.value));
       };
     }
     return a;
@@ -675,7 +694,25 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     };
     transition t = std::visit(run, state_);
     if (crashed_) return;
-    apply(std::move(t), false);
+    if (!apply_simple(t)) apply(std::move(t), false);
+  }
+
+  // Most events: stay, perhaps answer, perhaps re-arm the event timeout;
+  // nothing in apply would act beyond that (no state change, enter call,
+  // postpone, inserted event or other timeout). Kept apart from apply so
+  // that it is inlined into every event's dispatch. True if done.
+  [[gnu::always_inline]] bool apply_simple(transition& t) {
+    if (t.step != detail::statem_step::keep || t.rare != nullptr || t.inline_count > 1) return false;
+    if (t.inline_count == 1) {
+      action& a = t.inline_actions[0].a;
+      if (a.kind != detail::statem_action_kind::reply) return false;
+      a.run(*this, a.content, {});
+      a.~action();  // done with: the transition's destructor need not look
+      t.inline_count = 0;
+    }
+    postpone_box_ = nullptr;
+    if (t.has_event_timeout) arm_event_timeout(t.event_timeout_slot.a);
+    return true;
   }
 
   void crashed(std::exception_ptr e, std::string_view msg, std::string_view where) noexcept {
@@ -686,16 +723,6 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   // Carries out a transition (OTP's order: replies and other actions in list
   // order, the enter call, postpone, the queue, then the timeouts).
   void apply(transition&& t, bool entering) {
-    if (t.step == detail::statem_step::keep && !entering && t.rare == nullptr && t.inline_count <= 1 &&
-        (t.inline_count == 0 || t.inline_actions[0].a.kind == detail::statem_action_kind::reply)) {
-      // Most events: stay, perhaps answer, perhaps re-arm the event
-      // timeout. Nothing else below would act (no state change, enter
-      // call, postpone, inserted event or other timeout).
-      if (t.inline_count == 1) t.inline_actions[0].a.run(*this, t.inline_actions[0].a.content, {});
-      postpone_box_ = nullptr;
-      if (t.has_event_timeout) arm_event_timeout(t.event_timeout_slot.a);
-      return;
-    }
     if (t.step == detail::statem_step::stop) {
       t.each([&](action& a) {
         if (a.kind == detail::statem_action_kind::reply) a.run(*this, a.content, {});
@@ -839,8 +866,12 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
         state_);
   }
 
-  // Handles queued events until none is left (or the machine stops).
-  void drain() {
+  // Handles queued events until none is left (or the machine stops), then
+  // hibernates if asked. Most events leave nothing to do: that check is inline.
+  [[gnu::always_inline]] void drain() {
+    if (!queue_.empty() || hibernate_) drain_queued();
+  }
+  void drain_queued() {
     while (!queue_.empty() && !stopped_ && !crashed_) {
       current_ = std::move(queue_.front());
       queue_.pop_front();

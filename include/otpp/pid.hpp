@@ -37,6 +37,8 @@ class process_identity {
  public:
   static constexpr std::uint32_t scheduled = 1;
   static constexpr std::uint32_t dead = 2;
+  /// The wait of its suspended handler is over (see process_base::post_resume).
+  static constexpr std::uint32_t resume_posted = 4;
 
   process_identity() noexcept = default;
   process_identity(const process_identity&) = delete;

@@ -200,7 +200,7 @@ inline void exit(const pid& target, exit_reason reason) {
   if (me == nullptr) return {};
   const std::uint64_t id = detail::next_monitor_ref.fetch_add(1, std::memory_order_relaxed);
   auto& c = me->cold_state();
-  c.watching.insert(id);
+  c.monitor_state().watching.insert(id);
   detail::process_base* t = detail::pid_access::get(target);
   if (t == nullptr) {
     me->enqueue(detail::make_node<detail::down_node>(id, pid{}, exit_reason::noproc()));
@@ -218,7 +218,7 @@ inline bool demonitor(const monitor_ref& ref) {
   if (me == nullptr || !ref) return false;
   detail::process_cold* c = me->cold_if_any();
   if (c == nullptr) return false;
-  if (c->watching.erase(ref.id()) == 0) return false;
+  if (c->mon == nullptr || c->mon->watching.erase(ref.id()) == 0) return false;
   if (detail::process_base* t = detail::pid_access::get(ref.target()))
     t->enqueue_signal(detail::make_node<detail::demonitor_node>(ref.id()));
   return true;

@@ -223,8 +223,8 @@ result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_
           i.name = c->name;
           c->links.for_each([&](otpp::detail::process_base* l) { i.links.push_back(otpp::detail::pid_access::make(l)); });
           std::sort(i.links.begin(), i.links.end());
-          i.monitored_by = c->monitors.size();
-          i.monitoring = c->watching.size();
+          i.monitored_by = c->mon ? c->mon->monitors.size() : 0;
+          i.monitoring = c->mon ? c->mon->watching.size() : 0;
         }
         return i;
       },

@@ -15,9 +15,11 @@ OTPP_FUNC process_cold::~process_cold() {
   }
   links.for_each([](process_base* l) { l->release(); });
   if (parent) parent->release();
-  for (auto& [ref, m] : monitors) {
-    if (m.watcher) m.watcher->release();
-    if (m.waiter) m.waiter->release();
+  if (mon) {
+    for (auto& [ref, m] : mon->monitors) {
+      if (m.watcher) m.watcher->release();
+      if (m.waiter) m.waiter->release();
+    }
   }
 }
 
@@ -34,10 +36,10 @@ OTPP_FUNC void signal_exit(process_base& p, process_cold& c, const exit_reason& 
     c.parent->release();
     c.parent = nullptr;
   }
-  for (auto& [ref, m] : c.monitors) deliver_down(p, m, reason);
-  // clear() zeroes the bucket array even when there is nothing in it.
-  if (!c.monitors.empty()) c.monitors.clear();
-  if (!c.watching.empty()) c.watching.clear();
+  if (c.mon) {
+    for (auto& [ref, m] : c.mon->monitors) deliver_down(p, m, reason);
+    c.mon.reset();
+  }
 }
 
 }  // namespace otpp::detail

@@ -129,7 +129,7 @@ struct down_node final : message_node {
     auto* self = static_cast<down_node*>(n);
     if (op == msg_op::invoke) {
       if (process_cold* c = p.cold_if_any()) {
-        if (c->watching.erase(self->value.ref.id()) != 0) p.dispatch_info(self->value);
+        if (c->mon && c->mon->watching.erase(self->value.ref.id()) != 0) p.dispatch_info(self->value);
       }
     }
     free_node(self);
@@ -162,7 +162,7 @@ struct monitor_node final : message_node {
     bool kept = false;
     if (op == msg_op::invoke) {
       try {
-        kept = p.cold_state().monitors.emplace(self->entry.ref, self->entry).second;
+        kept = p.cold_state().monitor_state().monitors.emplace(self->entry.ref, self->entry).second;
       } catch (...) {
       }
     }
@@ -177,15 +177,15 @@ struct demonitor_node final : message_node {
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
     auto* self = static_cast<demonitor_node*>(n);
     if (op == msg_op::invoke) {
-      if (process_cold* c = p.cold_if_any()) {
-        auto it = c->monitors.find(self->ref);
-        if (it != c->monitors.end()) {
+      if (process_cold* c = p.cold_if_any(); c && c->mon) {
+        auto it = c->mon->monitors.find(self->ref);
+        if (it != c->mon->monitors.end()) {
           if (it->second.watcher) it->second.watcher->release();
           if (it->second.waiter) {
             it->second.waiter->fail(exit_reason::timeout());
             it->second.waiter->release();
           }
-          c->monitors.erase(it);
+          c->mon->monitors.erase(it);
         }
       }
     }

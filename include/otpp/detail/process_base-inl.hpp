@@ -63,15 +63,15 @@ OTPP_FUNC void process_base::set_continuation(message_node* n) {
 OTPP_FUNC void process_base::track_deferred(reply_slot_base* s) {
   auto& c = cold();
   if (c.deferred.size() >= c.deferred_prune_at) {
-    std::erase_if(c.deferred, [](reply_slot_base* d) {
+    c.deferred.prune([](reply_slot_base* d) {
       if (d->open()) return false;
       d->release();
       return true;
     });
     c.deferred_prune_at = c.deferred.size() * 2 + 16;
   }
+  c.deferred.push(s);  // may throw: before the reference is taken
   s->add_ref();
-  c.deferred.push_back(s);
 }
 
 }  // namespace otpp::detail

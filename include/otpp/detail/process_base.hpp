@@ -12,6 +12,9 @@
 // the process (or, once dead, to drain its mailbox); `dead` is set once, by
 // that owner, when the process exits. Whoever pushes a message and then flips
 // `scheduled` 0→1 schedules the process, exactly once (or drains it if dead).
+// `resume_posted` ends the wait of a suspended handler: set together with
+// `scheduled` (post_resume), taken by the owner before it gives up the right
+// to run, which it does by a CAS from exactly `scheduled` (release_run_right).
 
 #include <algorithm>
 #include <array>
@@ -23,6 +26,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "../exit_reason.hpp"
@@ -79,19 +83,18 @@ struct awaiting_handler {
   unsigned reentrant_scopes = 0;    // otpp::reentrant waits it is inside
 };
 
-/// The signal that resumes a process's suspended handler at `leaf`. One per
-/// process, embedded in its cold state: a handler waits for one thing at a
-/// time, so ending a wait allocates nothing and takes no reference (see
-/// reply_slot_base::publish for why the process outlives the post).
-struct resume_signal final : message_node, slot_waker {
-  resume_signal() noexcept {
-    fn = &handle;
-    wake = &post;
-  }
+/// What resumes a process's suspended handler at `leaf`: one per process,
+/// embedded in its cold state (a handler waits for one thing at a time), so
+/// ending a wait allocates nothing and takes no reference (see
+/// reply_slot_base::publish for why the process outlives the post). The
+/// wake-up is a bit in the process's run state, not a queued signal: one
+/// fetch_or instead of a push, a scheduling CAS and, when the owner takes
+/// it, the queue's stub re-push (see process_base::post_resume).
+struct resume_signal final : slot_waker {
+  resume_signal() noexcept { wake = &post; }
   process_base* target = nullptr;
   std::coroutine_handle<> leaf;
   static void post(slot_waker* w) noexcept;
-  static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept;
 };
 
 /// A suspended handler that lets its process handle other messages while
@@ -291,6 +294,49 @@ class link_set {
   std::unique_ptr<std::unordered_set<process_base*>> big_;
 };
 
+/// Calls the process will answer later (a kept reply_to, a task's result,
+/// the call of a handler abandoned while it awaited), each a reference:
+/// whatever is still open when the process exits fails with its reason.
+/// The first is kept inline: a task has exactly one, and a vector's first
+/// push was a malloc and a free per task (callgrind, task_async_await).
+class deferred_slots {
+ public:
+  /// Throws bad_alloc (nothing changed) past the inline one.
+  void push(reply_slot_base* s) {
+    if (first_ == nullptr) {
+      first_ = s;
+    } else {
+      rest_.push_back(s);
+    }
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return (first_ != nullptr) + rest_.size(); }
+  /// Drops (releases) every slot `done` says is finished.
+  template <class Done>
+  void prune(Done done) noexcept {
+    std::erase_if(rest_, done);
+    if (first_ != nullptr && done(first_)) {
+      first_ = nullptr;
+      if (!rest_.empty()) {
+        first_ = rest_.back();
+        rest_.pop_back();
+      }
+    }
+  }
+  /// Hands each slot to `f` and forgets them all.
+  template <class F>
+  void drain(F f) noexcept {
+    if (first_ != nullptr) f(std::exchange(first_, nullptr));
+    for (reply_slot_base* s : rest_) f(s);
+    rest_.clear();
+  }
+  void shrink() noexcept { rest_.shrink_to_fit(); }
+  [[nodiscard]] std::size_t heap_bytes() const noexcept { return rest_.capacity() * sizeof(void*); }
+
+ private:
+  reply_slot_base* first_ = nullptr;
+  std::vector<reply_slot_base*> rest_;
+};
+
 struct process_cold {
   // From the node pool, not malloc: a task or a linked worker gets one at
   // start and drops it at exit, and malloc's free of ~700 bytes was ~5% of
@@ -302,7 +348,7 @@ struct process_cold {
   std::string_view crash_message;  // type of the message whose handler threw
   std::string_view crash_kind;     // "call", "cast", "info", ...
   message_node* continuation = nullptr;
-  std::vector<reply_slot_base*> deferred;  // calls answered later via reply_to
+  deferred_slots deferred;
   std::size_t deferred_prune_at = 16;
   struct stop_waiter {
     reply_slot<void>* slot;
@@ -344,8 +390,19 @@ struct process_cold {
     process_base* watcher;               // a process, or
     reply_slot<exit_reason>* waiter;     // a plain thread in await_exit
   };
-  std::unordered_map<std::uint64_t, monitor_entry> monitors;  // who watches us, by ref
-  std::unordered_set<std::uint64_t> watching;  // monitor refs we hold, not yet fired
+  struct monitor_tables {
+    std::unordered_map<std::uint64_t, monitor_entry> monitors;  // who watches us, by ref
+    std::unordered_set<std::uint64_t> watching;                 // monitor refs we hold, not yet fired
+  };
+  // Made by the first monitor either way: building and destroying two empty
+  // hash tables was ~100 instructions of every task (callgrind,
+  // task_async_await), and most processes with a cold part never monitor.
+  std::unique_ptr<monitor_tables> mon;
+  /// The tables, made if need be. Throws std::bad_alloc.
+  monitor_tables& monitor_state() {
+    if (!mon) mon = std::make_unique<monitor_tables>();
+    return *mon;
+  }
   std::unique_ptr<mailbox_bound> bound;  // a bounded mailbox's (set before the process is published)
   std::string name;                      // registered name, if any
   std::uint64_t handled_high = 0;        // messages handled, bits 32 and up
@@ -455,6 +512,16 @@ class process_base : public process_identity {
   /// before the next message, not behind the queued ones. Never refused: a
   /// dead process's signals are discarded, and their fn answers for it.
   inline void enqueue_signal(message_node* n) noexcept;
+  /// Any thread. Ends the wait of the suspended handler: sets resume_posted
+  /// (taken by run_turn) and schedules the process if it is idle.
+  inline void post_resume() noexcept;
+  /// Owner only: gives up the right to run (seq_cst: pairs with the reads in
+  /// wake_after_push and post_resume). False if a resume was posted and not
+  /// yet taken: the right is kept, and the caller runs on.
+  [[nodiscard]] bool release_run_right() noexcept {
+    std::uint32_t s = scheduled;
+    return state_.compare_exchange_strong(s, 0, std::memory_order_seq_cst, std::memory_order_relaxed);
+  }
 
   /// Any thread. Takes the run right of an idle process with an empty
   /// mailbox, to run a call inline. Pair with release_inline.
@@ -593,12 +660,15 @@ class process_base : public process_identity {
   [[nodiscard]] std::size_t cold_bytes() noexcept {
     process_cold* c = cold_if_any();
     if (c == nullptr) return 0;
-    std::size_t n = sizeof(process_cold) + c->name.capacity() + c->deferred.capacity() * sizeof(void*) +
+    std::size_t n = sizeof(process_cold) + c->name.capacity() + c->deferred.heap_bytes() +
                     c->stop_waiters.capacity() * sizeof(process_cold::stop_waiter) +
                     c->held_replies.capacity() * sizeof(void*) + c->deadlines.capacity() * sizeof(await_deadline) +
                     c->exit_hooks.capacity() * sizeof(std::shared_ptr<exit_hook>);
-    n += c->monitors.size() * (sizeof(process_cold::monitor_entry) + 4 * sizeof(void*)) + c->monitors.bucket_count() * sizeof(void*);
-    n += c->watching.size() * 4 * sizeof(void*) + c->watching.bucket_count() * sizeof(void*);
+    if (const auto* m = c->mon.get()) {
+      n += sizeof(*m);
+      n += m->monitors.size() * (sizeof(process_cold::monitor_entry) + 4 * sizeof(void*)) + m->monitors.bucket_count() * sizeof(void*);
+      n += m->watching.size() * 4 * sizeof(void*) + m->watching.bucket_count() * sizeof(void*);
+    }
     if (c->bound) n += sizeof(mailbox_bound);
     return n;
   }
@@ -634,7 +704,10 @@ class process_base : public process_identity {
       schedule_owned();
       return;
     }
-    state_.store(0, std::memory_order_seq_cst);
+    if (!release_run_right()) {
+      schedule_owned();  // a resume was posted: it runs on
+      return;
+    }
     if (queues_empty_after_release()) return;
     std::uint32_t expected = 0;
     if (state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) schedule_owned();
@@ -826,12 +899,18 @@ inline bool process_base::queues_empty_after_release() const noexcept {
   return mailbox_.empty_after_release() && signals_.empty_after_release();
 }
 
-inline void resume_signal::post(slot_waker* w) noexcept {
-  auto* self = static_cast<resume_signal*>(w);
-  self->target->enqueue_signal(self);
-}
-inline void resume_signal::handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
-  if (op == msg_op::invoke) p.resume_handler(static_cast<resume_signal*>(n)->leaf);  // embedded: nothing to free
+inline void resume_signal::post(slot_waker* w) noexcept { static_cast<resume_signal*>(w)->target->post_resume(); }
+
+inline void process_base::post_resume() noexcept {
+  // seq_cst, as wake_after_push: either the owner's release_run_right sees
+  // the bit, or we see the process idle and schedule it.
+  const std::uint32_t s = state_.fetch_or(resume_posted | scheduled, std::memory_order_seq_cst);
+  if (s & scheduled) return;  // its owner takes the bit before it goes idle
+  if (s & dead) {
+    drain_dead();  // exited meanwhile: clears the bit
+  } else {
+    schedule_owned();
+  }
 }
 
 inline void reentrant_wait::post(slot_waker* w) noexcept {

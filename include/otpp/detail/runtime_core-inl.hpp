@@ -55,10 +55,11 @@ OTPP_FUNC void process_base::release_inline() noexcept {
       return;
     }
   }
-  state_.store(0, std::memory_order_seq_cst);
-  if (queues_empty_after_release()) return;
-  std::uint32_t expected = 0;
-  if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return;
+  if (release_run_right()) {
+    if (queues_empty_after_release()) return;
+    std::uint32_t expected = 0;
+    if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return;
+  }
   if (run_turn(16) == turn_result::yielded) schedule_owned();
 }
 
@@ -218,6 +219,13 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
         finish_exit();
         return turn_result::dead;
       }
+      if ((local_ & awaiting) && (state_.load(std::memory_order_acquire) & resume_posted)) {
+        // Only the owner writes the run state while it holds the right, and
+        // the wait that posted is over: nobody posts again before we resume.
+        state_.store(scheduled, std::memory_order_relaxed);
+        resume_handler(cold_->resume.leaf);
+        continue;
+      }
       if ((local_ & (has_continue | awaiting)) == has_continue) {
         run_continuation();
         continue;
@@ -265,7 +273,12 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
       // Go idle, then re-check (seq_cst pairs with wake_after_push's load).
       // After the store we no longer own the queues, so the re-check reads
       // only their tails.
-      state_.store(0, std::memory_order_seq_cst);
+      if (!release_run_right()) {
+        // A resume was posted: take it. With no handler waiting it is stale
+        // (cannot happen, but a bit nobody takes would spin here for ever).
+        if (!(local_ & awaiting)) state_.store(scheduled, std::memory_order_relaxed);
+        continue;
+      }
       if (queues_empty_after_release()) return turn_result::idle;
       std::uint32_t expected = 0;
       if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return turn_result::idle;
@@ -1343,9 +1356,11 @@ OTPP_FUNC void process_base::hibernate_now() noexcept {
   run_on_hibernate();
   if (process_cold* c = cold_if_any()) {
     c->links.shrink();  // the fewest buckets for what is left
-    c->monitors.rehash(0);
-    c->watching.rehash(0);
-    c->deferred.shrink_to_fit();
+    if (c->mon) {
+      c->mon->monitors.rehash(0);
+      c->mon->watching.rehash(0);
+    }
+    c->deferred.shrink();
     c->stop_waiters.shrink_to_fit();
     c->held_replies.shrink_to_fit();
   }
@@ -1675,7 +1690,7 @@ OTPP_FUNC void process_base::abandon_one(process_cold& c, awaiting_handler& h) n
   h.top.destroy();
   if (h.slot) {
     try {
-      c.deferred.push_back(h.slot);
+      c.deferred.push(h.slot);
     } catch (...) {
       h.slot->fail(exit_reason::error("out of memory"));
       h.slot->release();
@@ -1749,11 +1764,10 @@ OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_termi
   rt_->unregister_process(this);
   if (c) signal_exit(*this, *c, reason);
   if (c) {
-    for (reply_slot_base* d : c->deferred) {
+    c->deferred.drain([&](reply_slot_base* d) {
       d->fail(reason);
       d->release();
-    }
-    c->deferred.clear();
+    });
   }
   if (c) {
     for (auto& w : c->stop_waiters) {
