@@ -194,6 +194,16 @@ class inserter : public otpp::gen_statem<inserter, s0, s1> {
   void handle_event(S&, otpp::internal_event, const item& i) {
     seen_.push_back("item " + std::to_string(i.n));
   }
+  // Four actions: two beyond the ones a transition keeps inline.
+  struct burst {
+    using reply_type = int;
+  };
+  template <class S>
+  transition handle_event(S&, otpp::call_event<int> c, burst) {
+    seen_.push_back("burst");
+    return keep_state(next_event(otpp::internal_event{}, item{3}), next_event(otpp::internal_event{}, item{4}),
+                      reply(c, 34), next_event(otpp::internal_event{}, item{5}));
+  }
   void handle_event(s1&, otpp::cast_event, later) { seen_.push_back("later"); }
   void handle_event(s1&, otpp::enter_event) { seen_.push_back("enter s1"); }
   template <class S>
@@ -212,6 +222,13 @@ TEST_CASE("gen_statem: inserted events run first in their order, then the retrie
   otpp::cast(m, inserter::go{});
   CHECK(otpp::call(m, inserter::log{}) ==
         std::vector<std::string>{"postpone later", "go", "enter s1", "item 1", "item 2", "later"});
+  otpp::stop(m);
+}
+
+TEST_CASE("gen_statem: a transition with more actions than it keeps inline carries them all out, in order") {
+  auto m = otpp::start<inserter>().value();
+  CHECK(otpp::call(m, inserter::burst{}) == 34);
+  CHECK(otpp::call(m, inserter::log{}) == std::vector<std::string>{"burst", "item 3", "item 4", "item 5"});
   otpp::stop(m);
 }
 

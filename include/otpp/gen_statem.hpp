@@ -271,7 +271,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
    public:
     /// Moves: a transition is returned by value.
     transition(transition&& o) noexcept
-        : step{o.step}, next{std::move(o.next)}, rare{std::move(o.rare)}, has_event_timeout{o.has_event_timeout} {
+        : step{o.step}, next{std::move(o.next)}, rare{std::exchange(o.rare, nullptr)}, has_event_timeout{o.has_event_timeout} {
       for (; inline_count < o.inline_count; ++inline_count)
         ::new (static_cast<void*>(&inline_actions[inline_count].a)) action(std::move(o.inline_actions[inline_count].a));
       if (has_event_timeout) ::new (static_cast<void*>(&event_timeout_slot.a)) event_timeout_action(std::move(o.event_timeout_slot.a));
@@ -287,6 +287,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     /// Destroys the actions not carried out.
     [[gnu::always_inline]] ~transition() {
       if (inline_count != 0 || has_event_timeout) destroy_actions();  // the test inline: most have none left
+      if (rare != nullptr) delete rare;
     }
 
    private:
@@ -321,7 +322,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
         ::new (static_cast<void*>(&inline_actions[inline_count].a)) action(std::move(a));
         ++inline_count;
       } else {
-        if (!rare) rare = std::make_unique<rare_part>();
+        if (!rare) rare = new rare_part{};
         rare->more_actions.push_back(std::move(a));
       }
     }
@@ -354,7 +355,9 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     static constexpr std::size_t inline_capacity = 2;
     detail::statem_step step;
     std::optional<state_type> next;
-    std::unique_ptr<rare_part> rare;
+    // Owned; a plain pointer, not a unique_ptr: GCC at -O3 called the
+    // unique_ptr's destructor out of line on every event, null or not.
+    rare_part* rare = nullptr;
     std::size_t inline_count = 0;
     inline_slot inline_actions[inline_capacity];
     union event_timeout_union {
@@ -429,7 +432,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   /// Exit with `reason` (terminate runs).
   [[nodiscard]] static transition stop(exit_reason reason = {}) {
     transition t{detail::statem_step::stop};
-    t.rare = std::make_unique<typename transition::rare_part>();
+    t.rare = new typename transition::rare_part{};
     t.rare->reason = std::move(reason);
     return t;
   }
