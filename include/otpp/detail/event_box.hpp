@@ -66,8 +66,9 @@ class event_box {
   struct ops_t {
     void (*move)(unsigned char* to, unsigned char* from) noexcept;  // constructs at `to`, destroys `from`
     void (*destroy)(unsigned char* at) noexcept;
-    bool trivial;  // inline and trivially copyable: moved by memcpy, nothing to destroy
+    bool trivial;  // inline and trivially copyable: moved by copying words, nothing to destroy
     bool empty;    // ...and without data: nothing to move either
+    unsigned char words;  // trivial: the 8-byte words it spans
   };
   template <class T>
   static constexpr bool fits = sizeof(T) <= inline_size && alignof(T) <= alignof(std::max_align_t) &&
@@ -81,14 +82,15 @@ class event_box {
       },
       [](unsigned char* at) noexcept { std::launder(reinterpret_cast<T*>(at))->~T(); },
       std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>,
-      std::is_empty_v<T> && std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>};
+      std::is_empty_v<T> && std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>,
+      static_cast<unsigned char>((sizeof(T) + 7) / 8)};
   template <class T>
   static constexpr ops_t heap_ops{
       [](unsigned char* to, unsigned char* from) noexcept {
         ::new (static_cast<void*>(to)) T*(*std::launder(reinterpret_cast<T**>(from)));
       },
       [](unsigned char* at) noexcept { delete *std::launder(reinterpret_cast<T**>(at)); },
-      false, false};
+      false, false, 0};
 
   void drop() noexcept {
     const ops_t* ops = std::exchange(ops_, nullptr);
@@ -100,7 +102,13 @@ class event_box {
     if (o.ops_->empty) {
       // nothing to copy
     } else if (o.ops_->trivial) {
-      std::memcpy(buf_, o.buf_, inline_size);  // no call for plain data
+      // No call for plain data, and a word at a time, only the words it
+      // has: a value is usually moved right after it was stored field by
+      // field, and a wide copy reading those fields back stalls (a store
+      // cannot forward to a load wider than itself). That copy was 7% of a
+      // gen_statem call at -O3 (perf), where GCC copied with vector moves.
+      const unsigned n = o.ops_->words;
+      for (unsigned i = 0; i < n; ++i) std::memcpy(buf_ + 8 * i, o.buf_ + 8 * i, 8);
     } else {
       o.ops_->move(buf_, o.buf_);
     }
