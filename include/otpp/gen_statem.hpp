@@ -714,7 +714,11 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       t.inline_count = 0;
     }
     postpone_box_ = nullptr;
-    if (t.has_event_timeout) arm_event_timeout(t.event_timeout_slot.a);
+    if (t.has_event_timeout) {
+      arm_event_timeout(t.event_timeout_slot.a);
+      t.event_timeout_slot.a.~event_timeout_action();  // as the reply above
+      t.has_event_timeout = false;
+    }
     return true;
   }
 
