@@ -212,8 +212,7 @@ class flat_hash_map {
     // stays within 7/8 (else it grows, and k goes where the new one says).
     if (i == cap_ || (slots_[i].state == empty_slot && (used_ + 1) * 8 > cap_ * 7)) {
       grow();
-      i = h & (cap_ - 1);
-      while (is_full(slots_[i].state)) i = (i + 1) & (cap_ - 1);
+      i = first_free(h);
     }
     construct_object(slots_[i], std::forward<KK>(k), std::forward<A>(args)...);
     if (slots_[i].state == empty_slot) ++used_;
@@ -264,6 +263,12 @@ class flat_hash_map {
       if (s.state == empty_slot) return cap_;  // at most 7/8 full: there is one
     }
   }
+  // The first slot of hash h's chain that holds nothing (a table with room).
+  std::size_t first_free(std::size_t h) const noexcept {
+    std::size_t i = h & (cap_ - 1);
+    while (is_full(slots_[i].state)) i = (i + 1) & (cap_ - 1);
+    return i;
+  }
   void grow() {
     // Double when live objects fill it, else rebuild at the same size to
     // drop tombstones.
@@ -278,8 +283,7 @@ class flat_hash_map {
     for (std::size_t i = 0; i < cap_; ++i) {
       slot& s = slots_[i];
       if (!is_full(s.state)) continue;
-      std::size_t j = static_cast<std::size_t>(hash_of(s.first)) & (cap - 1);
-      while (is_full(fresh.slots_[j].state)) j = (j + 1) & (cap - 1);
+      const std::size_t j = fresh.first_free(hash_of(s.first));
       construct_object(fresh.slots_[j], std::move_if_noexcept(s.first), std::move_if_noexcept(s.second));
       fresh.slots_[j].state = s.state;
     }

@@ -14,7 +14,7 @@
 // `scheduled` 0→1 schedules the process, exactly once (or drains it if dead).
 // `resume_posted` ends the wait of a suspended handler: set together with
 // `scheduled` (post_resume), taken by the owner before it gives up the right
-// to run, which it does by a CAS from exactly `scheduled` (release_run_right).
+// to run, which it does by a CAS from exactly `scheduled` (go_idle).
 
 #include <algorithm>
 #include <array>
@@ -515,13 +515,11 @@ class process_base : public process_identity {
   /// Any thread. Ends the wait of the suspended handler: sets resume_posted
   /// (taken by run_turn) and schedules the process if it is idle.
   inline void post_resume() noexcept;
-  /// Owner only: gives up the right to run (seq_cst: pairs with the reads in
-  /// wake_after_push and post_resume). False if a resume was posted and not
-  /// yet taken: the right is kept, and the caller runs on.
-  [[nodiscard]] bool release_run_right() noexcept {
-    std::uint32_t s = scheduled;
-    return state_.compare_exchange_strong(s, 0, std::memory_order_seq_cst, std::memory_order_relaxed);
-  }
+  /// Owner only: gives up the right to run, then re-checks. True if the
+  /// process is idle now; false if the caller still holds the right and must
+  /// run it on: a resume was posted and not yet taken, or a message came in
+  /// meanwhile and the right was taken back.
+  [[nodiscard]] inline bool go_idle() noexcept;
 
   /// Any thread. Takes the run right of an idle process with an empty
   /// mailbox, to run a call inline. Pair with release_inline.
@@ -704,13 +702,7 @@ class process_base : public process_identity {
       schedule_owned();
       return;
     }
-    if (!release_run_right()) {
-      schedule_owned();  // a resume was posted: it runs on
-      return;
-    }
-    if (queues_empty_after_release()) return;
-    std::uint32_t expected = 0;
-    if (state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) schedule_owned();
+    if (!go_idle()) schedule_owned();
   }
 
   /// Owner only: completes an exit (terminate, crash log, mailbox drain,
@@ -899,10 +891,27 @@ inline bool process_base::queues_empty_after_release() const noexcept {
   return mailbox_.empty_after_release() && signals_.empty_after_release();
 }
 
+inline bool process_base::go_idle() noexcept {
+  // A CAS from exactly `scheduled`, not a store of 0: a posted resume_posted
+  // makes it fail, so the bit is never lost (seq_cst: pairs with the reads
+  // in wake_after_push and post_resume).
+  std::uint32_t s = scheduled;
+  if (!state_.compare_exchange_strong(s, 0, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+    // With no handler waiting the bit is stale (cannot happen, but a bit
+    // nobody takes would keep the owner running for ever).
+    if (!(local_ & awaiting)) state_.store(scheduled, std::memory_order_relaxed);
+    return false;
+  }
+  // No longer owning the queues, the re-check reads only their tails.
+  if (queues_empty_after_release()) return true;
+  std::uint32_t expected = 0;
+  return !state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel);
+}
+
 inline void resume_signal::post(slot_waker* w) noexcept { static_cast<resume_signal*>(w)->target->post_resume(); }
 
 inline void process_base::post_resume() noexcept {
-  // seq_cst, as wake_after_push: either the owner's release_run_right sees
+  // seq_cst, as wake_after_push: either the owner's go_idle sees
   // the bit, or we see the process idle and schedule it.
   const std::uint32_t s = state_.fetch_or(resume_posted | scheduled, std::memory_order_seq_cst);
   if (s & scheduled) return;  // its owner takes the bit before it goes idle

@@ -55,11 +55,7 @@ OTPP_FUNC void process_base::release_inline() noexcept {
       return;
     }
   }
-  if (release_run_right()) {
-    if (queues_empty_after_release()) return;
-    std::uint32_t expected = 0;
-    if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return;
-  }
+  if (go_idle()) return;
   if (run_turn(16) == turn_result::yielded) schedule_owned();
 }
 
@@ -270,19 +266,8 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
         }
         resync_queue_length();
       }
-      // Go idle, then re-check (seq_cst pairs with wake_after_push's load).
-      // After the store we no longer own the queues, so the re-check reads
-      // only their tails.
-      if (!release_run_right()) {
-        // A resume was posted: take it. With no handler waiting it is stale
-        // (cannot happen, but a bit nobody takes would spin here for ever).
-        if (!(local_ & awaiting)) state_.store(scheduled, std::memory_order_relaxed);
-        continue;
-      }
-      if (queues_empty_after_release()) return turn_result::idle;
-      std::uint32_t expected = 0;
-      if (!state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel)) return turn_result::idle;
-      continue;
+      if (go_idle()) return turn_result::idle;
+      continue;  // a resume was posted, or a message came in
     }
     if ((local_ & (idle_flags | hibernated)) && n->fn != &idle_timer_node::handle) note_message();
     // Room first, then the queue length: an observer that reads the mailbox
