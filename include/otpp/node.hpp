@@ -53,6 +53,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -68,6 +69,7 @@
 
 #include "async_call.hpp"
 #include "detail/dist_handshake.hpp"
+#include "detail/flat_hash_map.hpp"
 #include "detail/idle_poll.hpp"
 #include "detail/parking.hpp"
 #include "exit_reason.hpp"
@@ -209,18 +211,49 @@ class node_core;
 struct completion : slot_waker {
   node_core* core = nullptr;
   completion* next = nullptr;
-  std::string peer;
   bool cancelled = false;  // under the node's lock: the peer went; free without answering
   completion() { wake = &on_wake; }
   virtual ~completion() = default;
   virtual void complete(node_core& c) = 0;
+  /// The node it answers, for log lines (empty: none).
+  [[nodiscard]] virtual std::string_view peer_name() const noexcept { return {}; }
   static void on_wake(slot_waker* w) noexcept;
 };
 
 struct connection;
 
+/// Bytes kept inline up to N, on the heap past that.
+template <std::size_t N>
+class inline_bytes {
+ public:
+  void append(std::string_view b) {
+    if (heap_.empty() && len_ + b.size() <= N) {
+      std::memcpy(buf_ + len_, b.data(), b.size());
+      len_ += static_cast<std::uint32_t>(b.size());
+      return;
+    }
+    if (heap_.empty()) heap_.assign(buf_, len_);
+    heap_ += b;
+  }
+  [[nodiscard]] std::string_view view() const noexcept {
+    return heap_.empty() ? std::string_view{buf_, len_} : std::string_view{heap_};
+  }
+  void clear() noexcept {
+    len_ = 0;
+    heap_.clear();
+  }
+
+ private:
+  char buf_[N];
+  std::uint32_t len_ = 0;
+  std::string heap_;
+};
+
 /// A call from a remote node, being answered by a local server.
 struct inbound_call : completion {
+  // One per remote call: from the node pool, as a message is.
+  static void* operator new(std::size_t n) { return pool_allocate(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { pool_deallocate(p, n); }
   inbound_call() {
     wake = &on_answer;
     after_publish = true;
@@ -228,10 +261,12 @@ struct inbound_call : completion {
   static void on_answer(slot_waker* w) noexcept;
   term from;
   term tag;
-  // Read in place (the usual case): the reply's frame up to the reply,
-  // {send, '', From} and {Tag, ...; from and tag are then unused.
-  std::string reply_head;
+  // Read in place (the usual case): the reply's frame from its 112 up to
+  // the reply, {send, '', From} and {Tag, ...; from and tag are then
+  // unused. Inline for node names up to about 60 bytes.
+  inline_bytes<184> reply_head;
   std::shared_ptr<connection> conn;  // the one the call came on (the reply goes back on it)
+  [[nodiscard]] std::string_view peer_name() const noexcept override;
   inbound_call* prev_in = nullptr;   // in the node's inbound_list, under its lock
   inbound_call* next_in = nullptr;
   bool listed = false;
@@ -291,18 +326,50 @@ struct typed_inbound_call final : inbound_call {
 
 struct watch;
 
+/// A remote monitor's key: the connection it came on and its reference's
+/// encoding (in the map, a view of the entry's own bytes).
+struct monitor_key {
+  const connection* conn = nullptr;
+  std::string_view ref;
+  friend bool operator==(const monitor_key& a, const monitor_key& b) noexcept { return a.conn == b.conn && a.ref == b.ref; }
+};
+struct monitor_key_hash {
+  std::size_t operator()(const monitor_key& k) const noexcept {
+    // A reference's last twelve bytes are its words: what tells two apart.
+    std::uint64_t a = 0;
+    std::uint32_t b = 0;
+    if (k.ref.size() >= 12) {
+      std::memcpy(&a, k.ref.data() + k.ref.size() - 12, 8);
+      std::memcpy(&b, k.ref.data() + k.ref.size() - 4, 4);
+    } else {
+      a = std::hash<std::string_view>{}(k.ref);
+    }
+    const std::uint64_t x = (a ^ (std::uint64_t{b} << 32) ^ reinterpret_cast<std::uintptr_t>(k.conn)) * 0x9e3779b97f4a7c15ull;
+    return static_cast<std::size_t>(x ^ (x >> 29));
+  }
+};
+
 /// A remote process's monitor of a local one: an entry of the node's map
 /// (by monitor_key), linked into its watch's list through itself, so that
-/// a call's monitor and demonitor cost one map operation each. Guarded by
-/// the node's lock.
+/// a call's monitor and demonitor cost one map operation each and no
+/// allocation besides the entry. Guarded by the node's lock.
 struct remote_monitor {
+  // One per remote call: from the node pool, as a message is.
+  static void* operator new(std::size_t n) { return pool_allocate(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { pool_deallocate(p, n); }
   watch* owner = nullptr;
-  const std::string* key = nullptr;  // its key in the node's map
   remote_monitor* prev = nullptr;
   remote_monitor* next = nullptr;
+  std::shared_ptr<connection> conn;  // the one it came on: its monitor_p_exit goes there
   // The target as the remote named it, the watcher and the reference,
   // encoded back to back: the middle of the monitor_p_exit it is owed.
-  std::string wire;
+  // Inline for node names up to about 40 bytes.
+  inline_bytes<160> wire;
+  std::uint32_t ref_size = 0;  // the reference is the last bytes of wire
+  [[nodiscard]] monitor_key key() const noexcept {
+    const std::string_view w = wire.view();
+    return {conn.get(), w.substr(w.size() - ref_size)};
+  }
 };
 
 /// A local process that remote nodes monitor or are linked to: one
@@ -330,23 +397,6 @@ struct watch : completion {
     if (process_base* p = pid_access::get(target)) p->enqueue_signal(make_node<demonitor_node>(id));
   }
 };
-
-/// A remote monitor's key: the peer and the reference's encoding.
-inline std::string monitor_key(std::string_view peer, std::string_view ref_wire) {
-  std::string k;
-  k.reserve(peer.size() + 1 + ref_wire.size());
-  k += peer;
-  k.push_back('\0');
-  k += ref_wire;
-  return k;
-}
-inline std::string monitor_key_of(std::string_view peer, const term& ref) {
-  std::string wire;
-  encode_term_to(wire, ref);
-  return monitor_key(peer, std::string_view{wire});
-}
-/// The peer a remote monitor's key names.
-inline std::string_view monitor_peer(std::string_view key) noexcept { return key.substr(0, key.find('\0')); }
 
 /// Reads the frames of the call protocol in place, in the forms nodes write
 /// them: each step checks and advances, or fails (false) and the frame
@@ -477,8 +527,21 @@ struct served {
   std::shared_ptr<const cast_fn> cast;  // null: it takes no casts
 };
 
+/// What a call's frames hold that depends only on its target, encoded once
+/// per connection and served name: the monitor, the '$gen_call' and the
+/// demonitor, each from the frame's 112 up to the reference's words, which
+/// with the request are all a call writes of its own.
+struct call_heads {
+  term target;
+  std::string monitor;
+  std::string call;
+  std::string demonitor;
+};
+
 struct connection {
   std::string peer;
+  // Call heads by served name (under the node's lock).
+  std::map<std::string, std::shared_ptr<const call_heads>, std::less<>> heads;
   std::mutex mu;        // guards fd's writes, out, up, closed
   int fd = -1;
   bool up = false;      // handshake done, on the I/O thread's epoll
@@ -502,8 +565,8 @@ struct proc_monitor {
 /// A call to a remote server, waiting for its reply.
 struct outbound {
   reply_slot<term>* slot = nullptr;
-  std::shared_ptr<connection> conn;  // the one the call went out on (its peer's name too)
-  term target;                       // what the monitor names
+  std::shared_ptr<connection> conn;         // the one the call went out on (its peer's name too)
+  std::shared_ptr<const call_heads> heads;  // its target (what the monitor names) and its demonitor
 };
 
 struct node_config {
@@ -592,47 +655,35 @@ class node_core {
     if (peer == name_)
       return pending_call_access::failed<term, Throws>(
           exit_reason::error("otpp::node: a call to this node itself goes to the local server directly"));
+    // The request first: one that cannot be encoded leaves nothing behind.
+    // Built in buffers of the thread's (nothing here switches threads).
+    std::string& req = scratch(0);
+    encode_term_to(req, request);
     const std::uint64_t n = next_ref_.fetch_add(1, std::memory_order_relaxed);
-    // {monitor_p, Proxy, Target, Ref}, then {reg_send, Proxy, '', Name} (or
-    // {send, '', Pid}) with {'$gen_call', {Proxy, Ref}, Request}, written
-    // straight from their encodings.
-    std::string frames;
-    frames.reserve(2 * (proxy_wire_.size() + ref_head_.size()) + 160);
-    std::size_t at = begin_frame(frames);
-    put_control(frames, 4, op_monitor_p);
-    frames += proxy_wire_;
-    encode_term_to(frames, target);
-    put_ref(frames, n);
-    end_frame(frames, at);
-    at = begin_frame(frames);
-    if (const auto* name = target.get_if<atom>()) {
-      put_control(frames, 4, op_reg_send);
-      frames += proxy_wire_;
-      etf::put_atom(frames, "");
-      etf::put_atom(frames, name->name);
-    } else {
-      put_control(frames, 3, op_send);
-      etf::put_atom(frames, "");
-      encode_term_to(frames, target);
-    }
-    etf::put8(frames, etf::version);
-    put_tuple(frames, 3);
-    etf::put_atom(frames, "$gen_call");
-    put_tuple(frames, 2);
-    frames += proxy_wire_;
-    put_ref(frames, n);
-    encode_term_to(frames, request);
-    end_frame(frames, at);
-    auto* slot = reply_slot<term>::make();  // after encoding: a request that cannot be encoded leaves nothing behind
+    auto* slot = reply_slot<term>::make();
     std::shared_ptr<connection> conn;
-    {
+    std::shared_ptr<const call_heads> heads;
+    try {
       // One hold of the lock: a connection that closes meanwhile either
       // fails this call with the others (it is listed before the close
       // looks) or is replaced by a fresh one here.
       std::lock_guard lock{mu_};
       conn = connection_for_locked(peer);
-      outbound_[n] = outbound{slot, conn, std::move(target)};
+      heads = heads_locked(*conn, target);
+      outbound_.try_emplace(n, outbound{slot, conn, heads});
+    } catch (...) {
+      slot->release();  // both references: nobody else has it
+      slot->release();
+      throw;
     }
+    // {monitor_p, Proxy, Target, Ref}, then {reg_send, Proxy, '', Name} (or
+    // {send, '', Pid}) with {'$gen_call', {Proxy, Ref}, Request}: the heads
+    // and the reference's words, then the request.
+    std::string& frames = scratch(1);
+    end_frame(frames, put_frame_head(frames, heads->monitor, n));
+    const std::size_t at = put_frame_head(frames, heads->call, n);
+    frames += req;
+    end_frame(frames, at);
     const std::int64_t due = tls().current != nullptr && timeout != steady::duration::max()
                                  ? timer_due_after_ns(*tls().current->rt(), clamp_delay(timeout))
                                  : no_deadline_ns;
@@ -753,12 +804,14 @@ class node_core {
     if (!r) {
       // The server failed to answer (it died): the caller's monitor, if it
       // has one, reports the reason; a reply would be wrong.
-      log_rt(log_level::debug, "otpp::node {}: a call from {} ended without a reply: {}", name_, c.peer,
+      log_rt(log_level::debug, "otpp::node {}: a call from {} ended without a reply: {}", name_, c.peer_name(),
              r.error().to_string());
       return;
     }
-    if (!c.reply_head.empty()) {
-      std::string frame = std::move(c.reply_head);
+    if (const std::string_view head = c.reply_head.view(); !head.empty()) {
+      std::string& frame = scratch(1);
+      frame.resize(4);
+      frame += head;
       encode_term_to(frame, *r);
       end_frame(frame, 0);
       write(c.conn, frame);
@@ -772,7 +825,8 @@ class node_core {
     if (w.slot->settled_state() == reply_slot_base::ready) why = w.slot->take();
     w.slot->release();
     w.slot = nullptr;
-    std::vector<std::pair<std::string, std::string>> out;  // peer, frame
+    std::vector<std::pair<std::shared_ptr<connection>, std::string>> exits;  // of its remote monitors
+    std::vector<std::pair<std::string, std::string>> out;  // peer, frame (of its links)
     {
       std::lock_guard lock{mu_};
       auto it = watches_.find(w.index);
@@ -783,8 +837,8 @@ class node_core {
       // Its remote monitors go with it, told (unless the node stops) why.
       for (remote_monitor* m = w.monitors; m != nullptr;) {
         remote_monitor* next = m->next;
-        if (!w.cancelled) out.emplace_back(std::string{monitor_peer(*m->key)}, monitor_exit_frame(m->wire, reason_wire));
-        remote_monitors_.erase(remote_monitors_.find(*m->key));
+        if (!w.cancelled) exits.emplace_back(m->conn, monitor_exit_frame(m->wire.view(), reason_wire));
+        remote_monitors_.erase(remote_monitors_.find(m->key()));  // frees m
         m = next;
       }
       w.monitors = nullptr;
@@ -792,6 +846,7 @@ class node_core {
       for (auto& l : w.links)
         out.emplace_back(l.peer, make_frame(term::tuple(std::int64_t{op_exit}, w.local_pid, l.other, reason)));
     }
+    for (auto& [conn, frame] : exits) write(conn, frame);
     for (auto& [peer, frame] : out) write(peer, frame);
   }
 
@@ -1218,18 +1273,18 @@ class node_core {
       for (auto o = outbound_.begin(); o != outbound_.end();) {
         if (o->second.conn->peer == c->peer) {
           failed.push_back(o->second.slot);
-          o = outbound_.erase(o);
+          outbound_.erase(o++);
         } else {
           ++o;
         }
       }
       inbound_.for_each([&](inbound_call* in) {
-        if (in->peer == c->peer) in->cancelled = true;  // its answer has nowhere to go
+        if (in->conn == c) in->cancelled = true;  // its answer has nowhere to go
       });
       for (auto m = remote_monitors_.begin(); m != remote_monitors_.end();) {
-        if (monitor_peer(m->first) == c->peer) {
-          unlink_monitor(m->second);
-          m = remote_monitors_.erase(m);
+        if (m->first.conn == c.get()) {
+          unlink_monitor(*m->second);
+          remote_monitors_.erase(m++);
         } else {
           ++m;
         }
@@ -1480,7 +1535,7 @@ class node_core {
       try {
         owned->complete(*this);
       } catch (const std::exception& e) {
-        log_rt(log_level::error, "otpp::node {}: answering {} failed: {}", name_, owned->peer, e.what());
+        log_rt(log_level::error, "otpp::node {}: answering {} failed: {}", name_, owned->peer_name(), e.what());
       }
       prev = next;
     }
@@ -1600,15 +1655,15 @@ class node_core {
     term request = d.read();
     if (d.position() != w.in.size()) d.fail("bytes after the message");
     std::unique_ptr<inbound_call> rec = (*s.call)(std::move(request));
-    std::string& head = rec->reply_head;
-    head.reserve(from.size() + tag.size() + 96);  // room for a small reply
-    (void)begin_frame(head);
-    put_control(head, 3, op_send);
-    etf::put_atom(head, "");
-    head += from;
-    etf::put8(head, etf::version);
-    put_tuple(head, 2);
-    head += tag;
+    // 112 131 {send, '', From} 131 {Tag, ...
+    static constexpr char before_from[] = {112, static_cast<char>(etf::version), etf::small_tuple, 3, etf::small_integer,
+                                           op_send, static_cast<char>(etf::small_atom_utf8), 0};
+    static constexpr char before_tag[] = {static_cast<char>(etf::version), etf::small_tuple, 2};
+    auto& head = rec->reply_head;
+    head.append({before_from, sizeof before_from});
+    head.append(from);
+    head.append({before_tag, sizeof before_tag});
+    head.append(tag);
     start_inbound(c, std::move(rec));
     return true;
   }
@@ -1621,20 +1676,19 @@ class node_core {
     if (!w.atom(name, true) || name == "net_kernel") return false;
     const std::string_view named = w.in.substr(named_at, w.pos - named_at);
     if (!w.canonical_ref(ref) || w.pos != w.in.size()) return false;
+    {
+      std::lock_guard lock{mu_};
+      auto it = served_.find(name);
+      if (it != served_.end() && it->second.target.alive()) {
+        add_remote_monitor_locked(it->second.target, c, {named, from, ref});
+        return true;
+      }
+    }
     std::string wire;
     wire.reserve(named.size() + from.size() + ref.size());
     wire += named;
     wire += from;
     wire += ref;
-    std::string key = monitor_key(c->peer, ref);
-    {
-      std::lock_guard lock{mu_};
-      auto it = served_.find(name);
-      if (it != served_.end() && it->second.target.alive()) {
-        add_remote_monitor_locked(it->second.target, std::move(key), std::move(wire));
-        return true;
-      }
-    }
     std::string reason;
     etf::put_atom(reason, "noproc");
     write(c, monitor_exit_frame(wire, reason));
@@ -1651,7 +1705,7 @@ class node_core {
       if (!w.pid(target, node)) return false;
     }
     if (!w.canonical_ref(ref) || w.pos != w.in.size()) return false;
-    drop_remote_monitor(monitor_key(c->peer, ref));
+    drop_remote_monitor(*c, ref);
     return true;
   }
 
@@ -1845,7 +1899,6 @@ class node_core {
   /// A call handed to its server: the answer comes back as a completion.
   void start_inbound(const std::shared_ptr<connection>& c, std::unique_ptr<inbound_call> rec) {
     rec->core = this;
-    rec->peer = c->peer;
     rec->conn = c;
     reply_slot_base* slot = rec->slot();
     inbound_call* raw = rec.release();
@@ -1883,14 +1936,8 @@ class node_core {
     }
     (void)o.slot->set_value(std::move(reply));
     o.slot->release();
-    std::string frame;
-    frame.reserve(proxy_wire_.size() + ref_head_.size() + 64);
-    const std::size_t at = begin_frame(frame);
-    put_control(frame, 4, op_demonitor_p);
-    frame += proxy_wire_;
-    encode_term_to(frame, o.target);
-    put_ref(frame, n);
-    end_frame(frame, at);
+    std::string& frame = scratch(1);
+    end_frame(frame, put_frame_head(frame, o.heads->demonitor, n));
     write(o.conn, frame);
   }
 
@@ -1928,25 +1975,33 @@ class node_core {
     std::string wire;
     encode_term_to(wire, target);
     encode_term_to(wire, from);
+    const std::size_t ref_at = wire.size();
     encode_term_to(wire, ref);
-    add_remote_monitor(p, monitor_key_of(c->peer, ref), std::move(wire));
-  }
-  void add_remote_monitor(const pid& p, std::string key, std::string wire) {
+    const std::string_view all{wire};
     std::lock_guard lock{mu_};
-    add_remote_monitor_locked(p, std::move(key), std::move(wire));
+    add_remote_monitor_locked(p, c, {all.substr(0, ref_at), all.substr(ref_at)});
   }
-  void add_remote_monitor_locked(const pid& p, std::string key, std::string wire) {
+  /// A remote monitor of `p` from connection c, its wire the concatenation
+  /// of `pieces`, the last of which is its reference.
+  void add_remote_monitor_locked(const pid& p, const std::shared_ptr<connection>& c,
+                                 std::initializer_list<std::string_view> pieces) {
     watch& w = watch_locked(p);
-    auto [it, fresh] = remote_monitors_.try_emplace(std::move(key));
-    remote_monitor& m = it->second;
-    if (!fresh) unlink_monitor(m);  // the same reference again: it now watches this process
-    m.wire = std::move(wire);
-    m.key = &it->first;
-    m.owner = &w;
-    m.prev = nullptr;
-    m.next = w.monitors;
-    if (w.monitors) w.monitors->prev = &m;
-    w.monitors = &m;
+    const std::string_view ref = *(pieces.end() - 1);
+    if (auto it = remote_monitors_.find(monitor_key{c.get(), ref}); it != remote_monitors_.end()) {
+      // The same reference again: it now watches this process.
+      unlink_monitor(*it->second);
+      remote_monitors_.erase(it);
+    }
+    auto m = std::make_unique<remote_monitor>();
+    for (std::string_view piece : pieces) m->wire.append(piece);
+    m->ref_size = static_cast<std::uint32_t>(ref.size());
+    m->conn = c;
+    m->owner = &w;
+    m->next = w.monitors;
+    remote_monitor* raw = m.get();
+    remote_monitors_.try_emplace(raw->key(), std::move(m));
+    if (w.monitors) w.monitors->prev = raw;
+    w.monitors = raw;
   }
   static void unlink_monitor(remote_monitor& m) noexcept {
     (m.prev ? m.prev->next : m.owner->monitors) = m.next;
@@ -1955,12 +2010,16 @@ class node_core {
     m.prev = m.next = nullptr;
   }
 
-  void on_demonitor(const std::shared_ptr<connection>& c, const term& ref) { drop_remote_monitor(monitor_key_of(c->peer, ref)); }
-  void drop_remote_monitor(const std::string& key) {
+  void on_demonitor(const std::shared_ptr<connection>& c, const term& ref) {
+    std::string wire;
+    encode_term_to(wire, ref);
+    drop_remote_monitor(*c, wire);
+  }
+  void drop_remote_monitor(const connection& c, std::string_view ref) {
     std::lock_guard lock{mu_};
-    auto it = remote_monitors_.find(key);
+    auto it = remote_monitors_.find(monitor_key{&c, ref});
     if (it == remote_monitors_.end()) return;
-    unlink_monitor(it->second);
+    unlink_monitor(*it->second);
     remote_monitors_.erase(it);
   }
 
@@ -2034,9 +2093,9 @@ class node_core {
       for (auto it = outbound_.begin(); it != outbound_.end();) {
         if (!it->second.slot->open()) {
           demonitors.emplace_back(it->second.conn->peer,
-                                  term::tuple(std::int64_t{op_demonitor_p}, proxy(), it->second.target, make_ref(it->first)));
+                                  term::tuple(std::int64_t{op_demonitor_p}, proxy(), it->second.heads->target, make_ref(it->first)));
           it->second.slot->release();
-          it = outbound_.erase(it);
+          outbound_.erase(it++);
         } else {
           ++it;
         }
@@ -2144,6 +2203,76 @@ class node_core {
   }
 
   /// Call `n`'s reference, as make_ref(n) encodes.
+  /// A buffer of this thread's for building frames, emptied (thread-local:
+  /// a caller that uses it across a suspension would find it reused).
+  static std::string& scratch(int which) {
+    thread_local std::string buffers[2];
+    std::string& b = buffers[which];
+    if (b.capacity() > 65536) std::string{}.swap(b);  // a large request's buffer is not kept
+    b.clear();
+    return b;
+  }
+  /// Appends a frame's length (filled in by end_frame), `head` (from the
+  /// frame's 112 up to a reference's words) and reference n's words; where
+  /// the frame starts.
+  std::size_t put_frame_head(std::string& o, std::string_view head, std::uint64_t n) const {
+    const std::size_t at = o.size();
+    o.resize(at + 4 + head.size() + 12);
+    char* p = o.data() + at + 4;
+    std::memcpy(p, head.data(), head.size());
+    p += head.size();
+    const std::uint32_t words[3] = {static_cast<std::uint32_t>(n & 0x3ffff), static_cast<std::uint32_t>(n >> 18), ref_salt_};
+    for (std::uint32_t w : words) {
+      for (int k = 0; k < 4; ++k) *p++ = static_cast<char>(w >> (24 - 8 * k));
+    }
+    return at;
+  }
+  /// The heads of calls to `target` on connection c (under mu_): made once
+  /// per served name, and per call to a pid.
+  std::shared_ptr<const call_heads> heads_locked(connection& c, const term& target) {
+    const auto* name = target.get_if<atom>();
+    if (name) {
+      if (auto it = c.heads.find(name->name); it != c.heads.end()) return it->second;
+    }
+    auto h = std::make_shared<call_heads>();
+    h->target = target;
+    auto start = [](std::string& o) {
+      etf::put8(o, 112);
+      etf::put8(o, etf::version);
+    };
+    start(h->monitor);
+    put_control(h->monitor, 4, op_monitor_p);
+    h->monitor += proxy_wire_;
+    encode_term_to(h->monitor, target);
+    h->monitor += ref_head_;
+    start(h->call);
+    if (name) {
+      put_control(h->call, 4, op_reg_send);
+      h->call += proxy_wire_;
+      etf::put_atom(h->call, "");
+      etf::put_atom(h->call, name->name);
+    } else {
+      put_control(h->call, 3, op_send);
+      etf::put_atom(h->call, "");
+      encode_term_to(h->call, target);
+    }
+    etf::put8(h->call, etf::version);
+    put_tuple(h->call, 3);
+    etf::put_atom(h->call, "$gen_call");
+    put_tuple(h->call, 2);
+    h->call += proxy_wire_;
+    h->call += ref_head_;
+    start(h->demonitor);
+    put_control(h->demonitor, 4, op_demonitor_p);
+    h->demonitor += proxy_wire_;
+    encode_term_to(h->demonitor, target);
+    h->demonitor += ref_head_;
+    if (name && c.heads.size() < max_cached_heads) c.heads.emplace(name->name, h);
+    return h;
+  }
+  /// Served names whose call heads a connection keeps.
+  static constexpr std::size_t max_cached_heads = 256;
+
   void put_ref(std::string& o, std::uint64_t n) const {
     o += ref_head_;
     etf::put32(o, static_cast<std::uint32_t>(n & 0x3ffff));
@@ -2206,12 +2335,12 @@ class node_core {
   std::map<std::string, std::shared_ptr<connection>> conns_;
   std::map<std::string, served, std::less<>> served_;
   std::unordered_map<std::uint32_t, served> served_by_index_;  // by wire index: servers reachable by pid
-  std::unordered_map<std::uint64_t, outbound> outbound_;
+  flat_hash_map<std::uint64_t, outbound> outbound_;  // by reference number
   std::unordered_map<std::uint64_t, std::uint32_t> exported_ids_;  // otpp pid id -> wire index
   std::unordered_map<std::uint32_t, pid> exported_;                // wire index -> process
   std::uint32_t next_export_ = 1;                                  // 0 is the call proxy
   std::unordered_map<std::uint32_t, watch*> watches_;           // by the target's wire index
-  std::unordered_map<std::string, remote_monitor> remote_monitors_;  // by monitor_key
+  flat_hash_map<monitor_key, std::unique_ptr<remote_monitor>, monitor_key_hash> remote_monitors_;
   std::unordered_map<std::uint64_t, proc_monitor> proc_monitors_;  // by reference number
   inbound_list inbound_;
   std::map<std::string, std::vector<pid>> node_watchers_;
@@ -2243,10 +2372,11 @@ inline void inbound_call::on_answer(slot_waker* w) noexcept {
   try {
     self->core->finish_inbound(*self);
   } catch (const std::exception& e) {
-    log_rt(log_level::error, "otpp::node: answering a call from {} failed: {}", self->peer, e.what());
+    log_rt(log_level::error, "otpp::node: answering a call from {} failed: {}", self->peer_name(), e.what());
   }
 }
 inline void inbound_call::complete(node_core& c) { c.finish_inbound(*this); }
+inline std::string_view inbound_call::peer_name() const noexcept { return conn ? std::string_view{conn->peer} : std::string_view{}; }
 inline void watch::complete(node_core& c) { c.finish_watch(*this); }
 
 }  // namespace otpp::detail::dist

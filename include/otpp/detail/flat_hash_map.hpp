@@ -132,6 +132,11 @@ class flat_hash_map {
       skip();
       return *this;
     }
+    basic_iterator operator++(int) noexcept {
+      basic_iterator was = *this;
+      ++*this;
+      return was;
+    }
     friend bool operator==(const basic_iterator& a, const basic_iterator& b) noexcept { return a.i_ == b.i_; }
 
    private:
@@ -219,6 +224,12 @@ class flat_hash_map {
     slots_[i].state = h2_of(h);
     ++size_;
     return {iterator{this, i}, true};
+  }
+
+  /// Destroys every object and gives the slots back.
+  void clear() noexcept {
+    destroy();
+    cap_ = size_ = used_ = 0;
   }
 
   void erase(iterator it) noexcept {
