@@ -326,6 +326,36 @@ TEST_CASE("node: two otpp nodes call, link-free monitor and fail as Erlang's do"
   CHECK(otpp_test::eventually([&] { return a.nodes().empty(); }));
 }
 
+TEST_CASE("node: frames larger than a read, and frames split across reads, arrive whole") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node a{{.name = unique("otpp_f1"), .cookie = cookie}};
+  auto echo = rt.start<remote_counter>().value();
+  REQUIRE(a.serve("echo", echo));
+  otpp::node b{{.name = unique("otpp_f2"), .cookie = cookie}};
+  const otpp::remote_name to{"echo", a.name()};
+  // Sizes about the 64 KiB one read takes and well past it, many in flight
+  // at once, so that frames begin and end anywhere in a read.
+  const std::size_t sizes[] = {1, 1000, 65535, 65536, 70000, 200000, std::size_t{1} << 20};
+  std::vector<std::pair<std::string, otpp::pending_call<term>>> calls;
+  for (std::size_t round = 0; round < 6; ++round) {
+    for (std::size_t n : sizes) {
+      std::string blob(n, '\0');
+      for (std::size_t i = 0; i < n; ++i) blob[i] = static_cast<char>('a' + (i * 7 + round + n) % 26);
+      auto pending = b.async_call(to, term::tuple(atom{"echo"}, otpp::binary{blob}), std::chrono::seconds{60});
+      calls.emplace_back(std::move(blob), std::move(pending));
+    }
+  }
+  std::size_t whole = 0;
+  for (auto& [blob, pending] : calls) {
+    const auto r = pending.get();
+    REQUIRE(r.has_value());
+    REQUIRE(r->is<otpp::binary>());
+    if (r->as<otpp::binary>().bytes == blob) ++whole;
+  }
+  CHECK(whole == calls.size());
+  CHECK(b.try_call(to, atom{"get"}).value() == term{0});  // the connection is still up and in step
+}
+
 TEST_CASE("node: garbage after the handshake closes only that connection") {
   log_lines log;
   otpp::runtime rt{{.workers = 2}};

@@ -400,7 +400,10 @@ struct watch : completion {
 
 /// Reads the frames of the call protocol in place, in the forms nodes write
 /// them: each step checks and advances, or fails (false) and the frame
-/// takes the general path, which reads it as terms.
+/// takes the general path, which reads it as terms. Its readers of atoms,
+/// pids and references are inlined by force: a call's three frames take
+/// nine of them, and GCC -O3 called each (5% of the serving side's
+/// instructions per call, callgrind).
 struct wire_cursor {
   std::string_view in;
   std::size_t pos = 0;
@@ -432,7 +435,7 @@ struct wire_cursor {
   }
   /// An atom; `text` is its bytes as sent. Latin-1 atoms are taken only
   /// where their bytes are carried, not read (`utf8_only`).
-  bool atom(std::string_view& text, bool utf8_only = false) noexcept {
+  [[gnu::always_inline]] bool atom(std::string_view& text, bool utf8_only = false) noexcept {
     if (!has(2)) return false;
     const auto tag = static_cast<std::uint8_t>(in[pos]);
     std::size_t n, head;
@@ -451,7 +454,7 @@ struct wire_cursor {
     return true;
   }
   /// A pid (its encoding in `wire`, its node's name in `node`).
-  bool pid(std::string_view& wire, std::string_view& node) noexcept {
+  [[gnu::always_inline]] bool pid(std::string_view& wire, std::string_view& node) noexcept {
     const std::size_t at = pos;
     if (!byte(etf::new_pid) || !atom(node, true) || !skip(12)) return false;
     wire = in.substr(at, pos - at);
@@ -459,7 +462,7 @@ struct wire_cursor {
   }
   /// A reference in the one form this node writes and keys remote
   /// monitors by (as a reference decoded and encoded again comes out).
-  bool canonical_ref(std::string_view& wire) noexcept {
+  [[gnu::always_inline]] bool canonical_ref(std::string_view& wire) noexcept {
     const std::size_t at = pos;
     if (!has(4) || !byte(etf::newer_reference)) return false;
     const std::size_t words = (std::size_t{static_cast<std::uint8_t>(in[pos])} << 8) | static_cast<std::uint8_t>(in[pos + 1]);
@@ -1552,11 +1555,23 @@ class node_core {
       }
       const ssize_t n = ::recv(fd, buf, read_buf_size, MSG_DONTWAIT);
       if (n > 0) {
-        c->in.append(buf, static_cast<std::size_t>(n));
+        const auto got = static_cast<std::size_t>(n);
         c->last_in.store(now_ms(), std::memory_order_relaxed);
         if (polled_by_workers_) (void)note_traffic();
-        if (!parse_frames(c)) return;
-        if (static_cast<std::size_t>(n) < read_buf_size) return;
+        std::string& in = c->in;
+        if (in.empty()) {
+          // Whole frames are read where recv put them; only the beginning
+          // of one is kept for the next read.
+          const std::size_t used = parse_frames(c, {buf, got});
+          if (used == std::string_view::npos) return;
+          in.append(buf + used, got - used);
+        } else {
+          in.append(buf, got);
+          const std::size_t used = parse_frames(c, in);
+          if (used == std::string_view::npos) return;
+          in.erase(0, used);
+        }
+        if (got < read_buf_size) return;
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
@@ -1566,16 +1581,16 @@ class node_core {
     }
   }
 
-  /// Handles every whole frame in c->in; false if the connection was closed.
-  bool parse_frames(const std::shared_ptr<connection>& c) {
+  /// Handles every whole frame in `in`: the bytes they took (what is left
+  /// is the beginning of a frame), or npos if the connection was closed.
+  std::size_t parse_frames(const std::shared_ptr<connection>& c, std::string_view in) {
     std::size_t pos = 0;
-    std::string& in = c->in;
     while (in.size() - pos >= 4) {
       const auto* p = reinterpret_cast<const unsigned char*>(in.data() + pos);
       const std::uint32_t len = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
       if (len > cfg_.max_frame) {
         close_connection(c, fmt::format("a frame of {} bytes (the limit is {})", len, cfg_.max_frame));
-        return false;
+        return std::string_view::npos;
       }
       if (in.size() - pos - 4 < len) break;
       std::string_view frame{in.data() + pos + 4, len};
@@ -1585,16 +1600,15 @@ class node_core {
         handle_frame(c, frame);
       } catch (const term_error& e) {
         close_connection(c, fmt::format("malformed frame: {}", e.what()));
-        return false;
+        return std::string_view::npos;
       } catch (const std::exception& e) {
         // Out of memory handling it, say: this connection goes, the I/O
         // thread and the others stay.
         close_connection(c, fmt::format("handling a frame failed: {}", e.what()));
-        return false;
+        return std::string_view::npos;
       }
     }
-    in.erase(0, pos);
-    return true;
+    return pos;
   }
 
   // -- the call protocol, read in place -----------------------------------------------
