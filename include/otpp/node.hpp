@@ -2344,14 +2344,17 @@ class node_core {
   bool polled_by_workers_ = false;
   std::mutex io_mu_;  // held by whoever polls (the I/O thread or a worker): what is marked "I/O thread"
   std::unique_ptr<char[]> read_buf_ = std::make_unique<char[]>(read_buf_size);
-  std::mutex dirty_mu_;
+  spin_lock dirty_mu_;
   std::vector<std::shared_ptr<connection>> dirty_;
   std::atomic<std::uint64_t> next_ref_{1};
   std::uint32_t ref_salt_ = 0;
   std::string proxy_wire_;  // proxy()'s encoding
   std::string ref_head_;    // make_ref(n)'s encoding up to its three words
 
-  std::mutex mu_;
+  // Held for a few dozen instructions per frame of a call, several times
+  // per call: a spin lock, whose uncontended pair costs a tenth of
+  // pthread's (callgrind put the node's locks at 11% of a served call).
+  spin_lock mu_;
   std::map<std::string, std::shared_ptr<connection>> conns_;
   std::map<std::string, served, std::less<>> served_;
   std::unordered_map<std::uint32_t, served> served_by_index_;  // by wire index: servers reachable by pid
@@ -2365,7 +2368,7 @@ class node_core {
   inbound_list inbound_;
   std::map<std::string, std::vector<pid>> node_watchers_;
   int connecting_ = 0;  // handshake threads still running
-  std::condition_variable connectors_done_;
+  std::condition_variable_any connectors_done_;  // with mu_
 
   std::mutex conn_mu_;
   std::condition_variable conn_cv_;
