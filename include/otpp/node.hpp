@@ -2082,10 +2082,10 @@ class node_core {
   /// monitor is enqueued under the lock, so whoever cancels it finds it
   /// whole and its exit cannot be handled before it is listed.
   watch& watch_locked(const pid& p) {
-    const remote_pid wire = export_locked(p);
-    const std::uint32_t index = wire_index(wire);
+    const std::uint32_t index = export_index_locked(p) & wire_index_mask;  // wire_index of its wire pid
     auto it = watches_.find(index);
     if (it != watches_.end()) return *it->second;
+    const remote_pid wire = wire_pid(index);
     auto owned = std::make_unique<watch>();
     watch* w = owned.get();
     w->core = this;
@@ -2188,19 +2188,21 @@ class node_core {
     return p.node == name_ && p.id == 0 && p.serial == 0;
   }
 
-  remote_pid export_locked(const pid& p) {
+  remote_pid export_locked(const pid& p) { return wire_pid(export_index_locked(p)); }
+  /// p's wire index, p exported first if it was not.
+  std::uint32_t export_index_locked(const pid& p) {
     auto it = exported_ids_.find(p.id());
-    std::uint32_t index;
-    if (it != exported_ids_.end()) {
-      index = it->second;
-    } else {
-      index = next_export_++;
-      exported_ids_[p.id()] = index;
-      exported_[index] = p;
-    }
+    if (it != exported_ids_.end()) return it->second;
+    const std::uint32_t index = next_export_++;
+    exported_ids_[p.id()] = index;
+    exported_[index] = p;
+    return index;
+  }
+  [[nodiscard]] remote_pid wire_pid(std::uint32_t index) const {
     // Erlang keeps 15 bits of a pid's number and 13 of its serial.
     return remote_pid{name_, index & 0x7fff, (index >> 15) & 0x1fff, creation_};
   }
+  static constexpr std::uint32_t wire_index_mask = 0x0fffffff;  // what wire_index keeps of an export index
   static std::uint32_t wire_index(const remote_pid& r) noexcept { return (r.id & 0x7fff) | ((r.serial & 0x1fff) << 15); }
   pid lookup_pid_locked(const remote_pid& r) {
     if (r.node != name_) return {};
