@@ -1494,8 +1494,14 @@ class node_core {
   /// How long a polling worker may go without polling before another idle
   /// worker takes over.
   static constexpr std::int64_t takeover_ns = 20'000;
-  /// How long a worker's writes may wait for it to run out of work.
-  static constexpr std::int64_t cork_ns = 50'000;
+  /// How long a worker's writes may wait for it to run out of work. Long
+  /// enough that a burst of a dozen calls' frames leaves in one send, short
+  /// enough that the peer starts on them while this worker writes the rest
+  /// (at 50 µs each side's worker waited out the other's whole batch, half
+  /// its time). 64 callers between two nodes, interleaved runs: 50 µs
+  /// 0.56-0.84 M calls/s, 20 µs 0.87-0.96 M, 15 µs 0.98-1.06 M, 10 µs
+  /// 0.79-0.98 M, 5 µs 0.56-0.70 M.
+  static constexpr std::int64_t cork_ns = 15'000;
 
   /// Sends what writers left while this thread polled; true if any.
   bool flush_dirty() {
