@@ -279,6 +279,11 @@ TEST_CASE("node: when the Elixir node dies, calls fail with noconnection and wat
   }));
   CHECK(dies.wait(std::chrono::seconds{10}).value().kind() == otpp::exit_kind::noconnection);
   CHECK(n.nodes().empty());
+  // A call after the close tries a fresh connection (none can be made),
+  // not the closed one: it fails with noconnection, not at its timeout.
+  const auto before = std::chrono::steady_clock::now();
+  CHECK(n.try_call({"store", beam}, atom{"get"}, std::chrono::seconds{30}).error().kind() == otpp::exit_kind::noconnection);
+  CHECK(std::chrono::steady_clock::now() - before < std::chrono::seconds{20});
 }
 
 TEST_CASE("node: a wrong cookie is refused on both sides") {

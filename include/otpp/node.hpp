@@ -549,6 +549,7 @@ struct connection {
   std::string peer;
   // Call heads by served name (under the node's lock).
   std::map<std::string, std::shared_ptr<const call_heads>, std::less<>> heads;
+  std::shared_ptr<const call_heads> last_heads;  // of heads, the one found last (of a served name)
   std::mutex mu;        // guards fd's writes, out, up, closed
   int fd = -1;
   bool up = false;      // handshake done, on the I/O thread's epoll
@@ -687,10 +688,9 @@ class node_core {
     // {send, '', Pid}) with {'$gen_call', {Proxy, Ref}, Request}: the heads
     // and the reference's words, then the request.
     std::string& frames = scratch(1);
-    end_frame(frames, put_frame_head(frames, heads->monitor, n));
-    const std::size_t at = put_frame_head(frames, heads->call, n);
-    frames += req;
-    end_frame(frames, at);
+    frames.resize(2 * (4 + 12) + heads->monitor.size() + heads->call.size() + req.size());
+    char* p = put_frame(frames.data(), heads->monitor, n, {});
+    (void)put_frame(p, heads->call, n, req);
     const std::int64_t due = tls().current != nullptr && timeout != steady::duration::max()
                                  ? timer_due_after_ns(*tls().current->rt(), clamp_delay(timeout))
                                  : no_deadline_ns;
@@ -990,8 +990,14 @@ class node_core {
     return connection_for_locked(peer);
   }
   std::shared_ptr<connection> connection_for_locked(const std::string& peer) {
+    // A caller calls the same node many times in a row: the last one found
+    // is tried first (a close forgets it).
+    if (last_conn_ && last_conn_->peer == peer) return last_conn_;
     auto it = conns_.find(peer);
-    if (it != conns_.end()) return it->second;
+    if (it != conns_.end()) {
+      last_conn_ = it->second;
+      return it->second;
+    }
     auto c = std::make_shared<connection>();
     c->peer = peer;
     if (stopping_.load() || peer == name_) {
@@ -1277,6 +1283,7 @@ class node_core {
       std::lock_guard lock{mu_};
       auto it = conns_.find(c->peer);
       if (it != conns_.end() && it->second == c) conns_.erase(it);
+      if (last_conn_ == c) last_conn_.reset();
       for (auto o = outbound_.begin(); o != outbound_.end();) {
         if (o->second.conn->peer == c->peer) {
           failed.push_back(o->second.slot);
@@ -1973,7 +1980,8 @@ class node_core {
     (void)o.slot->set_value(std::move(reply));
     o.slot->release();
     std::string& frame = scratch(1);
-    end_frame(frame, put_frame_head(frame, o.heads->demonitor, n));
+    frame.resize(4 + o.heads->demonitor.size() + 12);
+    (void)put_frame(frame.data(), o.heads->demonitor, n, {});
     write(o.conn, frame);
   }
 
@@ -2252,27 +2260,34 @@ class node_core {
     b.clear();
     return b;
   }
-  /// Appends a frame's length (filled in by end_frame), `head` (from the
-  /// frame's 112 up to a reference's words) and reference n's words; where
-  /// the frame starts.
-  std::size_t put_frame_head(std::string& o, std::string_view head, std::uint64_t n) const {
-    const std::size_t at = o.size();
-    o.resize(at + 4 + head.size() + 12);
-    char* p = o.data() + at + 4;
+  /// Writes at p a frame of `head` (from the frame's 112 up to a
+  /// reference's words), reference n's words and `tail`, its length first;
+  /// where it ends.
+  char* put_frame(char* p, std::string_view head, std::uint64_t n, std::string_view tail) const noexcept {
+    const auto be32 = [](char* at, std::uint32_t v) {
+      for (int k = 0; k < 4; ++k) at[k] = static_cast<char>(v >> (24 - 8 * k));
+    };
+    be32(p, static_cast<std::uint32_t>(head.size() + 12 + tail.size()));
+    p += 4;
     std::memcpy(p, head.data(), head.size());
     p += head.size();
-    const std::uint32_t words[3] = {static_cast<std::uint32_t>(n & 0x3ffff), static_cast<std::uint32_t>(n >> 18), ref_salt_};
-    for (std::uint32_t w : words) {
-      for (int k = 0; k < 4; ++k) *p++ = static_cast<char>(w >> (24 - 8 * k));
-    }
-    return at;
+    be32(p, static_cast<std::uint32_t>(n & 0x3ffff));
+    be32(p + 4, static_cast<std::uint32_t>(n >> 18));
+    be32(p + 8, ref_salt_);
+    p += 12;
+    if (!tail.empty()) std::memcpy(p, tail.data(), tail.size());
+    return p + tail.size();
   }
   /// The heads of calls to `target` on connection c (under mu_): made once
   /// per served name, and per call to a pid.
   std::shared_ptr<const call_heads> heads_locked(connection& c, const term& target) {
     const auto* name = target.get_if<atom>();
     if (name) {
-      if (auto it = c.heads.find(name->name); it != c.heads.end()) return it->second;
+      if (c.last_heads && c.last_heads->target.as<atom>().name == name->name) return c.last_heads;
+      if (auto it = c.heads.find(name->name); it != c.heads.end()) {
+        c.last_heads = it->second;
+        return it->second;
+      }
     }
     auto h = std::make_shared<call_heads>();
     h->target = target;
@@ -2307,7 +2322,10 @@ class node_core {
     h->demonitor += proxy_wire_;
     encode_term_to(h->demonitor, target);
     h->demonitor += ref_head_;
-    if (name && c.heads.size() < max_cached_heads) c.heads.emplace(name->name, h);
+    if (name && c.heads.size() < max_cached_heads) {
+      c.heads.emplace(name->name, h);
+      c.last_heads = h;
+    }
     return h;
   }
   /// Served names whose call heads a connection keeps.
@@ -2376,6 +2394,7 @@ class node_core {
   // pthread's (callgrind put the node's locks at 11% of a served call).
   spin_lock mu_;
   std::map<std::string, std::shared_ptr<connection>> conns_;
+  std::shared_ptr<connection> last_conn_;  // the one connection_for_locked found last, while in conns_
   std::map<std::string, served, std::less<>> served_;
   std::unordered_map<std::uint32_t, served> served_by_index_;  // by wire index: servers reachable by pid
   flat_hash_map<std::uint64_t, outbound> outbound_;  // by reference number
