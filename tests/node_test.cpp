@@ -316,6 +316,10 @@ TEST_CASE("node: two otpp nodes call, link-free monitor and fail as Erlang's do"
     CHECK(b.try_call(to, term::tuple(atom{"add"}, 2)).value() == term{2});
     b.cast(to, term::tuple(atom{"add"}, 3));
     CHECK(b.try_call(to, atom{"get"}).value() == term{5});
+    // By pid, twice (the second from the frame heads kept for that pid).
+    const otpp::remote_pid by_pid = a.pid_of(counter);
+    CHECK(b.try_call(by_pid, term::tuple(atom{"add"}, 1)).value() == term{6});
+    CHECK(b.try_call(by_pid, term::tuple(atom{"add"}, -1)).value() == term{5});
     // A plain send to an exported pid reaches handle_info(term).
     auto rec = rt.start<recorder>().value();
     b.send(a.pid_of(rec.pid()), term::tuple(atom{"hi"}, 1));
@@ -326,6 +330,7 @@ TEST_CASE("node: two otpp nodes call, link-free monitor and fail as Erlang's do"
     CHECK(crash.error().kind() == otpp::exit_kind::custom);
     CHECK(crash.error().detail().find("asked to crash") != std::string::npos);
     CHECK(b.try_call(to, atom{"get"}).error().kind() == otpp::exit_kind::noproc);
+    CHECK(b.try_call(by_pid, atom{"get"}).error().kind() == otpp::exit_kind::noproc);
   }
   // b is gone: a no longer lists it.
   CHECK(otpp_test::eventually([&] { return a.nodes().empty(); }));

@@ -44,6 +44,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -547,9 +548,10 @@ struct call_heads {
 
 struct connection {
   std::string peer;
-  // Call heads by served name (under the node's lock).
+  // Call heads by served name and by pid (under the node's lock).
   std::map<std::string, std::shared_ptr<const call_heads>, std::less<>> heads;
   std::shared_ptr<const call_heads> last_heads;  // of heads, the one found last (of a served name)
+  std::map<std::array<std::uint32_t, 3>, std::shared_ptr<const call_heads>> pid_heads;  // by id, serial, creation
   std::mutex mu;        // guards fd's writes, out, up, closed
   int fd = -1;
   bool up = false;      // handshake done, on the I/O thread's epoll
@@ -2279,7 +2281,7 @@ class node_core {
     return p + tail.size();
   }
   /// The heads of calls to `target` on connection c (under mu_): made once
-  /// per served name, and per call to a pid.
+  /// per served name or pid.
   std::shared_ptr<const call_heads> heads_locked(connection& c, const term& target) {
     const auto* name = target.get_if<atom>();
     if (name) {
@@ -2288,6 +2290,13 @@ class node_core {
         c.last_heads = it->second;
         return it->second;
       }
+    }
+    // A pid: on the connection's own node (the call went to its node).
+    const auto* rp = target.get_if<remote_pid>();
+    const std::array<std::uint32_t, 3> pid_key = rp ? std::array<std::uint32_t, 3>{rp->id, rp->serial, rp->creation}
+                                                     : std::array<std::uint32_t, 3>{};
+    if (rp && rp->node == c.peer) {
+      if (auto it = c.pid_heads.find(pid_key); it != c.pid_heads.end()) return it->second;
     }
     auto h = std::make_shared<call_heads>();
     h->target = target;
@@ -2322,13 +2331,18 @@ class node_core {
     h->demonitor += proxy_wire_;
     encode_term_to(h->demonitor, target);
     h->demonitor += ref_head_;
-    if (name && c.heads.size() < max_cached_heads) {
+    // Bounded: past the bound they start again with the targets called now.
+    if (name) {
+      if (c.heads.size() >= max_cached_heads) c.heads.clear();
       c.heads.emplace(name->name, h);
       c.last_heads = h;
+    } else if (rp && rp->node == c.peer) {
+      if (c.pid_heads.size() >= max_cached_heads) c.pid_heads.clear();
+      c.pid_heads.emplace(pid_key, h);
     }
     return h;
   }
-  /// Served names whose call heads a connection keeps.
+  /// Served names (and pids) whose call heads a connection keeps.
   static constexpr std::size_t max_cached_heads = 256;
 
   void put_ref(std::string& o, std::uint64_t n) const {
