@@ -2345,12 +2345,6 @@ class node_core {
   /// Served names (and pids) whose call heads a connection keeps.
   static constexpr std::size_t max_cached_heads = 256;
 
-  void put_ref(std::string& o, std::uint64_t n) const {
-    o += ref_head_;
-    etf::put32(o, static_cast<std::uint32_t>(n & 0x3ffff));
-    etf::put32(o, static_cast<std::uint32_t>(n >> 18));
-    etf::put32(o, ref_salt_);
-  }
   [[nodiscard]] term make_ref(std::uint64_t n) const {
     return remote_ref{name_, creation_,
                       {static_cast<std::uint32_t>(n & 0x3ffff), static_cast<std::uint32_t>(n >> 18), ref_salt_}};
