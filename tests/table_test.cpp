@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <any>
 #include <atomic>
+#include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -131,6 +133,21 @@ TEST_CASE("ordered_set and set agree with a model through 60k random inserts and
   }
   CHECK(o.size() == model.size());
   CHECK(h.size() == model.size());
+  // Every key around and between the present ones, and the extremes: the
+  // searches in a node (a key below, between or above its separators).
+  int wrong = 0;
+  for (int k : {std::numeric_limits<int>::min(), -1, std::numeric_limits<int>::max()}) {
+    wrong += o.member(k) ? 1 : 0;
+    const auto after = model.upper_bound(k);
+    wrong += o.next(k) == (after == model.end() ? std::optional<int>{} : std::optional<int>{after->first}) ? 0 : 1;
+  }
+  for (int k = 0; k <= 20000; ++k) {
+    const auto it = model.find(k);
+    wrong += o.lookup(k) == (it == model.end() ? std::optional<std::string>{} : std::optional<std::string>{it->second}) ? 0 : 1;
+    const auto after = model.upper_bound(k);
+    wrong += o.next(k) == (after == model.end() ? std::optional<int>{} : std::optional<int>{after->first}) ? 0 : 1;
+  }
+  CHECK(wrong == 0);
   std::vector<std::pair<int, std::string>> walked;
   for (auto k = o.first(); k; k = o.next(*k)) walked.emplace_back(*k, *o.lookup(*k));
   CHECK(walked == std::vector<std::pair<int, std::string>>(model.begin(), model.end()));
@@ -211,6 +228,9 @@ TEST_CASE("ordered_set filled in key order (ascending, descending, then between)
   }
   SECTION("int keys and long values (objects moved as bytes)") {
     check_filled_in_order<int, long>([](int i) { return 2 * i + 2; });
+  }
+  SECTION("double keys") {
+    check_filled_in_order<double, long>([](int i) { return 0.5 * i + 1.0; });
   }
 }
 

@@ -121,6 +121,8 @@ template <class K, class T, class Less = std::less<K>>
 class btree_map {
   static constexpr int leaf_slots = 32;
   static constexpr int inner_slots = 32;  // children
+  static_assert((leaf_slots & (leaf_slots - 1)) == 0 && (inner_slots & (inner_slots - 1)) == 0,
+                "the branchless searches halve their step down to 1: powers of two");
 
  public:
   using value_type = btree_entry<K, T>;
@@ -221,9 +223,7 @@ class btree_map {
   iterator lower_bound(const K& k) noexcept {
     if (size_ == 0) return end();
     leaf_node* l = find_leaf(k);
-    const int i = static_cast<int>(
-        std::partition_point(&l->at(0), &l->at(0) + l->count, [&](const value_type& v) { return less_(v.first, k); }) - &l->at(0));
-    return normalize(l, i);
+    return normalize(l, leaf_lower_bound(l, k));
   }
   /// The first object whose key is greater than k.
   iterator upper_bound(const K& k) noexcept {
@@ -266,8 +266,7 @@ class btree_map {
       i = l->count;
     } else {
       l = find_leaf(k);
-      i = static_cast<int>(
-          std::partition_point(&l->at(0), &l->at(0) + l->count, [&](const value_type& v) { return less_(v.first, k); }) - &l->at(0));
+      i = leaf_lower_bound(l, k);
       if (i < l->count && !less_(k, l->at(i).first)) return {iterator{this, l, i}, false};
     }
     bool right_edge = false;
@@ -308,12 +307,51 @@ class btree_map {
     node* n = root_;
     while (!n->leaf) {
       auto* in = static_cast<inner*>(n);
-      // The child whose range holds k: after every separator not greater than k.
-      const int c = static_cast<int>(std::upper_bound(in->keys, in->keys + in->count - 1, k, less_) - in->keys);
-      n = in->children[c];
+      n = in->children[child_for(in, k)];
       prefetch_node(n);
     }
     return static_cast<leaf_node*>(n);
+  }
+  // Keys compared by the built-in `<`: searched without branches. A
+  // binary search's branches depend on keys that arrive from memory late
+  // and go either way at random, so about half of them are mispredicted,
+  // each throwing away the work begun after it; computing each step's
+  // position with a conditional move costs no more instructions and
+  // throws nothing away. A million int keys, lookups in a scattered order
+  // (otpp_bench's ets_ordered_lookup_ns): 205-335 ns -> 126-205 ns.
+  static constexpr bool plain_keys =
+      std::is_arithmetic_v<K> && (std::is_same_v<Less, std::less<K>> || std::is_same_v<Less, std::less<>>);
+
+  // The child whose range holds k: after every separator not greater than k.
+  int child_for(const inner* in, const K& k) const noexcept {
+    const int seps = in->count - 1;
+    if constexpr (plain_keys) {
+      // The largest c <= inner_slots - 1 whose c separators are all <= k,
+      // found bit by bit (slots past the node's separators count as above k).
+      int c = 0;
+      for (int step = inner_slots / 2; step > 0; step /= 2) {
+        const int j = c + step - 1;
+        c = (j < seps && !(k < in->keys[j])) ? c + step : c;
+      }
+      return c;
+    } else {
+      return static_cast<int>(std::upper_bound(in->keys, in->keys + seps, k, less_) - in->keys);
+    }
+  }
+  // How many of leaf l's objects have keys less than k.
+  int leaf_lower_bound(const leaf_node* l, const K& k) const noexcept {
+    const int n = l->count;
+    if constexpr (plain_keys) {
+      int i = 0;
+      for (int step = leaf_slots / 2; step > 0; step /= 2) {
+        const int j = i + step - 1;
+        i = (j < n && l->at(j).first < k) ? i + step : i;
+      }
+      return (i < n && l->at(i).first < k) ? i + 1 : i;  // all leaf_slots of them
+    } else {
+      return static_cast<int>(
+          std::partition_point(&l->at(0), &l->at(0) + n, [&](const value_type& v) { return less_(v.first, k); }) - &l->at(0));
+    }
   }
   // A binary search in a node of several cache lines misses on each line it
   // reads, one after the other; asking for all of them first makes those
