@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <latch>
 #include <memory>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include <otpp/detail/big_blocks.hpp>
 #include <otpp/detail/mpsc_queue.hpp>
 #include <otpp/detail/node_pool.hpp>
 #include <otpp/detail/timer_wheel.hpp>
@@ -183,4 +186,72 @@ TEST_CASE("timing wheel: every entry comes due exactly at its tick", "[detail][t
   CHECK(w.size() == live.size());
   w.clear([&](wheel_entry*) {});
   CHECK(w.empty());
+}
+
+TEST_CASE("big_blocks: 4 threads take and give back blocks of every size; no two live blocks overlap") {
+  // Each block carries its owner's tag and a number at both ends and in
+  // the middle: a block handed out twice, or split wrongly, is overwritten
+  // by its other owner and fails the check when given back.
+  using otpp::detail::big_blocks;
+  constexpr unsigned threads = 4;
+  constexpr int rounds = 3000;
+  std::atomic<int> bad{0};
+  std::atomic<std::size_t> peak_regions{0};
+  std::latch start{threads};
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      struct held {
+        char* p;
+        std::size_t bytes;
+        std::uint64_t tag;
+      };
+      auto mark = [](char* p, std::size_t bytes, std::uint64_t tag) {
+        for (std::size_t at : {std::size_t{0}, bytes / 2, bytes - sizeof tag}) std::memcpy(p + at, &tag, sizeof tag);
+      };
+      auto intact = [](const held& h) {
+        for (std::size_t at : {std::size_t{0}, h.bytes / 2, h.bytes - sizeof h.tag}) {
+          std::uint64_t seen = 0;
+          std::memcpy(&seen, h.p + at, sizeof seen);
+          if (seen != h.tag) return false;
+        }
+        return true;
+      };
+      std::mt19937 rng{t + 1};
+      std::vector<held> live;
+      start.arrive_and_wait();
+      for (int n = 0; n < rounds; ++n) {
+        if (live.size() < 24 && (live.empty() || rng() % 2 == 0)) {
+          const std::size_t bytes = big_blocks::min_block << (rng() % 7);  // 64 KiB .. 4 MiB
+          auto* p = static_cast<char*>(big_blocks::allocate(bytes));
+          const std::size_t align = std::min(bytes, otpp::detail::huge_page_bytes);
+          if (reinterpret_cast<std::uintptr_t>(p) % align != 0) bad.fetch_add(1);
+          const std::uint64_t tag = (std::uint64_t{t} << 32) | static_cast<std::uint64_t>(n);
+          mark(p, bytes, tag);
+          live.push_back({p, bytes, tag});
+          const std::size_t now = big_blocks::regions_held().regions;
+          for (std::size_t was = peak_regions.load(); now > was && !peak_regions.compare_exchange_weak(was, now);) {
+          }
+        } else {
+          const std::size_t i = rng() % live.size();
+          if (!intact(live[i])) bad.fetch_add(1);
+          big_blocks::deallocate(live[i].p, live[i].bytes);
+          live[i] = live.back();
+          live.pop_back();
+        }
+      }
+      for (const held& h : live) {
+        if (!intact(h)) bad.fetch_add(1);
+        big_blocks::deallocate(h.p, h.bytes);
+      }
+    });
+  }
+  for (auto& th : ts) th.join();
+  CHECK(bad.load() == 0);
+  CHECK(peak_regions.load() > 8);  // more than are kept empty: some went back
+  // Every block came back and merged with its buddies: each region left is
+  // wholly free.
+  const auto left = big_blocks::regions_held();
+  CHECK(left.regions == left.empty);
+  CHECK(left.regions <= 8);
 }

@@ -27,6 +27,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "big_blocks.hpp"
+
 namespace otpp::detail {
 
 inline constexpr std::uint8_t hash_slot_empty = 0x80;
@@ -289,7 +291,7 @@ class flat_hash_map {
     static_assert(std::is_nothrow_move_constructible_v<T> || std::is_copy_constructible_v<T>,
                   "flat_hash_map: values must be movable or copyable");
     flat_hash_map fresh;  // destroys what it holds if a copy throws
-    fresh.slots_ = new slot[cap];
+    fresh.slots_ = allocate_slots(cap);
     fresh.cap_ = cap;
     for (std::size_t i = 0; i < cap_; ++i) {
       slot& s = slots_[i];
@@ -307,8 +309,24 @@ class flat_hash_map {
     if (slots_ == nullptr) return;
     for (std::size_t i = 0; i < cap_; ++i)
       if (is_full(slots_[i].state)) destroy_object(slots_[i]);
-    delete[] slots_;
+    free_slots(slots_, cap_);
     slots_ = nullptr;
+  }
+  // Arrays of a power-of-two size from 64 KiB come from big_blocks (on
+  // huge pages: see there why), the rest from new[].
+  static slot* allocate_slots(std::size_t cap) {
+    if (!big_blocks::serves(cap * sizeof(slot))) return new slot[cap];
+    auto* s = static_cast<slot*>(big_blocks::allocate(cap * sizeof(slot)));
+    for (std::size_t i = 0; i < cap; ++i) ::new (static_cast<void*>(s + i)) slot;
+    return s;
+  }
+  static void free_slots(slot* s, std::size_t cap) noexcept {
+    if (!big_blocks::serves(cap * sizeof(slot))) {
+      delete[] s;
+      return;
+    }
+    for (std::size_t i = 0; i < cap; ++i) s[i].~slot();
+    big_blocks::deallocate(s, cap * sizeof(slot));
   }
 
   slot* slots_ = nullptr;
