@@ -200,10 +200,11 @@ class btree_map {
   btree_map() noexcept = default;
   btree_map(const btree_map&) = delete;
   btree_map& operator=(const btree_map&) = delete;
-  ~btree_map() { destroy(root_); }  // before pool_ goes
+  ~btree_map() { destroy(root_); }  // before the pools go
 
   void swap(btree_map& o) noexcept {
-    pool_.swap(o.pool_);
+    leaves_.swap(o.leaves_);
+    inners_.swap(o.inners_);
     std::swap(root_, o.root_);
     std::swap(first_, o.first_);
     std::swap(last_, o.last_);
@@ -212,7 +213,7 @@ class btree_map {
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
   /// Bytes of node memory held (used and free nodes).
-  [[nodiscard]] std::size_t node_bytes() const noexcept { return pool_.bytes(); }
+  [[nodiscard]] std::size_t node_bytes() const noexcept { return leaves_.bytes() + inners_.bytes(); }
 
   iterator begin() noexcept { return size_ ? iterator{this, first_, 0} : end(); }
   iterator end() noexcept { return iterator{this, nullptr, 0}; }
@@ -507,11 +508,19 @@ class btree_map {
   template <class N>
   N* make() {
     static_assert(alignof(N) <= 64, "ordered_set: keys and values aligned to more than 64 bytes are not supported");
-    return ::new (pool_.allocate()) N;
+    if constexpr (std::is_same_v<N, inner>) {
+      return ::new (inners_.allocate()) N;
+    } else {
+      return ::new (leaves_.allocate()) N;
+    }
   }
   void delete_node(node* n) noexcept {
-    if (!n->leaf) static_cast<inner*>(n)->~inner();  // a leaf's objects are gone already
-    pool_.deallocate(n);
+    if (n->leaf) {
+      leaves_.deallocate(n);  // its objects are gone already
+    } else {
+      static_cast<inner*>(n)->~inner();
+      inners_.deallocate(n);
+    }
   }
   void destroy(node* n) noexcept {
     if (n == nullptr) return;
@@ -526,7 +535,10 @@ class btree_map {
     // The blocks go back with the pool's chunks.
   }
 
-  tree_node_pool pool_{std::max(sizeof(leaf_node), sizeof(inner))};
+  // Leaves and inner nodes in pools of their own sizes: the inner nodes,
+  // read by every lookup, then lie closer together in the caches.
+  tree_node_pool leaves_{sizeof(leaf_node)};
+  tree_node_pool inners_{sizeof(inner)};
   node* root_ = nullptr;
   leaf_node* first_ = nullptr;
   leaf_node* last_ = nullptr;
