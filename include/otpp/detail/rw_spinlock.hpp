@@ -3,11 +3,18 @@
 // or insert): readers share it without waiting for each other, a writer
 // waits for the readers in it to leave and keeps new ones out.
 //
-// Two ways to count readers. Plain: one word readers and writers share (one
+// Two ways to count readers. Plain: one count beside the writer's flag (one
 // cache line; cheapest when one thread uses the shard). Grouped (ETS's
 // read_concurrency): each reader counts itself on one of a few cache lines
 // picked per thread, so readers on different cores write different lines
 // and never pull a line from each other; a writer then checks every group.
+//
+// The writer's flag is a word of its own, not a bit of the readers' count,
+// so that a writer leaves with a plain store: clearing a shared bit took a
+// second locked instruction per write (update_counter on one key, one
+// thread, the two builds alternated: 12.5-12.8 ns -> 6.5-6.7 ns).
+// Readers and writers each announce themselves and then look at the other
+// side (seq_cst both ways), so one of the two always sees the other.
 
 #include <algorithm>
 #include <atomic>
@@ -36,14 +43,15 @@ class rw_spinlock {
     if (groups_) return lock_shared_grouped();
     for (unsigned spins = 0;; ++spins) {
       // Optimistic: a reader that finds no writer is in with one RMW.
-      if (!(word_.fetch_add(reader, std::memory_order_acquire) & writer)) return 0;
-      word_.fetch_sub(reader, std::memory_order_relaxed);
-      while (word_.load(std::memory_order_relaxed) & writer) backoff(spins++);
+      readers_.fetch_add(1, std::memory_order_seq_cst);
+      if (writer_.load(std::memory_order_seq_cst) == 0) return 0;
+      readers_.fetch_sub(1, std::memory_order_relaxed);
+      while (writer_.load(std::memory_order_relaxed) != 0) backoff(spins++);
     }
   }
   void unlock_shared(unsigned token) noexcept {
     if (token == 0) {
-      word_.fetch_sub(reader, std::memory_order_release);
+      readers_.fetch_sub(1, std::memory_order_release);
     } else {
       groups_[token - 1].readers.fetch_sub(1, std::memory_order_release);
     }
@@ -51,23 +59,20 @@ class rw_spinlock {
 
   void lock() noexcept {
     for (unsigned spins = 0;; ++spins) {
-      // Claim the writer bit first (new readers back off), then wait for
-      // the readers already in to leave.
-      std::uint32_t w = word_.load(std::memory_order_relaxed);
-      if (!(w & writer) && word_.compare_exchange_weak(w, w | writer, std::memory_order_seq_cst)) break;
+      // Claim the flag first (new readers back off), then wait for the
+      // readers already in to leave.
+      if (writer_.load(std::memory_order_relaxed) == 0 && writer_.exchange(1, std::memory_order_seq_cst) == 0) break;
       backoff(spins);
     }
-    for (unsigned spins = 0; word_.load(std::memory_order_acquire) != writer; ++spins) backoff(spins);
+    for (unsigned spins = 0; readers_.load(std::memory_order_seq_cst) != 0; ++spins) backoff(spins);
     if (groups_) {
       for (unsigned g = 0; g < reader_groups; ++g)
         for (unsigned spins = 0; groups_[g].readers.load(std::memory_order_seq_cst) != 0; ++spins) backoff(spins);
     }
   }
-  void unlock() noexcept { word_.fetch_and(~writer, std::memory_order_release); }
+  void unlock() noexcept { writer_.store(0, std::memory_order_release); }
 
  private:
-  static constexpr std::uint32_t writer = 1;
-  static constexpr std::uint32_t reader = 2;
   struct alignas(cache_line) group {
     std::atomic<std::uint32_t> readers{0};
   };
@@ -82,11 +87,11 @@ class rw_spinlock {
     std::atomic<std::uint32_t>& n = groups_[g].readers;
     for (unsigned spins = 0;; ++spins) {
       // seq_cst both sides (here and the writer's claim, then its reads of
-      // the groups): either the writer sees us, or we see its bit.
+      // the groups): either the writer sees us, or we see its flag.
       n.fetch_add(1, std::memory_order_seq_cst);
-      if (!(word_.load(std::memory_order_seq_cst) & writer)) return g + 1;
+      if (writer_.load(std::memory_order_seq_cst) == 0) return g + 1;
       n.fetch_sub(1, std::memory_order_relaxed);
-      while (word_.load(std::memory_order_relaxed) & writer) backoff(spins++);
+      while (writer_.load(std::memory_order_relaxed) != 0) backoff(spins++);
     }
   }
   static void backoff(unsigned spins) noexcept {
@@ -104,7 +109,8 @@ class rw_spinlock {
   }
   static constexpr unsigned max_spins = 16;
 
-  std::atomic<std::uint32_t> word_{0};
+  std::atomic<std::uint32_t> writer_{0};   // 1 while a writer holds or claims the lock
+  std::atomic<std::uint32_t> readers_{0};  // plain readers in
   std::unique_ptr<group[]> groups_;
 };
 
