@@ -7,8 +7,9 @@
 // malloc those are 4 KiB pages, each one a page fault on first touch, and a
 // page fault costs ~11 µs on a virtualised host (measured here), so the
 // faults of a 1M-object fill took more time than the inserts
-// (ets_insert_ns: ~9,000 faults, ~220 ns an insert in a fresh process, ~68
-// once the memory had been used before). Here blocks below 2 MiB are cut
+// (1M inserts into a fresh table: ~9,000 faults, 170-290 ns an insert in a
+// fresh process, ~68 once malloc kept the memory of an earlier fill; from
+// here, ~600 faults and 84 ns, then 62-68). Here blocks below 2 MiB are cut
 // from 2 MiB regions with huge pages advised, by halving (a buddy system),
 // so a region costs one fault, and a block given back is merged with its
 // free buddy and reused by the next array of any shard or table. Blocks of
