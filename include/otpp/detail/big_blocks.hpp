@@ -42,7 +42,7 @@ class big_blocks {
   static void deallocate(void* p, std::size_t bytes) noexcept { instance().give(p, bytes); }
 
   /// Regions held (below 2 MiB blocks are cut from them), and how many of
-  /// those are wholly free: for tests and memory reports.
+  /// those are wholly free (for tests).
   struct held {
     std::size_t regions;
     std::size_t empty;

@@ -12,6 +12,7 @@
 // erasing the object they point at.
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstring>
 #include <functional>
@@ -121,8 +122,6 @@ template <class K, class T, class Less = std::less<K>>
 class btree_map {
   static constexpr int leaf_slots = 32;
   static constexpr int inner_slots = 32;  // children
-  static_assert((leaf_slots & (leaf_slots - 1)) == 0 && (inner_slots & (inner_slots - 1)) == 0,
-                "the branchless searches halve their step down to 1: powers of two");
 
  public:
   using value_type = btree_entry<K, T>;
@@ -323,18 +322,23 @@ class btree_map {
   static constexpr bool plain_keys =
       std::is_arithmetic_v<K> && (std::is_same_v<Less, std::less<K>> || std::is_same_v<Less, std::less<>>);
 
+  // How many of the first n slots (n <= Slots) pass `below`, which holds for
+  // a run of slots and then for none: the largest such count, found bit by
+  // bit from the top bit of Slots (slots from n on count as failing).
+  template <int Slots, class Below>
+  static int run_length(int n, Below below) noexcept {
+    int c = 0;
+    for (int step = std::bit_floor(static_cast<unsigned>(Slots)); step > 0; step /= 2) {
+      const int j = c + step - 1;
+      c = (j < n && below(j)) ? c + step : c;
+    }
+    return c;
+  }
   // The child whose range holds k: after every separator not greater than k.
   int child_for(const inner* in, const K& k) const noexcept {
     const int seps = in->count - 1;
     if constexpr (plain_keys) {
-      // The largest c <= inner_slots - 1 whose c separators are all <= k,
-      // found bit by bit (slots past the node's separators count as above k).
-      int c = 0;
-      for (int step = inner_slots / 2; step > 0; step /= 2) {
-        const int j = c + step - 1;
-        c = (j < seps && !(k < in->keys[j])) ? c + step : c;
-      }
-      return c;
+      return run_length<inner_slots - 1>(seps, [&](int j) { return !(k < in->keys[j]); });
     } else {
       return static_cast<int>(std::upper_bound(in->keys, in->keys + seps, k, less_) - in->keys);
     }
@@ -343,12 +347,7 @@ class btree_map {
   int leaf_lower_bound(const leaf_node* l, const K& k) const noexcept {
     const int n = l->count;
     if constexpr (plain_keys) {
-      int i = 0;
-      for (int step = leaf_slots / 2; step > 0; step /= 2) {
-        const int j = i + step - 1;
-        i = (j < n && l->at(j).first < k) ? i + step : i;
-      }
-      return (i < n && l->at(i).first < k) ? i + 1 : i;  // all leaf_slots of them
+      return run_length<leaf_slots>(n, [&](int j) { return l->at(j).first < k; });
     } else {
       return static_cast<int>(
           std::partition_point(&l->at(0), &l->at(0) + n, [&](const value_type& v) { return less_(v.first, k); }) - &l->at(0));
