@@ -345,7 +345,13 @@ TEST_CASE("set_log_level drops crash reports below it; none drops everything") {
 TEST_CASE("stop from handle_call: terminate runs first, then the reply is sent") {
   auto j = std::make_shared<journal>();
   auto s = otpp::start<recorder>(j).value();
+  otpp::exit_watch w{s.pid()};
   CHECK(otpp::call(s, recorder::stop_and_reply{}) == "bye");
+  // The reply goes out before the process is gone (as OTP's gen_server:
+  // terminate, reply, exit), so the caller waits for the death itself.
+  auto why = w.wait(std::chrono::seconds{5});
+  REQUIRE(why.has_value());
+  CHECK(*why == otpp::exit_reason::shutdown("done"));
   CHECK_FALSE(s.alive());
   auto ev = j->get();  // written by terminate before the reply reached us
   REQUIRE(ev.size() == 1);
