@@ -10,10 +10,12 @@
 #include <latch>
 #include <memory>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include <otpp/detail/big_blocks.hpp>
+#include <otpp/detail/key_hash.hpp>
 #include <otpp/detail/mpsc_queue.hpp>
 #include <otpp/detail/node_pool.hpp>
 #include <otpp/detail/timer_wheel.hpp>
@@ -254,4 +256,28 @@ TEST_CASE("big_blocks: 4 threads take and give back blocks of every size; no two
   const auto left = big_blocks::regions_held();
   CHECK(left.regions == left.empty);
   CHECK(left.regions <= 8);
+}
+
+TEST_CASE("table keys: strings of every length to 40 are equal only byte for byte, and equal strings hash alike") {
+  // bytes_equal reads short strings a word at a time from both ends; a
+  // difference at any position of any length must be seen. Through a table
+  // this path is taken only on a rare 7-bit hash match, hence here.
+  const otpp::detail::key_equal<std::string> eq;
+  const otpp::detail::key_hash<std::string> hash;
+  for (std::size_t len = 0; len <= 40; ++len) {
+    const std::string a(len, 'a');
+    const std::string same = std::string{a.data(), len};  // other memory
+    REQUIRE(eq(a, same));
+    REQUIRE(hash(a) == hash(same));
+    REQUIRE_FALSE(eq(a, std::string(len + 1, 'a')));
+    for (std::size_t at = 0; at < len; ++at) {
+      for (char c : {'b', '\0'}) {
+        std::string b = a;
+        b[at] = c;
+        REQUIRE_FALSE(eq(a, b));
+        REQUIRE_FALSE(eq(b, a));
+        REQUIRE(hash(a) != hash(b));  // one byte apart: these 64-bit hashes differ
+      }
+    }
+  }
 }

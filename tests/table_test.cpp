@@ -98,6 +98,34 @@ TEST_CASE("bag keeps distinct objects per key, duplicate_bag keeps every copy, b
   CHECK(seen == std::vector<std::string>{"x", "y"});
 }
 
+TEST_CASE("string keys of every length to 40 that differ in one byte (a NUL among them) are told apart") {
+  // Short keys are hashed and compared a word at a time, from both ends:
+  // each length and each position of the differing byte takes its own path.
+  auto t = otpp::table<std::string, int>::create({.access = otpp::table_access::public_access});
+  std::vector<std::string> keys;
+  for (std::size_t len = 0; len <= 40; ++len) {
+    keys.emplace_back(len, 'a');
+    for (std::size_t at = 0; at < len; ++at) {
+      for (char c : {'b', '\0'}) {
+        std::string k(len, 'a');
+        k[at] = c;
+        keys.push_back(k);
+      }
+    }
+  }
+  for (std::size_t i = 0; i < keys.size(); ++i) REQUIRE(t.insert_new(keys[i], static_cast<int>(i)));
+  CHECK(t.size() == keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) REQUIRE(t.lookup(keys[i]) == static_cast<int>(i));
+  for (std::size_t len = 1; len <= 40; ++len) {
+    for (std::size_t at = 0; at < len; ++at) {
+      std::string k(len, 'a');
+      k[at] = 'c';
+      REQUIRE_FALSE(t.member(k));
+    }
+  }
+  CHECK_FALSE(t.member(std::string(41, 'a')));
+}
+
 TEST_CASE("ordered_set walks keys in order: first, next, last, prev, to_list") {
   auto t = public_table<otpp::ordered_set>();
   for (int k : {5, 1, 9, 3}) t.insert(k, std::to_string(k));

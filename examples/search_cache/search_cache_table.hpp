@@ -32,20 +32,20 @@
 //
 // Telemetry: [search_cache, fetch] {count} {hit} from the reader's thread,
 // [search_cache, cache] {size}, and every stats_every [search_cache, stats]
-// {size, hits, misses, evictions}. Hits and misses are counted on
-// per-thread cache lines, so readers on different cores share nothing.
+// {size, hits, misses, evictions}. Hits and misses are counted in an
+// otpp::counters with write_concurrency: each thread on a cache line of its
+// own, with no locked instruction.
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include <otpp/counters.hpp>
 #include <otpp/gen_server.hpp>
 #include <otpp/process.hpp>
 #include <otpp/registry.hpp>
@@ -83,59 +83,46 @@ struct search_cache_entry {
 
 using search_cache_results = otpp::table<std::string, search_cache_entry, otpp::set>;
 
-/// Hit and miss counts, one cache line per thread group.
-class search_cache_counters {
- public:
-  void note(bool hit) noexcept {
-    auto& s = stripes_[stripe()];
-    (hit ? s.hits : s.misses).fetch_add(1, std::memory_order_relaxed);
-  }
-  [[nodiscard]] std::uint64_t hits() const noexcept { return sum(&stripe_t::hits); }
-  [[nodiscard]] std::uint64_t misses() const noexcept { return sum(&stripe_t::misses); }
-
- private:
-  static constexpr std::size_t stripes = 16;
-  struct alignas(64) stripe_t {
-    std::atomic<std::uint64_t> hits{0};
-    std::atomic<std::uint64_t> misses{0};
-  };
-  static std::size_t stripe() noexcept {
-    static std::atomic<std::size_t> next{0};
-    thread_local const std::size_t mine = next.fetch_add(1, std::memory_order_relaxed) % stripes;
-    return mine;
-  }
-  std::uint64_t sum(std::atomic<std::uint64_t> stripe_t::*field) const noexcept {
-    std::uint64_t n = 0;
-    for (const auto& s : stripes_) n += (s.*field).load(std::memory_order_relaxed);
-    return n;
-  }
-  std::array<stripe_t, stripes> stripes_{};
-};
-
 /// Reads the cache from any thread or process, without a message.
 class search_cache_reader {
  public:
   search_cache_reader() = default;
-  search_cache_reader(search_cache_results t, std::shared_ptr<search_cache_counters> c)
-      : table_{std::move(t)}, counters_{std::move(c)} {}
+  /// Counter indexes in the cache's otpp::counters.
+  static constexpr std::size_t hits = 0;
+  static constexpr std::size_t misses = 1;
+
+  search_cache_reader(search_cache_results t, otpp::counters c) : table_{std::move(t)}, counters_{std::move(c)} {}
 
   /// The cached result for `query`, if any. Throws otpp::table_error once
   /// the table is gone (its owner exited without a keeper).
   [[nodiscard]] std::optional<std::string> fetch(const std::string& query) const {
     std::optional<std::string> out;
-    table_.lookup(query, [&](const search_cache_entry& e) {
-      out = e.result;
-      // Written once per sweep at most: a reader that finds it set stores nothing.
-      if (!e.referenced.load(std::memory_order_relaxed)) e.referenced.store(true, std::memory_order_relaxed);
-    });
-    counters_->note(out.has_value());
-    otpp::telemetry::execute(search_cache_events::fetch, {{"count", 1}}, {{"hit", out.has_value()}});
+    look_up(query, [&](const std::string& r) { out = r; });
     return out;
+  }
+  /// As fetch, but the result is copied into `into` (as std::getline
+  /// fills a string), whose memory a loop of fetches reuses: no allocation
+  /// once it is big enough. Returns whether there was one; on a miss,
+  /// `into` is left as it was.
+  bool fetch(const std::string& query, std::string& into) const {
+    return look_up(query, [&](const std::string& r) { into.assign(r); });
   }
 
  private:
+  template <class F>
+  bool look_up(const std::string& query, F&& copy) const {
+    const bool hit = table_.lookup(query, [&](const search_cache_entry& e) {
+      copy(e.result);
+      // Written once per sweep at most: a reader that finds it set stores nothing.
+      if (!e.referenced.load(std::memory_order_relaxed)) e.referenced.store(true, std::memory_order_relaxed);
+    });
+    counters_.add(hit ? hits : misses, 1);
+    otpp::telemetry::execute(search_cache_events::fetch, {{"count", 1}}, {{"hit", hit}});
+    return hit;
+  }
+
   search_cache_results table_;
-  std::shared_ptr<search_cache_counters> counters_;
+  otpp::counters counters_{2};
 };
 
 /// Holds the results table across crashes of the cache (its heir).
@@ -224,14 +211,17 @@ class search_cache_table : public otpp::gen_server<search_cache_table> {
 
   search_cache_reader handle_call(get_reader) const { return {table_, counters_}; }
 
+  // Only ever added to: never negative.
+  std::uint64_t count(std::size_t which) const { return static_cast<std::uint64_t>(counters_.get(which)); }
+
   search_cache::stats handle_call(get_stats) const {
-    return {table_.size(), opts_.capacity, counters_->hits(), counters_->misses(), evictions_};
+    return {table_.size(), opts_.capacity, count(search_cache_reader::hits), count(search_cache_reader::misses), evictions_};
   }
 
   void handle_info(stats_tick) {
     otpp::telemetry::execute(search_cache_events::stats, {{"size", table_.size()},
-                                                          {"hits", counters_->hits()},
-                                                          {"misses", counters_->misses()},
+                                                          {"hits", count(search_cache_reader::hits)},
+                                                          {"misses", count(search_cache_reader::misses)},
                                                           {"evictions", evictions_}});
   }
   /// The keeper's give_away arrives as a message too: the table is already ours.
@@ -258,7 +248,8 @@ class search_cache_table : public otpp::gen_server<search_cache_table> {
 
   search_cache_table_options opts_;
   search_cache_results table_;
-  std::shared_ptr<search_cache_counters> counters_ = std::make_shared<search_cache_counters>();
+  // Counted per thread (write_concurrency): readers on different cores share no cache line.
+  otpp::counters counters_{2, {.write_concurrency = true}};
   std::vector<std::string> ring_;  // every key in the table, in CLOCK order
   std::size_t hand_ = 0;
   std::uint64_t evictions_ = 0;

@@ -7,6 +7,7 @@
 #include "async_call.hpp"          // IWYU pragma: export
 #include "child_spec.hpp"          // IWYU pragma: export
 #include "clock.hpp"               // IWYU pragma: export
+#include "counters.hpp"            // IWYU pragma: export
 #include "dynamic_supervisor.hpp"  // IWYU pragma: export
 #include "exit_reason.hpp"         // IWYU pragma: export
 #include "gen_server.hpp"          // IWYU pragma: export

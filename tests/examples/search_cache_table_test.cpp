@@ -46,6 +46,30 @@ TEST_CASE("fetch reads the table from the caller's thread: no message reaches th
   CHECK(s.size == 10);
 }
 
+TEST_CASE("fetch into a string: filled on a hit (reusing its memory), left as it was on a miss", "[examples][search_cache_table]") {
+  otpp::runtime rt{{.workers = 2}};
+  auto c = rt.start<search_cache_table>(search_cache_table_options{.capacity = 100}).value();
+  const std::string long_result(100, 'x');  // past any small-string buffer
+  otpp::cast(c, search_cache_table::cache{"long", long_result});
+  otpp::cast(c, search_cache_table::cache{"short", "s"});
+  (void)flush(c);
+  auto reader = otpp::call(c, search_cache_table::get_reader{});
+  std::string into = "before";
+  CHECK_FALSE(reader.fetch("absent", into));
+  CHECK(into == "before");
+  CHECK(reader.fetch("long", into));
+  CHECK(into == long_result);
+  const char* memory = into.data();
+  CHECK(reader.fetch("short", into));
+  CHECK(into == "s");
+  CHECK(reader.fetch("long", into));
+  CHECK(into == long_result);
+  CHECK(into.data() == memory);  // the same buffer, filled again
+  auto s = flush(c);
+  CHECK(s.hits == 3);
+  CHECK(s.misses == 1);
+}
+
 TEST_CASE("CLOCK eviction: a read since the last sweep saves an entry once", "[examples][search_cache_table]") {
   otpp::runtime rt{{.workers = 2}};
   auto c = rt.start<search_cache_table>(search_cache_table_options{.capacity = 3}).value();
@@ -119,11 +143,18 @@ TEST_CASE("stress: 4 reader threads fetch while the owner writes and evicts; eve
   std::vector<std::thread> readers;
   for (int t = 0; t < 4; ++t) {
     readers.emplace_back([&, t] {
+      std::string into;
       unsigned x = 99u + static_cast<unsigned>(t);
       while (!done) {
         x = x * 1103515245u + 12345u;
         const int k = static_cast<int>((x >> 8) % 1000);
-        if (auto v = reader.fetch("k" + std::to_string(k))) {
+        // Odd threads fill a string of their own, even ones get a new one.
+        if (t % 2 == 1) {
+          if (reader.fetch("k" + std::to_string(k), into)) {
+            ++hits;
+            if (into != "v" + std::to_string(k)) ++wrong;
+          }
+        } else if (auto v = reader.fetch("k" + std::to_string(k))) {
           ++hits;
           if (*v != "v" + std::to_string(k)) ++wrong;
         }

@@ -145,6 +145,10 @@ class flat_hash_map {
     friend class flat_hash_map;
     template <bool>
     friend class basic_iterator;
+    // At slot i, known full (or the end): nothing to skip. A lookup's
+    // iterator, where the skipping loop cost a tenth of its instructions.
+    struct at_t {};
+    basic_iterator(map_ptr m, std::size_t i, at_t) noexcept : m_{m}, i_{i} {}
     void skip() noexcept {
       while (i_ < m_->cap_ && !is_full(m_->slots_[i_].state)) ++i_;
     }
@@ -178,15 +182,15 @@ class flat_hash_map {
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
   iterator begin() noexcept { return iterator{this, 0}; }
-  iterator end() noexcept { return iterator{this, cap_}; }
+  iterator end() noexcept { return at(cap_); }
   const_iterator begin() const noexcept { return const_iterator{this, 0}; }
-  const_iterator end() const noexcept { return const_iterator{this, cap_}; }
+  const_iterator end() const noexcept { return at(cap_); }
 
-  iterator find(const K& k) noexcept { return iterator{this, locate(k)}; }
-  const_iterator find(const K& k) const noexcept { return const_iterator{this, locate(k)}; }
+  iterator find(const K& k) noexcept { return at(locate(k)); }
+  const_iterator find(const K& k) const noexcept { return at(locate(k)); }
   /// As find(k), given hash == Hash{}(k) (a caller that needed it already).
-  iterator find(const K& k, std::size_t hash) noexcept { return iterator{this, locate(k, mixed(hash))}; }
-  const_iterator find(const K& k, std::size_t hash) const noexcept { return const_iterator{this, locate(k, mixed(hash))}; }
+  iterator find(const K& k, std::size_t hash) noexcept { return at(locate(k, mixed(hash))); }
+  const_iterator find(const K& k, std::size_t hash) const noexcept { return at(locate(k, mixed(hash))); }
 
   /// Inserts (k, T(args...)) unless k is there; the object under k, and
   /// whether it is new. Throws what allocation or T's constructor throws
@@ -208,7 +212,7 @@ class flat_hash_map {
       const std::uint8_t h2 = h2_of(h);
       for (std::size_t j = h & (cap_ - 1);; j = (j + 1) & (cap_ - 1)) {
         const std::uint8_t st = slots_[j].state;
-        if (st == h2 && Eq{}(slots_[j].first, k)) return {iterator{this, j}, false};
+        if (st == h2 && Eq{}(slots_[j].first, k)) return {at(j), false};
         if (!is_full(st)) {
           if (i == cap_) i = j;
           if (st == empty_slot) break;  // at most 7/8 full: there is one
@@ -225,7 +229,7 @@ class flat_hash_map {
     if (slots_[i].state == empty_slot) ++used_;
     slots_[i].state = h2_of(h);
     ++size_;
-    return {iterator{this, i}, true};
+    return {at(i), true};
   }
 
   /// Destroys every object and gives the slots back.
@@ -254,6 +258,8 @@ class flat_hash_map {
   }
 
  private:
+  iterator at(std::size_t i) noexcept { return iterator{this, i, typename iterator::at_t{}}; }
+  const_iterator at(std::size_t i) const noexcept { return const_iterator{this, i, typename const_iterator::at_t{}}; }
   static std::size_t hash_of(const K& k) noexcept { return mixed(Hash{}(k)); }
   static std::size_t mixed(std::size_t hash) noexcept {
     // Different constants from the shard choice: the slot index must not

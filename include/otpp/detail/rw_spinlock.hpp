@@ -3,11 +3,21 @@
 // or insert): readers share it without waiting for each other, a writer
 // waits for the readers in it to leave and keeps new ones out.
 //
-// Two ways to count readers. Plain: one count beside the writer's flag (one
-// cache line; cheapest when one thread uses the shard). Grouped (ETS's
-// read_concurrency): each reader counts itself on one of a few cache lines
-// picked per thread, so readers on different cores write different lines
-// and never pull a line from each other; a writer then checks every group.
+// Two ways to count readers. Plain: on the lock's own cache line (cheapest
+// when one thread uses the shard). Grouped (ETS's read_concurrency): on one
+// of a few cache lines picked per thread, so readers on different cores
+// write different lines and never pull a line from each other; a writer
+// then checks every group.
+//
+// Each place a reader counts itself has a slot beside its count. A reader
+// that finds the slot free claims it (one compare-and-swap) and leaves with
+// a plain store: no other reader can touch a slot held, so clearing it
+// needs no locked instruction, wherever the holder runs by then. A reader
+// that finds the slot held (a second reader on the line, or a nested one)
+// counts itself with an RMW each way instead. One locked instruction a read
+// where there were two: search_cache's keys, one thread, best of 8 runs
+// alternated, 16.0 -> 12.1 ns a lookup that copies nothing and 17.9 ->
+// 15.5 ns one that copies the result into a reused string.
 //
 // The writer's flag is a word of its own, not a bit of the readers' count,
 // so that a writer leaves with a plain store: clearing a shared bit took a
@@ -37,23 +47,21 @@ class rw_spinlock {
   /// Before first use: readers count themselves in groups. Throws std::bad_alloc.
   void use_reader_groups() { groups_.reset(new group[reader_groups]); }
 
-  /// Returns what unlock_shared needs (the group, which must not be looked
-  /// up again: the holder may have moved to another thread meanwhile).
+  /// Returns what unlock_shared needs (where the reader counted itself,
+  /// which must not be looked up again: the holder may have moved to
+  /// another thread meanwhile).
   [[nodiscard]] unsigned lock_shared() noexcept {
-    if (groups_) return lock_shared_grouped();
-    for (unsigned spins = 0;; ++spins) {
-      // Optimistic: a reader that finds no writer is in with one RMW.
-      readers_.fetch_add(1, std::memory_order_seq_cst);
-      if (writer_.load(std::memory_order_seq_cst) == 0) return 0;
-      readers_.fetch_sub(1, std::memory_order_relaxed);
-      while (writer_.load(std::memory_order_relaxed) != 0) backoff(spins++);
-    }
+    if (!groups_) return enter(readers_, 0);
+    const unsigned g = my_group();
+    return enter(groups_[g].readers, (g + 1) << 1);
   }
   void unlock_shared(unsigned token) noexcept {
-    if (token == 0) {
-      readers_.fetch_sub(1, std::memory_order_release);
+    const unsigned where = token >> 1;
+    readers_t& r = where == 0 ? readers_ : groups_[where - 1].readers;
+    if (token & 1) {
+      r.slot.store(0, std::memory_order_release);
     } else {
-      groups_[token - 1].readers.fetch_sub(1, std::memory_order_release);
+      r.count.fetch_sub(1, std::memory_order_release);
     }
   }
 
@@ -64,17 +72,21 @@ class rw_spinlock {
       if (writer_.load(std::memory_order_relaxed) == 0 && writer_.exchange(1, std::memory_order_seq_cst) == 0) break;
       backoff(spins);
     }
-    for (unsigned spins = 0; readers_.load(std::memory_order_seq_cst) != 0; ++spins) backoff(spins);
+    wait_out(readers_);
     if (groups_) {
-      for (unsigned g = 0; g < reader_groups; ++g)
-        for (unsigned spins = 0; groups_[g].readers.load(std::memory_order_seq_cst) != 0; ++spins) backoff(spins);
+      for (unsigned g = 0; g < reader_groups; ++g) wait_out(groups_[g].readers);
     }
   }
   void unlock() noexcept { writer_.store(0, std::memory_order_release); }
 
  private:
+  // Readers in at one place: the slot's holder (0 or 1) and the others.
+  struct readers_t {
+    std::atomic<std::uint32_t> slot{0};
+    std::atomic<std::uint32_t> count{0};
+  };
   struct alignas(cache_line) group {
-    std::atomic<std::uint32_t> readers{0};
+    readers_t readers;
   };
 
   static unsigned my_group() noexcept {
@@ -82,17 +94,26 @@ class rw_spinlock {
     thread_local const unsigned mine = next.fetch_add(1, std::memory_order_relaxed) % reader_groups;
     return mine;
   }
-  unsigned lock_shared_grouped() noexcept {
-    const unsigned g = my_group();
-    std::atomic<std::uint32_t>& n = groups_[g].readers;
+  // `where` << 1 is the token's place; its low bit says "held the slot".
+  unsigned enter(readers_t& r, unsigned where) noexcept {
     for (unsigned spins = 0;; ++spins) {
       // seq_cst both sides (here and the writer's claim, then its reads of
-      // the groups): either the writer sees us, or we see its flag.
-      n.fetch_add(1, std::memory_order_seq_cst);
-      if (writer_.load(std::memory_order_seq_cst) == 0) return g + 1;
-      n.fetch_sub(1, std::memory_order_relaxed);
+      // the readers): either the writer sees us, or we see its flag.
+      std::uint32_t free = 0;
+      if (r.slot.load(std::memory_order_relaxed) == 0 && r.slot.compare_exchange_strong(free, 1, std::memory_order_seq_cst)) {
+        if (writer_.load(std::memory_order_seq_cst) == 0) return where | 1;
+        r.slot.store(0, std::memory_order_relaxed);
+      } else {
+        r.count.fetch_add(1, std::memory_order_seq_cst);
+        if (writer_.load(std::memory_order_seq_cst) == 0) return where;
+        r.count.fetch_sub(1, std::memory_order_relaxed);
+      }
       while (writer_.load(std::memory_order_relaxed) != 0) backoff(spins++);
     }
+  }
+  void wait_out(const readers_t& r) noexcept {
+    for (unsigned spins = 0; r.slot.load(std::memory_order_seq_cst) != 0 || r.count.load(std::memory_order_seq_cst) != 0; ++spins)
+      backoff(spins);
   }
   static void backoff(unsigned spins) noexcept {
     // Exponential: a waiter that comes back at once takes the lock word's
@@ -110,7 +131,7 @@ class rw_spinlock {
   static constexpr unsigned max_spins = 16;
 
   std::atomic<std::uint32_t> writer_{0};   // 1 while a writer holds or claims the lock
-  std::atomic<std::uint32_t> readers_{0};  // plain readers in
+  readers_t readers_;                      // plain readers in
   std::unique_ptr<group[]> groups_;
 };
 

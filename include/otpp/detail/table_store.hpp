@@ -17,6 +17,7 @@
 
 #include "btree_map.hpp"
 #include "flat_hash_map.hpp"
+#include "key_hash.hpp"
 #include "platform.hpp"
 #include "rw_spinlock.hpp"
 
@@ -35,7 +36,7 @@ class table_store {
   // costs two or three). ordered_set: a B+ tree, four or five nodes per
   // lookup in a million keys where a red-black tree chases twenty. Both
   // measured in benchmarks/otpp_bench (ets_*).
-  using map_type = std::conditional_t<ordered, btree_map<K, bucket>, flat_hash_map<K, bucket>>;
+  using map_type = std::conditional_t<ordered, btree_map<K, bucket>, flat_hash_map<K, bucket, key_hash<K>, key_equal<K>>>;
 
   struct alignas(cache_line) shard {
     rw_spinlock lock;
@@ -60,12 +61,12 @@ class table_store {
     if constexpr (ordered) {
       return 0;
     } else {
-      return index_of_hash(std::hash<K>{}(k));
+      return index_of_hash(key_hash<K>{}(k));
     }
   }
   shard& shard_of(const K& k) noexcept { return shards_[index_of(k)]; }
 
-  /// Where k lives: its shard, and its key's std::hash for the shard's map
+  /// Where k lives: its shard, and its key's hash for the shard's map
   /// (a string key is hashed once per operation, not twice). An ordered
   /// shard needs no hash: 0.
   struct place {
@@ -76,7 +77,7 @@ class table_store {
     if constexpr (ordered) {
       return {shards_[0], 0};
     } else {
-      const std::size_t h = std::hash<K>{}(k);
+      const std::size_t h = key_hash<K>{}(k);
       return {shards_[index_of_hash(h)], h};
     }
   }
