@@ -117,7 +117,8 @@ class search_cache_reader {
       if (!e.referenced.load(std::memory_order_relaxed)) e.referenced.store(true, std::memory_order_relaxed);
     });
     counters_.add(hit ? hits : misses, 1);
-    otpp::telemetry::execute(search_cache_events::fetch, {{"count", 1}}, {{"hit", hit}});
+    // Checked first, so that an unwatched fetch does not build the event's lists.
+    if (search_cache_events::fetch.active()) otpp::telemetry::execute(search_cache_events::fetch, {{"count", 1}}, {{"hit", hit}});
     return hit;
   }
 

@@ -153,8 +153,11 @@ class counters {
   }
   void check(std::size_t ix, const char* op) const {
     if (ix >= s_->size) [[unlikely]]
-      throw std::out_of_range(std::string{"otpp::counters::"} + op + ": index " + std::to_string(ix) + " past size " +
-                              std::to_string(s_->size));
+      out_of_range(ix, op);
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] void out_of_range(std::size_t ix, const char* op) const {
+    throw std::out_of_range(std::string{"otpp::counters::"} + op + ": index " + std::to_string(ix) + " past size " +
+                            std::to_string(s_->size));
   }
 
   std::shared_ptr<shared> s_;
