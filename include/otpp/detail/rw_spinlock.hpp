@@ -95,10 +95,24 @@ class rw_spinlock {
     return mine;
   }
   // `where` << 1 is the token's place; its low bit says "held the slot".
+  // The common case inline: the slot free, no writer. The rest (a second
+  // reader on the line, a writer in) out of line, so that the inline part
+  // saves no registers: the loop around it cost a read a dozen pushes and
+  // pops.
   unsigned enter(readers_t& r, unsigned where) noexcept {
+    // seq_cst both sides (here and the writer's claim, then its reads of
+    // the readers): either the writer sees us, or we see its flag.
+    std::uint32_t free = 0;
+    if (r.slot.load(std::memory_order_relaxed) == 0 && r.slot.compare_exchange_strong(free, 1, std::memory_order_seq_cst)) {
+      if (writer_.load(std::memory_order_seq_cst) == 0) [[likely]]
+        return where | 1;
+      r.slot.store(0, std::memory_order_relaxed);
+    }
+    return enter_slowly(r, where);
+  }
+  [[gnu::noinline]] unsigned enter_slowly(readers_t& r, unsigned where) noexcept {
     for (unsigned spins = 0;; ++spins) {
-      // seq_cst both sides (here and the writer's claim, then its reads of
-      // the readers): either the writer sees us, or we see its flag.
+      while (writer_.load(std::memory_order_relaxed) != 0) backoff(spins++);
       std::uint32_t free = 0;
       if (r.slot.load(std::memory_order_relaxed) == 0 && r.slot.compare_exchange_strong(free, 1, std::memory_order_seq_cst)) {
         if (writer_.load(std::memory_order_seq_cst) == 0) return where | 1;
@@ -108,7 +122,6 @@ class rw_spinlock {
         if (writer_.load(std::memory_order_seq_cst) == 0) return where;
         r.count.fetch_sub(1, std::memory_order_relaxed);
       }
-      while (writer_.load(std::memory_order_relaxed) != 0) backoff(spins++);
     }
   }
   void wait_out(const readers_t& r) noexcept {
