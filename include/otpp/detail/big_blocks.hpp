@@ -1,6 +1,6 @@
 #pragma once
 // Large power-of-two blocks (64 KiB and up) on huge pages, for the slot
-// arrays of large hash tables.
+// arrays of large hash tables and the node chunks of large ordered sets.
 //
 // Why: a table of a million objects in 64 shards grows each shard's array
 // by doubling, to 512 KiB at the end, and every array is fresh memory. From
@@ -12,8 +12,8 @@
 // here, ~600 faults and 84 ns, then 62-68). Here blocks below 2 MiB are cut
 // from 2 MiB regions with huge pages advised, by halving (a buddy system),
 // so a region costs one fault, and a block given back is merged with its
-// free buddy and reused by the next array of any shard or table. Blocks of
-// 2 MiB and up are regions of their own.
+// free buddy and reused by the next array of any shard or table. A block
+// of 2 MiB is a whole region; larger ones are mapped on their own.
 //
 // Empty regions are kept for reuse up to `kept_empty_regions`, and the
 // rest go back to the system. Thread safe; blocks are taken and given back
@@ -82,7 +82,7 @@ class big_blocks {
   static int order_of(std::size_t bytes) noexcept { return std::countr_zero(bytes) - std::countr_zero(min_block); }
 
   void* take(std::size_t bytes) {
-    if (bytes >= huge_page_bytes) return map_huge_region(bytes);
+    if (bytes > huge_page_bytes) return map_huge_region(bytes);
     const int want = order_of(bytes);
     std::lock_guard g{mu_};
     // The smallest free block that fits, split down to size.
@@ -109,7 +109,7 @@ class big_blocks {
   }
 
   void give(void* p, std::size_t bytes) noexcept {
-    if (bytes >= huge_page_bytes) {
+    if (bytes > huge_page_bytes) {
       unmap_huge_region(p, bytes);
       return;
     }

@@ -21,20 +21,19 @@
 #include <type_traits>
 #include <utility>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
+#include "big_blocks.hpp"
 
 namespace otpp::detail {
 
 /// Fixed-size blocks for one tree's nodes, cut from chunks the pool owns:
-/// chunks double from 16 blocks up to 2 MiB, and 2 MiB chunks are offered
-/// to the kernel as huge pages. A million-key tree is ~30,000 nodes; taken
-/// one by one from malloc they spread over thousands of 4 KiB pages, each
-/// a TLB miss on lookup and a page fault on first touch (both dear under
-/// virtualisation: measured in benchmarks/otpp_bench, ets_ordered_*).
-/// Freed blocks are reused by the same tree; the chunks go back when the
-/// tree does.
+/// chunks double from 16 blocks (rounded up to a power of two of bytes) to
+/// 2 MiB. From 64 KiB they come from big_blocks, so on huge pages, and
+/// reused by the next tree or hash table once this tree is gone. A
+/// million-key tree is ~30,000 nodes; taken one by one from malloc they
+/// spread over thousands of 4 KiB pages, each a TLB miss on lookup and a
+/// page fault on first touch (both dear under virtualisation: measured in
+/// benchmarks/otpp_bench, ets_ordered_*). Freed blocks are reused by the
+/// same tree; the chunks go back when the tree does.
 class tree_node_pool {
  public:
   explicit tree_node_pool(std::size_t block) noexcept : block_{(block + 63) / 64 * 64} {}
@@ -47,7 +46,7 @@ class tree_node_pool {
     std::swap(bump_, o.bump_);
     std::swap(end_, o.end_);
     std::swap(chunks_, o.chunks_);
-    std::swap(next_blocks_, o.next_blocks_);
+    std::swap(next_bytes_, o.next_bytes_);
     std::swap(bytes_, o.bytes_);
   }
 
@@ -64,40 +63,38 @@ class tree_node_pool {
     while (chunks_ != nullptr) {
       chunk* c = chunks_;
       chunks_ = c->next;
-      ::operator delete(static_cast<void*>(c), std::align_val_t{c->align});
+      if (big_blocks::serves(c->bytes)) {
+        big_blocks::deallocate(c, c->bytes);
+      } else {
+        ::operator delete(static_cast<void*>(c), std::align_val_t{alignof(chunk)});
+      }
     }
     free_ = nullptr;
     bump_ = end_ = nullptr;
-    next_blocks_ = 16;
+    next_bytes_ = first_bytes();
     bytes_ = 0;
   }
   /// Bytes held from the system.
   [[nodiscard]] std::size_t bytes() const noexcept { return bytes_; }
 
  private:
-  static constexpr std::size_t huge_page = std::size_t{2} << 20;
   struct free_block {
     free_block* next;
   };
   struct alignas(64) chunk {
     chunk* next;
-    std::size_t align;
+    std::size_t bytes;
   };
 
+  std::size_t first_bytes() const noexcept { return std::bit_ceil(sizeof(chunk) + 16 * block_); }
   void grow() {
-    std::size_t bytes = sizeof(chunk) + next_blocks_ * block_;
-    const bool huge = bytes >= huge_page;
-    if (huge) bytes = huge_page;
-    const std::size_t align = huge ? huge_page : alignof(chunk);
-    void* raw = ::operator new(bytes, std::align_val_t{align});
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (huge) (void)::madvise(raw, bytes, MADV_HUGEPAGE);  // advice only: 4 KiB pages if refused
-#endif
-    chunks_ = ::new (raw) chunk{chunks_, align};
-    bump_ = reinterpret_cast<char*>(raw) + sizeof(chunk);
+    const std::size_t bytes = next_bytes_;
+    void* raw = big_blocks::serves(bytes) ? big_blocks::allocate(bytes) : ::operator new(bytes, std::align_val_t{alignof(chunk)});
+    chunks_ = ::new (raw) chunk{chunks_, bytes};
+    bump_ = static_cast<char*>(raw) + sizeof(chunk);
     end_ = bump_ + (bytes - sizeof(chunk)) / block_ * block_;
     bytes_ += bytes;
-    if (!huge) next_blocks_ *= 2;
+    if (bytes < huge_page_bytes) next_bytes_ *= 2;
   }
 
   std::size_t block_;
@@ -105,7 +102,7 @@ class tree_node_pool {
   char* bump_ = nullptr;
   char* end_ = nullptr;
   chunk* chunks_ = nullptr;
-  std::size_t next_blocks_ = 16;
+  std::size_t next_bytes_ = first_bytes();
   std::size_t bytes_ = 0;
 };
 
