@@ -61,9 +61,16 @@ TEST_CASE("counters: add, sub, get and put in both layouts; a copy shares the co
     CHECK(c.get(1) == 1101);
     c.put(1, -5);
     CHECK(c.get(1) == -5);
-    // 64-bit two's complement wrap, as Erlang's.
+    // 64-bit two's complement wrap, as Erlang's, also within one thread's row.
     c.put(2, std::numeric_limits<std::int64_t>::max());
     c.add(2, 1);
+    CHECK(c.get(2) == std::numeric_limits<std::int64_t>::min());
+    c.put(2, 0);
+    c.add(2, std::numeric_limits<std::int64_t>::max());
+    c.add(2, std::numeric_limits<std::int64_t>::max());
+    c.add(2, 2);
+    CHECK(c.get(2) == 0);
+    c.sub(2, std::numeric_limits<std::int64_t>::min());
     CHECK(c.get(2) == std::numeric_limits<std::int64_t>::min());
     CHECK(c.memory() > 3 * sizeof(std::int64_t));
   }
@@ -76,7 +83,7 @@ TEST_CASE("counters: size 0 and an index past the end are clear errors", "[count
     CHECK_THROWS_WITH(c.add(2, 1), "otpp::counters::add: index 2 past size 2");
     CHECK_THROWS_WITH(c.get(5), "otpp::counters::get: index 5 past size 2");
     CHECK_THROWS_WITH(c.put(2, 0), "otpp::counters::put: index 2 past size 2");
-    CHECK_THROWS_AS(c.sub(9, 1), std::out_of_range);
+    CHECK_THROWS_WITH(c.sub(9, 1), "otpp::counters::sub: index 9 past size 2");
     CHECK(c.get(0) == 0);
     CHECK(c.get(1) == 0);
   }

@@ -86,11 +86,11 @@ using search_cache_results = otpp::table<std::string, search_cache_entry, otpp::
 /// Reads the cache from any thread or process, without a message.
 class search_cache_reader {
  public:
-  search_cache_reader() = default;
   /// Counter indexes in the cache's otpp::counters.
   static constexpr std::size_t hits = 0;
   static constexpr std::size_t misses = 1;
 
+  search_cache_reader() = default;
   search_cache_reader(search_cache_results t, otpp::counters c) : table_{std::move(t)}, counters_{std::move(c)} {}
 
   /// The cached result for `query`, if any. Throws otpp::table_error once
@@ -104,7 +104,7 @@ class search_cache_reader {
   /// fills a string), whose memory a loop of fetches reuses: no allocation
   /// once it is big enough. Returns whether there was one; on a miss,
   /// `into` is left as it was.
-  bool fetch(const std::string& query, std::string& into) const {
+  [[nodiscard]] bool fetch(const std::string& query, std::string& into) const {
     return look_up(query, [&](const std::string& r) { into.assign(r); });
   }
 

@@ -51,17 +51,13 @@ class counters {
   /// Adds incr to counter ix (0-based). Throws std::out_of_range past size().
   void add(std::size_t ix, std::int64_t incr) const {
     check(ix, "add");
-    if (!s_->striped) {
-      s_->base[ix].fetch_add(incr, std::memory_order_relaxed);
-      return;
-    }
-    // This thread is the row's only writer: a plain read and write, atomic
-    // only so that a get on another thread reads a whole value.
-    std::atomic<std::int64_t>& c = cell(s_->row_of_this_thread(), ix);
-    c.store(c.load(std::memory_order_relaxed) + incr, std::memory_order_relaxed);
+    add_wrapping(ix, static_cast<std::uint64_t>(incr));
   }
   /// Subtracts decr from counter ix.
-  void sub(std::size_t ix, std::int64_t decr) const { add(ix, -decr); }
+  void sub(std::size_t ix, std::int64_t decr) const {
+    check(ix, "sub");
+    add_wrapping(ix, std::uint64_t{0} - static_cast<std::uint64_t>(decr));
+  }
   /// Counter ix's value (wrapping as 64-bit two's complement, as Erlang's).
   [[nodiscard]] std::int64_t get(std::size_t ix) const {
     check(ix, "get");
@@ -98,6 +94,19 @@ class counters {
   }
 
  private:
+  // Unsigned, so that passing the 64-bit limits wraps (as Erlang's
+  // counters do) instead of overflowing.
+  void add_wrapping(std::size_t ix, std::uint64_t incr) const {
+    if (!s_->striped) {
+      s_->base[ix].fetch_add(static_cast<std::int64_t>(incr), std::memory_order_relaxed);
+      return;
+    }
+    // This thread is the row's only writer: a plain read and write, atomic
+    // only so that a get on another thread reads a whole value.
+    std::atomic<std::int64_t>& c = cell(s_->row_of_this_thread(), ix);
+    c.store(static_cast<std::int64_t>(static_cast<std::uint64_t>(c.load(std::memory_order_relaxed)) + incr), std::memory_order_relaxed);
+  }
+
   // A row is whole cache lines: no other thread's row shares one with it.
   static constexpr std::size_t per_line = detail::cache_line / sizeof(std::atomic<std::int64_t>);
   struct alignas(detail::cache_line) line {
