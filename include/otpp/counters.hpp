@@ -39,9 +39,13 @@ namespace otpp {
 
 /// How counters are laid out (see the header comment).
 struct counters_options {
+  /// A row of cells per adding thread: adds with no locked instruction,
+  /// dearer gets (see the header comment).
   bool write_concurrency = false;
 };
 
+/// A fixed array of 64-bit signed counters shared by threads and
+/// processes (Erlang's counters); a copy refers to the same counters.
 class counters {
  public:
   /// `size` counters, all 0. Throws std::invalid_argument for size 0.
@@ -82,6 +86,7 @@ class counters {
     s_->base[ix].store(static_cast<std::int64_t>(static_cast<std::uint64_t>(value) - rows), std::memory_order_relaxed);
   }
 
+  /// How many counters there are.
   [[nodiscard]] std::size_t size() const noexcept { return s_->size; }
   /// Bytes the counters take, rows included (Erlang's info/1 memory).
   [[nodiscard]] std::size_t memory() const {
