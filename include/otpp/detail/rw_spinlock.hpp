@@ -100,10 +100,7 @@ class rw_spinlock {
   // saves no registers: the loop around it cost a read a dozen pushes and
   // pops.
   unsigned enter(readers_t& r, unsigned where) noexcept {
-    // seq_cst both sides (here and the writer's claim, then its reads of
-    // the readers): either the writer sees us, or we see its flag.
-    std::uint32_t free = 0;
-    if (r.slot.load(std::memory_order_relaxed) == 0 && r.slot.compare_exchange_strong(free, 1, std::memory_order_seq_cst)) {
+    if (claim_slot(r)) {
       if (writer_.load(std::memory_order_seq_cst) == 0) [[likely]]
         return where | 1;
       r.slot.store(0, std::memory_order_relaxed);
@@ -113,8 +110,7 @@ class rw_spinlock {
   [[gnu::noinline]] unsigned enter_slowly(readers_t& r, unsigned where) noexcept {
     for (unsigned spins = 0;; ++spins) {
       while (writer_.load(std::memory_order_relaxed) != 0) backoff(spins++);
-      std::uint32_t free = 0;
-      if (r.slot.load(std::memory_order_relaxed) == 0 && r.slot.compare_exchange_strong(free, 1, std::memory_order_seq_cst)) {
+      if (claim_slot(r)) {
         if (writer_.load(std::memory_order_seq_cst) == 0) return where | 1;
         r.slot.store(0, std::memory_order_relaxed);
       } else {
@@ -123,6 +119,12 @@ class rw_spinlock {
         r.count.fetch_sub(1, std::memory_order_relaxed);
       }
     }
+  }
+  // seq_cst, as the writer's claim and its reads of the readers: either
+  // the writer sees this reader, or the reader's next load sees its flag.
+  static bool claim_slot(readers_t& r) noexcept {
+    std::uint32_t free = 0;
+    return r.slot.load(std::memory_order_relaxed) == 0 && r.slot.compare_exchange_strong(free, 1, std::memory_order_seq_cst);
   }
   void wait_out(const readers_t& r) noexcept {
     for (unsigned spins = 0; r.slot.load(std::memory_order_seq_cst) != 0 || r.count.load(std::memory_order_seq_cst) != 0; ++spins)
