@@ -65,7 +65,45 @@ class collector : public otpp::gen_server<collector> {
   std::optional<otpp::reply_to<bool>> waiter_;
 };
 
+// Sets a burst of timers from inside a process, as a server re-arming many
+// deadlines does: while the timer service is busy taking them, it reads
+// their start itself. Counts the refs that read more time left than their
+// whole delay.
+class burst_setter : public otpp::gen_server<burst_setter> {
+ public:
+  struct set {
+    using reply_type = int;
+    otpp::server<collector> to;
+    std::uint32_t n;
+  };
+  int handle_call(set s) {
+    std::mt19937 rng{11};
+    std::uniform_int_distribution<int> delay_us{0, 30'000};
+    int over = 0;
+    for (std::uint32_t i = 0; i < s.n; ++i) {
+      const auto d = std::chrono::microseconds(delay_us(rng));
+      auto ref = otpp::send_after(s.to, fired{i, steady::now() + d}, d);
+      const auto left = otpp::read_timer(ref);
+      if (left && *left > d) ++over;
+    }
+    return over;
+  }
+};
+
 }  // namespace
+
+TEST_CASE("a burst of timers set inside a process: none early, none lost, none reads more than its delay",
+          "[timer][real_clock]") {
+  otpp::runtime rt{{.workers = 2}};
+  constexpr std::uint32_t n = 50'000;
+  auto c = rt.start<collector>(std::size_t{n}).value();
+  auto setter = rt.start<burst_setter>().value();
+  CHECK(otpp::call(setter, burst_setter::set{c, n}, 60s) == 0);
+  REQUIRE(otpp::call(c, collector::wait_for{n}, 60s));
+  CHECK(otpp::call(c, collector::early{}) == 0);
+  auto counts = otpp::call(c, collector::counts{});
+  CHECK(std::all_of(counts.begin(), counts.end(), [](int k) { return k == 1; }));
+}
 
 TEST_CASE("10k timers with random delays all fire, none early", "[timer][real_clock]") {
   otpp::runtime rt{{.workers = 2}};

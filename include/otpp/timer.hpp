@@ -172,9 +172,13 @@ timer_ref start_timer(runtime_core& rt, process_base* dest, U&& msg, std::chrono
     dest->add_ref();
     t->dest = dest;
   }
-  t->deadline.store(svc.now_ns() + clamp_delay(delay), std::memory_order_relaxed);
   timer_ref ref = timer_access::adopt(t);
-  svc.schedule(t, timer_inbox(svc));
+  if constexpr (Interval) {
+    t->deadline.store(svc.now_ns() + clamp_delay(delay), std::memory_order_relaxed);
+    svc.schedule(t, timer_inbox(svc));
+  } else {
+    svc.schedule_after(t, clamp_delay(delay), timer_inbox(svc));
+  }
   return ref;
 }
 

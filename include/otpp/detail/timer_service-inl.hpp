@@ -37,7 +37,8 @@ OTPP_FUNC void timer_service::clear() noexcept {
   due_.clear();
 }
 
-OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox_index) noexcept {
+template <class WakeIf>
+bool timer_service::hand_over(timer_node* t, unsigned inbox_index, WakeIf&& wake_if) noexcept {
   inbox_user user{inboxes_[inbox_index], inbox_index == outsider_inbox()};
   if (stopping_.load(std::memory_order_seq_cst)) {
     t->state.store(done, std::memory_order_relaxed);
@@ -52,10 +53,9 @@ OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox_index) noex
     return false;
   }
   inboxes_[inbox_index].queue.push(t);  // seq_cst: ordered before the load below
-  const std::int64_t due = tick_of(t->deadline.load(std::memory_order_relaxed));
   std::int64_t w = next_wake_.load(std::memory_order_seq_cst);
-  while (due < w) {
-    // The thread sleeps past this timer's tick: wake it (once; `awake`
+  while (wake_if(w)) {
+    // The thread sleeps past what this timer needs: wake it (once; `awake`
     // stops the other schedulers from waking it again).
     if (next_wake_.compare_exchange_weak(w, awake, std::memory_order_seq_cst)) {
       wake();
@@ -63,6 +63,56 @@ OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox_index) noex
     }
   }
   return true;
+}
+
+OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox_index) noexcept {
+  const std::int64_t due = tick_of(t->deadline.load(std::memory_order_relaxed));
+  return hand_over(t, inbox_index, [due](std::int64_t w) { return due < w; });
+}
+
+OTPP_FUNC bool timer_service::schedule_after(timer_node* t, std::int64_t delay, unsigned inbox_index) noexcept {
+  if (clock_ || delay >= 256 * coarse_tick_ns() || delay > std::int64_t{UINT32_MAX} ||
+      next_wake_.load(std::memory_order_relaxed) != awake) {
+    t->deadline.store(due_after_ns(delay), std::memory_order_relaxed);
+    return schedule(t, inbox_index);
+  }
+  t->deadline.store(-1 - delay, std::memory_order_relaxed);
+  t->seq = static_cast<std::uint32_t>(coarse_now_ns() / 1000);
+  // Seen in a pass above, the thread may have gone to sleep since: then
+  // wake it, so that the start it reads stays close to the call.
+  return hand_over(t, inbox_index, [](std::int64_t w) { return w != awake; });
+}
+
+OTPP_FUNC void timer_service::admit_arrivals(std::int64_t now_tick) noexcept {
+  for (std::size_t i = 0; i < inboxes_.size(); ++i) {
+    auto& q = inboxes_[i].queue;
+    for (;;) {
+      std::size_t k = 0;
+      bool unstamped = false;
+      while (k < arrival_batch) {
+        mpsc_node* n = q.pop(heads_[i]);
+        if (n == nullptr) break;
+        auto* t = static_cast<timer_node*>(n);
+        arrivals_[k++] = t;
+        unstamped |= !clock_ && t->deadline.load(std::memory_order_relaxed) < 0;
+      }
+      if (k == 0) break;
+      // Read after every timer of the batch was pushed: no start is early.
+      const std::int64_t start = unstamped ? now_ns() : 0;
+      for (std::size_t j = 0; j < k; ++j) {
+        timer_node* t = arrivals_[j];
+        if (const std::int64_t d = t->deadline.load(std::memory_order_relaxed); unstamped && d < 0) {
+          // The cap: the coarse clock at the call (µs, kept modulo 2^32,
+          // whole for any lag under 71 minutes) plus four ticks and a µs.
+          const auto lag_us = static_cast<std::uint32_t>(static_cast<std::uint32_t>(start / 1000) - t->seq);
+          const std::int64_t cap = start - std::int64_t{lag_us} * 1000 + 4 * coarse_tick_ns() + 1000;
+          t->deadline.store(std::min(start, cap) + (-1 - d), std::memory_order_relaxed);
+        }
+        admit(t, now_tick);
+      }
+      if (k < arrival_batch) break;
+    }
+  }
 }
 
 OTPP_FUNC std::optional<std::chrono::nanoseconds> timer_service::cancel(timer_node* t, unsigned inbox_index) noexcept {
@@ -148,7 +198,7 @@ OTPP_FUNC void timer_service::run() noexcept {
     const std::uint32_t sync = sync_requested_.load(std::memory_order_acquire);
     const std::int64_t now = now_ns();
     const std::int64_t now_tick = passed_tick(now);
-    drain_inboxes([&](timer_node* t) { admit(t, now_tick); });
+    admit_arrivals(now_tick);
     drain_cancels([&](timer_node* t) {
       if (t->in_wheel()) {
         wheel_.remove(t);
