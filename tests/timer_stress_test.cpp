@@ -166,6 +166,56 @@ TEST_CASE("cancels racing the timer thread: fired or cancelled, exactly one", "[
   CHECK(n_cancelled > 0);
 }
 
+TEST_CASE("cancels racing the service taking the timers: fired or cancelled, exactly one",
+          "[timer][real_clock][stress]") {
+  // A timer cancelled before the service takes it from its inbox is dropped
+  // as it is taken; one cancelled after goes through a cancel stack linked
+  // through the same field the inbox used. Cancelling at once, a few
+  // timers later, or not at all hits both sides of that hand-over.
+  otpp::runtime rt{{.workers = 2}};
+  constexpr std::uint32_t threads = 4;
+  constexpr std::uint32_t per_thread = 20'000;
+  constexpr std::uint32_t n = threads * per_thread;
+  auto c = rt.start<collector>(std::size_t{n}).value();
+  std::vector<otpp::timer_ref> refs(n);
+  std::vector<char> cancelled(n, 0);
+  std::vector<std::thread> workers;
+  for (std::uint32_t t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      std::mt19937 rng{t + 100};
+      std::uniform_int_distribution<int> delay_us{0, 2000};
+      const std::uint32_t base = t * per_thread;
+      for (std::uint32_t i = 0; i < per_thread; ++i) {
+        const auto d = std::chrono::microseconds(delay_us(rng));
+        refs[base + i] = otpp::send_after(c, fired{base + i, steady::now() + d}, d);
+        if (i % 3 == 0) cancelled[base + i] = otpp::cancel_timer(refs[base + i]).has_value() ? 1 : 0;
+        if (i % 3 == 1 && i >= 8) {
+          const std::uint32_t victim = base + i - 8;
+          if (!cancelled[victim]) cancelled[victim] = otpp::cancel_timer(refs[victim]).has_value() ? 1 : 0;
+        }
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  const auto n_cancelled = static_cast<std::size_t>(std::count(cancelled.begin(), cancelled.end(), 1));
+  INFO("cancelled " << n_cancelled << " of " << n);
+  REQUIRE(otpp::call(c, collector::wait_for{n - n_cancelled}, 30s));
+  std::size_t live = 0;
+  for (auto& r : refs) {
+    if (otpp::read_timer(r)) ++live;
+    if (otpp::cancel_timer(r)) ++live;  // a second cancel finds nothing either
+  }
+  CHECK(live == 0);
+  auto counts = otpp::call(c, collector::counts{});
+  std::size_t wrong = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (counts[i] != (cancelled[i] ? 0 : 1)) ++wrong;
+  }
+  CHECK(wrong == 0);
+  CHECK(otpp::call(c, collector::early{}) == 0);
+  CHECK(n_cancelled > n / 3);
+}
+
 TEST_CASE("many threads schedule intervals and cancel them", "[timer][real_clock][stress]") {
   otpp::runtime rt{{.workers = 2}};
   constexpr std::uint32_t threads = 4;

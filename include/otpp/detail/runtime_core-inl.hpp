@@ -1244,7 +1244,10 @@ OTPP_FUNC void runtime_core::stop_watchdog(steady::time_point deadline) noexcept
 
 /// An idle timer's node: delivers an idle_timer_node of its generation.
 struct idle_timer final : timer_node {
-  explicit idle_timer(std::uint64_t g) noexcept : gen{g} { ops = &table; }
+  explicit idle_timer(std::uint64_t g) : gen{g} {
+    static const std::uint32_t k = register_timer_kind(&table);
+    kind = k;
+  }
   std::uint64_t gen;
   static bool do_deliver(timer_node* t, bool) noexcept {
     auto* self = static_cast<idle_timer*>(t);
@@ -1255,7 +1258,7 @@ struct idle_timer final : timer_node {
     }
   }
   static void do_destroy(timer_node* t) noexcept { free_node(static_cast<idle_timer*>(t)); }
-  static constexpr ops_table table{&do_deliver, &do_destroy};
+  static constexpr timer_ops table{&do_deliver, &do_destroy};
 };
 
 
@@ -1369,7 +1372,10 @@ struct deadline_signal final : message_node {
 /// The timer behind a process's wait deadlines. Its signal is made when it
 /// is armed: firing allocates nothing, so a deadline is never lost.
 struct deadline_timer final : timer_node {
-  explicit deadline_timer(deadline_signal* s) noexcept : signal{s} { ops = &table; }
+  explicit deadline_timer(deadline_signal* s) : signal{s} {
+    static const std::uint32_t k = register_timer_kind(&table);
+    kind = k;
+  }
   deadline_signal* signal;
   static bool do_deliver(timer_node* t, bool) noexcept {
     auto* self = static_cast<deadline_timer*>(t);
@@ -1381,7 +1387,7 @@ struct deadline_timer final : timer_node {
     if (self->signal) free_node(self->signal);
     free_node(self);
   }
-  static constexpr ops_table table{&do_deliver, &do_destroy};
+  static constexpr timer_ops table{&do_deliver, &do_destroy};
 };
 
 OTPP_FUNC void process_base::arm_deadline_timer(std::int64_t due) {

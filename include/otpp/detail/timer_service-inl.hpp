@@ -26,8 +26,7 @@ OTPP_FUNC void timer_service::clear() noexcept {
   for (auto& in : inboxes_)
     while (in.users.load(std::memory_order_seq_cst) != 0) cpu_relax();
   auto drop = [](timer_node* t) {
-    std::uint32_t s = pending;
-    t->state.compare_exchange_strong(s, cancelled, std::memory_order_acq_rel);
+    t->move(pending, cancelled);
     t->release();
   };
   drain_inboxes(drop);
@@ -118,29 +117,33 @@ OTPP_FUNC void timer_service::admit_arrivals(std::int64_t now_tick) noexcept {
 OTPP_FUNC std::optional<std::chrono::nanoseconds> timer_service::cancel(timer_node* t, unsigned inbox_index) noexcept {
   const bool orphan = t->orphaned();
   for (;;) {
-    std::uint32_t s = t->state.load(std::memory_order_acquire);
-    if (s == firing) {  // delivering right now: wait until the message is in the mailbox
+    std::uint8_t s = t->state.load(std::memory_order_acquire);
+    if ((s & timer_node::phase) == firing) {  // delivering right now: wait until the message is in the mailbox
       cpu_relax();
       continue;
     }
-    if (s != pending) return std::nullopt;
-    if (!t->state.compare_exchange_weak(s, cancelled, std::memory_order_acq_rel)) continue;
-    // Ours: the owner thread will unlink and free it; after stop(), clear() does.
-    inbox_user user{inboxes_[inbox_index], inbox_index == outsider_inbox()};
-    if (stopping_.load(std::memory_order_seq_cst)) return std::nullopt;
-    t->add_ref();
-    auto& top = inboxes_[inbox_index].cancels;
-    timer_node* head = top.load(std::memory_order_relaxed);
-    do {
-      t->cancel_next = head;
-    } while (!top.compare_exchange_weak(head, t, std::memory_order_release, std::memory_order_relaxed));
+    if ((s & timer_node::phase) != pending) return std::nullopt;
+    if (!t->state.compare_exchange_weak(s, static_cast<std::uint8_t>((s & taken) | cancelled), std::memory_order_acq_rel))
+      continue;
+    // Ours. Not yet taken by the service: it drops the timer as it takes it.
+    // Taken: the owner thread unlinks and frees it; after stop(), clear() does.
+    if ((s & taken) != 0) {
+      inbox_user user{inboxes_[inbox_index], inbox_index == outsider_inbox()};
+      if (stopping_.load(std::memory_order_seq_cst)) return std::nullopt;
+      t->add_ref();
+      auto& top = inboxes_[inbox_index].cancels;
+      timer_node* head = top.load(std::memory_order_relaxed);
+      do {
+        t->next_.store(head, std::memory_order_relaxed);  // the inbox link, free since the service took it
+      } while (!top.compare_exchange_weak(head, t, std::memory_order_release, std::memory_order_relaxed));
+    }
     if (orphan) return std::nullopt;  // its destination died: it was as good as cancelled
     return remaining(t);
   }
 }
 
 OTPP_FUNC std::optional<std::chrono::nanoseconds> timer_service::read(const timer_node* t) const noexcept {
-  const std::uint32_t s = t->state.load(std::memory_order_acquire);
+  const std::uint8_t s = t->state.load(std::memory_order_acquire) & timer_node::phase;
   // A one-shot that is firing has sent (or is sending) its message: its
   // receiver may be handling it already, and must not read it as live.
   if (s == firing && !t->interval) return std::nullopt;
@@ -261,15 +264,15 @@ OTPP_FUNC void timer_service::sweep_orphans() noexcept {
   wheel_.sweep([](wheel_entry* e) { return static_cast<timer_node*>(e)->orphaned(); },
                [](wheel_entry* e) {
                  auto* t = static_cast<timer_node*>(e);
-                 std::uint32_t s = pending;
-                 t->state.compare_exchange_strong(s, done, std::memory_order_acq_rel);  // else a cancel got there first
+                 t->move(pending, done);  // else a cancel got there first
                  t->release();  // the wheel's reference; a cancel's, if any, is the cancel stack's
                });
 }
 
 OTPP_FUNC void timer_service::admit(timer_node* t, std::int64_t now_tick) noexcept {
   t->seq = static_cast<std::uint32_t>(next_seq_++);
-  if (t->state.load(std::memory_order_acquire) != pending) {  // cancelled before it arrived
+  // From here a cancel links it through `next_` onto a cancel stack.
+  if ((t->state.fetch_or(taken, std::memory_order_acq_rel) & timer_node::phase) != pending) {  // cancelled before it arrived
     t->release();
     return;
   }
@@ -305,10 +308,9 @@ OTPP_FUNC void timer_service::fire_due(std::int64_t now_tick) noexcept {
       // `firing` until the message is in the mailbox: a cancel that loses
       // the race returns only once the message can be seen there.
       const bool orphan = t->orphaned();  // a dead destination cancels its timers
-      std::uint32_t s = pending;
-      if (t->state.compare_exchange_strong(s, firing, std::memory_order_acq_rel)) {
+      if (t->move(pending, firing)) {
         if (!orphan) t->deliver(true);
-        t->state.store(done, std::memory_order_release);
+        t->set_phase(done, std::memory_order_release);
         if (!orphan) delivered_.fetch_add(1, std::memory_order_release);
       }
       t->release();
@@ -321,10 +323,8 @@ OTPP_FUNC void timer_service::fire_due(std::int64_t now_tick) noexcept {
 
 OTPP_FUNC void timer_service::fire_interval(timer_node* t, std::int64_t now_tick) noexcept {
   for (;;) {
-    std::uint32_t s = pending;
-    if (t->orphaned() || !t->state.compare_exchange_strong(s, firing, std::memory_order_acq_rel)) {
-      s = pending;
-      t->state.compare_exchange_strong(s, done, std::memory_order_acq_rel);
+    if (t->orphaned() || !t->move(pending, firing)) {
+      t->move(pending, done);
       t->release();
       return;
     }
@@ -332,7 +332,7 @@ OTPP_FUNC void timer_service::fire_interval(timer_node* t, std::int64_t now_tick
     delivered_.fetch_add(1, std::memory_order_release);
     const std::int64_t next = t->deadline.load(std::memory_order_relaxed) + t->period();
     t->deadline.store(next, std::memory_order_relaxed);
-    t->state.store(alive ? pending : done, std::memory_order_release);
+    t->set_phase(alive ? pending : done, std::memory_order_release);
     if (!alive) {
       t->release();
       return;

@@ -35,6 +35,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -57,69 +58,104 @@ bool runtime_quiescent(const runtime_core* rt) noexcept;
 /// How many processes of the runtime have exited so far (defined with it).
 std::uint64_t runtime_exits(const runtime_core* rt) noexcept;
 
+struct timer_node;
+
+/// What a kind of timer does: deliver one message (`last` lets a one-shot
+/// move its payload out; false if the destination is gone for good), free
+/// the node, and name the service it was set on (for cancel_timer and
+/// read_timer; the runtime's own timers, never handed out, have none).
+struct timer_ops {
+  bool (*deliver)(timer_node*, bool last) noexcept;
+  void (*destroy)(timer_node*) noexcept;
+  timer_service* (*service)(const timer_node*) noexcept = nullptr;
+};
+
+/// Timer kinds by number, so that a node keeps 4 bytes instead of a
+/// pointer: one entry per kind of timer a program instantiates (message
+/// type, destination kind, one-shot or interval), registered on first use.
+inline constexpr std::uint32_t timer_kinds_max = 1u << 14;
+inline const timer_ops* timer_kinds[timer_kinds_max];
+inline std::atomic<std::uint32_t> timer_kind_count{0};
+
+/// The number of `ops`, for the function-local static of its kind. Throws
+/// std::length_error past timer_kinds_max kinds.
+inline std::uint32_t register_timer_kind(const timer_ops* ops) {
+  const std::uint32_t k = timer_kind_count.fetch_add(1, std::memory_order_relaxed);
+  if (k >= timer_kinds_max) throw std::length_error("otpp: more than 16384 kinds of timer (message types) in one program");
+  timer_kinds[k] = ops;  // published by the static's guard, before any node of the kind exists
+  return k;
+}
+
 /// One scheduled timer. Shared by the service (one reference from schedule
 /// until it leaves the wheel for good) and by the timer_ref handles.
 ///
-/// Kept to 72 bytes (a one-shot with a small message is an 80-byte block):
-/// a burst of a million timers is a million fresh blocks, and on a
+/// Kept to 56 bytes (a one-shot with a message of up to 8 bytes is a 64-byte
+/// block): a burst of a million timers is a million fresh blocks, and on a
 /// virtualised host their first touch costs more than setting them (see
-/// otpp_bench timers_schedule_1m). So the functions share one table, the
-/// arrival number is 32 bits in the wheel entry's padding, an interval
-/// keeps its period in a derived part, one pointer holds the process a timer
-/// depends on, the wheel works out the tick from the deadline instead of
-/// keeping it, and the service is found through that process (or, for a
-/// name, kept with the name).
+/// otpp_bench timers_schedule_1m). So the kind is a 4-byte number, the
+/// state one byte, the arrival number 32 bits, all in the wheel entry's
+/// padding; a cancel links the node through its inbox link, free once the
+/// service has taken it; an interval keeps its period in a derived part;
+/// one pointer holds the process a timer depends on; the wheel works out the
+/// tick from the deadline instead of keeping it; and the service is found
+/// through that process (or, for a name, kept with the name).
 struct timer_node : mpsc_node, wheel_entry {
-  // pending → done (fired, or stopped because its destination died)
-  // pending → cancelled; an interval goes pending → firing → pending.
-  static constexpr std::uint32_t pending = 0, firing = 1, done = 2, cancelled = 3;
-
-  /// What a kind of timer does: deliver one message (`last` lets a one-shot
-  /// move its payload out; false if the destination is gone for good), free
-  /// the node, and name the service it was set on (for cancel_timer and
-  /// read_timer; the runtime's own timers, never handed out, have none).
-  struct ops_table {
-    bool (*deliver)(timer_node*, bool last) noexcept;
-    void (*destroy)(timer_node*) noexcept;
-    timer_service* (*service)(const timer_node*) noexcept = nullptr;
-  };
+  // The low bits: pending → done (fired, or stopped because its destination
+  // died); pending → cancelled; an interval goes pending → firing → pending.
+  // `taken` is set once, by the service as it takes the timer from its
+  // inbox: from then on a cancel pushes it onto a cancel stack through its
+  // inbox link (before, the service drops it as it takes it).
+  static constexpr std::uint8_t pending = 0, firing = 1, done = 2, cancelled = 3, phase = 3, taken = 4;
 
   bool interval = false;  // an interval_timer_node: it has a period
-  std::atomic<std::uint32_t> state{pending};
+  std::atomic<std::uint8_t> state{pending};
   std::atomic<std::uint32_t> refs{2};  // the service's and the first handle's
   std::uint32_t seq = 0;                // arrival order at the service (owner thread), wrapping
+  std::uint32_t kind = 0;               // its timer_ops, in timer_kinds
   // ns since the clock's epoch. Negative while the service has yet to read
   // the start itself (see timer_service::schedule_after): minus one minus
   // the delay, and `seq` holds the coarse clock at the call, in µs.
   std::atomic<std::int64_t> deadline{0};
-  timer_node* cancel_next = nullptr;
   // A reference: the destination, or for an interval sent to a name the
   // process that set it (it stops with it); null for a one-shot to a name.
   process_base* dest = nullptr;
-  const ops_table* ops = nullptr;
 
+  [[nodiscard]] const timer_ops& ops() const noexcept { return *timer_kinds[kind]; }
   void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
     if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       if (dest) dest->release();
-      ops->destroy(this);
+      ops().destroy(this);
     }
   }
-  bool deliver(bool last) noexcept { return ops->deliver(this, last); }
+  bool deliver(bool last) noexcept { return ops().deliver(this, last); }
   /// The service it was set on; only while live().
-  [[nodiscard]] timer_service* service() const noexcept { return ops->service(this); }
+  [[nodiscard]] timer_service* service() const noexcept { return ops().service(this); }
   /// ns between deliveries; 0 for a one-shot.
   [[nodiscard]] std::int64_t period() const noexcept;
   /// Not fired (for good) nor cancelled: only then is service() alive for sure.
   [[nodiscard]] bool live() const noexcept {
-    const std::uint32_t s = state.load(std::memory_order_acquire);
+    const std::uint8_t s = state.load(std::memory_order_acquire) & phase;
     return s == pending || s == firing;
+  }
+  /// Moves the phase `from` → `to`, keeping `taken`; false if it was not `from`.
+  bool move(std::uint8_t from, std::uint8_t to) noexcept {
+    std::uint8_t s = state.load(std::memory_order_relaxed);
+    do {
+      if ((s & phase) != from) return false;
+    } while (!state.compare_exchange_weak(s, static_cast<std::uint8_t>((s & taken) | to), std::memory_order_acq_rel,
+                                          std::memory_order_relaxed));
+    return true;
+  }
+  /// Sets the phase, keeping `taken`: only by the one who may (the firing thread).
+  void set_phase(std::uint8_t to, std::memory_order order) noexcept {
+    state.store(static_cast<std::uint8_t>((state.load(std::memory_order_relaxed) & taken) | to), order);
   }
   /// The destination (or the setter of an interval sent to a name) has exited.
   [[nodiscard]] bool orphaned() const noexcept { return dest != nullptr && !dest->alive(); }
 };
 
-static_assert(sizeof(void*) != 8 || sizeof(timer_node) <= 72, "timer_node grew: a million timers are a million of them");
+static_assert(sizeof(void*) != 8 || sizeof(timer_node) <= 56, "timer_node grew: a million timers are a million of them");
 
 /// A timer that repeats.
 struct interval_timer_node : timer_node {
@@ -132,8 +168,8 @@ inline std::int64_t timer_node::period() const noexcept {
 }
 
 class timer_service final : public clock_listener {
-  static constexpr std::uint32_t pending = timer_node::pending, firing = timer_node::firing, done = timer_node::done,
-                                 cancelled = timer_node::cancelled;
+  static constexpr std::uint8_t pending = timer_node::pending, firing = timer_node::firing, done = timer_node::done,
+                                cancelled = timer_node::cancelled, taken = timer_node::taken;
 
  public:
   static constexpr std::chrono::milliseconds tick{1};
@@ -293,7 +329,7 @@ class timer_service final : public clock_listener {
     for (auto& in : inboxes_) {
       timer_node* t = in.cancels.exchange(nullptr, std::memory_order_acquire);
       while (t) {
-        timer_node* next = t->cancel_next;
+        auto* next = static_cast<timer_node*>(t->next_.load(std::memory_order_relaxed));
         f(t);
         t = next;
       }
