@@ -10,8 +10,9 @@
 // atomic exchange on the inbox of the caller's own worker slot (threads
 // outside the runtime share one more), so no lock and no cache line is shared
 // by all scheduling threads. Cancelling is one CAS on the timer itself (which
-// decides fire-or-cancel exactly once) plus a push on the slot's cancel
-// stack, from which the owner unlinks it. The owner sleeps until the next
+// decides fire-or-cancel exactly once), plus, once the service has taken the
+// timer from its inbox, a push on the slot's cancel stack, from which the
+// owner unlinks it (before that, the owner drops it as it takes it). The owner sleeps until the next
 // slot is due, so far-off timers cost no CPU; while it sleeps, cancelled
 // timers wait at most `reclaim_interval` to have their memory returned.
 // Timers whose destination died are swept out of the wheel (O(timers)) once
