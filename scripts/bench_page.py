@@ -186,7 +186,13 @@ def main():
                  "prints the thread count). A server that declares "
                  "`nonblocking_handlers` lets an idle server's handler run on the caller's thread: those "
                  "rows. The peers have one kind of call; their figures are repeated for comparison. "
-                 "`supervisor_restart` takes the better of the BEAM script's steady and fresh variants.\n\n")
+                 "`supervisor_restart` takes the better of the BEAM script's steady and fresh variants. "
+                 "`timers_schedule_1m` stores the refs into a vector made before the clock starts (the BEAM "
+                 "script builds its list of refs inside its timing; the vector's first touch, printed on "
+                 "otpp_bench's `#` line, costs 20-130 ms here). It is the first burst of timers in a fresh "
+                 "process: the pages its timers take are new to the process, and on this host the first "
+                 "touch of such a page costs from 1 to 3 ms per 2 MiB, depending on what the host did with "
+                 "the memory lately; the same burst again in the same process takes about 0.02-0.04 s.\n\n")
         fh.write("![otpp vs the best peer](benchmarks.svg)\n\n")
         fh.write("| figure | otpp | BEAM | CAF | unit | otpp vs best peer |\n|---|---:|---:|---:|---|---:|\n")
         fh.write("\n".join(rows) + "\n\n")
