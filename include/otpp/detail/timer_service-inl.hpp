@@ -70,8 +70,7 @@ OTPP_FUNC bool timer_service::schedule(timer_node* t, unsigned inbox_index) noex
 }
 
 OTPP_FUNC bool timer_service::schedule_after(timer_node* t, std::int64_t delay, unsigned inbox_index) noexcept {
-  if (clock_ || delay >= 256 * coarse_tick_ns() || delay > std::int64_t{UINT32_MAX} ||
-      next_wake_.load(std::memory_order_relaxed) != awake) {
+  if (clock_ || delay >= 256 * coarse_tick_ns() || next_wake_.load(std::memory_order_relaxed) != awake) {
     t->deadline.store(due_after_ns(delay), std::memory_order_relaxed);
     return schedule(t, inbox_index);
   }
@@ -123,8 +122,8 @@ OTPP_FUNC std::optional<std::chrono::nanoseconds> timer_service::cancel(timer_no
       continue;
     }
     if ((s & timer_node::phase) != pending) return std::nullopt;
-    if (!t->state.compare_exchange_weak(s, static_cast<std::uint8_t>((s & taken) | cancelled), std::memory_order_acq_rel))
-      continue;
+    const auto to = static_cast<std::uint8_t>((s & taken) | cancelled);
+    if (!t->state.compare_exchange_weak(s, to, std::memory_order_acq_rel)) continue;
     // Ours. Not yet taken by the service: it drops the timer as it takes it.
     // Taken: the owner thread unlinks and frees it; after stop(), clear() does.
     if ((s & taken) != 0) {
@@ -271,8 +270,9 @@ OTPP_FUNC void timer_service::sweep_orphans() noexcept {
 
 OTPP_FUNC void timer_service::admit(timer_node* t, std::int64_t now_tick) noexcept {
   t->seq = static_cast<std::uint32_t>(next_seq_++);
-  // From here a cancel links it through `next_` onto a cancel stack.
-  if ((t->state.fetch_or(taken, std::memory_order_acq_rel) & timer_node::phase) != pending) {  // cancelled before it arrived
+  // From here a cancel links it through `next_` onto a cancel stack; one
+  // that came first left it to be dropped here.
+  if ((t->state.fetch_or(taken, std::memory_order_acq_rel) & timer_node::phase) != pending) {
     t->release();
     return;
   }

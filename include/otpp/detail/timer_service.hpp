@@ -12,9 +12,10 @@
 // by all scheduling threads. Cancelling is one CAS on the timer itself (which
 // decides fire-or-cancel exactly once), plus, once the service has taken the
 // timer from its inbox, a push on the slot's cancel stack, from which the
-// owner unlinks it (before that, the owner drops it as it takes it). The owner sleeps until the next
-// slot is due, so far-off timers cost no CPU; while it sleeps, cancelled
-// timers wait at most `reclaim_interval` to have their memory returned.
+// owner unlinks it (before that, the owner drops it as it takes it). The
+// owner sleeps until the next slot is due, so far-off timers cost no CPU;
+// while it sleeps, cancelled timers wait at most `reclaim_interval` to have
+// their memory returned.
 // Timers whose destination died are swept out of the wheel (O(timers)) once
 // enough processes have exited since the last sweep (a sixteenth of the
 // timers), and at the latest four reclaim_intervals after any exit: their
@@ -82,7 +83,8 @@ inline std::atomic<std::uint32_t> timer_kind_count{0};
 /// std::length_error past timer_kinds_max kinds.
 inline std::uint32_t register_timer_kind(const timer_ops* ops) {
   const std::uint32_t k = timer_kind_count.fetch_add(1, std::memory_order_relaxed);
-  if (k >= timer_kinds_max) throw std::length_error("otpp: more than 16384 kinds of timer (message types) in one program");
+  if (k >= timer_kinds_max)
+    throw std::length_error("otpp: more than 16384 kinds of timer (message types) in one program");
   timer_kinds[k] = ops;  // published by the static's guard, before any node of the kind exists
   return k;
 }
