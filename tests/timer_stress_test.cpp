@@ -105,6 +105,22 @@ TEST_CASE("a burst of timers set inside a process: none early, none lost, none r
   CHECK(std::all_of(counts.begin(), counts.end(), [](int k) { return k == 1; }));
 }
 
+TEST_CASE("timers of a second and more start from the coarse clock and still never fire early", "[timer][real_clock]") {
+  // 256 kernel ticks or more (a second at 250 Hz): the start is the coarse
+  // clock at the call plus four ticks, not a read of the exact clock.
+  otpp::runtime rt{{.workers = 2}};
+  constexpr std::uint32_t n = 200;
+  auto c = rt.start<collector>(std::size_t{n}).value();
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const auto d = 1050ms + std::chrono::milliseconds(i % 100);
+    otpp::send_after(c, fired{i, steady::now() + d}, d);
+  }
+  REQUIRE(otpp::call(c, collector::wait_for{n}, 30s));
+  CHECK(otpp::call(c, collector::early{}) == 0);
+  auto counts = otpp::call(c, collector::counts{});
+  CHECK(std::all_of(counts.begin(), counts.end(), [](int k) { return k == 1; }));
+}
+
 TEST_CASE("10k timers with random delays all fire, none early", "[timer][real_clock]") {
   otpp::runtime rt{{.workers = 2}};
   constexpr std::uint32_t n = 10'000;
