@@ -121,6 +121,30 @@ TEST_CASE("timers of a second and more start from the coarse clock and still nev
   CHECK(std::all_of(counts.begin(), counts.end(), [](int k) { return k == 1; }));
 }
 
+TEST_CASE("the time left of a long timer and of a short one, on the real clock", "[timer][real_clock]") {
+  // A second or more left is read from the coarse clock (a tick high at
+  // most); less, from the exact clock. Neither ever reads above the delay
+  // by more than the coarse start's four ticks and one more.
+  otpp::runtime rt{{.workers = 2}};
+  auto c = rt.start<collector>(std::size_t{2}).value();
+  const auto slack = std::chrono::nanoseconds(5 * 20'000'000);  // five ticks at the slowest kernel tick (100 Hz)
+  auto long_one = otpp::send_after(c, fired{0, steady::now() + 10s}, 10s);
+  auto short_one = otpp::send_after(c, fired{1, steady::now() + 300ms}, 300ms);
+  const auto long_read = otpp::read_timer(long_one);
+  const auto short_left = otpp::cancel_timer(short_one);
+  const auto long_left = otpp::cancel_timer(long_one);
+  REQUIRE(long_read);
+  REQUIRE(long_left);
+  REQUIRE(short_left);
+  CHECK(*long_read > 9s);
+  CHECK(*long_read <= 10s + slack);
+  CHECK(*long_left <= *long_read + slack);
+  CHECK(*long_left > 9s);
+  CHECK(*short_left > 0ns);
+  CHECK(*short_left <= 300ms);
+  CHECK_FALSE(otpp::read_timer(long_one));
+}
+
 TEST_CASE("10k timers with random delays all fire, none early", "[timer][real_clock]") {
   otpp::runtime rt{{.workers = 2}};
   constexpr std::uint32_t n = 10'000;

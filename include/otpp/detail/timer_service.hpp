@@ -296,8 +296,15 @@ class timer_service final : public clock_listener {
 
   std::optional<std::chrono::nanoseconds> remaining(const timer_node* t) const noexcept {
     const std::int64_t deadline = t->deadline.load(std::memory_order_relaxed);
-    // Not yet taken by the service, microseconds after the call: the delay.
-    if (deadline < 0 && !clock_) return std::chrono::nanoseconds{-1 - deadline};
+    if (!clock_) {
+      // Not yet taken by the service, microseconds after the call: the delay.
+      if (deadline < 0) return std::chrono::nanoseconds{-1 - deadline};
+      // A second or more left (256 kernel ticks): the coarse clock, at most
+      // a tick behind, is exact enough (as for deadlines) at a seventh of
+      // the exact clock's cost.
+      const std::int64_t coarse_left = deadline - coarse_now_ns();
+      if (coarse_left >= 256 * coarse_tick_ns()) return std::chrono::nanoseconds{coarse_left};
+    }
     const std::int64_t left = deadline - now_ns();
     return std::chrono::nanoseconds{left > 0 ? left : 0};
   }
