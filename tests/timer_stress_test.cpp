@@ -129,19 +129,24 @@ TEST_CASE("the time left of a long timer and of a short one, on the real clock",
   auto c = rt.start<collector>(std::size_t{2}).value();
   const auto slack = std::chrono::nanoseconds(5 * 20'000'000);  // five ticks at the slowest kernel tick (100 Hz)
   auto long_one = otpp::send_after(c, fired{0, steady::now() + 10s}, 10s);
-  auto short_one = otpp::send_after(c, fired{1, steady::now() + 300ms}, 300ms);
+  // Under 256 ticks at any kernel tick up to 1000 Hz.
+  auto short_one = otpp::send_after(c, fired{1, steady::now() + 250ms}, 250ms);
   const auto long_read = otpp::read_timer(long_one);
   const auto short_left = otpp::cancel_timer(short_one);
   const auto long_left = otpp::cancel_timer(long_one);
   REQUIRE(long_read);
   REQUIRE(long_left);
-  REQUIRE(short_left);
   CHECK(*long_read > 9s);
   CHECK(*long_read <= 10s + slack);
   CHECK(*long_left <= *long_read + slack);
   CHECK(*long_left > 9s);
-  CHECK(*short_left > 0ns);
-  CHECK(*short_left <= 300ms);
+  if (short_left) {
+    CHECK(*short_left > 0ns);
+    CHECK(*short_left <= 250ms);
+  } else {
+    // This thread stalled past the deadline: then the timer fired.
+    REQUIRE(otpp::call(c, collector::wait_for{1}, 30s));
+  }
   CHECK_FALSE(otpp::read_timer(long_one));
 }
 
