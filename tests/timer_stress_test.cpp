@@ -90,6 +90,73 @@ class burst_setter : public otpp::gen_server<burst_setter> {
   }
 };
 
+// Waits until `n` timers have arrived, then checks each id came exactly
+// once and none came early.
+void check_all_fired_once(const otpp::server<collector>& c, std::uint32_t n) {
+  REQUIRE(otpp::call(c, collector::wait_for{n}, 60s));
+  CHECK(otpp::call(c, collector::early{}) == 0);
+  auto counts = otpp::call(c, collector::counts{});
+  CHECK(std::all_of(counts.begin(), counts.end(), [](int k) { return k == 1; }));
+}
+
+// What a cancel race left: how many were cancelled, how many refs still
+// read or cancel as live, how many ids arrived other than once-if-not-
+// cancelled, and how many arrived early.
+struct race_outcome {
+  std::size_t cancelled = 0;
+  std::size_t live = 0;
+  std::size_t wrong = 0;
+  int early = 0;
+};
+
+// `threads` plain threads each set `per_thread` timers (delays 0..max_us
+// µs, seeded by `seed`) and cancel some: after setting its i-th timer a
+// thread calls `after_set(i, cancel)`, and once done `after_all(cancel)`,
+// where cancel(j) cancels its own j-th timer once and records whether that
+// stopped it. Then waits for every timer not cancelled and settles the rest.
+template <class AfterSet, class AfterAll>
+race_outcome race_cancels(std::uint32_t threads, std::uint32_t per_thread, std::uint32_t seed, int max_us,
+                          AfterSet after_set, AfterAll after_all) {
+  otpp::runtime rt{{.workers = 2}};
+  const std::uint32_t n = threads * per_thread;
+  auto c = rt.start<collector>(std::size_t{n}).value();
+  std::vector<otpp::timer_ref> refs(n);
+  std::vector<char> cancelled(n, 0);
+  std::vector<std::thread> workers;
+  for (std::uint32_t t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      std::mt19937 rng{seed + t};
+      std::uniform_int_distribution<int> delay_us{0, max_us};
+      const std::uint32_t base = t * per_thread;
+      auto cancel = [&](std::uint32_t j) {
+        if (!cancelled[base + j]) cancelled[base + j] = otpp::cancel_timer(refs[base + j]).has_value() ? 1 : 0;
+      };
+      for (std::uint32_t i = 0; i < per_thread; ++i) {
+        const auto d = std::chrono::microseconds(delay_us(rng));
+        refs[base + i] = otpp::send_after(c, fired{base + i, steady::now() + d}, d);
+        after_set(i, cancel);
+      }
+      after_all(cancel);
+    });
+  }
+  for (auto& w : workers) w.join();
+  race_outcome out;
+  out.cancelled = static_cast<std::size_t>(std::count(cancelled.begin(), cancelled.end(), 1));
+  INFO("cancelled " << out.cancelled << " of " << n);
+  REQUIRE(otpp::call(c, collector::wait_for{n - out.cancelled}, 30s));
+  // Every timer is settled now: fired (delivered) or cancelled.
+  for (auto& r : refs) {
+    if (otpp::read_timer(r)) ++out.live;
+    if (otpp::cancel_timer(r)) ++out.live;  // a second cancel finds nothing either
+  }
+  auto counts = otpp::call(c, collector::counts{});
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (counts[i] != (cancelled[i] ? 0 : 1)) ++out.wrong;
+  }
+  out.early = otpp::call(c, collector::early{});
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("a burst of timers set inside a process: none early, none lost, none reads more than its delay",
@@ -99,10 +166,7 @@ TEST_CASE("a burst of timers set inside a process: none early, none lost, none r
   auto c = rt.start<collector>(std::size_t{n}).value();
   auto setter = rt.start<burst_setter>().value();
   CHECK(otpp::call(setter, burst_setter::set{c, n}, 60s) == 0);
-  REQUIRE(otpp::call(c, collector::wait_for{n}, 60s));
-  CHECK(otpp::call(c, collector::early{}) == 0);
-  auto counts = otpp::call(c, collector::counts{});
-  CHECK(std::all_of(counts.begin(), counts.end(), [](int k) { return k == 1; }));
+  check_all_fired_once(c, n);
 }
 
 TEST_CASE("timers of a second and more start from the coarse clock and still never fire early", "[timer][real_clock]") {
@@ -115,10 +179,7 @@ TEST_CASE("timers of a second and more start from the coarse clock and still nev
     const auto d = 1050ms + std::chrono::milliseconds(i % 100);
     otpp::send_after(c, fired{i, steady::now() + d}, d);
   }
-  REQUIRE(otpp::call(c, collector::wait_for{n}, 30s));
-  CHECK(otpp::call(c, collector::early{}) == 0);
-  auto counts = otpp::call(c, collector::counts{});
-  CHECK(std::all_of(counts.begin(), counts.end(), [](int k) { return k == 1; }));
+  check_all_fired_once(c, n);
 }
 
 TEST_CASE("the time left of a long timer and of a short one, on the real clock", "[timer][real_clock]") {
@@ -160,55 +221,25 @@ TEST_CASE("10k timers with random delays all fire, none early", "[timer][real_cl
     const auto d = std::chrono::milliseconds(delay_ms(rng));
     otpp::send_after(c, fired{i, steady::now() + d}, d);
   }
-  REQUIRE(otpp::call(c, collector::wait_for{n}, 30s));
-  CHECK(otpp::call(c, collector::early{}) == 0);
-  auto counts = otpp::call(c, collector::counts{});
-  CHECK(std::all_of(counts.begin(), counts.end(), [](int k) { return k == 1; }));
+  check_all_fired_once(c, n);
 }
 
 TEST_CASE("cancels racing the timer thread: fired or cancelled, exactly one", "[timer][real_clock][stress]") {
-  otpp::runtime rt{{.workers = 2}};
-  constexpr std::uint32_t threads = 4;
   constexpr std::uint32_t per_thread = 5'000;
-  constexpr std::uint32_t n = threads * per_thread;
-  auto c = rt.start<collector>(std::size_t{n}).value();
-  std::vector<otpp::timer_ref> refs(n);
-  std::vector<char> cancelled(n, 0);
-  std::vector<std::thread> workers;
-  for (std::uint32_t t = 0; t < threads; ++t) {
-    workers.emplace_back([&, t] {
-      std::mt19937 rng{t + 1};
-      std::uniform_int_distribution<int> delay_us{0, 3000};
-      const std::uint32_t base = t * per_thread;
-      for (std::uint32_t i = 0; i < per_thread; ++i) {
-        const auto d = std::chrono::microseconds(delay_us(rng));
-        refs[base + i] = otpp::send_after(c, fired{base + i, steady::now() + d}, d);
+  const auto out = race_cancels(
+      4, per_thread, 1, 3000,
+      [](std::uint32_t i, auto& cancel) {
         // Cancel an earlier timer of ours, likely near its deadline.
-        if (i >= 64 && (i % 2) == 0) {
-          const std::uint32_t victim = base + i - 64;
-          cancelled[victim] = otpp::cancel_timer(refs[victim]).has_value() ? 1 : 0;
-        }
-      }
-      // And the rest of the even ones, some of which fire meanwhile.
-      for (std::uint32_t i = per_thread - 64; i < per_thread; i += 2) {
-        cancelled[base + i] = otpp::cancel_timer(refs[base + i]).has_value() ? 1 : 0;
-      }
-    });
-  }
-  for (auto& w : workers) w.join();
-  const auto n_cancelled = static_cast<std::size_t>(std::count(cancelled.begin(), cancelled.end(), 1));
-  INFO("cancelled " << n_cancelled << " of " << n);
-  REQUIRE(otpp::call(c, collector::wait_for{n - n_cancelled}, 30s));
-  // Every timer is settled now: fired (delivered) or cancelled.
-  for (auto& r : refs) CHECK_FALSE(otpp::read_timer(r));
-  auto counts = otpp::call(c, collector::counts{});
-  std::size_t wrong = 0;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (counts[i] != (cancelled[i] ? 0 : 1)) ++wrong;
-  }
-  CHECK(wrong == 0);
-  CHECK(otpp::call(c, collector::early{}) == 0);
-  CHECK(n_cancelled > 0);
+        if (i >= 64 && (i % 2) == 0) cancel(i - 64);
+      },
+      [](auto& cancel) {
+        // And the rest of the even ones, some of which fire meanwhile.
+        for (std::uint32_t i = per_thread - 64; i < per_thread; i += 2) cancel(i);
+      });
+  CHECK(out.live == 0);
+  CHECK(out.wrong == 0);
+  CHECK(out.early == 0);
+  CHECK(out.cancelled > 0);
 }
 
 TEST_CASE("cancels racing the service taking the timers: fired or cancelled, exactly one",
@@ -217,48 +248,19 @@ TEST_CASE("cancels racing the service taking the timers: fired or cancelled, exa
   // as it is taken; one cancelled after goes through a cancel stack linked
   // through the same field the inbox used. Cancelling at once, a few
   // timers later, or not at all hits both sides of that hand-over.
-  otpp::runtime rt{{.workers = 2}};
   constexpr std::uint32_t threads = 4;
   constexpr std::uint32_t per_thread = 20'000;
-  constexpr std::uint32_t n = threads * per_thread;
-  auto c = rt.start<collector>(std::size_t{n}).value();
-  std::vector<otpp::timer_ref> refs(n);
-  std::vector<char> cancelled(n, 0);
-  std::vector<std::thread> workers;
-  for (std::uint32_t t = 0; t < threads; ++t) {
-    workers.emplace_back([&, t] {
-      std::mt19937 rng{t + 100};
-      std::uniform_int_distribution<int> delay_us{0, 2000};
-      const std::uint32_t base = t * per_thread;
-      for (std::uint32_t i = 0; i < per_thread; ++i) {
-        const auto d = std::chrono::microseconds(delay_us(rng));
-        refs[base + i] = otpp::send_after(c, fired{base + i, steady::now() + d}, d);
-        if (i % 3 == 0) cancelled[base + i] = otpp::cancel_timer(refs[base + i]).has_value() ? 1 : 0;
-        if (i % 3 == 1 && i >= 8) {
-          const std::uint32_t victim = base + i - 8;
-          if (!cancelled[victim]) cancelled[victim] = otpp::cancel_timer(refs[victim]).has_value() ? 1 : 0;
-        }
-      }
-    });
-  }
-  for (auto& w : workers) w.join();
-  const auto n_cancelled = static_cast<std::size_t>(std::count(cancelled.begin(), cancelled.end(), 1));
-  INFO("cancelled " << n_cancelled << " of " << n);
-  REQUIRE(otpp::call(c, collector::wait_for{n - n_cancelled}, 30s));
-  std::size_t live = 0;
-  for (auto& r : refs) {
-    if (otpp::read_timer(r)) ++live;
-    if (otpp::cancel_timer(r)) ++live;  // a second cancel finds nothing either
-  }
-  CHECK(live == 0);
-  auto counts = otpp::call(c, collector::counts{});
-  std::size_t wrong = 0;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (counts[i] != (cancelled[i] ? 0 : 1)) ++wrong;
-  }
-  CHECK(wrong == 0);
-  CHECK(otpp::call(c, collector::early{}) == 0);
-  CHECK(n_cancelled > n / 3);
+  const auto out = race_cancels(
+      threads, per_thread, 100, 2000,
+      [](std::uint32_t i, auto& cancel) {
+        if (i % 3 == 0) cancel(i);
+        if (i % 3 == 1 && i >= 8) cancel(i - 8);
+      },
+      [](auto&) {});
+  CHECK(out.live == 0);
+  CHECK(out.wrong == 0);
+  CHECK(out.early == 0);
+  CHECK(out.cancelled > threads * per_thread / 3);
 }
 
 TEST_CASE("many threads schedule intervals and cancel them", "[timer][real_clock][stress]") {

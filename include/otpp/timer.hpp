@@ -98,7 +98,7 @@ template <class Node, class M, class Target, bool Interval>
 struct timer_msg final : std::conditional_t<Interval, interval_timer_node, timer_node> {
   template <class U>
   explicit timer_msg(U&& m, Target t) : payload{std::forward<U>(m)}, target{std::move(t)} {
-    this->kind = kind_number();
+    this->kind = timer_kind_of<timer_msg>();
   }
   M payload;
   [[no_unique_address]] Target target;
@@ -144,10 +144,6 @@ struct timer_msg final : std::conditional_t<Interval, interval_timer_node, timer
     }
   }
   static constexpr timer_ops table{&do_deliver, &do_destroy, &do_service};
-  static std::uint32_t kind_number() {
-    static const std::uint32_t k = register_timer_kind(&table);
-    return k;
-  }
 };
 
 // Far enough to mean "never" without overflowing the clock.

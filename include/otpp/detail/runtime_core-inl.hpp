@@ -1244,10 +1244,7 @@ OTPP_FUNC void runtime_core::stop_watchdog(steady::time_point deadline) noexcept
 
 /// An idle timer's node: delivers an idle_timer_node of its generation.
 struct idle_timer final : timer_node {
-  explicit idle_timer(std::uint64_t g) : gen{g} {
-    static const std::uint32_t k = register_timer_kind(&table);
-    kind = k;
-  }
+  explicit idle_timer(std::uint64_t g) : gen{g} { kind = timer_kind_of<idle_timer>(); }
   std::uint64_t gen;
   static bool do_deliver(timer_node* t, bool) noexcept {
     auto* self = static_cast<idle_timer*>(t);
@@ -1372,10 +1369,7 @@ struct deadline_signal final : message_node {
 /// The timer behind a process's wait deadlines. Its signal is made when it
 /// is armed: firing allocates nothing, so a deadline is never lost.
 struct deadline_timer final : timer_node {
-  explicit deadline_timer(deadline_signal* s) : signal{s} {
-    static const std::uint32_t k = register_timer_kind(&table);
-    kind = k;
-  }
+  explicit deadline_timer(deadline_signal* s) : signal{s} { kind = timer_kind_of<deadline_timer>(); }
   deadline_signal* signal;
   static bool do_deliver(timer_node* t, bool) noexcept {
     auto* self = static_cast<deadline_timer*>(t);

@@ -79,13 +79,21 @@ inline constexpr std::uint32_t timer_kinds_max = 1u << 14;
 inline const timer_ops* timer_kinds[timer_kinds_max];
 inline std::atomic<std::uint32_t> timer_kind_count{0};
 
-/// The number of `ops`, for the function-local static of its kind. Throws
-/// std::length_error past timer_kinds_max kinds.
+/// The number of `ops` (see timer_kind_of). Throws std::length_error past
+/// timer_kinds_max kinds.
 inline std::uint32_t register_timer_kind(const timer_ops* ops) {
   const std::uint32_t k = timer_kind_count.fetch_add(1, std::memory_order_relaxed);
   if (k >= timer_kinds_max)
     throw std::length_error("otpp: more than 16384 kinds of timer (message types) in one program");
   timer_kinds[k] = ops;  // published by the static's guard, before any node of the kind exists
+  return k;
+}
+
+/// The number of timer kind `T` (its `static constexpr timer_ops table`),
+/// registered on the first call.
+template <class T>
+std::uint32_t timer_kind_of() {
+  static const std::uint32_t k = register_timer_kind(&T::table);
   return k;
 }
 
