@@ -27,10 +27,7 @@ namespace otpp::detail {
 // A queued process carries a reference (its "ticket"): a worker that has just
 // let it go idle still reads its mailbox tail, and by then another thread may
 // have stopped it and dropped every other reference.
-OTPP_FUNC void process_base::schedule_owned() noexcept {
-  add_ref();
-  rt_->schedule(this);
-}
+OTPP_FUNC void process_base::schedule_owned() noexcept { rt_->schedule(this); }
 
 OTPP_FUNC void process_base::last_reference_gone() noexcept {
   if (local_ & has_cold) delete cold_;
@@ -653,6 +650,7 @@ OTPP_FUNC void runtime_core::schedule_loop() noexcept {
       run(p);
       continue;
     }
+    drop_kept(s);
     if (may_leave()) return;
     idle(s);
     check_timed = true;
@@ -946,9 +944,16 @@ OTPP_FUNC void runtime_core::run(process_base* p) noexcept {
 OTPP_FUNC void runtime_core::run_turns(process_base* p) noexcept {
   for (;;) {
     const std::uint32_t before = p->progress();
-    if (p->run_turn(cfg_.batch) != turn_result::yielded) {
-      count_messages(tls().slot, before, p->progress());  // our ticket keeps the memory, dead or not
-      p->release();
+    if (const turn_result r = p->run_turn(cfg_.batch); r != turn_result::yielded) {
+      worker_slot* s = tls().slot;  // the turn may have resumed on another thread
+      count_messages(s, before, p->progress());  // our ticket keeps the memory, dead or not
+      // A process that went idle is often the next one woken from here (the
+      // caller a server replies to, the server a caller calls again): its
+      // ticket stays with this worker, so that waking it takes no locked
+      // add, nor this release; the slot keeps one, dropped when the next
+      // comes or the worker runs out of work.
+      if (r == turn_result::idle && s != nullptr) std::swap(s->kept, p);
+      if (p != nullptr) p->release();
       return;
     }
     worker_slot* s = tls().slot;  // the turn may have resumed on another thread

@@ -31,6 +31,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "../exit_reason.hpp"
@@ -52,6 +53,9 @@ struct worker_slot {
   explicit worker_slot(unsigned i) : index{i}, rng{0x9e3779b97f4a7c15ull * (i + 1)} {}
   work_stealing_deque<process_base*> deque;
   process_base* lifo = nullptr;  // owner only
+  // Owner only: the ticket of the last process that went idle here, kept
+  // instead of released (see runtime_core::run_turns).
+  process_base* kept = nullptr;
   unsigned lifo_streak = 0;
   unsigned tick = 0;
   unsigned index;
@@ -92,11 +96,17 @@ class runtime_core {
 
   // -- scheduling --------------------------------------------------------------
 
-  /// `p` is owned (its `scheduled` bit is ours): queue it to run.
+  /// `p` is owned (its `scheduled` bit is ours): queue it to run, with a
+  /// ticket (a reference) that the worker running it consumes.
   void schedule(process_base* p) noexcept {
     const thread_ctx& t = tls();
     worker_slot* s = t.slot;
     if (s != nullptr && t.rt == this) {
+      if (s->kept == p) {
+        s->kept = nullptr;  // the ticket it left here goes with it
+      } else {
+        p->add_ref();
+      }
       if (s->lifo != nullptr) {
         s->deque.push(s->lifo);
         notify();
@@ -104,8 +114,15 @@ class runtime_core {
       s->lifo = p;
       return;
     }
+    p->add_ref();
     push_injection(p);
     notify();
+  }
+
+  /// Drops the ticket `s` kept, if any (before the worker idles or leaves:
+  /// a kept ticket holds the process's memory).
+  static void drop_kept(worker_slot& s) noexcept {
+    if (process_base* p = std::exchange(s.kept, nullptr)) p->release();
   }
 
   // -- timers --------------------------------------------------------------------
