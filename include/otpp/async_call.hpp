@@ -97,7 +97,7 @@ class [[nodiscard]] basic_pending_call {
     if (owner_) owner_->remove_deadline(slot_, nullptr);
     if (slot_) {
       (void)slot_->abandon();
-      slot_->release();
+      slot_->release_caller();
     }
   }
 

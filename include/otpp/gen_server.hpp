@@ -670,7 +670,9 @@ struct call_node final : message_node {
               p.hold_reply(make_node<held_reply_node<void>>(self->slot));
             } else {
               p.mark_replied();
-              self->slot->set_value();
+              reply_slot<R>* const s = finish(self);
+              if (!s->set_value_handing()) s->release();
+              return;
             }
           } else {
             R r = invoke_sync(impl, std::move(self->req), f);
@@ -678,7 +680,13 @@ struct call_node final : message_node {
               p.hold_reply(make_node<held_reply_node<R>>(self->slot, std::move(r)));
             } else {
               p.mark_replied();
-              self->slot->set_value(std::move(r));
+              if constexpr (std::is_nothrow_move_constructible_v<R>) {
+                reply_slot<R>* const s = finish(self);
+                if (!s->set_value_handing(std::move(r))) s->release();
+                return;
+              } else {
+                self->slot->set_value(std::move(r));
+              }
             }
           }
         } else if constexpr (handles_borrowed_call<Impl, Req>) {
@@ -693,12 +701,17 @@ struct call_node final : message_node {
     } else {
       self->slot->fail(*why);
     }
+    if (reply_slot<R>* const s = finish(self)) s->release();
+  }
+
+  // The node lives in its slot's block (make_call): gone, it leaves the
+  // memory to the slot, whose last reference frees both. Done before the
+  // answer, which may hand the block to the caller.
+  static reply_slot<R>* finish(call_node* self) noexcept {
     if (self->caller) self->caller->release();
-    // The node lives in its slot's block (make_call): gone, it leaves the
-    // memory to the slot, whose last reference frees both.
     reply_slot<R>* const s = self->slot;
     self->~call_node();
-    if (s) s->release();
+    return s;
   }
 };
 

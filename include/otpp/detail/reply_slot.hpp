@@ -48,6 +48,20 @@ class reply_slot_base {
     // acq_rel: the last owner must see every write made by the others.
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_(this);
   }
+  /// The caller's release, once it is done waiting (answered, or given
+  /// up): also drops the reference a resolver handed over with its answer
+  /// (see set_value_handing).
+  void release_caller() noexcept {
+    std::uint32_t s = state_.load(std::memory_order_acquire);
+    if (s == claimed) s = settled_state();  // an answer being written may be handed over
+    if ((s == ready || s == failed) && handed_) {
+      // Both references are ours unless someone else holds one (a kept
+      // reply_to): then the last of us frees the block.
+      if (refs_.load(std::memory_order_acquire) == 2 || refs_.fetch_sub(2, std::memory_order_acq_rel) == 2) destroy_(this);
+      return;
+    }
+    release();
+  }
 
   /// Resolver side: fail with `why` unless already resolved or abandoned.
   bool fail(const exit_reason& why) noexcept;
@@ -167,22 +181,31 @@ class reply_slot_base {
     return false;
   }
 
-  void publish(std::uint32_t final_state, std::uint32_t prev) noexcept {
+  /// Returns whether the resolver's reference went with the answer, if
+  /// `may_hand`: so it does when nothing here touches the slot after the
+  /// final store (no thread to unpark, no wake-up after it).
+  bool publish(std::uint32_t final_state, std::uint32_t prev, bool may_hand = false) noexcept {
     // An awaiting process is woken before the state is final: until then it
     // waits in settled_state, and so does its exit, so the process cannot
     // be freed while the wake-up is being posted to it.
     const bool late = prev == awaited && waker_->after_publish;
+    const bool hand = may_hand && prev != waiting && !late;
+    handed_ = hand;
     if (prev == awaited && !late) waker_->wake(waker_);
     // release: the caller's acquire load of the state sees the value/error.
     state_.store(final_state, std::memory_order_release);
     if (prev == waiting) unpark_one(state_);
     if (late) waker_->wake(waker_);
+    return hand;
   }
 
   std::atomic<std::uint32_t> state_{pending};
   std::atomic<std::uint32_t> refs_{2};
   destroy_fn destroy_ = nullptr;
   slot_waker* waker_ = nullptr;  // set before the state becomes awaited
+  // Written by the resolution's winner before the final state, read by the
+  // caller after it: the winner's reference went with the answer.
+  bool handed_ = false;
   exit_reason error_;
 };
 
@@ -238,6 +261,17 @@ class reply_slot final : public reply_slot_base, public slot_block_maker<reply_s
     publish(ready, prev);
     return true;
   }
+  /// Answers for a resolver done with the slot whatever happens: true if
+  /// its reference went with the answer to the caller (the slot may then
+  /// be gone already), false if it must still release it. Saves the
+  /// resolver's locked release, and usually the caller's (release_caller).
+  template <class... A>
+  bool set_value_handing(A&&... a) noexcept(std::is_nothrow_constructible_v<R, A&&...>) {
+    std::uint32_t prev;
+    if (!claim(prev)) return false;
+    ::new (static_cast<void*>(&value_)) R(std::forward<A>(a)...);
+    return publish(ready, prev, true);
+  }
 
   /// Precondition: the state is ready; called once, by the caller.
   R take() noexcept(std::is_nothrow_move_constructible_v<R>) { return std::move(value_); }
@@ -271,6 +305,12 @@ class reply_slot<void> final : public reply_slot_base, public slot_block_maker<r
     if (!claim(prev)) return false;
     publish(ready, prev);
     return true;
+  }
+  /// As reply_slot<R>::set_value_handing.
+  bool set_value_handing() noexcept {
+    std::uint32_t prev;
+    if (!claim(prev)) return false;
+    return publish(ready, prev, true);
   }
   void take() noexcept {}
 

@@ -545,7 +545,7 @@ result<R> request_made(process_base* p, steady::duration timeout, bool inline_al
   const auto [slot, node] = make();
   const std::uint32_t st = enqueue_and_await(p, node, slot, timeout, target_nonblocking);
   auto out = collect<R>(slot, st);
-  slot->release();
+  slot->release_caller();
   return out;
 }
 template <class R, class RunInline, class MakeNode>
