@@ -670,8 +670,7 @@ struct call_node final : message_node {
               p.hold_reply(make_node<held_reply_node<void>>(self->slot));
             } else {
               p.mark_replied();
-              reply_slot<R>* const s = finish(self);
-              if (!s->set_value_handing()) s->release();
+              answer_last(self);
               return;
             }
           } else {
@@ -681,8 +680,7 @@ struct call_node final : message_node {
             } else {
               p.mark_replied();
               if constexpr (std::is_nothrow_move_constructible_v<R>) {
-                reply_slot<R>* const s = finish(self);
-                if (!s->set_value_handing(std::move(r))) s->release();
+                answer_last(self, std::move(r));
                 return;
               } else {
                 self->slot->set_value(std::move(r));
@@ -707,6 +705,13 @@ struct call_node final : message_node {
   // The node lives in its slot's block (make_call): gone, it leaves the
   // memory to the slot, whose last reference frees both. Done before the
   // answer, which may hand the block to the caller.
+  // The node's last act: the reply, which may take the slot's reference
+  // with it to the caller.
+  template <class... A>
+  static void answer_last(call_node* self, A&&... a) noexcept {
+    reply_slot<R>* const s = finish(self);
+    if (!s->set_value_handing(std::forward<A>(a)...)) s->release();
+  }
   static reply_slot<R>* finish(call_node* self) noexcept {
     if (self->caller) self->caller->release();
     reply_slot<R>* const s = self->slot;
