@@ -183,16 +183,18 @@ concept handles_deferred_call = detail::names_reply_type<Req> &&
     requires(Impl& i, Req&& r, reply_to<typename Req::reply_type> t) { i.handle_call(std::move(r), std::move(t)); };
 
 namespace detail {
-/// A call's reply slot, borrowed for one handler (gen_statem's calls: the
-/// machine keeps a reference, and tracks the call, only if it must answer
-/// later).
+/// A call's reply slot, lent to one handler with the call's reference to it
+/// (gen_statem's calls: the machine keeps a reference of its own, and
+/// tracks the call, only if it must answer later). `handed`: the reference
+/// went to the caller with the reply, and the slot may be gone.
 template <class R>
 struct borrowed_reply {
   reply_slot<R>* slot;
+  bool handed = false;
 };
 template <class Impl, class Req>
 concept handles_borrowed_call = names_reply_type<Req> &&
-    requires(Impl& i, Req&& r, borrowed_reply<typename Req::reply_type> b) { i.handle_call(std::move(r), b); };
+    requires(Impl& i, Req&& r, borrowed_reply<typename Req::reply_type>& b) { i.handle_call(std::move(r), b); };
 }  // namespace detail
 
 template <class Impl, class Req>
@@ -688,7 +690,17 @@ struct call_node final : message_node {
             }
           }
         } else if constexpr (handles_borrowed_call<Impl, Req>) {
-          impl.handle_call(std::move(self->req), borrowed_reply<R>{self->slot});
+          // The node goes first, as for a plain handler's reply (answer_last):
+          // the handler's reply may take the slot, and the node's memory, with it.
+          Req req = std::move(self->req);
+          borrowed_reply<R> to{finish(self)};
+          try {
+            impl.handle_call(std::move(req), to);
+          } catch (...) {
+            p.call_crashed(std::current_exception(), type_name<Req>(), to.slot);
+          }
+          if (!to.handed) to.slot->release();
+          return;
         } else {
           p.track_deferred(self->slot);
           impl.handle_call(std::move(self->req), handle_access::make_reply_to<R>(self->slot));

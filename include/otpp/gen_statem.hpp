@@ -374,12 +374,19 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   template <class Req>
     requires(detail::names_reply_type<Req> &&
              (detail::statem_handles<Impl, States, call_event<typename Req::reply_type>, Req> || ...))
-  void handle_call(Req req, detail::borrowed_reply<typename Req::reply_type> to) {
+  void handle_call(Req req, detail::borrowed_reply<typename Req::reply_type>& to) {
     using R = typename Req::reply_type;
     call_event<R> ev{to.slot};
+    hand_to_ = to.slot;
     external<call_event<R>>(ev, req, [&] {
       return boxed_call<R, Req>(std::move(req), detail::handle_access::make_reply_to<R>(to.slot));
     });
+    if (hand_to_ == nullptr && handed_) {
+      handed_ = false;
+      to.handed = true;  // answered, and the slot is the caller's to free: not touched again
+      return;
+    }
+    hand_to_ = nullptr;
     // Answered: nothing more to do. Otherwise (postponed, kept, forgotten or
     // crashed) the process fails it with its exit reason if it dies first.
     if (to.slot->open()) proc()->track_deferred(to.slot);
@@ -453,13 +460,28 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     if constexpr (std::is_void_v<R>) {
       static_assert(sizeof...(V) == 0, "reply: this call's reply_type is void");
       a.content.template emplace<detail::reply_slot<void>*>(call.slot_);
-      a.run = [](gen_statem&, detail::event_box& b, std::string_view) { b.get<detail::reply_slot<void>*>()->set_value(); };
+      a.run = [](gen_statem& self, detail::event_box& b, std::string_view) {
+        auto* slot = b.get<detail::reply_slot<void>*>();
+        if (slot == self.hand_to_) {
+          self.hand_to_ = nullptr;
+          self.handed_ = slot->set_value_handing();
+          return;
+        }
+        slot->set_value();
+      };
     } else {
       static_assert(sizeof...(V) == 1, "reply: give the reply value");
       using P = detail::statem_reply_content<R>;
       a.content.template emplace<P>(call.slot_, R(std::forward<V>(value)...));
-      a.run = [](gen_statem&, detail::event_box& b, std::string_view) {
+      a.run = [](gen_statem& self, detail::event_box& b, std::string_view) {
         auto& p = b.get<P>();
+        if constexpr (std::is_nothrow_move_constructible_v<R>) {
+          if (p.slot == self.hand_to_) {
+            self.hand_to_ = nullptr;
+            self.handed_ = p.slot->set_value_handing(std::move(p.value));
+            return;
+          }
+        }
         p.slot->set_value(std::move(p.value));
       };
     }
@@ -713,6 +735,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       a.~action();  // done with: the transition's destructor need not look
       t.inline_count = 0;
     }
+    hand_to_ = nullptr;
     postpone_box_ = nullptr;
     if (t.has_event_timeout) {
       arm_event_timeout(t.event_timeout_slot.a);
@@ -723,6 +746,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   }
 
   void crashed(std::exception_ptr e, std::string_view msg, std::string_view where) noexcept {
+    hand_to_ = nullptr;
     crashed_ = true;
     proc()->crash(std::move(e), msg, where);
   }
@@ -730,6 +754,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   // Carries out a transition (OTP's order: replies and other actions in list
   // order, the enter call, postpone, the queue, then the timeouts).
   void apply(transition&& t, bool entering) {
+    hand_to_ = nullptr;  // a postpone, an enter call or a later action may still need the slot
     if (t.step == detail::statem_step::stop) {
       t.each([&](action& a) {
         if (a.kind == detail::statem_action_kind::reply) a.run(*this, a.content, {});
@@ -1062,6 +1087,11 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   std::vector<queued> inserted_;
   queued current_;                  // the queued event being handled
   void* postpone_box_ = nullptr;    // boxes the mailbox event being handled, if it is postponed
+  // The call being handled, while its reply may take the call's reference
+  // to the slot to the caller: only until the handler's transition is known
+  // to be a plain answer (apply_simple), after which nothing reads the slot.
+  detail::reply_slot_base* hand_to_ = nullptr;
+  bool handed_ = false;  // ...and it did
   queued (*box_fn_)(void*) = nullptr;
   unsigned enter_depth_ = 0;
   bool hibernate_ = false;
