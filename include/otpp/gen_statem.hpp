@@ -381,7 +381,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     external<call_event<R>>(ev, req, [&] {
       return boxed_call<R, Req>(std::move(req), detail::handle_access::make_reply_to<R>(to.slot));
     });
-    if (hand_to_ == nullptr && handed_) {
+    if (handed_) {
       handed_ = false;
       to.handed = true;  // answered, and the slot is the caller's to free: not touched again
       return;
@@ -460,29 +460,14 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     if constexpr (std::is_void_v<R>) {
       static_assert(sizeof...(V) == 0, "reply: this call's reply_type is void");
       a.content.template emplace<detail::reply_slot<void>*>(call.slot_);
-      a.run = [](gen_statem& self, detail::event_box& b, std::string_view) {
-        auto* slot = b.get<detail::reply_slot<void>*>();
-        if (slot == self.hand_to_) {
-          self.hand_to_ = nullptr;
-          self.handed_ = slot->set_value_handing();
-          return;
-        }
-        slot->set_value();
-      };
+      a.run = [](gen_statem& self, detail::event_box& b, std::string_view) { self.answer(b.get<detail::reply_slot<void>*>()); };
     } else {
       static_assert(sizeof...(V) == 1, "reply: give the reply value");
       using P = detail::statem_reply_content<R>;
       a.content.template emplace<P>(call.slot_, R(std::forward<V>(value)...));
       a.run = [](gen_statem& self, detail::event_box& b, std::string_view) {
         auto& p = b.get<P>();
-        if constexpr (std::is_nothrow_move_constructible_v<R>) {
-          if (p.slot == self.hand_to_) {
-            self.hand_to_ = nullptr;
-            self.handed_ = p.slot->set_value_handing(std::move(p.value));
-            return;
-          }
-        }
-        p.slot->set_value(std::move(p.value));
+        self.answer(p.slot, std::move(p.value));
       };
     }
     return a;
@@ -743,6 +728,20 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       t.has_event_timeout = false;
     }
     return true;
+  }
+
+  // A reply action: the call being handled takes the machine's reference
+  // to its slot with the answer, if it may (see hand_to_).
+  template <class R, class... V>
+  void answer(detail::reply_slot<R>* slot, V&&... value) {
+    if constexpr (std::is_void_v<R> || std::is_nothrow_move_constructible_v<R>) {
+      if (slot == hand_to_) {
+        hand_to_ = nullptr;
+        handed_ = slot->set_value_handing(std::forward<V>(value)...);
+        return;
+      }
+    }
+    slot->set_value(std::forward<V>(value)...);
   }
 
   void crashed(std::exception_ptr e, std::string_view msg, std::string_view where) noexcept {
