@@ -5,6 +5,7 @@
 #include <latch>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,7 +47,7 @@ class probe : public otpp::gen_server<probe> {
     std::string name;
   };
   struct spawn_failing_child {
-    int mode;  // 0 stop(r), 1 throw, 2 ignore, 3 error(r)
+    int mode;  // 0 stop(r), 1 throw, 2 ignore, 3 error(r), 4 the constructor throws, 5 its name is taken
   };
   struct ping {};
 
@@ -75,7 +76,9 @@ class probe : public otpp::gen_server<probe> {
 
 class failing : public otpp::gen_server<failing> {
  public:
-  explicit failing(int mode) : mode_{mode} {}
+  explicit failing(int mode) : mode_{mode} {
+    if (mode == 4) throw std::runtime_error("constructor throw");
+  }
   otpp::init_result init() {
     switch (mode_) {
       case 0: return stop(otpp::exit_reason::error("init stop"));
@@ -90,7 +93,7 @@ class failing : public otpp::gen_server<failing> {
 };
 
 otpp::exit_reason probe::handle_call(spawn_failing_child s) {
-  auto r = otpp::start_link<failing>(s.mode);
+  auto r = s.mode == 5 ? otpp::start_link<failing>(otpp::name("process_test_taken"), 2) : otpp::start_link<failing>(s.mode);
   return r ? otpp::exit_reason::normal() : r.error();
 }
 
@@ -447,6 +450,18 @@ TEST_CASE_METHOD(fixture, "start_link: a failed init leaves no exit signal; stop
   otpp::exit_watch wv{victim};
   CHECK(otpp::call(victim, probe::spawn_failing_child{0}) == otpp::exit_reason::error("init stop"));
   CHECK(*wv.wait(10s) == otpp::exit_reason::error("init stop"));
+
+  // Refused before init (the constructor threw, the name is taken): the
+  // link was never made, and the references the start would have handed
+  // out are given back (the address build's leak check).
+  auto holder = otpp::start<probe>(otpp::name("process_test_taken"), std::string{"holder"}, j).value();
+  auto calm = make("calm");
+  CHECK(otpp::call(calm, probe::spawn_failing_child{4}).detail() == "std::runtime_error: constructor throw");
+  CHECK(otpp::call(calm, probe::spawn_failing_child{5}).kind() == otpp::exit_kind::already_started);
+  CHECK(calm.alive());
+  CHECK(otpp::sys::info(calm)->links.empty());
+  otpp::stop(calm);
+  otpp::stop(holder);
 
   // From a plain thread, start_link is start: the thread just gets the error.
   auto r = otpp::start_link<failing>(0);

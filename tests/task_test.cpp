@@ -196,3 +196,70 @@ TEST_CASE("then: a call's continuation runs in a process of the callee's runtime
   });
   CHECK(otpp::await(none));
 }
+
+namespace {
+// A function whose `throw_at`-th move throws (0: none), counting its moves:
+// a task's start moves it several times, and any of them may fail.
+struct fragile {
+  std::shared_ptr<int> moves;
+  int throw_at;
+  fragile(std::shared_ptr<int> m, int t) : moves{std::move(m)}, throw_at{t} {}
+  fragile(fragile&& o) : moves{o.moves}, throw_at{o.throw_at} {  // NOLINT: may throw, on purpose
+    if (++*moves == throw_at) throw std::runtime_error("move failed");
+  }
+  fragile(const fragile&) = delete;
+  fragile& operator=(const fragile&) = delete;
+  fragile& operator=(fragile&&) = delete;
+  ~fragile() = default;
+  int operator()() const { return 7; }
+};
+
+class fragile_starter : public otpp::gen_server<fragile_starter> {
+ public:
+  struct run {};
+  struct outcome {
+    int moves = 0;        // what a start takes
+    int refused = 0;      // starts that threw, one per failing move
+    int started = 0;      // tasks that ran anyway
+  };
+  otpp::async<outcome> handle_call(run) {
+    outcome o;
+    auto m = std::make_shared<int>(0);
+    {
+      auto t = otpp::task_async(fragile{m, 0});
+      o.moves = *m;
+      if (co_await t.async_await() == 7) ++o.started;
+    }
+    for (int k = 1; k <= o.moves; ++k) {
+      *m = 0;
+      try {
+        auto t = otpp::task_async(fragile{m, k});
+        if (co_await t.async_await() == 7) ++o.started;
+      } catch (const std::exception&) {
+        ++o.refused;
+      }
+    }
+    co_return o;
+  }
+};
+}  // namespace
+
+// Each reference a start hands out (the task's result slot, the child's
+// link, its handle) is given back whichever step fails: the address build's
+// leak check finds any that is not.
+TEST_CASE("a task whose start fails at any step leaves nothing behind, and its owner linked to nothing") {
+  otpp::runtime rt{{.workers = 2}};
+  auto s = rt.start<fragile_starter>().value();
+  const auto o = otpp::call(s, fragile_starter::run{});
+  REQUIRE(o.moves >= 2);
+  CHECK(o.started == 1);
+  CHECK(o.refused == o.moves);
+  auto info = otpp::sys::info(s);
+  REQUIRE(info);
+  CHECK(info->links.empty());  // the finished task's link is gone, the failed ones were never left
+  otpp::stop(s);
+
+  // A stopped runtime starts nothing: the start fails before any server exists.
+  rt.shutdown();
+  CHECK_THROWS_AS(otpp::task_async(rt, [] { return 1; }), otpp::exit_error);
+}

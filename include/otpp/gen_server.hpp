@@ -347,6 +347,11 @@ struct server_access {
   static server<Impl> make(pid p) noexcept {
     return server<Impl>{std::move(p)};
   }
+  /// The handle's pid, moved out (no reference taken).
+  template <class Impl>
+  static pid take_pid(server<Impl>&& s) noexcept {
+    return std::move(s.pid_);
+  }
 };
 }  // namespace detail
 
@@ -842,7 +847,8 @@ class gen_server {
 namespace detail {
 
 // start_link's link between caller and child, and its undoing when init
-// fails (gen_server-inl.hpp).
+// fails (gen_server-inl.hpp). link_parent's reference to the child is one
+// the child was born with.
 void link_parent(process_base* parent, process_base* child);
 void unlink_parent_side(process_base* parent, process_base* child) noexcept;
 void unlink_child_side(process_base* parent, process_base* child) noexcept;
@@ -925,7 +931,8 @@ init_outcome init_of(process_base* p, process_base* parent) noexcept {
 }
 
 /// The type-independent half of start (one copy, not one per server type),
-/// once the Impl is constructed: links `parent`, runs `init` (here, or on a
+/// once the Impl is constructed: links `parent` (the child's reference the
+/// link holds is one it was born with), runs `init` (here, or on a
 /// worker while the starter waits up to `start_timeout` if that is finite)
 /// and settles the outcome. True if the process is started; otherwise the
 /// reason start returns is in `failure`.
@@ -951,6 +958,10 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
       throw;
     }
   }
+  // Born with the references its start hands out: the returned handle's and
+  // the parent's link's (settle_start).
+  const std::uint32_t handed = parent != nullptr ? 2 : 1;
+  p->set_birth_refs(1 + handed);
   rt.register_process(p);
   // The name is registered before the Impl exists: on a clash no user code runs.
   std::optional<exit_reason> refused;
@@ -961,6 +972,7 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
     refused = exit_reason::of_exception(std::current_exception());
   }
   if (refused) {
+    p->drop_birth_refs(handed);
     discard_unstarted(p);
     return std::move(*refused);
   }
@@ -970,12 +982,13 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
       ::new (p->impl_storage()) Impl(std::forward<Args>(args)...);
     } catch (...) {
       auto why = exit_reason::of_exception(std::current_exception());
+      p->drop_birth_refs(handed);
       discard_unstarted(p);  // releases the name; the Impl never existed
       return why;
     }
     p->mark_constructed();
   }
-  server<Impl> ref = server_access::make<Impl>(pid_access::make(p));
+  server<Impl> ref = server_access::make<Impl>(pid_access::adopt(p));
   exit_reason failure;
   if (!settle_start(p, parent, opts.start_timeout, &init_of<Impl>, failure)) return failure;
   return ref;

@@ -42,6 +42,15 @@ using task_result_t = unwrap_async_t<std::invoke_result_t<F&>>;
 /// linked from inside the task, before it runs: a task started by a
 /// supervisor on someone's behalf dies with its owner, and an owner already
 /// gone fails the start (noproc) instead of leaving an orphan.
+/// A reference to a result slot given to a task's constructor, which says
+/// it took it: if the constructor never ran (the runtime stopped) or threw,
+/// the starter still holds it.
+template <class R>
+struct slot_grant {
+  reply_slot<R>* slot;
+  bool* taken;
+};
+
 template <class R, class F>
 class task_server : public gen_server<task_server<R, F>> {
  public:
@@ -49,17 +58,23 @@ class task_server : public gen_server<task_server<R, F>> {
   task_server(F fn, reply_slot<R>* slot, pid owner = {}) : fn_{std::move(fn)}, slot_{slot}, owner_{std::move(owner)} {
     if (slot_) slot_->add_ref();
   }
+  task_server(F fn, slot_grant<R> g) : fn_{std::move(fn)}, slot_{g.slot} { *g.taken = true; }
   task_server(const task_server&) = delete;
   task_server& operator=(const task_server&) = delete;
   ~task_server() {
-    if (slot_) slot_->release();
+    if (slot_ && !tracked_) slot_->release();
   }
 
   init_result init() {
     if (owner_) otpp::link(owner_);
     // However the task ends, its exit fails the result with the final
-    // reason unless it was delivered (as a deferred call's would be).
-    if (slot_) pid_access::get(this->self().pid())->track_deferred(slot_);
+    // reason unless it was delivered (as a deferred call's would be). The
+    // process's list of deferred replies takes our reference over: it is
+    // dropped after this object is gone.
+    if (slot_) {
+      process_of<task_server>::from_impl(this)->adopt_deferred(slot_);
+      tracked_ = true;
+    }
     return this->continue_with(run{});
   }
 
@@ -94,8 +109,9 @@ class task_server : public gen_server<task_server<R, F>> {
   }
 
   F fn_;
-  reply_slot<R>* slot_;  // a reference, or null: nobody waits for the result
+  reply_slot<R>* slot_;  // a reference (ours until tracked_), or null: nobody waits for the result
   pid owner_;
+  bool tracked_ = false;
 };
 
 struct task_access;
@@ -193,14 +209,30 @@ namespace detail {
 template <class F, class Start>
 task<task_result_t<F>> start_task(F fn, Start start) {
   using R = task_result_t<F>;
-  auto* slot = reply_slot<R>::make();  // two references: the handle's and a spare
-  auto r = start(std::move(fn), slot);  // the server takes its own
-  slot->release();                      // the spare
+  auto* slot = reply_slot<R>::make();  // two references: the handle's and the server's
+  bool taken = false;
+  auto r = [&] {
+    // However start ends, the server's reference comes back here if no
+    // server took it (none was made, or its constructor threw).
+    struct untaken {
+      reply_slot<R>* s;
+      const bool& taken;
+      ~untaken() {
+        if (!taken) s->release();
+      }
+    } guard{slot, taken};
+    try {
+      return start(std::move(fn), slot_grant<R>{slot, &taken});
+    } catch (...) {
+      slot->release();  // the handle's
+      throw;
+    }
+  }();
   if (!r) {
     slot->release();
     throw exit_error{r.error(), "otpp::task_async"};
   }
-  return task_access::make<R>(r->pid(), slot);
+  return task_access::make<R>(server_access::take_pid(std::move(*r)), slot);
 }
 }  // namespace detail
 
@@ -210,7 +242,7 @@ task<task_result_t<F>> start_task(F fn, Start start) {
 template <class F>
 [[nodiscard]] task<detail::task_result_t<F>> task_async(F fn) {
   using server_type = detail::task_server<detail::task_result_t<F>, F>;
-  return detail::start_task(std::move(fn), [](F&& f, auto* slot) { return otpp::start_link<server_type>(std::move(f), slot); });
+  return detail::start_task(std::move(fn), [](F&& f, auto slot) { return otpp::start_link<server_type>(std::move(f), slot); });
 }
 
 /// task_async in runtime `rt`: from one of rt's processes, as task_async
@@ -221,7 +253,7 @@ template <class F>
   if (detail::tls().current != nullptr && detail::tls().current->rt() == &detail::runtime_access::core(rt))
     return otpp::task_async(std::move(fn));
   using server_type = detail::task_server<detail::task_result_t<F>, F>;
-  return detail::start_task(std::move(fn), [&rt](F&& f, auto* slot) { return rt.start<server_type>(std::move(f), slot); });
+  return detail::start_task(std::move(fn), [&rt](F&& f, auto slot) { return rt.start<server_type>(std::move(f), slot); });
 }
 
 /// basic_pending_call::then (declared in async_call.hpp, where task is not known).
@@ -245,7 +277,7 @@ auto basic_pending_call<R, Throws>::then(F fn) && {
   };
   using J = decltype(job);
   using server_type = detail::task_server<detail::task_result_t<J>, J>;
-  return detail::start_task(std::move(job), [rt](J&& j, auto* slot) {
+  return detail::start_task(std::move(job), [rt](J&& j, auto slot) {
     return detail::start_with<server_type>(*rt, false, std::move(j), slot);
   });
 }

@@ -428,7 +428,7 @@ struct task_async_start {
   template <class Job>
   auto operator()(Job j) const {
     using server_type = task_server<task_result_t<Job>, Job>;
-    return start_task(std::move(j), [this](Job&& f, auto* slot) {
+    return start_task(std::move(j), [this](Job&& f, auto slot) {
       return rt != nullptr ? rt->start<server_type>(std::move(f), slot) : otpp::start<server_type>(std::move(f), slot);
     });
   }

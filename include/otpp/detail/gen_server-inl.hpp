@@ -13,7 +13,8 @@ OTPP_FUNC void process_base::hold_reply(message_node* n) { cold().held_replies.p
 
 // start_link: link the new process with the calling one before init runs,
 // both ways, and remember the caller as its parent. Owner-only on both sides:
-// the caller is running this code and the child is not published yet.
+// the caller is running this code and the child is not published yet. The
+// parent's link set takes a reference the child was born with (start_in).
 OTPP_FUNC void link_parent(process_base* parent, process_base* child) {
   auto& pc = parent->cold_state();
   auto& cc = child->cold_state();
@@ -25,10 +26,8 @@ OTPP_FUNC void link_parent(process_base* parent, process_base* child) {
     cc.links.erase(parent);
     throw;
   }
-  parent->add_ref();
-  parent->add_ref();
+  parent->add_refs(2);  // the child's link set's and cc.parent's
   cc.parent = parent;
-  child->add_ref();
 }
 
 // A failed start_link leaves no exit signal behind (OTP 26+): the link is
@@ -134,7 +133,8 @@ OTPP_FUNC bool settle_start(process_base* p, process_base* parent, steady::durat
     try {
       link_parent(parent, p);
     } catch (...) {
-      discard_unstarted(p);  // out of memory: the starter gets bad_alloc and nothing is left behind
+      p->drop_birth_refs(1);  // the link's, never handed out
+      discard_unstarted(p);   // out of memory: the starter gets bad_alloc and nothing is left behind
       throw;
     }
   }

@@ -29,7 +29,12 @@ OTPP_FUNC void signal_exit(process_base& p, process_cold& c, const exit_reason& 
       l->enqueue_signal(make_node<exit_signal_node>(&p, reason, true));
     } catch (...) {
     }
-    l->release();
+    if (l == c.parent) {
+      l->release_refs(2);  // the link's and the parent's, in one instruction
+      c.parent = nullptr;
+    } else {
+      l->release();
+    }
   });
   c.links.clear();
   if (c.parent) {

@@ -61,6 +61,11 @@ OTPP_FUNC void process_base::set_continuation(message_node* n) {
 }
 
 OTPP_FUNC void process_base::track_deferred(reply_slot_base* s) {
+  adopt_deferred(s);  // may throw: before the reference is taken
+  s->add_ref();
+}
+
+OTPP_FUNC void process_base::adopt_deferred(reply_slot_base* s) {
   auto& c = cold();
   if (c.deferred.size() >= c.deferred_prune_at) {
     c.deferred.prune([](reply_slot_base* d) {
@@ -70,8 +75,7 @@ OTPP_FUNC void process_base::track_deferred(reply_slot_base* s) {
     });
     c.deferred_prune_at = c.deferred.size() * 2 + 16;
   }
-  c.deferred.push(s);  // may throw: before the reference is taken
-  s->add_ref();
+  c.deferred.push(s);
 }
 
 }  // namespace otpp::detail

@@ -484,6 +484,19 @@ class process_base : public process_identity {
   [[nodiscard]] runtime_core* rt() const noexcept { return rt_; }
   /// The runtime's registration: a process gets its id once.
   void assign_id(std::uint64_t id) noexcept { id_ = id | (id_ & bounded_flag); }
+  /// Before the process is published: it is born holding `n` references
+  /// (its own and those its start hands out), one plain store instead of a
+  /// locked add each.
+  void set_birth_refs(std::uint32_t n) noexcept { refs_.store(n, std::memory_order_relaxed); }
+  /// `n` references at once: one locked add.
+  void add_refs(std::uint32_t n) noexcept { refs_.fetch_add(n, std::memory_order_relaxed); }
+  /// Gives back `n` birth references that were never handed out; never the
+  /// last (the process's own is still held).
+  void drop_birth_refs(std::uint32_t n) noexcept { refs_.fetch_sub(n, std::memory_order_relaxed); }
+  /// Drops `n` references at once; frees the process if they were the last.
+  void release_refs(std::uint32_t n) noexcept {
+    if (refs_.fetch_sub(n, std::memory_order_acq_rel) == n) last_reference_gone();
+  }
   /// The run state word (scheduled, dead), for observers.
   [[nodiscard]] std::uint32_t run_state() const noexcept { return state_.load(std::memory_order_acquire); }
 
@@ -597,8 +610,10 @@ class process_base : public process_identity {
   /// Owner only: a handler coroutine is suspended.
   [[nodiscard]] bool handler_awaiting() const noexcept { return (local_ & awaiting) != 0; }
 
-  /// Owner only: handle up to `budget` messages. On `dead`, do not touch the
-  /// process again (the caller's own handle may keep the memory).
+  /// Owner only: handle up to `budget` messages. On `dead`, the process's
+  /// own reference is the caller's to drop (with its ticket, if it holds
+  /// one: one locked instruction for both) and nothing else may be done
+  /// with the process.
   turn_result run_turn(unsigned budget) noexcept;
 
   // -- exit ------------------------------------------------------------------
@@ -707,9 +722,11 @@ class process_base : public process_identity {
 
   /// Owner only: completes an exit (terminate, crash log, mailbox drain,
   /// waiters) and returns the final reason.
-  exit_reason finish_exit() noexcept;
-  /// Owner only: exits at once with `reason` (inline stop; no cold state needed).
-  exit_reason exit_now(exit_reason reason, bool with_terminate) noexcept;
+  /// `keep_ref`: the process's own reference is left to the caller.
+  exit_reason finish_exit(bool keep_ref = false) noexcept;
+  /// Owner only: exits at once with `reason` (inline stop; no cold state
+  /// needed); `keep_ref` as for finish_exit.
+  exit_reason exit_now(exit_reason reason, bool with_terminate, bool keep_ref = false) noexcept;
 
   /// Owner only: the stop protocol of otpp::stop.
   void add_stop_waiter(reply_slot<void>* s, exit_reason requested) {
@@ -721,6 +738,9 @@ class process_base : public process_identity {
   /// Owner only: a deferred reply that this process owes; failed with the
   /// exit reason if the process dies first.
   void track_deferred(reply_slot_base* s);
+  /// As track_deferred, keeping a reference the caller gives up (if it
+  /// throws, the caller still holds it).
+  void adopt_deferred(reply_slot_base* s);
 
   // -- observing from any thread, without a message ---------------------------
   /// Messages queued and not yet taken: a snapshot, exact with one sender,
@@ -935,6 +955,8 @@ struct pid_access {
   static process_base* get(const pid& p) noexcept { return static_cast<process_base*>(p.p_.get()); }
   /// A new handle to `p` (takes a reference).
   static pid make(process_base* p) noexcept { return pid{counted<process_identity>::share(p)}; }
+  /// A handle holding a reference the caller already has.
+  static pid adopt(process_base* p) noexcept { return pid{counted<process_identity>::adopt(p)}; }
 };
 
 /// The already_started reason naming `holder` (see otpp::holder).

@@ -53,7 +53,11 @@ OTPP_FUNC void process_base::release_inline() noexcept {
     }
   }
   if (go_idle()) return;
-  if (run_turn(16) == turn_result::yielded) schedule_owned();
+  switch (run_turn(16)) {
+    case turn_result::yielded: schedule_owned(); break;
+    case turn_result::dead: release(); break;  // its own reference, left to us
+    case turn_result::idle: break;
+  }
 }
 
 OTPP_FUNC void process_base::drain(const exit_reason& why) noexcept {
@@ -209,7 +213,7 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
     message_node* n;
     if (local_ & turn_slow) [[unlikely]] {
       if (local_ & exit_pending) {
-        finish_exit();
+        finish_exit(true);
         return turn_result::dead;
       }
       if ((local_ & awaiting) && (state_.load(std::memory_order_acquire) & resume_posted)) {
@@ -953,7 +957,7 @@ OTPP_FUNC void runtime_core::run_turns(process_base* p) noexcept {
       // add, nor this release; the slot keeps one, dropped when the next
       // comes or the worker runs out of work.
       if (r == turn_result::idle && s != nullptr) std::swap(s->kept, p);
-      if (p != nullptr) p->release();
+      if (p != nullptr) p->release_refs(r == turn_result::dead ? 2 : 1);  // a dead one's own reference too
       return;
     }
     worker_slot* s = tls().slot;  // the turn may have resumed on another thread
@@ -1701,15 +1705,15 @@ OTPP_FUNC void process_base::discard_held(process_cold& c, const exit_reason& wh
   local_ &= ~has_held;
 }
 
-OTPP_FUNC exit_reason process_base::finish_exit() noexcept {
+OTPP_FUNC exit_reason process_base::finish_exit(bool keep_ref) noexcept {
   process_cold& c = *cold_;  // exit_pending implies it exists
   exit_reason reason = std::move(c.exit);
   const bool with_terminate = (local_ & call_terminate) != 0;
   local_ &= ~(exit_pending | call_terminate);
-  return exit_now(std::move(reason), with_terminate);
+  return exit_now(std::move(reason), with_terminate, keep_ref);
 }
 
-OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_terminate) noexcept {
+OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_terminate, bool keep_ref) noexcept {
   process_cold* c = (local_ & has_cold) ? cold_ : nullptr;
   if (c && (local_ & awaiting)) abandon_handler(*c);
   if (c && c->reentrant_head) abandon_reentrant(*c);
@@ -1778,7 +1782,7 @@ OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_termi
     std::uint32_t expected = dead;
     if (state_.compare_exchange_strong(expected, dead | scheduled, std::memory_order_acq_rel)) drain_dead();
   }
-  release();  // the "alive" reference; `this` may be gone now
+  if (!keep_ref) release();  // the "alive" reference; `this` may be gone now
   return reason;
 }
 
@@ -1840,8 +1844,9 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
     worker_slot* s = t.slot;
     if (s == nullptr || s->lifo != callee || t.rt != callee->rt()) return false;
     s->lifo = nullptr;  // we take its ticket
-    if (callee->run_turn(callee->rt()->config().batch) == turn_result::yielded) callee->schedule_owned();
-    callee->release();
+    const turn_result r = callee->run_turn(callee->rt()->config().batch);
+    if (r == turn_result::yielded) callee->schedule_owned();
+    callee->release_refs(r == turn_result::dead ? 2 : 1);  // a dead one's own reference too
     return true;
   };
   if (const thread_ctx& t = tls(); t.fib != nullptr && t.fib != t.native && t.rt != nullptr) {

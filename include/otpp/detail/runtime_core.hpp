@@ -477,8 +477,9 @@ bool help_own(Mine&& mine) {
     }
   }
   if (p == nullptr) return false;
-  if (p->run_turn(rt->config().batch) == turn_result::yielded) p->schedule_owned();
-  p->release();
+  const turn_result r = p->run_turn(rt->config().batch);
+  if (r == turn_result::yielded) p->schedule_owned();
+  p->release_refs(r == turn_result::dead ? 2 : 1);  // a dead one's own reference too
   return true;
 }
 
