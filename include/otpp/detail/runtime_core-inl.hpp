@@ -1043,8 +1043,11 @@ OTPP_FUNC bool runtime_core::has_work(const worker_slot& s) const noexcept {
 
 OTPP_FUNC bool runtime_core::has_work_to_take(worker_slot& s, bool read_clock) noexcept {
   if (has_own_work(s)) return true;
+  // Held off from stealing, the others' queues are looked at only when the
+  // hold can be over: each look pulls the line their owner pushes to.
+  if (s.steal_hold != 0 && !read_clock) return false;
   if (!others_have_work(s)) return false;
-  return s.steal_hold == 0 || (read_clock && hold_over(s));
+  return s.steal_hold == 0 || hold_over(s);
 }
 
 OTPP_FUNC std::int64_t runtime_core::queued_hint() const noexcept {
