@@ -218,9 +218,9 @@ class fragile_starter : public otpp::gen_server<fragile_starter> {
  public:
   struct run {};
   struct outcome {
-    int moves = 0;        // what a start takes
-    int refused = 0;      // starts that threw, one per failing move
-    int started = 0;      // tasks that ran anyway
+    int moves = 0;    // what a start takes
+    int refused = 0;  // starts that threw, one per failing move
+    int started = 0;  // tasks that ran
   };
   otpp::async<outcome> handle_call(run) {
     outcome o;

@@ -37,11 +37,6 @@ namespace detail {
 template <class F>
 using task_result_t = unwrap_async_t<std::invoke_result_t<F&>>;
 
-/// The task's process: runs `fn` first thing, hands the result over (if
-/// anyone wants it: `slot` may be null), exits. A non-empty `owner` is
-/// linked from inside the task, before it runs: a task started by a
-/// supervisor on someone's behalf dies with its owner, and an owner already
-/// gone fails the start (noproc) instead of leaving an orphan.
 /// A reference to a result slot given to a task's constructor, which says
 /// it took it: if the constructor never ran (the runtime stopped) or threw,
 /// the starter still holds it.
@@ -51,6 +46,11 @@ struct slot_grant {
   bool* taken;
 };
 
+/// The task's process: runs `fn` first thing, hands the result over (if
+/// anyone wants it: `slot` may be null), exits. A non-empty `owner` is
+/// linked from inside the task, before it runs: a task started by a
+/// supervisor on someone's behalf dies with its owner, and an owner already
+/// gone fails the start (noproc) instead of leaving an orphan.
 template <class R, class F>
 class task_server : public gen_server<task_server<R, F>> {
  public:
@@ -204,8 +204,8 @@ result<R> task_outcome(reply_slot<R>* slot) {
 }  // namespace detail
 
 namespace detail {
-/// Starts a task by `start(fn, slot)` (a start or start_link) and hands
-/// back its handle; throws exit_error if it could not start.
+/// Starts a task by `start(fn, grant)` (a start or start_link, the grant a
+/// slot_grant) and hands back its handle; throws exit_error if it could not start.
 template <class F, class Start>
 task<task_result_t<F>> start_task(F fn, Start start) {
   using R = task_result_t<F>;
