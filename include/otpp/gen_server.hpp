@@ -972,7 +972,7 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
     refused = exit_reason::of_exception(std::current_exception());
   }
   if (refused) {
-    p->drop_birth_refs(handed);
+    p->release_refs(handed);
     discard_unstarted(p);
     return std::move(*refused);
   }
@@ -982,7 +982,7 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
       ::new (p->impl_storage()) Impl(std::forward<Args>(args)...);
     } catch (...) {
       auto why = exit_reason::of_exception(std::current_exception());
-      p->drop_birth_refs(handed);
+      p->release_refs(handed);
       discard_unstarted(p);  // releases the name; the Impl never existed
       return why;
     }

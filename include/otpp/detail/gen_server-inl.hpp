@@ -133,7 +133,7 @@ OTPP_FUNC bool settle_start(process_base* p, process_base* parent, steady::durat
     try {
       link_parent(parent, p);
     } catch (...) {
-      p->drop_birth_refs(1);  // the link's, never handed out
+      p->release_refs(1);  // the link's, never handed out
       discard_unstarted(p);   // out of memory: the starter gets bad_alloc and nothing is left behind
       throw;
     }

@@ -490,13 +490,13 @@ class process_base : public process_identity {
   void set_birth_refs(std::uint32_t n) noexcept { refs_.store(n, std::memory_order_relaxed); }
   /// `n` references at once: one locked add.
   void add_refs(std::uint32_t n) noexcept { refs_.fetch_add(n, std::memory_order_relaxed); }
-  /// Gives back `n` birth references that were never handed out; never the
-  /// last (the process's own is still held).
-  void drop_birth_refs(std::uint32_t n) noexcept { refs_.fetch_sub(n, std::memory_order_relaxed); }
   /// Drops `n` references at once; frees the process if they were the last.
   void release_refs(std::uint32_t n) noexcept {
     if (refs_.fetch_sub(n, std::memory_order_acq_rel) == n) last_reference_gone();
   }
+  /// After a turn run on a ticket: drops the ticket, and with it the
+  /// process's own reference if the turn ended in death (run_turn).
+  void release_ticket(turn_result r) noexcept { release_refs(r == turn_result::dead ? 2 : 1); }
   /// The run state word (scheduled, dead), for observers.
   [[nodiscard]] std::uint32_t run_state() const noexcept { return state_.load(std::memory_order_acquire); }
 

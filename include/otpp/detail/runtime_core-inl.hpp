@@ -957,7 +957,7 @@ OTPP_FUNC void runtime_core::run_turns(process_base* p) noexcept {
       // add, nor this release; the slot keeps one, dropped when the next
       // comes or the worker runs out of work.
       if (r == turn_result::idle && s != nullptr) std::swap(s->kept, p);
-      if (p != nullptr) p->release_refs(r == turn_result::dead ? 2 : 1);  // a dead one's own reference too
+      if (p != nullptr) p->release_ticket(r);
       return;
     }
     worker_slot* s = tls().slot;  // the turn may have resumed on another thread
@@ -1849,7 +1849,7 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
     s->lifo = nullptr;  // we take its ticket
     const turn_result r = callee->run_turn(callee->rt()->config().batch);
     if (r == turn_result::yielded) callee->schedule_owned();
-    callee->release_refs(r == turn_result::dead ? 2 : 1);  // a dead one's own reference too
+    callee->release_ticket(r);
     return true;
   };
   if (const thread_ctx& t = tls(); t.fib != nullptr && t.fib != t.native && t.rt != nullptr) {

@@ -479,7 +479,7 @@ bool help_own(Mine&& mine) {
   if (p == nullptr) return false;
   const turn_result r = p->run_turn(rt->config().batch);
   if (r == turn_result::yielded) p->schedule_owned();
-  p->release_refs(r == turn_result::dead ? 2 : 1);  // a dead one's own reference too
+  p->release_ticket(r);
   return true;
 }
 
