@@ -179,11 +179,12 @@ class [[nodiscard]] basic_pending_call {
  private:
   friend struct detail::pending_call_access;
   explicit basic_pending_call(exit_reason early) : early_{std::move(early)} {}
-  basic_pending_call(detail::reply_slot<R>* s, detail::steady::duration timeout, std::int64_t due_ns, std::uint64_t target,
-                     std::string_view server_type, std::string_view request_type, detail::runtime_core* rt) noexcept
+  basic_pending_call(const detail::process_base* caller, detail::reply_slot<R>* s, detail::steady::duration timeout,
+                     std::int64_t due_ns, std::uint64_t target, std::string_view server_type,
+                     std::string_view request_type, detail::runtime_core* rt) noexcept
       : slot_{s},
         // Read the steady clock only for a thread, which will wait in get().
-        deadline_{detail::tls().current == nullptr ? detail::deadline_after(timeout) : detail::steady::time_point{}},
+        deadline_{caller == nullptr ? detail::deadline_after(timeout) : detail::steady::time_point{}},
         due_ns_{due_ns},
         timeout_{timeout},
         target_{target},
@@ -223,11 +224,12 @@ struct pending_call_access {
   static basic_pending_call<R, Throws> failed(exit_reason why) {
     return basic_pending_call<R, Throws>{std::move(why)};
   }
+  /// A call sent by `caller` (null: a plain thread, tls().current).
   template <class R, bool Throws>
-  static basic_pending_call<R, Throws> sent(reply_slot<R>* s, steady::duration timeout, std::int64_t due_ns,
-                                            std::uint64_t target, std::string_view server_type,
+  static basic_pending_call<R, Throws> sent(const process_base* caller, reply_slot<R>* s, steady::duration timeout,
+                                            std::int64_t due_ns, std::uint64_t target, std::string_view server_type,
                                             std::string_view request_type, runtime_core* rt = nullptr) noexcept {
-    return basic_pending_call<R, Throws>{s, timeout, due_ns, target, server_type, request_type, rt};
+    return basic_pending_call<R, Throws>{caller, s, timeout, due_ns, target, server_type, request_type, rt};
   }
   /// The runtime a continuation runs in: the callee's, else the caller's or the default.
   template <class R, bool Throws>
@@ -369,7 +371,7 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
                                ? timer_due_after_ns(*self->rt(), clamp_delay(timeout))
                                : no_deadline_ns;
   (void)p->offer(node, true);  // a full bounded mailbox fails it at once (mailbox_full)
-  return pending_call_access::sent<R, Throws>(slot, timeout, due, p->id(), type_name<Impl>(), type_name<Q>(), p->rt());
+  return pending_call_access::sent<R, Throws>(self, slot, timeout, due, p->id(), type_name<Impl>(), type_name<Q>(), p->rt());
 }
 
 /// co_await otpp::sleep_for(d).

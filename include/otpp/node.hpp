@@ -693,11 +693,12 @@ class node_core {
     frames.resize(2 * (4 + 12) + heads->monitor.size() + heads->call.size() + req.size());
     char* p = put_frame(frames.data(), heads->monitor, n, {});
     (void)put_frame(p, heads->call, n, req);
-    const std::int64_t due = tls().current != nullptr && timeout != steady::duration::max()
-                                 ? timer_due_after_ns(*tls().current->rt(), clamp_delay(timeout))
+    const process_base* const caller = tls().current;
+    const std::int64_t due = caller != nullptr && timeout != steady::duration::max()
+                                 ? timer_due_after_ns(*caller->rt(), clamp_delay(timeout))
                                  : no_deadline_ns;
     write(conn, frames);
-    return pending_call_access::sent<term, Throws>(slot, timeout, due, 0, label, "otpp::term");
+    return pending_call_access::sent<term, Throws>(caller, slot, timeout, due, 0, label, "otpp::term");
   }
 
   bool connect(const std::string& peer, std::chrono::steady_clock::duration timeout) {

@@ -165,10 +165,11 @@ class [[nodiscard]] task {
   // The result slot as an awaitable call in flight; it keeps its own reference.
   pending_try_call<R> awaiter(std::chrono::steady_clock::duration timeout) {
     slot_->add_ref();
+    const detail::process_base* const caller = detail::tls().current;
     return detail::pending_call_access::sent<R, false>(
-        slot_, timeout,
-        detail::tls().current != nullptr && timeout != std::chrono::steady_clock::duration::max()
-            ? detail::timer_due_after_ns(*detail::tls().current->rt(), detail::clamp_delay(timeout))
+        caller, slot_, timeout,
+        caller != nullptr && timeout != std::chrono::steady_clock::duration::max()
+            ? detail::timer_due_after_ns(*caller->rt(), detail::clamp_delay(timeout))
             : detail::no_deadline_ns,
         pid_.id(), "task", "await");
   }

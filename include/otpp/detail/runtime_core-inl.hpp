@@ -651,7 +651,7 @@ OTPP_FUNC void runtime_core::schedule_loop() noexcept {
     }
     worker_slot& s = *t.slot;
     if (process_base* p = find_work(s)) {
-      run(p);
+      run(p, s);
       continue;
     }
     drop_kept(s);
@@ -930,19 +930,18 @@ inline void count_messages(worker_slot* s, std::uint32_t before, std::uint32_t a
 // 9.7 M; ets_lookup_64procs (long turns) 72.9 against 69.9 M/s, within its
 // spread. On two cores the chatter between processes that talk
 // costs more in cache traffic than the second core gives.
-OTPP_FUNC void runtime_core::run(process_base* p) noexcept {
-  worker_slot* const s = tls().slot;
-  if (s == nullptr || s->stolen != p) [[likely]] {
+OTPP_FUNC void runtime_core::run(process_base* p, worker_slot& s) noexcept {
+  if (s.stolen != p) [[likely]] {
     run_turns(p);
     return;
   }
-  s->stolen = nullptr;
+  s.stolen = nullptr;
   const std::int64_t t0 = steady::now().time_since_epoch().count();
   run_turns(p);  // p may be gone now
-  if (tls().slot != s) return;  // its fiber went on on another thread
+  if (tls().slot != &s) return;  // its fiber went on on another thread: s is another's now
   constexpr std::int64_t worth = 5'000, least = 1'000, most = 1'000'000;
   const std::int64_t took = steady::now().time_since_epoch().count() - t0;
-  s->steal_hold = took < worth ? std::min(most, std::max(least, 2 * s->steal_hold)) : 0;
+  s.steal_hold = took < worth ? std::min(most, std::max(least, 2 * s.steal_hold)) : 0;
 }
 
 OTPP_FUNC void runtime_core::run_turns(process_base* p) noexcept {

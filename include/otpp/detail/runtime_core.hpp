@@ -323,8 +323,9 @@ class runtime_core {
 
   worker_slot* wait_for_slot(thread_record* me);
 
-  /// Runs a queued process; consumes its ticket (see schedule_owned).
-  void run(process_base* p) noexcept;
+  /// Runs a queued process taken from `s`, this thread's slot; consumes
+  /// its ticket (see schedule_owned).
+  void run(process_base* p, worker_slot& s) noexcept;
   void run_turns(process_base* p) noexcept;
 
   process_base* find_work(worker_slot& s) noexcept;
