@@ -224,6 +224,14 @@ struct pending_call_access {
   static basic_pending_call<R, Throws> failed(exit_reason why) {
     return basic_pending_call<R, Throws>{std::move(why)};
   }
+  /// When a call sent now by `caller` (null: a plain thread) with `timeout`
+  /// falls due on the caller's runtime clock (virtual in tests), for its
+  /// co_await; no_deadline_ns if it never does. Read before the request
+  /// leaves, so that a reply cannot come before the clock it races.
+  static std::int64_t due_ns(const process_base* caller, steady::duration timeout) {
+    return caller != nullptr && timeout != steady::duration::max() ? timer_due_after_ns(*caller->rt(), clamp_delay(timeout))
+                                                                   : no_deadline_ns;
+  }
   /// A call sent by `caller` (null: a plain thread, tls().current).
   template <class R, bool Throws>
   static basic_pending_call<R, Throws> sent(const process_base* caller, reply_slot<R>* s, steady::duration timeout,
@@ -365,11 +373,7 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
   process_base* const self = tls().current;
   if (p == self) return pending_call_access::failed<R, Throws>(exit_reason::calling_self());
   const auto [slot, node] = make_call<Impl, Q, R>(std::forward<Req>(req), self);
-  // From a process, the deadline is on the runtime's clock (virtual in
-  // tests), read before the request leaves.
-  const std::int64_t due = self != nullptr && timeout != steady::duration::max()
-                               ? timer_due_after_ns(*self->rt(), clamp_delay(timeout))
-                               : no_deadline_ns;
+  const std::int64_t due = pending_call_access::due_ns(self, timeout);
   (void)p->offer(node, true);  // a full bounded mailbox fails it at once (mailbox_full)
   return pending_call_access::sent<R, Throws>(self, slot, timeout, due, p->id(), type_name<Impl>(), type_name<Q>(), p->rt());
 }

@@ -694,9 +694,7 @@ class node_core {
     char* p = put_frame(frames.data(), heads->monitor, n, {});
     (void)put_frame(p, heads->call, n, req);
     const process_base* const caller = tls().current;
-    const std::int64_t due = caller != nullptr && timeout != steady::duration::max()
-                                 ? timer_due_after_ns(*caller->rt(), clamp_delay(timeout))
-                                 : no_deadline_ns;
+    const std::int64_t due = pending_call_access::due_ns(caller, timeout);
     write(conn, frames);
     return pending_call_access::sent<term, Throws>(caller, slot, timeout, due, 0, label, "otpp::term");
   }

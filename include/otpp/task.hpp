@@ -166,12 +166,9 @@ class [[nodiscard]] task {
   pending_try_call<R> awaiter(std::chrono::steady_clock::duration timeout) {
     slot_->add_ref();
     const detail::process_base* const caller = detail::tls().current;
-    return detail::pending_call_access::sent<R, false>(
-        caller, slot_, timeout,
-        caller != nullptr && timeout != std::chrono::steady_clock::duration::max()
-            ? detail::timer_due_after_ns(*caller->rt(), detail::clamp_delay(timeout))
-            : detail::no_deadline_ns,
-        pid_.id(), "task", "await");
+    return detail::pending_call_access::sent<R, false>(caller, slot_, timeout,
+                                                       detail::pending_call_access::due_ns(caller, timeout), pid_.id(),
+                                                       "task", "await");
   }
 
   otpp::pid pid_;
