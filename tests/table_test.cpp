@@ -193,6 +193,56 @@ TEST_CASE("ordered_set and set agree with a model through 60k random inserts and
   CHECK_FALSE(o.first().has_value());
 }
 
+TEST_CASE("ordered_set agrees with a model when keys arrive at both ends and in between, and leave from anywhere") {
+  // Leaves fill downwards at the low end and upwards at the high end, and
+  // inserts and erases in between move whichever side of a leaf is
+  // shorter: every mix of the two, with objects moved as bytes (int, long)
+  // and one by one (string values).
+  auto bytes = otpp::table<int, long, otpp::ordered_set>::create({.access = otpp::table_access::public_access});
+  auto strings = public_table<otpp::ordered_set>();
+  std::map<int, long> model;
+  int low = 0;
+  int high = 0;
+  unsigned x = 11;
+  int wrong = 0;
+  auto agree = [&] {
+    const auto all = bytes.to_list();
+    wrong += all == std::vector<std::pair<int, long>>(model.begin(), model.end()) ? 0 : 1;
+    const auto named = strings.to_list();
+    wrong += named.size() == model.size() ? 0 : 1;
+    auto m = model.begin();
+    for (std::size_t i = 0; i < named.size() && m != model.end(); ++i, ++m)
+      wrong += named[i].first == m->first && named[i].second == std::to_string(m->second) ? 0 : 1;
+  };
+  for (int n = 1; n <= 40000; ++n) {
+    x = x * 1103515245u + 12345u;
+    int k = 0;
+    switch ((x >> 8) % 5) {
+      case 0: k = --low; break;   // below every key
+      case 1: k = ++high; break;  // above every key
+      case 2: k = low + static_cast<int>((x >> 12) % static_cast<unsigned>(high - low + 1)); break;
+      default: {  // erase one: near either end or anywhere
+        if (model.empty()) continue;
+        const unsigned where = (x >> 12) % 3;
+        auto it = where == 0 ? model.begin() : where == 1 ? std::prev(model.end()) : model.lower_bound(low + static_cast<int>((x >> 14) % static_cast<unsigned>(high - low + 1)));
+        if (it == model.end()) continue;
+        wrong += bytes.erase(it->first) && strings.erase(it->first) ? 0 : 1;
+        model.erase(it);
+        continue;
+      }
+    }
+    bytes.insert(k, n);
+    strings.insert(k, std::to_string(n));
+    model[k] = n;
+    if (n % 4000 == 0) agree();
+  }
+  agree();
+  CHECK(wrong == 0);
+  CHECK(bytes.size() == model.size());
+  for (auto& [k, v] : model) CHECK(bytes.take(k) == v);
+  CHECK(bytes.size() == 0);
+}
+
 TEST_CASE("a set under insert/erase churn in a few keys finds exactly the model's keys after every hundred steps") {
   // Few keys per shard, most of them erased again and again: probe chains
   // wrap around small shards and run through erased slots, which an erase

@@ -8,6 +8,13 @@
 // Erase removes a leaf once it is empty (and inner nodes left without
 // children), so a table whose keys move (inserted at one end, erased at the
 // other) does not grow; leaves that are merely sparse are not merged.
+//
+// A leaf's objects are a run anywhere in its slots, not always from the
+// first: an insert or erase moves whichever side of the position is
+// shorter, and has room, and a leaf split off the low end of the tree keeps
+// its room at the front. So keys that arrive in descending order go in
+// without moving any object, as ascending ones always did (1M descending
+// int keys, one thread: 19.4 -> ~15 ns an insert, ets_ordered_insert_ns).
 // Iterators are invalidated by inserts (a split moves objects) and by
 // erasing the object they point at.
 
@@ -133,9 +140,13 @@ class btree_map {
   struct leaf_node : node {
     leaf_node* prev = nullptr;
     leaf_node* next = nullptr;
+    int begin = 0;  // the slot of object 0: the objects fill [begin, begin + count)
     alignas(value_type) unsigned char storage[sizeof(value_type) * leaf_slots];
-    value_type& at(int i) noexcept { return std::launder(reinterpret_cast<value_type*>(storage))[i]; }
-    const value_type& at(int i) const noexcept { return std::launder(reinterpret_cast<const value_type*>(storage))[i]; }
+    /// Object i (in key order).
+    value_type& at(int i) noexcept { return slot(begin + i); }
+    const value_type& at(int i) const noexcept { return std::launder(reinterpret_cast<const value_type*>(storage))[begin + i]; }
+    /// Slot p of the storage, live or not.
+    value_type& slot(int p) noexcept { return std::launder(reinterpret_cast<value_type*>(storage))[p]; }
   };
   struct inner : node {
     // keys[i] is the smallest key under children[i + 1].
@@ -277,7 +288,7 @@ class btree_map {
     }
     // Make room, constructing the new object last: if it throws, close the gap.
     value_type made{K(std::forward<KK>(k)), T(std::forward<A>(args)...)};
-    shift_right(l, i);
+    make_room(l, i);
     ::new (static_cast<void*>(&l->at(i))) value_type(std::move(made));
     ++l->count;
     ++size_;
@@ -288,8 +299,7 @@ class btree_map {
   void erase(iterator it) noexcept {
     leaf_node* l = it.l_;
     l->at(it.i_).~value_type();
-    move_objects(l, it.i_ + 1, l, it.i_, l->count - it.i_ - 1);
-    --l->count;
+    close_gap(l, it.i_);
     --size_;
     if (l->count == 0 && l != root_) remove_leaf(l);
   }
@@ -362,23 +372,49 @@ class btree_map {
     if (i < l->count) return iterator{this, l, i};
     return l->next ? iterator{this, l->next, 0} : end();
   }
-  static void shift_right(leaf_node* l, int i) noexcept { move_objects(l, i, l, i + 1, l->count - i); }
-  // Moves n objects from one run of slots to another (the runs may overlap),
-  // leaving the source slots dead.
-  static void move_objects(leaf_node* from, int i, leaf_node* to, int j, int n) noexcept {
+  // Opens a dead slot at object position i of leaf l (not full), moving
+  // the objects before it one slot down or those from it one slot up:
+  // the shorter side that has room.
+  static void make_room(leaf_node* l, int i) noexcept {
+    const int b = l->begin;
+    const int n = l->count;
+    const bool room_below = b > 0;
+    const bool room_above = b + n < leaf_slots;
+    if (room_below && (!room_above || i < n - i)) {
+      move_slots(l, b, l, b - 1, i);
+      l->begin = b - 1;
+    } else {
+      move_slots(l, b + i, l, b + i + 1, n - i);
+    }
+  }
+  // Closes the dead slot of object i (destroyed): the shorter side moves.
+  static void close_gap(leaf_node* l, int i) noexcept {
+    const int b = l->begin;
+    const int n = l->count;
+    if (i < n - 1 - i) {
+      move_slots(l, b, l, b + 1, i);
+      l->begin = b + 1;
+    } else {
+      move_slots(l, b + i + 1, l, b + i, n - 1 - i);
+    }
+    l->count = n - 1;
+  }
+  // Moves n objects from slots [i, i + n) of one leaf to [j, j + n) of
+  // another or the same (the runs may overlap), leaving the source slots dead.
+  static void move_slots(leaf_node* from, int i, leaf_node* to, int j, int n) noexcept {
     if (n <= 0) return;
     if constexpr (std::is_trivially_copyable_v<value_type>) {
       std::memmove(to->storage + static_cast<std::size_t>(j) * sizeof(value_type),
                    from->storage + static_cast<std::size_t>(i) * sizeof(value_type), static_cast<std::size_t>(n) * sizeof(value_type));
     } else if (from != to || j < i) {
       for (int m = 0; m < n; ++m) {
-        ::new (static_cast<void*>(&to->at(j + m))) value_type(std::move(from->at(i + m)));
-        from->at(i + m).~value_type();
+        ::new (static_cast<void*>(&to->slot(j + m))) value_type(std::move(from->slot(i + m)));
+        from->slot(i + m).~value_type();
       }
     } else {
       for (int m = n - 1; m >= 0; --m) {
-        ::new (static_cast<void*>(&to->at(j + m))) value_type(std::move(from->at(i + m)));
-        from->at(i + m).~value_type();
+        ::new (static_cast<void*>(&to->slot(j + m))) value_type(std::move(from->slot(i + m)));
+        from->slot(i + m).~value_type();
       }
     }
   }
@@ -398,9 +434,11 @@ class btree_map {
       throw;
     }
     const int keep = e == edge::left ? 0 : e == edge::right ? l->count : l->count / 2;
-    move_objects(l, keep, r, 0, l->count - keep);
+    move_slots(l, l->begin + keep, r, 0, l->count - keep);
     r->count = l->count - keep;
     l->count = keep;
+    // The low end's new leaf fills downwards: its room at the front.
+    if (e == edge::left) l->begin = leaf_slots;
     r->prev = l;
     r->next = l->next;
     if (l->next) l->next->prev = r;
