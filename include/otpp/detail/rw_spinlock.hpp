@@ -65,17 +65,20 @@ class rw_spinlock {
     }
   }
 
-  void lock() noexcept {
-    for (unsigned spins = 0;; ++spins) {
-      // Claim the flag first (new readers back off), then wait for the
-      // readers already in to leave.
-      if (writer_.load(std::memory_order_relaxed) == 0 && writer_.exchange(1, std::memory_order_seq_cst) == 0) break;
-      backoff(spins);
+  // Claims the flag first (new readers back off), then waits for the
+  // readers already in to leave. The common case inline: free, no reader
+  // in, readers not grouped; the rest out of line. As a call, with the
+  // loops' registers saved and restored, it was a quarter of an insert's
+  // instructions (callgrind, 1M ordered_set inserts: 39 of 160).
+  [[gnu::always_inline]] void lock() noexcept {
+    if (writer_.load(std::memory_order_relaxed) == 0 && writer_.exchange(1, std::memory_order_seq_cst) == 0) [[likely]] {
+      if (!groups_ && readers_.slot.load(std::memory_order_seq_cst) == 0 && readers_.count.load(std::memory_order_seq_cst) == 0)
+        [[likely]]
+        return;
+      wait_for_readers();
+      return;
     }
-    wait_out(readers_);
-    if (groups_) {
-      for (unsigned g = 0; g < reader_groups; ++g) wait_out(groups_[g].readers);
-    }
+    lock_slowly();
   }
   void unlock() noexcept { writer_.store(0, std::memory_order_release); }
 
@@ -88,6 +91,20 @@ class rw_spinlock {
   struct alignas(cache_line) group {
     readers_t readers;
   };
+
+  [[gnu::noinline]] void lock_slowly() noexcept {
+    for (unsigned spins = 0;; ++spins) {
+      backoff(spins);
+      if (writer_.load(std::memory_order_relaxed) == 0 && writer_.exchange(1, std::memory_order_seq_cst) == 0) break;
+    }
+    wait_for_readers();
+  }
+  [[gnu::noinline]] void wait_for_readers() noexcept {
+    wait_out(readers_);
+    if (groups_) {
+      for (unsigned g = 0; g < reader_groups; ++g) wait_out(groups_[g].readers);
+    }
+  }
 
   static unsigned my_group() noexcept {
     static std::atomic<unsigned> next{0};
