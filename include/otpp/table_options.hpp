@@ -40,6 +40,8 @@ struct table_options {
   /// shards (a read lock each). Off: one counter for the table, which every
   /// insert and erase bumps, and size() reads at once. Unset: on with
   /// write_concurrency (ETS's default for its ordered_set; here for all).
+  /// An ordered_set, one shard, counts in it either way: that count is
+  /// the table's.
   std::optional<bool> decentralized_counters{};
 };
 
