@@ -144,9 +144,10 @@ class btree_map {
     alignas(value_type) unsigned char storage[sizeof(value_type) * leaf_slots];
     /// Object i (in key order).
     value_type& at(int i) noexcept { return slot(begin + i); }
-    const value_type& at(int i) const noexcept { return std::launder(reinterpret_cast<const value_type*>(storage))[begin + i]; }
+    const value_type& at(int i) const noexcept { return slot(begin + i); }
     /// Slot p of the storage, live or not.
     value_type& slot(int p) noexcept { return std::launder(reinterpret_cast<value_type*>(storage))[p]; }
+    const value_type& slot(int p) const noexcept { return std::launder(reinterpret_cast<const value_type*>(storage))[p]; }
   };
   struct inner : node {
     // keys[i] is the smallest key under children[i + 1].
