@@ -180,7 +180,10 @@ class table_store {
  private:
   std::size_t index_of_hash(std::size_t hash) const noexcept {
     // Mixed so that keys whose hashes differ only in high bits (or an
-    // identity hash of small integers) still spread over the shards.
+    // identity hash of small integers) still spread over the shards. A
+    // well-mixed hash is used as it is, from bits the shard's map takes
+    // neither its slot index (the low ones) nor its tag (the top seven) from.
+    if constexpr (requires { typename key_hash<K>::is_avalanching; }) return (hash >> 32) & (n_ - 1);
     std::uint64_t h = static_cast<std::uint64_t>(hash);
     h ^= h >> 29;
     h *= 0xbf58476d1ce4e5b9ull;
