@@ -3,12 +3,16 @@
 // workers, with exact totals.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <otpp/counters.hpp>
 #include <otpp/gen_server.hpp>
@@ -30,6 +34,52 @@ class adder : public otpp::gen_server<adder> {
   explicit adder(otpp::counters c) : c_{std::move(c)} {}
   void handle_cast(add a) { c_.add(0, a.n); }
   bool handle_call(flush) { return true; }
+
+ private:
+  otpp::counters c_;
+};
+
+// Answers after computing for about `work`: long enough that a blocking
+// caller's fiber parks instead of spinning for the reply, and resumes
+// wherever a worker is free.
+class slow_peer : public otpp::gen_server<slow_peer> {
+ public:
+  struct ask {
+    std::chrono::microseconds work;
+  };
+  bool handle_call(ask a) {
+    const auto until = std::chrono::steady_clock::now() + a.work;
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    return true;
+  }
+};
+
+// The kernel's id of the calling thread, asked afresh each time (the
+// compiler may take pthread_self, declared const, once for a whole function).
+long thread_id() { return syscall(SYS_gettid); }
+
+// Adds in a loop around blocking calls, in one handler: between two adds
+// its fiber may resume on the other worker, and each add must land in the
+// row of the thread it runs on then (a row written from two threads loses
+// counts). Returns how often it found itself on another thread.
+class hopping_adder : public otpp::gen_server<hopping_adder> {
+ public:
+  struct run {
+    otpp::server<slow_peer> peer;
+    int rounds;
+  };
+  explicit hopping_adder(otpp::counters c) : c_{std::move(c)} {}
+  int handle_call(run r) {
+    int hops = 0;
+    for (int i = 0; i < r.rounds; ++i) {
+      const long before = thread_id();
+      c_.add(0, 1);
+      (void)otpp::call(r.peer, slow_peer::ask{std::chrono::microseconds{20}});
+      if (thread_id() != before) ++hops;
+    }
+    return hops;
+  }
 
  private:
   otpp::counters c_;
@@ -157,5 +207,36 @@ TEST_CASE("stress: 64 processes on 2 workers add as they move between workers; t
     for (auto& a : adders) CHECK(otpp::call(a, adder::flush{}));
     CHECK(c.get(0) == expected);
     for (auto& a : adders) otpp::stop(a);
+  }
+}
+
+TEST_CASE("stress: handlers add in a loop around blocking calls that move them between workers; the total is exact",
+          "[counters]") {
+  for (auto opts : layouts) {
+    INFO("write_concurrency " << opts.write_concurrency);
+    otpp::runtime rt{{.workers = 2}};
+    otpp::counters c{1, opts};
+    const auto peer = rt.start<slow_peer>().value();
+    std::vector<otpp::server<hopping_adder>> hoppers;
+    for (int i = 0; i < 16; ++i) hoppers.push_back(rt.start<hopping_adder>(c).value());
+    constexpr int rounds = 200;
+    // Batches until enough adds have run after a move (how many moves a
+    // batch sees depends on the scheduling): without moves this checks nothing.
+    int hops = 0;
+    std::int64_t expected = 0;
+    for (int batch = 0; batch < 50 && hops < 20; ++batch) {
+      std::vector<std::thread> callers;
+      std::atomic<int> batch_hops{0};
+      for (auto& h : hoppers)
+        callers.emplace_back([&, h] { batch_hops += otpp::call(h, hopping_adder::run{peer, rounds}, std::chrono::seconds{60}); });
+      for (auto& t : callers) t.join();
+      hops += batch_hops.load();
+      expected += std::int64_t{16} * rounds;
+      REQUIRE(c.get(0) == expected);
+    }
+    INFO(hops << " adds ran on another thread than the one before them");
+    CHECK(hops >= 20);
+    for (auto& h : hoppers) otpp::stop(h);
+    otpp::stop(peer);
   }
 }
