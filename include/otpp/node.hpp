@@ -69,6 +69,7 @@
 #include <vector>
 
 #include "async_call.hpp"
+#include "detail/coarse_clock.hpp"
 #include "detail/dist_handshake.hpp"
 #include "detail/flat_hash_map.hpp"
 #include "detail/idle_poll.hpp"
@@ -158,9 +159,12 @@ enum op : std::int64_t {
   op_unlink_id_ack = 36,
 };
 
-inline std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+/// When a peer was last heard from and written to, for the net tick: the
+/// coarse clock, a few milliseconds behind at most where ticks are seconds
+/// apart. It is read on every read and send; with the exact clock there,
+/// otpp_dist_bench's sequential calls took 8.2-8.5 us instead of
+/// 7.9-8.1 us (4 alternated pairs; the 64-caller rate did not move).
+inline std::int64_t now_ms() noexcept { return detail::coarse_now_ns() / 1'000'000; }
 
 /// The text of an exit reason as Erlang reads it.
 inline term reason_to_term(const exit_reason& r) {
