@@ -2257,8 +2257,11 @@ class node_core {
 
   /// Call `n`'s reference, as make_ref(n) encodes.
   /// A buffer of this thread's for building frames, emptied (thread-local:
-  /// a caller that uses it across a suspension would find it reused).
-  static std::string& scratch(int which) {
+  /// a caller that uses it across a suspension would find it reused). Out
+  /// of line, as detail::tls: inlined into a handler that blocks in a loop,
+  /// the thread-local's address could be taken once, before a call that
+  /// moved the handler's fiber, and another thread's buffer written.
+  [[gnu::noinline]] static std::string& scratch(int which) {
     thread_local std::string buffers[2];
     std::string& b = buffers[which];
     if (b.capacity() > 65536) std::string{}.swap(b);  // a large request's buffer is not kept
@@ -2667,8 +2670,9 @@ class node {
     return cookie;
   }
   // A caller calls the same target many times in a row: the last label is
-  // kept per thread, so a call formats and interns only on a change.
-  static std::string_view label(const remote_name& to) {
+  // kept per thread, so a call formats and interns only on a change. Out of
+  // line, as scratch: its thread-locals must be found afresh each call.
+  [[gnu::noinline]] static std::string_view label(const remote_name& to) {
     thread_local std::string name, node;
     thread_local std::string_view last;
     if (last.empty() || to.name != name || to.node != node) {
@@ -2679,7 +2683,7 @@ class node {
     return last;
   }
   // Per node, not per pid: the interned labels stay few.
-  static std::string_view label(const remote_pid& to) {
+  [[gnu::noinline]] static std::string_view label(const remote_pid& to) {
     thread_local std::string node;
     thread_local std::string_view last;
     if (last.empty() || to.node != node) {
