@@ -3,7 +3,8 @@
 // uses a tenth of the sizes (a smoke run, not comparable figures). Every
 // figure runs in a fresh child process (see run_isolated).
 // WORKERS=N in the environment sets the runtime's worker count (default:
-// one per hardware thread), for scaling runs.
+// one per hardware thread), for scaling runs; BIND_WORKERS=1 binds each
+// worker to a core (runtime_config::bind_workers; the page runs without).
 //
 // Workloads mirror the peers' programs (BEAM and CAF, same machine kind):
 //   cast_1sender        one thread casts 2M increments, then a flushing call
@@ -1478,7 +1479,7 @@ bool run_isolated(const char* label, void (*fn)(otpp::runtime&)) {
   }
   if (child == 0) {
     {
-      otpp::runtime rt{{.workers = workers_from_env()}};
+      otpp::runtime rt{{.workers = workers_from_env(), .bind_workers = std::getenv("BIND_WORKERS") != nullptr}};
       fn(rt);
     }
     std::fflush(stdout);

@@ -1,12 +1,21 @@
 // The runtime: workers, shutdown, and blocking calls that must not starve the
 // pool (chains of calls, fan-in, callees that need another process to run).
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <latch>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
 
 #include <otpp/otpp.hpp>
 
@@ -284,3 +293,68 @@ TEST_CASE("a chain deeper than the inline limit still completes") {
   for (int i = 0; i < 300; ++i) head = rt.start<chain_link>(head).value();
   CHECK(otpp::call(head, chain_link::depth{}, std::chrono::seconds(30)) == 300);
 }
+
+#if defined(__linux__)
+namespace {
+// The CPUs the calling thread may run on.
+std::vector<int> my_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  (void)pthread_getaffinity_np(pthread_self(), sizeof set, &set);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
+}
+
+// Reports the CPUs its worker may use, once `met` says both reporters are
+// in their handlers at the same time: then they run on different workers.
+class cpu_reporter : public otpp::gen_server<cpu_reporter> {
+ public:
+  struct report {
+    std::atomic<int>* met;
+  };
+  std::vector<int> handle_call(report r) {
+    r.met->fetch_add(1);
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (r.met->load() < 2 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    return my_cpus();
+  }
+};
+
+// Both reporters' answers, asked from two threads at once.
+std::pair<std::vector<int>, std::vector<int>> report_both(otpp::runtime& rt) {
+  auto a = rt.start<cpu_reporter>().value();
+  auto b = rt.start<cpu_reporter>().value();
+  std::atomic<int> met{0};
+  std::vector<int> from_b;
+  std::thread t{[&] { from_b = otpp::call(b, cpu_reporter::report{&met}, std::chrono::seconds(30)); }};
+  std::vector<int> from_a = otpp::call(a, cpu_reporter::report{&met}, std::chrono::seconds(30));
+  t.join();
+  REQUIRE(met.load() == 2);
+  return {from_a, from_b};
+}
+}  // namespace
+
+TEST_CASE("bind_workers: each worker runs on a CPU of its own among those allowed; by default workers keep them all") {
+  const std::vector<int> allowed = my_cpus();
+  if (allowed.size() < 2) {
+    WARN("one CPU allowed: nothing to bind to");
+    return;
+  }
+  {
+    otpp::runtime rt{{.workers = 2, .bind_workers = true}};
+    const auto [a, b] = report_both(rt);
+    REQUIRE(a.size() == 1);
+    REQUIRE(b.size() == 1);
+    CHECK(a != b);
+    for (int c : {a[0], b[0]}) CHECK(std::find(allowed.begin(), allowed.end(), c) != allowed.end());
+  }
+  {
+    otpp::runtime rt{{.workers = 2}};
+    const auto [a, b] = report_both(rt);
+    CHECK(a == allowed);
+    CHECK(b == allowed);
+  }
+}
+#endif

@@ -14,6 +14,7 @@
 #include "../mailbox.hpp"
 #include "../pid.hpp"
 #include "../telemetry.hpp"
+#include "cpu_binding.hpp"
 #include "idle_poll.hpp"
 #include "links.hpp"
 #include "name_table.hpp"
@@ -293,9 +294,12 @@ OTPP_FUNC runtime_core::runtime_core(runtime_config cfg) : cfg_{cfg} {
   for (unsigned i = 0; i < n; ++i) slots_.push_back(std::make_unique<worker_slot>(i));
   if (fibers_supported) fiber_stack_ = cfg_.stack_size;
   spare_fiber_cap_ = std::max<std::size_t>(16, 2 * std::size_t{n});
+  std::vector<int> cpus;
+  if (cfg_.bind_workers) cpus = allowed_cpus();
+  if (cpus.size() < 2) cpus.clear();  // one CPU (or none known): nothing to choose between
   {
     std::lock_guard lock{spare_mutex_};
-    for (unsigned i = 0; i < n; ++i) start_thread(slots_[i].get());
+    for (unsigned i = 0; i < n; ++i) start_thread(slots_[i].get(), cpus.empty() ? -1 : cpus[i % cpus.size()]);
   }
   // On a given clock (a test's virtual_clock) the timer service exists from
   // the start, so that the clock knows this runtime: advance() and settle()
@@ -482,13 +486,13 @@ OTPP_FUNC std::size_t runtime_core::thread_count() {
   return threads_.size();
 }
 
-OTPP_FUNC void runtime_core::start_thread(worker_slot* s) {
+OTPP_FUNC void runtime_core::start_thread(worker_slot* s, int cpu) {
   auto rec = std::make_unique<thread_record>();
   thread_record* r = rec.get();
   threads_.push_back(std::move(rec));
   add_ref();  // each thread holds the core: one abandoned by shutdown frees it when it ends
   try {
-    r->thread = std::thread([this, r, s] { thread_main(r, s); });
+    r->thread = std::thread([this, r, s, cpu] { thread_main(r, s, cpu); });
   } catch (...) {
     threads_.pop_back();
     refs_.fetch_sub(1, std::memory_order_relaxed);  // the runtime's own reference is still held
@@ -600,7 +604,9 @@ OTPP_FUNC bool runtime_core::join_threads(steady::time_point deadline, bool own_
   return !stuck && !own_thread;
 }
 
-OTPP_FUNC void runtime_core::thread_main(thread_record* me, worker_slot* initial) noexcept {
+OTPP_FUNC void runtime_core::thread_main(thread_record* me, worker_slot* initial, int cpu) noexcept {
+  // Refused (a CPU taken away meanwhile): the worker runs unbound.
+  if (cpu >= 0) (void)bind_this_thread(cpu);
   tls().rt = this;
   tls().slot = initial;
   tls().record = me;

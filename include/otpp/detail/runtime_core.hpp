@@ -261,7 +261,8 @@ class runtime_core {
   static bool stop_for_shutdown(process_base* p, steady::duration left);
 
   // Called with spare_mutex_ held.
-  void start_thread(worker_slot* s);
+  /// `cpu`: where to bind the new thread (bind_workers); -1: nowhere.
+  void start_thread(worker_slot* s, int cpu = -1);
 
   // Stops live processes newest first, each with the time left. One that
   // does not stop in time is abandoned: logged once, never waited for
@@ -275,7 +276,7 @@ class runtime_core {
   // The calling thread, if it is one of ours, is detached: it is running.
   bool join_threads(steady::time_point deadline, bool own_thread) noexcept;
 
-  void thread_main(thread_record* me, worker_slot* initial) noexcept;
+  void thread_main(thread_record* me, worker_slot* initial, int cpu) noexcept;
 
   // The worker loop: runs until the thread is to end (on its own stack, or
   // on whichever fiber is current; see fiber_main).
