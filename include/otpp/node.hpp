@@ -2255,7 +2255,6 @@ class node_core {
     if (p) otpp::send(p, msg);
   }
 
-  /// Call `n`'s reference, as make_ref(n) encodes.
   /// A buffer of this thread's for building frames, emptied (thread-local:
   /// a caller that uses it across a suspension would find it reused). Out
   /// of line, as detail::tls: inlined into a handler that blocks in a loop,
@@ -2351,6 +2350,7 @@ class node_core {
   /// Served names (and pids) whose call heads a connection keeps.
   static constexpr std::size_t max_cached_heads = 256;
 
+  /// Call `n`'s reference.
   [[nodiscard]] term make_ref(std::uint64_t n) const {
     return remote_ref{name_, creation_,
                       {static_cast<std::uint32_t>(n & 0x3ffff), static_cast<std::uint32_t>(n >> 18), ref_salt_}};
