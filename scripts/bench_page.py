@@ -192,7 +192,13 @@ def main():
                  "otpp_bench's `#` line, costs 20-130 ms here). It is the first burst of timers in a fresh "
                  "process: the pages its timers take are new to the process, and on this host the first "
                  "touch of such a page costs from 1 to 3 ms per 2 MiB, depending on what the host did with "
-                 "the memory lately; the same burst again in the same process takes about 0.02-0.04 s.\n\n")
+                 "the memory lately; the same burst again in the same process takes about 0.02-0.04 s. "
+                 "Figures that wake an idle worker (the 64-process rows) vary from run to run on this host: "
+                 "its kernel puts a woken thread on the core of the thread that woke it, where it waits while "
+                 "that one runs on (a thread parked for 10 ms, then woken: 1.9 ms median before it ran, "
+                 "44 µs with the two bound to different cores). `BIND_WORKERS=1 otpp_bench` binds each "
+                 "worker to a core (`runtime_config::bind_workers`, the BEAM's `+sbt`); the page runs both "
+                 "runtimes unbound, their default.\n\n")
         fh.write("![otpp vs the best peer](benchmarks.svg)\n\n")
         fh.write("| figure | otpp | BEAM | CAF | unit | otpp vs best peer |\n|---|---:|---:|---:|---|---:|\n")
         fh.write("\n".join(rows) + "\n\n")
