@@ -39,12 +39,13 @@ struct runtime_config {
   /// other core idles (measured on such a host: 1.9 ms median before the
   /// woken thread ran, 44 us bound). The cost: a bound worker cannot move
   /// off a core that something else keeps busy (work stealing still moves
-  /// its processes). Measure before choosing: on that host,
-  /// bursts across 64 processes gained (a cache fetch figure, 109-114 ->
-  /// 118-120 M/s) and sequential calls between two processes lost (87-92
-  /// -> 98-106 ns). Spare threads, started for calls that block a worker
-  /// (stack_size = 0), are not bound. Linux only; a no-op with
-  /// a single allowed CPU, or where the system refuses.
+  /// its processes). On that host, bursts across 64 processes gained
+  /// (otpp_bench cache_fetch_64_ets, 6 pairs: 109.7-123.0 -> 116.3-123.8
+  /// M/s), and sequential calls, statem casts and rate limiter checks
+  /// stayed within their run-to-run spread (4 alternated pairs); measure
+  /// your own load before choosing. Spare threads, started for calls that
+  /// block a worker (stack_size = 0), are not bound. Linux only; a no-op
+  /// with a single allowed CPU, or where the system refuses.
   bool bind_workers = false;
   /// The time timers and gen_server timeouts follow. Empty: the steady
   /// clock. Tests pass an otpp::testing::virtual_clock (otpp/testing.hpp).
