@@ -31,8 +31,9 @@ struct runtime_config {
   std::chrono::milliseconds shutdown_timeout{5000};
   /// How long an idle worker spins before it parks.
   std::chrono::microseconds spin{50};
-  /// Binds worker i to the i-th CPU the process may run on (round robin
-  /// when there are more workers than CPUs), as the BEAM's `+sbt`. A worker
+  /// Binds worker i to the i-th of the CPUs its workers would run on
+  /// unbound (those the thread making the runtime may use; round robin when
+  /// there are more workers than CPUs), as the BEAM's `+sbt`. A worker
   /// woken for new work then runs on its own core at once: a kernel that
   /// places a woken thread on its waker's core (as some virtual machines'
   /// kernels do) leaves it waiting there while the waker runs on, and the

@@ -11,7 +11,8 @@
 
 namespace otpp::detail {
 
-/// The CPUs this process may run on, in order; empty where unknown.
+/// The CPUs the calling thread may run on, in order (those a thread it
+/// starts inherits); empty where unknown.
 inline std::vector<int> allowed_cpus() {
   std::vector<int> cpus;
 #if defined(__linux__)

@@ -28,6 +28,7 @@
 #include <utility>
 
 #include "big_blocks.hpp"
+#include "key_hash.hpp"
 
 namespace otpp::detail {
 
@@ -262,7 +263,7 @@ class flat_hash_map {
   const_iterator at(std::size_t i) const noexcept { return const_iterator{this, i, typename const_iterator::at_t{}}; }
   static std::size_t hash_of(const K& k) noexcept { return mixed(Hash{}(k)); }
   static std::size_t mixed(std::size_t hash) noexcept {
-    if constexpr (requires { typename Hash::is_avalanching; }) return hash;  // mixed already (key_hash.hpp)
+    if constexpr (avalanching_hash<Hash>) return hash;  // mixed already
     // Different constants from the shard choice: the slot index must not
     // repeat the bits that picked the shard.
     std::uint64_t x = static_cast<std::uint64_t>(hash);

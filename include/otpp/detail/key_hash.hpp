@@ -86,6 +86,11 @@ inline bool bytes_equal(const char* p, const char* q, std::size_t n) noexcept {
   return true;
 }
 
+/// A hash that marks itself `is_avalanching` (every output bit depends on
+/// every input bit): tables take their bits from it without mixing it again.
+template <class H>
+concept avalanching_hash = requires { typename H::is_avalanching; };
+
 /// std::hash<K>, but for strings hash_bytes.
 template <class K>
 struct key_hash : std::hash<K> {};

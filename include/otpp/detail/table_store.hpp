@@ -183,7 +183,7 @@ class table_store {
     // identity hash of small integers) still spread over the shards. A
     // well-mixed hash is used as it is, from bits the shard's map takes
     // neither its slot index (the low ones) nor its tag (the top seven) from.
-    if constexpr (requires { typename key_hash<K>::is_avalanching; }) return (hash >> 32) & (n_ - 1);
+    if constexpr (avalanching_hash<key_hash<K>>) return (hash >> 32) & (n_ - 1);
     std::uint64_t h = static_cast<std::uint64_t>(hash);
     h ^= h >> 29;
     h *= 0xbf58476d1ce4e5b9ull;
