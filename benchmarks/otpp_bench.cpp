@@ -236,7 +236,13 @@ double call_process_ns(otpp::runtime& rt) {
   return dt * 1e9 / calls;
 }
 
-void call_process(otpp::runtime& rt) { figure("call_process", call_process_ns<counter>(rt), "ns"); }
+void call_process(otpp::runtime& rt) {
+  figure("call_process", call_process_ns<counter>(rt), "ns");
+  // On a runtime's only worker the caller parks and the worker runs the
+  // callee itself: no other core to spin for, no sender to linger for.
+  otpp::runtime one{otpp::runtime_config{.workers = 1}};
+  std::printf("# call_process on a one-worker runtime: %.0f ns\n", call_process_ns<counter>(one));
+}
 void call_process_nonblocking(otpp::runtime& rt) {
   std::printf("# call_process_nonblocking: %.1f ns\n", call_process_ns<inline_counter>(rt));
 }

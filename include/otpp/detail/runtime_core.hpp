@@ -205,6 +205,9 @@ class runtime_core {
   /// any exist).
   [[nodiscard]] std::size_t parked_fibers() const noexcept { return parked_.load(std::memory_order_acquire); }
 
+  /// Whether parked fibers wait to resume (on any worker).
+  [[nodiscard]] bool fibers_ready() const noexcept { return ready_count_.load(std::memory_order_relaxed) != 0; }
+
   /// Whether processes are queued that a blocked holder of `s` would keep
   /// from running.
   [[nodiscard]] bool others_waiting(const worker_slot& s) const noexcept {
@@ -429,10 +432,13 @@ void release_name(process_base& p, process_cold& c) noexcept;
 /// Sends exit signals to links and downs to monitors (defined in links-inl.hpp).
 void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) noexcept;
 
-/// True on a worker of `rt` whose queues are empty.
+/// True on a worker of `rt` whose queues are empty and, if it is the
+/// runtime's only worker, that no parked fiber waits to resume on (with
+/// more, another worker takes the fiber from the shared list).
 inline bool worker_has_nothing_else(const runtime_core* rt) noexcept {
   const thread_ctx& t = tls();
-  return t.slot != nullptr && t.rt == rt && !rt->others_waiting(*t.slot);
+  return t.slot != nullptr && t.rt == rt && !rt->others_waiting(*t.slot) &&
+         !(rt->config().workers == 1 && rt->fibers_ready());
 }
 
 inline bool runtime_quiescent(const runtime_core* rt) noexcept { return rt->quiescent(); }
