@@ -180,10 +180,11 @@ def main():
         if a.note:
             fh.write(a.note.strip() + "\n\n")
         fh.write("Calls: with a finite timeout an otpp call always goes through the server's mailbox and is "
-                 "answered by a worker (so the timeout holds whatever the handler does); on two cores that "
-                 "is a hand-over between cores, about 1.5 µs. A process blocked in a call parks its stack (a fiber) "
+                 "answered by a worker (so the timeout holds whatever the handler does); from a plain thread "
+                 "that is a hand-over between threads. A process blocked in a call parks its stack (a fiber) "
                  "and its worker runs on, so the blocking rows run on the worker threads alone (`otpp_bench` "
-                 "prints the thread count). A server that declares "
+                 "prints the thread count); a call that wakes an idle server parks at once, and the worker runs "
+                 "the server and then resumes the caller, on one core. A server that declares "
                  "`nonblocking_handlers` lets an idle server's handler run on the caller's thread: those "
                  "rows. The peers have one kind of call; their figures are repeated for comparison. "
                  "`supervisor_restart` takes the better of the BEAM script's steady and fresh variants. "

@@ -142,6 +142,7 @@ struct fiber {
 
   // -- parking (owned by runtime_core) -------------------------------------------
   runtime_core* rt = nullptr;
+  const void* parked_on = nullptr;  // the worker slot it parked on
   reply_slot_base* slot = nullptr;
   steady::time_point deadline{};
   std::atomic<std::uint32_t> state{running};

@@ -642,6 +642,12 @@ OTPP_FUNC void runtime_core::schedule_loop() noexcept {
       if (t.slot == nullptr) return;
     }
     if (t.fib != nullptr) {
+      if (fiber* f = t.slot->next_fiber) {
+        t.slot->next_fiber = nullptr;
+        fiber* cur = t.fib;
+        switch_to(f, {cur == t.native ? fiber_action::none : fiber_action::retire, cur});
+        continue;
+      }
       if (check_timed || (tick & 15) == 0) {
         check_timed = false;
         if (fiber_due()) (void)expire_fibers();
@@ -737,6 +743,7 @@ OTPP_FUNC bool runtime_core::park_until(reply_slot_base* slot, steady::time_poin
   if (next == nullptr) return false;
   me->slot = slot;
   me->deadline = deadline;
+  me->parked_on = t.slot;
   const std::size_t parked_now = parked_.fetch_add(1, std::memory_order_seq_cst) + 1;
   if (parked_now > parked_peak_.load(std::memory_order_relaxed)) parked_peak_.store(parked_now, std::memory_order_relaxed);
   if (parked_now > spare_fiber_cap_) last_burst_ns_.store(steady::now().time_since_epoch().count(), std::memory_order_relaxed);
@@ -796,14 +803,39 @@ OTPP_FUNC void runtime_core::wake_fiber(slot_waker* w) noexcept {
 OTPP_FUNC void runtime_core::make_ready(fiber* f) noexcept {
   std::uint32_t expected = fiber::parked;
   if (!f->state.compare_exchange_strong(expected, fiber::ready, std::memory_order_acq_rel)) return;
+  // Woken on the worker it parked on (its callee ran here after it parked):
+  // resumed here, next, rather than by whichever worker looks first, which
+  // moved every call of a process-to-process pair between the two cores
+  // (otpp_bench call_process 750 -> 265 ns with the early park in
+  // await_resolution). A fiber that parked elsewhere goes to the shared
+  // queue, so that callers spread over the workers stay spread.
+  thread_ctx& t = tls();
+  const bool here = t.rt == this && t.slot != nullptr && t.fib != nullptr && t.slot->next_fiber == nullptr && f->parked_on == t.slot;
   {
     std::lock_guard lock{fiber_mutex_};
-    queue_ready_locked(f);
+    if (here) {
+      unlink_timed_locked(f);
+      t.slot->next_fiber = f;
+    } else {
+      queue_ready_locked(f);
+    }
   }
-  notify();
+  if (!here) notify();
 }
 
 OTPP_FUNC void runtime_core::queue_ready_locked(fiber* f) noexcept {
+  unlink_timed_locked(f);
+  f->link = nullptr;
+  if (ready_tail_ != nullptr) {
+    ready_tail_->link = f;
+  } else {
+    ready_head_ = f;
+  }
+  ready_tail_ = f;
+  ready_count_.fetch_add(1, std::memory_order_release);
+}
+
+OTPP_FUNC void runtime_core::unlink_timed_locked(fiber* f) noexcept {
   if (f->timed) {
     if (f->prev != nullptr) {
       f->prev->next = f->next;
@@ -814,14 +846,6 @@ OTPP_FUNC void runtime_core::queue_ready_locked(fiber* f) noexcept {
     f->timed = false;
     timed_count_.fetch_sub(1, std::memory_order_relaxed);
   }
-  f->link = nullptr;
-  if (ready_tail_ != nullptr) {
-    ready_tail_->link = f;
-  } else {
-    ready_head_ = f;
-  }
-  ready_tail_ = f;
-  ready_count_.fetch_add(1, std::memory_order_release);
 }
 
 OTPP_FUNC fiber* runtime_core::pop_ready() noexcept {
@@ -1838,7 +1862,13 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
   // block, may run the callee here: a handler run on this stack holds the
   // waiter until it returns, whatever the deadline.
   const bool may_help = callee_nonblocking || deadline == steady::time_point::max();
-  if (!may_help && callee != nullptr && tls().rt == callee->rt()) {
+  // On a fiber, a callee our call just woke sits in this worker's LIFO
+  // slot: park at once, and the worker runs it next and resumes us after
+  // (see make_ready), all on one core. Spinning instead, with the callee
+  // handed to the other worker, made every call a round trip between cores.
+  const bool queued_here = !may_help && callee != nullptr && tls().slot != nullptr && tls().rt == callee->rt() &&
+                           tls().slot->lifo == callee && tls().fib != nullptr && tls().fib != tls().native;
+  if (!may_help && !queued_here && callee != nullptr && tls().rt == callee->rt()) {
     try {
       callee->rt()->release_for_wait(callee);
     } catch (...) {
@@ -1860,11 +1890,12 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
   if (const thread_ctx& t = tls(); t.fib != nullptr && t.fib != t.native && t.rt != nullptr) {
     // On a fiber: spin for a reply from the other core while nothing else
     // wants this worker, then the fiber parks and the worker carries on.
-    // A runtime's only worker parks at once when the callee is its own: no
-    // other core can answer, and the worker runs the callee once parked
-    // (a call between two processes on one worker: 2.7 us -> 0.3 us).
+    // It parks at once when the callee waits here (above) or the runtime
+    // has one worker: no other core can answer, and the worker runs the
+    // callee once parked (a call between two processes on one worker:
+    // 2.7 us -> 0.3 us).
     runtime_core* const rt = t.rt;
-    const bool alone = callee != nullptr && callee->rt() == rt && rt->config().workers == 1;
+    const bool alone = queued_here || (callee != nullptr && callee->rt() == rt && rt->config().workers == 1);
     for (unsigned i = 0; !alone; ++i) {
       if (slot->resolved()) return true;
       cpu_relax();

@@ -53,6 +53,7 @@ struct worker_slot {
   explicit worker_slot(unsigned i) : index{i}, rng{0x9e3779b97f4a7c15ull * (i + 1)} {}
   work_stealing_deque<process_base*> deque;
   process_base* lifo = nullptr;  // owner only
+  fiber* next_fiber = nullptr;   // owner only: woken here, resumed here next
   // Owner only: the ticket of the last process that went idle here, kept
   // instead of released (see runtime_core::run_turns).
   process_base* kept = nullptr;
@@ -211,7 +212,7 @@ class runtime_core {
   /// Whether processes are queued that a blocked holder of `s` would keep
   /// from running.
   [[nodiscard]] bool others_waiting(const worker_slot& s) const noexcept {
-    return s.lifo != nullptr || !s.deque.empty() || injection_size_.load(std::memory_order_relaxed) != 0;
+    return s.lifo != nullptr || s.next_fiber != nullptr || !s.deque.empty() || injection_size_.load(std::memory_order_relaxed) != 0;
   }
 
   // -- shutdown ------------------------------------------------------------------
@@ -299,6 +300,7 @@ class runtime_core {
   void make_ready(fiber* f) noexcept;
   // Under fiber_mutex_: off the timed list (if on it), onto the ready queue.
   void queue_ready_locked(fiber* f) noexcept;
+  void unlink_timed_locked(fiber* f) noexcept;
   fiber* pop_ready() noexcept;
   void retire_fiber(fiber* f) noexcept;
   // Frees spare fibers beyond the standing few (an idle worker's chore).
