@@ -120,6 +120,7 @@ namespace otpp::detail {
 
 class process_base;
 class runtime_core;
+struct worker_slot;
 
 inline constexpr bool fibers_supported = OTPP_DETAIL_FIBERS != 0;
 
@@ -142,7 +143,7 @@ struct fiber {
 
   // -- parking (owned by runtime_core) -------------------------------------------
   runtime_core* rt = nullptr;
-  const void* parked_on = nullptr;  // the worker slot it parked on
+  const worker_slot* parked_on = nullptr;  // where it parked
   reply_slot_base* slot = nullptr;
   steady::time_point deadline{};
   std::atomic<std::uint32_t> state{running};
