@@ -324,6 +324,8 @@ OTPP_FUNC std::int64_t timer_due_after_ns(runtime_core& rt, std::int64_t delay_n
 
 OTPP_FUNC runtime_core::~runtime_core() {
   delete timers_.load(std::memory_order_acquire);
+  for (auto& s : slots_)
+    if (fiber* f = std::exchange(s->spare_fiber, nullptr)) destroy_fiber(f);
   while (fiber* f = spare_fibers_) {
     spare_fibers_ = f->link;
     destroy_fiber(f);
@@ -686,6 +688,12 @@ OTPP_FUNC void runtime_core::fiber_main(void* core) noexcept {
 }
 
 OTPP_FUNC fiber* runtime_core::take_fiber() noexcept {
+  // Each park takes a stack and each resume gives one back: a worker keeps
+  // one for itself, so that a call that parks and resumes on one worker
+  // takes the shared pool's lock in neither.
+  if (const thread_ctx& t = tls(); t.rt == this && t.slot != nullptr) {
+    if (fiber* f = std::exchange(t.slot->spare_fiber, nullptr)) return f;
+  }
   {
     std::lock_guard lock{fiber_mutex_};
     if (fiber* f = spare_fibers_) {
@@ -861,6 +869,11 @@ OTPP_FUNC fiber* runtime_core::pop_ready() noexcept {
 }
 
 OTPP_FUNC void runtime_core::retire_fiber(fiber* f) noexcept {
+  if (const thread_ctx& t = tls(); t.rt == this && t.slot != nullptr && t.slot->spare_fiber == nullptr) {
+    f->link = nullptr;
+    t.slot->spare_fiber = f;
+    return;
+  }
   {
     std::lock_guard lock{fiber_mutex_};
     // As many spares as fibers were recently parked at once (a chain of

@@ -54,6 +54,7 @@ struct worker_slot {
   work_stealing_deque<process_base*> deque;
   process_base* lifo = nullptr;  // owner only
   fiber* next_fiber = nullptr;   // owner only: woken here, resumed here next
+  fiber* spare_fiber = nullptr;  // owner only: a stack for the next park here, taken without the lock
   // Owner only: the ticket of the last process that went idle here, kept
   // instead of released (see runtime_core::run_turns).
   process_base* kept = nullptr;
