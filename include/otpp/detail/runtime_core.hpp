@@ -407,7 +407,8 @@ class runtime_core {
   std::atomic<std::int64_t> timed_min_ns_{no_deadline};  // a lower bound on the earliest deadline
   std::atomic<std::size_t> parked_{0};
   std::atomic<std::size_t> parked_peak_{0};  // since the last trim
-  std::atomic<std::int64_t> last_burst_ns_{0};  // when more fibers than the standing few were parked
+  std::atomic<bool> burst_seen_{false};  // more fibers than the standing few were parked since the last trim
+  std::atomic<std::int64_t> last_burst_ns_{0};  // when a trim found that burst over
   std::atomic<std::size_t> timed_count_{0};  // fibers parked with a deadline
   // The watchdog: a thread that resumes a parked process whose deadline
   // passed while every worker was busy (a worker would otherwise resume it
