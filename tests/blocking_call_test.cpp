@@ -113,6 +113,19 @@ class waiter : public otpp::gen_server<waiter> {
   }
 };
 
+// Calls the counter with the given timeout and says how the call ended.
+class timed_caller : public otpp::gen_server<timed_caller> {
+ public:
+  struct call_with {
+    otpp::server<counter_server> to;
+    std::chrono::steady_clock::duration timeout;
+  };
+  otpp::exit_kind handle_call(call_with c) {
+    auto r = otpp::try_call(c.to, counter_server::bump{0, 0}, c.timeout);
+    return r ? otpp::exit_kind::normal : r.error().kind();
+  }
+};
+
 }  // namespace
 
 TEST_CASE("1,000 processes in a chain of blocking calls complete on 2 worker threads") {
@@ -150,6 +163,17 @@ TEST_CASE("a blocked call's timeout holds on one worker, with no spare thread") 
   // The worker stayed free: the holder answers while the waiter waits.
   CHECK(otpp::call(h, otpp_test::holder::ping{}) == 0);
   CHECK(rt.thread_count() == 1);
+}
+
+TEST_CASE("a zero timeout from a process is a timeout, though the idle server would answer next") {
+  // On one worker the server runs only once the caller waits, and by then
+  // its deadline has passed (OTP's `after 0`). The request is still
+  // handled; its reply is dropped.
+  otpp::runtime rt{{.workers = 1}};
+  auto c = rt.start<counter_server>(1).value();
+  auto p = rt.start<timed_caller>().value();
+  CHECK(otpp::call(p, timed_caller::call_with{c, 0ms}) == otpp::exit_kind::timeout);
+  CHECK(otpp::call(c, counter_server::total{}) == 1);
 }
 
 TEST_CASE("many processes blocked at once time out each at its own deadline") {

@@ -1877,7 +1877,7 @@ struct stop_node final : system_node {
 /// hands our slot to a spare thread: handing off at every contended call
 /// would start a thread per caller and oversubscribe the cores.
 OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadline, process_base* callee,
-                             bool callee_nonblocking) noexcept {
+                             bool callee_nonblocking, bool deadline_far) noexcept {
   constexpr auto spin_for = std::chrono::microseconds(20);
   constexpr auto handoff_after = std::chrono::microseconds(1000);
   // When the wait began, read only by the waits that spin or sleep: a clock
@@ -1941,7 +1941,13 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
         std::this_thread::yield();
       }
     }
-    if (steady::now() >= deadline) return slot->resolved();
+    // A spin ends just after finding the deadline ahead. A wait that parks
+    // at once looks at the clock only when its deadline may be near: a
+    // zero timeout stays a timeout, and a deadline set a moment ago, a
+    // millisecond or more ahead, has not passed unless this thread lost its
+    // core (then the watchdog ends the park; a reply there first wins, as
+    // in a receive).
+    if (alone && !deadline_far && steady::now() >= deadline) return slot->resolved();
     if (rt->park_until(slot, deadline)) {
       // Resumed, perhaps on another thread: by the resolution, or by the deadline.
       if (slot->resolved()) return true;
@@ -2015,7 +2021,7 @@ OTPP_FUNC std::uint32_t enqueue_and_await(process_base* p, message_node* node, r
   } else {
     (void)p->offer(node, true);
   }
-  return await_reply(slot, deadline_after(timeout), p, target_nonblocking);
+  return await_reply(slot, deadline_after(timeout), p, target_nonblocking, timeout >= std::chrono::milliseconds(1));
 }
 
 OTPP_FUNC result<void> stop_process(process_base* p, exit_reason reason, steady::duration timeout) {

@@ -503,14 +503,16 @@ bool help_own(Mine&& mine) {
 
 /// Waits until `slot` is resolved or the deadline passes, the way a worker
 /// must (see runtime_core-inl.hpp), without giving the slot up.
+/// `deadline_far`: the deadline was set just now, a millisecond or more
+/// ahead (a wait that parks at once then skips a clock read).
 bool await_resolution(reply_slot_base* slot, steady::time_point deadline, process_base* callee,
-                      bool callee_nonblocking = false) noexcept;
+                      bool callee_nonblocking = false, bool deadline_far = false) noexcept;
 
 /// A caller's wait: as await_resolution, then the slot is given up at the
 /// deadline so a late reply is dropped. Returns ready, failed or abandoned.
 inline std::uint32_t await_reply(reply_slot_base* slot, steady::time_point deadline, process_base* callee,
-                                 bool callee_nonblocking = false) noexcept {
-  (void)await_resolution(slot, deadline, callee, callee_nonblocking);
+                                 bool callee_nonblocking = false, bool deadline_far = false) noexcept {
+  (void)await_resolution(slot, deadline, callee, callee_nonblocking, deadline_far);
   return slot->wait_until(deadline);
 }
 
