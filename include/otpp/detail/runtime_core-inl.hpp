@@ -14,6 +14,7 @@
 #include "../mailbox.hpp"
 #include "../pid.hpp"
 #include "../telemetry.hpp"
+#include "coarse_clock.hpp"
 #include "cpu_binding.hpp"
 #include "idle_poll.hpp"
 #include "links.hpp"
@@ -787,6 +788,10 @@ OTPP_FUNC void runtime_core::finish_park(fiber* f) noexcept {
       if (timed_ != nullptr) timed_->prev = f;
       timed_ = f;
       f->timed = true;
+      // A locked add, unlike the counts' other changes (all under the lock
+      // too): it is the store the watchdog's sleep check pairs with, and it
+      // must not wait in this core's store buffer while we read
+      // watch_asleep_ below.
       timed_count_.fetch_add(1, std::memory_order_relaxed);
       const std::int64_t d = f->deadline.time_since_epoch().count();
       if (d < timed_min_ns_.load(std::memory_order_relaxed)) timed_min_ns_.store(d, std::memory_order_relaxed);
@@ -844,7 +849,9 @@ OTPP_FUNC void runtime_core::queue_ready_locked(fiber* f) noexcept {
     ready_head_ = f;
   }
   ready_tail_ = f;
-  ready_count_.fetch_add(1, std::memory_order_release);
+  // Changed only under fiber_mutex_, so a load and a store, not a locked
+  // add (two of them per parked call; notify()'s fence publishes it).
+  ready_count_.store(ready_count_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
 OTPP_FUNC void runtime_core::unlink_timed_locked(fiber* f) noexcept {
@@ -856,7 +863,7 @@ OTPP_FUNC void runtime_core::unlink_timed_locked(fiber* f) noexcept {
     }
     if (f->next != nullptr) f->next->prev = f->prev;
     f->timed = false;
-    timed_count_.fetch_sub(1, std::memory_order_relaxed);
+    timed_count_.store(timed_count_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);  // under the lock
   }
 }
 
@@ -867,7 +874,7 @@ OTPP_FUNC fiber* runtime_core::pop_ready() noexcept {
   ready_head_ = f->link;
   if (ready_head_ == nullptr) ready_tail_ = nullptr;
   f->link = nullptr;
-  ready_count_.fetch_sub(1, std::memory_order_relaxed);
+  ready_count_.store(ready_count_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);  // under the lock
   f->state.store(fiber::running, std::memory_order_relaxed);
   return f;
 }
@@ -1241,7 +1248,7 @@ OTPP_FUNC fiber* runtime_core::pop_overdue(std::int64_t before, std::int64_t& ne
     }
     if (ready_tail_ == f) ready_tail_ = prev;
     f->link = nullptr;
-    ready_count_.fetch_sub(1, std::memory_order_relaxed);
+    ready_count_.store(ready_count_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);  // under the lock
     f->state.store(fiber::running, std::memory_order_relaxed);
     return f;
   }
@@ -2021,7 +2028,11 @@ OTPP_FUNC std::uint32_t enqueue_and_await(process_base* p, message_node* node, r
   } else {
     (void)p->offer(node, true);
   }
-  return await_reply(slot, deadline_after(timeout), p, target_nonblocking, timeout >= std::chrono::milliseconds(1));
+  // A timeout of a second or more takes its deadline from the coarse clock
+  // (never early, at most 16 ms late, as an async call's): the exact clock
+  // cost ~20 ns of a ~170 ns call between processes.
+  return await_reply(slot, coarse_deadline_after(timeout), p, target_nonblocking,
+                     timeout >= std::chrono::milliseconds(1));
 }
 
 OTPP_FUNC result<void> stop_process(process_base* p, exit_reason reason, steady::duration timeout) {
