@@ -705,6 +705,14 @@ OTPP_FUNC fiber* runtime_core::take_fiber() noexcept {
       return f;
     }
   }
+  // No spare left: fibers are piling up. Note the peak (how many spares to
+  // keep) and the burst (when to trim them) here, where stacks are made: a
+  // clock read or a shared count at every park cost more than the park's
+  // lock section (64 callers blocked on one server).
+  const std::size_t parked_now = parked_count() + 1;
+  if (parked_now > parked_peak_.load(std::memory_order_relaxed)) parked_peak_.store(parked_now, std::memory_order_relaxed);
+  if (parked_now > spare_fiber_cap_ && !burst_seen_.load(std::memory_order_relaxed))
+    burst_seen_.store(true, std::memory_order_relaxed);
   fiber* f = create_fiber(fiber_stack_, &fiber_main, this);
   if (f != nullptr) f->rt = this;
   return f;
@@ -753,17 +761,35 @@ OTPP_FUNC bool runtime_core::park_until(reply_slot_base* slot, steady::time_poin
   me->slot = slot;
   me->deadline = deadline;
   me->parked_on = t.slot;
-  const std::size_t parked_now = parked_.fetch_add(1, std::memory_order_seq_cst) + 1;
-  if (parked_now > parked_peak_.load(std::memory_order_relaxed)) parked_peak_.store(parked_now, std::memory_order_relaxed);
-  // Marked, not timed: a clock read at each park of a burst was a third of
-  // the clock reads of 64 callers blocked on one server. The first trim
-  // that finds the burst over starts its quiet second.
-  if (parked_now > spare_fiber_cap_ && !burst_seen_.load(std::memory_order_relaxed))
-    burst_seen_.store(true, std::memory_order_relaxed);
+  note_park(t);
   switch_to(next, {fiber_action::park_fiber, me});
   me->slot = nullptr;
-  parked_.fetch_sub(1, std::memory_order_seq_cst);
+  note_resume(tls());  // perhaps another thread's
   return true;
+}
+
+OTPP_FUNC void runtime_core::note_park(thread_ctx& t) noexcept {
+  if (t.slot != nullptr && t.rt == this) {
+    t.slot->fiber_parks.store(t.slot->fiber_parks.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  } else {
+    parks_elsewhere_.fetch_add(1, std::memory_order_seq_cst);
+  }
+}
+
+OTPP_FUNC void runtime_core::note_resume(thread_ctx& t) noexcept {
+  if (t.slot != nullptr && t.rt == this) {
+    t.slot->fiber_resumes.store(t.slot->fiber_resumes.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  } else {
+    resumes_elsewhere_.fetch_add(1, std::memory_order_seq_cst);
+  }
+}
+
+OTPP_FUNC std::size_t runtime_core::parked_count() const noexcept {
+  std::uint64_t resumes = resumes_elsewhere_.load(std::memory_order_seq_cst);
+  for (const auto& s : slots_) resumes += s->fiber_resumes.load(std::memory_order_acquire);
+  std::uint64_t parks = parks_elsewhere_.load(std::memory_order_seq_cst);
+  for (const auto& s : slots_) parks += s->fiber_parks.load(std::memory_order_acquire);
+  return parks > resumes ? static_cast<std::size_t>(parks - resumes) : 0;
 }
 
 // Run by the fiber that took over, once the parked one is off its stack:
@@ -906,7 +932,7 @@ OTPP_FUNC void runtime_core::trim_fibers() noexcept {
   // ASan a large shadow update: an idle worker must stay quick to wake).
   constexpr std::int64_t quiet_ns = 1'000'000'000;
   constexpr std::size_t per_trim = 32;
-  if (spares_.load(std::memory_order_relaxed) <= spare_fiber_cap_ || parked_.load(std::memory_order_relaxed) != 0) return;
+  if (spares_.load(std::memory_order_relaxed) <= spare_fiber_cap_ || parked_count() != 0) return;
   const std::int64_t now = steady::now().time_since_epoch().count();
   if (burst_seen_.load(std::memory_order_relaxed)) {
     burst_seen_.store(false, std::memory_order_relaxed);
@@ -1079,7 +1105,7 @@ OTPP_FUNC process_base* runtime_core::steal(worker_slot& s) noexcept {
 }
 
 OTPP_FUNC bool runtime_core::has_own_work(const worker_slot& s) const noexcept {
-  if (s.lifo != nullptr || !s.deque.empty()) return true;
+  if (s.lifo != nullptr || s.next_fiber != nullptr || !s.deque.empty()) return true;
   return injection_size_.load(std::memory_order_relaxed) != 0 || ready_count_.load(std::memory_order_relaxed) != 0;
 }
 

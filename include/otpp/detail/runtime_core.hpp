@@ -72,6 +72,13 @@ struct worker_slot {
   std::atomic<std::uint64_t> messages{0};  // taken by processes run here
   std::atomic<std::int64_t> idle_ns{0};    // spent in idle(): spinning or parked with nothing to run
   std::atomic<std::int64_t> idle_since{0}; // when the current idle() began (0: busy)
+  // Fibers parked and resumed on this slot's thread, owner-written like the
+  // above: a count shared by all workers cost two locked instructions per
+  // park on a line every worker wrote (see runtime_core::parked_count).
+  // On a line of their own, which also ends the slot on a line boundary:
+  // the next slot's queue must not share it.
+  alignas(cache_line) std::atomic<std::uint64_t> fiber_parks{0};
+  std::atomic<std::uint64_t> fiber_resumes{0};
 };
 
 /// One worker's counters (see otpp::runtime::schedulers).
@@ -205,7 +212,7 @@ class runtime_core {
 
   /// Fibers parked or queued to resume (a runtime keeps its threads while
   /// any exist).
-  [[nodiscard]] std::size_t parked_fibers() const noexcept { return parked_.load(std::memory_order_acquire); }
+  [[nodiscard]] std::size_t parked_fibers() const noexcept { return parked_count(); }
 
   /// Whether parked fibers wait to resume (on any worker).
   [[nodiscard]] bool fibers_ready() const noexcept { return ready_count_.load(std::memory_order_relaxed) != 0; }
@@ -323,9 +330,16 @@ class runtime_core {
   // Takes a ready fiber whose deadline passed before `before`; the earliest
   // deadline of the other ready fibers goes to `next`.
   fiber* pop_overdue(std::int64_t before, std::int64_t& next) noexcept;
+  // Fibers parked or queued to resume: every resume is read before any
+  // park, so a resume counted brings its park with it (release/acquire),
+  // and a thread always sees the parks it made itself. A thread that parked
+  // a fiber therefore never reads 0 while that fiber waits.
+  [[nodiscard]] std::size_t parked_count() const noexcept;
+  void note_park(thread_ctx& t) noexcept;
+  void note_resume(thread_ctx& t) noexcept;
   // The thread may end: shutting down, and no parked fiber needs it.
   [[nodiscard]] bool may_leave() const noexcept {
-    return terminating_.load(std::memory_order_acquire) && parked_.load(std::memory_order_acquire) == 0;
+    return terminating_.load(std::memory_order_acquire) && parked_count() == 0;
   }
 
   worker_slot* wait_for_slot(thread_record* me);
@@ -405,7 +419,10 @@ class runtime_core {
   fiber* timed_ = nullptr;  // parked with a deadline, unsorted
   std::atomic<std::size_t> ready_count_{0};
   std::atomic<std::int64_t> timed_min_ns_{no_deadline};  // a lower bound on the earliest deadline
-  std::atomic<std::size_t> parked_{0};
+  // Parks and resumes on threads without a worker slot (the watchdog, a
+  // spare thread), which are rare: locked adds.
+  std::atomic<std::uint64_t> parks_elsewhere_{0};
+  std::atomic<std::uint64_t> resumes_elsewhere_{0};
   std::atomic<std::size_t> parked_peak_{0};  // since the last trim
   std::atomic<bool> burst_seen_{false};  // more fibers than the standing few were parked since the last trim
   std::atomic<std::int64_t> last_burst_ns_{0};  // when a trim found that burst over
