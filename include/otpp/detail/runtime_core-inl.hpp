@@ -14,6 +14,7 @@
 #include "../mailbox.hpp"
 #include "../pid.hpp"
 #include "../telemetry.hpp"
+#include "asymmetric_fence.hpp"
 #include "coarse_clock.hpp"
 #include "cpu_binding.hpp"
 #include "idle_poll.hpp"
@@ -814,11 +815,7 @@ OTPP_FUNC void runtime_core::finish_park(fiber* f) noexcept {
       if (timed_ != nullptr) timed_->prev = f;
       timed_ = f;
       f->timed = true;
-      // A locked add, unlike the counts' other changes (all under the lock
-      // too): it is the store the watchdog's sleep check pairs with, and it
-      // must not wait in this core's store buffer while we read
-      // watch_asleep_ below.
-      timed_count_.fetch_add(1, std::memory_order_relaxed);
+      timed_count_.store(timed_count_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       const std::int64_t d = f->deadline.time_since_epoch().count();
       if (d < timed_min_ns_.load(std::memory_order_relaxed)) timed_min_ns_.store(d, std::memory_order_relaxed);
     } else {
@@ -829,6 +826,12 @@ OTPP_FUNC void runtime_core::finish_park(fiber* f) noexcept {
     make_ready(f);
     return;
   }
+  // Pairs with the watchdog's sleep check: either it sees this fiber
+  // counted, or we see it asleep and wake it. Its side of the fence is the
+  // system call, made when it would sleep with no deadline to keep; ours,
+  // at every timed park, a compiler barrier (a locked add here was a
+  // twentieth of a blocking call between processes).
+  light_fence();
   if (!watch_started_.load(std::memory_order_acquire)) {
     start_watchdog();
   } else if (watch_asleep_.load(std::memory_order_seq_cst)) {
@@ -1306,6 +1309,7 @@ OTPP_FUNC void runtime_core::watchdog_main() noexcept {
     } else {
       watch_asleep_.store(true, std::memory_order_seq_cst);
       // Pairs with finish_park: a deadline parked after this is seen below, or wakes us.
+      heavy_fence();
       if (timed_count_.load(std::memory_order_seq_cst) != 0) {
         watch_asleep_.store(false, std::memory_order_relaxed);
         continue;
