@@ -762,26 +762,19 @@ OTPP_FUNC bool runtime_core::park_until(reply_slot_base* slot, steady::time_poin
   me->slot = slot;
   me->deadline = deadline;
   me->parked_on = t.slot;
-  note_park(t);
+  count_fiber(t, false);
   switch_to(next, {fiber_action::park_fiber, me});
   me->slot = nullptr;
-  note_resume(tls());  // perhaps another thread's
+  count_fiber(tls(), true);  // perhaps another thread's
   return true;
 }
 
-OTPP_FUNC void runtime_core::note_park(thread_ctx& t) noexcept {
+OTPP_FUNC void runtime_core::count_fiber(thread_ctx& t, bool resume) noexcept {
   if (t.slot != nullptr && t.rt == this) {
-    t.slot->fiber_parks.store(t.slot->fiber_parks.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    std::atomic<std::uint64_t>& n = resume ? t.slot->fiber_resumes : t.slot->fiber_parks;
+    n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   } else {
-    parks_elsewhere_.fetch_add(1, std::memory_order_seq_cst);
-  }
-}
-
-OTPP_FUNC void runtime_core::note_resume(thread_ctx& t) noexcept {
-  if (t.slot != nullptr && t.rt == this) {
-    t.slot->fiber_resumes.store(t.slot->fiber_resumes.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-  } else {
-    resumes_elsewhere_.fetch_add(1, std::memory_order_seq_cst);
+    (resume ? resumes_elsewhere_ : parks_elsewhere_).fetch_add(1, std::memory_order_seq_cst);
   }
 }
 
@@ -1928,9 +1921,10 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
   // slot: park at once, and the worker runs it next and resumes us after
   // (see make_ready), all on one core. Spinning instead, with the callee
   // handed to the other worker, made every call a round trip between cores.
-  const bool queued_here = !may_help && callee != nullptr && tls().slot != nullptr && tls().rt == callee->rt() &&
-                           tls().slot->lifo == callee && tls().fib != nullptr && tls().fib != tls().native;
-  if (!may_help && !queued_here && callee != nullptr && tls().rt == callee->rt()) {
+  const thread_ctx& caller = tls();  // nothing below switches stacks before the park
+  const bool queued_here = !may_help && callee != nullptr && caller.slot != nullptr && caller.rt == callee->rt() &&
+                           caller.slot->lifo == callee && caller.fib != nullptr && caller.fib != caller.native;
+  if (!may_help && !queued_here && callee != nullptr && caller.rt == callee->rt()) {
     try {
       callee->rt()->release_for_wait(callee);
     } catch (...) {

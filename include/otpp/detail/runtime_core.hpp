@@ -335,8 +335,8 @@ class runtime_core {
   // and a thread always sees the parks it made itself. A thread that parked
   // a fiber therefore never reads 0 while that fiber waits.
   [[nodiscard]] std::size_t parked_count() const noexcept;
-  void note_park(thread_ctx& t) noexcept;
-  void note_resume(thread_ctx& t) noexcept;
+  // A park (or, with `resume`, a resume) on thread `t`, for parked_count.
+  void count_fiber(thread_ctx& t, bool resume) noexcept;
   // The thread may end: shutting down, and no parked fiber needs it.
   [[nodiscard]] bool may_leave() const noexcept {
     return terminating_.load(std::memory_order_acquire) && parked_count() == 0;
