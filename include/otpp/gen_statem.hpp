@@ -150,6 +150,15 @@ struct statem_reply_content {
   R value;
 };
 
+// A reply's value as reply() holds it until the transition takes it; none
+// for a call whose reply_type is void.
+template <class R>
+struct statem_reply_value {
+  R value;
+};
+template <>
+struct statem_reply_value<void> {};
+
 enum class statem_timer : unsigned char { event, state, generic };
 
 // A state machine's timer message: which timer, and which arming of it (an
@@ -266,6 +275,45 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     void (*run)(gen_statem&, detail::event_box&, std::string_view name) = nullptr;
   };
 
+  /// A reply as reply(call, value) makes it: the value stays typed until
+  /// the transition takes it and builds the action in place, since nearly
+  /// every call's transition carries one (an action made here and moved
+  /// in was a tenth of a gen_statem call's instructions). Converts to an
+  /// action.
+  template <class R>
+  class reply_action {
+   public:
+    /// Moves: an action is made once and handed on.
+    reply_action(reply_action&&) noexcept(std::is_void_v<R> || std::is_nothrow_move_constructible_v<R>) = default;
+    reply_action& operator=(reply_action&&) = delete;
+    ~reply_action() = default;
+    /// The same reply as a plain action (to keep with others in a container).
+    operator action() && {  // NOLINT(google-explicit-constructor): an action, as reply() made before
+      action a;
+      std::move(*this).fill(a);
+      return a;
+    }
+
+   private:
+    friend class gen_statem;
+    friend class transition;
+    template <class... V>
+    explicit reply_action(detail::reply_slot<R>* s, V&&... v) : slot{s}, content{R(std::forward<V>(v)...)} {}
+    explicit reply_action(detail::reply_slot<void>* s) noexcept : slot{s} {}
+    // Into a default-made action.
+    void fill(action& a) && {
+      a.kind = detail::statem_action_kind::reply;
+      if constexpr (std::is_void_v<R>) {
+        a.content.template emplace<detail::reply_slot<void>*>(slot);
+      } else {
+        a.content.template emplace<detail::statem_reply_content<R>>(slot, std::move(content.value));
+      }
+      a.run = &gen_statem::run_reply<R>;
+    }
+    detail::reply_slot<R>* slot;
+    detail::statem_reply_value<R> content;
+  };
+
   /// What a handler returns: where the machine goes, and what it does.
   class transition {
    public:
@@ -302,6 +350,18 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
         ::new (static_cast<void*>(&event_timeout_slot.a)) event_timeout_action(std::move(a));
         has_event_timeout = true;
       }
+    }
+    template <class R>
+    void add(reply_action<R>&& r) {
+      if (inline_count == inline_capacity) return push(std::move(r));
+      action* a = ::new (static_cast<void*>(&inline_actions[inline_count].a)) action();
+      try {
+        std::move(r).fill(*a);
+      } catch (...) {
+        a->~action();
+        throw;
+      }
+      ++inline_count;
     }
     void add(action&& a) {
       if (has_event_timeout && a.kind >= detail::statem_action_kind::set_timer && a.timer == detail::statem_timer::event) {
@@ -454,23 +514,14 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   // -- actions --
   /// Answer `call` with `value`.
   template <class R, class... V>
-  [[nodiscard]] static action reply(call_event<R> call, V&&... value) {
-    action a;
-    a.kind = detail::statem_action_kind::reply;
+  [[nodiscard]] static reply_action<R> reply(call_event<R> call, V&&... value) {
     if constexpr (std::is_void_v<R>) {
       static_assert(sizeof...(V) == 0, "reply: this call's reply_type is void");
-      a.content.template emplace<detail::reply_slot<void>*>(call.slot_);
-      a.run = [](gen_statem& self, detail::event_box& b, std::string_view) { self.answer(b.get<detail::reply_slot<void>*>()); };
+      return reply_action<R>{call.slot_};
     } else {
       static_assert(sizeof...(V) == 1, "reply: give the reply value");
-      using P = detail::statem_reply_content<R>;
-      a.content.template emplace<P>(call.slot_, R(std::forward<V>(value)...));
-      a.run = [](gen_statem& self, detail::event_box& b, std::string_view) {
-        auto& p = b.get<P>();
-        self.answer(p.slot, std::move(p.value));
-      };
+      return reply_action<R>{call.slot_, std::forward<V>(value)...};
     }
-    return a;
   }
   /// Keep the current event until the state changes, then retry it.
   [[nodiscard]] static action postpone() {
@@ -593,6 +644,17 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     detail::event_box content;
     run_fn run = nullptr;
   };
+
+  // A reply action's run: sends the boxed reply.
+  template <class R>
+  static void run_reply(gen_statem& self, detail::event_box& b, std::string_view) {
+    if constexpr (std::is_void_v<R>) {
+      self.answer(b.get<detail::reply_slot<void>*>());
+    } else {
+      auto& p = b.get<detail::statem_reply_content<R>>();
+      self.answer(p.slot, std::move(p.value));
+    }
+  }
 
   template <class Kind, class M>
   static void deliver(gen_statem& self, detail::event_box& b, std::string_view name) {
