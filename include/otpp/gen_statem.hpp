@@ -277,9 +277,9 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
 
   /// A reply as reply(call, value) makes it: the value stays typed until
   /// the transition takes it and builds the action in place, since nearly
-  /// every call's transition carries one (an action made here and moved
-  /// in was a tenth of a gen_statem call's instructions). Converts to an
-  /// action.
+  /// every call's transition carries one (an action made here, moved in
+  /// and destroyed was 50 of the ~1,300 instructions of a call from a
+  /// process). Converts to an action.
   template <class R>
   class reply_action {
    public:
@@ -288,7 +288,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     reply_action& operator=(reply_action&&) = delete;
     ~reply_action() = default;
     /// The same reply as a plain action (to keep with others in a container).
-    operator action() && {  // NOLINT(google-explicit-constructor): an action, as reply() made before
+    operator action() && {  // NOLINT(google-explicit-constructor): usable wherever an action is
       action a;
       std::move(*this).fill(a);
       return a;
