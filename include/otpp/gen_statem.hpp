@@ -150,15 +150,6 @@ struct statem_reply_content {
   R value;
 };
 
-// A reply's value as reply() holds it until the transition takes it; none
-// for a call whose reply_type is void.
-template <class R>
-struct statem_reply_value {
-  R value;
-};
-template <>
-struct statem_reply_value<void> {};
-
 enum class statem_timer : unsigned char { event, state, generic };
 
 // A state machine's timer message: which timer, and which arming of it (an
@@ -284,7 +275,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   class reply_action {
    public:
     /// Moves: an action is made once and handed on.
-    reply_action(reply_action&&) noexcept(std::is_void_v<R> || std::is_nothrow_move_constructible_v<R>) = default;
+    reply_action(reply_action&&) = default;
     reply_action& operator=(reply_action&&) = delete;
     ~reply_action() = default;
     /// The same reply as a plain action (to keep with others in a container).
@@ -297,21 +288,18 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
    private:
     friend class gen_statem;
     friend class transition;
-    template <class... V>
-    explicit reply_action(detail::reply_slot<R>* s, V&&... v) : slot{s}, content{R(std::forward<V>(v)...)} {}
-    explicit reply_action(detail::reply_slot<void>* s) noexcept : slot{s} {}
+    // What the action's box will hold: the slot, and the value if any.
+    using content_type =
+        std::conditional_t<std::is_void_v<R>, detail::reply_slot<void>*, detail::statem_reply_content<R>>;
+    explicit reply_action(content_type c) noexcept(std::is_nothrow_move_constructible_v<content_type>)
+        : content{std::move(c)} {}
     // Into a default-made action.
     void fill(action& a) && {
       a.kind = detail::statem_action_kind::reply;
-      if constexpr (std::is_void_v<R>) {
-        a.content.template emplace<detail::reply_slot<void>*>(slot);
-      } else {
-        a.content.template emplace<detail::statem_reply_content<R>>(slot, std::move(content.value));
-      }
+      a.content.template emplace<content_type>(std::move(content));
       a.run = &gen_statem::run_reply<R>;
     }
-    detail::reply_slot<R>* slot;
-    detail::statem_reply_value<R> content;
+    content_type content;
   };
 
   /// What a handler returns: where the machine goes, and what it does.
@@ -520,7 +508,7 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       return reply_action<R>{call.slot_};
     } else {
       static_assert(sizeof...(V) == 1, "reply: give the reply value");
-      return reply_action<R>{call.slot_, std::forward<V>(value)...};
+      return reply_action<R>{detail::statem_reply_content<R>{call.slot_, R(std::forward<V>(value)...)}};
     }
   }
   /// Keep the current event until the state changes, then retry it.
