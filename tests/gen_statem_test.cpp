@@ -642,6 +642,25 @@ TEST_CASE("gen_statem: next_event of cast and info kinds run as such, before the
   otpp::stop(p);
 }
 
+TEST_CASE("gen_statem: a reply listed after the actions a transition holds in place, or kept as a plain action, answers the same") {
+  auto p = otpp::start<probe>().value();
+  // Third in the list: past the actions the transition builds in place.
+  CHECK(otpp::call(p, probe::ask{[](probe&, otpp::call_event<std::string> c) {
+          return probe::keep_state(probe::next_event(otpp::internal_event{}, probe::mark{"one"}),
+                                   probe::next_event(otpp::internal_event{}, probe::mark{"two"}), probe::reply(c, "third"));
+        }}) == "third");
+  // Held among plain actions first, as a handler that gathers its actions does.
+  CHECK(otpp::call(p, probe::ask{[](probe&, otpp::call_event<std::string> c) {
+          std::vector<probe::action> held;
+          held.push_back(probe::reply(c, "from a vector"));
+          held.push_back(probe::next_event(otpp::internal_event{}, probe::mark{"three"}));
+          return probe::next_state(beta{}, std::move(held[0]), std::move(held[1]));
+        }}) == "from a vector");
+  CHECK(seen_by(p) == std::vector<std::string>{"enter alpha", "internal one in alpha", "internal two in alpha", "enter beta",
+                                               "internal three in beta"});
+  otpp::stop(p);
+}
+
 TEST_CASE("gen_statem: a kept call is answered later from another thread; stop_and_reply answers, then the machine exits") {
   auto p = otpp::start<probe>().value();
   std::string later;
