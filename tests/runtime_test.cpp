@@ -7,6 +7,7 @@
 #include <latch>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -355,6 +356,37 @@ TEST_CASE("bind_workers: each worker runs on a CPU of its own among those allowe
     const auto [a, b] = report_both(rt);
     CHECK(a == allowed);
     CHECK(b == allowed);
+  }
+}
+
+TEST_CASE("worker_cpus: worker i runs on the i-th CPU listed, round robin; a CPU the thread may not use is refused by name") {
+  const std::vector<int> allowed = my_cpus();
+  REQUIRE_FALSE(allowed.empty());
+  {
+    // Two workers on one CPU (the last allowed): both run there.
+    otpp::runtime rt{{.workers = 2, .worker_cpus = {allowed.back()}}};
+    const auto [a, b] = report_both(rt);
+    CHECK(a == std::vector<int>{allowed.back()});
+    CHECK(b == std::vector<int>{allowed.back()});
+  }
+  if (allowed.size() >= 2) {
+    // Listed in reverse: each worker on one of the two, both used.
+    otpp::runtime rt{{.workers = 2, .worker_cpus = {allowed[1], allowed[0]}}};
+    const auto [a, b] = report_both(rt);
+    REQUIRE(a.size() == 1);
+    REQUIRE(b.size() == 1);
+    CHECK(std::minmax(a[0], b[0]) == std::minmax(allowed[0], allowed[1]));
+  }
+  const int outside = allowed.back() + 1;  // not in the set, whatever the machine has
+  for (int bad : {outside, -1}) {
+    try {
+      otpp::runtime rt{{.workers = 1, .worker_cpus = {allowed.front(), bad}}};
+      FAIL("a runtime started with CPU " << bad << " in worker_cpus");
+    } catch (const std::invalid_argument& e) {
+      const std::string what = e.what();
+      CHECK(what.find("worker_cpus") != std::string::npos);
+      CHECK(what.find("CPU " + std::to_string(bad) + ",") != std::string::npos);
+    }
   }
 }
 #endif

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <vector>
 
 #include "clock.hpp"
 
@@ -48,6 +49,15 @@ struct runtime_config {
   /// block a worker (stack_size = 0), are not bound. Linux only; a no-op
   /// with a single allowed CPU, or where the system refuses.
   bool bind_workers = false;
+  /// The CPUs to bind the workers to, in order: worker i runs on
+  /// worker_cpus[i % size] (binding implied; bind_workers need not be
+  /// set). For several runtimes on one machine, each on cores of its own
+  /// (two nodes with bind_workers alone would both start at the first
+  /// allowed CPU), as the BEAM's `+sct` with `+sbt`. Each must be a CPU the
+  /// thread making the runtime may run on: the runtime's constructor throws
+  /// std::invalid_argument naming the one that is not. Linux only; ignored
+  /// elsewhere.
+  std::vector<int> worker_cpus{};
   /// The time timers and gen_server timeouts follow. Empty: the steady
   /// clock. Tests pass an otpp::testing::virtual_clock (otpp/testing.hpp).
   /// Call and stop timeouts always follow the steady clock.

@@ -2,6 +2,9 @@
 // Binding worker threads to CPUs (runtime_config::bind_workers). Linux only;
 // elsewhere there is nothing to bind to and workers stay free.
 
+#include <algorithm>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #if defined(__linux__)
@@ -23,6 +26,24 @@ inline std::vector<int> allowed_cpus() {
     if (CPU_ISSET(c, &set)) cpus.push_back(c);
 #endif
   return cpus;
+}
+
+/// runtime_config::worker_cpus, checked against the CPUs the calling
+/// thread may use: the list itself, or empty where binding is unknown
+/// (elsewhere than Linux). Throws std::invalid_argument for a CPU outside
+/// that set, naming it and the set.
+inline std::vector<int> worker_cpus_checked(const std::vector<int>& wanted) {
+  if (wanted.empty()) return {};
+  const std::vector<int> allowed = allowed_cpus();
+  if (allowed.empty()) return {};
+  for (int c : wanted) {
+    if (std::find(allowed.begin(), allowed.end(), c) != allowed.end()) continue;
+    std::string set;
+    for (int a : allowed) set += (set.empty() ? "" : ",") + std::to_string(a);
+    throw std::invalid_argument("otpp::runtime: runtime_config::worker_cpus names CPU " + std::to_string(c) +
+                                ", which this thread may not run on (allowed: " + set + ")");
+  }
+  return wanted;
 }
 
 /// Binds the calling thread to `cpu`; false if the system refused.

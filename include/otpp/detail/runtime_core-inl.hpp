@@ -296,9 +296,11 @@ OTPP_FUNC runtime_core::runtime_core(runtime_config cfg) : cfg_{cfg} {
   for (unsigned i = 0; i < n; ++i) slots_.push_back(std::make_unique<worker_slot>(i));
   if (fibers_supported) fiber_stack_ = cfg_.stack_size;
   spare_fiber_cap_ = std::max<std::size_t>(16, 2 * std::size_t{n});
-  std::vector<int> cpus;
-  if (cfg_.bind_workers) cpus = allowed_cpus();
-  if (cpus.size() < 2) cpus.clear();  // one CPU (or none known): nothing to choose between
+  std::vector<int> cpus = worker_cpus_checked(cfg_.worker_cpus);
+  if (cpus.empty() && cfg_.bind_workers) {
+    cpus = allowed_cpus();
+    if (cpus.size() < 2) cpus.clear();  // one CPU (or none known): nothing to choose between
+  }
   {
     std::lock_guard lock{spare_mutex_};
     for (unsigned i = 0; i < n; ++i) start_thread(slots_[i].get(), cpus.empty() ? -1 : cpus[i % cpus.size()]);
