@@ -2,6 +2,8 @@
 // node_pool's out-of-line code: the central pool's slab carving and release.
 
 #include <algorithm>
+#include <new>
+#include <utility>
 
 #include "node_pool.hpp"
 
@@ -17,7 +19,10 @@ struct thread_cache_guard {
     auto& tc = tls_cache();
     auto& central = central_pool::instance();
     for (std::size_t c = 0; c < pool_classes; ++c) {
-      if (tc.head[c]) central.give(c, {tc.head[c], tc.count[c]});
+      if (tc.taken[c] != nullptr) pool_give_back_taken(tc, c);
+      // Refused (no memory for the central list's entry): the blocks stay
+      // unused, and the thread ends all the same.
+      if (tc.head[c]) (void)central.give(c, {tc.head[c], tc.count[c]});
       tc.head[c] = nullptr;
       tc.count[c] = 0;
     }
@@ -32,7 +37,8 @@ inline thread_local thread_cache_guard tls_cache_guard;
     // rare: allocation while this thread's locals are being torn down
     auto& central = central_pool::instance();
     auto b = central.take(c);
-    if (b.count > 1) central.give(c, {b.head->next, b.count - 1});
+    delete[] b.blocks;  // the list will do
+    if (b.count > 1) (void)central.give(c, {b.head->next, b.count - 1});  // refused: unused from now on
     return b.head;
   }
   if (!tc.guarded) {
@@ -41,26 +47,61 @@ inline thread_local thread_cache_guard tls_cache_guard;
     [[maybe_unused]] auto* volatile g = &tls_cache_guard;
   }
   auto b = central_pool::instance().take(c);
+  if (b.blocks != nullptr) {
+    // Handed out from the end; the first few fetched now.
+    delete[] std::exchange(tc.taken[c], b.blocks);  // the last batch's, used up
+    std::uint32_t k = b.count - 1;
+    tc.taken_left[c] = k;
+    for (std::uint32_t i = 1; i <= pool_prefetch_ahead && i <= k; ++i) __builtin_prefetch(b.blocks[k - i], 1);
+    return b.blocks[k];
+  }
   free_block* blk = b.head;
   tc.head[c] = blk->next;
   tc.count[c] = b.count - 1;
   return blk;
 }
 
+// The blocks of the taken array not handed out yet join this thread's own
+// list (whence a trim or the thread's end passes them on): they are still
+// linked in array order, up to the first one handed out.
+OTPP_FUNC void pool_give_back_taken(thread_cache& tc, std::size_t c) noexcept {
+  free_block** blocks = std::exchange(tc.taken[c], nullptr);
+  const std::uint32_t k = std::exchange(tc.taken_left[c], 0);
+  if (k != 0) {
+    blocks[k - 1]->next = tc.head[c];
+    tc.head[c] = blocks[0];
+    tc.count[c] += k;
+  }
+  delete[] blocks;
+}
+
 [[gnu::noinline]] OTPP_FUNC void pool_free_retired(std::size_t c, free_block* b) noexcept {
   central_pool::instance().give_one(c, b);
 }
 
-[[gnu::noinline]] OTPP_FUNC void pool_flush(std::size_t c) {
+[[gnu::noinline]] OTPP_FUNC bool pool_flush(std::size_t c) noexcept {
   auto& tc = tls_cache();
   const std::uint32_t n = pool_batch(c);
   free_block* head = tc.head[c];
   free_block* tail = head;
-  for (std::uint32_t i = 1; i < n; ++i) tail = tail->next;
-  tc.head[c] = tail->next;
-  tc.count[c] -= n;
+  // The array too, if memory allows (else the taker walks the list).
+  free_block** blocks = new (std::nothrow) free_block*[n];
+  if (blocks != nullptr) blocks[0] = head;
+  for (std::uint32_t i = 1; i < n; ++i) {
+    tail = tail->next;
+    if (blocks != nullptr) blocks[i] = tail;
+  }
+  free_block* const rest = tail->next;
   tail->next = nullptr;
-  central_pool::instance().give(c, {head, n});
+  if (!central_pool::instance().give(c, {head, n, blocks})) {
+    // No memory for the central list's entry: keep them for now.
+    tail->next = rest;
+    delete[] blocks;
+    return false;
+  }
+  tc.head[c] = rest;
+  tc.count[c] -= n;
+  return true;
 }
 
 OTPP_FUNC central_pool::batch central_pool::take(std::size_t c) {
@@ -78,10 +119,15 @@ OTPP_FUNC central_pool::batch central_pool::take(std::size_t c) {
   return carve(c);
 }
 
-OTPP_FUNC void central_pool::give(std::size_t c, batch b) {
+OTPP_FUNC bool central_pool::give(std::size_t c, batch b) noexcept {
   std::lock_guard lock{mutex_};
-  lists_[c].push_back(b);
+  try {
+    lists_[c].push_back(b);
+  } catch (...) {
+    return false;
+  }
   free_bytes_.store(free_bytes_.load(std::memory_order_relaxed) + b.count * pool_class_size(c), std::memory_order_relaxed);
+  return true;
 }
 
 OTPP_FUNC std::size_t central_pool::release_free_slabs() noexcept {
@@ -94,18 +140,23 @@ OTPP_FUNC std::size_t central_pool::release_free_slabs() noexcept {
   }
 }
 
-OTPP_FUNC void central_pool::give_one(std::size_t c, free_block* blk) {
+OTPP_FUNC void central_pool::give_one(std::size_t c, free_block* blk) noexcept {
   std::lock_guard lock{mutex_};
-  free_bytes_.store(free_bytes_.load(std::memory_order_relaxed) + pool_class_size(c), std::memory_order_relaxed);
   auto& l = lists_[c];
-  if (!l.empty() && l.back().count < pool_batch(c)) {
+  // (Not into a batch that has an array: the array would miss the block.)
+  if (!l.empty() && l.back().blocks == nullptr && l.back().count < pool_batch(c)) {
     blk->next = l.back().head;
     l.back().head = blk;
     ++l.back().count;
   } else {
     blk->next = nullptr;
-    l.push_back({blk, 1});
+    try {
+      l.push_back({blk, 1});
+    } catch (...) {
+      return;  // no memory for the entry: the block stays unused
+    }
   }
+  free_bytes_.store(free_bytes_.load(std::memory_order_relaxed) + pool_class_size(c), std::memory_order_relaxed);
 }
 
 OTPP_FUNC std::size_t central_pool::release_locked() {
@@ -122,14 +173,23 @@ OTPP_FUNC std::size_t central_pool::release_locked() {
         if (slab* s = slab_of(f)) ++s->free;
   auto all_free = [](const slab& s) { return s.free == pool_slab_blocks(s.cls); };
   if (std::none_of(slabs_.begin(), slabs_.end(), all_free)) return 0;
-  free_spaces_.reserve(free_spaces_.size() + slabs_.size());  // throws here, before anything changed
+  // Everything that may throw comes before anything changes.
+  free_spaces_.reserve(free_spaces_.size() + slabs_.size());
   std::vector<slab> stay;
   stay.reserve(slabs_.size());
-  // Rebuild each class's lists from the blocks of slabs that stay.
+  std::vector<std::vector<batch>> rebuilt(pool_classes);
   for (std::size_t c = 0; c < pool_classes; ++c) {
-    std::vector<batch> kept;
+    std::size_t blocks = 0;
+    for (const batch& b : lists_[c]) blocks += b.count;
+    rebuilt[c].reserve(blocks / pool_batch(c) + 1);
+  }
+  // Rebuild each class's lists from the blocks of slabs that stay (as
+  // lists: the batches' arrays go).
+  for (std::size_t c = 0; c < pool_classes; ++c) {
+    std::vector<batch>& kept = rebuilt[c];
     batch cur{nullptr, 0};
     for (const batch& b : lists_[c]) {
+      delete[] b.blocks;
       for (free_block* f = b.head; f != nullptr;) {
         free_block* next = f->next;
         slab* s = slab_of(f);
