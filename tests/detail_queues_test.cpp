@@ -369,6 +369,10 @@ TEST_CASE("node pool: blocks that senders allocate and a consumer frees come bac
 
 TEST_CASE("node pool: after a spike freed on another thread, the fully free slabs go back to the system; the pool "
           "serves on") {
+  if constexpr (otpp::detail::address_sanitizer) {
+    WARN("under AddressSanitizer every block comes from operator new: no slabs to give back");
+    return;
+  }
   auto& central = otpp::detail::central_pool::instance();
   constexpr int spike = 100'000;
   constexpr std::size_t size = 80;  // a class no other test here uses
