@@ -72,6 +72,121 @@ TEST_CASE("mpsc_queue: 8 producers, per-sender order, nothing lost or duplicated
   for (unsigned p = 0; p < producers; ++p) CHECK(next[p] == per);
 }
 
+// A process's mailbox: the queue carries the consumer's run right. Whoever
+// holds it consumes until the queue is empty, then gives it up; the push
+// that finds it given up (or a take_idle) takes it. Two nodes the consumer
+// owns are posted one at a time, as a process's resume nodes, and may stay
+// in the queue as its dummy.
+TEST_CASE("mpsc_queue with the run right: one holder at a time, nothing lost or reordered, owned nodes taken in place") {
+  using otpp::detail::mpsc_node;
+  using otpp::detail::mpsc_queue;
+  constexpr unsigned producers = 4;
+  constexpr unsigned per = 30'000;
+  mpsc_queue q;
+  item owned[2];
+  auto is_owned = [&](const mpsc_node* n) { return n == &owned[0] || n == &owned[1]; };
+  // The consumer's state: touched only by the holder of the right.
+  mpsc_node* cursor = q.consumer_head();
+  std::vector<unsigned> next(producers, 0);
+  unsigned received = 0;
+  unsigned resumes = 0;
+  unsigned asked = 0;
+  bool waiting = false;  // a resume asked for and not yet taken
+  bool ordered = true;
+  bool resumed_in_order = true;
+  std::atomic<item*> to_post{nullptr};
+  std::atomic<unsigned> posted{0};
+  std::atomic<int> holders{0};
+  std::atomic<unsigned> overlaps{0};
+  std::atomic<unsigned> idle_marks{0};
+  std::atomic<bool> producers_done{false};
+
+  auto consume = [&] {
+    if (holders.fetch_add(1, std::memory_order_relaxed) != 0) overlaps.fetch_add(1, std::memory_order_relaxed);
+    for (;;) {
+      while (mpsc_node* n = q.pop(cursor, is_owned)) {
+        if (is_owned(n)) {
+          if (!waiting) resumed_in_order = false;
+          waiting = false;
+          ++resumes;
+          continue;
+        }
+        auto* it = static_cast<item*>(n);
+        if (it->seq != next[it->sender]) ordered = false;
+        next[it->sender] = it->seq + 1;
+        ++received;
+        otpp::detail::pool_deallocate(it, sizeof(item));
+      }
+      if (!q.empty(cursor)) continue;  // a push half done
+      // Now and then wait for a resume, as a handler that awaits: the
+      // owned node that is not the queue's dummy.
+      if (!waiting && received % 97 == 0) {
+        waiting = true;
+        ++asked;
+        to_post.store(mpsc_queue::at(cursor) == &owned[0] ? &owned[1] : &owned[0], std::memory_order_release);
+      }
+      holders.fetch_sub(1, std::memory_order_relaxed);
+      if (q.mark_idle(cursor)) {
+        idle_marks.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      if (holders.fetch_add(1, std::memory_order_relaxed) != 0) overlaps.fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+
+  std::latch start{producers + 3};
+  std::vector<std::thread> ts;
+  for (unsigned p = 0; p < producers; ++p) {
+    ts.emplace_back([&, p] {
+      start.arrive_and_wait();
+      for (unsigned i = 0; i < per; ++i) {
+        auto* it = static_cast<item*>(otpp::detail::pool_allocate(sizeof(item)));
+        ::new (it) item{};
+        it->sender = p;
+        it->seq = i;
+        if (q.push(it)) consume();
+      }
+    });
+  }
+  std::thread poster{[&] {  // ends waits, as a reply does
+    start.arrive_and_wait();
+    while (!producers_done.load(std::memory_order_acquire)) {
+      if (item* r = to_post.exchange(nullptr, std::memory_order_acq_rel)) {
+        posted.fetch_add(1, std::memory_order_relaxed);
+        if (q.push(r)) consume();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }};
+  std::thread signaller{[&] {  // takes the right without a message, as a signal's sender does
+    start.arrive_and_wait();
+    while (!producers_done.load(std::memory_order_acquire)) {
+      if (q.take_idle()) consume();
+      std::this_thread::yield();
+    }
+  }};
+  // The queue is born held (as a process by its starter): give it up.
+  consume();
+  start.arrive_and_wait();
+  for (auto& t : ts) t.join();
+  producers_done.store(true, std::memory_order_release);
+  poster.join();
+  signaller.join();
+  REQUIRE(q.idle());
+  REQUIRE(q.take_idle());  // ours now: its state is safe to read
+  CHECK(overlaps.load() == 0);
+  CHECK(ordered);
+  CHECK(received == producers * per);
+  for (unsigned p = 0; p < producers; ++p) CHECK(next[p] == per);
+  CHECK(resumed_in_order);
+  CHECK(resumes == posted.load());
+  CHECK(asked >= posted.load());
+  CHECK(idle_marks.load() > 1);
+  CHECK(q.pop(cursor, is_owned) == nullptr);
+  CHECK(q.empty(cursor));
+}
+
 TEST_CASE("work_stealing_deque: owner and thieves take every item exactly once") {
   constexpr int items = 200'000;
   constexpr int thieves = 3;

@@ -35,10 +35,9 @@ struct pid_access;
 /// (mailbox, run state, the Impl) derives from this (detail/process_base.hpp).
 class process_identity {
  public:
+  /// In run_state() (process_base): someone holds the right to run it.
   static constexpr std::uint32_t scheduled = 1;
   static constexpr std::uint32_t dead = 2;
-  /// The wait of its suspended handler is over (see process_base::post_resume).
-  static constexpr std::uint32_t resume_posted = 4;
 
   process_identity() noexcept = default;
   process_identity(const process_identity&) = delete;
@@ -64,7 +63,7 @@ class process_identity {
 
   // Layout: the vptr, then what senders touch, on the object's first line
   // (see process_base for the rest).
-  std::atomic<std::uint32_t> state_{scheduled};  // 8: run state; born owned by its starter
+  std::atomic<std::uint32_t> state_{0};          // 8: dead, once it exits (the run right is the mailbox's)
   std::atomic<std::uint32_t> refs_{1};           // 12
   std::uint64_t id_ = 0;                         // 16: set when the runtime registers it; top bit: bounded
   static constexpr std::uint64_t bounded_flag = std::uint64_t{1} << 63;

@@ -8,13 +8,13 @@
 // destroyed when the process exits; the memory when the last handle goes, so
 // a pid stays a valid handle after death (it answers noproc).
 //
-// Run state (`state_`): bit `scheduled` means one party owns the right to run
-// the process (or, once dead, to drain its mailbox); `dead` is set once, by
-// that owner, when the process exits. Whoever pushes a message and then flips
-// `scheduled` 0→1 schedules the process, exactly once (or drains it if dead).
-// `resume_posted` ends the wait of a suspended handler: set together with
-// `scheduled` (post_resume), taken by the owner before it gives up the right
-// to run, which it does by a CAS from exactly `scheduled` (go_idle).
+// The run right: one party at a time may run the process (or, once dead,
+// drain its mailbox). It is carried by the mailbox (see mpsc_queue): the
+// owner gives it up by marking the empty mailbox idle (go_idle), and the
+// sender whose push finds the mark has it, and schedules the process
+// exactly once (or drains it if dead). A signal's sender, a resumed wait
+// and an inline call take it through the mailbox too. `dead` (state_) is
+// set once, by the owner, when the process exits.
 
 #include <algorithm>
 #include <array>
@@ -83,17 +83,28 @@ struct awaiting_handler {
   unsigned reentrant_scopes = 0;    // otpp::reentrant waits it is inside
 };
 
+/// The mailbox entry that ends the wait of a suspended handler. Owned by
+/// the process, never freed while it lives: taken as the mailbox's last
+/// entry it stays there as the queue's dummy (no stub re-push), so ending
+/// a wait costs its poster one exchange, which also schedules an idle
+/// process.
+struct resume_node final : message_node {
+  resume_node() noexcept { fn = &handle; }
+  static void handle(process_base&, message_node*, msg_op, const exit_reason*) noexcept {}  // owned: nothing to free
+};
+
 /// What resumes a process's suspended handler at `leaf`: one per process,
 /// embedded in its cold state (a handler waits for one thing at a time), so
 /// ending a wait allocates nothing and takes no reference (see
-/// reply_slot_base::publish for why the process outlives the post). The
-/// wake-up is a bit in the process's run state, not a queued signal: one
-/// fetch_or instead of a push, a scheduling CAS and, when the owner takes
-/// it, the queue's stub re-push (see process_base::post_resume).
+/// reply_slot_base::publish for why the process outlives the post). Two
+/// resume nodes take turns: the one posted last may still be the mailbox's
+/// dummy when the next wait begins.
 struct resume_signal final : slot_waker {
   resume_signal() noexcept { wake = &post; }
   process_base* target = nullptr;
   std::coroutine_handle<> leaf;
+  resume_node nodes[2];
+  resume_node* next = &nodes[0];  // the one this wait posts
   static void post(slot_waker* w) noexcept;
 };
 
@@ -497,8 +508,10 @@ class process_base : public process_identity {
   /// After a turn run on a ticket: drops the ticket, and with it the
   /// process's own reference if the turn ended in death (run_turn).
   void release_ticket(turn_result r) noexcept { release_refs(r == turn_result::dead ? 2 : 1); }
-  /// The run state word (scheduled, dead), for observers.
-  [[nodiscard]] std::uint32_t run_state() const noexcept { return state_.load(std::memory_order_acquire); }
+  /// The run state (scheduled, dead), for observers: a snapshot.
+  [[nodiscard]] std::uint32_t run_state() const noexcept {
+    return (state_.load(std::memory_order_acquire) & dead) | (mailbox_.idle() ? 0 : scheduled);
+  }
 
   // -- mailbox ---------------------------------------------------------------
   /// Any thread. Delivers `n`, scheduling the process if it was idle; a dead
@@ -525,23 +538,24 @@ class process_base : public process_identity {
   /// before the next message, not behind the queued ones. Never refused: a
   /// dead process's signals are discarded, and their fn answers for it.
   inline void enqueue_signal(message_node* n) noexcept;
-  /// Any thread. Ends the wait of the suspended handler: sets resume_posted
-  /// (taken by run_turn) and schedules the process if it is idle.
-  inline void post_resume() noexcept;
-  /// Owner only: gives up the right to run, then re-checks. True if the
-  /// process is idle now; false if the caller still holds the right and must
-  /// run it on: a resume was posted and not yet taken, or a message came in
-  /// meanwhile and the right was taken back.
+  /// Any thread. Ends the wait of the suspended handler: queues `n` (its
+  /// resume node, taken by run_turn) and schedules the process if it is idle.
+  inline void post_resume(resume_node* n) noexcept;
+  /// Owner only, the mailbox empty: gives up the right to run, then
+  /// re-checks. True if the process is idle now; false if the caller still
+  /// holds the right and must run it on: a message (or a resume) came in
+  /// first, or a signal came in meanwhile and the right was taken back.
   [[nodiscard]] inline bool go_idle() noexcept;
 
   /// Any thread. Takes the run right of an idle process with an empty
   /// mailbox, to run a call inline. Pair with release_inline.
   [[nodiscard]] bool try_claim() noexcept {
-    std::uint32_t s = state_.load(std::memory_order_relaxed);
-    if (s != 0) return false;
-    // acquire: see everything the previous owner did with the process.
-    if (!state_.compare_exchange_strong(s, scheduled, std::memory_order_acquire, std::memory_order_relaxed)) return false;
-    if (mailbox_.empty(head_) && signals_.empty(sig_head_) && !(local_ & (awaiting | has_held))) return true;
+    if (!mailbox_.take_idle()) return false;  // seq_cst: sees everything the previous owner did
+    if (state_.load(std::memory_order_relaxed) & dead) {
+      drain_dead();
+      return false;
+    }
+    if (signals_.empty(sig_head_) && !(local_ & (awaiting | has_held))) return true;
     // Messages are queued ahead of us (or a handler awaits, holding the
     // process): they must be handled first, so run the process the normal
     // way and let the caller enqueue behind them.
@@ -574,6 +588,9 @@ class process_base : public process_identity {
       cancel_reentrant_wait();  // an earlier reentrant wait was over at once
     c.resume.target = this;
     c.resume.leaf = leaf;
+    // Not the mailbox's dummy (the node the last wait posted, if nothing
+    // has come in since): a node is queued once at a time.
+    c.resume.next = mpsc_queue::at(head_) == &c.resume.nodes[0] ? &c.resume.nodes[1] : &c.resume.nodes[0];
     return &c.resume;
   }
   /// Owner only, in a handler coroutine: the waits set up until
@@ -699,8 +716,9 @@ class process_base : public process_identity {
   /// Walks the queue: nodes between head and tail belong to the owner.
   [[nodiscard]] std::size_t mailbox_length() noexcept {
     std::size_t n = 0;
-    for (mpsc_node* x = head_; x != nullptr; x = x->next_.load(std::memory_order_acquire))
-      if (x != mailbox_.consumer_head()) ++n;
+    const mpsc_node* dummy = mpsc_queue::taken_in_place(head_) ? mpsc_queue::at(head_) : mailbox_.consumer_head();
+    for (mpsc_node* x = mpsc_queue::at(head_); x != nullptr; x = x->next_.load(std::memory_order_acquire))
+      if (x != dummy && x != mailbox_.consumer_head() && static_cast<message_node*>(x)->fn != &resume_node::handle) ++n;
     return n;
   }
   /// Owner only: whether a message is queued (or being pushed).
@@ -793,7 +811,7 @@ class process_base : public process_identity {
   friend class runtime_core;  // the process table links processes through these
   process_base* live_prev_ = nullptr;               // 56: intrusive list of live processes
   process_base* live_next_ = nullptr;               // 64
-  mpsc_node* head_ = mailbox_.consumer_head();      // 72: consumer's cursor
+  mpsc_node* head_ = mailbox_.consumer_head();      // 72: consumer's cursor (see mpsc_queue)
   std::uint32_t local_ = 0;                         // 80
   std::atomic<std::uint32_t> handled_{0};           // 84: messages handled, low bits (owner-written)
   process_cold* cold_ = nullptr;                    // 88
@@ -830,7 +848,7 @@ class process_base : public process_identity {
   void arm_deadline_timer(std::int64_t due);
   void drop_deadlines(process_cold& c) noexcept;
   bool run_signals() noexcept;
-  inline void wake_after_push() noexcept;
+  inline void took_run_right() noexcept;
   inline void push_message(message_node* n) noexcept;
   offer_result offer_bounded(message_node* n, bool call) noexcept;
   bool wait_for_room(mailbox_bound& b) noexcept;
@@ -838,9 +856,10 @@ class process_base : public process_identity {
   bool evict_if_over(bool call) noexcept;
   // Owner: a counted message left the mailbox.
   void bound_taken() noexcept;
-  inline bool queues_empty_after_release() const noexcept;
   void drain(const exit_reason& why) noexcept;
   void drain_dead() noexcept;
+  // A resume node may stay in the mailbox as its dummy (see mpsc_queue::pop).
+  static bool is_resume(const mpsc_node* n) noexcept { return static_cast<const message_node*>(n)->fn == &resume_node::handle; }
   void arm_idle(std::int64_t due, bool hibernation) noexcept;
   void hibernate_now() noexcept;
 };
@@ -882,64 +901,39 @@ inline void process_base::push_message(message_node* n) noexcept {
   // senders may lose a count now and then, which the owner corrects each
   // time the mailbox runs empty (see resync_queue_length).
   enqueued_.store(enqueued_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  mailbox_.push(n);
-  wake_after_push();
+  if (mailbox_.push(n)) took_run_right();
 }
 
 inline void process_base::enqueue_signal(message_node* n) noexcept {
+  // seq_cst push, then the run right (Dekker pairing with go_idle's mark
+  // and re-check): either we find the process idle, or its owner sees the
+  // signal.
   signals_.push(n);
-  wake_after_push();
+  if (mailbox_.take_idle()) took_run_right();
 }
 
-inline void process_base::wake_after_push() noexcept {
-  // seq_cst: ordered after the push (Dekker pairing with run_turn's go-idle
-  // store and re-check): either we see the owner gone idle, or it sees our node.
-  std::uint32_t s = state_.load(std::memory_order_seq_cst);
-  while (!(s & scheduled)) {
-    if (state_.compare_exchange_weak(s, s | scheduled, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-      if (s & dead) {
-        drain_dead();
-      } else {
-        schedule_owned();
-      }
-      return;
-    }
-  }
-}
-
-inline bool process_base::queues_empty_after_release() const noexcept {
-  return mailbox_.empty_after_release() && signals_.empty_after_release();
-}
-
-inline bool process_base::go_idle() noexcept {
-  // A CAS from exactly `scheduled`, not a store of 0: a posted resume_posted
-  // makes it fail, so the bit is never lost (seq_cst: pairs with the reads
-  // in wake_after_push and post_resume).
-  std::uint32_t s = scheduled;
-  if (!state_.compare_exchange_strong(s, 0, std::memory_order_seq_cst, std::memory_order_relaxed)) {
-    // With no handler waiting the bit is stale (cannot happen, but a bit
-    // nobody takes would keep the owner running for ever).
-    if (!(local_ & awaiting)) state_.store(scheduled, std::memory_order_relaxed);
-    return false;
-  }
-  // No longer owning the queues, the re-check reads only their tails.
-  if (queues_empty_after_release()) return true;
-  std::uint32_t expected = 0;
-  return !state_.compare_exchange_strong(expected, scheduled, std::memory_order_acq_rel);
-}
-
-inline void resume_signal::post(slot_waker* w) noexcept { static_cast<resume_signal*>(w)->target->post_resume(); }
-
-inline void process_base::post_resume() noexcept {
-  // seq_cst, as wake_after_push: either the owner's go_idle sees
-  // the bit, or we see the process idle and schedule it.
-  const std::uint32_t s = state_.fetch_or(resume_posted | scheduled, std::memory_order_seq_cst);
-  if (s & scheduled) return;  // its owner takes the bit before it goes idle
-  if (s & dead) {
-    drain_dead();  // exited meanwhile: clears the bit
+inline void process_base::took_run_right() noexcept {
+  if (state_.load(std::memory_order_acquire) & dead) {
+    drain_dead();
   } else {
     schedule_owned();
   }
+}
+
+inline bool process_base::go_idle() noexcept {
+  if (!mailbox_.mark_idle(head_)) return false;  // a message came in first
+  // No longer the owner: the re-check reads only the signals' tail.
+  if (signals_.empty_after_release()) return true;
+  return !mailbox_.take_idle();  // else a sender took the right, and schedules us
+}
+
+inline void resume_signal::post(slot_waker* w) noexcept {
+  auto* self = static_cast<resume_signal*>(w);
+  self->target->post_resume(self->next);
+}
+
+inline void process_base::post_resume(resume_node* n) noexcept {
+  if (mailbox_.push(n)) took_run_right();
 }
 
 inline void reentrant_wait::post(slot_waker* w) noexcept {

@@ -80,10 +80,7 @@ OTPP_FUNC void process_base::drain_dead() noexcept {
   static const exit_reason noproc = exit_reason::noproc();
   for (;;) {
     drain(noproc);
-    state_.store(dead, std::memory_order_seq_cst);
-    if (queues_empty_after_release()) return;
-    std::uint32_t expected = dead;
-    if (!state_.compare_exchange_strong(expected, dead | scheduled, std::memory_order_acq_rel)) return;
+    if (go_idle()) return;
   }
 }
 
@@ -219,20 +216,13 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
         finish_exit(true);
         return turn_result::dead;
       }
-      if ((local_ & awaiting) && (state_.load(std::memory_order_acquire) & resume_posted)) {
-        // Only the owner writes the run state while it holds the right, and
-        // the wait that posted is over: nobody posts again before we resume.
-        state_.store(scheduled, std::memory_order_relaxed);
-        resume_handler(cold_->resume.leaf);
-        continue;
-      }
       if ((local_ & (has_continue | awaiting)) == has_continue) {
         run_continuation();
         continue;
       }
       n = next_held_back();
     } else {
-      n = static_cast<message_node*>(mailbox_.pop(head_));
+      n = static_cast<message_node*>(mailbox_.pop(head_, is_resume));
     }
     if (n == nullptr) {
       if (!mailbox_.empty(head_) || !signals_.empty(sig_head_)) {
@@ -272,6 +262,11 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
       }
       if (go_idle()) return turn_result::idle;
       continue;  // a resume was posted, or a message came in
+    }
+    if (n->fn == &resume_node::handle) [[unlikely]] {
+      // A wait is over (one post per wait, so this is the current one's).
+      if (local_ & awaiting) resume_handler(cold_->resume.leaf);
+      continue;
     }
     if ((local_ & (idle_flags | hibernated)) && n->fn != &idle_timer_node::handle) note_message();
     // Room first, then the queue length: an observer that reads the mailbox
@@ -1716,8 +1711,8 @@ OTPP_FUNC void process_base::resume_reentrant(reentrant_wait* w) noexcept {
 // first, in order, then the mailbox.
 OTPP_FUNC message_node* process_base::next_held_back() noexcept {
   if (local_ & awaiting) {
-    while (auto* n = static_cast<message_node*>(mailbox_.pop(head_))) {
-      if (n->fn == &system_node::handle) return n;
+    while (auto* n = static_cast<message_node*>(mailbox_.pop(head_, is_resume))) {
+      if (n->fn == &system_node::handle || n->fn == &resume_node::handle) return n;
       hold_back(n);
     }
     return nullptr;
@@ -1732,7 +1727,7 @@ OTPP_FUNC message_node* process_base::next_held_back() noexcept {
     }
     return n;
   }
-  return static_cast<message_node*>(mailbox_.pop(head_));
+  return static_cast<message_node*>(mailbox_.pop(head_, is_resume));
 }
 
 // A popped node's link is free: the queue no longer reaches it.
@@ -1840,7 +1835,7 @@ OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_termi
     for (auto& h : c->exit_hooks) h->on_exit(*this);
     c->exit_hooks.clear();
   }
-  state_.store(dead | scheduled, std::memory_order_seq_cst);
+  state_.store(dead, std::memory_order_seq_cst);  // we still hold the run right: senders now discard
   if (c) discard_held(*c, reason);
   drain(reason);
   // Out of the process table before anyone hears of the death: a supervisor
@@ -1864,11 +1859,7 @@ OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_termi
     }
     c->stop_waiters.clear();
   }
-  state_.store(dead, std::memory_order_seq_cst);
-  if (!queues_empty_after_release()) {
-    std::uint32_t expected = dead;
-    if (state_.compare_exchange_strong(expected, dead | scheduled, std::memory_order_acq_rel)) drain_dead();
-  }
+  drain_dead();  // what came in meanwhile, and the run right goes
   if (!keep_ref) release();  // the "alive" reference; `this` may be gone now
   return reason;
 }
