@@ -28,6 +28,13 @@ struct item : otpp::detail::mpsc_node {
   unsigned sender;
   unsigned seq;
 };
+// A sender's next item, from the node pool as a message node is.
+item* new_item(unsigned sender, unsigned seq) {
+  auto* it = ::new (otpp::detail::pool_allocate(sizeof(item))) item{};
+  it->sender = sender;
+  it->seq = seq;
+  return it;
+}
 }  // namespace
 
 TEST_CASE("mpsc_queue: 8 producers, per-sender order, nothing lost or duplicated") {
@@ -40,13 +47,7 @@ TEST_CASE("mpsc_queue: 8 producers, per-sender order, nothing lost or duplicated
   for (unsigned p = 0; p < producers; ++p) {
     ts.emplace_back([&, p] {
       start.arrive_and_wait();
-      for (unsigned i = 0; i < per; ++i) {
-        auto* it = static_cast<item*>(otpp::detail::pool_allocate(sizeof(item)));
-        ::new (it) item{};
-        it->sender = p;
-        it->seq = i;
-        q.push(it);
-      }
+      for (unsigned i = 0; i < per; ++i) q.push(new_item(p, i));
     });
   }
   start.arrive_and_wait();
@@ -139,13 +140,8 @@ TEST_CASE("mpsc_queue with the run right: one holder at a time, nothing lost or 
   for (unsigned p = 0; p < producers; ++p) {
     ts.emplace_back([&, p] {
       start.arrive_and_wait();
-      for (unsigned i = 0; i < per; ++i) {
-        auto* it = static_cast<item*>(otpp::detail::pool_allocate(sizeof(item)));
-        ::new (it) item{};
-        it->sender = p;
-        it->seq = i;
-        if (q.push(it)) consume();
-      }
+      for (unsigned i = 0; i < per; ++i)
+        if (q.push(new_item(p, i))) consume();
     });
   }
   std::thread poster{[&] {  // ends waits, as a reply does
