@@ -718,7 +718,7 @@ class process_base : public process_identity {
     std::size_t n = 0;
     const mpsc_node* dummy = mpsc_queue::taken_in_place(head_) ? mpsc_queue::at(head_) : mailbox_.consumer_head();
     for (mpsc_node* x = mpsc_queue::at(head_); x != nullptr; x = x->next_.load(std::memory_order_acquire))
-      if (x != dummy && x != mailbox_.consumer_head() && static_cast<message_node*>(x)->fn != &resume_node::handle) ++n;
+      if (x != dummy && x != mailbox_.consumer_head() && !is_resume(x)) ++n;
     return n;
   }
   /// Owner only: whether a message is queued (or being pushed).

@@ -263,7 +263,7 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
       if (go_idle()) return turn_result::idle;
       continue;  // a resume was posted, or a message came in
     }
-    if (n->fn == &resume_node::handle) [[unlikely]] {
+    if (is_resume(n)) [[unlikely]] {
       // A wait is over (one post per wait, so this is the current one's).
       if (local_ & awaiting) resume_handler(cold_->resume.leaf);
       continue;
@@ -1712,7 +1712,7 @@ OTPP_FUNC void process_base::resume_reentrant(reentrant_wait* w) noexcept {
 OTPP_FUNC message_node* process_base::next_held_back() noexcept {
   if (local_ & awaiting) {
     while (auto* n = static_cast<message_node*>(mailbox_.pop(head_, is_resume))) {
-      if (n->fn == &system_node::handle || n->fn == &resume_node::handle) return n;
+      if (n->fn == &system_node::handle || is_resume(n)) return n;
       hold_back(n);
     }
     return nullptr;
