@@ -190,7 +190,7 @@ def main():
                  "`supervisor_restart` takes the better of the BEAM script's steady and fresh variants. "
                  "`timers_schedule_1m` stores the refs into a vector made before the clock starts (the BEAM "
                  "script builds its list of refs inside its timing; the vector's first touch, printed on "
-                 "otpp_bench's `#` line, costs 20-130 ms here). It is the first burst of timers in a fresh "
+                 "otpp_bench's `#` line, took 4-6 ms here). It is the first burst of timers in a fresh "
                  "process: the pages its timers take are new to the process, and the kernel clears each one "
                  "on first touch, at a cost set by the host: right after another run the burst took "
                  "0.032-0.058 s, the first run after a pause 0.15-0.21 s, with the same page faults "
