@@ -85,7 +85,8 @@ class [[nodiscard]] basic_pending_call {
         request_type_{o.request_type_},
         owner_{std::exchange(o.owner_, nullptr)},
         rt_{o.rt_},
-        suspended_{std::exchange(o.suspended_, false)} {}
+        suspended_{std::exchange(o.suspended_, false)},
+        borrowed_{o.borrowed_} {}
   basic_pending_call(const basic_pending_call&) = delete;
   basic_pending_call& operator=(const basic_pending_call&) = delete;
   basic_pending_call& operator=(basic_pending_call&&) = delete;
@@ -97,7 +98,7 @@ class [[nodiscard]] basic_pending_call {
     if (owner_) owner_->remove_deadline(slot_, nullptr);
     if (slot_) {
       (void)slot_->abandon();
-      slot_->release_caller();
+      if (!borrowed_) slot_->release_caller();
     }
   }
 
@@ -208,6 +209,7 @@ class [[nodiscard]] basic_pending_call {
   detail::process_base* owner_ = nullptr;  // whose deadline list has ours
   detail::runtime_core* rt_ = nullptr;     // the callee's (null if nothing was sent)
   bool suspended_ = false;
+  bool borrowed_ = false;  // the slot's reference is its owner's, who outlives the wait (a task's)
 };
 
 /// What async_call returns: co_await gives the reply, or throws exit_error.
@@ -238,6 +240,17 @@ struct pending_call_access {
                                             std::int64_t due_ns, std::uint64_t target, std::string_view server_type,
                                             std::string_view request_type, runtime_core* rt = nullptr) noexcept {
     return basic_pending_call<R, Throws>{caller, s, timeout, due_ns, target, server_type, request_type, rt};
+  }
+  /// A wait on a slot whose reference stays with its owner, who outlives
+  /// the wait (a task handle awaited in its own async_await): two locked
+  /// reference counts fewer than sent.
+  template <class R, bool Throws>
+  static basic_pending_call<R, Throws> borrowed(const process_base* caller, reply_slot<R>* s, steady::duration timeout,
+                                                std::int64_t due_ns, std::uint64_t target, std::string_view server_type,
+                                                std::string_view request_type) noexcept {
+    basic_pending_call<R, Throws> c{caller, s, timeout, due_ns, target, server_type, request_type, nullptr};
+    c.borrowed_ = true;
+    return c;
   }
   /// The runtime a continuation runs in: the callee's, else the caller's or the default.
   template <class R, bool Throws>

@@ -162,13 +162,13 @@ class [[nodiscard]] task {
   friend struct detail::task_access;
   task(otpp::pid p, detail::reply_slot<R>* s) noexcept : pid_{std::move(p)}, slot_{s} {}
 
-  // The result slot as an awaitable call in flight; it keeps its own reference.
+  // The result slot as an awaitable call in flight. It borrows our
+  // reference: async_await, which holds it, reads this handle after the
+  // wait anyway, so the handle outlives it.
   pending_try_call<R> awaiter(std::chrono::steady_clock::duration timeout) {
-    slot_->add_ref();
     const detail::process_base* const caller = detail::tls().current;
-    return detail::pending_call_access::sent<R, false>(caller, slot_, timeout,
-                                                       detail::pending_call_access::due_ns(caller, timeout), pid_.id(),
-                                                       "task", "await");
+    return detail::pending_call_access::borrowed<R, false>(
+        caller, slot_, timeout, detail::pending_call_access::due_ns(caller, timeout), pid_.id(), "task", "await");
   }
 
   otpp::pid pid_;

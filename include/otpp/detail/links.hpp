@@ -46,17 +46,24 @@ struct exit_signal_node final : message_node {
 
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
     auto* self = static_cast<exit_signal_node*>(n);
-    if (op == msg_op::invoke) receive(p, self->from, std::move(self->reason), self->via_link);
-    if (self->from) self->from->release();
+    // The link's reference to the sender, if the signal ended the link, goes
+    // with the node's own: one locked subtract for the two.
+    std::uint32_t refs = 1;
+    if (op == msg_op::invoke) receive(p, self->from, std::move(self->reason), self->via_link, refs);
+    if (self->from) self->from->release_refs(refs);
     free_node(self);
   }
 
-  // The table of docs/semantics.md §3, and §1.1 (terminate) for the parent's signal.
-  static void receive(process_base& p, process_base* from, exit_reason reason, bool via_link) noexcept {
+  // The table of docs/semantics.md §3, and §1.1 (terminate) for the parent's
+  // signal. A link it ends leaves its reference to `from` for the caller to
+  // drop (`refs` counts it).
+  static void receive(process_base& p, process_base* from, exit_reason reason, bool via_link,
+                      std::uint32_t& refs) noexcept {
     try {
       process_cold* c = p.cold_if_any();
       if (via_link) {
-        if (c == nullptr || !remove_link(*c, from)) return;  // unlinked meanwhile
+        if (c == nullptr || c->links.erase(from) == 0) return;  // unlinked meanwhile
+        ++refs;
       }
       if (!via_link && reason.kind() == exit_kind::kill) {
         p.request_kill();  // untrappable, and it overrides an exit already pending

@@ -45,8 +45,11 @@ class reply_slot_base {
 
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
-    // acq_rel: the last owner must see every write made by the others.
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy_(this);
+    // The last reference skips the locked subtract, as a process's does
+    // (process_identity::release); acq_rel: the last owner must see every
+    // write made by the others.
+    if (refs_.load(std::memory_order_acquire) == 1 || refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      destroy_(this);
   }
   /// The caller's release, once it is done waiting (answered, or given
   /// up): also drops the reference a resolver handed over with its answer
