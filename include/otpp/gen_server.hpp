@@ -272,7 +272,7 @@ void run_callback(process_base& p, F&& f, std::string_view msg_type, std::string
   using ret = decltype(std::forward<F>(f)());
   if constexpr (is_async_v<ret>) {
     static_assert(std::is_same_v<ret, async<void>>, "a coroutine cast, info or continue handler returns otpp::async<void>");
-    p.cold_state();  // where a suspended handler is kept: allocated before it starts
+    p.wait_state();  // where a suspended handler is kept: allocated before it starts
     ret task = std::forward<F>(f)();
     p.run_handler(awaiting_handler{async_access::release(task), &finish_async_handler, nullptr, nullptr, msg_type, kind});
   } else {
@@ -659,7 +659,7 @@ struct call_node final : message_node {
       Impl& impl = impl_of<Impl>(p);
       try {
         if constexpr (handles_async_call<Impl, Req>) {
-          p.cold_state();  // where a suspended handler is kept: allocated before it starts
+          p.wait_state();  // where a suspended handler is kept: allocated before it starts
           auto task = invoke_sync(impl, std::move(self->req), handle_access::make_from(self->caller));
           // The handler owns the reply slot and the caller's reference now,
           // and with the slot this node's memory (make_call): the node goes

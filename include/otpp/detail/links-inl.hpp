@@ -5,7 +5,7 @@
 
 namespace otpp::detail {
 
-OTPP_FUNC process_cold::~process_cold() {
+OTPP_FUNC process_waits::~process_waits() {
   // Reentrant wait records: any still listed lost their frames at the exit.
   for (reentrant_wait* lists : {reentrant_head, reentrant_spare}) {
     while (reentrant_wait* w = lists) {
@@ -13,6 +13,10 @@ OTPP_FUNC process_cold::~process_cold() {
       delete w;
     }
   }
+}
+
+OTPP_FUNC process_cold::~process_cold() {
+  delete waits;
   links.for_each([](process_base* l) { l->release(); });
   if (parent) parent->release();
   if (mon) {

@@ -348,25 +348,15 @@ class deferred_slots {
   std::vector<reply_slot_base*> rest_;
 };
 
-struct process_cold {
-  // From the node pool, not malloc: a task or a linked worker gets one at
-  // start and drops it at exit, and malloc's free of ~700 bytes was ~5% of
-  // a task (otpp_bench task_async_await_ns, callgrind).
+/// What a process needs once a handler of it awaits (a call, a sleep, a
+/// task), kept apart from process_cold: a linked task or a supervised
+/// worker that never waits has a cold part too, and building and dropping
+/// these 272 bytes with it took a new and delete of process_cold from 14 to
+/// 9.5 ns (a loop of them, this project's AMD EPYC host).
+struct process_waits {
   static void* operator new(std::size_t n) { return pool_allocate(n); }
   static void operator delete(void* p, std::size_t n) noexcept { pool_deallocate(p, n); }
 
-  exit_reason exit;
-  std::string_view crash_message;  // type of the message whose handler threw
-  std::string_view crash_kind;     // "call", "cast", "info", ...
-  message_node* continuation = nullptr;
-  deferred_slots deferred;
-  std::size_t deferred_prune_at = 16;
-  struct stop_waiter {
-    reply_slot<void>* slot;
-    exit_reason requested;
-  };
-  std::vector<stop_waiter> stop_waiters;
-  std::vector<message_node*> held_replies;  // sent after terminate (stop from handle_call)
   // While a handler awaits: the handler, and the messages held back until
   // it finishes (a list through the nodes' own links, oldest first).
   awaiting_handler awaiting;
@@ -391,6 +381,31 @@ struct process_cold {
   timer_node* deadline_timer = nullptr;  // a handle reference
   std::int64_t deadline_timer_due = 0;
   std::uint64_t deadline_gen = 0;
+
+  ~process_waits();
+};
+
+struct process_cold {
+  // From the node pool, not malloc: a task or a linked worker gets one at
+  // start and drops it at exit, and malloc's free of ~700 bytes was ~5% of
+  // a task (otpp_bench task_async_await_ns, callgrind).
+  static void* operator new(std::size_t n) { return pool_allocate(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { pool_deallocate(p, n); }
+
+  exit_reason exit;
+  std::string_view crash_message;  // type of the message whose handler threw
+  std::string_view crash_kind;     // "call", "cast", "info", ...
+  message_node* continuation = nullptr;
+  deferred_slots deferred;
+  std::size_t deferred_prune_at = 16;
+  struct stop_waiter {
+    reply_slot<void>* slot;
+    exit_reason requested;
+  };
+  std::vector<stop_waiter> stop_waiters;
+  std::vector<message_node*> held_replies;  // sent after terminate (stop from handle_call)
+  // Made by a process's first handler that awaits; owned.
+  process_waits* waits = nullptr;
 
   // Links and monitors (see detail/links.hpp). Every pointer holds a
   // reference.
@@ -584,15 +599,15 @@ class process_base : public process_identity {
   slot_waker* resume_waker(std::coroutine_handle<> leaf) {
     if (local_ & reentrant_next) [[unlikely]]
       return reentrant_waker(leaf);
-    process_cold& c = *cold_;
-    if (c.suspending) [[unlikely]]
+    process_waits& ws = *cold_->waits;
+    if (ws.suspending) [[unlikely]]
       cancel_reentrant_wait();  // an earlier reentrant wait was over at once
-    c.resume.target = this;
-    c.resume.leaf = leaf;
+    ws.resume.target = this;
+    ws.resume.leaf = leaf;
     // Not the mailbox's dummy (the node the last wait posted, if nothing
     // has come in since): a node is queued once at a time.
-    c.resume.next = mpsc_queue::at(head_) == &c.resume.nodes[0] ? &c.resume.nodes[1] : &c.resume.nodes[0];
-    return &c.resume;
+    ws.resume.next = mpsc_queue::at(head_) == &ws.resume.nodes[0] ? &ws.resume.nodes[1] : &ws.resume.nodes[0];
+    return &ws.resume;
   }
   /// Owner only, in a handler coroutine: the waits set up until
   /// leave_reentrant are reentrant (see otpp::reentrant); nests.
@@ -608,13 +623,13 @@ class process_base : public process_identity {
   void add_deadline(std::int64_t due, reply_slot_base* slot, slot_waker* waker) {
     // A process's only wait, with the timer already set early enough (a
     // call after call, each re-using the last one's timer): three stores.
-    process_cold& c = *cold_;
-    if (!c.first_deadline_used && c.deadline_timer != nullptr && c.deadline_timer_due <= due &&
-        c.deadlines.capacity() != c.deadlines.size()) [[likely]] {
-      c.first_deadline.due = due;
-      c.first_deadline.slot = slot;
-      c.first_deadline.waker = waker;
-      c.first_deadline_used = true;
+    process_waits& ws = *cold_->waits;
+    if (!ws.first_deadline_used && ws.deadline_timer != nullptr && ws.deadline_timer_due <= due &&
+        ws.deadlines.capacity() != ws.deadlines.size()) [[likely]] {
+      ws.first_deadline.due = due;
+      ws.first_deadline.slot = slot;
+      ws.first_deadline.waker = waker;
+      ws.first_deadline_used = true;
       return;
     }
     add_deadline_slow(due, slot, waker);
@@ -685,6 +700,13 @@ class process_base : public process_identity {
 
   /// Owner only; the cold state, created on demand.
   process_cold& cold_state() { return cold(); }
+  /// Owner only: where a suspended handler is kept, created on demand
+  /// (before a handler coroutine starts). Throws std::bad_alloc.
+  process_waits& wait_state() {
+    process_cold& c = cold();
+    if (c.waits == nullptr) c.waits = new process_waits;
+    return *c.waits;
+  }
   [[nodiscard]] process_cold* cold_if_any() noexcept { return (local_ & has_cold) ? cold_ : nullptr; }
   /// Owner only: about what the cold state holds, in bytes (tables at their
   /// capacity; the nodes of hash tables estimated).
@@ -693,7 +715,8 @@ class process_base : public process_identity {
     if (c == nullptr) return 0;
     std::size_t n = sizeof(process_cold) + c->name.capacity() + c->deferred.heap_bytes() +
                     c->stop_waiters.capacity() * sizeof(process_cold::stop_waiter) +
-                    c->held_replies.capacity() * sizeof(void*) + c->deadlines.capacity() * sizeof(await_deadline) +
+                    c->held_replies.capacity() * sizeof(void*) +
+                    (c->waits ? sizeof(process_waits) + c->waits->deadlines.capacity() * sizeof(await_deadline) : 0) +
                     c->exit_hooks.capacity() * sizeof(std::shared_ptr<exit_hook>);
     if (const auto* m = c->mon.get()) {
       n += sizeof(*m);
@@ -841,13 +864,13 @@ class process_base : public process_identity {
   // or setting it up threw): its record goes back.
   void cancel_reentrant_wait() noexcept;
   void drive(awaiting_handler h, std::coroutine_handle<> leaf) noexcept;
-  void abandon_reentrant(process_cold& c) noexcept;
+  void abandon_reentrant(process_cold& c, process_waits& ws) noexcept;
   void abandon_one(process_cold& c, awaiting_handler& h) noexcept;
   void hold_back(message_node* n) noexcept;
-  void abandon_handler(process_cold& c) noexcept;
-  void discard_held(process_cold& c, const exit_reason& why) noexcept;
+  void abandon_handler(process_cold& c, process_waits& ws) noexcept;
+  void discard_held(process_waits& ws, const exit_reason& why) noexcept;
   void arm_deadline_timer(std::int64_t due);
-  void drop_deadlines(process_cold& c) noexcept;
+  void drop_deadlines(process_waits& ws) noexcept;
   bool run_signals() noexcept;
   inline void took_run_right() noexcept;
   inline void push_message(message_node* n) noexcept;

@@ -265,7 +265,7 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
     }
     if (is_resume(n)) [[unlikely]] {
       // A wait is over (one post per wait, so this is the current one's).
-      if (local_ & awaiting) resume_handler(cold_->resume.leaf);
+      if (local_ & awaiting) resume_handler(cold_->waits->resume.leaf);
       continue;
     }
     if ((local_ & (idle_flags | hibernated)) && n->fn != &idle_timer_node::handle) note_message();
@@ -1476,9 +1476,9 @@ struct deadline_timer final : timer_node {
 };
 
 OTPP_FUNC void process_base::arm_deadline_timer(std::int64_t due) {
-  process_cold& c = *cold_;
+  process_waits& ws = *cold_->waits;
   timer_service& svc = rt_->timers();
-  const std::uint64_t gen = c.deadline_gen + 1;
+  const std::uint64_t gen = ws.deadline_gen + 1;
   auto* s = make_node<deadline_signal>(gen);
   deadline_timer* t;
   try {
@@ -1487,16 +1487,16 @@ OTPP_FUNC void process_base::arm_deadline_timer(std::int64_t due) {
     free_node(s);
     throw;
   }
-  if (c.deadline_timer != nullptr) {
-    (void)svc.cancel(c.deadline_timer, timer_inbox(svc));  // if it already fired, its signal is stale
-    c.deadline_timer->release();
+  if (ws.deadline_timer != nullptr) {
+    (void)svc.cancel(ws.deadline_timer, timer_inbox(svc));  // if it already fired, its signal is stale
+    ws.deadline_timer->release();
   }
-  c.deadline_gen = gen;
+  ws.deadline_gen = gen;
   add_ref();  // the timer's, on its destination
   t->dest = this;
   t->deadline.store(due, std::memory_order_relaxed);
-  c.deadline_timer = t;  // the handle's reference; the service holds the other
-  c.deadline_timer_due = due;
+  ws.deadline_timer = t;  // the handle's reference; the service holds the other
+  ws.deadline_timer_due = due;
   svc.schedule(t, timer_inbox(svc));
 }
 
@@ -1518,79 +1518,79 @@ OTPP_FUNC void process_base::arm_deadline_timer(std::int64_t due) {
 // narrow stores that made it (store forwarding, seen in perf annotate of
 // a co_awaited call).
 OTPP_FUNC void process_base::add_deadline_slow(std::int64_t due, reply_slot_base* slot, slot_waker* waker) {
-  process_cold& c = *cold_;
-  const bool first = !c.first_deadline_used;
+  process_waits& ws = *cold_->waits;
+  const bool first = !ws.first_deadline_used;
   if (first) {
-    if (c.deadlines.capacity() == c.deadlines.size()) c.deadlines.reserve(c.deadlines.size() + 4);
-    c.first_deadline.due = due;
-    c.first_deadline.slot = slot;
-    c.first_deadline.waker = waker;
-    c.first_deadline_used = true;
+    if (ws.deadlines.capacity() == ws.deadlines.size()) ws.deadlines.reserve(ws.deadlines.size() + 4);
+    ws.first_deadline.due = due;
+    ws.first_deadline.slot = slot;
+    ws.first_deadline.waker = waker;
+    ws.first_deadline_used = true;
   } else {
-    if (c.deadlines.capacity() < c.deadlines.size() + 2) c.deadlines.reserve(c.deadlines.size() * 2 + 2);
-    c.deadlines.push_back({due, slot, waker});  // within the capacity just made
+    if (ws.deadlines.capacity() < ws.deadlines.size() + 2) ws.deadlines.reserve(ws.deadlines.size() * 2 + 2);
+    ws.deadlines.push_back({due, slot, waker});  // within the capacity just made
   }
-  if (c.deadline_timer != nullptr && c.deadline_timer_due <= due) {
+  if (ws.deadline_timer != nullptr && ws.deadline_timer_due <= due) {
     return;  // it fires in time, then re-arms for what is left
   }
   try {
     arm_deadline_timer(due);
   } catch (...) {
     if (first) {
-      c.first_deadline_used = false;
+      ws.first_deadline_used = false;
     } else {
-      c.deadlines.pop_back();
+      ws.deadlines.pop_back();
     }
     throw;
   }
 }
 
 OTPP_FUNC bool process_base::remove_deadline(const reply_slot_base* slot, const slot_waker* waker) noexcept {
-  process_cold& c = *cold_;
+  process_waits& ws = *cold_->waits;
   // A call's entry by its slot; a sleep's (no slot) by its waker.
   auto is_it = [&](const await_deadline& d) { return slot ? d.slot == slot : (d.slot == nullptr && d.waker == waker); };
-  if (c.first_deadline_used && is_it(c.first_deadline)) {
-    c.first_deadline_used = false;
+  if (ws.first_deadline_used && is_it(ws.first_deadline)) {
+    ws.first_deadline_used = false;
     return true;
   }
-  for (std::size_t i = 0; i < c.deadlines.size(); ++i) {
-    await_deadline& d = c.deadlines[i];
+  for (std::size_t i = 0; i < ws.deadlines.size(); ++i) {
+    await_deadline& d = ws.deadlines[i];
     if (!is_it(d)) continue;
-    d = c.deadlines.back();
-    c.deadlines.pop_back();
+    d = ws.deadlines.back();
+    ws.deadlines.pop_back();
     return true;
   }
   return false;
 }
 
 OTPP_FUNC void process_base::deadlines_due(std::uint64_t gen) noexcept {
-  process_cold& c = *cold_;
-  if (gen != c.deadline_gen) return;  // superseded by an earlier deadline
-  if (c.deadline_timer != nullptr) {
-    c.deadline_timer->release();
-    c.deadline_timer = nullptr;
+  process_waits& ws = *cold_->waits;
+  if (gen != ws.deadline_gen) return;  // superseded by an earlier deadline
+  if (ws.deadline_timer != nullptr) {
+    ws.deadline_timer->release();
+    ws.deadline_timer = nullptr;
   }
-  if (c.first_deadline_used) {
-    c.deadlines.push_back(c.first_deadline);  // into the room add_deadline kept: no allocation
-    c.first_deadline_used = false;
+  if (ws.first_deadline_used) {
+    ws.deadlines.push_back(ws.first_deadline);  // into the room add_deadline kept: no allocation
+    ws.first_deadline_used = false;
   }
   const std::int64_t now = rt_->timers().now_ns();
   // The waits that are over go to the back, latest first, and end from the
   // back: earliest deadline first (reentrant waits resume in that order).
-  const auto over = std::partition(c.deadlines.begin(), c.deadlines.end(),
+  const auto over = std::partition(ws.deadlines.begin(), ws.deadlines.end(),
                                    [now](const await_deadline& d) { return d.due > now; });
-  std::sort(over, c.deadlines.end(), [](const await_deadline& a, const await_deadline& b) { return a.due > b.due; });
-  const std::size_t pending = static_cast<std::size_t>(over - c.deadlines.begin());
-  while (c.deadlines.size() > pending) {
-    const await_deadline d = c.deadlines.back();
-    c.deadlines.pop_back();
+  std::sort(over, ws.deadlines.end(), [](const await_deadline& a, const await_deadline& b) { return a.due > b.due; });
+  const std::size_t pending = static_cast<std::size_t>(over - ws.deadlines.begin());
+  while (ws.deadlines.size() > pending) {
+    const await_deadline d = ws.deadlines.back();
+    ws.deadlines.pop_back();
     // A call: whoever ends the wait wakes the handler (the reply may have
     // just won). A sleep: its time has come.
     if (d.slot == nullptr || d.slot->abandon()) d.waker->wake(d.waker);
   }
-  if (c.deadlines.empty()) return;
-  std::int64_t next = c.deadlines.front().due;
-  for (const await_deadline& d : c.deadlines) next = std::min(next, d.due);
+  if (ws.deadlines.empty()) return;
+  std::int64_t next = ws.deadlines.front().due;
+  for (const await_deadline& d : ws.deadlines) next = std::min(next, d.due);
   try {
     arm_deadline_timer(next);
   } catch (...) {
@@ -1601,22 +1601,22 @@ OTPP_FUNC void process_base::deadlines_due(std::uint64_t gen) noexcept {
 
 // The process exits: its waits are gone with their frames; stop the timer
 // (it holds a reference to us) and drop what is left.
-OTPP_FUNC void process_base::drop_deadlines(process_cold& c) noexcept {
-  if (c.deadline_timer != nullptr) {
+OTPP_FUNC void process_base::drop_deadlines(process_waits& ws) noexcept {
+  if (ws.deadline_timer != nullptr) {
     timer_service& svc = rt_->timers();
-    (void)svc.cancel(c.deadline_timer, timer_inbox(svc));
-    c.deadline_timer->release();
-    c.deadline_timer = nullptr;
+    (void)svc.cancel(ws.deadline_timer, timer_inbox(svc));
+    ws.deadline_timer->release();
+    ws.deadline_timer = nullptr;
   }
-  c.first_deadline_used = false;
-  c.deadlines.clear();
+  ws.first_deadline_used = false;
+  ws.deadlines.clear();
 }
 
 OTPP_FUNC void process_base::run_handler(const awaiting_handler& h) noexcept { drive(h, h.top); }
 
 OTPP_FUNC void process_base::resume_handler(std::coroutine_handle<> leaf) noexcept {
-  process_cold& c = *cold_;
-  const awaiting_handler h = std::exchange(c.awaiting, awaiting_handler{});
+  process_waits& ws = *cold_->waits;
+  const awaiting_handler h = std::exchange(ws.awaiting, awaiting_handler{});
   local_ &= ~awaiting;
   drive(h, leaf);
 }
@@ -1629,80 +1629,80 @@ OTPP_FUNC void process_base::resume_handler(std::coroutine_handle<> leaf) noexce
 // gen_statem call, 4 per gen_server call). `inline` in the compiled build
 // too (not OTPP_FUNC): only this file's functions call it.
 [[gnu::always_inline]] inline void process_base::drive(awaiting_handler h, std::coroutine_handle<> leaf) noexcept {
-  process_cold& c = *cold_;
-  c.running = &h;
+  process_waits& ws = *cold_->waits;
+  ws.running = &h;
   if ((local_ & reentrant_handlers) || h.reentrant_scopes) local_ |= reentrant_next;
   leaf.resume();
   local_ &= ~reentrant_next;
-  c.running = nullptr;
+  ws.running = nullptr;
   if (h.top.done()) {
     cancel_reentrant_wait();  // the last wait was over at once
     h.finish(*this, h);
     return;
   }
-  if (reentrant_wait* w = std::exchange(c.suspending, nullptr)) {
+  if (reentrant_wait* w = std::exchange(ws.suspending, nullptr)) {
     w->handler = h;
     w->prev = nullptr;
-    w->next = c.reentrant_head;
+    w->next = ws.reentrant_head;
     if (w->next) w->next->prev = w;
-    c.reentrant_head = w;
+    ws.reentrant_head = w;
     return;
   }
-  c.awaiting = h;
+  ws.awaiting = h;
   local_ |= awaiting;
 }
 
 OTPP_FUNC void process_base::enter_reentrant() noexcept {
-  ++cold_->running->reentrant_scopes;
+  ++cold_->waits->running->reentrant_scopes;
   local_ |= reentrant_next;
 }
 
 OTPP_FUNC void process_base::leave_reentrant() noexcept {
-  if (--cold_->running->reentrant_scopes == 0 && !(local_ & reentrant_handlers)) local_ &= ~reentrant_next;
+  if (--cold_->waits->running->reentrant_scopes == 0 && !(local_ & reentrant_handlers)) local_ &= ~reentrant_next;
 }
 
 OTPP_FUNC slot_waker* process_base::reentrant_waker(std::coroutine_handle<> leaf) {
-  process_cold& c = *cold_;
-  reentrant_wait* w = c.reentrant_spare;
+  process_waits& ws = *cold_->waits;
+  reentrant_wait* w = ws.reentrant_spare;
   if (w) {
-    c.reentrant_spare = w->next;
+    ws.reentrant_spare = w->next;
   } else {
     w = new reentrant_wait;
   }
   // The record of an earlier wait that was over at once goes back first:
   // the last record set up belongs to the wait that suspends.
-  if (c.suspending) cancel_reentrant_wait();
+  if (ws.suspending) cancel_reentrant_wait();
   w->target = this;
   w->leaf = leaf;
   w->next = nullptr;
-  c.suspending = w;
+  ws.suspending = w;
   return w;
 }
 
 OTPP_FUNC void process_base::cancel_reentrant_wait() noexcept {
-  process_cold& c = *cold_;
-  if (reentrant_wait* w = std::exchange(c.suspending, nullptr)) {
-    w->next = c.reentrant_spare;
-    c.reentrant_spare = w;
+  process_waits& ws = *cold_->waits;
+  if (reentrant_wait* w = std::exchange(ws.suspending, nullptr)) {
+    w->next = ws.reentrant_spare;
+    ws.reentrant_spare = w;
   }
 }
 
 OTPP_FUNC void process_base::resume_reentrant(reentrant_wait* w) noexcept {
-  process_cold& c = *cold_;
+  process_waits& ws = *cold_->waits;
   // Off the list, into the spares: its wait is over, and the handler, if it
   // waits again, sets up a fresh record.
   if (w->prev) {
     w->prev->next = w->next;
   } else {
-    c.reentrant_head = w->next;
+    ws.reentrant_head = w->next;
   }
   if (w->next) w->next->prev = w->prev;
   const awaiting_handler h = w->handler;
   const std::coroutine_handle<> leaf = w->leaf;
   w->handler = awaiting_handler{};
   w->prev = nullptr;
-  w->next = c.reentrant_spare;
-  c.reentrant_spare = w;
+  w->next = ws.reentrant_spare;
+  ws.reentrant_spare = w;
   drive(h, leaf);
 }
 
@@ -1718,11 +1718,11 @@ OTPP_FUNC message_node* process_base::next_held_back() noexcept {
     return nullptr;
   }
   if (local_ & has_held) {
-    process_cold& c = *cold_;
-    message_node* n = c.held_head;
-    c.held_head = static_cast<message_node*>(n->next_.load(std::memory_order_relaxed));
-    if (c.held_head == nullptr) {
-      c.held_tail = nullptr;
+    process_waits& ws = *cold_->waits;
+    message_node* n = ws.held_head;
+    ws.held_head = static_cast<message_node*>(n->next_.load(std::memory_order_relaxed));
+    if (ws.held_head == nullptr) {
+      ws.held_tail = nullptr;
       local_ &= ~has_held;
     }
     return n;
@@ -1732,35 +1732,35 @@ OTPP_FUNC message_node* process_base::next_held_back() noexcept {
 
 // A popped node's link is free: the queue no longer reaches it.
 OTPP_FUNC void process_base::hold_back(message_node* n) noexcept {
-  process_cold& c = *cold_;
+  process_waits& ws = *cold_->waits;
   n->next_.store(nullptr, std::memory_order_relaxed);
-  if (c.held_tail) {
-    c.held_tail->next_.store(n, std::memory_order_relaxed);
+  if (ws.held_tail) {
+    ws.held_tail->next_.store(n, std::memory_order_relaxed);
   } else {
-    c.held_head = n;
+    ws.held_head = n;
   }
-  c.held_tail = n;
+  ws.held_tail = n;
   local_ |= has_held;
 }
 
 // The process exits while a handler awaits: the frame goes (and with it
 // every wait in it: late replies are dropped), and the call it was
 // answering fails with the final reason, as the deferred ones do.
-OTPP_FUNC void process_base::abandon_handler(process_cold& c) noexcept {
-  awaiting_handler h = std::exchange(c.awaiting, awaiting_handler{});
+OTPP_FUNC void process_base::abandon_handler(process_cold& c, process_waits& ws) noexcept {
+  awaiting_handler h = std::exchange(ws.awaiting, awaiting_handler{});
   local_ &= ~awaiting;
   abandon_one(c, h);
 }
 
-OTPP_FUNC void process_base::abandon_reentrant(process_cold& c) noexcept {
-  while (reentrant_wait* w = c.reentrant_head) {
-    c.reentrant_head = w->next;
+OTPP_FUNC void process_base::abandon_reentrant(process_cold& c, process_waits& ws) noexcept {
+  while (reentrant_wait* w = ws.reentrant_head) {
+    ws.reentrant_head = w->next;
     awaiting_handler h = std::exchange(w->handler, awaiting_handler{});
     // Its wake-up may be queued, or on its way: the record stays (the cold
     // state frees it), and the discarded node does nothing.
     w->prev = nullptr;
-    w->next = c.reentrant_spare;
-    c.reentrant_spare = w;
+    w->next = ws.reentrant_spare;
+    ws.reentrant_spare = w;
     abandon_one(c, h);
   }
 }
@@ -1778,12 +1778,12 @@ OTPP_FUNC void process_base::abandon_one(process_cold& c, awaiting_handler& h) n
   if (h.caller) h.caller->release();
 }
 
-OTPP_FUNC void process_base::discard_held(process_cold& c, const exit_reason& why) noexcept {
-  while (message_node* n = c.held_head) {
-    c.held_head = static_cast<message_node*>(n->next_.load(std::memory_order_relaxed));
+OTPP_FUNC void process_base::discard_held(process_waits& ws, const exit_reason& why) noexcept {
+  while (message_node* n = ws.held_head) {
+    ws.held_head = static_cast<message_node*>(n->next_.load(std::memory_order_relaxed));
     n->fn(*this, n, msg_op::discard, &why);
   }
-  c.held_tail = nullptr;
+  ws.held_tail = nullptr;
   local_ &= ~has_held;
 }
 
@@ -1797,9 +1797,10 @@ OTPP_FUNC exit_reason process_base::finish_exit(bool keep_ref) noexcept {
 
 OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_terminate, bool keep_ref) noexcept {
   process_cold* c = (local_ & has_cold) ? cold_ : nullptr;
-  if (c && (local_ & awaiting)) abandon_handler(*c);
-  if (c && c->reentrant_head) abandon_reentrant(*c);
-  if (c) drop_deadlines(*c);
+  process_waits* ws = c ? c->waits : nullptr;
+  if (ws && (local_ & awaiting)) abandon_handler(*c, *ws);
+  if (ws && ws->reentrant_head) abandon_reentrant(*c, *ws);
+  if (ws) drop_deadlines(*ws);
   if (with_terminate) run_terminate(reason);
   if (c && c->idle_timer) {
     // The timer holds a reference to us: cancel it to break the cycle.
@@ -1836,7 +1837,7 @@ OTPP_FUNC exit_reason process_base::exit_now(exit_reason reason, bool with_termi
     c->exit_hooks.clear();
   }
   state_.store(dead, std::memory_order_seq_cst);  // we still hold the run right: senders now discard
-  if (c) discard_held(*c, reason);
+  if (ws) discard_held(*ws, reason);
   drain(reason);
   // Out of the process table before anyone hears of the death: a supervisor
   // (or a test) that saw the exit never counts the process as live.
