@@ -45,12 +45,8 @@ class process_identity {
 
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
-    // The only reference left is ours: nobody can add one (a reference is
-    // only ever copied from another), so the locked subtract is skipped. The
-    // acquire (else acq_rel) makes the other owners' writes visible to the
-    // thread that frees.
-    if (refs_.load(std::memory_order_acquire) == 1 || refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)
-      last_reference_gone();
+    // acq_rel: the freeing thread must see all writes of the other owners.
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) last_reference_gone();
   }
   [[nodiscard]] std::uint64_t id() const noexcept { return id_ & ~bounded_flag; }
   /// Whether the process has a bounded mailbox: senders read it on the line

@@ -518,8 +518,7 @@ class process_base : public process_identity {
   void add_refs(std::uint32_t n) noexcept { refs_.fetch_add(n, std::memory_order_relaxed); }
   /// Drops `n` references at once; frees the process if they were the last.
   void release_refs(std::uint32_t n) noexcept {
-    if (refs_.load(std::memory_order_acquire) == n || refs_.fetch_sub(n, std::memory_order_acq_rel) == n)
-      last_reference_gone();  // (they were the last: see process_identity::release)
+    if (refs_.fetch_sub(n, std::memory_order_acq_rel) == n) last_reference_gone();
   }
   /// After a turn run on a ticket: drops the ticket, and with it the
   /// process's own reference if the turn ended in death (run_turn).
