@@ -61,6 +61,15 @@ class owner : public otpp::gen_server<owner> {
     return 0;
   }
   int handle_call(ping) { return 1; }
+  // One task after another, each awaited before the next starts.
+  struct in_turn {
+    int n;
+  };
+  otpp::async<long> handle_call(in_turn r) {
+    long sum = 0;
+    for (int i = 0; i < r.n; ++i) sum += co_await otpp::task_async([i] { return i; }).async_await();
+    co_return sum;
+  }
   void handle_info(const otpp::exit_signal& e) { exits_.push_back(e.reason.to_string()); }
   struct exits {};
   std::vector<std::string> handle_call(exits) { return exits_; }
@@ -144,6 +153,20 @@ TEST_CASE("tasks started in a coroutine handler are awaited without holding a wo
   auto o = rt.start<owner>(false).value();
   CHECK(otpp::call(o, owner::fan{b}) == 12);
   CHECK(rt.thread_count() == rt.workers());
+}
+
+TEST_CASE("tasks awaited one after another leave no process and no link behind") {
+  otpp::runtime rt{{.workers = 2}};
+  auto o = rt.start<owner>(false).value();
+  const std::size_t before = rt.process_count();
+  CHECK(otpp::call(o, owner::in_turn{2000}) == 1999L * 2000 / 2);
+  // The last task may still be on its way out when the answer comes.
+  CHECK(otpp_test::eventually([&] {
+    auto info = otpp::sys::info(o);
+    return info && info->links.empty();  // each finished task's exit signal ended its link
+  }));
+  CHECK(otpp_test::eventually([&] { return rt.process_count() == before; }));
+  CHECK(otpp::call(o, owner::ping{}) == 1);  // the owner took no exit from its tasks
 }
 
 TEST_CASE("a crashing task takes its linked owner down, unless the owner traps exits") {

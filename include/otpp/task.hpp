@@ -148,7 +148,8 @@ class [[nodiscard]] task {
 
   /// In a coroutine handler: `co_await t.async_await(timeout)` gives the
   /// result, or throws exit_error (the task's reason; `timeout` after
-  /// killing it), holding no thread meanwhile.
+  /// killing it), holding no thread meanwhile. The handle must stay where
+  /// it is until the wait is over (as for any member coroutine's object).
   [[nodiscard]] async<R> async_await(std::chrono::steady_clock::duration timeout = default_call_timeout) {
     auto r = co_await awaiter(timeout);
     if (!r) {
