@@ -65,6 +65,13 @@ class owner : public otpp::gen_server<owner> {
   struct in_turn {
     int n;
   };
+  // A wait kept as an async<int> before it is awaited.
+  struct kept_wait {};
+  otpp::async<int> handle_call(kept_wait) {
+    auto t = otpp::task_async([] { return 7; });
+    otpp::async<int> w = t.async_await();
+    co_return co_await std::move(w) + 1;
+  }
   otpp::async<long> handle_call(in_turn r) {
     long sum = 0;
     for (int i = 0; i < r.n; ++i) sum += co_await otpp::task_async([i] { return i; }).async_await();
@@ -167,6 +174,7 @@ TEST_CASE("tasks awaited one after another leave no process and no link behind")
   }));
   CHECK(otpp_test::eventually([&] { return rt.process_count() == before; }));
   CHECK(otpp::call(o, owner::ping{}) == 1);  // the owner took no exit from its tasks
+  CHECK(otpp::call(o, owner::kept_wait{}) == 8);
 }
 
 TEST_CASE("a crashing task takes its linked owner down, unless the owner traps exits") {
