@@ -45,9 +45,11 @@ class reply_slot_base {
 
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
-    // The last reference skips the locked subtract, as a process's does
-    // (process_identity::release); acq_rel: the last owner must see every
-    // write made by the others.
+    // The only reference left is ours: nobody can add one (a reference is
+    // only copied from another), so the locked subtract is skipped; the
+    // acquire load, like acq_rel, shows the freeing thread every other
+    // owner's writes. (A process's release measured slower this way:
+    // task_async_await_ns 209 against 195 ns.)
     if (refs_.load(std::memory_order_acquire) == 1 || refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)
       destroy_(this);
   }
