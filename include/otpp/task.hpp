@@ -177,10 +177,12 @@ class [[nodiscard]] task {
 template <class R>
 class [[nodiscard]] task<R>::awaitable {
  public:
+  /// Takes over the wait.
   awaitable(awaitable&&) noexcept = default;
   awaitable(const awaitable&) = delete;
   awaitable& operator=(const awaitable&) = delete;
   awaitable& operator=(awaitable&&) = delete;
+  /// Dropped unawaited, or its frame gone mid-wait: the wait ends (the task runs on).
   ~awaitable() = default;
 
   /// (The coroutine protocol.) Ready at once if the task has finished.
