@@ -61,17 +61,19 @@ class owner : public otpp::gen_server<owner> {
     return 0;
   }
   int handle_call(ping) { return 1; }
+  // A wait kept as an async<int> before it is awaited, after one dropped
+  // unawaited (which leaves the result to the next).
+  struct kept_wait {};
+  otpp::async<int> handle_call(kept_wait) {
+    auto t = otpp::task_async([] { return 7; });
+    { auto dropped = t.async_await(); }
+    otpp::async<int> w = t.async_await();
+    co_return co_await std::move(w) + 1;
+  }
   // One task after another, each awaited before the next starts.
   struct in_turn {
     int n;
   };
-  // A wait kept as an async<int> before it is awaited.
-  struct kept_wait {};
-  otpp::async<int> handle_call(kept_wait) {
-    auto t = otpp::task_async([] { return 7; });
-    otpp::async<int> w = t.async_await();
-    co_return co_await std::move(w) + 1;
-  }
   otpp::async<long> handle_call(in_turn r) {
     long sum = 0;
     for (int i = 0; i < r.n; ++i) sum += co_await otpp::task_async([i] { return i; }).async_await();

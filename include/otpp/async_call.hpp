@@ -96,9 +96,11 @@ class [[nodiscard]] basic_pending_call {
     // outlive the post; the wake-up is then discarded with the mailbox).
     if (suspended_ && !slot_->abandon()) (void)slot_->settled_state();
     if (owner_) owner_->remove_deadline(slot_, nullptr);
-    if (slot_) {
+    // A borrowed slot is its owner's to give up: dropped unawaited, the
+    // wait leaves the answer to the owner (a task handle's await).
+    if (slot_ && !borrowed_) {
       (void)slot_->abandon();
-      if (!borrowed_) slot_->release_caller();
+      slot_->release_caller();
     }
   }
 

@@ -172,8 +172,8 @@ class [[nodiscard]] task {
 };
 
 /// What task::async_await returns: an awaiter, not a coroutine, so that a
-/// co_await of it makes no frame of its own (a frame, and resuming through
-/// it, were about a twentieth of a task: otpp_bench task_async_await_ns).
+/// co_await of it makes no frame of its own (task_async_await_ns 187
+/// against 192 ns with the coroutine, alternated runs of otpp_bench).
 template <class R>
 class [[nodiscard]] task<R>::awaitable {
  public:
@@ -182,7 +182,8 @@ class [[nodiscard]] task<R>::awaitable {
   awaitable(const awaitable&) = delete;
   awaitable& operator=(const awaitable&) = delete;
   awaitable& operator=(awaitable&&) = delete;
-  /// Dropped unawaited, or its frame gone mid-wait: the wait ends (the task runs on).
+  /// Dropped unawaited, the task's result stays for the handle; with its
+  /// frame gone mid-wait, the wait ends (the task runs on).
   ~awaitable() = default;
 
   /// (The coroutine protocol.) Ready at once if the task has finished.
