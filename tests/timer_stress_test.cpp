@@ -14,6 +14,7 @@
 #include <otpp/otpp.hpp>
 
 #include "catch.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
@@ -180,6 +181,137 @@ TEST_CASE("timers of a second and more start from the coarse clock and still nev
     otpp::send_after(c, fired{i, steady::now() + d}, d);
   }
   check_all_fired_once(c, n);
+}
+
+namespace {
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now().time_since_epoch()).count();
+}
+
+// Holds every call until told to answer them all.
+class holder : public otpp::gen_server<holder> {
+ public:
+  struct held {
+    using reply_type = int;
+  };
+  struct get {};
+  void handle_call(held, otpp::reply_to<int> to) { waiting_.push_back(std::move(to)); }
+  int handle_call(get) { return 1; }
+
+ private:
+  std::vector<otpp::reply_to<int>> waiting_;
+};
+
+// Times its awaited calls to the holder, from just before each is sent.
+class timed_caller : public otpp::gen_server<timed_caller> {
+ public:
+  struct warm {};  // calls that are answered, until the timer service publishes stamps
+  struct wait_held {
+    std::chrono::milliseconds timeout;
+    std::chrono::milliseconds sleep_first;  // awaited only after this
+  };
+  timed_caller(otpp::server<holder> h, const otpp::detail::timer_service* svc) : h_{std::move(h)}, svc_{svc} {}
+
+  otpp::async<int> handle_call(warm) {
+    int n = 0;
+    for (; n < 100'000 && !svc_->stamps_live(); ++n) co_await otpp::async_call(h_, holder::get{});
+    co_return n;
+  }
+  otpp::async<std::int64_t> handle_call(wait_held w) {
+    const auto t0 = steady::now();
+    auto call = otpp::async_try_call(h_, holder::held{}, w.timeout);
+    if (w.sleep_first > 0ms) co_await otpp::sleep_for(w.sleep_first);
+    auto r = co_await call;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count();
+    co_return !r && r.error() == otpp::exit_reason::timeout() ? ms : -1;
+  }
+
+ private:
+  otpp::server<holder> h_;
+  const otpp::detail::timer_service* svc_;
+};
+}  // namespace
+
+TEST_CASE("timer service stamps: each starts no later than a read of it and ends no sooner; they stop once unread",
+          "[timer][real_clock][stress]") {
+  otpp::runtime rt{{.workers = 1}};
+  auto& svc = otpp::detail::runtime_access::core(rt).timers();
+  // The service's thread starts with the first timer (a call's deadline).
+  auto c = rt.start<collector>(std::size_t{1}).value();
+  auto far = otpp::send_after(c, fired{0, steady::now()}, 1h);
+  constexpr std::int64_t delay = 2'000'000'000;
+  struct read {
+    std::int64_t before, after;
+    otpp::detail::wait_due due;
+  };
+  // Two threads read at once, as calls on two workers do, until each has
+  // seen a few stamps come and go.
+  std::vector<std::vector<read>> reads(2);
+  std::vector<std::thread> readers;
+  for (auto& mine : reads) {
+    readers.emplace_back([&svc, &mine] {
+      std::uint64_t last = 0;
+      int changes = 0;
+      const std::int64_t give_up = now_ns() + 10'000'000'000;
+      while (changes < 4 && now_ns() < give_up) {
+        const std::int64_t before = now_ns();
+        const otpp::detail::wait_due d = svc.call_due(delay);
+        mine.push_back({before, now_ns(), d});
+        if (d.stamp != 0 && d.stamp != last) {
+          last = d.stamp;
+          ++changes;
+        }
+      }
+    });
+  }
+  for (auto& t : readers) t.join();
+  std::uint64_t newest = 0;
+  for (const auto& mine : reads) {
+    REQUIRE(std::count_if(mine.begin(), mine.end(), [](const read& r) { return r.due.stamp != 0; }) > 0);
+    for (const read& r : mine) {
+      if (r.due.stamp == 0) {
+        CHECK(r.due.ns >= r.before + delay);  // the clock's due: never early
+        continue;
+      }
+      newest = std::max(newest, r.due.stamp);
+      CHECK(r.due.ns == svc.stamp_start_ns(r.due.stamp) + delay);
+      CHECK(svc.stamp_start_ns(r.due.stamp) <= r.after);
+    }
+  }
+  // Unread, the stamps stop: every one read has ended, and no end is
+  // before a read of its stamp.
+  REQUIRE(otpp_test::eventually([&] { return !svc.stamps_live(); }));
+  for (const auto& mine : reads) {
+    for (const read& r : mine) {
+      if (r.due.stamp == 0) continue;
+      const std::int64_t end = svc.stamp_end_ns(r.due.stamp, INT64_MAX);
+      CHECK(end != -1);
+      CHECK(end >= r.before);
+      CHECK(end != INT64_MAX);  // its record is still kept
+    }
+  }
+  // The next call reads the clock and starts them again.
+  CHECK(svc.call_due(delay).stamp == 0);
+  CHECK(otpp_test::eventually([&] { return svc.stamps_live(); }));
+  CHECK(otpp::cancel_timer(far));
+}
+
+TEST_CASE("an awaited call of a second or more on the real clock times out no sooner than its timeout, counted "
+          "from when it was sent", "[timer][real_clock]") {
+  otpp::runtime rt{{.workers = 2}};
+  const auto& svc = otpp::detail::runtime_access::core(rt).timers();
+  auto h = rt.start<holder>().value();
+  auto c = rt.start<timed_caller>(h, &svc).value();
+  (void)otpp::call(c, timed_caller::warm{}, 30s);
+  REQUIRE(svc.stamps_live());
+  // Awaited at once, and awaited only after a 600 ms sleep: both time out
+  // 1.1 s after the send, not later by the sleep.
+  const auto at_once = otpp::call(c, timed_caller::wait_held{1100ms, 0ms}, 30s);
+  CHECK(at_once >= 1100);
+  CHECK(at_once < 1600);
+  const auto after_sleep = otpp::call(c, timed_caller::wait_held{1100ms, 600ms}, 30s);
+  CHECK(after_sleep >= 1100);
+  CHECK(after_sleep < 1600);
 }
 
 TEST_CASE("the time left of a long timer and of a short one, on the real clock", "[timer][real_clock]") {

@@ -78,7 +78,7 @@ class [[nodiscard]] basic_pending_call {
       : slot_{std::exchange(o.slot_, nullptr)},
         early_{std::move(o.early_)},
         deadline_{o.deadline_},
-        due_ns_{o.due_ns_},
+        due_{o.due_},
         timeout_{o.timeout_},
         target_{o.target_},
         server_type_{o.server_type_},
@@ -112,16 +112,16 @@ class [[nodiscard]] basic_pending_call {
   bool await_suspend(std::coroutine_handle<> h) {
     detail::process_base& self = detail::awaiting_process("otpp::async_call");
     detail::slot_waker* w = self.resume_waker(h);
-    if (due_ns_ == detail::no_deadline_ns && deadline_ != detail::steady::time_point{} &&
+    if (due_.ns == detail::no_deadline_ns && deadline_ != detail::steady::time_point{} &&
         timeout_ != detail::steady::duration::max()) {
       // Sent from a thread, awaited in a process (then()): what is left of
       // its timeout becomes a deadline on the runtime's clock.
       const auto now = detail::steady::now();
       const auto left = deadline_ > now ? deadline_ - now : detail::steady::duration::zero();
-      due_ns_ = detail::timer_due_after_ns(*self.rt(), detail::clamp_delay(left));
+      due_ = {detail::timer_due_after_ns(*self.rt(), detail::clamp_delay(left)), 0};
     }
-    if (due_ns_ != detail::no_deadline_ns) {
-      self.add_deadline(due_ns_, slot_, w);
+    if (due_.ns != detail::no_deadline_ns) {
+      self.add_deadline(due_, slot_, w);
       owner_ = &self;
     }
     if (!slot_->await(w)) {  // answered in the meantime
@@ -183,12 +183,12 @@ class [[nodiscard]] basic_pending_call {
   friend struct detail::pending_call_access;
   explicit basic_pending_call(exit_reason early) : early_{std::move(early)} {}
   basic_pending_call(const detail::process_base* caller, detail::reply_slot<R>* s, detail::steady::duration timeout,
-                     std::int64_t due_ns, std::uint64_t target, std::string_view server_type,
+                     detail::wait_due due, std::uint64_t target, std::string_view server_type,
                      std::string_view request_type, detail::runtime_core* rt) noexcept
       : slot_{s},
         // Read the steady clock only for a thread, which will wait in get().
         deadline_{caller == nullptr ? detail::deadline_after(timeout) : detail::steady::time_point{}},
-        due_ns_{due_ns},
+        due_{due},
         timeout_{timeout},
         target_{target},
         server_type_{server_type},
@@ -203,7 +203,7 @@ class [[nodiscard]] basic_pending_call {
   detail::reply_slot<R>* slot_ = nullptr;
   std::optional<exit_reason> early_;  // failed before anything was sent
   detail::steady::time_point deadline_{};  // for get(), on the steady clock (set when sent from a thread)
-  std::int64_t due_ns_ = detail::no_deadline_ns;      // for co_await, on the runtime's clock
+  detail::wait_due due_;                  // for co_await, on the runtime's clock
   detail::steady::duration timeout_{};
   std::uint64_t target_ = 0;
   std::string_view server_type_;
@@ -232,25 +232,25 @@ struct pending_call_access {
   /// falls due on the caller's runtime clock (virtual in tests), for its
   /// co_await; no_deadline_ns if it never does. Read before the request
   /// leaves, so that a reply cannot come before the clock it races.
-  static std::int64_t due_ns(const process_base* caller, steady::duration timeout) {
-    return caller != nullptr && timeout != steady::duration::max() ? timer_due_after_ns(*caller->rt(), clamp_delay(timeout))
-                                                                   : no_deadline_ns;
+  static wait_due due(const process_base* caller, steady::duration timeout) {
+    return caller != nullptr && timeout != steady::duration::max() ? call_due_after(*caller->rt(), clamp_delay(timeout))
+                                                                   : wait_due{};
   }
   /// A call sent by `caller` (null: a plain thread, tls().current).
   template <class R, bool Throws>
   static basic_pending_call<R, Throws> sent(const process_base* caller, reply_slot<R>* s, steady::duration timeout,
-                                            std::int64_t due_ns, std::uint64_t target, std::string_view server_type,
+                                            wait_due due, std::uint64_t target, std::string_view server_type,
                                             std::string_view request_type, runtime_core* rt = nullptr) noexcept {
-    return basic_pending_call<R, Throws>{caller, s, timeout, due_ns, target, server_type, request_type, rt};
+    return basic_pending_call<R, Throws>{caller, s, timeout, due, target, server_type, request_type, rt};
   }
   /// A wait on a slot whose reference stays with its owner, who outlives
   /// the wait (a task handle awaited in its own async_await): two locked
   /// reference counts fewer than sent.
   template <class R, bool Throws>
   static basic_pending_call<R, Throws> borrowed(const process_base* caller, reply_slot<R>* s, steady::duration timeout,
-                                                std::int64_t due_ns, std::uint64_t target, std::string_view server_type,
+                                                wait_due due, std::uint64_t target, std::string_view server_type,
                                                 std::string_view request_type) noexcept {
-    basic_pending_call<R, Throws> c{caller, s, timeout, due_ns, target, server_type, request_type, nullptr};
+    basic_pending_call<R, Throws> c{caller, s, timeout, due, target, server_type, request_type, nullptr};
     c.borrowed_ = true;
     return c;
   }
@@ -265,8 +265,8 @@ struct pending_call_access {
     return c.slot_;
   }
   template <class R, bool Throws>
-  static std::int64_t due_ns(const basic_pending_call<R, Throws>& c) noexcept {
-    return c.due_ns_;
+  static wait_due due(const basic_pending_call<R, Throws>& c) noexcept {
+    return c.due_;
   }
 };
 
@@ -276,7 +276,7 @@ class when_any_awaiter {
  public:
   struct entry {
     reply_slot_base* slot = nullptr;  // null: failed before it was sent (ready at once)
-    std::int64_t due = no_deadline_ns;
+    wait_due due;
   };
   explicit when_any_awaiter(std::vector<entry> calls) : calls_{std::move(calls)}, wakers_(calls_.size()) {
     for (auto& w : wakers_) {
@@ -307,7 +307,7 @@ class when_any_awaiter {
     owner_ = &self;
     resume_ = self.resume_waker(h);
     for (std::size_t i = 0; i < calls_.size(); ++i) {
-      if (calls_[i].due == no_deadline_ns) continue;
+      if (calls_[i].due.ns == no_deadline_ns) continue;
       try {
         self.add_deadline(calls_[i].due, calls_[i].slot, &wakers_[i]);
       } catch (...) {
@@ -365,7 +365,7 @@ class when_any_awaiter {
   }
   void remove_deadlines(std::size_t upto) noexcept {
     for (std::size_t i = 0; i < upto; ++i)
-      if (calls_[i].due != no_deadline_ns) (void)owner_->remove_deadline(calls_[i].slot, nullptr);
+      if (calls_[i].due.ns != no_deadline_ns) (void)owner_->remove_deadline(calls_[i].slot, nullptr);
   }
 
   std::vector<entry> calls_;
@@ -388,7 +388,7 @@ auto send_call(const server<Impl>& s, Req&& req, steady::duration timeout) {
   process_base* const self = tls().current;
   if (p == self) return pending_call_access::failed<R, Throws>(exit_reason::calling_self());
   const auto [slot, node] = make_call<Impl, Q, R>(std::forward<Req>(req), self);
-  const std::int64_t due = pending_call_access::due_ns(self, timeout);
+  const wait_due due = pending_call_access::due(self, timeout);
   (void)p->offer(node, true);  // a full bounded mailbox fails it at once (mailbox_full)
   return pending_call_access::sent<R, Throws>(self, slot, timeout, due, p->id(), type_name<Impl>(), type_name<Q>(), p->rt());
 }
@@ -483,7 +483,7 @@ template <class... Calls>
 [[nodiscard]] detail::when_any_awaiter when_any(Calls&... calls) {
   static_assert(sizeof...(Calls) > 0, "otpp::when_any: give it at least one call");
   return detail::when_any_awaiter{std::vector<detail::when_any_awaiter::entry>{
-      {detail::pending_call_access::slot(calls), detail::pending_call_access::due_ns(calls)}...}};
+      {detail::pending_call_access::slot(calls), detail::pending_call_access::due(calls)}...}};
 }
 
 /// `co_await otpp::sleep_for(d)` in a coroutine handler: resumes after `d`

@@ -698,7 +698,7 @@ class node_core {
     char* p = put_frame(frames.data(), heads->monitor, n, {});
     (void)put_frame(p, heads->call, n, req);
     const process_base* const caller = tls().current;
-    const std::int64_t due = pending_call_access::due_ns(caller, timeout);
+    const wait_due due = pending_call_access::due(caller, timeout);
     write(conn, frames);
     return pending_call_access::sent<term, Throws>(caller, slot, timeout, due, 0, label, "otpp::term");
   }

@@ -158,7 +158,7 @@ class [[nodiscard]] task {
     // reference (the handle outlives the wait).
     const detail::process_base* const caller = detail::tls().current;
     return awaitable{detail::pending_call_access::borrowed<R, false>(
-                         caller, slot_, timeout, detail::pending_call_access::due_ns(caller, timeout), pid_.id(),
+                         caller, slot_, timeout, detail::pending_call_access::due(caller, timeout), pid_.id(),
                          "task", "await"),
                      pid_, timeout};
   }

@@ -149,12 +149,22 @@ struct mailbox_bound {
 /// What became of a message offered to a process.
 enum class offer_result : std::uint8_t { queued, full, dead };
 
+/// When a wait falls due. Exact (`ns` on the runtime's clock) when `stamp`
+/// is 0. Otherwise `stamp` is the timer service's stamp read as the call
+/// was sent, and `ns` its start plus the timeout: a bound that cannot be
+/// late, made exact once that stamp has ended (timer_service::call_due).
+struct wait_due {
+  std::int64_t ns = INT64_MAX;
+  std::uint64_t stamp = 0;
+};
+
 /// A wait with a deadline, kept by the process whose handler waits: one
 /// timer per process serves all of them (see process_base::add_deadline).
 struct await_deadline {
-  std::int64_t due = 0;              // ns on the runtime's clock
+  std::int64_t due = 0;              // ns on the runtime's clock (see wait_due)
   reply_slot_base* slot = nullptr;   // an awaited call (not a reference: see add_deadline), or null for a sleep
   slot_waker* waker = nullptr;       // resumes the handler
+  std::uint64_t stamp = 0;           // see wait_due
 };
 
 template <class Node, class... A>
@@ -619,21 +629,25 @@ class process_base : public process_identity {
   /// Owner only: the wait (an awaited call's `slot`, or a sleep's null) ends
   /// at `due` unless it is over first: then the call is abandoned (if that
   /// ends it) and `waker` is woken. Throws std::bad_alloc (nothing registered).
-  void add_deadline(std::int64_t due, reply_slot_base* slot, slot_waker* waker) {
+  void add_deadline(wait_due due, reply_slot_base* slot, slot_waker* waker) {
     // A process's only wait, with the timer already set early enough (a
-    // call after call, each re-using the last one's timer): three stores.
+    // call after call, each re-using the last one's timer): four stores.
     process_waits& ws = *cold_->waits;
-    if (!ws.first_deadline_used && ws.deadline_timer != nullptr && ws.deadline_timer_due <= due &&
+    if (!ws.first_deadline_used && ws.deadline_timer != nullptr && ws.deadline_timer_due <= due.ns &&
         ws.deadlines.capacity() != ws.deadlines.size()) [[likely]] {
-      ws.first_deadline.due = due;
+      ws.first_deadline.due = due.ns;
       ws.first_deadline.slot = slot;
       ws.first_deadline.waker = waker;
+      ws.first_deadline.stamp = due.stamp;
       ws.first_deadline_used = true;
       return;
     }
     add_deadline_slow(due, slot, waker);
   }
-  void add_deadline_slow(std::int64_t due, reply_slot_base* slot, slot_waker* waker);
+  void add_deadline(std::int64_t due, reply_slot_base* slot, slot_waker* waker) {
+    add_deadline(wait_due{due, 0}, slot, waker);
+  }
+  void add_deadline_slow(wait_due due, reply_slot_base* slot, slot_waker* waker);
   /// Owner only: the wait keyed by `slot` (a call) or `waker` (a sleep) is
   /// over. False if its deadline had already passed (its waker was woken).
   bool remove_deadline(const reply_slot_base* slot, const slot_waker* waker) noexcept;

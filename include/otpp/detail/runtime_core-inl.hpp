@@ -320,6 +320,7 @@ OTPP_FUNC std::int64_t timer_now_ns(runtime_core& rt) { return rt.timers().now_n
 OTPP_FUNC std::int64_t timer_due_after_ns(runtime_core& rt, std::int64_t delay_ns) {
   return rt.timers().due_after_ns(delay_ns);
 }
+OTPP_FUNC wait_due call_due_after(runtime_core& rt, std::int64_t delay_ns) { return rt.timers().call_due(delay_ns); }
 
 OTPP_FUNC runtime_core::~runtime_core() {
   delete timers_.load(std::memory_order_acquire);
@@ -1517,24 +1518,25 @@ OTPP_FUNC void process_base::arm_deadline_timer(std::int64_t due) {
 // just before and copied whole here stalled the copy's wide load on the
 // narrow stores that made it (store forwarding, seen in perf annotate of
 // a co_awaited call).
-OTPP_FUNC void process_base::add_deadline_slow(std::int64_t due, reply_slot_base* slot, slot_waker* waker) {
+OTPP_FUNC void process_base::add_deadline_slow(wait_due due, reply_slot_base* slot, slot_waker* waker) {
   process_waits& ws = *cold_->waits;
   const bool first = !ws.first_deadline_used;
   if (first) {
     if (ws.deadlines.capacity() == ws.deadlines.size()) ws.deadlines.reserve(ws.deadlines.size() + 4);
-    ws.first_deadline.due = due;
+    ws.first_deadline.due = due.ns;
     ws.first_deadline.slot = slot;
     ws.first_deadline.waker = waker;
+    ws.first_deadline.stamp = due.stamp;
     ws.first_deadline_used = true;
   } else {
     if (ws.deadlines.capacity() < ws.deadlines.size() + 2) ws.deadlines.reserve(ws.deadlines.size() * 2 + 2);
-    ws.deadlines.push_back({due, slot, waker});  // within the capacity just made
+    ws.deadlines.push_back({due.ns, slot, waker, due.stamp});  // within the capacity just made
   }
-  if (ws.deadline_timer != nullptr && ws.deadline_timer_due <= due) {
+  if (ws.deadline_timer != nullptr && ws.deadline_timer_due <= due.ns) {
     return;  // it fires in time, then re-arms for what is left
   }
   try {
-    arm_deadline_timer(due);
+    arm_deadline_timer(due.ns);
   } catch (...) {
     if (first) {
       ws.first_deadline_used = false;
@@ -1574,7 +1576,23 @@ OTPP_FUNC void process_base::deadlines_due(std::uint64_t gen) noexcept {
     ws.deadlines.push_back(ws.first_deadline);  // into the room add_deadline kept: no allocation
     ws.first_deadline_used = false;
   }
-  const std::int64_t now = rt_->timers().now_ns();
+  timer_service& svc = rt_->timers();
+  const std::int64_t now = svc.now_ns();
+  // A call's stamped due is a lower bound: once its stamp has ended, the
+  // end bounds when the call was sent. Still current past its bound, the
+  // service is behind, and now does.
+  for (await_deadline& d : ws.deadlines) {
+    if (d.stamp == 0) continue;
+    const std::int64_t timeout = d.due - svc.stamp_start_ns(d.stamp);
+    if (const std::int64_t end = svc.stamp_end_ns(d.stamp, now); end >= 0) {
+      d.due = end + timeout;
+    } else if (d.due <= now) {
+      d.due = now + timeout;
+    } else {
+      continue;
+    }
+    d.stamp = 0;
+  }
   // The waits that are over go to the back, latest first, and end from the
   // back: earliest deadline first (reentrant waits resume in that order).
   const auto over = std::partition(ws.deadlines.begin(), ws.deadlines.end(),
@@ -2047,7 +2065,7 @@ OTPP_FUNC std::uint32_t enqueue_and_await(process_base* p, message_node* node, r
     (void)p->offer(node, true);
   }
   // A timeout of a second or more takes its deadline from the coarse clock
-  // (never early, at most 16 ms late, as an async call's): the exact clock
+  // (never early, at most 16 ms late): the exact clock
   // cost ~20 ns of a ~170 ns call between processes.
   return await_reply(slot, coarse_deadline_after(timeout), p, target_nonblocking,
                      timeout >= std::chrono::milliseconds(1));

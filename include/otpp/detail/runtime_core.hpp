@@ -480,6 +480,9 @@ std::int64_t timer_now_ns(runtime_core& rt);
 /// A deadline `delay_ns` from now on that clock, cheaply (see
 /// timer_service::due_after_ns).
 std::int64_t timer_due_after_ns(runtime_core& rt, std::int64_t delay_ns);
+/// When an awaited call sent now with timeout `delay_ns` falls due, read
+/// as cheaply as that clock allows (see timer_service::call_due).
+wait_due call_due_after(runtime_core& rt, std::int64_t delay_ns);
 /// Whether the runtime's timers follow their own clock (a virtual one).
 inline bool timers_on_own_clock(const runtime_core& rt) noexcept { return rt.timers_on_own_clock(); }
 

@@ -13,6 +13,7 @@ OTPP_FUNC timer_service::timer_service(std::shared_ptr<otpp::clock_source> clock
     : clock_{std::move(clock)}, rt_{rt}, inboxes_(slots + 1), heads_(slots + 1) {
   for (std::size_t i = 0; i < inboxes_.size(); ++i) heads_[i] = inboxes_[i].queue.consumer_head();
   origin_ = now_ns();
+  stamp_origin_ = origin_;
   if (clock_) clock_->attach(this);
 }
 
@@ -200,6 +201,7 @@ OTPP_FUNC void timer_service::run() noexcept {
     const std::uint32_t sync = sync_requested_.load(std::memory_order_acquire);
     const std::int64_t now = now_ns();
     const std::int64_t now_tick = passed_tick(now);
+    if (!clock_) tick_stamps(now);
     admit_arrivals(now_tick);
     drain_cancels([&](timer_node* t) {
       if (t->in_wheel()) {
@@ -237,13 +239,45 @@ OTPP_FUNC void timer_service::run() noexcept {
       park(wake_word_, epoch);  // virtual time moves only through catch_up
       continue;
     }
-    if (!next) {
+    if (!stamp_on_ && stamp_used_.load(std::memory_order_relaxed)) continue;  // a call asked for stamps during the pass
+    if (!next && !stamp_on_) {
       park(wake_word_, epoch);
       continue;
     }
-    const auto due_at = steady::time_point{std::chrono::nanoseconds{origin_ + next_tick * tick_ns}};
-    park(wake_word_, epoch, std::min(due_at, steady::now() + reclaim_interval));
+    auto until = steady::now() + reclaim_interval;
+    if (next) until = std::min(until, steady::time_point{std::chrono::nanoseconds{origin_ + next_tick * tick_ns}});
+    if (stamp_on_) until = std::min(until, steady::time_point{std::chrono::nanoseconds{stamp_start_ + stamp_period}});
+    park(wake_word_, epoch, until);
   }
+}
+
+OTPP_FUNC void timer_service::tick_stamps(std::int64_t now) noexcept {
+  if (!stamp_on_) {
+    if (!stamp_used_.load(std::memory_order_acquire)) return;
+    stamp_used_.store(false, std::memory_order_relaxed);
+    stamp_idle_ = 0;
+    publish_stamp(now, true);
+    return;
+  }
+  if (now - stamp_start_ < stamp_period) return;
+  stamp_idle_ = stamp_used_.exchange(false, std::memory_order_relaxed) ? 0 : stamp_idle_ + 1;
+  publish_stamp(now, stamp_idle_ < stamp_idle_periods);
+}
+
+OTPP_FUNC void timer_service::publish_stamp(std::int64_t now, bool live) noexcept {
+  const std::uint64_t old = stamp_word_.load(std::memory_order_relaxed);
+  const auto start_us = static_cast<std::uint64_t>(now - origin_) / 1000;
+  live = live && start_us < (std::uint64_t{1} << (63 - stamp_start_shift));  // 2^46 µs: two years of one runtime
+  const std::uint64_t w = (start_us << stamp_start_shift) | (live ? stamp_live : 0) | (++stamp_seq_ & stamp_tag_mask);
+  // seq_cst: the new stamp is seen by all before the end below is read, so
+  // no call read the old one after its recorded end.
+  stamp_word_.store(w, std::memory_order_seq_cst);
+  stamp_start_ = now;
+  stamp_on_ = live;
+  if (old == 0) return;
+  const auto end_us = (static_cast<std::uint64_t>(now_ns() - origin_) + 999) / 1000;
+  const std::uint64_t tag = old & stamp_tag_mask;
+  stamp_ends_[tag & (stamp_records - 1)].store((end_us << stamp_tag_bits) | tag, std::memory_order_release);
 }
 
 OTPP_FUNC void timer_service::sweep_orphans() noexcept {

@@ -213,6 +213,58 @@ class timer_service final : public clock_listener {
     if (clock_) return now_ns() + delay;
     return now_for_delay_ns(delay) + delay;
   }
+
+  // -- stamps: when an awaited call was sent, without reading a clock ------------
+  // A call's deadline is set on every call and reached by almost none, yet
+  // reading even the coarse clock for it was ~5.5 of the ~79 ns of a
+  // co_awaited call between processes (otpp_bench call_process_async_ns,
+  // against a build with a constant deadline). While calls read it, this
+  // thread publishes a stamp every `stamp_period` (its start, read before it
+  // is published) and records when each one ended (read after the next was
+  // published): a call that read a stamp was sent between the two. Its due
+  // is the stamp's start plus the timeout until the stamp has ended, then
+  // its end plus the timeout: never early, at most a period (plus this
+  // thread's own lateness) late. Without readers for `stamp_idle_periods`
+  // periods the thread stops publishing; calls meanwhile read the coarse
+  // clock, and ask for stamps again.
+
+  /// When an awaited call sent now with timeout `delay` (ns) falls due: on
+  /// the real clock, for a timeout of a second or more and no more than
+  /// half the span the stamps are kept for, the current stamp; else the
+  /// clock (see due_after_ns).
+  [[nodiscard]] wait_due call_due(std::int64_t delay) noexcept {
+    if (delay >= stamp_min_delay && delay <= stamp_max_delay) {
+      // One cache line, written once a period: a virtual clock has no live stamp.
+      const std::uint64_t w = stamp_word_.load(std::memory_order_relaxed);
+      if ((w & stamp_live) != 0) [[likely]] {
+        mark_stamp_read();
+        return {stamp_start_ns(w) + delay, w};
+      }
+      if (!clock_) mark_stamp_read();  // the thread starts publishing at its next pass
+    }
+    return {due_after_ns(delay), 0};
+  }
+  /// Where `stamp` began (ns on the steady clock's epoch): no call that read
+  /// it was sent before.
+  [[nodiscard]] std::int64_t stamp_start_ns(std::uint64_t stamp) const noexcept {
+    return stamp_origin_ + static_cast<std::int64_t>(stamp >> stamp_start_shift) * 1000;
+  }
+  /// Where `stamp` ended: every call that read it was sent by then. -1
+  /// while it is the current one; `now` once its record has been reused
+  /// (it ended long ago) or is being written.
+  [[nodiscard]] std::int64_t stamp_end_ns(std::uint64_t stamp, std::int64_t now) const noexcept {
+    const std::uint64_t tag = stamp & stamp_tag_mask;
+    const std::uint64_t e = stamp_ends_[tag & (stamp_records - 1)].load(std::memory_order_acquire);
+    if ((e & stamp_tag_mask) == tag) return stamp_origin_ + static_cast<std::int64_t>(e >> stamp_tag_bits) * 1000;
+    if ((stamp_word_.load(std::memory_order_acquire) & stamp_tag_mask) == tag) return -1;
+    return now;
+  }
+  /// Whether calls find a stamp to read (for tests).
+  [[nodiscard]] bool stamps_live() const noexcept {
+    return (stamp_word_.load(std::memory_order_acquire) & stamp_live) != 0;
+  }
+  /// How often stamps are published while calls read them.
+  static constexpr std::int64_t stamp_period = 4'000'000;
   /// The runtime whose worker slots own inboxes 0..slots-1.
   [[nodiscard]] const runtime_core* runtime() const noexcept { return rt_; }
   /// The inbox shared by threads that are not this runtime's workers.
@@ -322,6 +374,33 @@ class timer_service final : public clock_listener {
     unpark_one(wake_word_);
   }
 
+  // A stamp: its start in µs since origin_ (rounded down), a bit saying
+  // calls may use it, and the low 16 bits of its number (its tag). An
+  // end record: the end in µs (rounded up) above the tag.
+  static constexpr unsigned stamp_tag_bits = 16;
+  static constexpr std::uint64_t stamp_tag_mask = (std::uint64_t{1} << stamp_tag_bits) - 1;
+  static constexpr std::uint64_t stamp_live = std::uint64_t{1} << stamp_tag_bits;
+  static constexpr unsigned stamp_start_shift = stamp_tag_bits + 1;
+  // The ends of the last 4,096 stamps: at least 16 s, since a stamp lasts
+  // at least a period. A call's due is checked when its timer fires, at
+  // its start plus the timeout: within that span, for timeouts up to half.
+  static constexpr std::size_t stamp_records = 4096;
+  static constexpr std::int64_t stamp_max_delay = stamp_records / 2 * stamp_period;
+  // At most a period late: under 0.4% of a timeout of a second or more.
+  static constexpr std::int64_t stamp_min_delay = 256 * stamp_period;
+  static constexpr unsigned stamp_idle_periods = 16;
+
+  // A store once a period at most: the line stays shared between readers.
+  // Not live, it asks for stamps without waking the thread (a system call
+  // on the call's path): it comes within reclaim_interval while timers are
+  // set, and at once when the call's own deadline timer is the first.
+  void mark_stamp_read() noexcept {
+    if (!stamp_used_.load(std::memory_order_relaxed)) stamp_used_.store(true, std::memory_order_relaxed);
+  }
+  // Owner thread: publish the next stamp when one is due.
+  void tick_stamps(std::int64_t now) noexcept;
+  void publish_stamp(std::int64_t now, bool live) noexcept;
+
   void ensure_thread();
 
   // Hands `t` to the service's thread, then `wake_if(w)` decides from the
@@ -397,6 +476,12 @@ class timer_service final : public clock_listener {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> started_{false};
 
+  // Read by every awaited call, written once a period.
+  alignas(cache_line) std::atomic<std::uint64_t> stamp_word_{0};
+  std::atomic<bool> stamp_used_{false};
+  std::int64_t stamp_origin_ = 0;  // origin_
+  std::unique_ptr<std::atomic<std::uint64_t>[]> stamp_ends_{new std::atomic<std::uint64_t>[stamp_records]{}};
+
   alignas(cache_line) std::atomic<std::uint32_t> sync_requested_{0};
   std::atomic<std::uint32_t> sync_done_{0};
   std::atomic<std::uint64_t> delivered_{0};
@@ -410,6 +495,10 @@ class timer_service final : public clock_listener {
   std::uint64_t next_seq_ = 0;
   std::uint64_t swept_at_exits_ = 0;
   std::int64_t last_sweep_ = 0;  // ns on the steady clock, whatever clock the timers follow
+  std::uint64_t stamp_seq_ = 0;
+  std::int64_t stamp_start_ = 0;  // ns, of the current stamp
+  bool stamp_on_ = false;         // publishing
+  unsigned stamp_idle_ = 0;       // periods in a row no call read
   std::atomic<std::size_t> pending_{0};
 
   std::mutex start_mutex_;
