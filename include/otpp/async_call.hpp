@@ -232,7 +232,7 @@ struct pending_call_access {
   /// falls due on the caller's runtime clock (virtual in tests), for its
   /// co_await; no_deadline_ns if it never does. Read before the request
   /// leaves, so that a reply cannot come before the clock it races.
-  static wait_due due(const process_base* caller, steady::duration timeout) {
+  [[gnu::always_inline]] static wait_due due(const process_base* caller, steady::duration timeout) {
     return caller != nullptr && timeout != steady::duration::max() ? call_due_after(*caller->rt(), clamp_delay(timeout))
                                                                    : wait_due{};
   }

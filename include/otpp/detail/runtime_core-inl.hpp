@@ -1547,7 +1547,7 @@ OTPP_FUNC void process_base::add_deadline_slow(wait_due due, reply_slot_base* sl
   }
 }
 
-OTPP_FUNC bool process_base::remove_deadline(const reply_slot_base* slot, const slot_waker* waker) noexcept {
+OTPP_FUNC bool process_base::remove_deadline_slow(const reply_slot_base* slot, const slot_waker* waker) noexcept {
   process_waits& ws = *cold_->waits;
   // A call's entry by its slot; a sleep's (no slot) by its waker.
   auto is_it = [&](const await_deadline& d) { return slot ? d.slot == slot : (d.slot == nullptr && d.waker == waker); };
@@ -1579,8 +1579,9 @@ OTPP_FUNC void process_base::deadlines_due(std::uint64_t gen) noexcept {
   timer_service& svc = rt_->timers();
   const std::int64_t now = svc.now_ns();
   // A call's stamped due is a lower bound: once its stamp has ended, the
-  // end bounds when the call was sent. Still current past its bound, the
-  // service is behind, and now does.
+  // end bounds when the call was sent. A stamp still current past that
+  // bound means the timer thread has stalled for the whole timeout; then
+  // now bounds the send instead (late, never early).
   for (await_deadline& d : ws.deadlines) {
     if (d.stamp == 0) continue;
     const std::int64_t timeout = d.due - svc.stamp_start_ns(d.stamp);
@@ -2065,8 +2066,8 @@ OTPP_FUNC std::uint32_t enqueue_and_await(process_base* p, message_node* node, r
     (void)p->offer(node, true);
   }
   // A timeout of a second or more takes its deadline from the coarse clock
-  // (never early, at most 16 ms late): the exact clock
-  // cost ~20 ns of a ~170 ns call between processes.
+  // (never early, at most 16 ms late): the exact clock cost ~20 ns of a
+  // ~170 ns call between processes.
   return await_reply(slot, coarse_deadline_after(timeout), p, target_nonblocking,
                      timeout >= std::chrono::milliseconds(1));
 }
