@@ -188,19 +188,7 @@ std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now().time_since_epoch()).count();
 }
 
-// Holds every call until told to answer them all.
-class holder : public otpp::gen_server<holder> {
- public:
-  struct held {
-    using reply_type = int;
-  };
-  struct get {};
-  void handle_call(held, otpp::reply_to<int> to) { waiting_.push_back(std::move(to)); }
-  int handle_call(get) { return 1; }
-
- private:
-  std::vector<otpp::reply_to<int>> waiting_;
-};
+using otpp_test::holder;
 
 // Times its awaited calls to the holder, from just before each is sent.
 class timed_caller : public otpp::gen_server<timed_caller> {
@@ -215,12 +203,12 @@ class timed_caller : public otpp::gen_server<timed_caller> {
   otpp::async<int> handle_call(warm) {
     int n = 0;
     for (const auto until = steady::now() + 10s; !svc_->stamps_live() && steady::now() < until; ++n)
-      co_await otpp::async_call(h_, holder::get{});
+      co_await otpp::async_call(h_, holder::ping{});
     co_return n;
   }
   otpp::async<std::int64_t> handle_call(wait_held w) {
     const auto t0 = steady::now();
-    auto call = otpp::async_try_call(h_, holder::held{}, w.timeout);
+    auto call = otpp::async_try_call(h_, holder::hold{}, w.timeout);
     if (w.sleep_first > 0ms) co_await otpp::sleep_for(w.sleep_first);
     auto r = co_await call;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count();
