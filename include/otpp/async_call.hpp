@@ -60,9 +60,6 @@ process_base& awaiting_process(const char* operation);
 
 struct pending_call_access;
 
-/// An awaited call without a deadline (infinity, or sent from a thread).
-inline constexpr std::int64_t no_deadline_ns = INT64_MAX;
-
 }  // namespace detail
 
 /// A call in flight (see async_call): co_await it in a coroutine handler, or
@@ -230,7 +227,7 @@ struct pending_call_access {
   }
   /// When a call sent now by `caller` (null: a plain thread) with `timeout`
   /// falls due on the caller's runtime clock (virtual in tests), for its
-  /// co_await; no_deadline_ns if it never does. Read before the request
+  /// co_await; wait_due{} (no_deadline_ns) if it never does. Read before the request
   /// leaves, so that a reply cannot come before the clock it races.
   [[gnu::always_inline]] static wait_due due(const process_base* caller, steady::duration timeout) {
     return caller != nullptr && timeout != steady::duration::max() ? call_due_after(*caller->rt(), clamp_delay(timeout))

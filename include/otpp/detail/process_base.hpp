@@ -154,8 +154,11 @@ enum class offer_result : std::uint8_t { queued, full, dead };
 /// was sent, and `ns` its start plus the timeout: never later than the
 /// true due (a timer armed for it may come early, to find the wait not yet
 /// over), and made exact once that stamp has ended (timer_service::call_due).
+/// An awaited call without a deadline (infinity, or sent from a thread).
+inline constexpr std::int64_t no_deadline_ns = INT64_MAX;
+
 struct wait_due {
-  std::int64_t ns = INT64_MAX;
+  std::int64_t ns = no_deadline_ns;
   std::uint64_t stamp = 0;
 };
 
