@@ -6,6 +6,7 @@
 #include <any>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <limits>
 #include <map>
 #include <optional>
@@ -664,10 +665,13 @@ TEST_CASE("readers never see an object half written: 2 writers, 2 readers, with 
 
 TEST_CASE("read_concurrency readers while writes come in bursts: every value whole, no key's version goes back") {
   // Readers run alone between bursts, so each burst's writers meet readers
-  // that have been in and out of every shard many times. Values are longer
+  // that have been in and out of every shard many times; for 2 ms at least,
+  // so that the table is biased again (lookups without the locks) and each
+  // burst's first write revokes that, with the readers in it. Values are longer
   // than a string's inline buffer: a reader copying one while a writer
   // replaces it would read freed memory (ASan) or race (TSan). A reader's
-  // visitor on one table looks up the other: a read inside a read.
+  // visitor on one table looks up the other, and another key of its own:
+  // reads inside a read.
   auto make = [] {
     return otpp::table<int, std::string>::create({.access = otpp::table_access::public_access, .read_concurrency = true});
   };
@@ -717,6 +721,12 @@ TEST_CASE("read_concurrency readers while writes come in bursts: every value who
             auto w = b.lookup(k);
             if (!w) ++bad;
             else check(k, *w, seen_b);
+            // And a read of the same table inside: a writer waiting for
+            // this read to end must not hold the lock that one needs.
+            const int j = (k + 1) % keys;
+            auto u = a.lookup(j);
+            if (!u) ++bad;
+            else check(j, *u, seen_a);
           });
           if (!found) ++bad;
         }
@@ -733,9 +743,11 @@ TEST_CASE("read_concurrency readers while writes come in bursts: every value who
       a.insert(k, value(k, v));
       b.insert(k, value(k, v));
     }
-    // The readers alone for a while: a few thousand lookups each.
+    // The readers alone for a while: a few thousand lookups each, over
+    // more than read_concurrency's 1 ms between a revocation and the next bias.
     const long until = reads.load() + 8000;
-    while (reads.load() < until) std::this_thread::yield();
+    const auto not_before = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+    while (reads.load() < until || std::chrono::steady_clock::now() < not_before) std::this_thread::yield();
   }
   writing = false;
   for (auto& t : readers) t.join();

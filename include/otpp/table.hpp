@@ -23,7 +23,9 @@
 // Every single-object operation is atomic and isolated; a batch insert is
 // atomic as a whole. Readers never wait for readers: a hash table (set,
 // bag, duplicate_bag) is split into shards by key hash, each under a
-// reader-writer lock readers share; an ordered_set is one shard.
+// reader-writer lock readers share; an ordered_set is one shard. With
+// read_concurrency, lookups between bursts of writes take no lock at all
+// (the first write of a burst waits for them: detail/read_bias.hpp).
 //
 // Traversals (select, foldl, to_list) read one shard at a time under its
 // lock and copy what they keep, so the caller's function never runs under
@@ -217,7 +219,7 @@ class table {
   void insert(K k, V v) const {
     store& s = writable("insert");
     auto [sh, hash] = s.place_of(k);
-    detail::unique_spin_guard g{sh.lock};
+    typename store::write_guard g{s, sh};
     (void)s.put_locked({sh, hash}, std::move(k), std::move(v));
   }
   /// Inserts every object, atomically: no reader sees some without the others.
@@ -230,7 +232,7 @@ class table {
   bool insert_new(K k, V v) const {
     store& s = writable("insert_new");
     auto [sh, hash] = s.place_of(k);
-    detail::unique_spin_guard g{sh.lock};
+    typename store::write_guard g{s, sh};
     if (sh.map.find(k, hash) != sh.map.end()) return false;
     return s.put_locked({sh, hash}, std::move(k), std::move(v));
   }
@@ -253,7 +255,7 @@ class table {
   bool erase(const K& k) const {
     store& s = writable("erase");
     auto [sh, hash] = s.place_of(k);
-    detail::unique_spin_guard g{sh.lock};
+    typename store::write_guard g{s, sh};
     auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return false;
     s.counted(sh, -static_cast<std::ptrdiff_t>(count_of(it->second)));
@@ -265,7 +267,7 @@ class table {
   bool erase_object(const K& k, const V& v) const {
     store& s = writable("erase_object");
     auto [sh, hash] = s.place_of(k);
-    detail::unique_spin_guard g{sh.lock};
+    typename store::write_guard g{s, sh};
     auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return false;
     if constexpr (multi) {
@@ -287,7 +289,7 @@ class table {
   lookup_result take(const K& k) const {
     store& s = writable("take");
     auto [sh, hash] = s.place_of(k);
-    detail::unique_spin_guard g{sh.lock};
+    typename store::write_guard g{s, sh};
     auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return lookup_result{};
     s.counted(sh, -static_cast<std::ptrdiff_t>(count_of(it->second)));
@@ -327,7 +329,7 @@ class table {
   bool update_element(const K& k, F&& fn) const {
     store& s = writable("update_element");
     auto [sh, hash] = s.place_of(k);
-    detail::unique_spin_guard g{sh.lock};
+    typename store::write_guard g{s, sh};
     auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return false;
     std::forward<F>(fn)(it->second);
@@ -341,20 +343,22 @@ class table {
   [[nodiscard]] lookup_result lookup(const K& k) const {
     store& s = readable("lookup");
     auto [sh, hash] = s.place_of(k);
-    detail::shared_spin_guard g{sh.lock};
+    typename store::read_guard g{s, sh};
     auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return lookup_result{};
     return lookup_result{it->second};
   }
-  /// Calls visit(const V&) on each object under k, in place, under the
-  /// shard's read lock (copies nothing; visit must not touch this table).
-  /// Returns whether there was one.
+  /// Calls visit(const V&) on each object under k, in place, as a read
+  /// (copies nothing; writers to the shard wait until visit returns). visit
+  /// may read any table, but must not write to this one; nor to another
+  /// table whose own visitors may write to this one, as with two locks
+  /// taken in opposite orders. Returns whether there was one.
   template <class F>
     requires std::invocable<F&, const V&>
   bool lookup(const K& k, F&& visit) const {
     store& s = readable("lookup");
     auto [sh, hash] = s.place_of(k);
-    detail::shared_spin_guard g{sh.lock};
+    typename store::read_guard g{s, sh};
     auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) return false;
     if constexpr (multi) {
@@ -368,7 +372,7 @@ class table {
   [[nodiscard]] bool member(const K& k) const {
     store& s = readable("member");
     auto [sh, hash] = s.place_of(k);
-    detail::shared_spin_guard g{sh.lock};
+    typename store::read_guard g{s, sh};
     return sh.map.find(k, hash) != sh.map.end();
   }
   /// The objects for which pred(key, value) holds, up to `limit` (0: all)
@@ -447,7 +451,7 @@ class table {
     std::vector<char> hit;
     for (std::size_t i = 0; i < s.shard_count(); ++i) {
       auto& sh = s.shard_at(i);
-      detail::unique_spin_guard g{sh.lock};
+      typename store::write_guard g{s, sh};
       // pred decides for the whole shard before anything moves, and the
       // allocations come first too: a throw leaves this shard whole.
       emptied.clear();
@@ -654,7 +658,7 @@ class table {
   {
     store& s = writable(op);
     auto [sh, hash] = s.place_of(k);
-    detail::unique_spin_guard g{sh.lock};
+    typename store::write_guard g{s, sh};
     auto it = sh.map.find(k, hash);
     if (it == sh.map.end()) {
       if (initial == nullptr) throw error(op, "no counter under the key (give an initial value to create one)");

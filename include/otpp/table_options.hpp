@@ -27,11 +27,16 @@ struct table_options {
   pid heir{};
   /// Handed to the heir in table_transfer::data.
   std::any heir_data{};
-  /// Many threads read at once: readers count themselves on per-thread
-  /// cache lines rather than on the shard's lock word, so concurrent reads
-  /// scale; writes then check every line (they cost more, as in ETS). With
-  /// write_concurrency, it also splits a hash table into 64 lock shards
-  /// rather than 8 (an ordered_set is one shard whatever they say).
+  /// Many threads read at once, and reads far outnumber writes (ETS's
+  /// advice for the option). Readers count themselves on per-thread cache
+  /// lines rather than on the shard's lock word, so concurrent reads scale;
+  /// and after a millisecond or more without writes, lookup and member take
+  /// no lock at all until the next write (Linux; see docs/semantics.md).
+  /// Writes cost more: each checks every line, and the first after such a
+  /// quiet spell waits for the reads in progress and makes every thread of
+  /// the program pass a memory barrier (a system call, some 15 us here).
+  /// With write_concurrency, it also splits a hash table into 64 lock
+  /// shards rather than 8 (an ordered_set is one shard whatever they say).
   bool read_concurrency = false;
   /// See read_concurrency.
   bool write_concurrency = false;

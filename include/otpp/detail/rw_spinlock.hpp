@@ -80,6 +80,17 @@ class rw_spinlock {
     lock_slowly();
   }
   void unlock() noexcept { writer_.store(0, std::memory_order_release); }
+  /// Takes the lock only if nobody holds it, in either mode; never waits
+  /// (for a reader that must not wait for a read it may itself be in).
+  [[nodiscard]] bool try_lock() noexcept {
+    if (!claim_writer()) return false;
+    bool free = nobody_in(readers_);
+    if (groups_) {
+      for (unsigned g = 0; free && g < reader_groups; ++g) free = nobody_in(groups_[g].readers);
+    }
+    if (!free) unlock();
+    return free;
+  }
 
  private:
   // Readers in at one place: the slot's holder (0 or 1) and the others.

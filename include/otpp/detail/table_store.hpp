@@ -1,7 +1,9 @@
 #pragma once
 // The storage behind otpp::table: the objects, sharded by key hash (set,
 // bag, duplicate_bag) or kept in key order (ordered_set), each shard under
-// its own reader-writer lock. Knows nothing of owners and access rights.
+// its own reader-writer lock; with read_concurrency, lookups skip the locks
+// while nobody writes (read_bias.hpp). Knows nothing of owners and access
+// rights.
 
 #include <algorithm>
 #include <atomic>
@@ -19,6 +21,7 @@
 #include "flat_hash_map.hpp"
 #include "key_hash.hpp"
 #include "platform.hpp"
+#include "read_bias.hpp"
 #include "rw_spinlock.hpp"
 
 namespace otpp::detail {
@@ -44,8 +47,9 @@ class table_store {
     std::size_t objects = 0;  // under the lock; summed for size() (decentralized counters)
   };
 
-  /// `reader_groups`: readers count themselves per thread group (see
-  /// rw_spinlock), for tables read from many threads at once.
+  /// `reader_groups` (read_concurrency): readers count themselves per
+  /// thread group (see rw_spinlock), and lookups skip the locks while the
+  /// table is biased (read_bias), for tables read from many threads at once.
   /// `decentralized`: each shard counts its own objects (writers to
   /// different shards share no counter; size() sums the shards), else one
   /// counter for the table (size() reads it at once). An ordered store has
@@ -55,6 +59,7 @@ class table_store {
   table_store(std::size_t shards, bool reader_groups, bool decentralized)
       : n_{ordered ? 1 : std::bit_ceil(std::max<std::size_t>(1, shards))},
         decentralized_{decentralized || ordered},
+        biasable_{reader_groups},
         shards_{new shard[n_]} {
     if (reader_groups)
       for (std::size_t i = 0; i < n_; ++i) shards_[i].lock.use_reader_groups();
@@ -132,6 +137,47 @@ class table_store {
     }
   }
 
+  /// Holds shard `s` for reading: its lock, or, while the table is biased,
+  /// only the thread's announcement (lookups; traversals take the locks).
+  class read_guard {
+   public:
+    read_guard(table_store& t, shard& s) noexcept {
+      if (t.biasable_) {
+        slot_ = t.bias_.try_read();
+        if (slot_ != nullptr) return;
+        t.bias_.unbiased_read([&t] { t.rebias(); });
+      }
+      lock_ = &s.lock;
+      token_ = s.lock.lock_shared();
+    }
+    ~read_guard() {
+      if (slot_ != nullptr) {
+        read_bias::end_read(slot_);
+      } else {
+        lock_->unlock_shared(token_);
+      }
+    }
+    read_guard(const read_guard&) = delete;
+    read_guard& operator=(const read_guard&) = delete;
+
+   private:
+    read_slot* slot_ = nullptr;
+    rw_spinlock* lock_ = nullptr;
+    unsigned token_ = 0;
+  };
+
+  /// Holds shard `s` exclusively for its scope (the table unbiased first).
+  class write_guard {
+   public:
+    write_guard(table_store& t, shard& s) noexcept : lock_{s.lock} { t.lock_for_write(s); }
+    ~write_guard() { lock_.unlock(); }
+    write_guard(const write_guard&) = delete;
+    write_guard& operator=(const write_guard&) = delete;
+
+   private:
+    rw_spinlock& lock_;
+  };
+
   /// Locks the shards of `keys` exclusively, in index order (no deadlock
   /// between two batches), and unlocks them when it goes.
   class batch_lock {
@@ -141,7 +187,12 @@ class table_store {
       for (const auto& k : keys) held_.push_back(t.index_of(k));
       std::sort(held_.begin(), held_.end());
       held_.erase(std::unique(held_.begin(), held_.end()), held_.end());
-      for (std::size_t i : held_) t_.shards_[i].lock.lock();
+      for (;;) {
+        if (t_.biasable_) t_.bias_.revoke();
+        for (std::size_t i : held_) t_.shards_[i].lock.lock();
+        if (!t_.biasable_ || !t_.bias_.biased()) break;
+        for (std::size_t i : held_) t_.shards_[i].lock.unlock();  // biased again meanwhile
+      }
     }
     ~batch_lock() {
       for (std::size_t i : held_) t_.shards_[i].lock.unlock();
@@ -160,7 +211,7 @@ class table_store {
     for (std::size_t i = 0; i < n_; ++i) {
       map_type gone;
       {
-        unique_spin_guard g{shards_[i].lock};
+        write_guard g{*this, shards_[i]};
         gone.swap(shards_[i].map);
         std::size_t held = 0;
         if constexpr (multi) {
@@ -178,6 +229,30 @@ class table_store {
   }
 
  private:
+  // The bias is revoked before the lock is taken, not while holding it: a
+  // reader nested in a biased read (a visitor looking up another key) may
+  // be waiting for this shard, and the revocation waits for that read.
+  void lock_for_write(shard& s) noexcept {
+    if (!biasable_) {
+      s.lock.lock();
+      return;
+    }
+    for (;;) {
+      bias_.revoke();
+      s.lock.lock();
+      if (!bias_.biased()) return;
+      s.lock.unlock();  // biased again between the two: revoke again
+    }
+  }
+  // Biases the table if no shard is held: a writer then either holds a
+  // shard (and this gives up) or will revoke before it writes.
+  void rebias() noexcept {
+    std::size_t i = 0;
+    while (i < n_ && shards_[i].lock.try_lock()) ++i;
+    if (i == n_) bias_.set_biased();
+    while (i > 0) shards_[--i].lock.unlock();
+  }
+
   std::size_t index_of_hash(std::size_t hash) const noexcept {
     // Mixed so that keys whose hashes differ only in high bits (or an
     // identity hash of small integers) still spread over the shards. A
@@ -193,7 +268,9 @@ class table_store {
 
   std::size_t n_;
   bool decentralized_;
+  bool biasable_;
   std::unique_ptr<shard[]> shards_;
+  alignas(cache_line) read_bias bias_;  // read by every lookup: a line of its own
   alignas(cache_line) std::atomic<std::ptrdiff_t> total_{0};
 };
 
