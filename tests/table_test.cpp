@@ -758,6 +758,52 @@ TEST_CASE("read_concurrency readers while writes come in bursts: every value who
   }
 }
 
+TEST_CASE("read_concurrency readers on threads that come and go, while a writer writes in bursts: every value whole") {
+  // Each thread that reads a biased table takes a slot the writers look
+  // through, and leaves it to a later thread when it ends: 240 short-lived
+  // readers, 4 at a time, meet a writer whose bursts each revoke the bias
+  // (2 ms apart, so that it is set again in between).
+  auto t = otpp::table<int, std::string>::create({.access = otpp::table_access::public_access, .read_concurrency = true});
+  constexpr int keys = 16;
+  auto value = [](int k, long version) { return fmt::format("{}:{}:{}", k, version, std::string(40, static_cast<char>('a' + version % 26))); };
+  auto whole = [](int k, const std::string& v) {
+    const auto c1 = v.find(':');
+    const auto c2 = v.find(':', c1 + 1);
+    if (c1 == std::string::npos || c2 == std::string::npos || std::stoi(v.substr(0, c1)) != k) return false;
+    const long version = std::stol(v.substr(c1 + 1, c2 - c1 - 1));
+    return v.substr(c2 + 1) == std::string(40, static_cast<char>('a' + version % 26));
+  };
+  for (int k = 0; k < keys; ++k) t.insert(k, value(k, 0));
+  std::atomic<bool> reading{true};
+  std::atomic<int> bad{0};
+  std::atomic<long> bursts{0};
+  std::thread writer([&] {
+    for (long version = 1; reading.load(); ++version) {
+      for (int k = 0; k < keys; ++k) t.insert(k, value(k, version));
+      ++bursts;
+      const auto next = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+      while (reading.load() && std::chrono::steady_clock::now() < next) std::this_thread::yield();
+    }
+  });
+  for (int round = 0; round < 60; ++round) {
+    std::vector<std::thread> readers;
+    for (int r = 0; r < 4; ++r)
+      readers.emplace_back([&, r] {
+        for (int n = 0; n < 2000; ++n) {
+          const int k = (n * 5 + r) % keys;
+          const auto v = t.lookup(k);
+          if (!v || !whole(k, *v)) ++bad;
+        }
+      });
+    for (auto& th : readers) th.join();
+  }
+  reading = false;
+  writer.join();
+  CHECK(bad.load() == 0);
+  CHECK(bursts.load() >= 1);
+  for (int k = 0; k < keys; ++k) CHECK(whole(k, t.lookup(k).value()));
+}
+
 TEST_CASE("stress: 4 threads x mixed operations; the table equals a sequential replay, counter sums are exact") {
   // Readers counted in groups on the table, on the lock word for the counters: both locks.
   auto t = otpp::table<int, long>::create(

@@ -349,10 +349,11 @@ class table {
     return lookup_result{it->second};
   }
   /// Calls visit(const V&) on each object under k, in place, as a read
-  /// (copies nothing; writers to the shard wait until visit returns). visit
-  /// may read any table, but must not write to this one; nor to another
-  /// table whose own visitors may write to this one, as with two locks
-  /// taken in opposite orders. Returns whether there was one.
+  /// (copies nothing; writers to the shard spin until visit returns, so
+  /// visit must not wait for another process, as in a call). visit may read
+  /// any table, but must not write to this one; nor to another table whose
+  /// own visitors may write to this one, as with two locks taken in
+  /// opposite orders. Returns whether there was one.
   template <class F>
     requires std::invocable<F&, const V&>
   bool lookup(const K& k, F&& visit) const {
