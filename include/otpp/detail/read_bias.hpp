@@ -14,7 +14,10 @@
 // one membarrier system call), and waits until no slot names the table;
 // then it takes its shard's lock as usual. Either the reader sees the bias
 // cleared and takes the lock, or the writer sees the reader's slot and
-// waits for it (Dekker's handshake).
+// waits for it (Dekker's handshake). One writer revokes; the others wait
+// until it is done, not merely until the bias is cleared: its readers may
+// still be reading. The writer revokes before it takes its lock, not
+// holding it: a read nested in a biased read may be waiting for that lock.
 //
 // Readers that find the table unbiased use the shard locks, and one of them
 // now and then biases it again, once a while has passed since the last
@@ -24,7 +27,7 @@
 // any: a writer never writes while the table is biased.
 //
 // A thread's slot holds one table at a time: a read nested in another
-// (a visitor that looks in a second table) takes its shard's lock.
+// (a visitor that looks in a table) takes its shard's lock.
 
 #include <algorithm>
 #include <atomic>
