@@ -149,14 +149,14 @@ struct mailbox_bound {
 /// What became of a message offered to a process.
 enum class offer_result : std::uint8_t { queued, full, dead };
 
+/// An awaited call without a deadline (infinity, or sent from a thread).
+inline constexpr std::int64_t no_deadline_ns = INT64_MAX;
+
 /// When a wait falls due. Exact (`ns` on the runtime's clock) when `stamp`
 /// is 0. Otherwise `stamp` is the timer service's stamp read as the call
 /// was sent, and `ns` its start plus the timeout: never later than the
 /// true due (a timer armed for it may come early, to find the wait not yet
 /// over), and made exact once that stamp has ended (timer_service::call_due).
-/// An awaited call without a deadline (infinity, or sent from a thread).
-inline constexpr std::int64_t no_deadline_ns = INT64_MAX;
-
 struct wait_due {
   std::int64_t ns = no_deadline_ns;
   std::uint64_t stamp = 0;

@@ -169,7 +169,9 @@ class table_store {
   /// Holds shard `s` exclusively for its scope (the table unbiased first).
   class write_guard {
    public:
-    write_guard(table_store& t, shard& s) noexcept : lock_{s.lock} { t.lock_for_write(s); }
+    write_guard(table_store& t, shard& s) noexcept : lock_{s.lock} {
+      t.lock_unbiased([&] { s.lock.lock(); }, [&] { s.lock.unlock(); });
+    }
     ~write_guard() { lock_.unlock(); }
     write_guard(const write_guard&) = delete;
     write_guard& operator=(const write_guard&) = delete;
@@ -187,12 +189,8 @@ class table_store {
       for (const auto& k : keys) held_.push_back(t.index_of(k));
       std::sort(held_.begin(), held_.end());
       held_.erase(std::unique(held_.begin(), held_.end()), held_.end());
-      for (;;) {
-        if (t_.biasable_) t_.bias_.revoke();
-        for (std::size_t i : held_) t_.shards_[i].lock.lock();
-        if (!t_.biasable_ || !t_.bias_.biased()) break;
-        for (std::size_t i : held_) t_.shards_[i].lock.unlock();  // biased again meanwhile
-      }
+      t_.lock_unbiased([&] { for (std::size_t i : held_) t_.shards_[i].lock.lock(); },
+                       [&] { for (std::size_t i : held_) t_.shards_[i].lock.unlock(); });
     }
     ~batch_lock() {
       for (std::size_t i : held_) t_.shards_[i].lock.unlock();
@@ -229,19 +227,22 @@ class table_store {
   }
 
  private:
-  // The bias is revoked before the lock is taken, not while holding it: a
-  // reader nested in a biased read (a visitor looking up another key) may
-  // be waiting for this shard, and the revocation waits for that read.
-  void lock_for_write(shard& s) noexcept {
+  // Takes a writer's locks (lock(), undone by unlock()) with the table
+  // unbiased. The bias is revoked before the locks are taken, not while
+  // holding them: a reader nested in a biased read (a visitor looking up
+  // another key) may be waiting for one, and the revocation waits for that
+  // read.
+  template <class Lock, class Unlock>
+  void lock_unbiased(Lock&& lock, Unlock&& unlock) noexcept {
     if (!biasable_) {
-      s.lock.lock();
+      lock();
       return;
     }
     for (;;) {
       bias_.revoke();
-      s.lock.lock();
+      lock();
       if (!bias_.biased()) return;
-      s.lock.unlock();  // biased again between the two: revoke again
+      unlock();  // biased again between the two: revoke again
     }
   }
   // Biases the table if no shard is held: a writer then either holds a

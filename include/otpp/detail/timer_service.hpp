@@ -233,7 +233,8 @@ class timer_service final : public clock_listener {
   /// half the span the stamps are kept for, the current stamp; else the
   /// clock (see due_after_ns).
   [[nodiscard]] wait_due call_due(std::int64_t delay) noexcept {
-    if (delay >= stamp_min_delay && delay <= stamp_max_delay) [[likely]] {
+    const bool stampable = delay >= stamp_min_delay && delay <= stamp_max_delay;
+    if (stampable) [[likely]] {
       // One cache line, written once a period: a virtual clock has no live stamp.
       const std::uint64_t w = stamp_word_.load(std::memory_order_relaxed);
       if ((w & stamp_live) != 0) [[likely]] {
@@ -241,7 +242,7 @@ class timer_service final : public clock_listener {
         return {stamp_start_ns(w) + delay, w};
       }
     }
-    return call_due_by_clock(delay);
+    return call_due_by_clock(delay, stampable);
   }
   /// Where `stamp` began (ns on the steady clock's epoch): no call that read
   /// it was sent before.
@@ -390,9 +391,8 @@ class timer_service final : public clock_listener {
   static constexpr unsigned stamp_idle_periods = 16;
 
   // Out of line, so that call_due inlines into every call: no live stamp.
-  [[gnu::noinline]] wait_due call_due_by_clock(std::int64_t delay) noexcept {
-    if (!clock_ && delay >= stamp_min_delay && delay <= stamp_max_delay)
-      mark_stamp_read();  // the thread starts publishing at its next pass
+  [[gnu::noinline]] wait_due call_due_by_clock(std::int64_t delay, bool stampable) noexcept {
+    if (stampable && !clock_) mark_stamp_read();  // the thread starts publishing at its next pass
     return {due_after_ns(delay), 0};
   }
   // A store once a period at most: the line stays shared between readers.
