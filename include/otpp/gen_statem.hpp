@@ -1022,7 +1022,22 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   }
 
   // arm() for an event_timeout(duration, msg), without building an action.
-  void arm_event_timeout(event_timeout_action& e) {
+  // Inlined into each event's dispatch, as most events of a machine that
+  // uses it re-arm it: the common case only notes the delay (set_deadline).
+  [[gnu::always_inline]] void arm_event_timeout(event_timeout_action& e) {
+    if (!queue_.empty() || e.ns <= 0 || timers_on_own_clock_) [[unlikely]] {
+      arm_event_timeout_otherwise(e);
+      return;
+    }
+    timer_slot& s = timers_[0];
+    s.content = std::move(e.content);
+    s.run = e.run;
+    s.active = true;
+    s.delay = e.ns;
+    s.waits_dry = true;
+    proc()->ask_mailbox_dry();
+  }
+  [[gnu::noinline]] void arm_event_timeout_otherwise(event_timeout_action& e) {
     // An event queued has arrived: the timeout does not start (and a
     // queued zero timeout of it goes); a zero one is queued as an event.
     if (!queue_.empty() || e.ns <= 0) {
