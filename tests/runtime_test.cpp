@@ -386,6 +386,9 @@ TEST_CASE("worker_cpus: worker i runs on the i-th CPU listed, round robin; a CPU
       const std::string what = e.what();
       CHECK(what.find("worker_cpus") != std::string::npos);
       CHECK(what.find("CPU " + std::to_string(bad) + ",") != std::string::npos);
+      std::string listed = "(allowed: ";
+      for (std::size_t i = 0; i < allowed.size(); ++i) listed += (i == 0 ? "" : ",") + std::to_string(allowed[i]);
+      CHECK(what.find(listed + ")") != std::string::npos);
     }
   }
 }

@@ -38,10 +38,17 @@ inline std::vector<int> worker_cpus_checked(const std::vector<int>& wanted) {
   if (allowed.empty()) return {};
   for (int c : wanted) {
     if (std::find(allowed.begin(), allowed.end(), c) != allowed.end()) continue;
-    std::string set;
-    for (int a : allowed) set += (set.empty() ? "" : ",") + std::to_string(a);
-    throw std::invalid_argument("otpp::runtime: runtime_config::worker_cpus names CPU " + std::to_string(c) +
-                                ", which this thread may not run on (allowed: " + set + ")");
+    // Appended piece by piece: GCC 12 warns (-Wrestrict, wrongly) where a
+    // literal + a temporary string is inlined.
+    std::string message = "otpp::runtime: runtime_config::worker_cpus names CPU ";
+    message += std::to_string(c);
+    message += ", which this thread may not run on (allowed: ";
+    for (std::size_t i = 0; i < allowed.size(); ++i) {
+      if (i != 0) message += ',';
+      message += std::to_string(allowed[i]);
+    }
+    message += ')';
+    throw std::invalid_argument(message);
   }
   return wanted;
 }
