@@ -21,9 +21,10 @@
 // operation and the table; nothing is changed.
 //
 // Every single-object operation is atomic and isolated; a batch insert is
-// atomic as a whole. Readers never wait for readers: a hash table (set,
-// bag, duplicate_bag) is split into shards by key hash, each under a
-// reader-writer lock readers share; an ordered_set is one shard. With
+// atomic as a whole, and all or nothing even when memory runs out.
+// Readers never wait for readers: a hash table (set, bag, duplicate_bag)
+// is split into shards by key hash, each under a reader-writer lock
+// readers share; an ordered_set is one shard. With
 // read_concurrency, lookups between bursts of writes take no lock at all
 // (the first write of a burst waits for them: detail/read_bias.hpp).
 //
@@ -222,11 +223,14 @@ class table {
     typename store::write_guard g{s, sh};
     (void)s.put_locked({sh, hash}, std::move(k), std::move(v));
   }
-  /// Inserts every object, atomically: no reader sees some without the others.
+  /// Inserts every object, atomically: no reader sees some without the
+  /// others. All or nothing: where one cannot be inserted (std::bad_alloc,
+  /// a throwing constructor), the others are taken back and the exception
+  /// goes on.
   void insert(std::vector<std::pair<K, V>> objects) const {
     store& s = writable("insert");
     typename store::batch_lock g{s, keys_of(objects)};
-    for (auto& [k, v] : objects) (void)s.put_locked(s.place_of(k), std::move(k), std::move(v));
+    s.put_all_locked(objects);
   }
   /// Inserts (k, v) only if no object has key k; returns whether it did.
   bool insert_new(K k, V v) const {
@@ -248,7 +252,7 @@ class table {
       for (std::size_t j = 0; j < i; ++j)
         if (objects[j].first == objects[i].first) return false;
     }
-    for (auto& [k, v] : objects) (void)s.put_locked(s.place_of(k), std::move(k), std::move(v));
+    s.put_all_locked(objects);
     return true;
   }
   /// Erases every object under k; returns whether there was one.

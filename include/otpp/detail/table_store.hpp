@@ -127,13 +127,61 @@ class table_store {
       return fresh;
     } else {
       auto it = s.map.find(k, p.hash);
-      if (it == s.map.end()) it = s.map.try_emplace_hashed(p.hash, std::forward<KK>(k)).first;
+      const bool new_key = it == s.map.end();
+      if (new_key) it = s.map.try_emplace_hashed(p.hash, std::forward<KK>(k)).first;
       if constexpr (Distinct) {
         if (std::find(it->second.begin(), it->second.end(), v) != it->second.end()) return false;
       }
-      it->second.push_back(std::forward<VV>(v));
+      try {
+        it->second.push_back(std::forward<VV>(v));
+      } catch (...) {
+        if (new_key) s.map.erase(it);  // no key without objects
+        throw;
+      }
       counted(s, 1);
       return true;
+    }
+  }
+
+  /// put_locked for every object of a batch, in shards the caller holds
+  /// exclusively: all of them or, if one throws (bad_alloc where a shard
+  /// or a bag grows, a throwing constructor), none: what the batch did is
+  /// undone before the exception goes on. For that each key is copied, in
+  /// an array allocated before anything changes. (A value whose move
+  /// assignment throws may be left as that throw leaves it.)
+  template <class Objects>
+  void put_all_locked(Objects& objects) {
+    struct undo {
+      shard* at;
+      std::size_t hash;
+      K key;
+      std::optional<V> replaced;  // a set's object this one replaced, moved out
+      bool applied = false;
+    };
+    std::vector<undo> done;
+    done.reserve(objects.size());
+    try {
+      for (auto& [k, v] : objects) {
+        place p = place_of(k);
+        undo& u = done.emplace_back(undo{&p.at, p.hash, k, std::nullopt});
+        if constexpr (!multi) {
+          auto it = find_in(p, k);
+          if (it != p.at.map.end()) u.replaced.emplace(std::move_if_noexcept(it->second));
+        }
+        u.applied = put_locked(p, std::move(k), std::move(v));
+      }
+    } catch (...) {
+      for (auto u = done.rbegin(); u != done.rend(); ++u) undo_put(*u);
+      throw;
+    }
+  }
+
+  /// The object under k in p's shard, or the map's end.
+  auto find_in(place p, const K& k) noexcept {
+    if constexpr (ordered) {
+      return p.at.map.find(k);
+    } else {
+      return p.at.map.find(k, p.hash);
     }
   }
 
@@ -252,6 +300,27 @@ class table_store {
     while (i < n_ && shards_[i].lock.try_lock()) ++i;
     if (i == n_) bias_.set_biased();
     while (i > 0) shards_[--i].lock.unlock();
+  }
+
+  // Takes back one object of a batch (put_all_locked): the object it
+  // replaced goes back, or the object it added goes.
+  template <class Undo>
+  void undo_put(Undo& u) noexcept {
+    auto it = find_in({*u.at, u.hash}, u.key);
+    if constexpr (multi) {
+      if (!u.applied) return;
+      it->second.pop_back();  // the batch appended in order: its objects are last
+      if (it->second.empty()) u.at->map.erase(it);
+      counted(*u.at, -1);
+    } else if (u.replaced) {
+      try {
+        it->second = std::move(*u.replaced);
+      } catch (...) {  // NOLINT(bugprone-empty-catch): kept as the throw left it (documented)
+      }
+    } else if (u.applied) {
+      u.at->map.erase(it);
+      counted(*u.at, -1);
+    }
   }
 
   std::size_t index_of_hash(std::size_t hash) const noexcept {
