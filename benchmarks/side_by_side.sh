@@ -6,11 +6,12 @@
 #
 # ANCHORS_DIR holds the peers' programs: beam/*.exs (run with elixir) and
 # caf/*.cpp (built against libcaf-dev). Installs erlang, elixir and
-# libcaf-dev if missing. Runs OTPP_BENCH_ROUNDS rounds (default 3), each
+# libcaf-dev if missing. Runs OTPP_BENCH_ROUNDS rounds (default 5), each
 # CAF, then BEAM, then otpp, and the page shows each figure's median: on a
 # host whose speed swings by a third from one minute to the next, one run
-# per side says more about the minute than about the code. About ten
-# minutes a round; not part of CI.
+# per side says more about the minute than about the code, and with three
+# rounds two slow ones made the median. About two minutes a round on 2
+# cores; not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 anchors=$(realpath "${1:-../shared/anchors}")
@@ -24,7 +25,7 @@ for p in cast_throughput call_latency call_concurrent ring spawn timers; do
   g++ -O2 -std=c++17 -DNDEBUG "$anchors/caf/$p.cpp" -I"$anchors/caf" -o "$out/caf/$p" -lcaf_core -lpthread
 done
 workers=$(nproc)
-rounds=${OTPP_BENCH_ROUNDS:-3}
+rounds=${OTPP_BENCH_ROUNDS:-5}
 for round in $(seq "$rounds"); do
   echo "== round $round of $rounds: CAF ($workers workers)"
   for p in cast_throughput call_latency call_concurrent ring spawn timers; do

@@ -219,7 +219,7 @@ def main():
         fh.write("Regenerate with `bash benchmarks/side_by_side.sh [ANCHORS_DIR]`: it builds the CAF "
                  "anchor programs (Debian's libcaf-dev), then runs them, the BEAM anchor scripts (Debian's "
                  "erlang and elixir) and `otpp_bench` in turn on the same machine, for several rounds "
-                 "(`OTPP_BENCH_ROUNDS`, default 3), and writes this page from each figure's median; the "
+                 "(`OTPP_BENCH_ROUNDS`, default 5), and writes this page from each figure's median; the "
                  "raw output of every round is kept in `docs/bench/`.\n")
     return 0
 
