@@ -5,13 +5,7 @@
 // stays exact. Each case fails the 1st, 2nd, ... allocation of the write
 // in turn until the write goes through.
 
-// GCC cannot see that the replaced operator new below pairs with free.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
-#include <new>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -20,33 +14,9 @@
 #include <otpp/table.hpp>
 
 #include "catch.hpp"
+#include "failing_new.hpp"
 
-namespace {
-// Allocations still allowed; negative: no limit.
-std::atomic<long> allocations_left{-1};
-
-void* allocate(std::size_t n) noexcept {
-  for (long left = allocations_left.load(std::memory_order_relaxed); left >= 0;) {
-    if (left == 0) return nullptr;
-    if (allocations_left.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) break;
-  }
-  return std::malloc(n == 0 ? 1 : n);
-}
-void* allocate_or_throw(std::size_t n) {
-  if (void* p = allocate(n)) return p;
-  throw std::bad_alloc{};
-}
-}  // namespace
-void* operator new(std::size_t n) { return allocate_or_throw(n); }
-void* operator new[](std::size_t n) { return allocate_or_throw(n); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return allocate(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return allocate(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+using otpp_test::failing_new::allocations_left;
 
 namespace {
 using object = std::pair<int, std::string>;

@@ -1023,26 +1023,12 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
 
   // arm() for an event_timeout(duration, msg), without building an action.
   // Inlined into each event's dispatch, as most events of a machine that
-  // uses it re-arm it: the common case only notes the delay (set_deadline).
+  // uses it re-arm it (then set_deadline only notes the delay).
   [[gnu::always_inline]] void arm_event_timeout(event_timeout_action& e) {
-    if (!queue_.empty() || e.ns <= 0 || timers_on_own_clock_) [[unlikely]] {
-      arm_event_timeout_otherwise(e);
-      return;
-    }
-    timer_slot& s = timers_[0];
-    s.content = std::move(e.content);
-    s.run = e.run;
-    s.active = true;
-    s.delay = e.ns;
-    s.waits_dry = true;
-    proc()->ask_mailbox_dry();
-  }
-  [[gnu::noinline]] void arm_event_timeout_otherwise(event_timeout_action& e) {
     // An event queued has arrived: the timeout does not start (and a
     // queued zero timeout of it goes); a zero one is queued as an event.
-    if (!queue_.empty() || e.ns <= 0) {
-      action a = std::move(e);
-      arm(a);
+    if (!queue_.empty() || e.ns <= 0) [[unlikely]] {
+      arm_as_action(e);
       return;
     }
     timer_slot& s = timers_[0];
@@ -1051,9 +1037,13 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
     s.active = true;
     set_deadline(s, true, false, e.ns);
   }
+  [[gnu::noinline]] void arm_as_action(event_timeout_action& e) {
+    action a = std::move(e);
+    arm(a);
+  }
 
   // The armed timer `s` is due `ns` from now, or at `ns` (absolute).
-  void set_deadline(timer_slot& s, bool event, bool absolute, std::int64_t ns) {
+  [[gnu::always_inline]] void set_deadline(timer_slot& s, bool event, bool absolute, std::int64_t ns) {
     if (event && !absolute && !timers_on_own_clock_) {
       // Counted from when the machine waits for its next event, as a
       // receive's `after` counts: any event before then cancels it anyway,
@@ -1064,6 +1054,9 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       proc()->ask_mailbox_dry();
       return;
     }
+    set_deadline_by_clock(s, absolute, ns);
+  }
+  [[gnu::noinline]] void set_deadline_by_clock(timer_slot& s, bool absolute, std::int64_t ns) {
     s.waits_dry = false;
     s.deadline = absolute ? ns : detail::timer_due_after_ns(*proc()->rt(), ns);
     schedule_if_sooner(s);

@@ -1,0 +1,50 @@
+#pragma once
+// Replaces the global allocator of the test program whose one source file
+// includes this, so that a test can make allocations fail on demand: every
+// request of 4 KiB or more while refuse_large is set, or every request
+// once allocations_left more have succeeded. Every unaligned form is
+// replaced, so that sanitizers' own never pair with these.
+
+// GCC cannot see that the replaced operator new below pairs with free.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+namespace otpp_test::failing_new {
+inline std::atomic<bool> refuse_large{false};
+inline std::atomic<long> allocations_left{-1};  // negative: no limit
+inline std::atomic<long> refused{0};
+
+inline void* allocate(std::size_t n) noexcept {
+  bool refuse = n >= 4096 && refuse_large.load(std::memory_order_relaxed);
+  for (long left = allocations_left.load(std::memory_order_relaxed); !refuse && left >= 0;) {
+    if (left == 0) {
+      refuse = true;
+    } else if (allocations_left.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  if (refuse) {
+    refused.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  return std::malloc(n == 0 ? 1 : n);
+}
+inline void* allocate_or_throw(std::size_t n) {
+  if (void* p = allocate(n)) return p;
+  throw std::bad_alloc{};
+}
+}  // namespace otpp_test::failing_new
+
+void* operator new(std::size_t n) { return otpp_test::failing_new::allocate_or_throw(n); }
+void* operator new[](std::size_t n) { return otpp_test::failing_new::allocate_or_throw(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return otpp_test::failing_new::allocate(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return otpp_test::failing_new::allocate(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
