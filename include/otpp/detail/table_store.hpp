@@ -156,7 +156,7 @@ class table_store {
       std::size_t hash;
       K key;
       std::optional<V> replaced;  // a set's object this one replaced, moved out
-      bool applied = false;
+      bool applied = false;       // put_locked added an object (a set: under a new key)
     };
     std::vector<undo> done;
     done.reserve(objects.size());
