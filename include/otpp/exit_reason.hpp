@@ -42,6 +42,7 @@ enum class exit_kind : std::uint8_t {
   already_started,  ///< the name was taken
   mailbox_full,     ///< a bounded mailbox had no room for the message
   noconnection,     ///< the process's node is not connected, or the connection went down
+  out_of_memory,    ///< the runtime could not allocate what the process or operation needed
 };
 
 /// Why a process ended, or why an operation on one failed: a value that
@@ -71,6 +72,10 @@ class exit_reason {
   static exit_reason mailbox_full() noexcept { return exit_reason{exit_kind::mailbox_full}; }
   /// The remote process's node went away (see <otpp/node.hpp>).
   static exit_reason noconnection() noexcept { return exit_reason{exit_kind::noconnection}; }
+  /// No memory for what a process or an operation needed (a link it was
+  /// asked to keep, the message a trapped exit becomes). Made without
+  /// allocating, so that it can be reported when nothing can be allocated.
+  static exit_reason out_of_memory() noexcept { return exit_reason{exit_kind::out_of_memory}; }
   /// init() asked not to start (start returns this as its error).
   static exit_reason ignore() noexcept { return exit_reason{exit_kind::ignore}; }
   /// A custom reason; `what` is what logs and comparisons see.
@@ -134,6 +139,7 @@ class exit_reason {
       case exit_kind::already_started: return "already_started";
       case exit_kind::mailbox_full: return "mailbox_full";
       case exit_kind::noconnection: return "noconnection";
+      case exit_kind::out_of_memory: return "out_of_memory";
     }
     return "?";
   }

@@ -380,7 +380,7 @@ class process_of final : public process_base {
   // Rounded to whole cache lines so pooled blocks are line-aligned and the
   // header's sender line and consumer line never share (see process_base).
   static constexpr std::size_t alloc_size = (impl_offset + sizeof(Impl) + cache_line - 1) / cache_line * cache_line;
-  static constexpr bool pooled = alignof(Impl) <= cache_line && alloc_size <= pool_max_size && !address_sanitizer;
+  static constexpr bool pooled = alignof(Impl) <= cache_line && alloc_size <= pool_max_size && !pool_through_new;
   static constexpr std::size_t alloc_align = alignof(Impl) > cache_line ? alignof(Impl) : cache_line;
 
   static process_of* allocate(runtime_core* rt) {

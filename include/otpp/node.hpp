@@ -178,6 +178,7 @@ inline term reason_to_term(const exit_reason& r) {
     case exit_kind::noproc: return atom{"noproc"};
     case exit_kind::noconnection: return atom{"noconnection"};
     case exit_kind::timeout: return atom{"timeout"};
+    case exit_kind::out_of_memory: return atom{"out_of_memory"};
     default: return term::tuple(atom{std::string{exit_reason::kind_name(r.kind())}}, r.detail());
   }
 }
@@ -192,6 +193,7 @@ inline exit_reason reason_from_term(const term& t) {
     if (a->name == "noproc") return exit_reason::noproc();
     if (a->name == "noconnection") return exit_reason::noconnection();
     if (a->name == "timeout") return exit_reason::timeout();
+    if (a->name == "out_of_memory") return exit_reason::out_of_memory();
   }
   if (t.is_tuple(2) && t[0].is_atom("shutdown")) {
     if (const auto* b = t[1].get_if<binary>()) return exit_reason::shutdown(b->bytes);

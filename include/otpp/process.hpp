@@ -184,7 +184,8 @@ inline void unlink(const pid& other) {
 
 /// Sends an exit signal with `reason` to `target` (Process.exit/2): `kill`
 /// cannot be trapped; `normal` is ignored by a process that does not trap
-/// exits (unless it is the caller itself). Never fails.
+/// exits (unless it is the caller itself). Never fails, but for want of
+/// memory for the signal (std::bad_alloc, nothing sent).
 inline void exit(const pid& target, exit_reason reason) {
   detail::process_base* t = detail::pid_access::get(target);
   if (t == nullptr) return;
@@ -199,13 +200,18 @@ inline void exit(const pid& target, exit_reason reason) {
   detail::process_base* me = detail::tls().current;
   if (me == nullptr) return {};
   const std::uint64_t id = detail::next_monitor_ref.fetch_add(1, std::memory_order_relaxed);
-  auto& c = me->cold_state();
-  c.monitor_state().watching.insert(id);
+  auto& watching = me->cold_state().monitor_state().watching;
+  watching.insert(id);
   detail::process_base* t = detail::pid_access::get(target);
-  if (t == nullptr) {
-    me->enqueue(detail::make_node<detail::down_node>(id, pid{}, exit_reason::noproc()));
-  } else {
-    t->enqueue_signal(detail::make_node<detail::monitor_node>(id, me, nullptr));
+  try {
+    if (t == nullptr) {
+      me->enqueue(detail::make_node<detail::down_node>(id, pid{}, exit_reason::noproc()));
+    } else {
+      t->enqueue_signal(detail::make_node<detail::monitor_node>(id, me, nullptr));
+    }
+  } catch (...) {
+    watching.erase(id);  // no memory for the signal: no monitor, half made or not
+    throw;
   }
   return monitor_ref{id, target};
 }

@@ -106,7 +106,7 @@ OTPP_FUNC bool start_async(process_base* p, process_base* parent, init_fn init, 
     slot->release();
     slot->release();
     if (parent != nullptr) unlink_parent(parent, p);
-    p->request_exit(exit_reason::error("out of memory"), false);
+    p->request_exit(exit_reason::out_of_memory(), false);
     failure = p->finish_exit();
     return false;
   }
@@ -123,7 +123,11 @@ OTPP_FUNC bool start_async(process_base* p, process_base* parent, init_fn init, 
   slot->release();
   if (parent != nullptr) unlink_parent_side(parent, p);
   // Too slow: killed (its name is released as it dies; init still runs to its end).
-  if (st != reply_slot_base::failed) p->enqueue_signal(make_node<exit_signal_node>(tls().current, exit_reason::kill(), false));
+  if (st != reply_slot_base::failed) {
+    process_base* const from = tls().current;
+    p->enqueue_signal(make_owed_node<exit_signal_node>("kill", from != nullptr ? from->id() : 0, p->id(), from,
+                                                       exit_reason::kill(), false));
+  }
   return false;
 }
 

@@ -29,10 +29,7 @@ OTPP_FUNC process_cold::~process_cold() {
 
 OTPP_FUNC void signal_exit(process_base& p, process_cold& c, const exit_reason& reason) noexcept {
   c.links.for_each([&](process_base* l) {
-    try {
-      l->enqueue_signal(make_node<exit_signal_node>(&p, reason, true));
-    } catch (...) {
-    }
+    l->enqueue_signal(make_owed_node<exit_signal_node>("exit signal", p.id(), l->id(), &p, reason, true));
     if (l == c.parent) {
       l->release_refs(2);  // the link's and the parent's, in one instruction
       c.parent = nullptr;

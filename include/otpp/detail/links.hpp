@@ -9,12 +9,66 @@
 // was in flight); a monitor of a dead process yields a `down` with the same.
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
+#include <thread>
 
 #include "../pid.hpp"
 #include "config.hpp"
 #include "process_base.hpp"
 
 namespace otpp::detail {
+
+// Signals that may not be dropped: the exit signals and DOWNs an exit owes
+// its links and monitors, the answer to a link that cannot be kept, the
+// kill a start owes the process it gave up on. Dropped, a supervisor would
+// never restart the child, a watcher would never hear, a linked process
+// would live on alone. Without memory for one, the thread that owes it
+// waits for memory to come back: it yields 16 times, then sleeps 1 us,
+// doubling to 1 ms, for about owed_signal_wait in all; then the program
+// aborts with a message naming the signal and its two processes (the BEAM
+// aborts at once when an allocation fails).
+inline constexpr std::chrono::seconds owed_signal_wait{5};
+
+[[gnu::noinline, gnu::cold]] inline void wait_for_owed_memory(std::string_view what, std::uint64_t from, std::uint64_t to,
+                                                             unsigned refusals) noexcept {
+  constexpr unsigned yields = 16;
+  constexpr unsigned doublings = 10;  // 1 us .. 512 us
+  constexpr unsigned ms_sleeps = static_cast<unsigned>(std::chrono::milliseconds{owed_signal_wait}.count());
+  if (refusals < yields) {
+    std::this_thread::yield();
+  } else if (refusals < yields + doublings) {
+    std::this_thread::sleep_for(std::chrono::microseconds{1u << (refusals - yields)});
+  } else if (refusals < yields + doublings + ms_sleeps) {
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  } else {
+    // Nothing here allocates: the texts are on the stack, stderr unbuffered.
+    const pid_text a{from};
+    const pid_text b{to};
+    std::fprintf(stderr,
+                 "otpp: no memory for the %.*s from %.*s to %.*s for %lld s; what a link, a monitor or a start "
+                 "owes may not be dropped. Aborting.\n",
+                 static_cast<int>(what.size()), what.data(), static_cast<int>(a.view().size()), a.view().data(),
+                 static_cast<int>(b.view().size()), b.view().data(), static_cast<long long>(owed_signal_wait.count()));
+    std::abort();
+  }
+}
+
+/// A node for a signal that may not be dropped (see above), from the
+/// process numbered `from` (0: a plain thread) to `to`: made from copies of
+/// `args`, waiting for memory for up to owed_signal_wait, then aborting.
+template <class Node, class... A>
+Node* make_owed_node(std::string_view what, std::uint64_t from, std::uint64_t to, const A&... args) noexcept {
+  for (unsigned refusals = 0;; ++refusals) {
+    try {
+      return make_node<Node>(args...);
+    } catch (...) {  // std::bad_alloc: a signal's constructor throws nothing else
+      wait_for_owed_memory(what, from, to, refusals);
+    }
+  }
+}
 
 inline bool remove_link(process_cold& c, process_base* other) noexcept {
   if (c.links.erase(other) == 0) return false;
@@ -80,7 +134,7 @@ struct exit_signal_node final : message_node {
       if (reason.is_normal() && from != &p) return;
       p.request_exit(std::move(reason), false);
     } catch (...) {
-      p.request_exit(exit_reason::error("out of memory"), false);
+      p.request_exit(exit_reason::out_of_memory(), false);
     }
   }
 };
@@ -98,11 +152,17 @@ struct link_node final : message_node {
         auto& c = p.cold_state();
         if (c.links.insert(self->from)) self->from = nullptr;  // the reference moved into the link set
       } catch (...) {
+        // No memory to keep the link: this process exits, and the linker,
+        // whose side is recorded, hears why through it, as if it had been
+        // kept (a link only one side knows would never signal).
+        p.request_exit(exit_reason::out_of_memory(), false);
+        self->from->enqueue_signal(
+            make_owed_node<exit_signal_node>("exit signal", p.id(), self->from->id(), &p, exit_reason::out_of_memory(), true));
       }
     } else {
       // Linked to a process that is gone: the linker hears why, as an exit
       // signal through the link it already recorded.
-      self->from->enqueue_signal(make_node<exit_signal_node>(&p, *why, true));
+      self->from->enqueue_signal(make_owed_node<exit_signal_node>("exit signal", p.id(), self->from->id(), &p, *why, true));
     }
     if (self->from) self->from->release();
     free_node(self);
@@ -144,16 +204,13 @@ struct down_node final : message_node {
 };
 
 inline void deliver_down(process_base& target, const process_cold::monitor_entry& m, const exit_reason& reason) noexcept {
-  try {
-    if (m.watcher) {
-      m.watcher->enqueue(make_node<down_node>(m.ref, pid_access::make(&target), reason));
-      m.watcher->release();
-    }
-    if (m.waiter) {
-      m.waiter->set_value(reason);
-      m.waiter->release();
-    }
-  } catch (...) {
+  if (m.watcher) {
+    m.watcher->enqueue(make_owed_node<down_node>("DOWN message", target.id(), m.watcher->id(), m.ref, pid_access::make(&target), reason));
+    m.watcher->release();
+  }
+  if (m.waiter) {
+    m.waiter->set_value(reason);  // copies the reason: a reference count, no allocation
+    m.waiter->release();
   }
 }
 
@@ -173,7 +230,7 @@ struct monitor_node final : message_node {
       } catch (...) {
       }
     }
-    if (!kept) deliver_down(p, self->entry, op == msg_op::invoke ? exit_reason::error("out of memory") : *why);
+    if (!kept) deliver_down(p, self->entry, op == msg_op::invoke ? exit_reason::out_of_memory() : *why);
     free_node(self);
   }
 };

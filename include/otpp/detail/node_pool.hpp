@@ -11,7 +11,8 @@
 // thread-cache / central-list split, kept deliberately simple.
 //
 // Under AddressSanitizer every request goes to operator new, so ASan sees each
-// node's lifetime exactly (use-after-free in message handling stays visible).
+// node's lifetime exactly (use-after-free in message handling stays visible);
+// so it does in test programs that make allocations fail (pool_through_new).
 //
 // A batch that a thread's frees made travels with an array of its blocks
 // beside the list (when the array could be had), and the thread that takes
@@ -55,6 +56,16 @@
 #endif
 
 namespace otpp::detail {
+
+// Every block straight from operator new: under AddressSanitizer, so that
+// it sees each node's lifetime exactly, and in a test program built with
+// OTPP_POOL_THROUGH_NEW=1 (the whole program, header-only), whose replaced
+// operator new makes the runtime's allocations fail on demand.
+#if defined(OTPP_POOL_THROUGH_NEW) && OTPP_POOL_THROUGH_NEW
+inline constexpr bool pool_through_new = true;
+#else
+inline constexpr bool pool_through_new = address_sanitizer;
+#endif
 
 inline constexpr std::size_t pool_granule = 16;
 inline constexpr std::size_t pool_max_size = 768;  // a process's cold part (process_cold) fits
@@ -167,7 +178,7 @@ bool pool_flush(std::size_t c) noexcept;
 void pool_free_retired(std::size_t c, free_block* b) noexcept;
 
 [[nodiscard]] inline void* pool_allocate(std::size_t n) {
-  if constexpr (address_sanitizer) {
+  if constexpr (pool_through_new) {
     return ::operator new(n);
   } else {
     if (n > pool_max_size) return ::operator new(n);
@@ -198,7 +209,7 @@ void pool_free_retired(std::size_t c, free_block* b) noexcept;
 }
 
 inline void pool_deallocate(void* p, std::size_t n) noexcept {
-  if constexpr (address_sanitizer) {
+  if constexpr (pool_through_new) {
     ::operator delete(p);
   } else {
     if (n > pool_max_size) {
@@ -220,7 +231,7 @@ inline void pool_deallocate(void* p, std::size_t n) noexcept {
 
 /// An idle worker's chore: after a spike, give fully free slabs back.
 inline void pool_release_if_idle_and_large() noexcept {
-  if constexpr (!address_sanitizer) {
+  if constexpr (!pool_through_new) {
     auto& central = central_pool::instance();
     if (central.free_bytes() <= pool_release_threshold) return;
     // A pass walks every free block: at most one a second, so that memory
@@ -241,7 +252,7 @@ inline void pool_release_if_idle_and_large() noexcept {
 /// Gives this thread's cached blocks back to the central pool, keeping at
 /// most one batch per size class (a hibernating process's share).
 inline void pool_trim() noexcept {
-  if constexpr (!address_sanitizer) {
+  if constexpr (!pool_through_new) {
     auto& tc = tls_cache();
     if (tc.retired) return;
     for (std::size_t c = 0; c < pool_classes; ++c) {

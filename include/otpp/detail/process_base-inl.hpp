@@ -10,18 +10,26 @@
 
 namespace otpp::detail {
 
-OTPP_FUNC void process_base::request_exit(exit_reason r, bool with_terminate) {
-  auto& c = cold();
+// An exit is never lost for want of memory: where no cold part can be had
+// to keep its reason, a flag in local_ stands for it (killed or
+// out_of_memory; see finish_exit).
+OTPP_FUNC void process_base::request_exit(exit_reason r, bool with_terminate) noexcept {
   if (local_ & exit_pending) return;  // first request wins
-  c.exit = std::move(r);
-  local_ |= exit_pending | (with_terminate ? call_terminate : 0);
+  std::uint32_t bare = 0;
+  try {
+    cold().exit = std::move(r);
+  } catch (...) {
+    bare = exit_oom_bare;
+  }
+  local_ |= exit_pending | bare | (with_terminate ? call_terminate : 0);
 }
 
 OTPP_FUNC void process_base::request_kill() noexcept {
   try {
     cold().exit = exit_reason::killed();
+    local_ &= ~exit_oom_bare;
   } catch (...) {
-    return;  // no cold state to be had: the exit requested before stands
+    local_ |= exit_killed_bare;
   }
   local_ = (local_ | exit_pending) & ~call_terminate;
 }
@@ -31,10 +39,13 @@ OTPP_FUNC void process_base::crash(std::exception_ptr e, std::string_view msg_ty
     auto& c = cold();
     c.crash_message = msg_type;
     c.crash_kind = kind;
-    local_ &= ~exit_pending;  // a crash overrides a stop asked for in the same callback
+    local_ &= ~(exit_pending | exit_oom_bare);  // a crash overrides a stop asked for in the same callback
     request_exit(exit_reason::of_exception(std::move(e)), true);
   } catch (...) {
-    local_ |= exit_pending | call_terminate;
+    // No memory to describe the crash: it ends the process all the same,
+    // with out_of_memory rather than a reason asked for before it.
+    local_ = (local_ & ~exit_pending) | exit_oom_bare;
+    request_exit(exit_reason::out_of_memory(), true);
   }
 }
 
@@ -44,7 +55,7 @@ OTPP_FUNC void process_base::call_crashed(std::exception_ptr e, std::string_view
   try {
     track_deferred(slot);  // failed with the final reason at exit
   } catch (...) {
-    slot->fail(exit_reason::error("out of memory"));
+    slot->fail(exit_reason::out_of_memory());
   }
 }
 

@@ -488,6 +488,9 @@ class process_base : public process_identity {
   static constexpr std::uint32_t bounded_box = 131072;    // the mailbox is bounded
   static constexpr std::uint32_t evicts_oldest = 262144;  // ...with overflow::drop_oldest
   static constexpr std::uint32_t dry_asked = 524288;      // run_mailbox_dry once the mailbox runs dry
+  // The pending exit's reason, where no cold part could be had to keep it in.
+  static constexpr std::uint32_t exit_killed_bare = 1u << 20;
+  static constexpr std::uint32_t exit_oom_bare = 1u << 21;
   // What makes a turn that found the mailbox empty settle first.
   static constexpr std::uint32_t settle_flags = idle_flags | dry_asked;
   // What sends a turn down its slow path (one test on the fast path).
@@ -677,8 +680,9 @@ class process_base : public process_identity {
   turn_result run_turn(unsigned budget) noexcept;
 
   // -- exit ------------------------------------------------------------------
-  /// Owner only (inside a callback): exit with `r` once the callback returns.
-  void request_exit(exit_reason r, bool with_terminate);
+  /// Owner only (inside a callback): exit with `r` once the callback
+  /// returns; with out_of_memory if there is no memory to keep `r` in.
+  void request_exit(exit_reason r, bool with_terminate) noexcept;
   /// Owner only: an untrappable kill. It overrides an exit already asked for
   /// (a stop, a crash or a trapped shutdown whose terminate has not begun):
   /// a kill is never lost, and terminate does not run.

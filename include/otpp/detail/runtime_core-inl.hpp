@@ -1790,7 +1790,7 @@ OTPP_FUNC void process_base::abandon_one(process_cold& c, awaiting_handler& h) n
     try {
       c.deferred.push(h.slot);
     } catch (...) {
-      h.slot->fail(exit_reason::error("out of memory"));
+      h.slot->fail(exit_reason::out_of_memory());
       h.slot->release();
     }
   }
@@ -1807,10 +1807,12 @@ OTPP_FUNC void process_base::discard_held(process_waits& ws, const exit_reason& 
 }
 
 OTPP_FUNC exit_reason process_base::finish_exit(bool keep_ref) noexcept {
-  process_cold& c = *cold_;  // exit_pending implies it exists
-  exit_reason reason = std::move(c.exit);
+  // exit_pending implies a cold part with the reason, or a flag for it.
+  exit_reason reason = (local_ & exit_killed_bare) ? exit_reason::killed()
+                       : (local_ & exit_oom_bare)  ? exit_reason::out_of_memory()
+                                                   : std::move(cold_->exit);
   const bool with_terminate = (local_ & call_terminate) != 0;
-  local_ &= ~(exit_pending | call_terminate);
+  local_ &= ~(exit_pending | call_terminate | exit_killed_bare | exit_oom_bare);
   return exit_now(std::move(reason), with_terminate, keep_ref);
 }
 
@@ -1899,7 +1901,7 @@ struct stop_node final : system_node {
         p.add_stop_waiter(self->slot, self->reason);
         p.request_exit(std::move(self->reason), true);
       } catch (...) {
-        self->slot->fail(exit_reason::error("out of memory"));
+        self->slot->fail(exit_reason::out_of_memory());
         self->slot->release();
       }
     } else {
