@@ -141,6 +141,18 @@ TEST_CASE("an exit signal that cannot be made for want of memory is sent once me
   CHECK(otpp_test::eventually([&] { return otpp::call(w, watcher::seen{}) == "EXIT normal;"; }));
 }
 
+TEST_CASE("a kill is not lost for want of memory to keep its reason in") {
+  otpp::runtime rt{{.workers = 1}};
+  auto probe = rt.start<watcher>().value();
+  auto other = rt.start<plain>().value();  // no link, no monitor: it has no cold part yet
+  only_on = otpp::call(probe, watcher::thread{});
+  allocations_left = 0;
+  otpp::exit(other.pid(), otpp::exit_reason::kill());  // the signal is made here, on the test's thread
+  CHECK(otpp_test::eventually([&] { return !other.alive(); }));
+  allocations_left = -1;
+  only_on = std::thread::id{};
+}
+
 // On one worker, so that every allocation the link or monitor takes there
 // is counted: the first, the second, ... fails in turn (once; the test
 // thread's own are never refused), until none fails. Whichever failed, the

@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string_view>
 #include <utility>
 
@@ -34,9 +35,12 @@ struct logger_state {
   std::atomic<int> level{0};
   std::mutex mutex;
   std::shared_ptr<const log_handler> handler;
-  // Leaked on purpose: processes may log during static destruction.
-  static logger_state& instance() {
-    static logger_state* s = new logger_state;
+  // Never destroyed, as processes may log during static destruction; and
+  // in static storage, not on the heap: the first log line may be the
+  // report of a process that ran out of memory.
+  static logger_state& instance() noexcept {
+    alignas(logger_state) static unsigned char storage[sizeof(logger_state)];
+    static logger_state* s = ::new (static_cast<void*>(storage)) logger_state;
     return *s;
   }
 };
