@@ -3,7 +3,7 @@
 // includes this, so that a test can make allocations fail on demand: every
 // request of 4 KiB or more while refuse_large is set, or every request
 // once allocations_left more have succeeded (only_on: on one thread;
-// refuse_once: that one request only). Every unaligned form is
+// never_on: on all but one; refuse_once: that one request only). Every unaligned form is
 // replaced, so that sanitizers' own never pair with these.
 
 // GCC cannot see that the replaced operator new below pairs with free.
@@ -20,13 +20,16 @@ inline std::atomic<long> allocations_left{-1};  // negative: no limit
 inline std::atomic<long> refused{0};
 // Set: allocations_left counts (and refuses) only this thread's requests.
 inline std::atomic<std::thread::id> only_on{};
+// Set: this thread's requests are never counted nor refused.
+inline std::atomic<std::thread::id> never_on{};
 // Set: only one request is refused, once allocations_left reaches 0.
 inline std::atomic<bool> refuse_once{false};
 
 inline void* allocate(std::size_t n) noexcept {
   bool refuse = n >= 4096 && refuse_large.load(std::memory_order_relaxed);
   const std::thread::id on = only_on.load(std::memory_order_relaxed);
-  const bool counted = on == std::thread::id{} || on == std::this_thread::get_id();
+  const std::thread::id me = std::this_thread::get_id();
+  const bool counted = (on == std::thread::id{} || on == me) && never_on.load(std::memory_order_relaxed) != me;
   for (long left = allocations_left.load(std::memory_order_relaxed); counted && !refuse && left >= 0;) {
     if (left == 0) {
       refuse = true;

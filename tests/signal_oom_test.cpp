@@ -27,7 +27,9 @@
 #include "failing_new.hpp"
 #include "support.hpp"
 
+using namespace std::chrono_literals;
 using otpp_test::failing_new::allocations_left;
+using otpp_test::failing_new::never_on;
 using otpp_test::failing_new::only_on;
 using otpp_test::failing_new::refuse_once;
 using otpp_test::failing_new::refused;
@@ -95,6 +97,8 @@ class watcher : public otpp::gen_server<watcher> {
     return "refused";
   }
   std::thread::id handle_call(thread) { return std::this_thread::get_id(); }
+  struct tick {};
+  void handle_info(tick) { seen_ += "TICK;"; }
   std::string handle_call(seen) { return seen_; }
   void handle_info(const otpp::down& d) { seen_ += "DOWN " + d.reason.to_string() + ";"; }
   void handle_info(const otpp::exit_signal& e) { seen_ += "EXIT " + e.reason.to_string() + ";"; }
@@ -151,6 +155,22 @@ TEST_CASE("a kill is not lost for want of memory to keep its reason in") {
   CHECK(otpp_test::eventually([&] { return !other.alive(); }));
   allocations_left = -1;
   only_on = std::thread::id{};
+}
+
+TEST_CASE("a timer whose message cannot be made for want of memory delivers it at a later tick") {
+  otpp_test::virtual_runtime v;
+  auto w = v.rt.start<watcher>().value();
+  (void)otpp::send_after(w, watcher::tick{}, 10ms);
+  never_on = std::this_thread::get_id();
+  const long before = refused.load();
+  allocations_left = 0;  // on the timer's thread and the workers
+  v.clock->advance(10ms);
+  allocations_left = -1;
+  never_on = std::thread::id{};
+  CHECK(refused.load() > before);
+  CHECK(otpp::call(w, watcher::seen{}).empty());  // late: it waits for the next tick
+  v.clock->advance(1ms);
+  CHECK(otpp::call(w, watcher::seen{}) == "TICK;");
 }
 
 // On one worker, so that every allocation the link or monitor takes there

@@ -103,37 +103,58 @@ struct timer_msg final : std::conditional_t<Interval, interval_timer_node, timer
   M payload;
   [[no_unique_address]] Target target;
 
-  static bool do_deliver(timer_node* t, bool last) noexcept {
+  static timer_delivery do_deliver(timer_node* t, bool last) noexcept {
     auto* self = static_cast<timer_msg*>(t);
     process_base* p = self->dest;
     if constexpr (!std::is_same_v<Target, pid_target>) {
       p = name_table::instance().find(self->target.name);
-      if (p == nullptr) return true;  // nobody holds the name now: dropped
+      if (p == nullptr) return timer_delivery::delivered;  // nobody holds the name now: dropped
     }
-    bool alive = true;
-    try {
-      message_node* n = nullptr;
-      if (last) {
-        n = make_node<Node>(std::move(self->payload));
-      } else if constexpr (std::is_copy_constructible_v<M>) {
-        n = make_node<Node>(std::as_const(self->payload));  // an interval keeps its copy
-      }
-      if (n) {
-        if constexpr (runtime_message<Node>) {
-          alive = p->enqueue(n);  // the runtime's own (a state machine's timeout): never refused
-        } else {
-          alive = p->offer(n, false) != offer_result::dead;  // a user's: a full bounded mailbox drops it
-        }
-      }
-    } catch (...) {
-      log_rt(log_level::error, "otpp: a timer message of type {} could not be built and was dropped", type_name<M>());
-    }
+    const timer_delivery outcome = make_and_offer(*self, *p, last);
     if constexpr (!std::is_same_v<Target, pid_target>) {
       p->release();
-      return true;
+      return outcome == timer_delivery::gone ? timer_delivery::delivered : outcome;  // the name may be held again
     } else {
-      return alive;
+      return outcome;
     }
+  }
+  // The node's memory is had before the payload is touched: without it the
+  // payload is whole for the next tick's try; so it is when an interval's
+  // copy runs out of memory. Anything else the payload's move or copy
+  // throws drops this message (logged).
+  static timer_delivery make_and_offer(timer_msg& self, process_base& p, bool last) noexcept {
+    static_assert(alignof(Node) <= pool_granule, "over-aligned message types are not supported yet");
+    if (!last && !std::is_copy_constructible_v<M>) return timer_delivery::delivered;
+    void* m = nullptr;
+    try {
+      m = pool_allocate(sizeof(Node));
+    } catch (...) {
+      return timer_delivery::no_memory;
+    }
+    message_node* n = nullptr;
+    try {
+      if (last) {
+        n = ::new (m) Node(std::move(self.payload));
+      } else if constexpr (std::is_copy_constructible_v<M>) {
+        n = ::new (m) Node(std::as_const(self.payload));  // an interval keeps its copy
+      }
+    } catch (const std::bad_alloc&) {
+      pool_deallocate(m, sizeof(Node));
+      if (!last) return timer_delivery::no_memory;
+      log_rt(log_level::error, "otpp: a timer message of type {} could not be built and was dropped", type_name<M>());
+      return timer_delivery::delivered;
+    } catch (...) {
+      pool_deallocate(m, sizeof(Node));
+      log_rt(log_level::error, "otpp: a timer message of type {} could not be built and was dropped", type_name<M>());
+      return timer_delivery::delivered;
+    }
+    bool alive = true;
+    if constexpr (runtime_message<Node>) {
+      alive = p.enqueue(n);  // the runtime's own (a state machine's timeout): never refused
+    } else {
+      alive = p.offer(n, false) != offer_result::dead;  // a user's: a full bounded mailbox drops it
+    }
+    return alive ? timer_delivery::delivered : timer_delivery::gone;
   }
   static void do_destroy(timer_node* t) noexcept { free_node(static_cast<timer_msg*>(t)); }
   static timer_service* do_service(const timer_node* t) noexcept {

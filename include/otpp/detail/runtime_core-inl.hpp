@@ -1338,12 +1338,12 @@ OTPP_FUNC void runtime_core::stop_watchdog(steady::time_point deadline) noexcept
 struct idle_timer final : timer_node {
   explicit idle_timer(std::uint64_t g) : gen{g} { kind = timer_kind_of<idle_timer>(); }
   std::uint64_t gen;
-  static bool do_deliver(timer_node* t, bool) noexcept {
+  static timer_delivery do_deliver(timer_node* t, bool) noexcept {
     auto* self = static_cast<idle_timer*>(t);
     try {
-      return self->dest->enqueue(make_node<idle_timer_node>(self->gen));
+      return self->dest->enqueue(make_node<idle_timer_node>(self->gen)) ? timer_delivery::delivered : timer_delivery::gone;
     } catch (...) {
-      return false;  // out of memory: the timeout is lost, as a dropped message would be
+      return timer_delivery::no_memory;
     }
   }
   static void do_destroy(timer_node* t) noexcept { free_node(static_cast<idle_timer*>(t)); }
@@ -1463,10 +1463,10 @@ struct deadline_signal final : message_node {
 struct deadline_timer final : timer_node {
   explicit deadline_timer(deadline_signal* s) : signal{s} { kind = timer_kind_of<deadline_timer>(); }
   deadline_signal* signal;
-  static bool do_deliver(timer_node* t, bool) noexcept {
+  static timer_delivery do_deliver(timer_node* t, bool) noexcept {
     auto* self = static_cast<deadline_timer*>(t);
     self->dest->enqueue_signal(std::exchange(self->signal, nullptr));
-    return true;
+    return timer_delivery::delivered;
   }
   static void do_destroy(timer_node* t) noexcept {
     auto* self = static_cast<deadline_timer*>(t);

@@ -318,7 +318,7 @@ OTPP_FUNC void timer_service::admit(timer_node* t, std::int64_t now_tick) noexce
   }
 }
 
-OTPP_FUNC void timer_service::add_due(timer_node* t) {
+OTPP_FUNC void timer_service::add_due(timer_node* t) noexcept {
   try {
     // The node keeps the low 32 bits of its arrival number: whole again
     // for any timer that arrived within the last 2^32 (an older one may
@@ -326,33 +326,46 @@ OTPP_FUNC void timer_service::add_due(timer_node* t) {
     const std::uint64_t seq = next_seq_ - static_cast<std::uint32_t>(static_cast<std::uint32_t>(next_seq_) - t->seq);
     due_.push_back({t->deadline.load(std::memory_order_relaxed), seq, t});
   } catch (...) {
-    t->release();  // out of memory in the timer thread: this timer is lost
+    // No memory to list it: it fires in this pass all the same, after the
+    // listed ones (out of deadline order, never lost).
+    t->wnext = due_overflow_;
+    due_overflow_ = t;
   }
 }
 
 OTPP_FUNC void timer_service::fire_due(std::int64_t now_tick) noexcept {
-  if (due_.empty()) return;
-  auto earlier = [](const due_entry& a, const due_entry& b) {
-    return a.deadline != b.deadline ? a.deadline < b.deadline : a.seq < b.seq;
-  };
-  if (!std::is_sorted(due_.begin(), due_.end(), earlier)) std::sort(due_.begin(), due_.end(), earlier);
-  for (const due_entry& d : due_) {
-    timer_node* t = d.t;
-    if (!t->interval) {
-      // `firing` until the message is in the mailbox: a cancel that loses
-      // the race returns only once the message can be seen there.
-      const bool orphan = t->orphaned();  // a dead destination cancels its timers
-      if (t->move(pending, firing)) {
-        if (!orphan) t->deliver(true);
-        t->set_phase(done, std::memory_order_release);
-        if (!orphan) delivered_.fetch_add(1, std::memory_order_release);
-      }
-      t->release();
-      continue;
-    }
-    fire_interval(t, now_tick);
+  if (!due_.empty()) {
+    auto earlier = [](const due_entry& a, const due_entry& b) {
+      return a.deadline != b.deadline ? a.deadline < b.deadline : a.seq < b.seq;
+    };
+    if (!std::is_sorted(due_.begin(), due_.end(), earlier)) std::sort(due_.begin(), due_.end(), earlier);
+    for (const due_entry& d : due_) fire_one(d.t, now_tick);
+    due_.clear();
   }
-  due_.clear();
+  while (timer_node* t = due_overflow_) {
+    due_overflow_ = static_cast<timer_node*>(t->wnext);
+    t->wnext = nullptr;
+    fire_one(t, now_tick);
+  }
+}
+
+OTPP_FUNC void timer_service::fire_one(timer_node* t, std::int64_t now_tick) noexcept {
+  if (t->interval) {
+    fire_interval(t, now_tick);
+    return;
+  }
+  // `firing` until the message is in the mailbox: a cancel that loses
+  // the race returns only once the message can be seen there.
+  const bool orphan = t->orphaned();  // a dead destination cancels its timers
+  if (t->move(pending, firing)) {
+    if (!orphan && t->deliver(true) == timer_delivery::no_memory) {
+      retry_next_tick(t, now_tick);  // the wheel's reference goes with it
+      return;
+    }
+    t->set_phase(done, std::memory_order_release);
+    if (!orphan) delivered_.fetch_add(1, std::memory_order_release);
+  }
+  t->release();
 }
 
 OTPP_FUNC void timer_service::fire_interval(timer_node* t, std::int64_t now_tick) noexcept {
@@ -362,7 +375,12 @@ OTPP_FUNC void timer_service::fire_interval(timer_node* t, std::int64_t now_tick
       t->release();
       return;
     }
-    const bool alive = t->deliver(false);
+    const timer_delivery outcome = t->deliver(false);
+    if (outcome == timer_delivery::no_memory) {
+      retry_next_tick(t, now_tick);
+      return;
+    }
+    const bool alive = outcome == timer_delivery::delivered;
     delivered_.fetch_add(1, std::memory_order_release);
     const std::int64_t next = t->deadline.load(std::memory_order_relaxed) + t->period();
     t->deadline.store(next, std::memory_order_relaxed);
@@ -377,6 +395,16 @@ OTPP_FUNC void timer_service::fire_interval(timer_node* t, std::int64_t now_tick
       return;
     }
   }
+}
+
+// No memory for the message: the timer waits in the wheel for the next tick
+// and tries again; a cancel can still take it meanwhile (then nothing was
+// delivered, as cancel says). Its deadline moves with it, since the wheel
+// asks for the tick again as it cascades. A message is late, never lost.
+OTPP_FUNC void timer_service::retry_next_tick(timer_node* t, std::int64_t now_tick) noexcept {
+  t->deadline.store(origin_ + (now_tick + 1) * tick_ns, std::memory_order_relaxed);
+  t->set_phase(pending, std::memory_order_release);
+  wheel_.insert(t, static_cast<std::uint64_t>(now_tick + 1));
 }
 
 }  // namespace otpp::detail

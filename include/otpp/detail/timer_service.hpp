@@ -62,12 +62,16 @@ std::uint64_t runtime_exits(const runtime_core* rt) noexcept;
 
 struct timer_node;
 
+/// How a delivery went: no_memory leaves the payload as it was, so that
+/// the timer can try again at the next tick.
+enum class timer_delivery : unsigned char { delivered, gone, no_memory };
+
 /// What a kind of timer does: deliver one message (`last` lets a one-shot
-/// move its payload out; false if the destination is gone for good), free
+/// move its payload out; gone if the destination is gone for good), free
 /// the node, and name the service it was set on (for cancel_timer and
 /// read_timer; the runtime's own timers, never handed out, have none).
 struct timer_ops {
-  bool (*deliver)(timer_node*, bool last) noexcept;
+  timer_delivery (*deliver)(timer_node*, bool last) noexcept;
   void (*destroy)(timer_node*) noexcept;
   timer_service* (*service)(const timer_node*) noexcept = nullptr;
 };
@@ -139,7 +143,7 @@ struct timer_node : mpsc_node, wheel_entry {
       ops().destroy(this);
     }
   }
-  bool deliver(bool last) noexcept { return ops().deliver(this, last); }
+  timer_delivery deliver(bool last) noexcept { return ops().deliver(this, last); }
   /// The service it was set on; only while live().
   [[nodiscard]] timer_service* service() const noexcept { return ops().service(this); }
   /// ns between deliveries; 0 for a one-shot.
@@ -462,7 +466,8 @@ class timer_service final : public clock_listener {
     timer_node* t;
   };
 
-  void add_due(timer_node* t);
+  void add_due(timer_node* t) noexcept;
+  void fire_one(timer_node* t, std::int64_t now_tick) noexcept;
 
   void fire_due(std::int64_t now_tick) noexcept;
 
@@ -470,6 +475,7 @@ class timer_service final : public clock_listener {
   // late delivery does not shift the ones after it; missed periods are
   // delivered at once.
   void fire_interval(timer_node* t, std::int64_t now_tick) noexcept;
+  void retry_next_tick(timer_node* t, std::int64_t now_tick) noexcept;
 
   std::shared_ptr<otpp::clock_source> clock_;
   const runtime_core* rt_;
@@ -497,6 +503,7 @@ class timer_service final : public clock_listener {
   std::array<timer_node*, arrival_batch> arrivals_{};
   timer_wheel wheel_;
   std::vector<due_entry> due_;
+  timer_node* due_overflow_ = nullptr;  // due, with no memory to list them in due_ (linked through wnext)
   std::uint64_t next_seq_ = 0;
   std::uint64_t swept_at_exits_ = 0;
   std::int64_t last_sweep_ = 0;  // ns on the steady clock, whatever clock the timers follow
