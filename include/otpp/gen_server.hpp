@@ -909,10 +909,7 @@ init_outcome run_init(process_of<Impl>* p, process_base* parent) noexcept {
   }
   if (res.outcome() == init_result::kind::ignore || res.outcome() == init_result::kind::error) {
     if (parent != nullptr) unlink_child_side(parent, p);
-    try {
-      p->request_exit(exit_reason::normal(), false);
-    } catch (...) {
-    }
+    p->request_exit(exit_reason::normal(), false);
     return {res.outcome(), res.reason()};
   }
   return {};

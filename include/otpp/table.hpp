@@ -133,7 +133,7 @@ struct table_state final : table_meta {
   table_state(table_options&& o, std::size_t shards, bool reader_groups, bool decentralized)
       : table_meta{std::move(o), kind_name<Kind>(), type_id<table<K, V, Kind>>}, store{shards, reader_groups, decentralized} {}
   void drop_objects() noexcept override { (void)store.clear(); }
-  void send_transfer(const pid& to, const pid& from, std::any data) override;
+  message_node* make_transfer(const pid& from, std::any& data) override;
   store_for<K, V, Kind> store;
 };
 
@@ -586,7 +586,7 @@ class table {
     detail::process_base* me = owner_only("give_away");
     if (!to.alive() || detail::pid_access::get(to) == me)
       throw error("give_away", "the new owner must be a live process other than the owner");
-    detail::adopt_table(t_, to, detail::pid_access::make(me), std::move(data));  // throws before any change
+    detail::adopt_table(t_, to, detail::pid_access::make(me), data);  // throws before any change
     // Then off our exit hooks: our exit no longer touches the table.
     std::erase_if(me->cold_state().exit_hooks, [&](const auto& h) { return h->owner_tag() == t_.get(); });
   }
@@ -722,9 +722,12 @@ class table {
 
 namespace detail {
 template <class K, class V, class Kind>
-void table_state<K, V, Kind>::send_transfer(const pid& to, const pid& from, std::any data) {
+message_node* table_state<K, V, Kind>::make_transfer(const pid& from, std::any& data) {
+  using node = untyped_node<table_transfer<table<K, V, Kind>>>;
+  static_assert(alignof(node) <= pool_granule);
+  void* mem = pool_allocate(sizeof(node));  // first: without it, nothing is taken from `data`
   auto self = std::static_pointer_cast<table_state>(shared_from_this());
-  otpp::send(to, table_transfer<table<K, V, Kind>>{table<K, V, Kind>{std::move(self)}, from, std::move(data)});
+  return ::new (mem) node(table_transfer<table<K, V, Kind>>{table<K, V, Kind>{std::move(self)}, from, std::move(data)});
 }
 }  // namespace detail
 

@@ -55,12 +55,8 @@ OTPP_FUNC void unlink_parent(process_base* parent, process_base* child) noexcept
 OTPP_FUNC exit_reason init_failed(process_base* parent, process_base* child, const init_outcome& out) noexcept {
   if (parent != nullptr) {
     unlink_parent_side(parent, child);
-    if (out.kind == init_result::kind::stop && !parent->traps_exits() && !out.reason.is_normal()) {
-      try {
-        parent->request_exit(out.reason, false);
-      } catch (...) {
-      }
-    }
+    if (out.kind == init_result::kind::stop && !parent->traps_exits() && !out.reason.is_normal())
+      parent->request_exit(out.reason, false);
   }
   return out.reason;
 }

@@ -23,9 +23,10 @@ namespace otpp::detail {
 
 // Signals that may not be dropped: the exit signals and DOWNs an exit owes
 // its links and monitors, the answer to a link that cannot be kept, the
-// kill a start owes the process it gave up on. Dropped, a supervisor would
-// never restart the child, a watcher would never hear, a linked process
-// would live on alone. Without memory for one, the thread that owes it
+// kill a start owes the process it gave up on, a table passing to its heir
+// (table_ownership.hpp). Dropped, a supervisor would never restart the
+// child, a watcher would never hear, a linked process would live on alone,
+// a table kept for its heir would be deleted. Without memory for one, the thread that owes it
 // waits for memory to come back: it yields 16 times, then sleeps 1 us,
 // doubling to 1 ms, for about owed_signal_wait in all; then the program
 // aborts with a message naming the signal and its two processes (the BEAM
@@ -48,8 +49,8 @@ inline constexpr std::chrono::seconds owed_signal_wait{5};
     const pid_text a{from};
     const pid_text b{to};
     std::fprintf(stderr,
-                 "otpp: no memory for the %.*s from %.*s to %.*s for %lld s; what a link, a monitor or a start "
-                 "owes may not be dropped. Aborting.\n",
+                 "otpp: no memory for the %.*s from %.*s to %.*s for %lld s; what a link, a monitor, a start or "
+                 "a table's heir is owed may not be dropped. Aborting.\n",
                  static_cast<int>(what.size()), what.data(), static_cast<int>(a.view().size()), a.view().data(),
                  static_cast<int>(b.view().size()), b.view().data(), static_cast<long long>(owed_signal_wait.count()));
     std::abort();

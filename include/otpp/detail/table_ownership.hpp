@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "../table_options.hpp"
+#include "links.hpp"
 #include "process_base.hpp"
 
 namespace otpp::detail {
@@ -28,8 +29,9 @@ struct table_meta : std::enable_shared_from_this<table_meta> {
 
   /// The owner gone without an heir (or delete_table): the objects go.
   virtual void drop_objects() noexcept = 0;
-  /// Sends the typed table_transfer to `to`. Throws std::bad_alloc.
-  virtual void send_transfer(const pid& to, const pid& from, std::any data) = 0;
+  /// The typed table_transfer message, not yet sent. Throws
+  /// std::bad_alloc before it takes `data`, which is then untouched.
+  virtual message_node* make_transfer(const pid& from, std::any& data) = 0;
 
   const std::string name;
   const table_access access;
@@ -91,7 +93,7 @@ inline void delete_table_now(table_meta& t) noexcept {
   t.drop_objects();
 }
 
-void adopt_table(const std::shared_ptr<table_meta>& t, const pid& to, const pid& from, std::any data);
+void adopt_table(const std::shared_ptr<table_meta>& t, const pid& to, const pid& from, std::any& data);
 
 /// On the owner's exit hooks: the table lives as long as its owner (this
 /// holds it), then passes to the heir or is deleted.
@@ -110,11 +112,15 @@ struct table_owner_hook final : exit_hook {
       data = table->heir_data;
     }
     if (heir.alive() && pid_access::get(heir) != &p) {
-      try {
-        adopt_table(table, heir, pid_access::make(&p), std::move(data));
-        return;
-      } catch (...) {
-        // No memory to tell the heir: the table goes, as if it had none.
+      // Owed to the heir as an exit signal is to a link: without memory to
+      // tell it, the exit waits for some (see make_owed_node).
+      for (unsigned refusals = 0;; ++refusals) {
+        try {
+          adopt_table(table, heir, pid_access::make(&p), data);
+          return;
+        } catch (...) {  // std::bad_alloc, with nothing changed
+          wait_for_owed_memory("table transfer", p.id(), heir.id(), refusals);
+        }
       }
     }
     delete_table_now(*table);
@@ -143,16 +149,26 @@ struct table_adopt_node final : message_node {
   }
 };
 
-inline void adopt_table(const std::shared_ptr<table_meta>& t, const pid& to, const pid& from, std::any data) {
+// Both of what `to` is told (the adopt signal, then the transfer message)
+// are made before anything changes: on std::bad_alloc nothing has, and
+// `data` is untouched.
+inline void adopt_table(const std::shared_ptr<table_meta>& t, const pid& to, const pid& from, std::any& data) {
   process_base* p = pid_access::get(to);
   auto* node = make_node<table_adopt_node>(t);
+  message_node* transfer = nullptr;
+  try {
+    transfer = t->make_transfer(from, data);
+  } catch (...) {
+    free_node(node);
+    throw;
+  }
   {
     std::lock_guard lock{t->m};
     t->owner.store(p, std::memory_order_release);
     t->owner_pid = to;
   }
   p->enqueue_signal(node);
-  t->send_transfer(to, from, std::move(data));
+  (void)p->offer(transfer, false);  // as otpp::send: a full bounded mailbox drops it
 }
 
 }  // namespace otpp::detail
