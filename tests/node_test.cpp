@@ -376,7 +376,10 @@ TEST_CASE("node: garbage after the handshake closes only that connection") {
   CHECK(good.try_call({"counter", a.name()}, atom{"get"}).value() == term{0});
 
   // A hand-made peer: a real handshake, then frames of our own making.
+  // Each attack reconnects under the same name as the one before, often
+  // while the node is still closing that one's connection.
   auto attack = [&](const std::string& frame, const char* expect) {
+    INFO("the attack that should log: " << expect);
     namespace dist = otpp::detail::dist;
     const auto deadline = dist::clock::now() + std::chrono::seconds{5};
     std::string error;

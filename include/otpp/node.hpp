@@ -1079,14 +1079,22 @@ class node_core {
     auto status_for = [&](const std::string& peer) -> std::string {
       std::lock_guard lock{mu_};
       if (stopping_.load()) return "not_allowed";
-      auto it = conns_.find(peer);
-      if (it == conns_.end()) {
+      auto fresh = [&] {
         c = std::make_shared<connection>();
         c->peer = peer;
         conns_[peer] = c;
         return "ok";
+      };
+      auto it = conns_.find(peer);
+      if (it == conns_.end()) return fresh();
+      std::unique_lock l{it->second->mu};
+      if (it->second->closed) {
+        // Closing, not yet forgotten (close_connection forgets it after it
+        // has marked it): the peer reconnects, and this is a connection of
+        // its own, not the other half of a simultaneous connect.
+        l.unlock();
+        return fresh();
       }
-      std::lock_guard l{it->second->mu};
       if (it->second->up) return "nok";  // keep the connection we have
       // Both sides are connecting: the greater name keeps its own.
       if (name_ > peer) return "nok";
@@ -1292,7 +1300,7 @@ class node_core {
       if (it != conns_.end() && it->second == c) conns_.erase(it);
       if (last_conn_ == c) last_conn_.reset();
       for (auto o = outbound_.begin(); o != outbound_.end();) {
-        if (o->second.conn->peer == c->peer) {
+        if (o->second.conn == c) {  // not by name: a reconnection's calls are its own
           failed.push_back(o->second.slot);
           outbound_.erase(o++);
         } else {
@@ -1371,7 +1379,7 @@ class node_core {
       bool sent;
       {
         std::lock_guard io{io_mu_};
-        handle_events(events, n);
+        (void)handle_events(events, n, true);
         sent = flush_dirty();
         tick_if_due(next_tick);
       }
@@ -1407,16 +1415,26 @@ class node_core {
     park(poll_mode_, workers_poll, steady::time_point{steady::duration{lease}});
   }
 
-  void handle_events(const epoll_event* events, int n) {
+  /// Under io_mu_, on the I/O thread or a polling worker; true if any
+  /// connection had something.
+  bool handle_events(const epoll_event* events, int n, bool on_io_thread) {
+    bool any = false;
     for (int k = 0; k < n; ++k) {
       const int fd = events[k].data.fd;
       if (fd == wake_fd_) {
-        std::uint64_t v;
-        (void)!::read(wake_fd_, &v, sizeof v);
+        // Only the I/O thread clears the wake: one a worker cleared could be
+        // the one that was to bring the I/O thread out of epoll_wait (a
+        // worker taking polling over), which then slept on in it, its
+        // lease unwatched and what writers left unsent, until its timeout.
+        if (on_io_thread) {
+          std::uint64_t v;
+          (void)!::read(wake_fd_, &v, sizeof v);
+        }
         take_new_connections();
         drain_completions();
         continue;
       }
+      any = true;
       auto it = by_fd_.find(fd);
       if (it == by_fd_.end()) continue;  // closed earlier in this batch
       std::shared_ptr<connection> c = it->second;
@@ -1428,6 +1446,7 @@ class node_core {
       }
       if (events[k].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) read_from(c);
     }
+    return any;
   }
 
   // -- polled by idle workers ----------------------------------------------------------
@@ -1482,8 +1501,7 @@ class node_core {
       } else {
         epoll_event events[16];
         const int n = ::epoll_wait(epoll_, events, 16, 0);
-        handle_events(events, n);
-        handled |= n > 0;
+        handled |= handle_events(events, n, false);
       }
     } catch (const std::exception& e) {
       log_rt(log_level::error, "otpp::node {}: polling on a worker failed: {}", name_, e.what());
