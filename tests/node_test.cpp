@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -464,6 +465,75 @@ TEST_CASE("node: garbage after the handshake closes only that connection") {
 
   // The good connection never noticed.
   CHECK(good.try_call({"counter", a.name()}, term::tuple(atom{"add"}, 1)).value() == term{1});
+}
+
+namespace {
+/// A hand-made peer's handshake with `to` under the name `as`; the
+/// connection is left open, and the hand-made peer never ticks.
+int handshake_as(const otpp::node& to, const std::string& as) {
+  namespace dist = otpp::detail::dist;
+  const auto deadline = dist::clock::now() + std::chrono::seconds{5};
+  std::string error;
+  const auto port = dist::epmd_lookup("127.0.0.1", to.name().substr(0, to.name().find('@')), error, deadline);
+  REQUIRE(port.has_value());
+  const int fd = dist::tcp_connect("127.0.0.1", *port, deadline);
+  REQUIRE(fd >= 0);
+  auto r = dist::handshake_out(fd, as, dist::our_flags, 1, cookie, to.name(), deadline);
+  INFO("handshake as " << as);
+  REQUIRE(r.error.empty());
+  return fd;
+}
+
+/// True once the other side has closed `fd` (within 10 s).
+bool closed_by_peer(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, 10'000) != 1) return false;
+  char c;
+  return ::recv(fd, &c, 1, 0) <= 0;
+}
+
+bool lists(const otpp::node& n, const std::string& peer) {
+  for (auto& p : n.nodes())
+    if (p == peer) return true;
+  return false;
+}
+}  // namespace
+
+// A peer's host crashed, or a cable was cut: the node still has the old
+// connection up when the peer, restarted, connects again. As Erlang's
+// nodes do, it answers "alive", and the peer's "true" replaces the old
+// connection at once rather than after the tick timeout.
+TEST_CASE("node: a peer that connects again while its old connection looks up replaces it") {
+  log_lines log;
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node a{{.name = unique("otpp_r1"), .cookie = cookie}};
+  auto worker = rt.start<remote_counter>().value();
+  auto counter = rt.start<remote_counter>(a.pid_of(worker)).value();
+  REQUIRE(a.serve("counter", counter));
+  const std::string host = a.name().substr(a.name().find('@'));
+
+  const std::string hand_made = unique("otpp_r2") + host;
+  const int stale = handshake_as(a, hand_made);
+  REQUIRE(otpp_test::eventually([&] { return lists(a, hand_made); }));
+  const int again = handshake_as(a, hand_made);  // otpp as the side that connects again
+  CHECK(closed_by_peer(stale));
+  CHECK(otpp_test::eventually([&] { return log.contains("the peer connected again"); }));
+  CHECK(lists(a, hand_made));
+  ::close(stale);
+  ::close(again);
+
+  // Elixir as the side that connects again.
+  const std::string ex = unique("ex_again");
+  const int stale_ex = handshake_as(a, ex + host);
+  REQUIRE(otpp_test::eventually([&] { return lists(a, ex + host); }));
+  otpp_test::beam_peer peer{ex, cookie, script("call_otpp.exs"), {a.name()}};
+  REQUIRE(peer.started());
+  auto r = read_results(peer);
+  CHECK(peer.finish() == 0);
+  CHECK(r["ping"] == ":pong");
+  CHECK(r["add"] == "5");
+  CHECK(closed_by_peer(stale_ex));
+  ::close(stale_ex);
 }
 
 TEST_CASE("node: hidden by default, visible when asked") {

@@ -564,6 +564,7 @@ struct connection {
   bool closed = false;  // gone: writes are dropped
   bool want_out = false;
   bool superseded = false;  // our handshake lost to the peer's (simultaneous connect)
+  bool replaces = false;    // the peer's, while we had one up (it answered "alive" with true): not in conns_ yet
   bool dirty = false;       // listed for the I/O thread to flush
   std::int64_t corked_at = 0;  // when `out` last went from empty to not (steady ns)
   std::string out;      // what a writer could not send yet (or before `up`)
@@ -1095,7 +1096,15 @@ class node_core {
         l.unlock();
         return fresh();
       }
-      if (it->second->up) return "nok";  // keep the connection we have
+      if (it->second->up) {
+        // The peer connects while we have a connection to it: it restarted,
+        // or the old one is dead and we have not noticed yet. It says which
+        // (OTP's "alive"); if it goes on, the new one replaces ours.
+        c = std::make_shared<connection>();
+        c->peer = peer;
+        c->replaces = true;
+        return "alive";
+      }
       // Both sides are connecting: the greater name keeps its own.
       if (name_ > peer) return "nok";
       it->second->superseded = true;
@@ -1125,6 +1134,10 @@ class node_core {
 
   /// I/O thread: a handshake finished (fd >= 0) or failed.
   void adopt(const std::shared_ptr<connection>& c, int fd) {
+    if (c->replaces) {
+      if (fd >= 0) adopt_replacement(c, fd);
+      return;  // its handshake failed: the connection we have stays
+    }
     if (fd < 0) {
       {
         std::lock_guard l{c->mu};
@@ -1155,6 +1168,49 @@ class node_core {
     }
     wake_connect_waiters();
     log_rt(log_level::info, "otpp::node {}: connected to {}", name_, c->peer);
+  }
+
+  /// I/O thread: the peer connected again while we had a connection up,
+  /// and said the old one is dead. That one closes as if the peer had
+  /// closed it (calls on it fail, watchers hear nodedown), and this one
+  /// takes its place.
+  void adopt_replacement(const std::shared_ptr<connection>& fresh, int fd) {
+    std::shared_ptr<connection> old;
+    {
+      std::lock_guard lock{mu_};
+      if (auto it = conns_.find(fresh->peer); it != conns_.end()) old = it->second;
+    }
+    if (old) {
+      bool up, closed;
+      {
+        std::lock_guard l{old->mu};
+        up = old->up;
+        closed = old->closed;
+      }
+      if (up) {
+        close_connection(old, "the peer connected again (it restarted, or this connection was dead)");
+      } else if (!closed) {
+        adopt(old, fd);  // we were connecting to it meanwhile: this is that connection
+        return;
+      }
+    }
+    std::shared_ptr<connection> c;
+    {
+      std::lock_guard lock{mu_};
+      if (stopping_.load()) {
+        ::close(fd);
+        return;
+      }
+      auto it = conns_.find(fresh->peer);
+      if (it == conns_.end()) {
+        fresh->replaces = false;
+        conns_[fresh->peer] = fresh;
+        c = fresh;
+      } else {
+        c = it->second;  // a connect started since the close: this is that connection
+      }
+    }
+    adopt(c, fd);
   }
 
   void write(const std::string& peer, const std::string& frames) { write(connection_for(peer), frames); }

@@ -346,9 +346,14 @@ inline handshake_result handshake_out(int fd, const std::string& self, std::uint
   auto status = recv_msg(fd, deadline);
   if (!status || status->empty() || (*status)[0] != 's') return fail("no status from the peer");
   const std::string_view st = std::string_view{*status}.substr(1);
-  if (st != "ok" && st != "ok_simultaneous")
-    return fail(st == "alive" || st == "nok" ? fmt::format("the peer already has a connection to us ({})", st)
-                                             : fmt::format("refused by the peer: {}", st));
+  if (st == "alive") {
+    // The peer still has a connection to us up: this attempt is the one we
+    // want (we are connecting), so that one is dead and this replaces it.
+    if (!send_msg(fd, "strue", deadline)) return fail("could not answer the peer's 'alive'");
+  } else if (st != "ok" && st != "ok_simultaneous") {
+    return fail(st == "nok" ? fmt::format("the peer already has a connection to us ({})", st)
+                            : fmt::format("refused by the peer: {}", st));
+  }
   auto challenge_msg = recv_msg(fd, deadline);
   std::uint32_t their_challenge = 0;
   if (!challenge_msg || !parse_name_message(*challenge_msg, true, r, &their_challenge))
@@ -368,8 +373,9 @@ inline handshake_result handshake_out(int fd, const std::string& self, std::uint
   return r;
 }
 
-/// The accepting side. `status_for(peer)` says "ok", "ok_simultaneous" or
-/// "nok" (we keep our own connection to it).
+/// The accepting side. `status_for(peer)` says "ok", "ok_simultaneous",
+/// "nok" (we keep our own connection to it) or "alive" (we have one up:
+/// the peer says whether this one replaces it).
 template <class StatusFor>
 handshake_result handshake_in(int fd, const std::string& self, std::uint64_t flags, std::uint32_t creation,
                               const std::string& cookie, StatusFor&& status_for, clock::time_point deadline) {
@@ -388,7 +394,16 @@ handshake_result handshake_in(int fd, const std::string& self, std::uint64_t fla
   }
   const std::string status = status_for(r.peer);
   if (!send_msg(fd, "s" + status, deadline)) return fail("could not send the status");
-  if (status != "ok" && status != "ok_simultaneous") return fail(fmt::format("{}: {}", r.peer, status));
+  if (status == "alive") {
+    // We have a connection to it up; the peer says whether that one is dead
+    // (true: go on, this one replaces it) or this attempt is not wanted.
+    auto answer = recv_msg(fd, deadline);
+    if (!answer || (*answer != "strue" && *answer != "sfalse"))
+      return fail(fmt::format("{} did not answer 'alive' with true or false", r.peer));
+    if (*answer == "sfalse") return fail(fmt::format("{} keeps the connection we have", r.peer));
+  } else if (status != "ok" && status != "ok_simultaneous") {
+    return fail(fmt::format("{}: {}", r.peer, status));
+  }
   const std::uint32_t ours = new_challenge();
   if (!send_msg(fd, name_message('N', flags, ours, creation, self), deadline)) return fail("could not send the challenge");
   auto reply = recv_msg(fd, deadline);
