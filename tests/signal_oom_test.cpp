@@ -123,6 +123,15 @@ class keeper : public otpp::gen_server<keeper> {
     data_ = std::any_cast<int>(t.data);
   }
   int handle_call(held) { return table_ ? table_->lookup(1).value_or(-1) + data_ : -1; }
+  /// Keeps the keeper's worker until the gate opens (what comes meanwhile queues).
+  struct hold {
+    gate* g;
+  };
+  void handle_cast(hold h) {
+    h.g->entered = true;
+    h.g->entered.notify_one();
+    h.g->open.wait(false);
+  }
 
  private:
   std::optional<numbers> table_;
@@ -196,6 +205,26 @@ TEST_CASE("a table that cannot be passed to its heir for want of memory is passe
   auto k = rt.start<keeper>().value();
   auto o = rt.start<owner>(k.pid()).value();
   exit_without_memory(o);
+  CHECK(otpp_test::eventually([&] { return otpp::call(k, keeper::held{}) == 101; }));
+}
+
+TEST_CASE("an heir with no memory to record a table it is passed takes it once memory is back") {
+  otpp_test::log_capture logs;
+  otpp::runtime rt{{.workers = 2}};
+  auto k = rt.start<keeper>().value();
+  auto o = rt.start<owner>(k.pid()).value();
+  gate held;
+  otpp::cast(k, keeper::hold{&held});
+  held.entered.wait(false);
+  // The owner exits with memory to spare: the table is passed, and what
+  // the keeper is told of it waits behind the handler it is in.
+  otpp::stop(o);
+  const long before = refused.load();
+  allocations_left = 0;
+  held.open = true;
+  held.open.notify_one();
+  while (refused.load() == before) std::this_thread::yield();
+  allocations_left = -1;
   CHECK(otpp_test::eventually([&] { return otpp::call(k, keeper::held{}) == 101; }));
 }
 

@@ -132,17 +132,29 @@ struct table_owner_hook final : exit_hook {
 /// the transfer message, which queues behind signals), or, if it is dead
 /// by then, deletes the table.
 struct table_adopt_node final : message_node {
-  explicit table_adopt_node(std::shared_ptr<table_meta> t) noexcept : table{std::move(t)} { fn = &handle; }
+  table_adopt_node(std::shared_ptr<table_meta> t, std::uint64_t giver) noexcept : table{std::move(t)}, from{giver} {
+    fn = &handle;
+  }
   std::shared_ptr<table_meta> table;
+  std::uint64_t from;  // the owner that passed it (for the message if memory never comes)
   static void handle(process_base& p, message_node* n, msg_op op, const exit_reason*) noexcept {
     auto* self = static_cast<table_adopt_node*>(n);
     std::shared_ptr<table_meta> t = std::move(self->table);
+    const std::uint64_t from = self->from;
     free_node(self);
     if (op == msg_op::invoke) {
-      try {
-        p.cold_state().exit_hooks.push_back(std::make_shared<table_owner_hook>(t));
-        return;
-      } catch (...) {
+      // Taking the table is owed as passing it was: without memory to
+      // record it, wait for some, rather than delete what an heir is
+      // there to keep.
+      for (unsigned refusals = 0;; ++refusals) {
+        try {
+          p.cold_state().exit_hooks.push_back(std::make_shared<table_owner_hook>(t));
+          return;
+        } catch (const std::bad_alloc&) {
+          wait_for_owed_memory("table passed", from, p.id(), refusals);
+        } catch (...) {
+          break;
+        }
       }
     }
     delete_table_now(*t);
@@ -154,7 +166,7 @@ struct table_adopt_node final : message_node {
 // `data` is untouched.
 inline void adopt_table(const std::shared_ptr<table_meta>& t, const pid& to, const pid& from, std::any& data) {
   process_base* p = pid_access::get(to);
-  auto* node = make_node<table_adopt_node>(t);
+  auto* node = make_node<table_adopt_node>(t, from.id());
   message_node* transfer = nullptr;
   try {
     transfer = t->make_transfer(from, data);
