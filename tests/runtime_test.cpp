@@ -257,6 +257,73 @@ TEST_CASE("workers blocked in calls hand their queues over, so other processes s
   CHECK(got.load() == waiters);
 }
 
+namespace {
+/// Sets its flag when poked.
+class pokee : public otpp::gen_server<pokee> {
+ public:
+  struct poke {
+    std::atomic<bool>* flag;
+  };
+  void handle_cast(poke p) {
+    p.flag->store(true);
+    p.flag->notify_all();
+  }
+};
+
+/// Holds its worker at a gate; pokes; then holds its worker until the
+/// poked process has run (or 10 s have passed: the test then fails).
+class poker : public otpp::gen_server<poker> {
+ public:
+  struct hold {
+    std::atomic<bool>* entered;
+    std::atomic<bool>* open;
+  };
+  struct poke {
+    otpp::server<pokee> target;
+    std::atomic<bool>* flag;
+  };
+  struct wait_for_it {
+    std::atomic<bool>* flag;
+  };
+  struct saw {
+    using reply_type = bool;
+  };
+  void handle_cast(hold h) {
+    h.entered->store(true);
+    h.entered->notify_all();
+    h.open->wait(false);
+  }
+  void handle_cast(poke p) { otpp::cast(p.target, pokee::poke{p.flag}); }
+  void handle_cast(wait_for_it w) {
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!w.flag->load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    saw_ = w.flag->load();
+  }
+  bool handle_call(saw) { return saw_; }
+
+ private:
+  bool saw_ = false;
+};
+}  // namespace
+
+// A process a handler wakes waits on that worker to run next (the fast way
+// for a reply to reach its caller); if the handler after it keeps the
+// worker, another worker must be able to take it.
+TEST_CASE("a process woken by one handler runs on another worker while the next handler keeps this one") {
+  otpp::runtime rt{{.workers = 2}};
+  auto target = rt.start<pokee>().value();
+  auto p = rt.start<poker>().value();
+  std::atomic<bool> entered{false}, open{false}, flag{false};
+  otpp::cast(p, poker::hold{&entered, &open});
+  entered.wait(false);
+  // Both queue behind the hold, so that they run in one turn.
+  otpp::cast(p, poker::poke{target, &flag});
+  otpp::cast(p, poker::wait_for_it{&flag});
+  open.store(true);
+  open.notify_all();
+  CHECK(otpp::call(p, poker::saw{}, 30s));
+}
+
 TEST_CASE("the default runtime needs no set-up") {
   auto log = std::make_shared<order_log>();
   auto s = otpp::start<tracked>(7, log).value();

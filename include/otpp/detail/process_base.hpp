@@ -491,6 +491,9 @@ class process_base : public process_identity {
   // The pending exit's reason, where no cold part could be had to keep it in.
   static constexpr std::uint32_t exit_killed_bare = 1u << 20;
   static constexpr std::uint32_t exit_oom_bare = 1u << 21;
+  // A handler of this turn woke a process into its worker's LIFO slot,
+  // which other workers do not take from (runtime_core::share_lifo).
+  static constexpr std::uint32_t woke_lifo = 1u << 22;
   // What makes a turn that found the mailbox empty settle first.
   static constexpr std::uint32_t settle_flags = idle_flags | dry_asked;
   // What sends a turn down its slow path (one test on the fast path).

@@ -274,6 +274,10 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
     if (local_ & bounded_box) [[unlikely]]
       bound_taken();
     note_handled();  // taken: out of the queue length before its handler runs
+    if (local_ & woke_lifo) [[unlikely]] {
+      local_ &= ~woke_lifo;
+      rt_->share_lifo();
+    }
     n->fn(*this, n, msg_op::invoke, nullptr);
     lingered = false;
     if (budget > 1) {

@@ -121,10 +121,29 @@ class runtime_core {
         notify();
       }
       s->lifo = p;
+      // If the turn goes on to another message, p must not wait out its
+      // handler where no other worker can take it.
+      if (t.current != nullptr) t.current->local_ |= process_base::woke_lifo;
       return;
     }
     p->add_ref();
     push_injection(p);
+    notify();
+  }
+
+  /// Before a process handles another message in the same turn: what an
+  /// earlier handler woke into this worker's LIFO slot, which no other
+  /// worker takes, moves to the deque, which they steal from, since the
+  /// next handler may keep this worker for long (a computation, a blocking
+  /// wait on something that process is to do). The worker still runs it
+  /// next if nobody has taken it (its own pops are LIFO too). A handler
+  /// that wakes a process and then keeps its worker itself still holds
+  /// that process up: only a boundary between handlers is seen.
+  void share_lifo() noexcept {
+    const thread_ctx& t = tls();
+    worker_slot* s = t.slot;
+    if (s == nullptr || t.rt != this || s->lifo == nullptr) return;
+    s->deque.push(std::exchange(s->lifo, nullptr));
     notify();
   }
 
