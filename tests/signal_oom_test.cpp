@@ -99,6 +99,15 @@ class watcher : public otpp::gen_server<watcher> {
     return "refused";
   }
   std::thread::id handle_call(thread) { return std::this_thread::get_id(); }
+  /// Keeps the watcher's worker until the gate opens (what comes meanwhile queues).
+  struct hold {
+    gate* g;
+  };
+  void handle_cast(hold h) {
+    h.g->entered = true;
+    h.g->entered.notify_one();
+    h.g->open.wait(false);
+  }
   struct tick {};
   void handle_info(tick) { seen_ += "TICK;"; }
   std::string handle_call(seen) { return seen_; }
@@ -197,6 +206,28 @@ TEST_CASE("an exit signal that cannot be made for want of memory is sent once me
   otpp::call(w, watcher::link_to{target.pid()});
   exit_without_memory(target);
   CHECK(otpp_test::eventually([&] { return otpp::call(w, watcher::seen{}) == "EXIT normal;"; }));
+}
+
+TEST_CASE("a process that traps exits with no memory for the EXIT message gets it once memory is back") {
+  otpp_test::log_capture logs;
+  otpp::runtime rt{{.workers = 2}};
+  auto target = rt.start<gated>().value();
+  auto w = rt.start<watcher>().value();
+  otpp::call(w, watcher::link_to{target.pid()});
+  gate held;
+  otpp::cast(w, watcher::hold{&held});
+  held.entered.wait(false);
+  // The exit signal is made with memory to spare, and waits behind the
+  // handler the watcher is in; turning it into a message finds none.
+  otpp::stop(target);
+  const long before = refused.load();
+  allocations_left = 0;
+  held.open = true;
+  held.open.notify_one();
+  while (refused.load() == before) std::this_thread::yield();
+  allocations_left = -1;
+  CHECK(otpp_test::eventually([&] { return otpp::call(w, watcher::seen{}) == "EXIT normal;"; }));
+  CHECK(w.alive());
 }
 
 TEST_CASE("a table that cannot be passed to its heir for want of memory is passed once memory is back") {

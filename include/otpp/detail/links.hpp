@@ -129,7 +129,10 @@ struct exit_signal_node final : message_node {
           p.request_exit(std::move(reason), true);  // the parent went: terminate runs
           return;
         }
-        p.enqueue(make_node<exit_info_node>(pid_access::make(from), std::move(reason)));
+        // Owed as the signal was: a trapping process (a supervisor) that
+        // died of this shortage would take its children with it.
+        p.enqueue(make_owed_node<exit_info_node>("trapped exit message", from != nullptr ? from->id() : 0, p.id(),
+                                                 pid_access::make(from), reason));
         return;
       }
       if (reason.is_normal() && from != &p) return;
