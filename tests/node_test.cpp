@@ -367,6 +367,38 @@ TEST_CASE("node: frames larger than a read, and frames split across reads, arriv
   CHECK(b.try_call(to, atom{"get"}).value() == term{0});  // the connection is still up and in step
 }
 
+namespace {
+/// A hand-made peer's handshake with `to` under the name `as`; the
+/// connection is left open, and the hand-made peer never ticks.
+int handshake_as(const otpp::node& to, const std::string& as) {
+  namespace dist = otpp::detail::dist;
+  const auto deadline = dist::clock::now() + std::chrono::seconds{5};
+  std::string error;
+  const auto port = dist::epmd_lookup("127.0.0.1", to.name().substr(0, to.name().find('@')), error, deadline);
+  REQUIRE(port.has_value());
+  const int fd = dist::tcp_connect("127.0.0.1", *port, deadline);
+  REQUIRE(fd >= 0);
+  auto r = dist::handshake_out(fd, as, dist::our_flags, 1, cookie, to.name(), deadline);
+  INFO("handshake as " << as);
+  REQUIRE(r.error.empty());
+  return fd;
+}
+
+/// True once the other side has closed `fd` (within 10 s).
+bool closed_by_peer(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, 10'000) != 1) return false;
+  char c;
+  return ::recv(fd, &c, 1, 0) <= 0;
+}
+
+bool lists(const otpp::node& n, const std::string& peer) {
+  for (auto& p : n.nodes())
+    if (p == peer) return true;
+  return false;
+}
+}  // namespace
+
 TEST_CASE("node: garbage after the handshake closes only that connection") {
   log_lines log;
   otpp::runtime rt{{.workers = 2}};
@@ -382,15 +414,8 @@ TEST_CASE("node: garbage after the handshake closes only that connection") {
   auto attack = [&](const std::string& frame, const char* expect) {
     INFO("the attack that should log: " << expect);
     namespace dist = otpp::detail::dist;
+    const int fd = handshake_as(a, unique("otpp_f3") + a.name().substr(a.name().find('@')));
     const auto deadline = dist::clock::now() + std::chrono::seconds{5};
-    std::string error;
-    const auto port = dist::epmd_lookup("127.0.0.1", a.name().substr(0, a.name().find('@')), error, deadline);
-    REQUIRE(port.has_value());
-    const int fd = dist::tcp_connect("127.0.0.1", *port, deadline);
-    REQUIRE(fd >= 0);
-    auto r = dist::handshake_out(fd, unique("otpp_f3") + a.name().substr(a.name().find('@')), dist::our_flags, 1, cookie,
-                                 a.name(), deadline);
-    REQUIRE(r.error.empty());
     REQUIRE(dist::write_all(fd, frame, deadline));
     char c;
     CHECK_FALSE(dist::read_exact(fd, &c, 1, deadline));  // closed by the node
@@ -449,16 +474,8 @@ TEST_CASE("node: garbage after the handshake closes only that connection") {
         const auto body = static_cast<std::uint32_t>(f.size() - 4);
         for (int k = 0; k < 4; ++k) f[static_cast<std::size_t>(k)] = static_cast<char>(body >> (24 - 8 * k));
       }
-      const auto deadline = dist::clock::now() + std::chrono::seconds{5};
-      std::string error;
-      const auto port = dist::epmd_lookup("127.0.0.1", a.name().substr(0, a.name().find('@')), error, deadline);
-      REQUIRE(port.has_value());
-      const int fd = dist::tcp_connect("127.0.0.1", *port, deadline);
-      REQUIRE(fd >= 0);
-      auto r = dist::handshake_out(fd, unique("otpp_fz" + std::to_string(round)) + host, dist::our_flags, 1, cookie,
-                                   a.name(), deadline);
-      REQUIRE(r.error.empty());
-      CHECK(dist::write_all(fd, f, deadline));
+      const int fd = handshake_as(a, unique("otpp_fz" + std::to_string(round)) + host);
+      CHECK(dist::write_all(fd, f, dist::clock::now() + std::chrono::seconds{5}));
       ::close(fd);
     }
   }
@@ -466,38 +483,6 @@ TEST_CASE("node: garbage after the handshake closes only that connection") {
   // The good connection never noticed.
   CHECK(good.try_call({"counter", a.name()}, term::tuple(atom{"add"}, 1)).value() == term{1});
 }
-
-namespace {
-/// A hand-made peer's handshake with `to` under the name `as`; the
-/// connection is left open, and the hand-made peer never ticks.
-int handshake_as(const otpp::node& to, const std::string& as) {
-  namespace dist = otpp::detail::dist;
-  const auto deadline = dist::clock::now() + std::chrono::seconds{5};
-  std::string error;
-  const auto port = dist::epmd_lookup("127.0.0.1", to.name().substr(0, to.name().find('@')), error, deadline);
-  REQUIRE(port.has_value());
-  const int fd = dist::tcp_connect("127.0.0.1", *port, deadline);
-  REQUIRE(fd >= 0);
-  auto r = dist::handshake_out(fd, as, dist::our_flags, 1, cookie, to.name(), deadline);
-  INFO("handshake as " << as);
-  REQUIRE(r.error.empty());
-  return fd;
-}
-
-/// True once the other side has closed `fd` (within 10 s).
-bool closed_by_peer(int fd) {
-  pollfd p{fd, POLLIN, 0};
-  if (::poll(&p, 1, 10'000) != 1) return false;
-  char c;
-  return ::recv(fd, &c, 1, 0) <= 0;
-}
-
-bool lists(const otpp::node& n, const std::string& peer) {
-  for (auto& p : n.nodes())
-    if (p == peer) return true;
-  return false;
-}
-}  // namespace
 
 // A peer's host crashed, or a cable was cut: the node still has the old
 // connection up when the peer, restarted, connects again. As Erlang's

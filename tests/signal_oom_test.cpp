@@ -44,6 +44,17 @@ struct gate {
   std::atomic<bool> entered{false};
   std::atomic<bool> open{false};
 };
+/// Keeps the receiver's worker until the gate opens (what comes meanwhile
+/// queues behind it).
+struct hold {
+  gate* g;
+  void wait() const {
+    g->entered = true;
+    g->entered.notify_one();
+    g->open.wait(false);
+  }
+};
+
 class gated : public otpp::gen_server<gated> {
  public:
   struct stop_when_open {
@@ -99,15 +110,7 @@ class watcher : public otpp::gen_server<watcher> {
     return "refused";
   }
   std::thread::id handle_call(thread) { return std::this_thread::get_id(); }
-  /// Keeps the watcher's worker until the gate opens (what comes meanwhile queues).
-  struct hold {
-    gate* g;
-  };
-  void handle_cast(hold h) {
-    h.g->entered = true;
-    h.g->entered.notify_one();
-    h.g->open.wait(false);
-  }
+  void handle_cast(hold h) { h.wait(); }
   struct tick {};
   void handle_info(tick) { seen_ += "TICK;"; }
   std::string handle_call(seen) { return seen_; }
@@ -132,15 +135,7 @@ class keeper : public otpp::gen_server<keeper> {
     data_ = std::any_cast<int>(t.data);
   }
   int handle_call(held) { return table_ ? table_->lookup(1).value_or(-1) + data_ : -1; }
-  /// Keeps the keeper's worker until the gate opens (what comes meanwhile queues).
-  struct hold {
-    gate* g;
-  };
-  void handle_cast(hold h) {
-    h.g->entered = true;
-    h.g->entered.notify_one();
-    h.g->open.wait(false);
-  }
+  void handle_cast(hold h) { h.wait(); }
 
  private:
   std::optional<numbers> table_;
@@ -167,13 +162,9 @@ class owner : public otpp::gen_server<owner> {
   otpp::pid heir_;
 };
 
-// Opens the gate with every allocation refused, waits until the exit has
-// been refused memory at least once, then gives memory back.
-template <class Gated>
-void exit_without_memory(const otpp::server<Gated>& target) {
-  gate g;
-  otpp::cast(target, gated::stop_when_open{&g});
-  g.entered.wait(false);
+// Opens the gate with every allocation refused, waits until one has been
+// refused, then gives memory back.
+void open_without_memory(gate& g) {
   const long before = refused.load();
   allocations_left = 0;
   g.open = true;
@@ -181,8 +172,30 @@ void exit_without_memory(const otpp::server<Gated>& target) {
   // Nothing here allocates: the test thread only reads the count.
   while (refused.load() == before) std::this_thread::yield();
   allocations_left = -1;
+}
+
+// The target's exit runs with no memory until it has been refused some.
+template <class Gated>
+void exit_without_memory(const otpp::server<Gated>& target) {
+  gate g;
+  otpp::cast(target, gated::stop_when_open{&g});
+  g.entered.wait(false);
+  open_without_memory(g);
   // The gate outlives the handler that waited at it.
   CHECK(otpp_test::eventually([&] { return !target.alive(); }));
+}
+
+// Holds `receiver` at a gate and stops `exiting` meanwhile, with memory
+// to spare: what the exit owes the receiver is made and waits behind the
+// handler it is in. Then the receiver goes on with no memory until it
+// has been refused some.
+template <class Receiver, class Exiting>
+void receive_without_memory(const otpp::server<Receiver>& receiver, const otpp::server<Exiting>& exiting) {
+  gate g;
+  otpp::cast(receiver, hold{&g});
+  g.entered.wait(false);
+  otpp::stop(exiting);
+  open_without_memory(g);
 }
 
 }  // namespace
@@ -214,18 +227,7 @@ TEST_CASE("a process that traps exits with no memory for the EXIT message gets i
   auto target = rt.start<gated>().value();
   auto w = rt.start<watcher>().value();
   otpp::call(w, watcher::link_to{target.pid()});
-  gate held;
-  otpp::cast(w, watcher::hold{&held});
-  held.entered.wait(false);
-  // The exit signal is made with memory to spare, and waits behind the
-  // handler the watcher is in; turning it into a message finds none.
-  otpp::stop(target);
-  const long before = refused.load();
-  allocations_left = 0;
-  held.open = true;
-  held.open.notify_one();
-  while (refused.load() == before) std::this_thread::yield();
-  allocations_left = -1;
+  receive_without_memory(w, target);  // turning the exit signal into a message finds no memory
   CHECK(otpp_test::eventually([&] { return otpp::call(w, watcher::seen{}) == "EXIT normal;"; }));
   CHECK(w.alive());
 }
@@ -244,18 +246,7 @@ TEST_CASE("an heir with no memory to record a table it is passed takes it once m
   otpp::runtime rt{{.workers = 2}};
   auto k = rt.start<keeper>().value();
   auto o = rt.start<owner>(k.pid()).value();
-  gate held;
-  otpp::cast(k, keeper::hold{&held});
-  held.entered.wait(false);
-  // The owner exits with memory to spare: the table is passed, and what
-  // the keeper is told of it waits behind the handler it is in.
-  otpp::stop(o);
-  const long before = refused.load();
-  allocations_left = 0;
-  held.open = true;
-  held.open.notify_one();
-  while (refused.load() == before) std::this_thread::yield();
-  allocations_left = -1;
+  receive_without_memory(k, o);  // recording that it owns the table finds no memory
   CHECK(otpp_test::eventually([&] { return otpp::call(k, keeper::held{}) == 101; }));
 }
 
