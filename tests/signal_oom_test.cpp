@@ -188,10 +188,10 @@ void exit_without_memory(const otpp::server<Gated>& target) {
 // Holds `receiver` at a gate and stops `exiting` meanwhile, with memory
 // to spare: what the exit owes the receiver is made and waits behind the
 // handler it is in. Then the receiver goes on with no memory until it
-// has been refused some.
+// has been refused some. The gate must outlive the runtime: the handler
+// may still be reading it when this returns.
 template <class Receiver, class Exiting>
-void receive_without_memory(const otpp::server<Receiver>& receiver, const otpp::server<Exiting>& exiting) {
-  gate g;
+void receive_without_memory(gate& g, const otpp::server<Receiver>& receiver, const otpp::server<Exiting>& exiting) {
   otpp::cast(receiver, hold{&g});
   g.entered.wait(false);
   otpp::stop(exiting);
@@ -223,11 +223,12 @@ TEST_CASE("an exit signal that cannot be made for want of memory is sent once me
 
 TEST_CASE("a process that traps exits with no memory for the EXIT message gets it once memory is back") {
   otpp_test::log_capture logs;
+  gate g;  // outlives the runtime
   otpp::runtime rt{{.workers = 2}};
   auto target = rt.start<gated>().value();
   auto w = rt.start<watcher>().value();
   otpp::call(w, watcher::link_to{target.pid()});
-  receive_without_memory(w, target);  // turning the exit signal into a message finds no memory
+  receive_without_memory(g, w, target);  // turning the exit signal into a message finds no memory
   CHECK(otpp_test::eventually([&] { return otpp::call(w, watcher::seen{}) == "EXIT normal;"; }));
   CHECK(w.alive());
 }
@@ -243,10 +244,11 @@ TEST_CASE("a table that cannot be passed to its heir for want of memory is passe
 
 TEST_CASE("an heir with no memory to record a table it is passed takes it once memory is back") {
   otpp_test::log_capture logs;
+  gate g;  // outlives the runtime
   otpp::runtime rt{{.workers = 2}};
   auto k = rt.start<keeper>().value();
   auto o = rt.start<owner>(k.pid()).value();
-  receive_without_memory(k, o);  // recording that it owns the table finds no memory
+  receive_without_memory(g, k, o);  // recording that it owns the table finds no memory
   CHECK(otpp_test::eventually([&] { return otpp::call(k, keeper::held{}) == 101; }));
 }
 
