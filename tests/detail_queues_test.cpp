@@ -203,7 +203,7 @@ TEST_CASE("work_stealing_deque: owner and thieves take every item exactly once")
     });
   }
   for (int i = 0; i < items; ++i) {
-    dq.push(&storage[i]);
+    if (!dq.push(&storage[i])) FAIL("no memory to grow the deque");
     if (i % 3 == 0) {
       if (int* p = dq.pop()) {
         taken[p - storage.data()].fetch_add(1);

@@ -545,6 +545,16 @@ class process_base : public process_identity {
   /// process's own reference if the turn ended in death (run_turn).
   void release_ticket(turn_result r) noexcept { release_refs(r == turn_result::dead ? 2 : 1); }
   /// The run state (scheduled, dead), for observers: a snapshot.
+  // state_ bit: queued, with its ticket, in no queue for want of memory
+  // (runtime_core::strand). Set and taken only with the run right held by
+  // the queue, so never beside a process that runs.
+  static constexpr std::uint32_t stranded = 4;
+  void mark_stranded() noexcept { state_.fetch_or(stranded, std::memory_order_release); }
+  /// Whether it was stranded; if so, the caller now holds its ticket.
+  [[nodiscard]] bool take_stranded() noexcept {
+    return (state_.load(std::memory_order_relaxed) & stranded) != 0 &&
+           (state_.fetch_and(~stranded, std::memory_order_acq_rel) & stranded) != 0;
+  }
   [[nodiscard]] std::uint32_t run_state() const noexcept {
     return (state_.load(std::memory_order_acquire) & dead) | (mailbox_.idle() ? 0 : scheduled);
   }

@@ -454,7 +454,7 @@ OTPP_FUNC void runtime_core::release_for_wait(process_base* callee) {
   const bool on_fiber = t.fib != nullptr && t.fib != t.native;
   if (slots_.size() > 1 || on_fiber) {
     s->lifo = nullptr;
-    s->deque.push(callee);
+    share(*s, callee);
     notify();
     if (spinners_.load(std::memory_order_seq_cst) + sleepers_.load(std::memory_order_seq_cst) > 0) return;
   }
@@ -1071,7 +1071,7 @@ OTPP_FUNC process_base* runtime_core::find_work(worker_slot& s) noexcept {
     process_base* other = s.deque.pop();
     if (other == nullptr) other = pop_injection();
     if (other == nullptr) return p;
-    s.deque.push(p);
+    share(s, p);
     notify();
     return other;
   }
@@ -1212,20 +1212,71 @@ OTPP_FUNC void runtime_core::wake_all() noexcept {
   unpark_all(epoch_);
 }
 
-OTPP_FUNC void runtime_core::push_injection(process_base* p) {
-  std::lock_guard lock{injection_mutex_};
-  injection_.push_back(p);
-  injection_size_.fetch_add(1, std::memory_order_release);
+OTPP_FUNC void runtime_core::push_injection(process_base* p) noexcept {
+  {
+    std::lock_guard lock{injection_mutex_};
+    if (injection_.push(p)) [[likely]] {
+      injection_size_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+  }
+  strand(p);
 }
 
 OTPP_FUNC process_base* runtime_core::pop_injection() noexcept {
   if (injection_size_.load(std::memory_order_acquire) == 0) return nullptr;
-  std::lock_guard lock{injection_mutex_};
-  if (injection_.empty()) return nullptr;
-  process_base* p = injection_.front();
-  injection_.pop_front();
-  injection_size_.fetch_sub(1, std::memory_order_relaxed);
-  return p;
+  {
+    std::lock_guard lock{injection_mutex_};
+    if (process_base* p = injection_.pop()) {
+      injection_size_.fetch_sub(1, std::memory_order_relaxed);
+      return p;
+    }
+  }
+  if (stranded_.load(std::memory_order_acquire) != 0) [[unlikely]]
+    return adopt_stranded();
+  return nullptr;
+}
+
+// Counted first, marked after: a worker that finds the mark has seen the
+// counts go up, and takes them down without passing zero. Until the mark
+// shows, the counts keep workers looking.
+OTPP_FUNC void runtime_core::strand(process_base* p) noexcept {
+  stranded_.fetch_add(1, std::memory_order_relaxed);
+  injection_size_.fetch_add(1, std::memory_order_release);
+  p->mark_stranded();
+}
+
+// A process in the run queues is always in the process table: it is
+// registered before anything can schedule it, and leaves the table only
+// when it dies, holding its run right for good. One sweep takes the first
+// stranded process found to run, and moves the next ones into the global
+// queue while it has room (memory may be back by now): one sweep per
+// queueful, not one per process.
+OTPP_FUNC process_base* runtime_core::adopt_stranded() noexcept {
+  process_base* first = nullptr;
+  for (auto& sh : shards_) {
+    std::lock_guard lock{sh.mutex};
+    for (process_base* p = sh.head; p != nullptr; p = p->live_next_) {
+      if (!p->take_stranded()) continue;
+      stranded_.fetch_sub(1, std::memory_order_relaxed);
+      injection_size_.fetch_sub(1, std::memory_order_relaxed);
+      if (first == nullptr) {
+        first = p;
+        continue;
+      }
+      bool queued;
+      {
+        std::lock_guard q{injection_mutex_};
+        queued = injection_.push(p);
+        if (queued) injection_size_.fetch_add(1, std::memory_order_release);
+      }
+      if (!queued) {
+        strand(p);
+        return first;
+      }
+    }
+  }
+  return first;
 }
 
 // -- the deadline watchdog ------------------------------------------------------------

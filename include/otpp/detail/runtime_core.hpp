@@ -24,7 +24,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -38,6 +37,7 @@
 #include "../log.hpp"
 #include "../runtime_config.hpp"
 #include "fiber.hpp"
+#include "fifo_ring.hpp"
 #include "parking.hpp"
 #include "platform.hpp"
 #include "process_base.hpp"
@@ -117,7 +117,7 @@ class runtime_core {
         p->add_ref();
       }
       if (s->lifo != nullptr) {
-        s->deque.push(s->lifo);
+        share(*s, s->lifo);
         notify();
       }
       s->lifo = p;
@@ -143,8 +143,16 @@ class runtime_core {
     const thread_ctx& t = tls();
     worker_slot* s = t.slot;
     if (s == nullptr || t.rt != this || s->lifo == nullptr) return;
-    s->deque.push(std::exchange(s->lifo, nullptr));
+    share(*s, std::exchange(s->lifo, nullptr));
     notify();
+  }
+
+  /// Queues `p` (with its ticket) where other workers take from: the
+  /// deque of `s`, this thread's slot, or the global queue when the deque
+  /// is full with no memory to grow.
+  void share(worker_slot& s, process_base* p) noexcept {
+    if (!s.deque.push(p)) [[unlikely]]
+      push_injection(p);
   }
 
   /// Drops the ticket `s` kept, if any (before the worker idles or leaves:
@@ -401,16 +409,25 @@ class runtime_core {
 
   void wake_all() noexcept;
 
-  void push_injection(process_base* p);
-
+  /// Queues `p` (with its ticket) on the global queue, or, if that is full
+  /// with no memory to grow, strands it. Never fails.
+  void push_injection(process_base* p) noexcept;
   process_base* pop_injection() noexcept;
+  // Out of memory for every queue: `p` is marked in its own run state and
+  // counted, and workers find it in the process table (adopt_stranded).
+  // Scheduling must not fail, and this needs no memory at all.
+  void strand(process_base* p) noexcept;
+  process_base* adopt_stranded() noexcept;
 
   runtime_config cfg_;
   std::vector<std::unique_ptr<worker_slot>> slots_;
 
   alignas(cache_line) std::atomic<std::size_t> injection_size_{0};
   std::mutex injection_mutex_;
-  std::deque<process_base*> injection_;
+  fifo_ring<process_base*> injection_{256};
+  // Processes stranded (see strand); also counted in injection_size_, so
+  // that no worker sleeps while one waits.
+  std::atomic<std::size_t> stranded_{0};
 
   alignas(cache_line) std::atomic<std::uint32_t> epoch_{0};
   std::atomic<int> sleepers_{0};
@@ -530,7 +547,7 @@ bool help_own(Mine&& mine) {
     if (mine(q)) {
       p = q;
     } else {
-      s->deque.push(q);  // back where it was: the ring has room for it
+      rt->share(*s, q);  // back where it was: the ring has room for it
     }
   }
   if (p == nullptr) return false;

@@ -7,11 +7,14 @@
 // from the top (FIFO, oldest first). Contention happens only over the last
 // element. The ring grows by doubling; old rings are kept until destruction
 // because a thief may still be reading one (the paper's simple reclamation).
+// A push that finds the ring full with no memory to grow returns false
+// rather than throw: the scheduler queues the process elsewhere.
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <vector>
 
 namespace otpp::detail {
@@ -21,7 +24,9 @@ class work_stealing_deque {
   static_assert(std::is_pointer_v<T>);
 
   struct ring {
-    explicit ring(std::int64_t cap) : capacity{cap}, mask{cap - 1}, slots{new std::atomic<T>[static_cast<std::size_t>(cap)]} {}
+    // slots is null if no memory could be had for it.
+    explicit ring(std::int64_t cap) noexcept
+        : capacity{cap}, mask{cap - 1}, slots{new (std::nothrow) std::atomic<T>[static_cast<std::size_t>(cap)]} {}
     std::int64_t capacity;
     std::int64_t mask;
     std::unique_ptr<std::atomic<T>[]> slots;
@@ -30,24 +35,34 @@ class work_stealing_deque {
   };
 
  public:
+  /// Throws std::bad_alloc.
   explicit work_stealing_deque(std::int64_t capacity = 256) {
+    // Room for every ring it can ever have (one per doubling): a growth
+    // never needs memory for the list.
+    rings_.reserve(64);
     auto r = std::make_unique<ring>(capacity);
+    if (r->slots == nullptr) throw std::bad_alloc{};
     ring_.store(r.get(), std::memory_order_relaxed);
     rings_.push_back(std::move(r));
   }
   work_stealing_deque(const work_stealing_deque&) = delete;
   work_stealing_deque& operator=(const work_stealing_deque&) = delete;
 
-  /// Owner only.
-  void push(T v) {
+  /// Owner only. False, and nothing queued, when full with no memory to grow.
+  [[nodiscard]] bool push(T v) noexcept {
     std::int64_t b = bottom_.load(std::memory_order_relaxed);
     std::int64_t t = top_.load(std::memory_order_acquire);
     ring* r = ring_.load(std::memory_order_relaxed);
-    if (b - t > r->capacity - 1) r = grow(r, t, b);
+    if (b - t > r->capacity - 1) {
+      r = grow(r, t, b);
+      if (r == nullptr) [[unlikely]]
+        return false;
+    }
     r->put(b, v);
     // release (a store, not the paper's fence, so TSan sees the edge): a thief
     // that reads the new bottom also sees the slot and the process behind it.
     bottom_.store(b + 1, std::memory_order_release);
+    return true;
   }
 
   /// Owner only.
@@ -99,8 +114,11 @@ class work_stealing_deque {
   }
 
  private:
-  ring* grow(ring* old, std::int64_t t, std::int64_t b) {
-    auto bigger = std::make_unique<ring>(old->capacity * 2);
+  // The new ring, or null if there was no memory for it.
+  ring* grow(ring* old, std::int64_t t, std::int64_t b) noexcept {
+    if (rings_.size() == rings_.capacity()) return nullptr;
+    std::unique_ptr<ring> bigger{new (std::nothrow) ring(old->capacity * 2)};
+    if (bigger == nullptr || bigger->slots == nullptr) return nullptr;
     for (std::int64_t i = t; i < b; ++i) bigger->put(i, old->get(i));
     ring* r = bigger.get();
     rings_.push_back(std::move(bigger));
