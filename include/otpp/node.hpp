@@ -213,6 +213,7 @@ inline std::string_view intern(std::string s) {
 }
 
 class node_core;
+struct connection;
 
 /// Something the I/O thread finishes once a slot it awaits is resolved.
 struct completion : slot_waker {
@@ -387,6 +388,9 @@ struct watch : completion {
   struct remote_link {
     std::string peer;
     term other;  // the remote pid
+    // The connection it was made over: its close ends the link, and a
+    // later connection to the same peer's does not.
+    std::shared_ptr<connection> conn;
   };
   reply_slot<exit_reason>* slot = nullptr;
   std::uint64_t id = 0;
@@ -577,6 +581,13 @@ struct proc_monitor {
   pid watcher;
   std::string peer;
   term target;
+  std::shared_ptr<connection> conn;  // made over this one: its close ends it
+};
+
+/// A local process told nodedown when this connection closes.
+struct node_watcher {
+  pid watcher;
+  std::shared_ptr<connection> conn;
 };
 
 /// A call to a remote server, waiting for its reply.
@@ -729,18 +740,17 @@ class node_core {
   }
 
   void monitor_node(const std::string& peer, const pid& watcher) {
-    auto c = connection_for(peer);
-    bool gone;
     {
-      std::lock_guard l{c->mu};
-      gone = c->closed;
+      // One hold of the lock: a connection found in the table has not had
+      // its close's sweep yet, which will tell the watcher.
+      std::lock_guard lock{mu_};
+      auto c = connection_for_locked(peer);
+      if (registered_locked(c)) {
+        node_watchers_[peer].push_back(node_watcher{watcher, std::move(c)});
+        return;
+      }
     }
-    if (gone) {
-      otpp::send(watcher, nodedown{peer});
-      return;
-    }
-    std::lock_guard lock{mu_};
-    node_watchers_[peer].push_back(watcher);
+    otpp::send(watcher, nodedown{peer});  // the node stops, or this is its own name
   }
 
   /// `watcher` (a local process) monitors a remote process: it receives
@@ -749,12 +759,14 @@ class node_core {
     const std::uint64_t n = next_ref_.fetch_add(1, std::memory_order_relaxed);
     term ref = make_ref(n);
     term from;
+    std::shared_ptr<connection> c;
     {
       std::lock_guard lock{mu_};
       from = export_locked(watcher);
-      proc_monitors_[n] = proc_monitor{watcher, peer, target_as_given};
+      c = connection_for_locked(peer);
+      proc_monitors_[n] = proc_monitor{watcher, peer, target_as_given, c};
     }
-    send_control(peer, term::tuple(std::int64_t{op_monitor_p}, from, target, ref));
+    write(c, make_frame(term::tuple(std::int64_t{op_monitor_p}, from, target, ref)));
     return ref.as<remote_ref>();
   }
   bool demonitor(const remote_ref& ref) {
@@ -771,20 +783,22 @@ class node_core {
       from = export_locked(pm.watcher);
     }
     term target = pm.target.is_tuple(2) ? pm.target[0] : pm.target;
-    send_control(pm.peer, term::tuple(std::int64_t{op_demonitor_p}, from, target, term{ref}));
+    write(pm.conn, make_frame(term::tuple(std::int64_t{op_demonitor_p}, from, target, term{ref})));
     return true;
   }
   /// Links a local process and a remote one: either's exit reaches the other.
   void link(const pid& local, const remote_pid& remote) {
     if (!local.alive()) return;
     term wire;
+    std::shared_ptr<connection> c;
     {
       std::lock_guard lock{mu_};
       watch& w = watch_locked(local);
-      w.links.push_back({remote.node, remote});
+      c = connection_for_locked(remote.node);
+      w.links.push_back({remote.node, remote, c});
       wire = w.local_pid;
     }
-    send_control(remote.node, term::tuple(std::int64_t{op_link}, wire, remote));
+    write(c, make_frame(term::tuple(std::int64_t{op_link}, wire, remote)));
   }
   void unlink(const pid& local, const remote_pid& remote) {
     const term wire = export_pid(local);
@@ -841,7 +855,7 @@ class node_core {
     w.slot->release();
     w.slot = nullptr;
     std::vector<std::pair<std::shared_ptr<connection>, std::string>> exits;  // of its remote monitors
-    std::vector<std::pair<std::string, std::string>> out;  // peer, frame (of its links)
+    std::vector<std::pair<std::shared_ptr<connection>, std::string>> out;  // of its links
     {
       std::lock_guard lock{mu_};
       auto it = watches_.find(w.index);
@@ -859,10 +873,10 @@ class node_core {
       w.monitors = nullptr;
       if (w.cancelled) return;
       for (auto& l : w.links)
-        out.emplace_back(l.peer, make_frame(term::tuple(std::int64_t{op_exit}, w.local_pid, l.other, reason)));
+        out.emplace_back(l.conn, make_frame(term::tuple(std::int64_t{op_exit}, w.local_pid, l.other, reason)));
     }
     for (auto& [conn, frame] : exits) write(conn, frame);
-    for (auto& [peer, frame] : out) write(peer, frame);
+    for (auto& [conn, frame] : out) write(conn, frame);
   }
 
  private:
@@ -1021,6 +1035,13 @@ class node_core {
       c->closed = true;
     }
     return c;
+  }
+
+  /// Under mu_: whether c is the table's connection to its peer (one that
+  /// will be closed, and swept, through close_connection).
+  bool registered_locked(const std::shared_ptr<connection>& c) const {
+    auto it = conns_.find(c->peer);
+    return it != conns_.end() && it->second == c;
   }
 
   void connect_to(const std::shared_ptr<connection>& c) {
@@ -1374,9 +1395,11 @@ class node_core {
           ++m;
         }
       }
+      // By connection, not by peer name: what was made over a connection
+      // that replaced this one (the peer connected again) stays.
       for (auto& [index, w] : watches_) {
         for (auto l = w->links.begin(); l != w->links.end();) {
-          if (l->peer == c->peer) {
+          if (l->conn == c) {
             unlinked.push_back(w->target);
             l = w->links.erase(l);
           } else {
@@ -1385,11 +1408,14 @@ class node_core {
         }
       }
       if (auto n = node_watchers_.find(c->peer); n != node_watchers_.end()) {
-        to_tell = std::move(n->second);
-        node_watchers_.erase(n);
+        auto& ws = n->second;
+        for (auto& w : ws)
+          if (w.conn == c) to_tell.push_back(std::move(w.watcher));
+        std::erase_if(ws, [&](const node_watcher& w) { return w.conn == c; });
+        if (ws.empty()) node_watchers_.erase(n);
       }
       for (auto m = proc_monitors_.begin(); m != proc_monitors_.end();) {
-        if (m->second.peer == c->peer) {
+        if (m->second.conn == c) {
           downs.push_back(remote_down{make_ref(m->first).as<remote_ref>(), m->second.target, exit_reason::noconnection()});
           watchers.push_back(m->second.watcher);
           m = proc_monitors_.erase(m);
@@ -2157,7 +2183,7 @@ class node_core {
       return;
     }
     std::lock_guard lock{mu_};
-    watch_locked(p).links.push_back({c->peer, from});
+    watch_locked(p).links.push_back({c->peer, from, c});
   }
 
   void on_unlink(const std::shared_ptr<connection>& c, const term& from, const term& to) { drop_link(c->peer, from, to); }
@@ -2495,7 +2521,7 @@ class node_core {
   flat_hash_map<monitor_key, std::unique_ptr<remote_monitor>, monitor_key_hash> remote_monitors_;
   std::unordered_map<std::uint64_t, proc_monitor> proc_monitors_;  // by reference number
   inbound_list inbound_;
-  std::map<std::string, std::vector<pid>> node_watchers_;
+  std::map<std::string, std::vector<node_watcher>> node_watchers_;
   int connecting_ = 0;  // handshake threads still running
   std::condition_variable_any connectors_done_;  // with mu_
 
