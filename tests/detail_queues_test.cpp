@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <otpp/detail/big_blocks.hpp>
+#include <otpp/detail/fifo_ring.hpp>
 #include <otpp/detail/key_hash.hpp>
 #include <otpp/detail/mpsc_queue.hpp>
 #include <otpp/detail/node_pool.hpp>
@@ -219,6 +220,29 @@ TEST_CASE("work_stealing_deque: owner and thieves take every item exactly once")
   for (auto& t : ts) t.join();
   CHECK(total.load() == items);
   CHECK(std::all_of(taken.begin(), taken.end(), [](auto& a) { return a.load() == 1; }));
+}
+
+TEST_CASE("fifo_ring: first in, first out across wrap-arounds and growth") {
+  otpp::detail::fifo_ring<int*> q{4};
+  std::vector<int> storage(1000);
+  int next_in = 0;
+  int next_out = 0;
+  // Pushes run ahead of pops by a lead that grows past each capacity, so
+  // the ring wraps with items in it and then doubles with its head mid-way.
+  for (int lead = 1; lead <= 300; lead += 7) {
+    while (next_in - next_out < lead && next_in < 1000) REQUIRE(q.push(&storage[next_in++]));
+    for (int k = 0; k < lead / 2 && next_out < next_in; ++k) {
+      REQUIRE(q.pop() == &storage[next_out]);
+      ++next_out;
+    }
+    REQUIRE(q.size() == static_cast<std::size_t>(next_in - next_out));
+  }
+  while (int* p = q.pop()) {
+    REQUIRE(p == &storage[next_out]);
+    ++next_out;
+  }
+  CHECK(next_out == next_in);
+  CHECK(q.empty());
 }
 
 TEST_CASE("node pool: blocks allocated on one thread and freed on another are reused") {
