@@ -203,6 +203,8 @@ OTPP_FUNC bool process_base::run_signals() noexcept {
 
 OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
   current_scope scope{this};
+  // An earlier turn's mark: what that turn woke has been run or taken since.
+  local_ &= ~woke_lifo;
   unsigned spins = 0;
   bool lingered = false;
   for (;;) {
@@ -1212,7 +1214,7 @@ OTPP_FUNC void runtime_core::wake_all() noexcept {
   unpark_all(epoch_);
 }
 
-OTPP_FUNC void runtime_core::push_injection(process_base* p) noexcept {
+[[gnu::noinline]] OTPP_FUNC void runtime_core::push_injection(process_base* p) noexcept {
   {
     std::lock_guard lock{injection_mutex_};
     if (injection_.push(p)) [[likely]] {
@@ -1225,6 +1227,10 @@ OTPP_FUNC void runtime_core::push_injection(process_base* p) noexcept {
 
 OTPP_FUNC process_base* runtime_core::pop_injection() noexcept {
   if (injection_size_.load(std::memory_order_acquire) == 0) return nullptr;
+  return take_injected();
+}
+
+[[gnu::noinline]] OTPP_FUNC process_base* runtime_core::take_injected() noexcept {
   {
     std::lock_guard lock{injection_mutex_};
     if (process_base* p = injection_.pop()) {
