@@ -579,7 +579,6 @@ struct connection {
 /// A local process's monitor of a remote one.
 struct proc_monitor {
   pid watcher;
-  std::string peer;
   term target;
   std::shared_ptr<connection> conn;  // made over this one: its close ends it
 };
@@ -764,7 +763,7 @@ class node_core {
       std::lock_guard lock{mu_};
       from = export_locked(watcher);
       c = connection_for_locked(peer);
-      proc_monitors_[n] = proc_monitor{watcher, peer, target_as_given, c};
+      proc_monitors_[n] = proc_monitor{watcher, target_as_given, c};
     }
     write(c, make_frame(term::tuple(std::int64_t{op_monitor_p}, from, target, ref)));
     return ref.as<remote_ref>();

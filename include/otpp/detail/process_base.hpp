@@ -544,7 +544,6 @@ class process_base : public process_identity {
   /// After a turn run on a ticket: drops the ticket, and with it the
   /// process's own reference if the turn ended in death (run_turn).
   void release_ticket(turn_result r) noexcept { release_refs(r == turn_result::dead ? 2 : 1); }
-  /// The run state (scheduled, dead), for observers: a snapshot.
   // state_ bit: queued, with its ticket, in no queue for want of memory
   // (runtime_core::strand). Set and taken only with the run right held by
   // the queue, so never beside a process that runs.
@@ -555,6 +554,7 @@ class process_base : public process_identity {
     return (state_.load(std::memory_order_relaxed) & stranded) != 0 &&
            (state_.fetch_and(~stranded, std::memory_order_acq_rel) & stranded) != 0;
   }
+  /// The run state (scheduled, dead), for observers: a snapshot.
   [[nodiscard]] std::uint32_t run_state() const noexcept {
     return (state_.load(std::memory_order_acquire) & dead) | (mailbox_.idle() ? 0 : scheduled);
   }
