@@ -40,17 +40,18 @@ class poker : public otpp::gen_server<poker> {
     const std::vector<otpp::server<poked>>* targets;
     std::atomic<int>* handled;
   };
-  /// The same number of pokes, all to the first: one wake.
-  struct poke_first {
-    const std::vector<otpp::server<poked>>* targets;
+  /// `times` pokes to one process: one wake.
+  struct poke_one {
+    otpp::server<poked> target;
+    int times;
     std::atomic<int>* handled;
   };
   struct flush {};
   void handle_cast(poke_all a) {
     for (const auto& t : *a.targets) otpp::cast(t, poked::poke{a.handled});
   }
-  void handle_cast(poke_first a) {
-    for (std::size_t i = 0; i < a.targets->size(); ++i) otpp::cast(a.targets->front(), poked::poke{a.handled});
+  void handle_cast(poke_one a) {
+    for (int i = 0; i < a.times; ++i) otpp::cast(a.target, poked::poke{a.handled});
   }
   int handle_call(flush) { return 0; }
 };
@@ -66,7 +67,7 @@ void poke_rounds(otpp::runtime& rt, int pokers, int targets, int rounds) {
   // As many messages with memory first, all to one process: the message
   // nodes' pool has what the starved rounds take, and the run queues have
   // not grown, so they must then.
-  for (auto& p : ps) otpp::cast(p, poker::poke_first{&ts, &handled});
+  for (auto& p : ps) otpp::cast(p, poker::poke_one{ts.front(), targets, &handled});
   REQUIRE(otpp_test::eventually([&] { return handled.load() == pokers * targets; }));
   handled = 0;
   const long refused_before = refused.load();

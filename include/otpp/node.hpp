@@ -1407,11 +1407,12 @@ class node_core {
         }
       }
       if (auto n = node_watchers_.find(c->peer); n != node_watchers_.end()) {
-        auto& ws = n->second;
-        for (auto& w : ws)
-          if (w.conn == c) to_tell.push_back(std::move(w.watcher));
-        std::erase_if(ws, [&](const node_watcher& w) { return w.conn == c; });
-        if (ws.empty()) node_watchers_.erase(n);
+        std::erase_if(n->second, [&](const node_watcher& w) {
+          if (w.conn != c) return false;
+          to_tell.push_back(w.watcher);
+          return true;
+        });
+        if (n->second.empty()) node_watchers_.erase(n);
       }
       for (auto m = proc_monitors_.begin(); m != proc_monitors_.end();) {
         if (m->second.conn == c) {
