@@ -294,14 +294,25 @@ class poker : public otpp::gen_server<poker> {
     h.open->wait(false);
   }
   void handle_cast(poke p) { otpp::cast(p.target, pokee::poke{p.flag}); }
-  void handle_cast(wait_for_it w) {
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    while (!w.flag->load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-    saw_ = w.flag->load();
+  void handle_cast(wait_for_it w) { saw_ = wait(*w.flag); }
+  struct poke_and_wait {
+    otpp::server<pokee> target;
+    std::atomic<bool>* flag;
+  };
+  void handle_cast(poke_and_wait p) {
+    otpp::cast(p.target, pokee::poke{p.flag});
+    saw_ = wait(*p.flag);
   }
   bool handle_call(saw) { return saw_; }
 
  private:
+  // Keeps the worker (a computation, a lock) until `flag` is set; 10 s
+  // is a failure, not a wait that ends it.
+  static bool wait(const std::atomic<bool>& flag) {
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!flag.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    return flag.load();
+  }
   bool saw_ = false;
 };
 }  // namespace
@@ -322,6 +333,74 @@ TEST_CASE("a process woken by one handler runs on another worker while the next 
   open.store(true);
   open.notify_all();
   CHECK(otpp::call(p, poker::saw{}, 30s));
+}
+
+// Turns are not preempted, so a handler that wakes a process and then keeps
+// its worker holds what it woke where only that worker would run it: an
+// idle worker must notice the stall and take it.
+TEST_CASE("a process woken by a handler that then keeps its worker runs on another worker") {
+  otpp::runtime rt{{.workers = 2}};
+  auto target = rt.start<pokee>().value();
+  auto p = rt.start<poker>().value();
+  for (int round = 0; round < 3; ++round) {
+    std::atomic<bool> flag{false};
+    otpp::cast(p, poker::poke_and_wait{target, &flag});
+    CHECK(otpp::call(p, poker::saw{}, 30s));
+  }
+}
+
+namespace {
+/// Answers a call at once, then keeps its worker until the caller says it
+/// has the answer.
+class early_replier : public otpp::gen_server<early_replier> {
+ public:
+  struct ask {
+    using reply_type = int;
+    std::atomic<bool>* got;
+  };
+  struct saw {
+    using reply_type = bool;
+  };
+  void handle_call(ask a, otpp::reply_to<int> r) {
+    r.reply(42);
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!a.got->load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    saw_ = a.got->load();
+  }
+  bool handle_call(saw) { return saw_; }
+
+ private:
+  bool saw_ = false;
+};
+
+/// Calls the replier (blocking: its fiber parks) and says when it has the answer.
+class early_asker : public otpp::gen_server<early_asker> {
+ public:
+  struct go {
+    using reply_type = int;
+    otpp::server<early_replier> to;
+    std::atomic<bool>* got;
+  };
+  int handle_call(go g) {
+    const int v = otpp::call(g.to, early_replier::ask{g.got}, 30s);
+    g.got->store(true);
+    return v;
+  }
+};
+}  // namespace
+
+// The same for a process whose blocking call that handler answered: its
+// fiber, parked on this worker, is resumed here next, unless the worker
+// stalls.
+TEST_CASE("a caller answered by a handler that then keeps its worker resumes on another worker") {
+  otpp::runtime rt{{.workers = 2}};
+  auto replier = rt.start<early_replier>().value();
+  auto asker = rt.start<early_asker>().value();
+  for (int round = 0; round < 3; ++round) {
+    std::atomic<bool> got{false};
+    CHECK(otpp::call(asker, early_asker::go{replier, &got}, 30s) == 42);
+    CHECK(otpp::call(replier, early_replier::saw{}, 30s));
+  }
 }
 
 TEST_CASE("the default runtime needs no set-up") {

@@ -88,6 +88,19 @@ inline void light_fence() noexcept {
 }
 #endif
 
+/// The rare side, for a caller that can give up instead of waiting for the
+/// kernel: true if every thread of the process passed a full barrier, false
+/// (nothing done) if the system call was refused or is not to be had.
+[[nodiscard]] inline bool heavy_fence_or_refusal() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+  if (membarrier_ready()) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+  }
+#endif
+  return false;
+}
+
 /// The rare side: after its store, before its load. Returns once every
 /// thread of the process passed a full barrier.
 inline void heavy_fence() noexcept {

@@ -297,6 +297,7 @@ OTPP_FUNC runtime_core::runtime_core(runtime_config cfg) : cfg_{cfg} {
   for (unsigned i = 0; i < n; ++i) slots_.push_back(std::make_unique<worker_slot>(i));
   if (fibers_supported) fiber_stack_ = cfg_.stack_size;
   spare_fiber_cap_ = std::max<std::size_t>(16, 2 * std::size_t{n});
+  lifo_steals_ = n > 1 && membarrier_ready();
   std::vector<int> cpus = worker_cpus_checked(cfg_.worker_cpus);
   if (cpus.empty() && cfg_.bind_workers) {
     cpus = allowed_cpus();
@@ -452,10 +453,10 @@ OTPP_FUNC void runtime_core::hand_off_slot() {
 OTPP_FUNC void runtime_core::release_for_wait(process_base* callee) {
   const thread_ctx& t = tls();
   worker_slot* s = t.slot;
-  if (s == nullptr || t.rt != this || s->lifo != callee || callee == nullptr) return;
+  if (s == nullptr || t.rt != this || s->lifo_peek() != callee || callee == nullptr) return;
   const bool on_fiber = t.fib != nullptr && t.fib != t.native;
   if (slots_.size() > 1 || on_fiber) {
-    s->lifo = nullptr;
+    if (!s->take_lifo_if(callee)) return;  // another worker took it
     share(*s, callee);
     notify();
     if (spinners_.load(std::memory_order_seq_cst) + sleepers_.load(std::memory_order_seq_cst) > 0) return;
@@ -650,8 +651,7 @@ OTPP_FUNC void runtime_core::schedule_loop() noexcept {
       if (t.slot == nullptr) return;
     }
     if (t.fib != nullptr) {
-      if (fiber* f = t.slot->next_fiber) {
-        t.slot->next_fiber = nullptr;
+      if (fiber* f = t.slot->next_fiber_peek() != nullptr ? t.slot->swap_next_fiber(nullptr) : nullptr) {
         fiber* cur = t.fib;
         switch_to(f, {cur == t.native ? fiber_action::none : fiber_action::retire, cur});
         continue;
@@ -853,12 +853,12 @@ OTPP_FUNC void runtime_core::make_ready(fiber* f) noexcept {
   // await_resolution). A fiber that parked elsewhere goes to the shared
   // queue, so that callers spread over the workers stay spread.
   thread_ctx& t = tls();
-  const bool here = t.rt == this && t.slot != nullptr && t.fib != nullptr && t.slot->next_fiber == nullptr && f->parked_on == t.slot;
+  const bool here = t.rt == this && t.slot != nullptr && t.fib != nullptr && t.slot->next_fiber_peek() == nullptr && f->parked_on == t.slot;
   {
     std::lock_guard lock{fiber_mutex_};
     if (here) {
       unlink_timed_locked(f);
-      t.slot->next_fiber = f;
+      (void)t.slot->swap_next_fiber(f);  // empty: only its owner fills it
     } else {
       queue_ready_locked(f);
     }
@@ -1048,7 +1048,7 @@ OTPP_FUNC void runtime_core::run_turns(process_base* p) noexcept {
     worker_slot* s = tls().slot;  // the turn may have resumed on another thread
     count_messages(s, before, p->progress());
     // Nobody else waiting: keep going without a trip through the queues.
-    if (s != nullptr && s->lifo == nullptr && s->deque.empty() &&
+    if (s != nullptr && s->lifo_peek() == nullptr && s->deque.empty() &&
         injection_size_.load(std::memory_order_relaxed) == 0)
       continue;
     // Fairness: a process that used its whole batch goes to the back of the
@@ -1063,9 +1063,7 @@ OTPP_FUNC process_base* runtime_core::find_work(worker_slot& s) noexcept {
   if (++s.tick % 61 == 0) {
     if (process_base* p = pop_injection()) return p;
   }
-  if (s.lifo != nullptr) {
-    process_base* p = s.lifo;
-    s.lifo = nullptr;
+  if (process_base* p = s.lifo_peek() != nullptr ? s.swap_lifo(nullptr) : nullptr) {
     if (s.lifo_streak++ < 32) return p;
     // A ping-pong pair must not starve the rest of the queue: past the
     // streak, run something else first if there is anything else.
@@ -1105,7 +1103,7 @@ OTPP_FUNC process_base* runtime_core::steal(worker_slot& s) noexcept {
 }
 
 OTPP_FUNC bool runtime_core::has_own_work(const worker_slot& s) const noexcept {
-  if (s.lifo != nullptr || s.next_fiber != nullptr || !s.deque.empty()) return true;
+  if (s.lifo_peek() != nullptr || s.next_fiber_peek() != nullptr || !s.deque.empty()) return true;
   return injection_size_.load(std::memory_order_relaxed) != 0 || ready_count_.load(std::memory_order_relaxed) != 0;
 }
 
@@ -1193,6 +1191,9 @@ OTPP_FUNC void runtime_core::idle(worker_slot& s) noexcept {
       }
     }
     spinners_.fetch_sub(1, std::memory_order_seq_cst);
+    // Once a spin, not every round of it: each look reads lines the others
+    // write on every turn. What it takes is in our deque, seen below.
+    if (lifo_steals_) (void)relieve_stalled(s, steady::now().time_since_epoch().count());
     if (idle_pollers::any()) idle_pollers::parking();
     // About to sleep: a moment to hand memory from a past spike back.
     pool_trim();
@@ -1202,11 +1203,86 @@ OTPP_FUNC void runtime_core::idle(worker_slot& s) noexcept {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     const std::uint32_t epoch = epoch_.load(std::memory_order_seq_cst);
     const bool sleep = !has_work(s) && !may_leave() && !fiber_due();
-    // A parked fiber's deadline is this worker's to notice, if nobody else's.
-    if (sleep) park(epoch_, epoch, next_fiber_deadline());
+    if (sleep) park_idle(s, epoch);
     sleepers_.fetch_sub(1, std::memory_order_seq_cst);
     if (!sleep) return;
   }
+}
+
+// A handler that wakes a process and then keeps its worker (a computation,
+// a wait on something that process is to do) holds it in a LIFO slot no
+// other worker takes from, while they idle. Turns are not preempted, so an
+// idle worker watches instead: a worker whose messages count has not moved
+// for stall_ns, with something waiting in its slot, is relieved of it. One
+// parked worker at a time keeps watching: it wakes every millisecond while
+// another worker runs, backing off to 64 ms while none does; the others
+// wake every 64 ms to see whether the watch is free (so a watcher woken to
+// work is replaced within that), and an idle runtime wakes a few dozen
+// times a second in all.
+OTPP_FUNC void runtime_core::park_idle(worker_slot& s, std::uint32_t epoch) noexcept {
+  // A parked fiber's deadline is this worker's to notice, if nobody else's.
+  if (!lifo_steals_) {
+    park(epoch_, epoch, next_fiber_deadline());
+    return;
+  }
+  constexpr std::int64_t brisk = 1'000'000, slack = 64'000'000;  // ns
+  bool watching = false;
+  std::int64_t period = brisk;
+  for (;;) {
+    if (!watching) watching = !watcher_.load(std::memory_order_relaxed) && !watcher_.exchange(true, std::memory_order_acq_rel);
+    const steady::time_point wake = steady::now() + std::chrono::nanoseconds{watching ? period : slack};
+    park(epoch_, epoch, std::min(next_fiber_deadline(), wake));
+    if (epoch_.load(std::memory_order_seq_cst) != epoch) break;  // notified
+    const std::int64_t now = steady::now().time_since_epoch().count();
+    if ((watching && relieve_stalled(s, now)) || has_work(s) || may_leave() || fiber_due()) break;
+    period = others_running(s) ? brisk : std::min(2 * period, slack);
+  }
+  if (watching) watcher_.store(false, std::memory_order_release);
+}
+
+OTPP_FUNC bool runtime_core::others_running(const worker_slot& s) const noexcept {
+  for (auto& v : slots_)
+    if (v.get() != &s && v->idle_since.load(std::memory_order_relaxed) == 0) return true;
+  return false;
+}
+
+OTPP_FUNC bool runtime_core::relieve_stalled(worker_slot& s, std::int64_t now) noexcept {
+  // Long enough that a handler which wakes a process and returns soon
+  // after is left alone (taking costs a system call and moves the process
+  // to another core); short beside the milliseconds a watcher sleeps.
+  constexpr std::int64_t stall_ns = 200'000;
+  bool took = false;
+  for (auto& slot : slots_) {
+    worker_slot& v = *slot;
+    if (&v == &s) continue;
+    const bool waiting = v.lifo_peek() != nullptr || v.next_fiber_peek() != nullptr;
+    if (!waiting || v.idle_since.load(std::memory_order_relaxed) != 0) {
+      if (v.watch_since.load(std::memory_order_relaxed) != 0) v.watch_since.store(0, std::memory_order_relaxed);
+      continue;
+    }
+    const std::uint64_t messages = v.messages.load(std::memory_order_relaxed);
+    const std::int64_t since = v.watch_since.load(std::memory_order_relaxed);
+    if (since == 0 || v.watch_messages.load(std::memory_order_relaxed) != messages) {
+      v.watch_messages.store(messages, std::memory_order_relaxed);
+      v.watch_since.store(now, std::memory_order_relaxed);
+      continue;
+    }
+    if (now - since < stall_ns) continue;
+    v.watch_since.store(0, std::memory_order_relaxed);
+    const worker_slot::taken t = v.take_from_owner();
+    if (t.process != nullptr) {
+      share(s, t.process);  // with its ticket
+      took = true;
+    }
+    if (t.fib != nullptr) {
+      {
+        std::lock_guard lock{fiber_mutex_};
+        queue_ready_locked(t.fib);
+      }
+      took = true;
+    }
+  }
+  return took;
 }
 
 OTPP_FUNC void runtime_core::wake_all() noexcept {
@@ -1999,7 +2075,7 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
   // handed to the other worker, made every call a round trip between cores.
   const thread_ctx& caller = tls();  // nothing below switches stacks before the park
   const bool queued_here = !may_help && callee != nullptr && caller.slot != nullptr && caller.rt == callee->rt() &&
-                           caller.slot->lifo == callee && caller.fib != nullptr && caller.fib != caller.native;
+                           caller.slot->lifo_peek() == callee && caller.fib != nullptr && caller.fib != caller.native;
   if (!may_help && !queued_here && callee != nullptr && caller.rt == callee->rt()) {
     try {
       callee->rt()->release_for_wait(callee);
@@ -2012,8 +2088,8 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
     if (!may_help || callee == nullptr) return false;
     const thread_ctx& t = tls();
     worker_slot* s = t.slot;
-    if (s == nullptr || s->lifo != callee || t.rt != callee->rt()) return false;
-    s->lifo = nullptr;  // we take its ticket
+    if (s == nullptr || t.rt != callee->rt() || s->lifo_peek() != callee || !s->take_lifo_if(callee)) return false;
+    // We took its ticket.
     const turn_result r = callee->run_turn(callee->rt()->config().batch);
     if (r == turn_result::yielded) callee->schedule_owned();
     callee->release_ticket(r);

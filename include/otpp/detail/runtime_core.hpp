@@ -36,6 +36,7 @@
 #include "../exit_reason.hpp"
 #include "../log.hpp"
 #include "../runtime_config.hpp"
+#include "asymmetric_fence.hpp"
 #include "fiber.hpp"
 #include "fifo_ring.hpp"
 #include "parking.hpp"
@@ -52,8 +53,92 @@ class timer_service;
 struct worker_slot {
   explicit worker_slot(unsigned i) : index{i}, rng{0x9e3779b97f4a7c15ull * (i + 1)} {}
   work_stealing_deque<process_base*> deque;
-  process_base* lifo = nullptr;  // owner only
-  fiber* next_fiber = nullptr;   // owner only: woken here, resumed here next
+
+  // -- what this worker runs next: the LIFO slot and the fiber to resume --
+  //
+  // The owner reads and writes both with plain loads and stores. Another
+  // worker may take them only from an owner stalled inside one handler
+  // (runtime_core::relieve_stalled), and the two meet in a Dekker
+  // handshake split by asymmetric_fence.hpp: the owner marks each access
+  // busy, then looks for a bid, under a compiler barrier; the taker bids,
+  // makes every thread pass a full barrier (membarrier), then waits out
+  // the busy mark. A locked instruction on each of the four accesses of a
+  // round trip between two processes is what this spares.
+
+  /// Owner: a look, which a taker may make stale (a hint only).
+  [[nodiscard]] process_base* lifo_peek() const noexcept { return lifo_.load(std::memory_order_relaxed); }
+  [[nodiscard]] fiber* next_fiber_peek() const noexcept { return next_fiber_.load(std::memory_order_relaxed); }
+
+  /// Owner: puts `p` in the LIFO slot (nullptr: empties it) and returns
+  /// what it held.
+  process_base* swap_lifo(process_base* p) noexcept {
+    enter();
+    process_base* old = lifo_.load(std::memory_order_relaxed);
+    lifo_.store(p, std::memory_order_relaxed);
+    leave();
+    return old;
+  }
+  /// Owner: empties the LIFO slot if it holds `p`.
+  [[nodiscard]] bool take_lifo_if(process_base* p) noexcept {
+    enter();
+    const bool held = lifo_.load(std::memory_order_relaxed) == p;
+    if (held) lifo_.store(nullptr, std::memory_order_relaxed);
+    leave();
+    return held;
+  }
+  fiber* swap_next_fiber(fiber* f) noexcept {
+    enter();
+    fiber* old = next_fiber_.load(std::memory_order_relaxed);
+    next_fiber_.store(f, std::memory_order_relaxed);
+    leave();
+    return old;
+  }
+
+  struct taken {
+    process_base* process = nullptr;
+    fiber* fib = nullptr;
+  };
+  /// Another worker's: takes both, once the owner is out of any access.
+  /// Nothing if another taker is at it, or if the kernel refuses the
+  /// barrier this time (the owner must not wait on a taker that waits on
+  /// the kernel). The owner's side relies on the system call being made.
+  [[nodiscard]] taken take_from_owner() noexcept {
+    if (bid_.exchange(true, std::memory_order_acquire)) return {};
+    if (!heavy_fence_or_refusal()) {
+      bid_.store(false, std::memory_order_release);
+      return {};
+    }
+    while (busy_.load(std::memory_order_acquire)) std::this_thread::yield();
+    taken t{lifo_.load(std::memory_order_relaxed), next_fiber_.load(std::memory_order_relaxed)};
+    lifo_.store(nullptr, std::memory_order_relaxed);
+    next_fiber_.store(nullptr, std::memory_order_relaxed);
+    bid_.store(false, std::memory_order_release);
+    return t;
+  }
+
+ private:
+  void enter() noexcept {
+    busy_.store(true, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (bid_.load(std::memory_order_acquire)) [[unlikely]]
+      wait_out_taker();
+  }
+  void leave() noexcept { busy_.store(false, std::memory_order_release); }
+  [[gnu::noinline, gnu::cold]] void wait_out_taker() noexcept {
+    do {
+      busy_.store(false, std::memory_order_release);
+      while (bid_.load(std::memory_order_acquire)) std::this_thread::yield();
+      busy_.store(true, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    } while (bid_.load(std::memory_order_acquire));
+  }
+
+  std::atomic<process_base*> lifo_{nullptr};  // the process woken here last, run here next
+  std::atomic<fiber*> next_fiber_{nullptr};   // woken here, resumed here next
+  std::atomic<bool> busy_{false};             // the owner is reading or writing the two above
+  std::atomic<bool> bid_{false};              // a taker is (runtime_core::relieve_stalled)
+
+ public:
   fiber* spare_fiber = nullptr;  // owner only: a stack for the next park here, taken without the lock
   // Owner only: the ticket of the last process that went idle here, kept
   // instead of released (see runtime_core::run_turns).
@@ -79,6 +164,11 @@ struct worker_slot {
   // the next slot's queue must not share it.
   alignas(cache_line) std::atomic<std::uint64_t> fiber_parks{0};
   std::atomic<std::uint64_t> fiber_resumes{0};
+  // Written by other workers only (runtime_core::relieve_stalled), on a
+  // line the owner never touches: the messages count last seen, and since
+  // when it has stood still with something waiting here (0: not watched).
+  alignas(cache_line) std::atomic<std::uint64_t> watch_messages{0};
+  std::atomic<std::int64_t> watch_since{0};
 };
 
 /// One worker's counters (see otpp::runtime::schedulers).
@@ -116,11 +206,10 @@ class runtime_core {
       } else {
         p->add_ref();
       }
-      if (s->lifo != nullptr) {
-        share(*s, s->lifo);
+      if (process_base* before = s->swap_lifo(p)) {
+        share(*s, before);
         notify();
       }
-      s->lifo = p;
       // If the turn goes on to another message, p must not wait out its
       // handler where no other worker can take it.
       if (t.current != nullptr) t.current->local_ |= process_base::woke_lifo;
@@ -136,15 +225,17 @@ class runtime_core {
   /// worker takes, moves to the deque, which they steal from, since the
   /// next handler may keep this worker for long (a computation, a blocking
   /// wait on something that process is to do). The worker still runs it
-  /// next if nobody has taken it (its own pops are LIFO too). A handler
-  /// that wakes a process and then keeps its worker itself still holds
-  /// that process up: only a boundary between handlers is seen.
+  /// next if nobody has taken it (its own pops are LIFO too). Within one
+  /// handler that wakes a process and then keeps its worker, an idle worker
+  /// takes it once it sees the stall (relieve_stalled).
   void share_lifo() noexcept {
     const thread_ctx& t = tls();
     worker_slot* s = t.slot;
-    if (s == nullptr || t.rt != this || s->lifo == nullptr) return;
-    share(*s, std::exchange(s->lifo, nullptr));
-    notify();
+    if (s == nullptr || t.rt != this || s->lifo_peek() == nullptr) return;
+    if (process_base* p = s->swap_lifo(nullptr)) {
+      share(*s, p);
+      notify();
+    }
   }
 
   /// Queues `p` (with its ticket) where other workers take from: the
@@ -247,7 +338,7 @@ class runtime_core {
   /// Whether processes are queued that a blocked holder of `s` would keep
   /// from running.
   [[nodiscard]] bool others_waiting(const worker_slot& s) const noexcept {
-    return s.lifo != nullptr || s.next_fiber != nullptr || !s.deque.empty() || injection_size_.load(std::memory_order_relaxed) != 0;
+    return s.lifo_peek() != nullptr || s.next_fiber_peek() != nullptr || !s.deque.empty() || injection_size_.load(std::memory_order_relaxed) != 0;
   }
 
   // -- shutdown ------------------------------------------------------------------
@@ -397,6 +488,18 @@ class runtime_core {
 
   void idle(worker_slot& s) noexcept;
 
+  /// Takes what waits in the LIFO slot (or as the fiber to resume next) of
+  /// any other worker that has run one turn for stall_ns with it waiting:
+  /// a handler that woke a process, then kept its worker (a computation, a
+  /// wait on something the woken process is to do). The process goes to
+  /// this worker's deque, the fiber to the shared ready queue. True if it
+  /// took anything. `now`: the steady clock, in ns.
+  bool relieve_stalled(worker_slot& s, std::int64_t now) noexcept;
+  /// Whether a worker other than `s` is running something.
+  [[nodiscard]] bool others_running(const worker_slot& s) const noexcept;
+  /// Parks `s`'s idle thread until woken (or a parked fiber is due).
+  void park_idle(worker_slot& s, std::uint32_t epoch) noexcept;
+
   void notify() noexcept {
     // Dekker pairing with idle(): the work we just published is visible to a
     // thread that counted itself as a sleeper before our load, or we see it.
@@ -437,6 +540,11 @@ class runtime_core {
   alignas(cache_line) std::atomic<std::uint32_t> epoch_{0};
   std::atomic<int> sleepers_{0};
   std::atomic<int> spinners_{0};
+  // Idle workers relieve stalled ones (relieve_stalled): only with more
+  // than one worker, and where heavy_fence is the system call.
+  bool lifo_steals_ = false;
+  // One parked worker keeps waking to look for stalls (see idle).
+  std::atomic<bool> watcher_{false};
 
   alignas(cache_line) std::mutex spare_mutex_;
   std::vector<std::unique_ptr<thread_record>> threads_;
@@ -546,8 +654,8 @@ bool help_own(Mine&& mine) {
   runtime_core* rt = t.rt;
   if (s == nullptr || rt == nullptr) return false;
   process_base* p = nullptr;
-  if (s->lifo != nullptr && mine(s->lifo)) {
-    p = std::exchange(s->lifo, nullptr);
+  if (process_base* woken = s->lifo_peek(); woken != nullptr && mine(woken) && s->take_lifo_if(woken)) {
+    p = woken;
   } else if (process_base* q = s->deque.pop()) {
     if (mine(q)) {
       p = q;
