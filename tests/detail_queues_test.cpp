@@ -1,7 +1,7 @@
 // The lock-free structures under the runtime, stressed directly: many
 // producers with per-sender sequence checks (nothing lost, duplicated or
-// reordered), and a work-stealing deque raced by thieves (each item taken
-// exactly once). Run under TSan in CI.
+// reordered), and a work-stealing deque and a worker's LIFO slot raced by
+// thieves (each item taken exactly once). Run under TSan in CI.
 
 #include <algorithm>
 #include <atomic>
@@ -19,6 +19,7 @@
 #include <otpp/detail/key_hash.hpp>
 #include <otpp/detail/mpsc_queue.hpp>
 #include <otpp/detail/node_pool.hpp>
+#include <otpp/detail/runtime_core.hpp>
 #include <otpp/detail/timer_wheel.hpp>
 #include <otpp/detail/work_stealing_deque.hpp>
 
@@ -220,6 +221,64 @@ TEST_CASE("work_stealing_deque: owner and thieves take every item exactly once")
   for (auto& t : ts) t.join();
   CHECK(total.load() == items);
   CHECK(std::all_of(taken.begin(), taken.end(), [](auto& a) { return a.load() == 1; }));
+}
+
+// The owner fills and empties its LIFO slot and next fiber with plain
+// stores while takers take from both (what an idle worker does to a stalled
+// one): every token must come out exactly once, to the owner or a taker.
+TEST_CASE("worker slot: owner and takers take every LIFO process and next fiber exactly once") {
+  // Each taking is a membarrier (12 us here), which interrupts the owner:
+  // a taker that bids without pause keeps the owner waiting on nearly
+  // every access. So a taker bids once per few owner steps (counted, not
+  // timed), and its bids still fall in the middle of the owner's accesses.
+  constexpr int items = 100'000;
+  constexpr int takers = 2;
+  otpp::detail::worker_slot slot{0};
+  struct alignas(16) token {
+    unsigned char bytes[16];
+  };
+  std::vector<token> processes(items), fibers(items);
+  auto process = [&](int i) { return reinterpret_cast<otpp::detail::process_base*>(&processes[i]); };
+  auto fib = [&](int i) { return reinterpret_cast<otpp::detail::fiber*>(&fibers[i]); };
+  std::vector<std::atomic<int>> got_process(items), got_fiber(items);
+  auto count = [&](otpp::detail::process_base* p, otpp::detail::fiber* f) {
+    if (p != nullptr) got_process[reinterpret_cast<token*>(p) - processes.data()].fetch_add(1);
+    if (f != nullptr) got_fiber[reinterpret_cast<token*>(f) - fibers.data()].fetch_add(1);
+  };
+  std::atomic<bool> done{false};
+  std::atomic<int> step{0};
+  std::atomic<int> taken_by_takers{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < takers; ++t) {
+    ts.emplace_back([&] {
+      for (int seen = 0; !done.load(std::memory_order_acquire);) {
+        if (step.load(std::memory_order_relaxed) < seen + 16) {
+          std::this_thread::yield();
+          continue;
+        }
+        seen = step.load(std::memory_order_relaxed);
+        const auto took = slot.take_from_owner();
+        count(took.process, took.fib);
+        if (took.process != nullptr || took.fib != nullptr) taken_by_takers.fetch_add(1);
+      }
+    });
+  }
+  for (int i = 0; i < items; ++i) {
+    count(slot.put_lifo(process(i)), nullptr);
+    count(nullptr, slot.swap_next_fiber(fib(i)));
+    if (i % 3 == 0) count(slot.take_lifo(), nullptr);
+    if (i % 5 == 0 && slot.lifo_peek() == process(i) && slot.take_lifo_if(process(i))) count(process(i), nullptr);
+    if (i % 2 == 0) count(nullptr, slot.swap_next_fiber(nullptr));
+    step.store(i, std::memory_order_relaxed);
+  }
+  done.store(true, std::memory_order_release);
+  for (auto& t : ts) t.join();
+  count(slot.take_lifo(), slot.swap_next_fiber(nullptr));
+  CHECK(std::all_of(got_process.begin(), got_process.end(), [](auto& a) { return a.load() == 1; }));
+  CHECK(std::all_of(got_fiber.begin(), got_fiber.end(), [](auto& a) { return a.load() == 1; }));
+  // Takers take only where the barrier they need is to be had, and again
+  // once the owner has seen their last taking.
+  if (otpp::detail::membarrier_ready()) CHECK(taken_by_takers.load() > 1);
 }
 
 TEST_CASE("fifo_ring: first in, first out across wrap-arounds and growth") {

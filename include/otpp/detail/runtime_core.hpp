@@ -57,40 +57,62 @@ struct worker_slot {
   // -- what this worker runs next: the LIFO slot and the fiber to resume --
   //
   // The owner reads and writes both with plain loads and stores. Another
-  // worker may take them only from an owner stalled inside one handler
-  // (runtime_core::relieve_stalled), and the two meet in a Dekker
-  // handshake split by asymmetric_fence.hpp: the owner marks each access
-  // busy, then looks for a bid, under a compiler barrier; the taker bids,
-  // makes every thread pass a full barrier (membarrier), then waits out
-  // the busy mark. A locked instruction on each of the four accesses of a
-  // round trip between two processes is what this spares.
+  // worker takes from them only when the owner stalls inside one handler
+  // (runtime_core::relieve_stalled), with a compare-and-swap, and the two
+  // meet in a Dekker handshake split by asymmetric_fence.hpp. The taker
+  // bids, makes every thread pass a full barrier (membarrier), then swaps
+  // what it finds for nothing. The owner, after each store, looks for a
+  // bid under a compiler barrier only: seeing none, it knows no taker can
+  // have swapped what it just took (its store was visible before the
+  // taker looked). Seeing one, it waits for the taker's outcome and learns
+  // whether what it took went to the taker (settle). A taker that took
+  // something leaves its bid up until the owner has seen it, so that the
+  // record of what it took is never one the owner did not settle. A locked
+  // instruction on each of the four accesses of a round trip between two
+  // processes is what this spares.
 
   /// Owner: a look, which a taker may make stale (a hint only).
   [[nodiscard]] process_base* lifo_peek() const noexcept { return lifo_.load(std::memory_order_relaxed); }
   [[nodiscard]] fiber* next_fiber_peek() const noexcept { return next_fiber_.load(std::memory_order_relaxed); }
 
-  /// Owner: puts `p` in the LIFO slot (nullptr: empties it) and returns
-  /// what it held.
-  process_base* swap_lifo(process_base* p) noexcept {
-    enter();
+  /// Owner: puts `p` in the LIFO slot and returns what it held, unless a
+  /// taker took that. Looks for a bid even when the slot was empty: a
+  /// taker's bid stays up until the owner has seen it.
+  process_base* put_lifo(process_base* p) noexcept {
     process_base* old = lifo_.load(std::memory_order_relaxed);
-    lifo_.store(p, std::memory_order_relaxed);
-    leave();
+    lifo_.store(p, std::memory_order_release);  // a taker runs p: it must see p as we left it
+    order_before_bid(lifo_);
+    if (bid_.load(std::memory_order_relaxed) != no_bid) [[unlikely]]
+      old = settle(old, nullptr).process;
     return old;
   }
-  /// Owner: empties the LIFO slot if it holds `p`.
+  /// Owner: empties the LIFO slot and returns what it held, unless a taker
+  /// took that.
+  process_base* take_lifo() noexcept {
+    process_base* p = lifo_.load(std::memory_order_relaxed);
+    if (p == nullptr) return nullptr;
+    lifo_.store(nullptr, std::memory_order_relaxed);
+    order_before_bid(lifo_);
+    if (bid_.load(std::memory_order_relaxed) != no_bid) [[unlikely]]
+      p = settle(p, nullptr).process;
+    return p;
+  }
+  /// Owner: empties the LIFO slot if it holds `p`; false if it did not (or
+  /// a taker took it).
   [[nodiscard]] bool take_lifo_if(process_base* p) noexcept {
-    enter();
-    const bool held = lifo_.load(std::memory_order_relaxed) == p;
-    if (held) lifo_.store(nullptr, std::memory_order_relaxed);
-    leave();
-    return held;
+    if (lifo_.load(std::memory_order_relaxed) != p) return false;
+    lifo_.store(nullptr, std::memory_order_relaxed);
+    order_before_bid(lifo_);
+    if (bid_.load(std::memory_order_relaxed) != no_bid) [[unlikely]]
+      return settle(p, nullptr).process != nullptr;
+    return true;
   }
   fiber* swap_next_fiber(fiber* f) noexcept {
-    enter();
     fiber* old = next_fiber_.load(std::memory_order_relaxed);
-    next_fiber_.store(f, std::memory_order_relaxed);
-    leave();
+    next_fiber_.store(f, std::memory_order_release);
+    order_before_bid(next_fiber_);
+    if (bid_.load(std::memory_order_relaxed) != no_bid) [[unlikely]]
+      old = settle(nullptr, old).fib;
     return old;
   }
 
@@ -98,45 +120,70 @@ struct worker_slot {
     process_base* process = nullptr;
     fiber* fib = nullptr;
   };
-  /// Another worker's: takes both, once the owner is out of any access.
-  /// Nothing if another taker is at it, or if the kernel refuses the
-  /// barrier this time (the owner must not wait on a taker that waits on
-  /// the kernel). The owner's side relies on the system call being made.
+  /// Another worker's: takes what waits in both. Nothing if another taker
+  /// is at it or the owner has not yet seen the last taking, or if the
+  /// kernel refuses the barrier this time (the owner must not wait on a
+  /// taker that waits on the kernel).
   [[nodiscard]] taken take_from_owner() noexcept {
-    if (bid_.exchange(true, std::memory_order_acquire)) return {};
+    std::uint8_t expected = no_bid;
+    if (!bid_.compare_exchange_strong(expected, bidding, std::memory_order_acquire)) return {};
     if (!heavy_fence_or_refusal()) {
-      bid_.store(false, std::memory_order_release);
+      bid_.store(no_bid, std::memory_order_release);
       return {};
     }
-    while (busy_.load(std::memory_order_acquire)) std::this_thread::yield();
-    taken t{lifo_.load(std::memory_order_relaxed), next_fiber_.load(std::memory_order_relaxed)};
-    lifo_.store(nullptr, std::memory_order_relaxed);
-    next_fiber_.store(nullptr, std::memory_order_relaxed);
-    bid_.store(false, std::memory_order_release);
+    taken t;
+    if (process_base* p = lifo_.load(std::memory_order_acquire);
+        p != nullptr && lifo_.compare_exchange_strong(p, nullptr, std::memory_order_acq_rel))
+      t.process = p;
+    if (fiber* f = next_fiber_.load(std::memory_order_acquire);
+        f != nullptr && next_fiber_.compare_exchange_strong(f, nullptr, std::memory_order_acq_rel))
+      t.fib = f;
+    if (t.process == nullptr && t.fib == nullptr) {
+      bid_.store(no_bid, std::memory_order_release);
+      return {};
+    }
+    taken_ = t;
+    bid_.store(took, std::memory_order_release);  // the owner lowers it (settle)
     return t;
   }
 
  private:
-  void enter() noexcept {
-    busy_.store(true, std::memory_order_relaxed);
+  static constexpr std::uint8_t no_bid = 0, bidding = 1, took = 2;
+
+  /// The owner's half of the fence: its store to `field` stays before its
+  /// load of bid_ (the taker's membarrier does the rest). A barrier for
+  /// the compiler on these two words alone: a full one (signal fence) made
+  /// it reload what it held in registers across every access, and an async
+  /// round trip between two processes took 2-3 ns longer for it.
+  template <class Field>
+  void order_before_bid(Field& field) noexcept {
+#if defined(__GNUC__)
+    asm volatile("" : "+m"(field), "+m"(bid_));
+#else
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (bid_.load(std::memory_order_acquire)) [[unlikely]]
-      wait_out_taker();
+#endif
   }
-  void leave() noexcept { busy_.store(false, std::memory_order_release); }
-  [[gnu::noinline, gnu::cold]] void wait_out_taker() noexcept {
-    do {
-      busy_.store(false, std::memory_order_release);
-      while (bid_.load(std::memory_order_acquire)) std::this_thread::yield();
-      busy_.store(true, std::memory_order_relaxed);
-      std::atomic_signal_fence(std::memory_order_seq_cst);
-    } while (bid_.load(std::memory_order_acquire));
+
+  /// Owner, after an access that saw a bid: what it took (one of the two;
+  /// nullptr for the other) less what the taker took. Waits for the taker
+  /// to finish, and lowers a bid that took something.
+  [[gnu::noinline, gnu::cold]] taken settle(process_base* p, fiber* f) noexcept {
+    for (;;) {
+      const std::uint8_t b = bid_.load(std::memory_order_acquire);
+      if (b == no_bid) return {p, f};
+      if (b == took) {
+        const taken gone = std::exchange(taken_, taken{});
+        bid_.store(no_bid, std::memory_order_release);
+        return {gone.process == p ? nullptr : p, gone.fib == f ? nullptr : f};
+      }
+      std::this_thread::yield();
+    }
   }
 
   std::atomic<process_base*> lifo_{nullptr};  // the process woken here last, run here next
   std::atomic<fiber*> next_fiber_{nullptr};   // woken here, resumed here next
-  std::atomic<bool> busy_{false};             // the owner is reading or writing the two above
-  std::atomic<bool> bid_{false};              // a taker is (runtime_core::relieve_stalled)
+  std::atomic<std::uint8_t> bid_{no_bid};     // a taker's (runtime_core::relieve_stalled)
+  taken taken_;                               // what it took, published by bid_ == took
 
  public:
   fiber* spare_fiber = nullptr;  // owner only: a stack for the next park here, taken without the lock
@@ -206,7 +253,7 @@ class runtime_core {
       } else {
         p->add_ref();
       }
-      if (process_base* before = s->swap_lifo(p)) {
+      if (process_base* before = s->put_lifo(p)) {
         share(*s, before);
         notify();
       }
@@ -231,8 +278,8 @@ class runtime_core {
   void share_lifo() noexcept {
     const thread_ctx& t = tls();
     worker_slot* s = t.slot;
-    if (s == nullptr || t.rt != this || s->lifo_peek() == nullptr) return;
-    if (process_base* p = s->swap_lifo(nullptr)) {
+    if (s == nullptr || t.rt != this) return;
+    if (process_base* p = s->take_lifo()) {
       share(*s, p);
       notify();
     }
@@ -543,8 +590,10 @@ class runtime_core {
   // Idle workers relieve stalled ones (relieve_stalled): only with more
   // than one worker, and where heavy_fence is the system call.
   bool lifo_steals_ = false;
-  // One parked worker keeps waking to look for stalls (see idle).
+  // One parked worker keeps waking to look for stalls (see park_idle),
+  // and hands the watch over when it leaves.
   std::atomic<bool> watcher_{false};
+  std::atomic<std::uint32_t> watch_handoffs_{0};
 
   alignas(cache_line) std::mutex spare_mutex_;
   std::vector<std::unique_ptr<thread_record>> threads_;
