@@ -258,6 +258,14 @@ TEST_CASE("workers blocked in calls hand their queues over, so other processes s
 }
 
 namespace {
+/// Keeps the worker (as a computation or a lock would) until `flag` is set;
+/// 10 s is a failure, not a wait that ends it.
+bool keep_worker_until(const std::atomic<bool>& flag) {
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (!flag.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  return flag.load();
+}
+
 /// Sets its flag when poked.
 class pokee : public otpp::gen_server<pokee> {
  public:
@@ -294,25 +302,18 @@ class poker : public otpp::gen_server<poker> {
     h.open->wait(false);
   }
   void handle_cast(poke p) { otpp::cast(p.target, pokee::poke{p.flag}); }
-  void handle_cast(wait_for_it w) { saw_ = wait(*w.flag); }
+  void handle_cast(wait_for_it w) { saw_ = keep_worker_until(*w.flag); }
   struct poke_and_wait {
     otpp::server<pokee> target;
     std::atomic<bool>* flag;
   };
   void handle_cast(poke_and_wait p) {
     otpp::cast(p.target, pokee::poke{p.flag});
-    saw_ = wait(*p.flag);
+    saw_ = keep_worker_until(*p.flag);
   }
   bool handle_call(saw) { return saw_; }
 
  private:
-  // Keeps the worker (a computation, a lock) until `flag` is set; 10 s
-  // is a failure, not a wait that ends it.
-  static bool wait(const std::atomic<bool>& flag) {
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    while (!flag.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-    return flag.load();
-  }
   bool saw_ = false;
 };
 }  // namespace
@@ -363,9 +364,7 @@ class early_replier : public otpp::gen_server<early_replier> {
   };
   void handle_call(ask a, otpp::reply_to<int> r) {
     r.reply(42);
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    while (!a.got->load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-    saw_ = a.got->load();
+    saw_ = keep_worker_until(*a.got);
   }
   bool handle_call(saw) { return saw_; }
 
