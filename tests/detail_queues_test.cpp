@@ -230,7 +230,9 @@ TEST_CASE("worker slot: owner and takers take every LIFO process and next fiber 
   // Each taking is a membarrier (12 us here), which interrupts the owner:
   // a taker that bids without pause keeps the owner waiting on nearly
   // every access. So a taker bids once per few owner steps (counted, not
-  // timed), and its bids still fall in the middle of the owner's accesses.
+  // timed), and its bids still fall in the middle of the owner's accesses;
+  // and the owner waits at every thousandth step for a bid since the last,
+  // so that takers started late or descheduled still bid all along.
   constexpr int items = 100'000;
   constexpr int takers = 2;
   otpp::detail::worker_slot slot{0};
@@ -247,6 +249,7 @@ TEST_CASE("worker slot: owner and takers take every LIFO process and next fiber 
   };
   std::atomic<bool> done{false};
   std::atomic<int> step{0};
+  std::atomic<int> bids{0};
   std::atomic<int> taken_by_takers{0};
   std::vector<std::thread> ts;
   for (int t = 0; t < takers; ++t) {
@@ -260,16 +263,21 @@ TEST_CASE("worker slot: owner and takers take every LIFO process and next fiber 
         const auto took = slot.take_from_owner();
         count(took.process, took.fib);
         if (took.process != nullptr || took.fib != nullptr) taken_by_takers.fetch_add(1);
+        bids.fetch_add(1);
       }
     });
   }
-  for (int i = 0; i < items; ++i) {
+  for (int i = 0, bids_then = 0; i < items; ++i) {
     count(slot.put_lifo(process(i)), nullptr);
     count(nullptr, slot.swap_next_fiber(fib(i)));
     if (i % 3 == 0) count(slot.take_lifo(), nullptr);
     if (i % 5 == 0 && slot.lifo_peek() == process(i) && slot.take_lifo_if(process(i))) count(process(i), nullptr);
     if (i % 2 == 0) count(nullptr, slot.swap_next_fiber(nullptr));
     step.store(i, std::memory_order_relaxed);
+    if (i % 1000 == 999) {
+      while (bids.load() == bids_then) std::this_thread::yield();
+      bids_then = bids.load();
+    }
   }
   done.store(true, std::memory_order_release);
   for (auto& t : ts) t.join();
