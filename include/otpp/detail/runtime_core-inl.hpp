@@ -2105,7 +2105,7 @@ OTPP_FUNC bool await_resolution(reply_slot_base* slot, steady::time_point deadli
     if (!may_help || callee == nullptr) return false;
     const thread_ctx& t = tls();
     worker_slot* s = t.slot;
-    if (s == nullptr || t.rt != callee->rt() || s->lifo_peek() != callee || !s->take_lifo_if(callee)) return false;
+    if (s == nullptr || t.rt != callee->rt() || !s->take_lifo_if(callee)) return false;
     // We took its ticket.
     const turn_result r = callee->run_turn(callee->rt()->config().batch);
     if (r == turn_result::yielded) callee->schedule_owned();

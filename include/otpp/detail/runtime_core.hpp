@@ -100,12 +100,9 @@ struct worker_slot {
   /// Owner: empties the LIFO slot if it holds `p`; false if it did not (or
   /// a taker took it).
   [[nodiscard]] bool take_lifo_if(process_base* p) noexcept {
-    if (lifo_.load(std::memory_order_relaxed) != p) return false;
-    lifo_.store(nullptr, std::memory_order_relaxed);
-    order_before_bid(lifo_);
-    if (bid_.load(std::memory_order_relaxed) != no_bid) [[unlikely]]
-      return settle(p, nullptr).process != nullptr;
-    return true;
+    // Only the owner fills the slot: if it holds p now, take_lifo finds p
+    // or, if a taker was quicker, nothing.
+    return lifo_peek() == p && take_lifo() != nullptr;
   }
   fiber* swap_next_fiber(fiber* f) noexcept {
     fiber* old = next_fiber_.load(std::memory_order_relaxed);
