@@ -431,9 +431,18 @@ template <class Impl, class Req>
 [[nodiscard]] auto async_call(const server<Impl>& s, Req&& req,
                               std::chrono::steady_clock::duration timeout = default_call_timeout) {
   using Q = std::remove_cvref_t<Req>;
-  static_assert(handles_call<Impl, Q>,
-                "otpp::async_call: the server has no handle_call overload for this request type");
-  return detail::send_call<true>(s, std::forward<Req>(req), timeout);
+  if constexpr (handles_call<Impl, Q>) {
+    return detail::send_call<true>(s, std::forward<Req>(req), timeout);
+  } else if constexpr (detail::is_statem<Impl>) {
+    static_assert(detail::always_false<Impl, Q>,
+                  "otpp::async_call: no state of this gen_statem takes this request type: give a state a public "
+                  "handle_event(State&, otpp::call_event<R>, const Req&), and Req a `using reply_type = R;`");
+    return detail::pending_call_access::failed<detail::no_reply, true>(exit_reason::noproc());
+  } else {
+    static_assert(detail::always_false<Impl, Q>,
+                  "otpp::async_call: the server has no handle_call overload for this request type");
+    return detail::pending_call_access::failed<detail::no_reply, true>(exit_reason::noproc());
+  }
 }
 
 /// Like async_call, but co_await gives result<R>: the reply or the reason
@@ -442,9 +451,18 @@ template <class Impl, class Req>
 [[nodiscard]] auto async_try_call(const server<Impl>& s, Req&& req,
                                   std::chrono::steady_clock::duration timeout = default_call_timeout) {
   using Q = std::remove_cvref_t<Req>;
-  static_assert(handles_call<Impl, Q>,
-                "otpp::async_try_call: the server has no handle_call overload for this request type");
-  return detail::send_call<false>(s, std::forward<Req>(req), timeout);
+  if constexpr (handles_call<Impl, Q>) {
+    return detail::send_call<false>(s, std::forward<Req>(req), timeout);
+  } else if constexpr (detail::is_statem<Impl>) {
+    static_assert(detail::always_false<Impl, Q>,
+                  "otpp::async_try_call: no state of this gen_statem takes this request type: give a state a public "
+                  "handle_event(State&, otpp::call_event<R>, const Req&), and Req a `using reply_type = R;`");
+    return detail::pending_call_access::failed<detail::no_reply, false>(exit_reason::noproc());
+  } else {
+    static_assert(detail::always_false<Impl, Q>,
+                  "otpp::async_try_call: the server has no handle_call overload for this request type");
+    return detail::pending_call_access::failed<detail::no_reply, false>(exit_reason::noproc());
+  }
 }
 
 /// `co_await otpp::when_all(a, b, ...)` of calls already in flight (from

@@ -1231,6 +1231,11 @@ result<call_reply_t<Impl, std::remove_cvref_t<Req>>> try_call(const server<Impl>
 template <class Impl, class Req>
 inline constexpr bool always_false = false;
 
+/// Whether Impl is a gen_statem, whose handlers are handle_event overloads:
+/// a message that none takes gets an error that says so.
+template <class Impl>
+inline constexpr bool is_statem = std::is_base_of_v<tags::statem, Impl>;
+
 // What a call that does not compile returns, so that the static_assert is
 // the only error: it converts to whatever the caller expected.
 struct no_reply {
@@ -1259,6 +1264,11 @@ template <class Impl, class Req>
   using Q = std::remove_cvref_t<Req>;
   if constexpr (handles_call<Impl, Q>) {
     return detail::try_call(s, std::forward<Req>(req), timeout);
+  } else if constexpr (detail::is_statem<Impl>) {
+    static_assert(detail::always_false<Impl, Q>,
+                  "otpp::call: no state of this gen_statem takes this request type: give a state a public "
+                  "handle_event(State&, otpp::call_event<R>, const Req&), and Req a `using reply_type = R;`");
+    return result<detail::no_reply>{exit_reason::noproc()};
   } else {
     static_assert(detail::always_false<Impl, Q>,
                   "otpp::call: the server has no handle_call overload for this request type "
@@ -1287,10 +1297,14 @@ auto call(const server<Impl>& s, Req&& req, std::chrono::steady_clock::duration 
 template <class Impl, class Msg>
 void cast(const server<Impl>& s, Msg&& msg) {
   using M = std::remove_cvref_t<Msg>;
+  // A mistake's only error: the branch that reports it instantiates nothing.
   if constexpr (handles_cast<Impl, M>) {
     detail::post<detail::cast_node<Impl, M>>(s.pid(), std::forward<Msg>(msg));
+  } else if constexpr (detail::is_statem<Impl>) {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::cast: no state of this gen_statem takes this message type: give a state a public "
+                  "handle_event(State&, otpp::cast_event, const Msg&)");
   } else {
-    // The only error for this mistake: nothing below is instantiated.
     static_assert(detail::always_false<Impl, M>,
                   "otpp::cast: the server has no handle_cast overload for this message type");
   }
@@ -1303,6 +1317,10 @@ void send(const server<Impl>& s, Msg&& msg) {
   using M = std::remove_cvref_t<Msg>;
   if constexpr (handles_info<Impl, M>) {
     detail::post<detail::info_node<Impl, M>>(s.pid(), std::forward<Msg>(msg));
+  } else if constexpr (detail::is_statem<Impl>) {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::send: no state of this gen_statem takes this message type: give a state a public "
+                  "handle_event(State&, otpp::info_event, const Msg&)");
   } else {
     static_assert(detail::always_false<Impl, M>,
                   "otpp::send: the server has no handle_info overload for this message type");
@@ -1317,6 +1335,11 @@ result<void> try_cast(const server<Impl>& s, Msg&& msg) {
   using M = std::remove_cvref_t<Msg>;
   if constexpr (handles_cast<Impl, M>) {
     return detail::try_post<detail::cast_node<Impl, M>>(s.pid(), std::forward<Msg>(msg));
+  } else if constexpr (detail::is_statem<Impl>) {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::try_cast: no state of this gen_statem takes this message type: give a state a public "
+                  "handle_event(State&, otpp::cast_event, const Msg&)");
+    return {};
   } else {
     static_assert(detail::always_false<Impl, M>,
                   "otpp::try_cast: the server has no handle_cast overload for this message type");
@@ -1331,6 +1354,11 @@ result<void> try_send(const server<Impl>& s, Msg&& msg) {
   using M = std::remove_cvref_t<Msg>;
   if constexpr (handles_info<Impl, M>) {
     return detail::try_post<detail::info_node<Impl, M>>(s.pid(), std::forward<Msg>(msg));
+  } else if constexpr (detail::is_statem<Impl>) {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::try_send: no state of this gen_statem takes this message type: give a state a public "
+                  "handle_event(State&, otpp::info_event, const Msg&)");
+    return {};
   } else {
     static_assert(detail::always_false<Impl, M>,
                   "otpp::try_send: the server has no handle_info overload for this message type");

@@ -228,11 +228,21 @@ timer_ref send_after(const pid& dest, Msg&& msg, std::chrono::steady_clock::dura
 template <class Impl, class Msg>
 timer_ref send_after(const server<Impl>& dest, Msg&& msg, std::chrono::steady_clock::duration delay) {
   using M = std::remove_cvref_t<Msg>;
-  static_assert(handles_info<Impl, M>, "otpp::send_after: the server has no handle_info overload for this message type");
-  detail::process_base* p = detail::pid_access::get(dest.pid());
-  if (p == nullptr || !p->alive()) return {};
-  return detail::start_timer<detail::info_node<Impl, M>, M>(*p->rt(), p, std::forward<Msg>(msg), delay, 0,
-                                                            detail::pid_target{});
+  if constexpr (handles_info<Impl, M>) {
+    detail::process_base* p = detail::pid_access::get(dest.pid());
+    if (p == nullptr || !p->alive()) return {};
+    return detail::start_timer<detail::info_node<Impl, M>, M>(*p->rt(), p, std::forward<Msg>(msg), delay, 0,
+                                                              detail::pid_target{});
+  } else if constexpr (detail::is_statem<Impl>) {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::send_after: no state of this gen_statem takes this message type: give a state a public "
+                  "handle_event(State&, otpp::info_event, const Msg&)");
+    return {};
+  } else {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::send_after: the server has no handle_info overload for this message type");
+    return {};
+  }
 }
 
 /// Sends `msg` after `delay` to whoever holds the registered name `name`
@@ -262,13 +272,26 @@ timer_ref send_interval(const pid& dest, Msg&& msg, std::chrono::steady_clock::d
 template <class Impl, class Msg>
 timer_ref send_interval(const server<Impl>& dest, Msg&& msg, std::chrono::steady_clock::duration period) {
   using M = std::remove_cvref_t<Msg>;
-  static_assert(handles_info<Impl, M>, "otpp::send_interval: the server has no handle_info overload for this message type");
-  static_assert(std::is_copy_constructible_v<M>, "otpp::send_interval: the message must be copyable");
-  const std::int64_t ns = detail::checked_period(period);
-  detail::process_base* p = detail::pid_access::get(dest.pid());
-  if (p == nullptr || !p->alive()) return {};
-  return detail::start_timer<detail::info_node<Impl, M>, M, true>(*p->rt(), p, std::forward<Msg>(msg), period, ns,
-                                                                  detail::pid_target{});
+  if constexpr (!handles_info<Impl, M>) {
+    if constexpr (detail::is_statem<Impl>) {
+      static_assert(detail::always_false<Impl, M>,
+                    "otpp::send_interval: no state of this gen_statem takes this message type: give a state a public "
+                    "handle_event(State&, otpp::info_event, const Msg&)");
+    } else {
+      static_assert(detail::always_false<Impl, M>,
+                    "otpp::send_interval: the server has no handle_info overload for this message type");
+    }
+    return {};
+  } else if constexpr (!std::is_copy_constructible_v<M>) {
+    static_assert(detail::always_false<Impl, M>, "otpp::send_interval: the message must be copyable");
+    return {};
+  } else {
+    const std::int64_t ns = detail::checked_period(period);
+    detail::process_base* p = detail::pid_access::get(dest.pid());
+    if (p == nullptr || !p->alive()) return {};
+    return detail::start_timer<detail::info_node<Impl, M>, M, true>(*p->rt(), p, std::forward<Msg>(msg), period, ns,
+                                                                    detail::pid_target{});
+  }
 }
 
 /// send_interval to a registered name, resolved at every delivery. Started
