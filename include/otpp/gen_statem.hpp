@@ -467,10 +467,13 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   template <class S, class... A>
   [[nodiscard]] static transition next_state(S&& s, A&&... actions) {
     using T = std::remove_cvref_t<S>;
-    static_assert((std::is_same_v<T, States> || ...), "next_state: not one of the machine's state types");
     transition t{detail::statem_step::next};
-    t.next.emplace(std::in_place_type<T>, std::forward<S>(s));
-    (t.add(std::forward<A>(actions)), ...);
+    if constexpr ((std::is_same_v<T, States> || ...)) {
+      t.next.emplace(std::in_place_type<T>, std::forward<S>(s));
+      (t.add(std::forward<A>(actions)), ...);
+    } else {
+      static_assert(detail::always_false<Impl, T>, "next_state: not one of the machine's state types");
+    }
     return t;
   }
   /// Stay in the current state (keep_state_and_data: the data are Impl's members).
@@ -510,8 +513,15 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       static_assert(sizeof...(V) == 0, "reply: this call's reply_type is void");
       return reply_action<R>{call.slot_};
     } else {
-      static_assert(sizeof...(V) == 1, "reply: give the reply value");
-      return reply_action<R>{detail::statem_reply_content<R>{call.slot_, R(std::forward<V>(value)...)}};
+      if constexpr (sizeof...(V) != 1) {
+        static_assert(detail::always_false<R, call_event<R>>, "reply: give the reply value");
+      } else if constexpr (!std::is_constructible_v<R, V...>) {
+        static_assert(detail::always_false<R, call_event<R>>,
+                      "reply: the value does not make the call's reply_type (call_event<R>: R is the reply_type)");
+      } else {
+        return reply_action<R>{detail::statem_reply_content<R>{call.slot_, R(std::forward<V>(value)...)}};
+      }
+      throw std::logic_error("reply");  // not reached: the branches that lead here do not compile
     }
   }
   /// Keep the current event until the state changes, then retry it.
@@ -737,11 +747,17 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       using S = std::remove_reference_t<decltype(s)>;
       if constexpr (detail::statem_handles<Impl, S, Kind, M>) {
         try {
-          if constexpr (std::is_void_v<decltype(impl().handle_event(s, ev, m))>) {
+          using returned = decltype(impl().handle_event(s, ev, m));
+          if constexpr (std::is_void_v<returned>) {
             impl().handle_event(s, ev, m);
             return keep_state();
-          } else {
+          } else if constexpr (std::is_convertible_v<returned, transition>) {
             return impl().handle_event(s, ev, m);
+          } else {
+            static_assert(detail::always_false<Impl, returned>,
+                          "gen_statem: handle_event returns a transition (next_state, keep_state, repeat_state, "
+                          "stop, stop_and_reply) or void");
+            return keep_state();
           }
         } catch (...) {
           crashed(std::current_exception(), detail::type_name<M>(), detail::statem_where<Kind, S>());
@@ -926,10 +942,15 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
             enter_event ev;
             transition t = keep_state();
             try {
-              if constexpr (std::is_void_v<decltype(impl().handle_event(s, ev))>) {
+              using returned = decltype(impl().handle_event(s, ev));
+              if constexpr (std::is_void_v<returned>) {
                 impl().handle_event(s, ev);
-              } else {
+              } else if constexpr (std::is_convertible_v<returned, transition>) {
                 t = impl().handle_event(s, ev);
+              } else {
+                static_assert(detail::always_false<Impl, returned>,
+                              "gen_statem: an enter call (handle_event(State&, otpp::enter_event)) returns a "
+                              "transition (keep_state, repeat_state, stop) or void");
               }
             } catch (...) {
               crashed(std::current_exception(), "enter", detail::statem_where<enter_event, S>());
