@@ -100,7 +100,23 @@ struct counter_bound {
   V set_value;  ///< what it becomes when it would
 };
 
+/// A key a hash table (set, bag, duplicate_bag) can hold: std::hash<K>
+/// (specialise it for a type of your own) and ==.
+template <class K>
+concept hashable_key = std::equality_comparable<K> && requires(const K& k) {
+  { std::hash<K>{}(k) } -> std::convertible_to<std::size_t>;
+};
+/// A key an ordered_set can hold: a < that orders keys.
+template <class K>
+concept ordered_key = requires(const K& a, const K& b) {
+  { a < b } -> std::convertible_to<bool>;
+};
+/// A key a table of kind Kind can hold.
+template <class K, class Kind>
+concept table_key = (std::same_as<Kind, ordered_set> ? ordered_key<K> : hashable_key<K>);
+
 template <class K, class V, class Kind>
+  requires table_key<K, Kind>
 class table;
 
 /// The message an heir (or a give_away recipient) gets in handle_info when
@@ -162,6 +178,7 @@ struct table_page {
 /// std::hash and == (hash tables) or < (ordered_set); V needs == for a bag
 /// and for erase_object.
 template <class K, class V, class Kind = set>
+  requires table_key<K, Kind>
 class table {
   using state = detail::table_state<K, V, Kind>;
   using store = detail::store_for<K, V, Kind>;

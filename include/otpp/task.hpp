@@ -279,6 +279,7 @@ task<task_result_t<F>> start_task(F fn, Start start) {
 /// (if any). `fn` may return async<R> (a coroutine that co_awaits calls).
 /// From a plain thread, the task runs in the default runtime.
 template <class F>
+  requires std::invocable<F&>
 [[nodiscard]] task<detail::task_result_t<F>> task_async(F fn) {
   using server_type = detail::task_server<detail::task_result_t<F>, F>;
   return detail::start_task(std::move(fn), [](F&& f, auto slot) { return otpp::start_link<server_type>(std::move(f), slot); });
@@ -288,6 +289,7 @@ template <class F>
 /// (linked); from a plain thread (or another runtime), started in rt and
 /// linked to nobody.
 template <class F>
+  requires std::invocable<F&>
 [[nodiscard]] task<detail::task_result_t<F>> task_async(runtime& rt, F fn) {
   if (detail::tls().current != nullptr && detail::tls().current->rt() == &detail::runtime_access::core(rt))
     return otpp::task_async(std::move(fn));

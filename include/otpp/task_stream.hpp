@@ -134,6 +134,10 @@ class stream_board {
 template <class Start, class Job>
 using started_task_t = std::invoke_result_t<const Start&, Job>;
 
+/// An item of Range, as a stream's task holds it.
+template <class Range>
+using stream_item_t = std::decay_t<decltype(*std::begin(std::declval<Range&>()))>;
+
 }  // namespace detail
 
 /// The lazy range async_stream returns: an input range of result<R>, R
@@ -439,6 +443,7 @@ struct task_async_start {
 /// its own, in the caller's runtime. See the header's comment for ordering,
 /// concurrency, timeouts and crashes.
 template <class Range, class F>
+  requires std::invocable<F&, detail::stream_item_t<Range>&&>
 [[nodiscard]] task_stream<Range, F, detail::task_async_start> async_stream(Range&& range, F fn,
                                                                           async_stream_options options = {}) {
   return {std::forward<Range>(range), std::move(fn), options, detail::task_async_start{}};
@@ -446,6 +451,7 @@ template <class Range, class F>
 
 /// async_stream with its tasks in runtime `rt`.
 template <class Range, class F>
+  requires std::invocable<F&, detail::stream_item_t<Range>&&>
 [[nodiscard]] task_stream<Range, F, detail::task_async_start> async_stream(runtime& rt, Range&& range, F fn,
                                                                           async_stream_options options = {}) {
   return {std::forward<Range>(range), std::move(fn), options, detail::task_async_start{&rt}};

@@ -128,11 +128,13 @@ class task_supervisor {
   /// lifetimes as if linked to the caller), each task a child of this
   /// supervisor.
   template <class Range, class F>
+    requires std::invocable<F&, detail::stream_item_t<Range>&&>
   [[nodiscard]] task_stream<Range, F, detail::supervised_start> async_stream(Range&& range, F fn,
                                                                             async_stream_options options = {}) const;
   /// Task.Supervisor.async_stream_nolink: as async_stream, but a crash is
   /// always an outcome, error(reason). The tasks still die with the stream.
   template <class Range, class F>
+    requires std::invocable<F&, detail::stream_item_t<Range>&&>
   [[nodiscard]] task_stream<Range, F, detail::supervised_start> async_stream_nolink(
       Range&& range, F fn, async_stream_options options = {}) const;
 
@@ -212,12 +214,14 @@ struct supervised_start {
 }  // namespace detail
 
 template <class Range, class F>
+  requires std::invocable<F&, detail::stream_item_t<Range>&&>
 task_stream<Range, F, detail::supervised_start> task_supervisor::async_stream(Range&& range, F fn,
                                                                              async_stream_options options) const {
   return {std::forward<Range>(range), std::move(fn), options, detail::supervised_start{*this, true}};
 }
 
 template <class Range, class F>
+  requires std::invocable<F&, detail::stream_item_t<Range>&&>
 task_stream<Range, F, detail::supervised_start> task_supervisor::async_stream_nolink(Range&& range, F fn,
                                                                                     async_stream_options options) const {
   return {std::forward<Range>(range), std::move(fn), options, detail::supervised_start{*this, false}};
