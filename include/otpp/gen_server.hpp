@@ -25,7 +25,8 @@
 //   R handle_call(Req[, from])   the reply type is R (void replies too)
 //   void handle_call(Req, reply_to<Req::reply_type>)
 //                                deferred: reply later, from any thread
-//   handle_cast(Msg), handle_info(Msg), handle_continue(T)
+//   void handle_cast(Msg), handle_info(Msg), handle_continue(T)
+//                                (or otpp::async<void>: a coroutine handler)
 //   handle_info(const message&)  catch-all for untyped sends
 //   handle_info(otpp::timeout)   the idle timeout of set_timeout passed
 //   on_hibernate()               drop caches: the process is going to sleep
@@ -276,6 +277,8 @@ void run_callback(process_base& p, F&& f, std::string_view msg_type, std::string
     ret task = std::forward<F>(f)();
     p.run_handler(awaiting_handler{async_access::release(task), &finish_async_handler, nullptr, nullptr, msg_type, kind});
   } else {
+    static_assert(std::is_void_v<ret>,
+                  "a cast, info or continue handler returns void (or otpp::async<void>): what it returned would be lost");
     std::forward<F>(f)();
   }
 }
