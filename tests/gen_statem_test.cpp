@@ -149,6 +149,23 @@ TEST_CASE("gen_statem: the first state is entered at start; calls and casts reac
   otpp::stop(m);
 }
 
+TEST_CASE("gen_statem: a sys::get_state visitor reads the current state beside the data") {
+  auto j = std::make_shared<journal>();
+  auto m = otpp::start<recorder>(j).value();
+  auto state_of = [&] {
+    return otpp::sys::get_state(m, [](const recorder& r) {
+             const auto* b = std::get_if<busy>(&r.state());
+             return b != nullptr ? "busy " + std::to_string(b->job) : std::string{"idle"};
+           }).value();
+  };
+  CHECK(state_of() == "idle");
+  otpp::cast(m, recorder::work{7});
+  CHECK(state_of() == "busy 7");  // behind the cast: the machine has taken it
+  otpp::cast(m, recorder::done{});
+  CHECK(state_of() == "idle");
+  otpp::stop(m);
+}
+
 TEST_CASE("gen_statem: postponed events are retried oldest first after a state change, before newer ones") {
   auto j = std::make_shared<journal>();
   auto m = otpp::start<recorder>(j).value();

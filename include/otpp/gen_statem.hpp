@@ -456,11 +456,13 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
   }
   /// @endcond
 
+  /// The current state. Public so that a sys::get_state visitor, which runs
+  /// in the machine's process, reads it beside the data (sys:get_state's
+  /// {State, Data}); nothing outside the process holds the machine itself.
+  [[nodiscard]] const state_type& state() const noexcept { return state_; }
+
  protected:
   gen_statem() noexcept = default;
-
-  /// The current state.
-  [[nodiscard]] const state_type& state() const noexcept { return state_; }
 
   // -- transitions --
   /// Go to state `s` (an enter call runs if it differs from the current one).
