@@ -149,7 +149,7 @@ TEST_CASE("gen_statem: the first state is entered at start; calls and casts reac
   otpp::stop(m);
 }
 
-TEST_CASE("gen_statem: a sys::get_state visitor reads the current state beside the data") {
+TEST_CASE("gen_statem: a sys::get_state visitor reads the current state beside the data; format_state names it") {
   auto j = std::make_shared<journal>();
   auto m = otpp::start<recorder>(j).value();
   auto state_of = [&] {
@@ -159,8 +159,12 @@ TEST_CASE("gen_statem: a sys::get_state visitor reads the current state beside t
            }).value();
   };
   CHECK(state_of() == "idle");
+  const std::string idle_label = otpp::sys::format_state(m.pid()).value().value();  // no formatter: the state's type
+  CHECK(idle_label.starts_with("state "));
+  CHECK(idle_label.ends_with("idle"));
   otpp::cast(m, recorder::work{7});
   CHECK(state_of() == "busy 7");  // behind the cast: the machine has taken it
+  CHECK(otpp::sys::format_state(m.pid()).value().value().ends_with("busy"));
   otpp::cast(m, recorder::done{});
   CHECK(state_of() == "idle");
   otpp::stop(m);

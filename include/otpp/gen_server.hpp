@@ -288,6 +288,10 @@ init_result run_statem_init(Impl& impl);
 /// A state machine's mailbox ran dry: its event timeout starts counting.
 template <class Impl>
 void statem_mailbox_dry(Impl& impl) noexcept;
+/// "state door_open": what sys::format_state shows of a state machine
+/// without a formatter of its own.
+template <class Impl>
+std::string statem_state_label(const Impl& impl);
 
 template <class Impl>
 concept has_init = requires(Impl& i) { i.init(); };
@@ -451,6 +455,9 @@ class process_of final : public process_base {
   bool format_state(std::string& out) override {
     if constexpr (fmt::is_formattable<Impl>::value) {
       out = fmt::format("{}", std::as_const(impl()));
+      return true;
+    } else if constexpr (std::is_base_of_v<tags::statem, Impl>) {
+      out = statem_state_label(std::as_const(impl()));
       return true;
     } else {
       out.clear();

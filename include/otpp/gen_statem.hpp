@@ -1206,6 +1206,12 @@ init_result run_statem_init(Impl& impl) {
 }
 
 template <class Impl>
+std::string statem_state_label(const Impl& impl) {
+  return std::visit([](const auto& s) { return fmt::format("state {}", type_name<std::remove_cvref_t<decltype(s)>>()); },
+                    impl.state());
+}
+
+template <class Impl>
 void statem_mailbox_dry(Impl& impl) noexcept {
   try {
     statem_access::mailbox_dry(impl);

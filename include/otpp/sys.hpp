@@ -233,8 +233,9 @@ result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_
 
 /// A server's state as its fmt formatter writes it (a
 /// fmt::formatter<Impl> specialization), read between two messages: what
-/// the observer shows of a process. Nothing when Impl has no formatter; an
-/// error when the process is gone, does not answer within `timeout`, or the
+/// the observer shows of a process. Nothing when Impl has no formatter (a
+/// gen_statem without one: "state <its state's type>"); an error when the
+/// process is gone, does not answer within `timeout`, or the
 /// formatter throws.
 [[nodiscard]] inline result<std::optional<std::string>> format_state(
     const pid& p, std::chrono::steady_clock::duration timeout = default_call_timeout) {
