@@ -515,15 +515,15 @@ class gen_statem : public gen_server<Impl>, private tags::statem {
       static_assert(sizeof...(V) == 0, "reply: this call's reply_type is void");
       return reply_action<R>{call.slot_};
     } else {
-      if constexpr (sizeof...(V) != 1) {
-        static_assert(detail::always_false<R, call_event<R>>, "reply: give the reply value");
-      } else if constexpr (!std::is_constructible_v<R, V...>) {
-        static_assert(detail::always_false<R, call_event<R>>,
-                      "reply: the value does not make the call's reply_type (call_event<R>: R is the reply_type)");
-      } else {
+      if constexpr (sizeof...(V) == 1 && std::is_constructible_v<R, V...>) {
         return reply_action<R>{detail::statem_reply_content<R>{call.slot_, R(std::forward<V>(value)...)}};
+      } else {
+        // One error, and nothing built from the value.
+        static_assert(sizeof...(V) == 1, "reply: give the reply value");
+        static_assert(sizeof...(V) != 1 || std::is_constructible_v<R, V...>,
+                      "reply: the value does not make the call's reply_type (call_event<R>: R is the reply_type)");
+        throw std::logic_error("reply");  // not reached: this branch does not compile
       }
-      throw std::logic_error("reply");  // not reached: the branches that lead here do not compile
     }
   }
   /// Keep the current event until the state changes, then retry it.

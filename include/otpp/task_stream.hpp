@@ -146,7 +146,7 @@ using stream_item_t = std::decay_t<decltype(*std::begin(std::declval<Range&>()))
 template <class Range, class F, class Start>
 class task_stream {
   using item_iterator = decltype(std::begin(std::declval<Range&>()));
-  using item_type = std::decay_t<decltype(*std::declval<item_iterator&>())>;
+  using item_type = detail::stream_item_t<Range>;
 
   struct job {
     F fn;

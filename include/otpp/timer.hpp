@@ -272,15 +272,14 @@ timer_ref send_interval(const pid& dest, Msg&& msg, std::chrono::steady_clock::d
 template <class Impl, class Msg>
 timer_ref send_interval(const server<Impl>& dest, Msg&& msg, std::chrono::steady_clock::duration period) {
   using M = std::remove_cvref_t<Msg>;
-  if constexpr (!handles_info<Impl, M>) {
-    if constexpr (detail::is_statem<Impl>) {
-      static_assert(detail::always_false<Impl, M>,
-                    "otpp::send_interval: no state of this gen_statem takes this message type: give a state a public "
-                    "handle_event(State&, otpp::info_event, const Msg&)");
-    } else {
-      static_assert(detail::always_false<Impl, M>,
-                    "otpp::send_interval: the server has no handle_info overload for this message type");
-    }
+  if constexpr (!handles_info<Impl, M> && detail::is_statem<Impl>) {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::send_interval: no state of this gen_statem takes this message type: give a state a public "
+                  "handle_event(State&, otpp::info_event, const Msg&)");
+    return {};
+  } else if constexpr (!handles_info<Impl, M>) {
+    static_assert(detail::always_false<Impl, M>,
+                  "otpp::send_interval: the server has no handle_info overload for this message type");
     return {};
   } else if constexpr (!std::is_copy_constructible_v<M>) {
     static_assert(detail::always_false<Impl, M>, "otpp::send_interval: the message must be copyable");
