@@ -38,6 +38,20 @@ TEST_CASE("an agent holds a value: get, update, get_and_update, cast, stop") {
   CHECK_THROWS_AS(a.get([](const std::vector<int>& v) { return v.size(); }), otpp::exit_error);
 }
 
+TEST_CASE("update and cast also take a function that changes the value in place; get_and_update takes a tuple") {
+  otpp::runtime rt{{.workers = 2}};
+  auto a = otpp::agent<std::vector<int>>::start(rt, [] { return std::vector<int>{1}; }).value();
+  a.update([](std::vector<int>& v) { v.push_back(2); });
+  a.cast([](auto& v) { v.push_back(3); });
+  const auto* before = a.get([](const std::vector<int>& v) { return v.data(); });
+  a.update([](std::vector<int>& v) { v.front() = 10; });
+  // Changed where it lies: the in-place form neither moves nor copies the value.
+  CHECK(a.get([](const std::vector<int>& v) { return v.data(); }) == before);
+  CHECK(a.get_and_update([](const std::vector<int>& v) { return std::tuple{v.size(), std::vector<int>{v.back()}}; }) == 3u);
+  CHECK(a.get([](const std::vector<int>& v) { return v; }) == std::vector<int>{3});
+  a.stop();
+}
+
 TEST_CASE("a function that throws crashes the agent; the caller gets the reason") {
   otpp::runtime rt{{.workers = 2}};
   otpp_test::log_capture quiet;

@@ -4,6 +4,7 @@
 //
 //   auto a = otpp::agent<std::vector<int>>::start_link([] { return std::vector<int>{}; }).value();
 //   a.update([](std::vector<int> v) { v.push_back(1); return v; });
+//   a.update([](std::vector<int>& v) { v.push_back(2); });                // in place
 //   std::size_t n = a.get([](const std::vector<int>& v) { return v.size(); });
 //   int first = a.get_and_update([](const std::vector<int>& v) { return std::pair{v[0], v}; });
 //
@@ -16,6 +17,7 @@
 
 #include <chrono>
 #include <functional>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -47,6 +49,28 @@ struct agent_cast {
   F fn;
 };
 
+/// init() makes the agent's first value.
+template <class Init, class T>
+concept agent_init = std::invocable<Init&> && std::is_convertible_v<std::invoke_result_t<Init&>, T>;
+template <class F, class T>
+concept agent_getter = std::invocable<F&, const T&> && !std::is_void_v<std::invoke_result_t<F&, const T&>>;
+/// update's two forms: fn(T&) changes the value in place and returns
+/// nothing; otherwise fn(value) returns the new value, as Agent.update's
+/// function does.
+template <class F, class T>
+concept agent_mutator = std::invocable<F&, T&> && std::is_void_v<std::invoke_result_t<F&, T&>>;
+template <class F, class T>
+concept agent_updater =
+    agent_mutator<F, T> || (std::invocable<F&, T&&> && std::is_convertible_v<std::invoke_result_t<F&, T&&>, T>);
+/// get_and_update's function returns {answer, new value}: a pair or
+/// two-element tuple whose second converts to T.
+template <class R, class T>
+concept answer_and_value = requires { std::tuple_size<std::remove_cvref_t<R>>::value; } &&
+                           std::tuple_size_v<std::remove_cvref_t<R>> == 2 &&
+                           std::is_convertible_v<std::tuple_element_t<1, std::remove_cvref_t<R>>, T>;
+template <class F, class T>
+concept agent_get_updater = std::invocable<F&, const T&> && answer_and_value<std::invoke_result_t<F&, const T&>, T>;
+
 /// The agent's process. Its handlers are templates: each function type the
 /// program sends gets its own handler, so nothing is type-erased or copied
 /// through a std::function.
@@ -62,7 +86,7 @@ class agent_server : public gen_server<agent_server<T>> {
   }
   template <class F>
   void handle_call(agent_update<F> r) {
-    value_ = std::invoke(r.fn, std::move(value_));
+    apply_update(r.fn);
   }
   template <class F>
   auto handle_call(agent_get_and_update<F> r) {
@@ -72,26 +96,28 @@ class agent_server : public gen_server<agent_server<T>> {
   }
   template <class F>
   void handle_cast(agent_cast<F> r) {
-    value_ = std::invoke(r.fn, std::move(value_));
+    apply_update(r.fn);
   }
 
  private:
+  template <class F>
+  void apply_update(F& fn) {
+    if constexpr (agent_mutator<F, T>) {
+      std::invoke(fn, value_);
+    } else {
+      value_ = std::invoke(fn, std::move(value_));
+    }
+  }
+
   T value_;
 };
-
-/// init() makes the agent's first value.
-template <class Init, class T>
-concept agent_init = std::invocable<Init&> && std::is_convertible_v<std::invoke_result_t<Init&>, T>;
-template <class F, class T>
-concept agent_getter = std::invocable<F&, const T&> && !std::is_void_v<std::invoke_result_t<F&, const T&>>;
-template <class F, class T>
-concept agent_updater = std::invocable<F&, T&&> && std::is_convertible_v<std::invoke_result_t<F&, T&&>, T>;
 
 }  // namespace detail
 
 /// A handle to an agent holding a T. Copyable; converts to pid. Functions
 /// for get take `const T&` and return the answer; for update and cast they
-/// take the value (by value or T&&) and return the new one; for
+/// take the value (by value or T&&) and return the new one, or take `T&`,
+/// change it in place and return nothing; for
 /// get_and_update they take `const T&` and return {answer, new value}.
 template <class T>
 class agent {
@@ -143,6 +169,7 @@ class agent {
   }
   /// {answer, value} = fn(value); returns the answer (Agent.get_and_update).
   template <class F>
+    requires detail::agent_get_updater<F, T>
   auto get_and_update(F fn, std::chrono::steady_clock::duration timeout = default_call_timeout) const {
     return otpp::call(s_, detail::agent_get_and_update<F>{std::move(fn)}, timeout);
   }
