@@ -952,6 +952,10 @@ void discard_unstarted(process_base* p) noexcept;
 template <class Impl, class Registrar, class... Args>
 result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, Registrar&& registrar, Args&&... args) {
   static_assert(std::is_base_of_v<gen_server<Impl>, Impl>, "a server type must derive from otpp::gen_server<itself>");
+  constexpr bool constructible = std::is_constructible_v<Impl, Args&&...>;
+  static_assert(std::is_constructible_v<Impl, Args&&...>,
+                "otpp::start: the server type has no public constructor taking these arguments (start options such "
+                "as otpp::name(...) come first; the arguments after them construct the server)");
   if (rt.closed()) return exit_reason::shutdown("runtime stopped");
   process_base* const parent = link ? tls().current : nullptr;
   auto* p = process_of<Impl>::allocate(&rt);
@@ -986,7 +990,7 @@ result<server<Impl>> start_in(runtime_core& rt, bool link, start_options opts, R
   {
     current_scope scope{p};
     try {
-      ::new (p->impl_storage()) Impl(std::forward<Args>(args)...);
+      if constexpr (constructible) ::new (p->impl_storage()) Impl(std::forward<Args>(args)...);
     } catch (...) {
       auto why = exit_reason::of_exception(std::current_exception());
       p->release_refs(handed);

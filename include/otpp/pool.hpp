@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -299,6 +300,7 @@ void checkin(const server<pool<Worker>>& p, const server<Worker>& w) {
 /// checkout, fn(worker), checkin, also when fn throws (then rethrows).
 /// Returns what fn returns, or the checkout's failure.
 template <class Worker, class F>
+  requires std::invocable<F&, const server<Worker>&>
 auto transaction(const server<pool<Worker>>& p, F&& fn, std::chrono::steady_clock::duration timeout = default_call_timeout)
     -> result<std::invoke_result_t<F&, const server<Worker>&>> {
   using R = std::invoke_result_t<F&, const server<Worker>&>;
