@@ -235,6 +235,21 @@ TEST_CASE("observer: a process stuck in a handler shows as busy, and does not ho
   CHECK(otpp::call(w, worker::ping{}) == 1);
 }
 
+TEST_CASE("observer: a suspended process shows as suspended, its held messages in its queue") {
+  fixture f;
+  auto w = f.rt.start<worker>().value();
+  REQUIRE(otpp::sys::suspend(w.pid()));
+  otpp_test::gate open;
+  open.release();
+  otpp::cast(w, worker::hold{&open});  // held: not run while suspended
+  const auto text = fmt::format("{}", w.pid());
+  REQUIRE(eventually([&] { return otpp::sys::info(w.pid()).value().mailbox_length == 1; }));
+  CHECK(row(body_of(request(f.port, "GET", "/api/snapshot")), text).find(R"("status":"suspended")") != std::string::npos);
+  CHECK(body_of(request(f.port, "GET", "/api/process?pid=" + text)).find(R"("status":"suspended")") != std::string::npos);
+  REQUIRE(otpp::sys::resume(w.pid()));
+  CHECK(otpp::call(w, worker::ping{}) == 1);
+}
+
 TEST_CASE("observer: kill needs allow_actions and the token") {
   SECTION("off by default") {
     fixture f;

@@ -184,3 +184,141 @@ TEST_CASE("peek reads status and queue length at once, behind a backlog, without
   CHECK(otpp::sys::peek(s).status == otpp::sys::process_snapshot::status_t::exited);
   CHECK(otpp::sys::peek(otpp::pid{}).status == otpp::sys::process_snapshot::status_t::exited);
 }
+
+namespace {
+// Records what it is cast, in order.
+class recorder : public otpp::gen_server<recorder> {
+ public:
+  struct append {
+    int v;
+  };
+  struct items {};
+  struct suspend_self {};
+  void handle_cast(append a) { log_.push_back(a.v); }
+  std::vector<int> handle_call(items) const { return log_; }
+  otpp::exit_kind handle_call(suspend_self) {
+    auto r = otpp::sys::suspend(otpp::self());
+    return r ? otpp::exit_kind::normal : r.error().kind();
+  }
+  const std::vector<int>& log() const { return log_; }
+
+ private:
+  std::vector<int> log_;
+};
+
+std::vector<int> one_to(int n) {
+  std::vector<int> v;
+  for (int i = 1; i <= n; ++i) v.push_back(i);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("suspend holds every message but signals and system requests; resume hands them over in order") {
+  otpp::runtime rt{{.workers = 2}};
+  auto s = rt.start<recorder>().value();
+  otpp::cast(s, recorder::append{1});
+  CHECK(otpp::call(s, recorder::items{}) == std::vector<int>{1});
+  REQUIRE(otpp::sys::suspend(s.pid()));
+  for (int i = 2; i <= 101; ++i) otpp::cast(s, recorder::append{i});
+  // A call waits like any message: past its timeout it fails, as in OTP.
+  auto late = otpp::try_call(s, recorder::items{}, 50ms);
+  REQUIRE_FALSE(late);
+  CHECK(late.error().kind() == otpp::exit_kind::timeout);
+  // System requests are answered meanwhile, and see nothing of the held casts.
+  CHECK(otpp::sys::get_state(s, [](const recorder& r) { return r.log(); }).value() == std::vector<int>{1});
+  auto info = otpp::sys::info(s.pid()).value();
+  CHECK(info.suspended);
+  CHECK(info.mailbox_length >= 100);  // the held casts (and the timed-out call, if not yet dropped)
+  CHECK(otpp::sys::suspend(s.pid()));  // again: still suspended, nothing else changes
+  REQUIRE(otpp::sys::resume(s.pid()));
+  otpp::cast(s, recorder::append{102});  // after what was held
+  CHECK(otpp::call(s, recorder::items{}) == one_to(102));
+  CHECK_FALSE(otpp::sys::info(s.pid()).value().suspended);
+  CHECK(otpp::sys::resume(s.pid()));  // not suspended: nothing to do
+  otpp::stop(s);
+}
+
+TEST_CASE("a suspended process still dies of exit signals; a call held there fails with the reason at once") {
+  otpp::runtime rt{{.workers = 2}};
+  auto s = rt.start<recorder>().value();
+  REQUIRE(otpp::sys::suspend(s.pid()));
+  auto pending = otpp::async_try_call(s, recorder::items{}, 30s);
+  // Held, not answered: the suspended process has taken it in.
+  REQUIRE(otpp_test::eventually([&] { return otpp::sys::info(s.pid()).value().mailbox_length == 1; }));
+  const auto t0 = std::chrono::steady_clock::now();
+  otpp::exit(s.pid(), otpp::exit_reason::kill());
+  auto r = pending.get();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().kind() == otpp::exit_kind::killed);
+  CHECK(std::chrono::steady_clock::now() - t0 < 10s);  // the reason, not the 30 s timeout
+  CHECK_FALSE(s.alive());
+}
+
+TEST_CASE("suspend: a process cannot suspend itself; a dead one is noproc; stop still stops a suspended one") {
+  otpp::runtime rt{{.workers = 2}};
+  auto s = rt.start<recorder>().value();
+  CHECK(otpp::call(s, recorder::suspend_self{}) == otpp::exit_kind::calling_self);
+  CHECK_FALSE(otpp::sys::info(s.pid()).value().suspended);
+  REQUIRE(otpp::sys::suspend(s.pid()));
+  otpp::cast(s, recorder::append{1});
+  CHECK(otpp::try_stop(s.pid(), otpp::exit_reason::shutdown(), 5s));  // a system request
+  CHECK(otpp::sys::suspend(s.pid()).error().kind() == otpp::exit_kind::noproc);
+  CHECK(otpp::sys::resume(s.pid()).error().kind() == otpp::exit_kind::noproc);
+}
+
+namespace {
+// Answers `ask` only when told to (a deferred reply).
+class answerer : public otpp::gen_server<answerer> {
+ public:
+  struct ask {
+    using reply_type = int;
+  };
+  struct answer {};
+  struct asked {};
+  void handle_call(ask, otpp::reply_to<int> r) { waiting_.push_back(std::move(r)); }
+  void handle_call(answer) {
+    for (auto& r : waiting_) (void)r.reply(7);
+    waiting_.clear();
+  }
+  std::size_t handle_call(asked) const { return waiting_.size(); }
+
+ private:
+  std::vector<otpp::reply_to<int>> waiting_;
+};
+
+// A handler that waits for the answerer without holding its worker.
+class asker : public otpp::gen_server<asker> {
+ public:
+  struct go {
+    otpp::server<answerer> from;
+  };
+  otpp::async<void> handle_cast(go g) { log_.push_back(co_await otpp::async_call(g.from, answerer::ask{})); }
+  void handle_cast(recorder::append a) { log_.push_back(a.v); }
+  std::vector<int> handle_call(recorder::items) const { return log_; }
+  const std::vector<int>& log() const { return log_; }
+
+ private:
+  std::vector<int> log_;
+};
+}  // namespace
+
+TEST_CASE("suspend while a handler awaits: the handler still finishes; what came after waits for resume") {
+  otpp::runtime rt{{.workers = 2}};
+  auto a = rt.start<answerer>().value();
+  auto s = rt.start<asker>().value();
+  otpp::cast(s, asker::go{a});
+  REQUIRE(otpp_test::eventually([&] { return otpp::call(a, answerer::asked{}) == 1; }));
+  REQUIRE(otpp::sys::suspend(s.pid()));  // a system request: answered while the handler awaits
+  otpp::cast(s, recorder::append{1});
+  otpp::call(a, answerer::answer{});
+  // The awaited reply resumes the handler (part of the message it was
+  // handling), and the cast sent meanwhile stays held.
+  REQUIRE(otpp_test::eventually([&] {
+    return otpp::sys::get_state(s, [](const asker& x) { return x.log(); }).value() == std::vector<int>{7};
+  }));
+  CHECK(otpp::sys::info(s.pid()).value().mailbox_length == 1);
+  REQUIRE(otpp::sys::resume(s.pid()));
+  CHECK(otpp::call(s, recorder::items{}) == std::vector<int>{7, 1});
+  otpp::stop(s);
+  otpp::stop(a);
+}

@@ -296,7 +296,7 @@ class observer_core {
       if (!first) out += ',';
       first = false;
       out += fmt::format("{{\"pid\":{},\"status\":\"{}\",\"queue\":{},\"capacity\":{},\"dropped\":{},\"restarts\":{},\"id\":{}",
-                         json_string(x.text), x.info ? status_name(x.peek.status) : "busy", x.peek.message_queue_len,
+                         json_string(x.text), !x.info ? "busy" : x.info->suspended ? "suspended" : status_name(x.peek.status), x.peek.message_queue_len,
                          x.peek.mailbox_capacity, x.peek.dropped, restarts_of(x), json_string(x.child_id));
       if (x.info) {
         out += fmt::format(",\"name\":{},\"type\":{},\"memory\":{},\"handled\":{},\"parent\":{},\"supervisor\":{}",
@@ -343,7 +343,8 @@ class observer_core {
     std::string out = fmt::format(
         "{{\"pid\":{},\"name\":{},\"type\":{},\"status\":\"{}\",\"queue\":{},\"capacity\":{},\"dropped\":{},\"memory\":{},"
         "\"handled\":{},\"parent\":{},\"trap_exit\":{},\"monitored_by\":{},\"monitoring\":{},\"links\":[",
-        json_string(text), json_string(info->name), json_string(info->type), status_name(peek.status), peek.message_queue_len,
+        json_string(text), json_string(info->name), json_string(info->type),
+        info->suspended ? "suspended" : status_name(peek.status), peek.message_queue_len,
         peek.mailbox_capacity, peek.dropped, info->memory, info->messages_handled,
         json_string(info->parent ? fmt::format("{}", info->parent) : std::string{}), info->trap_exit ? "true" : "false",
         info->monitored_by, info->monitoring);

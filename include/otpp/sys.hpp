@@ -1,6 +1,7 @@
 #pragma once
 // Introspection, like Erlang's sys and erlang:process_info: read or replace a
-// server's state, count what it handled, list live processes.
+// server's state, count what it handled, list live processes, suspend and
+// resume a process.
 //
 // Everything that reads a process's own data runs on that process (a system
 // request handled between its messages, or inline when it is idle), so it
@@ -42,6 +43,7 @@ struct process_info {
   std::size_t monitored_by = 0;        ///< Monitors others hold on it.
   std::size_t monitoring = 0;          ///< Monitors it holds.
   bool trap_exit = false;              ///< Whether it traps exits.
+  bool suspended = false;              ///< Whether sys::suspend holds it (its held messages count in mailbox_length).
 };
 
 /// What statistics reports (sys:statistics, the useful part).
@@ -216,6 +218,7 @@ result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_
         i.mailbox_length = proc.mailbox_length();
         i.messages_handled = proc.messages_handled();
         i.trap_exit = proc.traps_exits();
+        i.suspended = proc.is_suspended();
         i.memory = proc.object_bytes() + proc.mailbox_length() * otpp::detail::pool_granule * 2;
         if (auto* c = proc.cold_if_any()) {
           i.memory += proc.cold_bytes();
@@ -229,6 +232,24 @@ result<void> replace_state(const server<Impl>& s, F mutate, std::chrono::steady_
         return i;
       },
       timeout, true);
+}
+
+/// sys:suspend: from its next message on, the process handles only
+/// signals (exits, kills, links, monitors) and system requests (sys, stop);
+/// everything else waits, in order, until resume. A handler running (or
+/// awaiting) now finishes first. Calls to it wait and may time out, as in
+/// OTP. Fails with noproc, timeout, calling_self (nothing but another
+/// process could resume it), or the std::bad_alloc of a process that had
+/// no memory for the place its held messages go.
+inline result<void> suspend(const pid& p, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  if (p && otpp::detail::pid_access::get(p) == otpp::detail::tls().current) return exit_reason::calling_self();
+  return detail::run_on(p, [](detail::process_base& proc) { proc.suspend(); }, timeout);
+}
+
+/// sys:resume: a suspended process handles what it held back, in order,
+/// then the rest. Resuming one that is not suspended does nothing.
+inline result<void> resume(const pid& p, std::chrono::steady_clock::duration timeout = default_call_timeout) {
+  return detail::run_on(p, [](detail::process_base& proc) { proc.resume(); }, timeout);
 }
 
 /// A server's state as its fmt formatter writes it (a

@@ -494,10 +494,13 @@ class process_base : public process_identity {
   // A handler of this turn woke a process into its worker's LIFO slot,
   // which other workers do not take from (runtime_core::share_lifo).
   static constexpr std::uint32_t woke_lifo = 1u << 22;
+  // sys::suspend: only signals and system messages are handled; the rest
+  // are held back in order until sys::resume.
+  static constexpr std::uint32_t suspended = 1u << 23;
   // What makes a turn that found the mailbox empty settle first.
   static constexpr std::uint32_t settle_flags = idle_flags | dry_asked;
   // What sends a turn down its slow path (one test on the fast path).
-  static constexpr std::uint32_t turn_slow = has_continue | exit_pending | awaiting | has_held;
+  static constexpr std::uint32_t turn_slow = has_continue | exit_pending | awaiting | has_held | suspended;
 
   explicit process_base(runtime_core* rt) noexcept : rt_{rt} { add_core_ref(rt); }
   process_base(const process_base&) = delete;
@@ -601,7 +604,7 @@ class process_base : public process_identity {
       drain_dead();
       return false;
     }
-    if (signals_.empty(sig_head_) && !(local_ & (awaiting | has_held))) return true;
+    if (signals_.empty(sig_head_) && !(local_ & (awaiting | has_held | suspended))) return true;
     // Messages are queued ahead of us (or a handler awaits, holding the
     // process): they must be handled first, so run the process the normal
     // way and let the caller enqueue behind them.
@@ -752,6 +755,16 @@ class process_base : public process_identity {
     return *c.waits;
   }
   [[nodiscard]] process_cold* cold_if_any() noexcept { return (local_ & has_cold) ? cold_ : nullptr; }
+  /// Owner only (sys::suspend): from the next message on, handles only
+  /// signals and system messages, holding the rest back in order. Throws
+  /// std::bad_alloc (the place held messages are kept is made now).
+  void suspend() {
+    (void)wait_state();
+    local_ |= suspended;
+  }
+  /// Owner only (sys::resume): what was held back comes next, in order.
+  void resume() noexcept { local_ &= ~suspended; }
+  [[nodiscard]] bool is_suspended() const noexcept { return (local_ & suspended) != 0; }
   /// Owner only: about what the cold state holds, in bytes (tables at their
   /// capacity; the nodes of hash tables estimated).
   [[nodiscard]] std::size_t cold_bytes() noexcept {
@@ -783,10 +796,18 @@ class process_base : public process_identity {
   }
   /// Walks the queue: nodes between head and tail belong to the owner.
   [[nodiscard]] std::size_t mailbox_length() noexcept {
-    std::size_t n = 0;
+    std::size_t n = held_length();
     const mpsc_node* dummy = mpsc_queue::taken_in_place(head_) ? mpsc_queue::at(head_) : mailbox_.consumer_head();
     for (mpsc_node* x = mpsc_queue::at(head_); x != nullptr; x = x->next_.load(std::memory_order_acquire))
       if (x != dummy && x != mailbox_.consumer_head() && !is_resume(x)) ++n;
+    return n;
+  }
+  /// Owner only: messages taken from the mailbox and held back (while a
+  /// handler awaits, or while suspended), still waiting to be handled.
+  [[nodiscard]] std::size_t held_length() noexcept {
+    std::size_t n = 0;
+    if (local_ & has_held)
+      for (const mpsc_node* x = cold_->waits->held_head; x != nullptr; x = x->next_.load(std::memory_order_relaxed)) ++n;
     return n;
   }
   /// Owner only: whether a message is queued (or being pushed).

@@ -242,7 +242,7 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
       // between a consumer that keeps up and one that thrashes).
       // Not while a node's traffic flows: the worker's idle poll is then
       // what the next message (and what this turn wrote) waits for.
-      if (!lingered && !(local_ & awaiting) && worker_has_nothing_else(rt_) &&
+      if (!lingered && !(local_ & (awaiting | suspended)) && worker_has_nothing_else(rt_) &&
           !idle_pollers::hot()) {
         lingered = true;
         // Poll sparsely: each poll pulls the line the sender is about to
@@ -252,9 +252,9 @@ OTPP_FUNC turn_result process_base::run_turn(unsigned budget) noexcept {
         }
         if (!mailbox_.empty(head_)) continue;
       }
-      if (local_ & awaiting) {
+      if (local_ & (awaiting | suspended)) {
         // Held messages are still queued as far as queue_length goes, and
-        // idle timeouts wait for the handler to finish.
+        // idle timeouts wait for the handler to finish (or for sys::resume).
       } else {
         if (local_ & settle_flags) {
           settle_idle();
@@ -1883,7 +1883,7 @@ OTPP_FUNC void process_base::resume_reentrant(reentrant_wait* w) noexcept {
 // the next system message (the others are held back); after, the held ones
 // first, in order, then the mailbox.
 OTPP_FUNC message_node* process_base::next_held_back() noexcept {
-  if (local_ & awaiting) {
+  if (local_ & (awaiting | suspended)) {
     while (auto* n = static_cast<message_node*>(mailbox_.pop(head_, is_resume))) {
       if (n->fn == &system_node::handle || is_resume(n)) return n;
       hold_back(n);
