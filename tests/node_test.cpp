@@ -337,6 +337,57 @@ TEST_CASE("node: two otpp nodes call, link-free monitor and fail as Erlang's do"
   CHECK(otpp_test::eventually([&] { return a.nodes().empty(); }));
 }
 
+namespace {
+// Fans a request out with async_multi_call from a coroutine handler.
+struct fanner : otpp::gen_server<fanner> {
+  struct fan {
+    std::vector<std::string> nodes;
+  };
+  otpp::node* via;
+  explicit fanner(otpp::node* n) : via{n} {}
+  otpp::async<otpp::multi_call_result> handle_call(fan f) {
+    // The term in a statement of its own: GCC 12 mishandles a temporary
+    // holding a string inside a co_await expression (docs/semantics.md 1.3a).
+    const term get{atom{"get"}};
+    co_return co_await via->async_multi_call(f.nodes, "counter", get, std::chrono::seconds{10});
+  }
+};
+}  // namespace
+
+TEST_CASE("node: multi_call and abcast reach a served name on several nodes at once") {
+  otpp::runtime rt{{.workers = 2}};
+  otpp::node a{{.name = unique("otpp_m1"), .cookie = cookie}};
+  otpp::node b{{.name = unique("otpp_m2"), .cookie = cookie}};
+  auto ca = rt.start<remote_counter>().value();
+  auto cb = rt.start<remote_counter>().value();
+  REQUIRE(a.serve("counter", ca));
+  REQUIRE(b.serve("counter", cb));
+  const std::string nobody = unique("nobody") + a.name().substr(a.name().find('@'));
+  // b's own name among them: its server is reached here, not through the network.
+  b.abcast({a.name(), b.name()}, "counter", term::tuple(atom{"add"}, 2));
+  const auto r = b.multi_call({a.name(), nobody, b.name()}, "counter", term::tuple(atom{"add"}, 1), std::chrono::seconds{10});
+  for (const auto& [n, why] : r.bad_nodes) UNSCOPED_INFO(n << ": " << fmt::format("{}", why));
+  REQUIRE(r.replies.size() == 2);
+  CHECK(r.replies[0] == std::pair<std::string, term>{a.name(), term{3}});  // the cast came first, on the same way
+  CHECK(r.replies[1] == std::pair<std::string, term>{b.name(), term{3}});
+  REQUIRE(r.bad_nodes.size() == 1);
+  CHECK(r.bad_nodes[0].first == nobody);
+  CHECK(r.bad_nodes[0].second.kind() == otpp::exit_kind::noconnection);
+  // A node without the name: noproc, beside the others' replies.
+  const auto missing = b.multi_call({a.name(), b.name()}, "nothing_here", atom{"get"});
+  CHECK(missing.replies.empty());
+  REQUIRE(missing.bad_nodes.size() == 2);
+  CHECK(missing.bad_nodes[0].second.kind() == otpp::exit_kind::noproc);
+  CHECK(missing.bad_nodes[1].second.kind() == otpp::exit_kind::noproc);
+  // From a coroutine handler, holding no worker meanwhile.
+  auto f = rt.start<fanner>(&b).value();
+  const auto fanned = otpp::call(f, fanner::fan{{a.name(), b.name()}}, std::chrono::seconds{20});
+  REQUIRE(fanned.replies.size() == 2);
+  CHECK(fanned.replies[0].second == term{3});
+  CHECK(fanned.replies[1].second == term{3});
+  otpp::stop(f);
+}
+
 TEST_CASE("node: frames larger than a read, and frames split across reads, arrive whole") {
   otpp::runtime rt{{.workers = 2}};
   otpp::node a{{.name = unique("otpp_f1"), .cookie = cookie}};

@@ -44,6 +44,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -543,6 +544,12 @@ struct served {
   // per request) allocates nothing.
   std::shared_ptr<const call_fn> call;  // null: it answers no calls
   std::shared_ptr<const cast_fn> cast;  // null: it takes no casts
+  // multi_call to this node itself: the call made here, typed, its reply
+  // made a term (null where `call` is).
+  using local_call_fn = std::function<result<term>(term, steady::duration)>;
+  using local_async_fn = std::function<async<result<term>>(term, steady::duration)>;
+  std::shared_ptr<const local_call_fn> local_call;
+  std::shared_ptr<const local_async_fn> local_async;
 };
 
 /// What a call's frames hold that depends only on its target, encoded once
@@ -627,6 +634,13 @@ class node_core {
     served_by_index_[wire_index(wire)] = s;
     served_[std::move(name)] = std::move(s);
     return true;
+  }
+  /// The entry served as `name` (a copy), if any.
+  std::optional<served> find_served(std::string_view name) {
+    std::lock_guard lock{mu_};
+    auto it = served_.find(name);
+    if (it == served_.end()) return std::nullopt;
+    return it->second;
   }
   bool unserve(std::string_view name) {
     std::lock_guard lock{mu_};
@@ -2593,6 +2607,13 @@ struct remote_name {
   std::string node;  ///< The node, `name@host`.
 };
 
+/// What multi_call gathers: GenServer.multi_call's {replies, bad_nodes},
+/// with the reason each bad node gave.
+struct multi_call_result {
+  std::vector<std::pair<std::string, term>> replies;           ///< Node and its server's reply, in the order asked.
+  std::vector<std::pair<std::string, exit_reason>> bad_nodes;  ///< Node and why no reply came (noproc, noconnection, timeout, the server's exit).
+};
+
 /// This program as a node. Not copyable; stopping it (the destructor)
 /// closes every connection: remote callers' monitors see noconnection,
 /// and local calls still waiting on other nodes fail with it.
@@ -2652,6 +2673,69 @@ class node {
                                       std::chrono::steady_clock::duration timeout = default_call_timeout) {
     return async_try_call(to, std::move(request), timeout).get();
   }
+  /// GenServer.multi_call: calls the server served (on a BEAM node,
+  /// registered) as `name` on every node of `nodes` at once, this node
+  /// included if listed, and waits for them all within one `timeout`.
+  /// Blocks this thread; in a coroutine handler co_await async_multi_call.
+  [[nodiscard]] multi_call_result multi_call(const std::vector<std::string>& nodes, std::string_view name,
+                                             const term& request,
+                                             std::chrono::steady_clock::duration timeout = default_call_timeout) {
+    detail::check_timeout(timeout, "otpp::node::multi_call");
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<pending_try_call<term>> calls = send_all(nodes, name, request, timeout);
+    // This node's own server, called here while the others are out.
+    std::optional<result<term>> here;
+    if (std::find(nodes.begin(), nodes.end(), this->name()) != nodes.end()) {
+      auto entry = core_->find_served(name);
+      here = !entry || !entry->local_call ? result<term>{exit_reason::noproc()} : (*entry->local_call)(request, timeout);
+    }
+    multi_call_result out;
+    for (std::size_t i = 0; i < calls.size(); ++i) {
+      if (nodes[i] == this->name()) {
+        gather(out, nodes[i], *here);
+        continue;
+      }
+      const auto spent = std::chrono::steady_clock::now() - start;
+      const auto left = timeout == infinity ? infinity : std::max(timeout - spent, std::chrono::steady_clock::duration::zero());
+      // Past the one deadline, a call not in yet is given up (dropping it
+      // cancels it): each call alone would wait its whole timeout from get().
+      if (!calls[i].wait_for(left)) {
+        out.bad_nodes.emplace_back(nodes[i], exit_reason::timeout());
+        continue;
+      }
+      gather(out, nodes[i], calls[i].get());
+    }
+    return out;
+  }
+  /// multi_call for a coroutine handler: `co_await node.async_multi_call(...)`
+  /// holds no worker while the calls are out. The calls go out now; the
+  /// node must outlive the wait.
+  [[nodiscard]] async<multi_call_result> async_multi_call(const std::vector<std::string>& nodes, std::string_view name,
+                                                          const term& request,
+                                                          std::chrono::steady_clock::duration timeout = default_call_timeout) {
+    // Not a coroutine itself: what the caller passes, often temporaries in
+    // its co_await expression, is read here, before this returns (see the
+    // GCC 12 note in docs/semantics.md 1.3a), and the wait gets copies.
+    std::vector<pending_try_call<term>> calls = send_all(nodes, name, request, timeout);
+    std::optional<async<result<term>>> here;
+    if (std::find(nodes.begin(), nodes.end(), this->name()) != nodes.end()) {
+      auto entry = core_->find_served(name);
+      if (entry && entry->local_async) here.emplace((*entry->local_async)(request, timeout));
+    }
+    return gather_all(nodes, std::move(calls), std::move(here), this->name());
+  }
+  /// GenServer.abcast: casts `message` to the server `name` on every node
+  /// of `nodes` (no answer, no error; a node not reached drops it).
+  void abcast(const std::vector<std::string>& nodes, std::string_view name, const term& message) {
+    for (const std::string& n : nodes) {
+      if (n != this->name()) {
+        cast(remote_name{std::string{name}, n}, message);
+      } else if (auto entry = core_->find_served(name); entry && entry->cast) {
+        (*entry->cast)(message);  // this node's own server, reached here
+      }
+    }
+  }
+
   /// GenServer.cast to a remote server (no answer, no error).
   void cast(const remote_name& to, term message) {
     core_->send_to_name(to.node, to.name, term::tuple(atom{"$gen_cast"}, std::move(message)));
@@ -2730,6 +2814,32 @@ class node {
       throw std::invalid_argument{fmt::format("otpp::node::{}: the target is on this node ({}): use {}", operation, peer, instead)};
   }
 
+  std::vector<pending_try_call<term>> send_all(const std::vector<std::string>& nodes, std::string_view name,
+                                               const term& request, std::chrono::steady_clock::duration timeout) {
+    std::vector<pending_try_call<term>> calls;
+    calls.reserve(nodes.size());
+    for (const std::string& n : nodes) calls.push_back(async_try_call(remote_name{std::string{name}, n}, request, timeout));
+    return calls;
+  }
+  static async<multi_call_result> gather_all(std::vector<std::string> nodes, std::vector<pending_try_call<term>> calls,
+                                             std::optional<async<result<term>>> here, std::string self) {
+    // This node's own server first (the others are out meanwhile); none
+    // served here under the name: noproc, as from a remote node.
+    result<term> mine = exit_reason::noproc();
+    if (here) mine = co_await std::move(*here);
+    std::vector<result<term>> results = co_await when_all(std::move(calls));
+    multi_call_result out;
+    for (std::size_t i = 0; i < results.size(); ++i) gather(out, nodes[i], nodes[i] == self ? mine : std::move(results[i]));
+    co_return out;
+  }
+  static void gather(multi_call_result& out, const std::string& node, result<term> r) {
+    if (r) {
+      out.replies.emplace_back(node, std::move(*r));
+    } else {
+      out.bad_nodes.emplace_back(node, r.error());
+    }
+  }
+
   static pid caller(const char* operation) {
     pid me = self();
     if (!me) throw std::logic_error{fmt::format("otpp::node::{}: call it from a process", operation)};
@@ -2751,11 +2861,34 @@ class node {
             return std::make_unique<detail::dist::typed_inbound_call<R>>(
                 detail::send_call<false>(s, std::move(request), detail::steady::duration::max()));
           });
+      entry.local_call = std::make_shared<const detail::dist::served::local_call_fn>(
+          [s](term request, std::chrono::steady_clock::duration timeout) -> result<term> {
+            return as_term(otpp::try_call(s, std::move(request), timeout));
+          });
+      entry.local_async = std::make_shared<const detail::dist::served::local_async_fn>(
+          [s](term request, std::chrono::steady_clock::duration timeout) { return call_here(s, std::move(request), timeout); });
     }
     if constexpr (handles_cast<Impl, term>) {
       entry.cast = std::make_shared<const detail::dist::served::cast_fn>([s](term message) { otpp::cast(s, std::move(message)); });
     }
     return entry;
+  }
+  // A served server's reply, as a remote caller gets it: a term ('ok' for a void reply).
+  template <class R>
+  static result<term> as_term(result<R> r) {
+    if (!r) return r.error();
+    if constexpr (std::is_void_v<R>) {
+      return term{atom{"ok"}};
+    } else if constexpr (std::is_same_v<R, term>) {
+      return std::move(*r);
+    } else {
+      return to_term(std::move(*r));
+    }
+  }
+  // Parameters by value: the coroutine keeps its own copies.
+  template <class Impl>
+  static async<result<term>> call_here(server<Impl> s, term request, std::chrono::steady_clock::duration timeout) {
+    co_return as_term(co_await otpp::async_try_call(s, std::move(request), timeout));
   }
 
   static detail::dist::node_config config(node_options o) {
