@@ -187,6 +187,16 @@ TEST_CASE("node: an otpp node calls an Elixir GenServer") {
   CHECK(n.try_call(store, term::tuple(atom{"get"}, "s")).value() == term{3});
   CHECK(n.nodes() == std::vector<std::string>{beam});
 
+  // GenServer.multi_call and abcast to the Elixir node (and to this one,
+  // which serves no "store").
+  n.abcast({beam}, "store", term::tuple(atom{"put"}, "m", 4));
+  const auto many = n.multi_call({beam, n.name()}, "store", term::tuple(atom{"get"}, "m"));
+  REQUIRE(many.replies.size() == 1);
+  CHECK(many.replies[0] == std::pair<std::string, term>{beam, term{4}});
+  REQUIRE(many.bad_nodes.size() == 1);
+  CHECK(many.bad_nodes[0].first == n.name());
+  CHECK(many.bad_nodes[0].second.kind() == otpp::exit_kind::noproc);
+
   // From a process, with co_await: the worker is free while it waits.
   auto a = rt.start<asker>(&n, store).value();
   CHECK(otpp::call(a, asker::ask{"k"}) == term{1});
