@@ -250,7 +250,7 @@ TEST_CASE("observer: a suspended process shows as suspended, its held messages i
   CHECK(otpp::call(w, worker::ping{}) == 1);
 }
 
-TEST_CASE("observer: kill needs allow_actions and the token") {
+TEST_CASE("observer: kill, suspend and resume need allow_actions and the token") {
   SECTION("off by default") {
     fixture f;
     const auto alpha = f.child("alpha");
@@ -277,6 +277,24 @@ TEST_CASE("observer: kill needs allow_actions and the token") {
     CHECK(watch.wait(10s).value() == otpp::exit_reason::killed());
     REQUIRE(eventually([&] { auto p = f.child("alpha"); return p && p != alpha; }));  // the supervisor restarts it
     CHECK(status_of(request(f.port, "POST", target, "X-Otpp-Token: " + f.token + "\r\n")) == 404);  // gone now
+  }
+  SECTION("suspend and resume, with the token") {
+    otpp::observer_options o;
+    o.allow_actions = true;
+    fixture f{o};
+    auto w = f.rt.start<worker>().value();
+    const auto text = fmt::format("{}", w.pid());
+    CHECK(status_of(request(f.port, "POST", "/api/suspend?pid=" + text)) == 403);  // no token
+    CHECK_FALSE(otpp::sys::info(w.pid()).value().suspended);
+    const auto s = request(f.port, "POST", "/api/suspend?pid=" + text, "X-Otpp-Token: " + f.token + "\r\n");
+    CHECK(status_of(s) == 200);
+    CHECK(body_of(s) == fmt::format(R"({{"suspended":"{}"}})", text));
+    CHECK(otpp::sys::info(w.pid()).value().suspended);
+    const auto r = request(f.port, "POST", "/api/resume?pid=" + text, "X-Otpp-Token: " + f.token + "\r\n");
+    CHECK(status_of(r) == 200);
+    CHECK(body_of(r) == fmt::format(R"({{"resumed":"{}"}})", text));
+    CHECK_FALSE(otpp::sys::info(w.pid()).value().suspended);
+    CHECK(otpp::call(w, worker::ping{}) == 1);
   }
   SECTION("a token given in the options") {
     otpp::observer_options o;

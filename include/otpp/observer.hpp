@@ -17,13 +17,14 @@
 // process_timeout rather than holding the page). It binds to 127.0.0.1
 // unless told otherwise, and answers only requests addressed to it by a
 // loopback name there (a page on another site cannot reach it through DNS
-// rebinding). Killing a process from the page needs allow_actions and the
-// token, sent in a header that no other site's page can set.
+// rebinding). Killing, suspending or resuming a process from the page needs
+// allow_actions and the token, sent in a header that no other site's page
+// can set.
 //
 // Endpoints: / (the page), /api/snapshot (overview, processes, history, as
 // JSON), /api/process?pid=<0.12.0> (one process), /metrics (Prometheus
 // text: the runtime's metrics, then each reporter's), POST
-// /api/kill?pid=<0.12.0> (header X-Otpp-Token).
+// /api/kill, /api/suspend and /api/resume ?pid=<0.12.0> (header X-Otpp-Token).
 
 #include <algorithm>
 #include <array>
@@ -61,7 +62,7 @@ namespace otpp {
 struct observer_options {
   std::string address = "127.0.0.1";  ///< The address to listen on: loopback unless told otherwise.
   std::uint16_t port = 0;             ///< 0: a free port the system picks (observer_url tells which).
-  /// Lets the page kill processes, each request carrying the token.
+  /// Lets the page kill, suspend and resume processes, each request carrying the token.
   bool allow_actions = false;
   /// What an action must carry; made up at random (128 bits) when empty.
   std::string token{};
@@ -183,6 +184,8 @@ class observer_core {
     }
     if (r.method == "POST") {
       if (r.path == "/api/kill") return kill(r);
+      if (r.path == "/api/suspend") return suspend_or_resume(r, true);
+      if (r.path == "/api/resume") return suspend_or_resume(r, false);
       return {404, "application/json", R"({"error":"no such action"})"};
     }
     return {405, "text/plain", "only GET and POST are answered here\n"};
@@ -375,15 +378,35 @@ class observer_core {
     return {200, "application/json", std::move(out)};
   }
 
-  [[nodiscard]] http::response kill(const http::request& r) const {
+  // The process an action names, once the action is allowed and carries the token.
+  [[nodiscard]] std::variant<pid, http::response> action_target(const http::request& r) const {
     if (!opts_.allow_actions)
-      return {403, "application/json", R"({"error":"actions are off: start the observer with allow_actions"})"};
-    if (!token_ok(r.header("x-otpp-token"))) return {403, "application/json", R"({"error":"wrong or missing token"})"};
-    auto t = target_of(r);
+      return http::response{403, "application/json", R"({"error":"actions are off: start the observer with allow_actions"})"};
+    if (!token_ok(r.header("x-otpp-token"))) return http::response{403, "application/json", R"({"error":"wrong or missing token"})"};
+    return target_of(r);
+  }
+
+  [[nodiscard]] http::response kill(const http::request& r) const {
+    auto t = action_target(r);
     if (auto* answer = std::get_if<http::response>(&t)) return std::move(*answer);
     const pid& p = std::get<pid>(t);
     otpp::exit(p, exit_reason::kill());
     return {200, "application/json", fmt::format(R"({{"killed":{}}})", json_string(fmt::format("{}", p)))};
+  }
+
+  // sys::suspend / sys::resume from the page: a process to look at while
+  // its mailbox fills, without killing it.
+  [[nodiscard]] http::response suspend_or_resume(const http::request& r, bool suspend) const {
+    auto t = action_target(r);
+    if (auto* answer = std::get_if<http::response>(&t)) return std::move(*answer);
+    const pid& p = std::get<pid>(t);
+    const auto done = suspend ? sys::suspend(p, opts_.process_timeout) : sys::resume(p, opts_.process_timeout);
+    const char* what = suspend ? "suspended" : "resumed";
+    if (!done) {
+      return {409, "application/json",
+              fmt::format(R"({{"error":{}}})", json_string(fmt::format("{} not {}: {}", p, what, done.error())))};
+    }
+    return {200, "application/json", fmt::format(R"({{"{}":{}}})", what, json_string(fmt::format("{}", p)))};
   }
 
   [[nodiscard]] std::string prometheus() const {

@@ -2,9 +2,9 @@
 """The observer in a real browser: starts the demo with --observer 0
 --observer-actions, opens the printed URL in headless Chromium (driven over
 its DevTools pipe, so nothing beyond Python's standard library is needed),
-checks that the tree shows demo_root's children, kills one of them by
-clicking through the page, sees the supervisor restart it, and saves a
-screenshot.
+checks that the tree shows demo_root's children, suspends, resumes and
+kills one of them by clicking through the page, sees the supervisor
+restart it, and saves a screenshot.
 
     observer_browser_test.py DEMO_BINARY SCREENSHOT.png
 """
@@ -207,6 +207,16 @@ def main():
         chrome.wait_for("the detail pane of the victim",
                         f'!document.getElementById("detail").hidden && document.getElementById("detail").dataset.pid === {json.dumps(old_pid)}'
                         ' && !document.getElementById("d-actions").hidden')
+        # Suspend it and resume it through the page: the detail shows each.
+        chrome.click("#suspend")
+        chrome.wait_for("the suspension shown", 'document.getElementById("action-status").dataset.result === "suspended"'
+                        ' && document.getElementById("d-fields").textContent.includes("suspended")'
+                        ' && !document.getElementById("resume").hidden')
+        chrome.click("#resume")
+        chrome.wait_for("the resumption shown", 'document.getElementById("action-status").dataset.result === "resumed"'
+                        ' && !document.getElementById("d-fields").textContent.includes("suspended")'
+                        ' && !document.getElementById("suspend").hidden')
+        print(f"suspended and resumed {VICTIM} {old_pid} from the page", flush=True)
         chrome.click("#kill")
         chrome.wait_for("the kill answered", 'document.getElementById("action-status").dataset.result === "killed"')
         print(f"killed {VICTIM} {old_pid} from the page", flush=True)

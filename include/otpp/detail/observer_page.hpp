@@ -1,7 +1,7 @@
 #pragma once
 // The observer's page: one self-contained document (no script or style from
 // elsewhere: it works with no network, and nothing third-party runs beside
-// the kill button). Data arrive as JSON from /api/snapshot each sample
+// the action buttons). Data arrive as JSON from /api/snapshot each sample
 // period and go into the DOM as text, never as markup.
 
 #include <string_view>
@@ -60,6 +60,7 @@ button { font:inherit; padding:.35em .9em; border-radius:6px; border:1px solid v
 button.danger { background:var(--bad); border-color:var(--bad); color:#fff; }
 #close { float:right; }
 #action-status { margin-left:.6em; color:var(--mute); }
+#d-actions button + button { margin-left:.5em; }
 details pre { max-height:360px; overflow:auto; font-size:.85em; background:#f4f5f8; padding:.6em; border-radius:6px; }
 .muted { color:var(--mute); }
 </style>
@@ -111,7 +112,7 @@ details pre { max-height:360px; overflow:auto; font-size:.85em; background:#f4f5
   <div id="d-children"></div>
   <h3>State</h3>
   <pre id="d-state"></pre>
-  <div id="d-actions"><button class="danger" id="kill">Kill</button><span id="action-status"></span></div>
+  <div id="d-actions"><button id="suspend">Suspend</button><button id="resume">Resume</button><button class="danger" id="kill">Kill</button><span id="action-status"></span></div>
 </aside>
 <script>
 "use strict";
@@ -286,16 +287,20 @@ async function loadDetail(pid) {
     el("ul", {}, ...d.children.map(c => el("li", {"data-id": c.id}, c.id + " ", c.pid ? link(c.pid) : el("span", {class: "muted"}, c.state))))] : []));
   document.getElementById("d-state").textContent = d.state === undefined ? "" : d.state === null ? "(no fmt formatter for this server's state)" : d.state;
   document.getElementById("d-actions").hidden = !(snap && snap.overview.actions && token) || d.status === "exited";
+  document.getElementById("suspend").hidden = d.status === "suspended";
+  document.getElementById("resume").hidden = d.status !== "suspended";
 }
 
-async function kill() {
+// kill, suspend or resume the selected process; the answer names it.
+async function act(action, done) {
   const pid = selected, status = document.getElementById("action-status");
-  status.textContent = "killing " + pid + "...";
+  status.textContent = action + " " + pid + "...";
   try {
-    const r = await fetch("/api/kill?pid=" + encodeURIComponent(pid), {method: "POST", headers: {"X-Otpp-Token": token || ""}});
+    const r = await fetch("/api/" + action + "?pid=" + encodeURIComponent(pid), {method: "POST", headers: {"X-Otpp-Token": token || ""}});
     const d = await r.json();
-    status.textContent = r.ok ? "killed " + d.killed : "refused: " + d.error;
-    status.dataset.result = r.ok ? "killed" : "refused";
+    status.textContent = r.ok ? done + " " + d[done] : "refused: " + d.error;
+    status.dataset.result = r.ok ? done : "refused";
+    if (r.ok && action !== "kill") loadDetail(pid);
   } catch (e) { status.textContent = "failed: " + e; }
 }
 
@@ -306,7 +311,9 @@ async function loadMetrics() {
 for (const th of document.querySelectorAll("#procs th"))
   th.addEventListener("click", () => { if (sortKey === th.dataset.key) sortAsc = !sortAsc; else { sortKey = th.dataset.key; sortAsc = false; } renderTable(); });
 document.getElementById("close").addEventListener("click", () => { selected = null; document.getElementById("detail").hidden = true; renderTree(); renderTable(); });
-document.getElementById("kill").addEventListener("click", kill);
+document.getElementById("kill").addEventListener("click", () => act("kill", "killed"));
+document.getElementById("suspend").addEventListener("click", () => act("suspend", "suspended"));
+document.getElementById("resume").addEventListener("click", () => act("resume", "resumed"));
 document.getElementById("metrics-box").addEventListener("toggle", e => { if (e.target.open) loadMetrics(); });
 refresh();
 </script>
