@@ -99,6 +99,17 @@ TEST_CASE("children start in order and stop in reverse order", "[supervisor]") {
                                                "stop a shutdown"});
 }
 
+TEST_CASE("a suspended child still shuts down with its supervisor, terminate run, in order", "[supervisor]") {
+  fixture f;
+  auto sup = f.start({spec("a", f.j), spec("b", f.j), spec("c", f.j)}).value();
+  // The parent's exit signal is not a message a suspension holds (OTP's
+  // suspended loop takes it too).
+  REQUIRE(otpp::sys::suspend(child_pid(sup, "b")));
+  otpp::stop(sup);
+  CHECK(f.j->get() == std::vector<std::string>{"start a", "start b", "start c", "stop c shutdown", "stop b shutdown",
+                                               "stop a shutdown"});
+}
+
 TEST_CASE("bad specs and flags are start errors", "[supervisor]") {
   fixture f;
   auto detail = [&](std::vector<otpp::child_spec> kids, otpp::supervisor_flags fl = {}) {
