@@ -2685,7 +2685,7 @@ class node {
     std::vector<pending_try_call<term>> calls = send_all(nodes, name, request, timeout);
     // This node's own server, called here while the others are out.
     std::optional<result<term>> here;
-    if (std::find(nodes.begin(), nodes.end(), this->name()) != nodes.end()) {
+    if (listed_here(nodes)) {
       auto entry = core_->find_served(name);
       here = !entry || !entry->local_call ? result<term>{exit_reason::noproc()} : (*entry->local_call)(request, timeout);
     }
@@ -2718,7 +2718,7 @@ class node {
     // GCC 12 note in docs/semantics.md 1.3a), and the wait gets copies.
     std::vector<pending_try_call<term>> calls = send_all(nodes, name, request, timeout);
     std::optional<async<result<term>>> here;
-    if (std::find(nodes.begin(), nodes.end(), this->name()) != nodes.end()) {
+    if (listed_here(nodes)) {
       auto entry = core_->find_served(name);
       if (entry && entry->local_async) here.emplace((*entry->local_async)(request, timeout));
     }
@@ -2814,6 +2814,10 @@ class node {
       throw std::invalid_argument{fmt::format("otpp::node::{}: the target is on this node ({}): use {}", operation, peer, instead)};
   }
 
+  // Whether this node is among `nodes`: its own server is called here.
+  [[nodiscard]] bool listed_here(const std::vector<std::string>& nodes) const {
+    return std::find(nodes.begin(), nodes.end(), name()) != nodes.end();
+  }
   std::vector<pending_try_call<term>> send_all(const std::vector<std::string>& nodes, std::string_view name,
                                                const term& request, std::chrono::steady_clock::duration timeout) {
     std::vector<pending_try_call<term>> calls;

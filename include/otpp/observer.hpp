@@ -110,6 +110,13 @@ inline const char* status_name(sys::process_snapshot::status_t s) noexcept {
   return "unknown";
 }
 
+// What the page shows as a process's status: peek's, unless its info says
+// suspended (peek reads no such thing), or "busy" when no info came in time.
+inline const char* status_name(const sys::process_snapshot& peek, const sys::process_info* info) noexcept {
+  if (info == nullptr) return "busy";
+  return info->suspended ? "suspended" : status_name(peek.status);
+}
+
 // What the observer process, its HTTP thread and its telemetry handler
 // share. The HTTP thread reads processes as any thread may; the history and
 // the restart counts are behind the mutex.
@@ -299,7 +306,7 @@ class observer_core {
       if (!first) out += ',';
       first = false;
       out += fmt::format("{{\"pid\":{},\"status\":\"{}\",\"queue\":{},\"capacity\":{},\"dropped\":{},\"restarts\":{},\"id\":{}",
-                         json_string(x.text), !x.info ? "busy" : x.info->suspended ? "suspended" : status_name(x.peek.status), x.peek.message_queue_len,
+                         json_string(x.text), status_name(x.peek, x.info ? &*x.info : nullptr), x.peek.message_queue_len,
                          x.peek.mailbox_capacity, x.peek.dropped, restarts_of(x), json_string(x.child_id));
       if (x.info) {
         out += fmt::format(",\"name\":{},\"type\":{},\"memory\":{},\"handled\":{},\"parent\":{},\"supervisor\":{}",
@@ -347,7 +354,7 @@ class observer_core {
         "{{\"pid\":{},\"name\":{},\"type\":{},\"status\":\"{}\",\"queue\":{},\"capacity\":{},\"dropped\":{},\"memory\":{},"
         "\"handled\":{},\"parent\":{},\"trap_exit\":{},\"monitored_by\":{},\"monitoring\":{},\"links\":[",
         json_string(text), json_string(info->name), json_string(info->type),
-        info->suspended ? "suspended" : status_name(peek.status), peek.message_queue_len,
+        status_name(peek, &*info), peek.message_queue_len,
         peek.mailbox_capacity, peek.dropped, info->memory, info->messages_handled,
         json_string(info->parent ? fmt::format("{}", info->parent) : std::string{}), info->trap_exit ? "true" : "false",
         info->monitored_by, info->monitoring);
